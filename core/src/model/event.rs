@@ -1,0 +1,489 @@
+//! Events: everything that happens, as the Channel protocol carries it (PROTOCOL.md §2, §5).
+
+use super::message::{Message, Usage};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Where an event comes from (the envelope's `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A command request or response.
+    Command,
+    /// An agent.
+    Agent,
+    /// A session.
+    Session,
+    /// A container.
+    Container,
+    /// A sandbox.
+    Sandbox,
+    /// The runtime itself.
+    Environment,
+}
+
+/// The envelope's `category`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// A command request.
+    Request,
+    /// A command response.
+    Response,
+    /// A streamed piece of a reply.
+    Stream,
+    /// A state change of a conversation.
+    State,
+    /// A whole stored message.
+    Message,
+    /// A turn boundary.
+    Turn,
+    /// Creation, registration, destruction.
+    Lifecycle,
+    /// An error.
+    Error,
+}
+
+/// The envelope's `intent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Intent {
+    /// A request.
+    Request,
+    /// A response.
+    Result,
+    /// Anything else.
+    Notification,
+}
+
+/// The ids an event concerns. Agent events carry all four.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EventContext {
+    /// The container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// The image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// The agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// The session; agent events are published on this session's topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The turn (one user message and everything it caused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_id: Option<String>,
+}
+
+/// Why a conversation turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The model finished.
+    Completed,
+    /// `interrupt()` stopped it.
+    Interrupted,
+    /// It failed; an `error_message` was stored.
+    Error,
+}
+
+/// The type and data of an event. The serde tag is the wire `type`, the content is `data`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventPayload {
+    // --- stream ---
+    /// The model began a message.
+    #[serde(rename_all = "camelCase")]
+    MessageStart {
+        /// The id the stored assistant message will have.
+        message_id: String,
+        /// The model answering.
+        model: String,
+    },
+    /// A piece of text.
+    TextDelta {
+        /// The text.
+        text: String,
+    },
+    /// The model began a tool call.
+    #[serde(rename_all = "camelCase")]
+    ToolUseStart {
+        /// The call id.
+        tool_call_id: String,
+        /// The tool.
+        tool_name: String,
+    },
+    /// A piece of a tool call's JSON input.
+    #[serde(rename_all = "camelCase")]
+    InputJsonDelta {
+        /// The JSON fragment.
+        partial_json: String,
+    },
+    /// A tool call is complete.
+    #[serde(rename_all = "camelCase")]
+    ToolUseStop {
+        /// The call id.
+        tool_call_id: String,
+        /// The tool.
+        tool_name: String,
+        /// The parsed input.
+        input: Value,
+    },
+    /// A tool's result.
+    #[serde(rename_all = "camelCase")]
+    ToolResult {
+        /// The call id.
+        tool_call_id: String,
+        /// What the tool returned.
+        result: String,
+        /// True when the tool failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        is_error: Option<bool>,
+    },
+    /// Usage and stop information of the message.
+    MessageDelta {
+        /// Cumulative token usage.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
+    },
+    /// The model finished the message.
+    #[serde(rename_all = "camelCase")]
+    MessageStop {
+        /// `end_turn`, `max_tokens`, `stop_sequence`, `tool_use`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stop_reason: Option<String>,
+    },
+    /// The model or the provider reported an error.
+    #[serde(rename_all = "camelCase")]
+    ErrorReceived {
+        /// What went wrong.
+        message: String,
+        /// `rate_limit`, `overloaded`, `authentication`, `invalid_request`, `timeout`, `network`, ...
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error_code: Option<String>,
+    },
+
+    // --- state ---
+    /// A turn started answering.
+    #[serde(rename_all = "camelCase")]
+    ConversationStart {
+        /// The first assistant message's id.
+        message_id: String,
+    },
+    /// Text is flowing.
+    ConversationResponding {},
+    /// The turn ended.
+    ConversationEnd {
+        /// Why.
+        reason: EndReason,
+    },
+    /// The model plans a tool call.
+    #[serde(rename_all = "camelCase")]
+    ToolPlanned {
+        /// The call id.
+        tool_id: String,
+        /// The tool.
+        tool_name: String,
+    },
+    /// A tool is running.
+    #[serde(rename_all = "camelCase")]
+    ToolExecuting {
+        /// The call id.
+        tool_id: String,
+        /// The tool.
+        tool_name: String,
+        /// Its input.
+        input: Value,
+    },
+    /// A tool finished.
+    #[serde(rename_all = "camelCase")]
+    ToolCompleted {
+        /// The call id.
+        tool_id: String,
+        /// The tool.
+        tool_name: String,
+    },
+    /// A tool failed.
+    #[serde(rename_all = "camelCase")]
+    ToolFailed {
+        /// The call id.
+        tool_id: String,
+        /// The tool.
+        tool_name: String,
+        /// What went wrong.
+        error: String,
+    },
+    /// An error happened in the conversation.
+    ErrorOccurred {
+        /// The error code.
+        code: String,
+        /// What went wrong.
+        message: String,
+        /// Whether the conversation can go on (it can: the next message starts a new turn).
+        recoverable: bool,
+    },
+
+    // --- message ---
+    /// The stored assistant reply.
+    AssistantMessage(Message),
+    /// A stored tool call.
+    ToolCallMessage(Message),
+    /// A stored tool result.
+    ToolResultMessage(Message),
+    /// A stored error.
+    ErrorMessage(Message),
+
+    // --- lifecycle ---
+    /// A container was created.
+    #[serde(rename_all = "camelCase")]
+    ContainerCreated {
+        /// The container.
+        container_id: String,
+        /// When, ms.
+        created_at: i64,
+    },
+    /// A container and everything in it was deleted.
+    #[serde(rename_all = "camelCase")]
+    ContainerDeleted {
+        /// The container.
+        container_id: String,
+    },
+    /// An agent started.
+    #[serde(rename_all = "camelCase")]
+    AgentRegistered {
+        /// Its container.
+        container_id: String,
+        /// The agent.
+        agent_id: String,
+        /// The image's definition name (its name when built from a raw config).
+        definition_name: String,
+        /// When, ms.
+        registered_at: i64,
+    },
+    /// An agent stopped.
+    #[serde(rename_all = "camelCase")]
+    AgentUnregistered {
+        /// Its container.
+        container_id: String,
+        /// The agent.
+        agent_id: String,
+    },
+    /// A turn was interrupted.
+    #[serde(rename_all = "camelCase")]
+    Interrupted {
+        /// The agent.
+        agent_id: String,
+        /// Its container.
+        container_id: String,
+    },
+    /// A session was deleted.
+    #[serde(rename_all = "camelCase")]
+    SessionDestroyed {
+        /// The session.
+        session_id: String,
+        /// Its image.
+        image_id: String,
+        /// Its container.
+        container_id: String,
+    },
+
+    // --- error ---
+    /// A request failed or a frame was refused; sent to the one connection concerned.
+    #[serde(rename_all = "camelCase")]
+    SystemError {
+        /// What went wrong.
+        message: String,
+        /// The request it answers, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+        /// Always `error`.
+        severity: String,
+        /// More detail (the error kind).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        details: Option<Value>,
+    },
+}
+
+impl EventPayload {
+    /// The wire `type` of this payload.
+    pub fn type_name(&self) -> &'static str {
+        use EventPayload::*;
+        match self {
+            MessageStart { .. } => "message_start",
+            TextDelta { .. } => "text_delta",
+            ToolUseStart { .. } => "tool_use_start",
+            InputJsonDelta { .. } => "input_json_delta",
+            ToolUseStop { .. } => "tool_use_stop",
+            ToolResult { .. } => "tool_result",
+            MessageDelta { .. } => "message_delta",
+            MessageStop { .. } => "message_stop",
+            ErrorReceived { .. } => "error_received",
+            ConversationStart { .. } => "conversation_start",
+            ConversationResponding {} => "conversation_responding",
+            ConversationEnd { .. } => "conversation_end",
+            ToolPlanned { .. } => "tool_planned",
+            ToolExecuting { .. } => "tool_executing",
+            ToolCompleted { .. } => "tool_completed",
+            ToolFailed { .. } => "tool_failed",
+            ErrorOccurred { .. } => "error_occurred",
+            AssistantMessage(_) => "assistant_message",
+            ToolCallMessage(_) => "tool_call_message",
+            ToolResultMessage(_) => "tool_result_message",
+            ErrorMessage(_) => "error_message",
+            ContainerCreated { .. } => "container_created",
+            ContainerDeleted { .. } => "container_deleted",
+            AgentRegistered { .. } => "agent_registered",
+            AgentUnregistered { .. } => "agent_unregistered",
+            Interrupted { .. } => "interrupted",
+            SessionDestroyed { .. } => "session_destroyed",
+            SystemError { .. } => "system_error",
+        }
+    }
+
+    /// The envelope's `source` and `category` for this payload.
+    pub fn classify(&self) -> (Source, Category) {
+        use EventPayload::*;
+        match self {
+            MessageStart { .. }
+            | TextDelta { .. }
+            | ToolUseStart { .. }
+            | InputJsonDelta { .. }
+            | ToolUseStop { .. }
+            | ToolResult { .. }
+            | MessageDelta { .. }
+            | MessageStop { .. }
+            | ErrorReceived { .. } => (Source::Agent, Category::Stream),
+            ConversationStart { .. }
+            | ConversationResponding {}
+            | ConversationEnd { .. }
+            | ToolPlanned { .. }
+            | ToolExecuting { .. }
+            | ToolCompleted { .. }
+            | ToolFailed { .. }
+            | ErrorOccurred { .. } => (Source::Agent, Category::State),
+            AssistantMessage(_) | ToolCallMessage(_) | ToolResultMessage(_) | ErrorMessage(_) => {
+                (Source::Agent, Category::Message)
+            }
+            ContainerCreated { .. } | ContainerDeleted { .. } => {
+                (Source::Container, Category::Lifecycle)
+            }
+            AgentRegistered { .. } | AgentUnregistered { .. } | Interrupted { .. } => {
+                (Source::Agent, Category::Lifecycle)
+            }
+            SessionDestroyed { .. } => (Source::Session, Category::Lifecycle),
+            SystemError { .. } => (Source::Environment, Category::Error),
+        }
+    }
+}
+
+/// One event: the payload in the protocol's envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// `type` and `data`.
+    #[serde(flatten)]
+    pub payload: EventPayload,
+    /// When, ms.
+    pub timestamp: i64,
+    /// Where it comes from.
+    pub source: Source,
+    /// Its category.
+    pub category: Category,
+    /// Always `notification` for events.
+    pub intent: Intent,
+    /// The ids it concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<EventContext>,
+}
+
+impl Event {
+    /// An event stamped now, classified from its payload.
+    pub fn new(payload: EventPayload, context: Option<EventContext>) -> Self {
+        let (source, category) = payload.classify();
+        Event {
+            payload,
+            timestamp: super::now_ms(),
+            source,
+            category,
+            intent: Intent::Notification,
+            context,
+        }
+    }
+
+    /// The wire `type`.
+    pub fn type_name(&self) -> &'static str {
+        self.payload.type_name()
+    }
+
+    /// The session topic this event belongs to, if it is a session event.
+    pub fn session_id(&self) -> Option<&str> {
+        self.context.as_ref().and_then(|c| c.session_id.as_deref())
+    }
+
+    /// The container this event concerns, if any.
+    pub fn container_id(&self) -> Option<&str> {
+        if let Some(c) = self.context.as_ref().and_then(|c| c.container_id.as_deref()) {
+            return Some(c);
+        }
+        match &self.payload {
+            EventPayload::ContainerCreated { container_id, .. }
+            | EventPayload::ContainerDeleted { container_id }
+            | EventPayload::AgentRegistered { container_id, .. }
+            | EventPayload::AgentUnregistered { container_id, .. }
+            | EventPayload::Interrupted { container_id, .. }
+            | EventPayload::SessionDestroyed { container_id, .. } => Some(container_id),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_delta_envelope_matches_protocol() {
+        let e = Event {
+            payload: EventPayload::TextDelta { text: "Hel".into() },
+            timestamp: 1,
+            source: Source::Agent,
+            category: Category::Stream,
+            intent: Intent::Notification,
+            context: Some(EventContext {
+                container_id: Some("c".into()),
+                image_id: Some("i".into()),
+                agent_id: Some("a".into()),
+                session_id: Some("s".into()),
+                turn_id: None,
+            }),
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"text_delta","data":{"text":"Hel"},"timestamp":1,"source":"agent",
+                   "category":"stream","intent":"notification",
+                   "context":{"containerId":"c","imageId":"i","agentId":"a","sessionId":"s"}})
+        );
+        let back: Event = serde_json::from_value(v).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn empty_data_is_an_object() {
+        let e = Event::new(EventPayload::ConversationResponding {}, None);
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["data"], json!({}));
+        assert_eq!(v["category"], "state");
+    }
+
+    #[test]
+    fn type_name_matches_serde_tag() {
+        let e = Event::new(EventPayload::ConversationEnd { reason: EndReason::Interrupted }, None);
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], e.type_name());
+        assert_eq!(v["data"]["reason"], "interrupted");
+    }
+}
