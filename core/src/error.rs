@@ -156,7 +156,10 @@ impl Error {
 
     /// `NotFound` for `what` with `id`.
     pub fn not_found(what: &'static str, id: impl Into<String>) -> Self {
-        Error::NotFound { what, id: id.into() }
+        Error::NotFound {
+            what,
+            id: id.into(),
+        }
     }
 
     /// `InvalidInput` with a message.
@@ -166,7 +169,10 @@ impl Error {
 
     /// `Unavailable` with a message and no source.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Error::Unavailable { message: message.into(), source: None }
+        Error::Unavailable {
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// `Storage` wrapping a source error.
@@ -174,7 +180,10 @@ impl Error {
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Error::Storage { message: message.into(), source: Some(Box::new(source)) }
+        Error::Storage {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
     }
 
     /// The message followed by its cause chain, `: `-separated.
@@ -219,7 +228,10 @@ impl From<serde_json::Error> for Error {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        Error::Storage { message: "I/O".into(), source: Some(Box::new(e)) }
+        Error::Storage {
+            message: "I/O".into(),
+            source: Some(Box::new(e)),
+        }
     }
 }
 

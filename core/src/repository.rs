@@ -62,7 +62,9 @@ pub struct Repository {
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Repository").field("path", &self.path).finish()
+        f.debug_struct("Repository")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -98,7 +100,10 @@ impl Repository {
                 },
                 other => Error::storage(format!("opening {}", path.display()), other),
             })?;
-        let repo = Repository { db, path: Some(path.to_path_buf()) };
+        let repo = Repository {
+            db,
+            path: Some(path.to_path_buf()),
+        };
         repo.init()?;
         Ok(repo)
     }
@@ -173,7 +178,11 @@ impl Repository {
     // ----- containers -----
 
     /// Creates the container unless it exists. Returns the record and whether it was created.
-    pub fn create_container(&self, container_id: &str, now: i64) -> Result<(ContainerRecord, bool)> {
+    pub fn create_container(
+        &self,
+        container_id: &str,
+        now: i64,
+    ) -> Result<(ContainerRecord, bool)> {
         let txn = self.db.begin_write()?;
         let out = {
             let mut t = txn.open_table(CONTAINERS)?;
@@ -239,7 +248,9 @@ impl Repository {
         let txn = self.db.begin_write()?;
         let replaced = {
             let mut t = txn.open_table(DEFINITIONS)?;
-            let r = t.insert(definition.name.as_str(), bytes.as_slice())?.is_some();
+            let r = t
+                .insert(definition.name.as_str(), bytes.as_slice())?
+                .is_some();
             r
         };
         txn.commit()?;
@@ -273,15 +284,20 @@ impl Repository {
         let txn = self.db.begin_write()?;
         let created = {
             let mut containers = txn.open_table(CONTAINERS)?;
-            let (_, created) = ensure_container(&mut containers, &image.container_id, image.created_at)?;
+            let (_, created) =
+                ensure_container(&mut containers, &image.container_id, image.created_at)?;
             let mut images = txn.open_table(IMAGES)?;
             if images.get(image.image_id.as_str())?.is_some() {
-                return Err(Error::AlreadyExists { what: "Image", id: image.image_id.clone() });
+                return Err(Error::AlreadyExists {
+                    what: "Image",
+                    id: image.image_id.clone(),
+                });
             }
             images.insert(image.image_id.as_str(), image_bytes.as_slice())?;
             txn.open_table(IMAGES_BY_CONTAINER)?
                 .insert((image.container_id.as_str(), image.image_id.as_str()), ())?;
-            txn.open_table(SESSIONS)?.insert(session.session_id.as_str(), session_bytes.as_slice())?;
+            txn.open_table(SESSIONS)?
+                .insert(session.session_id.as_str(), session_bytes.as_slice())?;
             txn.open_table(SESSIONS_BY_IMAGE)?
                 .insert((session.image_id.as_str(), session.session_id.as_str()), ())?;
             created
@@ -362,10 +378,15 @@ impl Repository {
         let bytes = encode(session)?;
         let txn = self.db.begin_write()?;
         {
-            if txn.open_table(IMAGES)?.get(session.image_id.as_str())?.is_none() {
+            if txn
+                .open_table(IMAGES)?
+                .get(session.image_id.as_str())?
+                .is_none()
+            {
                 return Err(Error::not_found("Image", session.image_id.clone()));
             }
-            txn.open_table(SESSIONS)?.insert(session.session_id.as_str(), bytes.as_slice())?;
+            txn.open_table(SESSIONS)?
+                .insert(session.session_id.as_str(), bytes.as_slice())?;
             txn.open_table(SESSIONS_BY_IMAGE)?
                 .insert((session.image_id.as_str(), session.session_id.as_str()), ())?;
         }
@@ -424,7 +445,8 @@ impl Repository {
             };
             drop(sessions);
             if let Some(s) = &record {
-                txn.open_table(SESSIONS_BY_IMAGE)?.remove((s.image_id.as_str(), session_id))?;
+                txn.open_table(SESSIONS_BY_IMAGE)?
+                    .remove((s.image_id.as_str(), session_id))?;
                 remove_session_data(&txn, session_id)?;
             }
             record
@@ -445,7 +467,10 @@ impl Repository {
                 return Err(Error::not_found("Session", session_id));
             }
             let mut t = txn.open_table(MESSAGES)?;
-            let seq = match t.range((session_id, 0u64)..=(session_id, u64::MAX))?.next_back() {
+            let seq = match t
+                .range((session_id, 0u64)..=(session_id, u64::MAX))?
+                .next_back()
+            {
                 Some(row) => row?.0.value().1 + 1,
                 None => 0,
             };
@@ -472,7 +497,8 @@ impl Repository {
     pub fn count_messages(&self, session_id: &str) -> Result<u64> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(MESSAGES)?;
-        Ok(t.range((session_id, 0u64)..=(session_id, u64::MAX))?.count() as u64)
+        Ok(t.range((session_id, 0u64)..=(session_id, u64::MAX))?
+            .count() as u64)
     }
 
     // ----- replay log -----
@@ -570,7 +596,10 @@ impl Repository {
 
 fn split_replay(topic: &str, cursor: u64, raw: &[u8]) -> Result<ReplayEntry> {
     if raw.len() < 8 {
-        return Err(Error::Storage { message: "corrupt replay entry".into(), source: None });
+        return Err(Error::Storage {
+            message: "corrupt replay entry".into(),
+            source: None,
+        });
     }
     let mut ts = [0u8; 8];
     ts.copy_from_slice(&raw[..8]);
@@ -590,14 +619,21 @@ fn ensure_container(
     if let Some(v) = t.get(container_id)? {
         return Ok((decode(v.value())?, false));
     }
-    let record = ContainerRecord { container_id: container_id.to_string(), created_at: now };
+    let record = ContainerRecord {
+        container_id: container_id.to_string(),
+        created_at: now,
+    };
     t.insert(container_id, encode(&record)?.as_slice())?;
     Ok((record, true))
 }
 
 /// Removes an image's record, sessions, messages and replay log inside `txn` (not its
 /// container index entry, which the caller handles).
-fn remove_image_in(txn: &redb::WriteTransaction, image_id: &str, removed: &mut Removed) -> Result<()> {
+fn remove_image_in(
+    txn: &redb::WriteTransaction,
+    image_id: &str,
+    removed: &mut Removed,
+) -> Result<()> {
     txn.open_table(IMAGES)?.remove(image_id)?;
     let mut by_image = txn.open_table(SESSIONS_BY_IMAGE)?;
     let session_ids: Vec<String> = {
@@ -667,8 +703,10 @@ mod tests {
         let (i2, s2) = image("b", "img_2", "sess_2", 2);
         assert!(repo.create_image(&i1, &s1).unwrap());
         assert!(repo.create_image(&i2, &s2).unwrap());
-        repo.append_message("sess_1", &Message::user("m1".into(), "x".into(), 1)).unwrap();
-        repo.append_message("sess_2", &Message::user("m2".into(), "y".into(), 1)).unwrap();
+        repo.append_message("sess_1", &Message::user("m1".into(), "x".into(), 1))
+            .unwrap();
+        repo.append_message("sess_2", &Message::user("m2".into(), "y".into(), 1))
+            .unwrap();
         let removed = repo.delete_container("a").unwrap().unwrap();
         assert_eq!(removed.images, vec!["img_1"]);
         assert_eq!(removed.sessions, vec!["sess_1"]);
@@ -690,9 +728,16 @@ mod tests {
                 .unwrap();
             assert_eq!(seq, n as u64);
         }
-        let ids: Vec<_> = repo.list_messages("sess_1").unwrap().into_iter().map(|m| m.id).collect();
+        let ids: Vec<_> = repo
+            .list_messages("sess_1")
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
         assert_eq!(ids, ["m0", "m1", "m2", "m3", "m4"]);
-        let e = repo.append_message("nope", &Message::user("m".into(), "x".into(), 0)).unwrap_err();
+        let e = repo
+            .append_message("nope", &Message::user("m".into(), "x".into(), 0))
+            .unwrap_err();
         assert_eq!(e.to_string(), "Session not found: nope");
     }
 
@@ -700,16 +745,27 @@ mod tests {
     fn replay_log_reads_after_a_cursor_and_trims() {
         let repo = Repository::in_memory().unwrap();
         let entries: Vec<_> = (1..=10)
-            .map(|c| ReplayEntry { topic: "t".into(), cursor: c, timestamp: c as i64, json: vec![b'x'] })
+            .map(|c| ReplayEntry {
+                topic: "t".into(),
+                cursor: c,
+                timestamp: c as i64,
+                json: vec![b'x'],
+            })
             .collect();
         repo.append_replay(&entries).unwrap();
         let got = repo.read_replay("t", 7, 100).unwrap();
-        assert_eq!(got.iter().map(|e| e.cursor).collect::<Vec<_>>(), vec![8, 9, 10]);
+        assert_eq!(
+            got.iter().map(|e| e.cursor).collect::<Vec<_>>(),
+            vec![8, 9, 10]
+        );
         assert_eq!(repo.max_replay_cursor().unwrap(), 10);
         // keep 5 newest, and drop anything older than ts 7
         assert_eq!(repo.trim_replay(5, 7).unwrap(), 6);
         let got = repo.read_replay("t", 0, 100).unwrap();
-        assert_eq!(got.iter().map(|e| e.cursor).collect::<Vec<_>>(), vec![7, 8, 9, 10]);
+        assert_eq!(
+            got.iter().map(|e| e.cursor).collect::<Vec<_>>(),
+            vec![7, 8, 9, 10]
+        );
     }
 
     #[test]

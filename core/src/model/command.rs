@@ -15,8 +15,8 @@ pub trait Call: Sized {
     type Output;
     /// Wraps the request as a [`Command`].
     fn into_command(self) -> Command;
-    /// Unwraps the matching [`Response`]; `Err` gives back any other response.
-    fn from_response(response: Response) -> Result<Self::Output, Response>;
+    /// Unwraps the matching [`Response`]; `Err` names the type of any other response.
+    fn from_response(response: Response) -> Result<Self::Output, &'static str>;
 }
 
 macro_rules! commands {
@@ -62,8 +62,8 @@ macro_rules! commands {
             impl Call for $req {
                 type Output = $resp;
                 fn into_command(self) -> Command { Command::$variant(self) }
-                fn from_response(response: Response) -> Result<$resp, Response> {
-                    match response { Response::$variant(r) => Ok(r), other => Err(other) }
+                fn from_response(response: Response) -> Result<$resp, &'static str> {
+                    match response { Response::$variant(r) => Ok(r), other => Err(other.type_name()) }
                 }
             }
             impl From<$req> for Command {
@@ -245,7 +245,11 @@ pub struct ImageGetResponse {
     /// The image, `null` when unknown.
     pub record: Option<ImageListItem>,
     /// Its first session's topic, when found.
-    #[serde(rename = "__subscriptions", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "__subscriptions",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub subscriptions: Option<Vec<String>>,
 }
 
@@ -669,9 +673,15 @@ impl Command {
     /// Unknown types and bad data give `InvalidInput` errors that say what is wrong.
     pub fn from_wire(type_name: &str, data: serde_json::Value) -> crate::Result<Command> {
         if !REQUEST_TYPES.contains(&type_name) {
-            return Err(crate::Error::invalid(format!("Unknown request type: {type_name}")));
+            return Err(crate::Error::invalid(format!(
+                "Unknown request type: {type_name}"
+            )));
         }
-        let data = if data.is_null() { serde_json::Value::Object(Default::default()) } else { data };
+        let data = if data.is_null() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            data
+        };
         serde_json::from_value(serde_json::json!({"type": type_name, "data": data}))
             .map_err(|e| crate::Error::invalid(format!("Invalid {type_name}: {e}")))
     }
@@ -684,7 +694,9 @@ mod tests {
 
     #[test]
     fn command_json_is_type_and_data() {
-        let c = Command::from(ContainerCreateRequest { container_id: "a".into() });
+        let c = Command::from(ContainerCreateRequest {
+            container_id: "a".into(),
+        });
         assert_eq!(
             serde_json::to_value(&c).unwrap(),
             json!({"type":"container_create_request","data":{"containerId":"a"}})
@@ -696,7 +708,12 @@ mod tests {
     fn from_wire_ignores_request_id_and_reports_errors() {
         let c = Command::from_wire("image_get_request", json!({"imageId":"x","requestId":"r"}))
             .unwrap();
-        assert_eq!(c, Command::ImageGet(ImageGetRequest { image_id: "x".into() }));
+        assert_eq!(
+            c,
+            Command::ImageGet(ImageGetRequest {
+                image_id: "x".into()
+            })
+        );
         let e = Command::from_wire("image_get_request", json!({})).unwrap_err();
         assert!(e.to_string().contains("missing field `imageId`"), "{e}");
         let e = Command::from_wire("image_get_request", json!({"imageId": 5})).unwrap_err();
@@ -708,7 +725,10 @@ mod tests {
 
     #[test]
     fn image_get_not_found_serializes_null_record() {
-        let r = Response::ImageGet(ImageGetResponse { record: None, subscriptions: None });
+        let r = Response::ImageGet(ImageGetResponse {
+            record: None,
+            subscriptions: None,
+        });
         assert_eq!(
             serde_json::to_value(&r).unwrap(),
             json!({"type":"image_get_response","data":{"record":null}})

@@ -424,7 +424,11 @@ impl Event {
 
     /// The container this event concerns, if any.
     pub fn container_id(&self) -> Option<&str> {
-        if let Some(c) = self.context.as_ref().and_then(|c| c.container_id.as_deref()) {
+        if let Some(c) = self
+            .context
+            .as_ref()
+            .and_then(|c| c.container_id.as_deref())
+        {
             return Some(c);
         }
         match &self.payload {
@@ -481,7 +485,12 @@ mod tests {
 
     #[test]
     fn type_name_matches_serde_tag() {
-        let e = Event::new(EventPayload::ConversationEnd { reason: EndReason::Interrupted }, None);
+        let e = Event::new(
+            EventPayload::ConversationEnd {
+                reason: EndReason::Interrupted,
+            },
+            None,
+        );
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], e.type_name());
         assert_eq!(v["data"]["reason"], "interrupted");

@@ -216,7 +216,10 @@ impl Message {
 
     /// A user message.
     pub fn user(id: String, content: Content, timestamp: i64) -> Self {
-        Message { content: Some(content), ..Self::base(id, Role::User, Subtype::User, timestamp) }
+        Message {
+            content: Some(content),
+            ..Self::base(id, Role::User, Subtype::User, timestamp)
+        }
     }
 
     /// An assistant text reply.
