@@ -29,13 +29,19 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod auth;
+pub mod channel;
 pub mod config;
 pub mod error;
 pub mod llm;
 pub mod model;
 pub mod repository;
 pub mod runtime;
+#[cfg(feature = "server")]
+pub mod server;
 
+#[cfg(feature = "client")]
+pub use channel::remote::{connect, ConnectOptions, RemoteRuntime};
 pub use config::{AgentConfig, Limits};
 pub use error::{Error, ErrorKind, Result};
 pub use llm::{LlmDriver, LlmEvent, LlmRequest, MockDriver, MockScenario};

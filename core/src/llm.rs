@@ -95,3 +95,16 @@ pub trait LlmDriver: Send + Sync + 'static {
     /// Starts a reply. Errors are reported in the stream, as [`LlmEvent::Error`].
     fn stream(&self, request: LlmRequest) -> LlmStream;
 }
+
+/// The driver of a real provider (`anthropic` or `openai`), configured from its key, URL and
+/// model.
+pub fn provider_driver(
+    provider: &str,
+    _key: Option<String>,
+    _url: Option<String>,
+    _model: Option<String>,
+) -> crate::Result<std::sync::Arc<dyn LlmDriver>> {
+    Err(crate::Error::invalid(format!(
+        "LLM_PROVIDER={provider} is not available in this build yet; use LLM_PROVIDER=mock"
+    )))
+}

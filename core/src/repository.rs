@@ -16,6 +16,9 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
 
+mod tokens;
+pub use tokens::TokenRecord;
+
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -150,6 +153,7 @@ impl Repository {
             txn.open_table(SESSIONS_BY_IMAGE)?;
             txn.open_table(MESSAGES)?;
             txn.open_table(REPLAY)?;
+            txn.open_table(tokens::TOKENS)?;
         }
         txn.commit()?;
         Ok(())

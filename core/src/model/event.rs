@@ -290,6 +290,19 @@ pub enum EventPayload {
         container_id: String,
     },
 
+    /// The remote runtime's connection changed state (local to the remote runtime).
+    #[serde(rename_all = "camelCase")]
+    ConnectionState {
+        /// `connecting`, `connected`, `reconnecting` or `closed`.
+        state: String,
+        /// Reconnection attempt number, when reconnecting.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
+        /// Why the connection was lost, when it was.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+
     // --- error ---
     /// A request failed or a frame was refused; sent to the one connection concerned.
     #[serde(rename_all = "camelCase")]
@@ -339,6 +352,7 @@ impl EventPayload {
             AgentUnregistered { .. } => "agent_unregistered",
             Interrupted { .. } => "interrupted",
             SessionDestroyed { .. } => "session_destroyed",
+            ConnectionState { .. } => "connection_state",
             SystemError { .. } => "system_error",
         }
     }
@@ -374,6 +388,7 @@ impl EventPayload {
                 (Source::Agent, Category::Lifecycle)
             }
             SessionDestroyed { .. } => (Source::Session, Category::Lifecycle),
+            ConnectionState { .. } => (Source::Environment, Category::Lifecycle),
             SystemError { .. } => (Source::Environment, Category::Error),
         }
     }

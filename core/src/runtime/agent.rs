@@ -50,7 +50,7 @@ pub struct Agent {
     session_id: String,
     definition_name: String,
     env: Arc<AgentEnv>,
-    inputs: mpsc::Sender<Message>,
+    inputs: mpsc::Sender<Box<Message>>,
     control: mpsc::UnboundedSender<Control>,
     /// Keeps "store, then queue" atomic so the stored order is the answered order.
     send_lock: tokio::sync::Mutex<()>,
@@ -166,7 +166,7 @@ impl Agent {
             .await
             .map_err(|e| Error::Internal(format!("storing a message: {e}")))??;
         self.pending.fetch_add(1, Ordering::AcqRel);
-        permit.send(message.clone());
+        permit.send(Box::new(message.clone()));
         Ok(message)
     }
 
@@ -235,7 +235,7 @@ struct Reply {
 impl Actor {
     async fn run(
         mut self,
-        mut inputs: mpsc::Receiver<Message>,
+        mut inputs: mpsc::Receiver<Box<Message>>,
         mut control: mpsc::UnboundedReceiver<Control>,
     ) {
         loop {
@@ -249,7 +249,8 @@ impl Actor {
                 },
                 m = inputs.recv() => match m {
                     Some(message) => {
-                        let ended = self.turn(message, &mut control).await;
+                        // Boxed: an idle actor's task does not carry a turn's state.
+                        let ended = Box::pin(self.turn(*message, &mut control)).await;
                         self.pending.fetch_sub(1, Ordering::AcqRel);
                         if matches!(ended, Ended::Stop) {
                             break;

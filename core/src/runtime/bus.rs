@@ -118,15 +118,18 @@ pub struct Published {
     /// The event.
     pub event: Event,
     json: OnceLock<String>,
+    /// Set once the event is in the persisted replay log; until then the ring keeps it.
+    persisted: AtomicBool,
 }
 
 impl Published {
-    /// Wraps an event with no cursor.
+    /// Wraps an event with a cursor (session events) or none.
     pub fn new(event: Event, cursor: Option<u64>) -> Self {
         Published {
             cursor,
             event,
             json: OnceLock::new(),
+            persisted: AtomicBool::new(false),
         }
     }
 
@@ -181,10 +184,37 @@ impl Slot {
 #[derive(Default)]
 struct TopicState {
     ring: VecDeque<Arc<Published>>,
-    /// Highest cursor of this topic known to be in the repository.
-    persisted: u64,
     subscribers: Vec<Arc<Slot>>,
     last_publish: Option<Instant>,
+}
+
+/// How many times `ring_capacity` a ring may grow while its oldest events wait to be
+/// persisted, before it drops them anyway (and says so) to keep memory bounded.
+const RING_HARD_FACTOR: usize = 16;
+
+impl TopicState {
+    /// Drops the oldest events beyond `cap`, but only those already in the persisted log
+    /// (when there is one), so a replay never has a gap; past the hard limit, drops anyway.
+    fn trim(&mut self, cap: usize, persisting: bool) -> u64 {
+        let mut lost = 0;
+        while self.ring.len() > cap {
+            let front_safe = !persisting
+                || self
+                    .ring
+                    .front()
+                    .map(|f| f.persisted.load(Ordering::Acquire))
+                    .unwrap_or(true);
+            if front_safe {
+                self.ring.pop_front();
+            } else if self.ring.len() > cap.saturating_mul(RING_HARD_FACTOR).max(cap + 1) {
+                self.ring.pop_front();
+                lost += 1;
+            } else {
+                break;
+            }
+        }
+        lost
+    }
 }
 
 struct BusInner {
@@ -282,8 +312,8 @@ impl Bus {
     /// Publishes an event: on its session's topic (with a cursor) when it has a session id,
     /// on `global` otherwise. Never waits.
     pub fn publish(&self, event: Event) -> Arc<Published> {
-        match event.session_id().map(str::to_string) {
-            Some(topic) => self.publish_session(&topic, event),
+        match event.session_id().map(|t| self.topic(t)) {
+            Some(state) => self.publish_in(&state, event, None),
             None => {
                 let p = Arc::new(Published::new(event, None));
                 let cid = p.event.container_id();
@@ -298,10 +328,37 @@ impl Bus {
         }
     }
 
-    fn publish_session(&self, topic: &str, event: Event) -> Arc<Published> {
-        let state = self.topic(topic);
-        let mut st = lock(&state);
-        let cursor = self.inner.next_cursor.fetch_add(1, Ordering::Relaxed);
+    /// Publishes a session event with a cursor assigned elsewhere (the remote runtime mirrors
+    /// the server's cursors). Events without a session go to `global` as with `publish`.
+    pub fn inject(&self, event: Event, cursor: u64) -> Arc<Published> {
+        match event.session_id().map(|t| self.topic(t)) {
+            Some(state) => self.publish_in(&state, event, Some(cursor)),
+            None => self.publish(event),
+        }
+    }
+
+    /// The newest cursor handed out so far: every later event has a greater one.
+    pub fn current_cursor(&self) -> u64 {
+        self.inner
+            .next_cursor
+            .load(Ordering::Relaxed)
+            .saturating_sub(1)
+    }
+
+    fn publish_in(
+        &self,
+        state: &Mutex<TopicState>,
+        event: Event,
+        at: Option<u64>,
+    ) -> Arc<Published> {
+        let mut st = lock(state);
+        let cursor = match at {
+            Some(c) => {
+                self.inner.next_cursor.fetch_max(c + 1, Ordering::Relaxed);
+                c
+            }
+            None => self.inner.next_cursor.fetch_add(1, Ordering::Relaxed),
+        };
         let p = Arc::new(Published::new(event, Some(cursor)));
         st.last_publish = Some(Instant::now());
         for slot in &st.subscribers {
@@ -316,25 +373,26 @@ impl Bus {
                 }
             }
         }
-        if let Some(tx) = &self.inner.persist_tx {
-            if tx.try_send(p.clone()).is_err() {
-                self.inner.dropped_persists.fetch_add(1, Ordering::Relaxed);
-            }
-            st.ring.push_back(p.clone());
-            // Only drop from the ring what the log already holds.
-            while st.ring.len() > self.inner.config.ring_capacity {
-                match st.ring.front() {
-                    Some(f) if f.cursor.unwrap_or(0) <= st.persisted => {
-                        st.ring.pop_front();
-                    }
-                    _ => break,
+        let persisting = match &self.inner.persist_tx {
+            Some(tx) => {
+                if tx.try_send(p.clone()).is_err() {
+                    self.inner.dropped_persists.fetch_add(1, Ordering::Relaxed);
                 }
+                true
             }
-        } else {
-            st.ring.push_back(p.clone());
-            while st.ring.len() > self.inner.config.ring_capacity {
-                st.ring.pop_front();
-            }
+            None => false,
+        };
+        st.ring.push_back(p.clone());
+        let lost = st.trim(self.inner.config.ring_capacity, persisting);
+        if lost > 0 {
+            self.inner
+                .dropped_persists
+                .fetch_add(lost, Ordering::Relaxed);
+            tracing::warn!(
+                topic = p.event.session_id().unwrap_or_default(),
+                lost,
+                "replay log persistence is behind: oldest unpersisted events dropped from memory"
+            );
         }
         p
     }
@@ -459,13 +517,15 @@ impl std::fmt::Debug for Subscription {
 
 impl Subscription {
     /// Joins a session topic; with `after`, first replays the events after that cursor.
-    /// Joining a topic already joined does nothing.
-    pub fn join(&mut self, topic: &str, after: Option<u64>) -> crate::Result<()> {
+    /// Joining a topic already joined does nothing. Returns the newest cursor at the moment
+    /// of joining: every event delivered live after this has a greater cursor.
+    pub fn join(&mut self, topic: &str, after: Option<u64>) -> crate::Result<u64> {
         if self.topics.contains(topic) {
-            return Ok(());
+            return Ok(self.bus.current_cursor());
         }
         let state = self.bus.topic(topic);
         let mut st = lock(&state);
+        let now = self.bus.current_cursor();
         if let Some(after) = after {
             let replayed = self.bus.replay(topic, &st, after)?;
             self.pending.extend(replayed);
@@ -474,7 +534,16 @@ impl Subscription {
             st.subscribers.push(self.slot.clone());
         }
         self.topics.insert(topic.to_string());
-        Ok(())
+        // Where a resume after an overflow starts if nothing arrives before it.
+        self.last_cursors
+            .entry(topic.to_string())
+            .or_insert(after.unwrap_or(now));
+        Ok(now)
+    }
+
+    /// Whether this subscription has joined `topic`.
+    pub fn has_topic(&self, topic: &str) -> bool {
+        self.topics.contains(topic)
     }
 
     /// Leaves a session topic.
@@ -617,31 +686,25 @@ async fn persist_loop(inner: std::sync::Weak<BusInner>, mut rx: mpsc::Receiver<A
             if trim {
                 repo2.trim_replay(keep, min_ts)?;
             }
-            Ok::<_, crate::Error>(entries)
+            Ok::<_, crate::Error>(())
         })
         .await;
         if trim {
             last_trim = Instant::now();
         }
         match written {
-            Ok(Ok(entries)) => {
-                let mut max_per_topic: HashMap<&str, u64> = HashMap::new();
-                for e in &entries {
-                    let m = max_per_topic.entry(e.topic.as_str()).or_default();
-                    *m = (*m).max(e.cursor);
+            Ok(Ok(_)) => {
+                for p in &batch {
+                    p.persisted.store(true, Ordering::Release);
                 }
+                let cap = bus.config.ring_capacity;
                 let topics = lock(&bus.topics);
-                for (topic, max) in max_per_topic {
-                    if let Some(state) = topics.get(topic) {
-                        let mut st = lock(state);
-                        st.persisted = st.persisted.max(max);
-                        let cap = bus.config.ring_capacity;
-                        while st.ring.len() > cap {
-                            match st.ring.front() {
-                                Some(f) if f.cursor.unwrap_or(0) <= st.persisted => {
-                                    st.ring.pop_front();
-                                }
-                                _ => break,
+                let mut seen: HashSet<&str> = HashSet::new();
+                for p in &batch {
+                    if let Some(topic) = p.event.session_id() {
+                        if seen.insert(topic) {
+                            if let Some(state) = topics.get(topic) {
+                                lock(state).trim(cap, true);
                             }
                         }
                     }
@@ -665,7 +728,7 @@ async fn persist_loop(inner: std::sync::Weak<BusInner>, mut rx: mpsc::Receiver<A
             let persisted = st
                 .ring
                 .back()
-                .map(|p| p.cursor.unwrap_or(0) <= st.persisted)
+                .map(|p| p.persisted.load(Ordering::Acquire))
                 .unwrap_or(true);
             !(st.subscribers.is_empty() && quiet && persisted)
         });

@@ -1,0 +1,320 @@
+//! `agentvm-server`: the agentvm runtime behind one port (Channel WebSocket, REST, metrics).
+
+use agentvm::server::{AuthMode, ServerConfig, ServerManager};
+use agentvm::{AgentVm, LlmDriver, MockDriver, MockScenario, Repository};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "agentvm-server",
+    version,
+    about = "The agentvm runtime server: AgentX-compatible WebSocket at /ws, REST under /v1"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Manage access tokens (stored hashed in the data dir).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        /// The data dir holding agentvm.redb.
+        #[arg(long, global = true, env = "AGENTVM_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to bind. A non-loopback address turns authentication on.
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to bind (0 picks a free one).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Where agentvm.redb and the workdirs live (default ~/.agentvm).
+    #[arg(long, env = "AGENTVM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A TOML file with the same settings (flags and environment win).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Require a token even on loopback.
+    #[arg(long)]
+    require_auth: bool,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; it is printed once.
+    Create {
+        /// Containers the token may use, comma-separated.
+        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+        containers: Vec<String>,
+        /// The token may use every container.
+        #[arg(long)]
+        all: bool,
+    },
+    /// List tokens (ids and scopes, never the tokens).
+    List,
+    /// Revoke a token by id.
+    Revoke {
+        /// The token's id (`tok_…`).
+        id: String,
+    },
+}
+
+/// The config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    host: Option<String>,
+    port: Option<u16>,
+    data_dir: Option<PathBuf>,
+    require_auth: Option<bool>,
+    max_frame_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
+    #[serde(default)]
+    llm: LlmFileConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LlmFileConfig {
+    provider: Option<String>,
+    key: Option<String>,
+    url: Option<String>,
+    model: Option<String>,
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".agentvm")
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The driver chosen by `LLM_PROVIDER` (or the config file).
+fn llm_driver(file: &LlmFileConfig) -> Result<Option<Arc<dyn LlmDriver>>, String> {
+    let provider = env("LLM_PROVIDER").or_else(|| file.provider.clone());
+    let model = env("LLM_PROVIDER_MODEL").or_else(|| file.model.clone());
+    match provider.as_deref() {
+        None => Ok(None),
+        Some("mock") => {
+            let scenario = model
+                .as_deref()
+                .and_then(MockScenario::parse)
+                .unwrap_or(MockScenario::Default);
+            Ok(Some(Arc::new(MockDriver::new(scenario))))
+        }
+        Some(p @ ("anthropic" | "openai")) => agentvm::llm::provider_driver(
+            p,
+            env("LLM_PROVIDER_KEY")
+                .or_else(|| env("LLM_API_KEY"))
+                .or_else(|| file.key.clone()),
+            env("LLM_PROVIDER_URL").or_else(|| file.url.clone()),
+            model,
+        )
+        .map(Some)
+        .map_err(|e| e.to_string()),
+        Some(other) => Err(format!(
+            "LLM_PROVIDER={other:?} is not one of anthropic, openai, mock"
+        )),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTVM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging();
+            match serve(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("agentvm-server: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Token { command, data_dir } => {
+            match token(command, data_dir.unwrap_or_else(default_data_dir)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("agentvm-server: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let host = args
+        .host
+        .or(file.host)
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let port = args.port.or(file.port).unwrap_or(8080);
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(default_data_dir);
+    let driver = llm_driver(&file.llm)?;
+    let mut builder = AgentVm::builder().data_dir(&data_dir);
+    match driver {
+        Some(d) => {
+            tracing::info!(provider = d.name(), model = d.default_model(), "LLM provider configured");
+            builder = builder.llm(d);
+        }
+        None => tracing::warn!(
+            "no LLM provider configured: agents will answer with an error. Set LLM_PROVIDER=anthropic \
+             (or openai) and LLM_PROVIDER_KEY=..., optionally LLM_PROVIDER_URL and LLM_PROVIDER_MODEL; \
+             LLM_PROVIDER=mock runs the offline mock"
+        ),
+    }
+    let vm = builder.open().await.map_err(|e| e.chain())?;
+    let mut config = ServerConfig::default();
+    if args.require_auth || file.require_auth.unwrap_or(false) {
+        config.auth = AuthMode::Required;
+    }
+    if let Some(v) = file.max_frame_bytes {
+        config.max_frame_bytes = v;
+    }
+    if let Some(v) = file.max_connections {
+        config.max_connections = v;
+    }
+    if let Some(v) = file.request_timeout_ms {
+        config.request_timeout = Duration::from_millis(v);
+    }
+    if let Some(v) = file.shutdown_grace_ms {
+        config.shutdown_grace = Duration::from_millis(v);
+    }
+    let server = ServerManager::new(vm, config);
+    let addr = server
+        .listen((host.as_str(), port))
+        .await
+        .map_err(|e| e.chain())?;
+    // One line on stdout that scripts (and tests) can wait for.
+    println!(
+        "agentvm-server listening on http://{addr} (WebSocket ws://{addr}/ws, data dir {})",
+        data_dir.display()
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down: letting running turns finish");
+    server.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn token(command: TokenCommand, data_dir: PathBuf) -> Result<(), String> {
+    let path = data_dir.join("agentvm.redb");
+    let repo = Repository::open(&path).map_err(|e| {
+        format!("{}. If the server is running on this data dir, manage tokens through its API instead (POST /v1/tokens).", e.chain())
+    })?;
+    match command {
+        TokenCommand::Create { containers, all } => {
+            let scope = if all || containers.is_empty() {
+                if !all {
+                    return Err(
+                        "say which containers the token may use (--containers a,b) or --all".into(),
+                    );
+                }
+                None
+            } else {
+                Some(containers)
+            };
+            let (token, record) =
+                agentvm::auth::create_token(&repo, scope).map_err(|e| e.to_string())?;
+            eprintln!(
+                "created {} for {}",
+                record.id,
+                scope_text(&record.containers)
+            );
+            println!("{token}");
+        }
+        TokenCommand::List => {
+            for t in repo.list_tokens().map_err(|e| e.to_string())? {
+                let state = if t.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!("{}\t{}\t{}", t.id, state, scope_text(&t.containers));
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            if !repo
+                .revoke_token(&id, agentvm::now_ms())
+                .map_err(|e| e.to_string())?
+            {
+                return Err(format!("no token with id {id}"));
+            }
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+fn scope_text(containers: &Option<Vec<String>>) -> String {
+    match containers {
+        None => "all containers".into(),
+        Some(c) => c.join(","),
+    }
+}

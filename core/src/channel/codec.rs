@@ -1,0 +1,543 @@
+//! Frames of the Channel protocol (PROTOCOL.md §2–§3), decoded and encoded without I/O.
+//!
+//! Client → server: command requests (`{"type":"x_request","data":{...,"requestId"}}`),
+//! `{"__ack":id}`, `{"type":"subscribe","sessionId",afterCursor?}`, `{"type":"auth",...}`,
+//! optionally wrapped as `{"__msgId","__payload"}`. Server → client: every event and response
+//! wrapped as `{"__msgId":"<connId>_<n>","__payload":"<json>","__cursor"?:"<cursor>"}`.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{now_ms, Command, Event, EventPayload, Response};
+use serde_json::{json, Map, Value};
+
+/// A decoded client frame.
+#[derive(Debug)]
+pub enum ClientFrame {
+    /// `{"__ack": msgId}`: the client received a frame.
+    Ack(String),
+    /// Join a session topic, replaying after `after_cursor`.
+    Subscribe {
+        /// The session topic.
+        session_id: String,
+        /// Replay events after this cursor first.
+        after_cursor: Option<u64>,
+    },
+    /// Leave a session topic.
+    Unsubscribe {
+        /// The session topic.
+        session_id: String,
+    },
+    /// The browser client's first frame: credentials.
+    Auth {
+        /// The bearer token, if one was given.
+        token: Option<String>,
+    },
+    /// A command.
+    Request {
+        /// The client's id for it, echoed in the response.
+        request_id: Option<String>,
+        /// The command (boxed: commands are large, acks and subscribes small).
+        command: Box<Command>,
+    },
+}
+
+/// A frame that could not be used, with what the client needs to hear about it.
+#[derive(Debug)]
+pub struct FrameError {
+    /// Why.
+    pub error: Error,
+    /// The request id, when the frame had one.
+    pub request_id: Option<String>,
+    /// The response type to answer with, when the frame named a request type.
+    pub response_type: Option<String>,
+}
+
+/// What decoding one text frame gave.
+#[derive(Debug)]
+pub struct Decoded {
+    /// When the client wrapped its frame with a `__msgId`, the id to acknowledge.
+    pub ack: Option<String>,
+    /// The frame, or why it is refused.
+    pub frame: std::result::Result<ClientFrame, FrameError>,
+}
+
+fn frame_error(
+    message: impl Into<String>,
+    request_id: Option<String>,
+    type_name: Option<&str>,
+) -> FrameError {
+    FrameError {
+        error: Error::invalid(message),
+        request_id,
+        response_type: type_name.and_then(response_type_of),
+    }
+}
+
+/// `x_request` → `x_response`.
+pub fn response_type_of(request_type: &str) -> Option<String> {
+    request_type
+        .strip_suffix("_request")
+        .map(|base| format!("{base}_response"))
+}
+
+fn parse_cursor(v: Option<&Value>) -> std::result::Result<Option<u64>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => s
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| format!("afterCursor {s:?} is not a cursor")),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("afterCursor {n} is not a cursor")),
+        Some(other) => Err(format!("afterCursor must be a string, got {other}")),
+    }
+}
+
+/// Decodes one text frame from a client.
+pub fn decode_client_frame(text: &str) -> Decoded {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return Decoded {
+                ack: None,
+                frame: Err(frame_error(
+                    format!("frame is not valid JSON: {e}"),
+                    None,
+                    None,
+                )),
+            }
+        }
+    };
+    let Value::Object(mut obj) = value else {
+        return Decoded {
+            ack: None,
+            frame: Err(frame_error("frame is not a JSON object", None, None)),
+        };
+    };
+    if let Some(id) = obj.get("__ack") {
+        return Decoded {
+            ack: None,
+            frame: match id.as_str() {
+                Some(id) => Ok(ClientFrame::Ack(id.to_string())),
+                None => Err(frame_error("__ack must be a string", None, None)),
+            },
+        };
+    }
+    let mut ack = None;
+    if let Some(payload) = obj.remove("__payload") {
+        ack = obj
+            .get("__msgId")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let inner = match payload {
+            Value::String(s) => serde_json::from_str::<Value>(&s),
+            other => Ok(other),
+        };
+        obj = match inner {
+            Ok(Value::Object(o)) => o,
+            Ok(_) => {
+                return Decoded {
+                    ack,
+                    frame: Err(frame_error("__payload is not a JSON object", None, None)),
+                }
+            }
+            Err(e) => {
+                return Decoded {
+                    ack,
+                    frame: Err(frame_error(
+                        format!("__payload is not valid JSON: {e}"),
+                        None,
+                        None,
+                    )),
+                }
+            }
+        };
+    }
+    Decoded {
+        ack,
+        frame: decode_object(obj),
+    }
+}
+
+fn decode_object(mut obj: Map<String, Value>) -> std::result::Result<ClientFrame, FrameError> {
+    let data = match obj.remove("data") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => {
+            let type_name = obj.get("type").and_then(Value::as_str).map(str::to_string);
+            return Err(frame_error(
+                "data must be a JSON object",
+                None,
+                type_name.as_deref(),
+            ));
+        }
+    };
+    let request_id = data
+        .get("requestId")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let type_name = match obj.get("type") {
+        Some(Value::String(t)) => t.clone(),
+        Some(_) => return Err(frame_error("\"type\" must be a string", request_id, None)),
+        None => return Err(frame_error("frame has no \"type\"", request_id, None)),
+    };
+    // Fields of subscribe/auth may be at the top level (stock client) or in data.
+    let field = |name: &str| obj.get(name).or_else(|| data.get(name)).cloned();
+    match type_name.as_str() {
+        "subscribe" | "unsubscribe" => {
+            let session_id = match field("sessionId") {
+                Some(Value::String(s)) if !s.is_empty() => s,
+                _ => {
+                    return Err(frame_error(
+                        format!("{type_name} needs a sessionId string"),
+                        request_id,
+                        None,
+                    ))
+                }
+            };
+            if type_name == "unsubscribe" {
+                return Ok(ClientFrame::Unsubscribe { session_id });
+            }
+            let after_cursor = parse_cursor(field("afterCursor").as_ref())
+                .map_err(|m| frame_error(m, request_id.clone(), None))?;
+            Ok(ClientFrame::Subscribe {
+                session_id,
+                after_cursor,
+            })
+        }
+        "auth" => {
+            let header = field("headers")
+                .and_then(|h| {
+                    h.as_object().and_then(|h| {
+                        h.iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                            .and_then(|(_, v)| v.as_str().map(str::to_string))
+                    })
+                })
+                .and_then(|v| bearer(&v).map(str::to_string));
+            let token =
+                header.or_else(|| field("token").and_then(|t| t.as_str().map(str::to_string)));
+            Ok(ClientFrame::Auth { token })
+        }
+        t if t.ends_with("_request") => match Command::from_wire(t, data) {
+            Ok(command) => Ok(ClientFrame::Request {
+                request_id,
+                command: Box::new(command),
+            }),
+            Err(error) => Err(FrameError {
+                error,
+                request_id,
+                response_type: response_type_of(t),
+            }),
+        },
+        other => Err(frame_error(
+            format!("Unknown frame type: {other}"),
+            request_id,
+            None,
+        )),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value.
+pub fn bearer(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn envelope(type_name: &str, data: Value, source: &str, category: &str, intent: &str) -> Value {
+    json!({
+        "type": type_name,
+        "timestamp": now_ms(),
+        "data": data,
+        "source": source,
+        "category": category,
+        "intent": intent,
+    })
+}
+
+/// A command request as the stock client sends it.
+pub fn encode_request(command: &Command, request_id: &str) -> String {
+    let mut v = serde_json::to_value(command).unwrap_or(Value::Null);
+    let data = match v.get_mut("data").map(Value::take) {
+        Some(Value::Object(mut d)) => {
+            d.insert("requestId".into(), Value::String(request_id.into()));
+            Value::Object(d)
+        }
+        _ => json!({ "requestId": request_id }),
+    };
+    envelope(command.type_name(), data, "command", "request", "request").to_string()
+}
+
+/// A successful response envelope.
+pub fn response_value(response: &Response, request_id: Option<&str>) -> Value {
+    let mut v = serde_json::to_value(response).unwrap_or(Value::Null);
+    let mut data = match v.get_mut("data").map(Value::take) {
+        Some(Value::Object(d)) => d,
+        _ => Map::new(),
+    };
+    if let Some(id) = request_id {
+        data.insert("requestId".into(), Value::String(id.into()));
+    }
+    envelope(
+        response.type_name(),
+        Value::Object(data),
+        "command",
+        "response",
+        "result",
+    )
+}
+
+/// An error response envelope: `data = {requestId, error, errorKind}`.
+pub fn error_response_value(response_type: &str, request_id: Option<&str>, error: &Error) -> Value {
+    let mut data = Map::new();
+    if let Some(id) = request_id {
+        data.insert("requestId".into(), Value::String(id.into()));
+    }
+    data.insert("error".into(), Value::String(error.to_string()));
+    data.insert(
+        "errorKind".into(),
+        Value::String(error.kind().as_str().into()),
+    );
+    envelope(
+        response_type,
+        Value::Object(data),
+        "command",
+        "response",
+        "result",
+    )
+}
+
+/// The `system_error` event sent to one client before an error response.
+pub fn system_error(error: &Error, request_id: Option<&str>) -> Event {
+    Event::new(
+        EventPayload::SystemError {
+            message: error.to_string(),
+            request_id: request_id.map(str::to_string),
+            severity: "error".into(),
+            details: Some(json!({ "kind": error.kind().as_str() })),
+        },
+        None,
+    )
+}
+
+/// Wraps a payload (already JSON) for reliable delivery.
+pub fn wrap(msg_id: &str, payload_json: &str, cursor: Option<u64>) -> String {
+    let mut out = String::with_capacity(payload_json.len() + msg_id.len() + 64);
+    out.push_str("{\"__msgId\":");
+    out.push_str(&Value::String(msg_id.into()).to_string());
+    out.push_str(",\"__payload\":");
+    out.push_str(&Value::String(payload_json.into()).to_string());
+    if let Some(c) = cursor {
+        out.push_str(",\"__cursor\":\"");
+        out.push_str(&c.to_string());
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+/// A frame received by the remote runtime, unwrapped.
+#[derive(Debug)]
+pub struct ServerFrame {
+    /// The id to acknowledge, when wrapped.
+    pub msg_id: Option<String>,
+    /// The session cursor, when it is a session event.
+    pub cursor: Option<u64>,
+    /// The payload.
+    pub payload: Value,
+}
+
+/// Unwraps a server frame (wrapped or not).
+pub fn decode_server_frame(text: &str) -> Result<ServerFrame> {
+    let mut v: Value = serde_json::from_str(text)
+        .map_err(|e| Error::Protocol(format!("server sent invalid JSON: {e}")))?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err(Error::Protocol(
+            "server sent a frame that is not an object".into(),
+        ));
+    };
+    if let Some(payload) = obj.remove("__payload") {
+        let msg_id = obj
+            .get("__msgId")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let cursor = parse_cursor(obj.get("__cursor")).map_err(Error::Protocol)?;
+        let payload = match payload {
+            Value::String(s) => serde_json::from_str(&s)
+                .map_err(|e| Error::Protocol(format!("server sent an invalid __payload: {e}")))?,
+            other => other,
+        };
+        return Ok(ServerFrame {
+            msg_id,
+            cursor,
+            payload,
+        });
+    }
+    Ok(ServerFrame {
+        msg_id: None,
+        cursor: None,
+        payload: v,
+    })
+}
+
+/// Reads a response payload back: `Ok(Response)` or the error it carries.
+pub fn decode_response(payload: &Value) -> Result<Response> {
+    let type_name = payload
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let data = payload.get("data").cloned().unwrap_or(Value::Null);
+    if let Some(error) = data.get("error").and_then(Value::as_str) {
+        let kind = data
+            .get("errorKind")
+            .and_then(Value::as_str)
+            .map(ErrorKind::parse)
+            .unwrap_or(ErrorKind::Internal);
+        return Err(Error::Remote {
+            kind,
+            message: error.to_string(),
+        });
+    }
+    serde_json::from_value(json!({ "type": type_name, "data": data }))
+        .map_err(|e| Error::Protocol(format!("server sent an unreadable {type_name}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ImageGetRequest, ImageGetResponse};
+
+    #[test]
+    fn decodes_requests_acks_subscribes_and_auth() {
+        let d = decode_client_frame(
+            r#"{"type":"image_get_request","data":{"imageId":"i","requestId":"req_1"},"timestamp":1}"#,
+        );
+        match d.frame.unwrap() {
+            ClientFrame::Request {
+                request_id,
+                command,
+            } => {
+                assert_eq!(request_id.as_deref(), Some("req_1"));
+                assert_eq!(
+                    *command,
+                    Command::ImageGet(ImageGetRequest {
+                        image_id: "i".into()
+                    })
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(decode_client_frame(r#"{"__ack":"c_1"}"#).frame.unwrap(), ClientFrame::Ack(id) if id == "c_1")
+        );
+        match decode_client_frame(r#"{"type":"subscribe","sessionId":"s","afterCursor":"42"}"#)
+            .frame
+            .unwrap()
+        {
+            ClientFrame::Subscribe {
+                session_id,
+                after_cursor,
+            } => {
+                assert_eq!(session_id, "s");
+                assert_eq!(after_cursor, Some(42));
+            }
+            other => panic!("{other:?}"),
+        }
+        match decode_client_frame(r#"{"type":"auth","headers":{"Authorization":"Bearer tok"}}"#)
+            .frame
+            .unwrap()
+        {
+            ClientFrame::Auth { token } => assert_eq!(token.as_deref(), Some("tok")),
+            other => panic!("{other:?}"),
+        }
+        // A wrapped client frame is unwrapped and its id returned for acknowledgement.
+        let inner = r#"{"type":"container_list_request","data":{"requestId":"r"}}"#;
+        let wrapped = json!({"__msgId":"m1","__payload": inner}).to_string();
+        let d = decode_client_frame(&wrapped);
+        assert_eq!(d.ack.as_deref(), Some("m1"));
+        assert!(matches!(d.frame.unwrap(), ClientFrame::Request { .. }));
+    }
+
+    #[test]
+    fn refuses_bad_frames_with_what_to_answer() {
+        let e = decode_client_frame("not json").frame.unwrap_err();
+        assert!(e.error.to_string().starts_with("frame is not valid JSON"));
+        let e = decode_client_frame(r#"{"data":{"requestId":"r"}}"#)
+            .frame
+            .unwrap_err();
+        assert_eq!(e.error.to_string(), "frame has no \"type\"");
+        assert_eq!(e.request_id.as_deref(), Some("r"));
+        let e = decode_client_frame(r#"{"type":"bogus_request","data":{"requestId":"r"}}"#)
+            .frame
+            .unwrap_err();
+        assert_eq!(e.error.to_string(), "Unknown request type: bogus_request");
+        assert_eq!(e.response_type.as_deref(), Some("bogus_response"));
+        let e = decode_client_frame(r#"{"type":"image_get_request","data":{"requestId":"r"}}"#)
+            .frame
+            .unwrap_err();
+        assert!(e.error.to_string().contains("missing field `imageId`"));
+        assert_eq!(e.response_type.as_deref(), Some("image_get_response"));
+        assert!(decode_client_frame("[1,2]").frame.is_err());
+        assert!(decode_client_frame(r#"{"type":"subscribe"}"#)
+            .frame
+            .is_err());
+    }
+
+    #[test]
+    fn wrap_round_trips_through_the_remote_decoder() {
+        let payload = r#"{"type":"text_delta","data":{"text":"a \"quoted\" line\n"}}"#;
+        let framed = wrap("c_7", payload, Some(99));
+        let f = decode_server_frame(&framed).unwrap();
+        assert_eq!(f.msg_id.as_deref(), Some("c_7"));
+        assert_eq!(f.cursor, Some(99));
+        assert_eq!(f.payload["data"]["text"], "a \"quoted\" line\n");
+    }
+
+    #[test]
+    fn responses_carry_request_ids_and_errors_their_kind() {
+        let r = Response::ImageGet(ImageGetResponse {
+            record: None,
+            subscriptions: None,
+        });
+        let v = response_value(&r, Some("req_1"));
+        assert_eq!(v["type"], "image_get_response");
+        assert_eq!(v["data"], json!({"record": null, "requestId": "req_1"}));
+        assert_eq!(
+            (
+                v["source"].as_str(),
+                v["category"].as_str(),
+                v["intent"].as_str()
+            ),
+            (Some("command"), Some("response"), Some("result"))
+        );
+        assert_eq!(decode_response(&v).unwrap(), r);
+        let e = error_response_value(
+            "image_get_response",
+            Some("r"),
+            &Error::not_found("Image", "x"),
+        );
+        assert_eq!(
+            e["data"],
+            json!({"requestId":"r","error":"Image not found: x","errorKind":"not_found"})
+        );
+        let back = decode_response(&e).unwrap_err();
+        assert_eq!(back.kind(), ErrorKind::NotFound);
+        assert_eq!(back.to_string(), "Image not found: x");
+    }
+
+    #[test]
+    fn encoded_requests_are_what_the_stock_client_sends() {
+        let c = Command::ImageGet(ImageGetRequest {
+            image_id: "i".into(),
+        });
+        let v: Value = serde_json::from_str(&encode_request(&c, "req_1")).unwrap();
+        assert_eq!(v["type"], "image_get_request");
+        assert_eq!(v["data"], json!({"imageId":"i","requestId":"req_1"}));
+        assert_eq!(v["intent"], "request");
+    }
+}

@@ -1,0 +1,544 @@
+//! The remote runtime: the same [`Runtime`] as [`crate::AgentVm`], over a WebSocket Channel.
+//!
+//! `agentvm::connect(url, options)` opens the connection; a background task keeps it up:
+//! requests are matched to responses by `requestId` under a timeout; events are mirrored onto
+//! a local bus with the server's cursors, so subscriptions work exactly as they do locally.
+//! When the connection drops the task reconnects with exponential backoff, re-subscribes
+//! every session from the last cursor it received, and drops anything it already had — no
+//! loss, no duplicates. Connection changes are published as `connection_state` events.
+
+use super::codec;
+use crate::error::{Error, Result};
+use crate::model::{now_ms, Command, Event, EventPayload, Response};
+use crate::runtime::{Bus, BusConfig, EventFilter, Runtime, Subscription};
+use async_trait::async_trait;
+use futures::{SinkExt, StreamExt};
+use rand::Rng;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Bearer token, sent in the `Authorization` header of the upgrade.
+    pub token: Option<String>,
+    /// How long a request may wait for its response (and for a connection).
+    pub request_timeout: Duration,
+    /// How long one connection attempt may take.
+    pub connect_timeout: Duration,
+    /// Reconnect after the connection drops.
+    pub reconnect: bool,
+    /// First reconnection delay; doubles up to `max_backoff`, with jitter.
+    pub min_backoff: Duration,
+    /// Longest reconnection delay.
+    pub max_backoff: Duration,
+    /// Largest message accepted from the server.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            token: None,
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            reconnect: true,
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            max_frame_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Options with a bearer token.
+    pub fn with_token(token: impl Into<String>) -> Self {
+        ConnectOptions {
+            token: Some(token.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Connects to an agentvm server's Channel (`ws://host:port/ws`).
+pub async fn connect(url: &str, options: ConnectOptions) -> Result<RemoteRuntime> {
+    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+        return Err(Error::invalid(format!(
+            "{url:?} is not a ws:// or wss:// URL"
+        )));
+    }
+    if url.starts_with("wss://") {
+        return Err(Error::invalid("wss:// is not supported by this build: put a TLS proxy in front or use ws:// on a trusted network"));
+    }
+    let (close_tx, close_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        url: url.to_string(),
+        options,
+        bus: Bus::in_memory(BusConfig::default()),
+        pending: Mutex::new(HashMap::new()),
+        sender: Mutex::new(None),
+        connected: watch::channel(false).0,
+        sessions: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        last_error: Mutex::new(None),
+    });
+    let (first_tx, first_rx) = oneshot::channel();
+    let task = tokio::spawn(connection_loop(shared.clone(), close_rx, first_tx));
+    match first_rx.await {
+        Ok(Ok(())) => Ok(RemoteRuntime {
+            shared,
+            guard: Arc::new(CloseGuard {
+                close_tx,
+                task: Mutex::new(Some(task)),
+            }),
+        }),
+        Ok(Err(e)) => {
+            task.abort();
+            Err(e)
+        }
+        Err(_) => Err(Error::Internal(
+            "the connection task ended before connecting".into(),
+        )),
+    }
+}
+
+struct Shared {
+    url: String,
+    options: ConnectOptions,
+    /// Local mirror of the server's events, with the server's cursors.
+    bus: Bus,
+    pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    /// Frames to the current connection, `None` while disconnected.
+    sender: Mutex<Option<mpsc::UnboundedSender<Message>>>,
+    connected: watch::Sender<bool>,
+    /// Session topics joined on the server, with the last cursor received from each.
+    sessions: Mutex<HashMap<String, Option<u64>>>,
+    next_id: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct CloseGuard {
+    close_tx: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for CloseGuard {
+    fn drop(&mut self) {
+        let _ = self.close_tx.send(true);
+    }
+}
+
+/// A [`Runtime`] on a remote agentvm server. Cheap to clone; the connection closes when the
+/// last clone is dropped or [`RemoteRuntime::close`] is called.
+#[derive(Clone)]
+pub struct RemoteRuntime {
+    shared: Arc<Shared>,
+    guard: Arc<CloseGuard>,
+}
+
+impl std::fmt::Debug for RemoteRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteRuntime")
+            .field("url", &self.shared.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteRuntime {
+    /// Whether the connection is up right now.
+    pub fn is_connected(&self) -> bool {
+        *self.shared.connected.borrow()
+    }
+
+    /// Closes the connection and stops reconnecting.
+    pub async fn close(&self) {
+        let _ = self.guard.close_tx.send(true);
+        let task = lock(&self.guard.task).take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
+    /// Subscribes to connection-state changes (`connection_state` events).
+    pub fn connection_events(&self) -> Result<Subscription> {
+        self.shared.bus.subscribe(EventFilter {
+            global: true,
+            ..Default::default()
+        })
+    }
+
+    /// Drops the current connection as if the network failed (for tests of reconnection).
+    pub fn disconnect_for_test(&self) {
+        if let Some(tx) = lock(&self.shared.sender).as_ref() {
+            let _ = tx.send(Message::Close(None));
+        }
+    }
+
+    async fn wait_connected(&self) -> Result<()> {
+        let mut rx = self.shared.connected.subscribe();
+        let timeout = self.shared.options.request_timeout;
+        let connected =
+            tokio::time::timeout(timeout, async move { rx.wait_for(|c| *c).await.is_ok() }).await;
+        match connected {
+            Ok(true) => Ok(()),
+            _ => {
+                let why = lock(&self.shared.last_error)
+                    .clone()
+                    .unwrap_or_else(|| "not connected".into());
+                Err(Error::unavailable(format!(
+                    "not connected to {}: {why}",
+                    self.shared.url
+                )))
+            }
+        }
+    }
+
+    fn send_frame(&self, frame: String) -> bool {
+        match lock(&self.shared.sender).as_ref() {
+            Some(tx) => tx.send(Message::Text(frame.into())).is_ok(),
+            None => false,
+        }
+    }
+
+    fn track_session(&self, session_id: &str, after: Option<u64>) -> bool {
+        let mut sessions = lock(&self.shared.sessions);
+        if sessions.contains_key(session_id) {
+            return false;
+        }
+        sessions.insert(session_id.to_string(), after);
+        true
+    }
+}
+
+fn subscribe_frame(session_id: &str, after: Option<u64>) -> String {
+    match after {
+        Some(c) => {
+            json!({ "type": "subscribe", "sessionId": session_id, "afterCursor": c.to_string() })
+        }
+        None => json!({ "type": "subscribe", "sessionId": session_id }),
+    }
+    .to_string()
+}
+
+#[async_trait]
+impl Runtime for RemoteRuntime {
+    async fn request(&self, command: Command) -> Result<Response> {
+        self.wait_connected().await?;
+        let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let request_id = format!("req_{}_{n}", now_ms());
+        let (tx, rx) = oneshot::channel();
+        lock(&self.shared.pending).insert(request_id.clone(), tx);
+        let type_name = command.type_name();
+        if !self.send_frame(codec::encode_request(&command, &request_id)) {
+            lock(&self.shared.pending).remove(&request_id);
+            return Err(Error::unavailable(format!(
+                "connection to {} lost before sending {type_name}",
+                self.shared.url
+            )));
+        }
+        let payload = match tokio::time::timeout(self.shared.options.request_timeout, rx).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => {
+                return Err(Error::unavailable(format!(
+                    "connection to {} lost before the response to {type_name}; it may or may not have run",
+                    self.shared.url
+                )))
+            }
+            Err(_) => {
+                lock(&self.shared.pending).remove(&request_id);
+                return Err(Error::unavailable(format!(
+                    "no response to {type_name} within {} ms",
+                    self.shared.options.request_timeout.as_millis()
+                )));
+            }
+        };
+        let response = codec::decode_response(&payload)?;
+        // The server joined this connection to the session it answers in: keep it joined
+        // across reconnects too.
+        if let Response::MessageSend(r) = &response {
+            if self.track_session(&r.session_id, None) {
+                self.send_frame(subscribe_frame(&r.session_id, None));
+            }
+        }
+        Ok(response)
+    }
+
+    async fn subscribe(&self, filter: EventFilter) -> Result<Subscription> {
+        let sessions = filter.sessions.clone();
+        // Locally: live only; the server replays what is after each cursor.
+        let local = EventFilter {
+            sessions: sessions.iter().map(|(s, _)| (s.clone(), None)).collect(),
+            ..filter
+        };
+        let sub = self.shared.bus.subscribe(local)?;
+        for (session_id, after) in sessions {
+            if self.track_session(&session_id, after) {
+                self.send_frame(subscribe_frame(&session_id, after));
+            }
+        }
+        Ok(sub)
+    }
+}
+
+fn publish_state(shared: &Shared, state: &str, attempt: Option<u32>, error: Option<String>) {
+    shared.bus.publish(Event::new(
+        EventPayload::ConnectionState {
+            state: state.into(),
+            attempt,
+            error,
+        },
+        None,
+    ));
+}
+
+async fn connection_loop(
+    shared: Arc<Shared>,
+    mut close_rx: watch::Receiver<bool>,
+    first: oneshot::Sender<Result<()>>,
+) {
+    let mut first = Some(first);
+    let mut attempt: u32 = 0;
+    loop {
+        if *close_rx.borrow() {
+            break;
+        }
+        publish_state(
+            &shared,
+            if attempt == 0 {
+                "connecting"
+            } else {
+                "reconnecting"
+            },
+            (attempt > 0).then_some(attempt),
+            None,
+        );
+        match open(&shared).await {
+            Ok(ws) => {
+                attempt = 0;
+                if let Some(f) = first.take() {
+                    let _ = f.send(Ok(()));
+                }
+                let error = run_connection(&shared, ws, &mut close_rx).await;
+                *lock(&shared.last_error) = error.clone();
+                let _ = shared.connected.send(false);
+                *lock(&shared.sender) = None;
+                // Requests in flight cannot be answered on another connection.
+                lock(&shared.pending).clear();
+                if *close_rx.borrow() {
+                    break;
+                }
+                publish_state(&shared, "disconnected", None, error);
+            }
+            Err(e) => {
+                *lock(&shared.last_error) = Some(e.to_string());
+                if let Some(f) = first.take() {
+                    let _ = f.send(Err(e));
+                    return;
+                }
+            }
+        }
+        if !shared.options.reconnect {
+            break;
+        }
+        attempt = attempt.saturating_add(1);
+        let base = shared.options.min_backoff.as_millis() as u64;
+        let cap = shared.options.max_backoff.as_millis() as u64;
+        let exp = base
+            .saturating_mul(1u64 << attempt.min(16).saturating_sub(1))
+            .min(cap);
+        let jitter = rand::rng().random_range(0..=exp / 4 + 1);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(exp + jitter)) => {}
+            _ = async { let _ = close_rx.wait_for(|c| *c).await; } => break,
+        }
+    }
+    let _ = shared.connected.send(false);
+    publish_state(&shared, "closed", None, None);
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(shared: &Shared) -> Result<Ws> {
+    let mut request = shared
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| Error::invalid(format!("bad URL {}: {e}", shared.url)))?;
+    if let Some(token) = &shared.options.token {
+        let value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| Error::invalid("the token contains characters not allowed in a header"))?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(shared.options.max_frame_bytes);
+    config.max_frame_size = Some(shared.options.max_frame_bytes);
+    let attempt = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    match tokio::time::timeout(shared.options.connect_timeout, attempt).await {
+        Ok(Ok((ws, _))) => Ok(ws),
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+            let status = resp.status();
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).to_string())
+                .unwrap_or_default();
+            let message = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or(body);
+            if status.as_u16() == 401 || status.as_u16() == 403 {
+                Err(Error::Unauthorized(format!(
+                    "{} refused the connection: {message}",
+                    shared.url
+                )))
+            } else {
+                Err(Error::unavailable(format!(
+                    "{} answered HTTP {status}: {message}",
+                    shared.url
+                )))
+            }
+        }
+        Ok(Err(e)) => Err(Error::Unavailable {
+            message: format!("cannot connect to {}: {e}", shared.url),
+            source: Some(Box::new(e)),
+        }),
+        Err(_) => Err(Error::unavailable(format!(
+            "cannot connect to {}: no answer within {} ms",
+            shared.url,
+            shared.options.connect_timeout.as_millis()
+        ))),
+    }
+}
+
+/// Serves one connection until it drops; returns why.
+async fn run_connection(
+    shared: &Arc<Shared>,
+    ws: Ws,
+    close_rx: &mut watch::Receiver<bool>,
+) -> Option<String> {
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    // Re-join every session from the last cursor received.
+    let sessions: Vec<(String, Option<u64>)> = lock(&shared.sessions)
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    for (sid, after) in sessions {
+        let _ = tx.send(Message::Text(subscribe_frame(&sid, after).into()));
+    }
+    *lock(&shared.sender) = Some(tx.clone());
+    let _ = shared.connected.send(true);
+    publish_state(shared, "connected", None, None);
+    loop {
+        tokio::select! {
+            _ = async { let _ = close_rx.wait_for(|c| *c).await; } => {
+                let _ = sink.send(Message::Close(None)).await;
+                return None;
+            }
+            out = rx.recv() => match out {
+                Some(Message::Close(_)) => {
+                    // A local "disconnect": drop the socket without a handshake.
+                    return Some("disconnected".into());
+                }
+                Some(m) => {
+                    if let Err(e) = sink.send(m).await {
+                        return Some(format!("send failed: {e}"));
+                    }
+                }
+                None => return Some("sender closed".into()),
+            },
+            incoming = stream.next() => match incoming {
+                None => return Some("the server closed the connection".into()),
+                Some(Err(e)) => return Some(format!("connection error: {e}")),
+                Some(Ok(Message::Text(text))) => on_frame(shared, &tx, text.as_str()),
+                Some(Ok(Message::Close(frame))) => {
+                    return Some(match frame {
+                        Some(f) => format!("the server closed the connection ({}: {})", u16::from(f.code), f.reason),
+                        None => "the server closed the connection".into(),
+                    })
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+fn on_frame(shared: &Shared, tx: &mpsc::UnboundedSender<Message>, text: &str) {
+    let frame = match codec::decode_server_frame(text) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring a frame from the server");
+            return;
+        }
+    };
+    if let Some(id) = &frame.msg_id {
+        let _ = tx.send(Message::Text(json!({ "__ack": id }).to_string().into()));
+    }
+    let type_name = frame
+        .payload
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if type_name == "subscribe_response" {
+        let data = &frame.payload["data"];
+        if let (Some(sid), Some(c)) = (
+            data["sessionId"].as_str(),
+            data["cursor"].as_str().and_then(|c| c.parse::<u64>().ok()),
+        ) {
+            if let Some(entry) = lock(&shared.sessions).get_mut(sid) {
+                if entry.is_none() {
+                    *entry = Some(c);
+                }
+            }
+        }
+        return;
+    }
+    if type_name.ends_with("_response") {
+        let request_id = frame.payload["data"]["requestId"]
+            .as_str()
+            .map(str::to_string);
+        if let Some(id) = request_id {
+            if let Some(waiter) = lock(&shared.pending).remove(&id) {
+                let _ = waiter.send(frame.payload);
+            }
+        }
+        return;
+    }
+    let event: Event = match serde_json::from_value(frame.payload) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::debug!(type_name, error = %e, "ignoring an event this client does not know");
+            return;
+        }
+    };
+    match (frame.cursor, event.session_id().map(str::to_string)) {
+        (Some(cursor), Some(sid)) => {
+            {
+                let mut sessions = lock(&shared.sessions);
+                let last = sessions.entry(sid).or_insert(None);
+                if last.map(|l| cursor <= l).unwrap_or(false) {
+                    return; // already delivered before a reconnect
+                }
+                *last = Some(cursor);
+            }
+            shared.bus.inject(event, cursor);
+        }
+        _ => {
+            shared.bus.publish(event);
+        }
+    }
+}
