@@ -89,6 +89,7 @@ pub async fn connect(url: &str, options: ConnectOptions) -> Result<RemoteRuntime
         sessions: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(1),
         last_error: Mutex::new(None),
+        refused: Mutex::new(None),
     });
     let (first_tx, first_rx) = oneshot::channel();
     let task = tokio::spawn(connection_loop(shared.clone(), close_rx, first_tx));
@@ -123,6 +124,8 @@ struct Shared {
     sessions: Mutex<HashMap<String, Option<u64>>>,
     next_id: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Set when the server closed with a policy violation (authentication): final, no retry.
+    refused: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -187,6 +190,9 @@ impl RemoteRuntime {
     }
 
     async fn wait_connected(&self) -> Result<()> {
+        if let Some(why) = lock(&self.shared.refused).clone() {
+            return Err(Error::Unauthorized(why));
+        }
         let mut rx = self.shared.connected.subscribe();
         let timeout = self.shared.options.request_timeout;
         let connected =
@@ -251,10 +257,13 @@ impl Runtime for RemoteRuntime {
         let payload = match tokio::time::timeout(self.shared.options.request_timeout, rx).await {
             Ok(Ok(p)) => p,
             Ok(Err(_)) => {
+                if let Some(why) = lock(&self.shared.refused).clone() {
+                    return Err(Error::Unauthorized(why));
+                }
                 return Err(Error::unavailable(format!(
                     "connection to {} lost before the response to {type_name}; it may or may not have run",
                     self.shared.url
-                )))
+                )));
             }
             Err(_) => {
                 lock(&self.shared.pending).remove(&request_id);
@@ -332,11 +341,11 @@ async fn connection_loop(
                 }
                 let error = run_connection(&shared, ws, &mut close_rx).await;
                 *lock(&shared.last_error) = error.clone();
-                let _ = shared.connected.send(false);
+                let _ = shared.connected.send_replace(false);
                 *lock(&shared.sender) = None;
                 // Requests in flight cannot be answered on another connection.
                 lock(&shared.pending).clear();
-                if *close_rx.borrow() {
+                if *close_rx.borrow() || lock(&shared.refused).is_some() {
                     break;
                 }
                 publish_state(&shared, "disconnected", None, error);
@@ -364,7 +373,7 @@ async fn connection_loop(
             _ = async { let _ = close_rx.wait_for(|c| *c).await; } => break,
         }
     }
-    let _ = shared.connected.send(false);
+    let _ = shared.connected.send_replace(false);
     publish_state(&shared, "closed", None, None);
 }
 
@@ -440,7 +449,7 @@ async fn run_connection(
         let _ = tx.send(Message::Text(subscribe_frame(&sid, after).into()));
     }
     *lock(&shared.sender) = Some(tx.clone());
-    let _ = shared.connected.send(true);
+    let _ = shared.connected.send_replace(true);
     publish_state(shared, "connected", None, None);
     loop {
         tokio::select! {
@@ -465,6 +474,14 @@ async fn run_connection(
                 Some(Err(e)) => return Some(format!("connection error: {e}")),
                 Some(Ok(Message::Text(text))) => on_frame(shared, &tx, text.as_str()),
                 Some(Ok(Message::Close(frame))) => {
+                    if let Some(f) = &frame {
+                        if u16::from(f.code) == 1008 {
+                            *lock(&shared.refused) = Some(format!(
+                                "{} refused the connection: {} (connect with a token: ConnectOptions::with_token)",
+                                shared.url, f.reason
+                            ));
+                        }
+                    }
                     return Some(match frame {
                         Some(f) => format!("the server closed the connection ({}: {})", u16::from(f.code), f.reason),
                         None => "the server closed the connection".into(),

@@ -120,6 +120,7 @@ pub(crate) async fn serve(
         all_sessions: false,
         sessions: vec![],
         scope,
+        queue: Some(state.config.send_queue),
     }) {
         Ok(s) => s,
         Err(e) => {
@@ -245,17 +246,7 @@ impl Connection {
                                 return;
                             }
                         }
-                        Some(BusItem::Overflowed { .. }) => {
-                            self.state.metrics.overflowed();
-                            tracing::info!(conn = %self.info.id, "slow consumer: resuming from its last cursor");
-                            match self.sub.resume() {
-                                Ok(s) => self.sub = s,
-                                Err(e) => {
-                                    tracing::warn!(error = %e.chain(), "resuming a connection");
-                                    return;
-                                }
-                            }
-                        }
+                        Some(BusItem::Overflowed { .. }) => self.resume_after_overflow(),
                         None => return,
                     }
                 }
@@ -294,13 +285,24 @@ impl Connection {
                 batch += 1;
             }
             if batch < 256 {
-                if let Some(BusItem::Event(p)) = self.sub.try_recv() {
-                    next = Some(p);
+                match self.sub.try_recv() {
+                    Some(BusItem::Event(p)) => next = Some(p),
+                    Some(BusItem::Overflowed { .. }) => self.resume_after_overflow(),
+                    None => {}
                 }
-                // An overflow notice is seen by the next recv(): try_recv only marks it once.
             }
         }
         socket.flush().await
+    }
+
+    /// The queue overflowed: continue from the last cursor sent, replayed from the log.
+    fn resume_after_overflow(&mut self) {
+        self.state.metrics.overflowed();
+        tracing::info!(conn = %self.info.id, "slow consumer: resuming from its last cursor");
+        match self.sub.resume() {
+            Ok(s) => self.sub = s,
+            Err(e) => tracing::warn!(error = %e.chain(), "resuming a connection"),
+        }
     }
 
     fn msg_id(&mut self) -> String {

@@ -65,6 +65,8 @@ impl MockScenario {
 pub struct MockDriver {
     default: MockScenario,
     delay: Duration,
+    /// A delay before every delta of every scenario (tests that need a stream in flight).
+    delta_delay: Option<Duration>,
 }
 
 impl MockDriver {
@@ -73,7 +75,14 @@ impl MockDriver {
         MockDriver {
             default,
             delay: Duration::from_millis(20),
+            delta_delay: None,
         }
+    }
+
+    /// A delay before every delta of every scenario.
+    pub fn with_delta_delay(mut self, delay: Duration) -> Self {
+        self.delta_delay = Some(delay);
+        self
     }
 
     /// The delay between `slow-stream` deltas (default 20 ms).
@@ -181,7 +190,17 @@ impl LlmDriver for MockDriver {
                 }
             }
         };
-        futures::stream::iter(events).boxed()
+        match self.delta_delay {
+            Some(delay) => futures::stream::iter(events)
+                .then(move |e| async move {
+                    if matches!(e, LlmEvent::TextDelta(_)) {
+                        tokio::time::sleep(delay).await;
+                    }
+                    e
+                })
+                .boxed(),
+            None => futures::stream::iter(events).boxed(),
+        }
     }
 }
 

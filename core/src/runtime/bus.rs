@@ -89,6 +89,8 @@ pub struct EventFilter {
     pub sessions: Vec<(String, Option<u64>)>,
     /// Containers the subscriber may see; events of others are never delivered.
     pub scope: Scope,
+    /// Queue capacity for this subscriber; `None` uses the bus's `subscriber_queue`.
+    pub queue: Option<usize>,
 }
 
 impl EventFilter {
@@ -399,7 +401,8 @@ impl Bus {
 
     /// Subscribes with `filter`. Session topics listed with a cursor are replayed first.
     pub fn subscribe(&self, filter: EventFilter) -> crate::Result<Subscription> {
-        let (tx, rx) = mpsc::channel(self.inner.config.subscriber_queue.max(1));
+        let capacity = filter.queue.unwrap_or(self.inner.config.subscriber_queue);
+        let (tx, rx) = mpsc::channel(capacity.max(1));
         let slot = Arc::new(Slot {
             id: self.inner.next_slot.fetch_add(1, Ordering::Relaxed),
             tx,
@@ -631,6 +634,7 @@ impl Subscription {
             all_sessions: self.slot.all_sessions,
             sessions,
             scope: self.slot.scope.clone(),
+            queue: Some(self.slot.tx.max_capacity()),
         })
     }
 }

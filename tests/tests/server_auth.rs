@@ -1,0 +1,249 @@
+//! Authentication and tenant isolation on the wire: missing, wrong, out-of-scope and revoked
+//! tokens are refused clearly; no response or event of container A reaches a client of B.
+
+use agentvm::server::{AuthMode, ServerConfig};
+use agentvm::MockDriver;
+use agentvm_e2e::wire::{http, TestServer, WsClient};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn auth_server() -> TestServer {
+    TestServer::start_with(
+        ServerConfig {
+            auth: AuthMode::Required,
+            ..Default::default()
+        },
+        MockDriver::default(),
+    )
+    .await
+}
+
+fn token(s: &TestServer, containers: Option<Vec<&str>>) -> (String, String) {
+    let (t, rec) = agentvm::auth::create_token(
+        s.vm.repository(),
+        containers.map(|c| c.into_iter().map(String::from).collect()),
+    )
+    .unwrap();
+    (t, rec.id)
+}
+
+#[tokio::test]
+async fn missing_wrong_and_revoked_tokens_are_refused() {
+    let s = auth_server().await;
+    // Wrong token in the header: HTTP 401 with a JSON error.
+    let e = WsClient::try_connect(&s.ws_url(), Some("avm_wrong"))
+        .await
+        .err()
+        .expect("refused");
+    match e {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            assert_eq!(resp.status(), 401);
+            let body: Value = serde_json::from_slice(resp.body().as_ref().unwrap()).unwrap();
+            assert_eq!(
+                body,
+                json!({"error":"unauthorized: invalid token","kind":"unauthorized"})
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // No token: the upgrade succeeds but the first frame must be auth; anything else closes 1008.
+    let mut c = WsClient::connect(&s.ws_url()).await;
+    c.send_text(&json!({"type":"container_list_request","data":{"requestId":"r"}}).to_string())
+        .await;
+    let f = c.next_frame().await;
+    assert_eq!(f.type_name(), "system_error");
+    assert!(f.payload["data"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("authentication required"));
+    let f = c.next_frame().await;
+    assert_eq!(f.type_name(), "__close");
+    assert_eq!(f.payload["code"], 1008);
+
+    // The browser client's auth frame works.
+    let (t, id) = token(&s, None);
+    let mut c = WsClient::connect(&s.ws_url()).await;
+    c.send_text(
+        &json!({"type":"auth","headers":{"Authorization": format!("Bearer {t}")}}).to_string(),
+    )
+    .await;
+    let r = c.request("container_list_request", json!({})).await;
+    assert_eq!(r["data"]["containerIds"], json!([]));
+    // ?token= works.
+    let mut q = WsClient::connect(&format!("{}?token={t}", s.ws_url())).await;
+    let r = q.request("container_list_request", json!({})).await;
+    assert!(r["data"]["error"].is_null());
+
+    // Revoked: refused at the next connection.
+    assert!(s.vm.repository().revoke_token(&id, 1).unwrap());
+    let e = WsClient::try_connect(&s.ws_url(), Some(&t))
+        .await
+        .err()
+        .expect("refused");
+    match e {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            assert_eq!(resp.status(), 401);
+            let body = String::from_utf8_lossy(resp.body().as_ref().unwrap()).to_string();
+            assert!(body.contains("revoked"), "{body}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // REST too.
+    let (st, body) = http(s.addr, "GET", "/v1/containers", &[], None).await;
+    assert_eq!(st, 401);
+    assert!(body.contains("authentication required"));
+    let (st, _) = http(
+        s.addr,
+        "GET",
+        "/v1/containers",
+        &[("Authorization", &format!("Bearer {t}"))],
+        None,
+    )
+    .await;
+    assert_eq!(st, 401);
+    // /health needs no token.
+    assert_eq!(http(s.addr, "GET", "/health", &[], None).await.0, 200);
+}
+
+#[tokio::test]
+async fn out_of_scope_requests_are_refused_and_tenants_never_see_each_other() {
+    let s = auth_server().await;
+    let (ta, _) = token(&s, Some(vec!["tenant-a"]));
+    let (tb, _) = token(&s, Some(vec!["tenant-b"]));
+    let mut a = WsClient::try_connect(&s.ws_url(), Some(&ta)).await.unwrap();
+    let mut b = WsClient::try_connect(&s.ws_url(), Some(&tb)).await.unwrap();
+
+    let r = a
+        .request(
+            "container_create_request",
+            json!({"containerId":"tenant-b"}),
+        )
+        .await;
+    assert_eq!(r["data"]["errorKind"], "unauthorized");
+    assert!(r["data"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("outside this connection's scope"));
+    a.clear_backlog();
+
+    let ra = a
+        .request(
+            "image_create_request",
+            json!({"containerId":"tenant-a","config":{}}),
+        )
+        .await;
+    let rb = b
+        .request(
+            "image_create_request",
+            json!({"containerId":"tenant-b","config":{}}),
+        )
+        .await;
+    let image_b = rb["data"]["record"]["imageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let session_b = rb["data"]["record"]["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    a.clear_backlog();
+
+    // A cannot see or touch B's records by id.
+    let r = a
+        .request("image_get_request", json!({"imageId": image_b}))
+        .await;
+    assert_eq!(r["data"]["record"], Value::Null);
+    let r = a
+        .request(
+            "message_send_request",
+            json!({"imageId": image_b, "content":"hi"}),
+        )
+        .await;
+    assert_eq!(r["data"]["error"], format!("Image not found: {image_b}"));
+    a.clear_backlog();
+    a.send_text(&json!({"type":"subscribe","sessionId": session_b, "afterCursor":"0"}).to_string())
+        .await;
+    let f = a.next_frame().await;
+    assert_eq!(f.type_name(), "system_error");
+    assert_eq!(
+        f.payload["data"]["message"],
+        format!("Session not found: {session_b}")
+    );
+    let r = a.request("image_list_request", json!({})).await;
+    assert_eq!(r["data"]["records"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        r["data"]["records"][0]["imageId"],
+        ra["data"]["record"]["imageId"]
+    );
+    let r = a.request("container_list_request", json!({})).await;
+    assert_eq!(r["data"]["containerIds"], json!(["tenant-a"]));
+    a.clear_backlog();
+
+    // B chats; A receives nothing at all: no response, no session event, no global event.
+    b.request(
+        "message_send_request",
+        json!({"imageId": image_b, "content":"secret"}),
+    )
+    .await;
+    let frames = b.frames_until("conversation_end").await;
+    assert!(frames.len() > 5);
+    b.request(
+        "container_create_request",
+        json!({"containerId":"tenant-b"}),
+    )
+    .await;
+    assert!(
+        a.silent_for(Duration::from_millis(300)).await,
+        "a frame of tenant-b reached tenant-a"
+    );
+
+    // Token management needs an all-containers token.
+    let (st, _) = http(
+        s.addr,
+        "GET",
+        "/v1/tokens",
+        &[("Authorization", &format!("Bearer {ta}"))],
+        None,
+    )
+    .await;
+    assert_eq!(st, 401);
+    let (admin, _) = token(&s, None);
+    let (st, body) = http(
+        s.addr,
+        "POST",
+        "/v1/tokens",
+        &[("Authorization", &format!("Bearer {admin}"))],
+        Some(r#"{"containers":["tenant-c"]}"#),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    let mut c = WsClient::try_connect(&s.ws_url(), Some(created["token"].as_str().unwrap()))
+        .await
+        .unwrap();
+    let r = c
+        .request(
+            "container_create_request",
+            json!({"containerId":"tenant-c"}),
+        )
+        .await;
+    assert_eq!(r["data"]["containerId"], "tenant-c");
+}
+
+#[tokio::test]
+async fn a_non_loopback_bind_turns_auth_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let vm = agentvm::AgentVm::builder()
+        .data_dir(dir.path())
+        .open()
+        .await
+        .unwrap();
+    let server = agentvm::server::ServerManager::new(vm, ServerConfig::default());
+    // 0.0.0.0 is not loopback; connect through 127.0.0.1.
+    let addr = server.listen("0.0.0.0:0").await.unwrap();
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()));
+    let (st, body) = http(local, "GET", "/v1/containers", &[], None).await;
+    assert_eq!(st, 401, "{body}");
+    server.close().await;
+}
