@@ -38,7 +38,10 @@ pub mod runtime;
 
 pub use config::{AgentConfig, Limits};
 pub use error::{Error, ErrorKind, Result};
-pub use llm::{LlmDriver, LlmEvent, LlmRequest, MockDriver, MockScenario};
+pub use llm::{
+    AnthropicDriver, HttpSettings, LlmConfig, LlmDriver, LlmEvent, LlmRequest, MockDriver,
+    MockScenario, OpenAiDriver, Provider, RetryPolicy,
+};
 pub use model::*;
 pub use repository::Repository;
 pub use runtime::{

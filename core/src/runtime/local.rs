@@ -107,6 +107,7 @@ impl AgentVmBuilder {
             tools: self.tools.unwrap_or_else(|| Arc::new(NoTools)),
             max_turns: self.agents.max_turns,
             max_tokens: self.agents.max_tokens,
+            request_timeout: self.agents.request_timeout,
             mailbox: self.agents.mailbox,
         });
         Ok(AgentVm {
