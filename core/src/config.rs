@@ -1,5 +1,5 @@
 //! Configuration: input limits and agent tuning. The LLM provider's configuration is
-//! [`crate::llm::LlmConfig`].
+//! [`crate::llm::LlmConfig`]; the built-in tools' is [`crate::sandbox::ToolLimits`].
 
 use std::time::Duration;
 

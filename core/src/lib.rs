@@ -35,6 +35,7 @@ pub mod llm;
 pub mod model;
 pub mod repository;
 pub mod runtime;
+pub mod sandbox;
 
 pub use config::{AgentConfig, Limits};
 pub use error::{Error, ErrorKind, Result};
@@ -48,3 +49,4 @@ pub use runtime::{
     Agent, AgentVm, AgentVmBuilder, Bus, BusConfig, BusItem, ContainerManager, EventFilter,
     Published, Runtime, RuntimeExt, Scope, ScopedRuntime, Subscription,
 };
+pub use sandbox::{BuiltinTools, LocalSandbox, Sandbox, ToolLimits};
