@@ -1,5 +1,8 @@
 //! Shared fixtures for agentvm's end-to-end tests.
 
+pub mod llm;
+pub mod replay_server;
+
 use agentvm::{AgentVm, BusItem, Event, EventPayload, MockDriver, Subscription};
 use std::sync::Arc;
 use std::time::Duration;

@@ -17,7 +17,7 @@ async fn listings_ids_and_events_do_not_cross_containers() {
     assert_eq!(a.containers().list().await.unwrap(), ["tenant-a"]);
     assert_eq!(b.containers().list().await.unwrap(), ["tenant-b"]);
     let listed: Vec<_> = a.images().list(None).await.unwrap().into_iter().map(|i| i.image_id).collect();
-    assert_eq!(listed, [img_a.image_id.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&img_a.image_id));
     let e = a.images().list(Some("tenant-b")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unauthorized);
 

@@ -66,7 +66,7 @@ async fn an_image_keeps_its_definition_snapshot_after_the_definition_changes() {
     let vm = AgentVm::builder()
         .data_dir(dir.path())
         .definition(Definition { name: "helper".into(), system_prompt: Some("NEW prompt".into()), ..Default::default() })
-        .llm(std::sync::Arc::new(RecordingDriver::default()))
+        .llm(std::sync::Arc::new(RecordingDriver))
         .open()
         .await
         .unwrap();
