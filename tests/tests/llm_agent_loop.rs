@@ -524,7 +524,7 @@ async fn tools_are_off_unless_the_image_enables_them() {
         .await
         .unwrap();
     let events = collect_turn(&mut sub).await;
-    assert_eq!(tool_results(&events)[0].1, true);
+    assert!(tool_results(&events)[0].1);
     let offered = server.requests()[2].json()["tools"].clone();
     assert_eq!(offered.as_array().unwrap().len(), 1);
     assert_eq!(offered[0]["name"], "read_file");
