@@ -260,3 +260,22 @@ async fn a_connection_cut_mid_reply_is_surfaced_not_retried() {
         Some(Content::Text("Hello, wörld 🌍!".into()))
     );
 }
+
+#[tokio::test]
+async fn json_instead_of_an_event_stream_is_a_clear_error() {
+    let not_streamed = json!({"id": "chatcmpl-1", "choices": [{"message": {"role": "assistant", "content": "hi"}}]});
+    let error_with_200 =
+        json!({"error": {"message": "model 'nope' not found", "type": "not_found_error"}});
+    let server = ReplayServer::start([
+        Reply::json(200, not_streamed),
+        Reply::json(200, error_with_200),
+    ])
+    .await;
+    let (message, code) = error_of(&collect(&*openai(&server.url()), request("m", "Hi")).await);
+    assert_eq!(code.as_deref(), Some("invalid_request"));
+    assert!(message.contains("instead of an event stream"), "{message}");
+    let (message, code) = error_of(&collect(&*openai(&server.url()), request("m", "Hi")).await);
+    assert_eq!(code.as_deref(), Some("invalid_request"));
+    assert!(message.ends_with("model 'nope' not found"), "{message}");
+    assert_eq!(server.requests().len(), 2, "neither was retried");
+}

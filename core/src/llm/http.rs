@@ -142,7 +142,7 @@ pub(crate) fn reply_stream<D: ReplyDecoder>(
         pending: VecDeque::new(),
         finished: false,
     };
-    futures::stream::unfold(state, |mut st| async move {
+    futures::stream::unfold(state, move |mut st| async move {
         loop {
             if let Some(e) = st.pending.pop_front() {
                 return Some((e, st));
@@ -152,11 +152,12 @@ pub(crate) fn reply_stream<D: ReplyDecoder>(
             }
             if let Some(start) = st.start.take() {
                 match start.await {
-                    Ok(response) => st.body = Some(response),
-                    Err(error) => {
-                        st.finished = true;
-                        st.pending.push_back(error);
+                    Ok(response) if is_json(&response) => {
+                        let body = retry::read_error_body(response, timeout).await;
+                        st.finish_with(json_instead_of_stream(st.provider, &body));
                     }
+                    Ok(response) => st.body = Some(response),
+                    Err(error) => st.finish_with(error),
                 }
                 continue;
             }
@@ -192,6 +193,38 @@ pub(crate) fn reply_stream<D: ReplyDecoder>(
         }
     })
     .boxed()
+}
+
+/// A success answered with JSON instead of an event stream: a server that ignored
+/// `stream: true`, or one that reports errors with status 200.
+fn is_json(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("json") && !ct.contains("event-stream"))
+}
+
+fn json_instead_of_stream(provider: &str, body: &str) -> LlmEvent {
+    match retry::provider_error(body) {
+        Some((message, kind)) => LlmEvent::Error {
+            message: format!("{provider} reported an error: {message}"),
+            code: Some(
+                kind.as_deref()
+                    .map(retry::code_for_error_type)
+                    .unwrap_or("invalid_request")
+                    .into(),
+            ),
+        },
+        None => LlmEvent::Error {
+            message: format!(
+                "{provider} answered with JSON instead of an event stream (does it support \
+                 stream: true?): {}",
+                body.chars().take(300).collect::<String>()
+            ),
+            code: Some("invalid_request".into()),
+        },
+    }
 }
 
 impl<D: ReplyDecoder> Reply<D> {

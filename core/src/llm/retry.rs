@@ -250,7 +250,8 @@ pub(crate) async fn send(
     }
 }
 
-async fn read_error_body(mut response: reqwest::Response, timeout: Duration) -> String {
+/// Reads up to 64 KiB of a body that is not a stream (an error, or JSON instead of SSE).
+pub(crate) async fn read_error_body(mut response: reqwest::Response, timeout: Duration) -> String {
     let mut body = Vec::new();
     let read = async {
         while let Ok(Some(chunk)) = response.chunk().await {
