@@ -16,6 +16,15 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "python venv for the llama.cpp test (scripts/setup-python.sh)"
+if [ "${AGENTVM_SKIP_LLAMACPP:-}" = 1 ]; then
+    echo "skipped: AGENTVM_SKIP_LLAMACPP=1"
+else
+    AGENTVM_TEST_PYTHON="$(bash scripts/setup-python.sh)"
+    export AGENTVM_TEST_PYTHON
+    echo "AGENTVM_TEST_PYTHON=$AGENTVM_TEST_PYTHON"
+fi
+
 step "cargo test"
 cargo test --workspace --locked
 

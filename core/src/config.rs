@@ -1,4 +1,7 @@
-//! Configuration: input limits and agent tuning.
+//! Configuration: input limits and agent tuning. The LLM provider's configuration is
+//! [`crate::llm::LlmConfig`]; the built-in tools' is [`crate::sandbox::ToolLimits`].
+
+use std::time::Duration;
 
 /// Limits on what callers may send. Anything larger is refused with `InvalidInput`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +50,10 @@ pub struct AgentConfig {
     pub max_turns: u32,
     /// Output token limit per model call.
     pub max_tokens: u32,
+    /// The longest an agent waits for the model's next event (the first one included): a
+    /// stalled reply is cancelled and the turn fails with `errorCode: timeout`. It bounds any
+    /// driver, including ones without timeouts of their own.
+    pub request_timeout: Duration,
     /// User messages that may wait for one agent.
     pub mailbox: usize,
 }
@@ -56,6 +63,7 @@ impl Default for AgentConfig {
         AgentConfig {
             max_turns: 25,
             max_tokens: 4096,
+            request_timeout: Duration::from_secs(600),
             mailbox: 1024,
         }
     }

@@ -37,6 +37,7 @@ pub mod llm;
 pub mod model;
 pub mod repository;
 pub mod runtime;
+pub mod sandbox;
 #[cfg(feature = "server")]
 pub mod server;
 
@@ -44,10 +45,14 @@ pub mod server;
 pub use channel::remote::{connect, ConnectOptions, RemoteRuntime};
 pub use config::{AgentConfig, Limits};
 pub use error::{Error, ErrorKind, Result};
-pub use llm::{LlmDriver, LlmEvent, LlmRequest, MockDriver, MockScenario};
+pub use llm::{
+    AnthropicDriver, HttpSettings, LlmConfig, LlmDriver, LlmEvent, LlmRequest, MockDriver,
+    MockScenario, OpenAiDriver, Provider, RetryPolicy,
+};
 pub use model::*;
 pub use repository::Repository;
 pub use runtime::{
     Agent, AgentVm, AgentVmBuilder, Bus, BusConfig, BusItem, ContainerManager, EventFilter,
     Published, Runtime, RuntimeExt, Scope, ScopedRuntime, Subscription,
 };
+pub use sandbox::{BuiltinTools, LocalSandbox, Sandbox, ToolLimits};

@@ -1,15 +1,33 @@
-//! LLM drivers: the trait every provider implements, and the mock driver.
+//! LLM drivers: the trait every provider implements, the Anthropic and OpenAI-compatible
+//! drivers, the mock driver, and their configuration.
 //!
 //! A driver turns a conversation into a stream of [`LlmEvent`]s. It parses; it decides nothing
-//! (the agent actor does). Cancelling a reply is dropping its stream.
+//! (the agent actor does). Cancelling a reply is dropping its stream, which closes its HTTP
+//! connection.
+//!
+//! The pure parts are separate from the I/O: [`sse`] (bytes to events), [`conversation`]
+//! (stored history to a valid provider conversation), the decoders in [`anthropic`] and
+//! [`openai`] (events to [`LlmEvent`]s) and the policy in [`retry`]; `http` sends and streams.
 
+pub mod anthropic;
+pub mod config;
+pub mod conversation;
+mod http;
 pub mod mock;
+pub mod openai;
+pub mod retry;
+pub mod sse;
 
 use crate::model::{Message, Usage};
 use futures::stream::BoxStream;
 use serde_json::Value;
 
+pub use anthropic::AnthropicDriver;
+pub use config::{LlmConfig, Provider};
+pub use http::HttpSettings;
 pub use mock::{MockDriver, MockScenario};
+pub use openai::OpenAiDriver;
+pub use retry::RetryPolicy;
 
 /// A tool the model may call.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +65,9 @@ pub enum LlmEvent {
     },
     /// Text.
     TextDelta(String),
+    /// The model's visible reasoning (Anthropic `thinking`, `reasoning_content` of
+    /// OpenAI-compatible servers). Never part of the reply's text; the agent does not publish it.
+    ThinkingDelta(String),
     /// A tool call started.
     ToolUseStart {
         /// Call id.
@@ -94,17 +115,4 @@ pub trait LlmDriver: Send + Sync + 'static {
     fn default_model(&self) -> &str;
     /// Starts a reply. Errors are reported in the stream, as [`LlmEvent::Error`].
     fn stream(&self, request: LlmRequest) -> LlmStream;
-}
-
-/// The driver of a real provider (`anthropic` or `openai`), configured from its key, URL and
-/// model.
-pub fn provider_driver(
-    provider: &str,
-    _key: Option<String>,
-    _url: Option<String>,
-    _model: Option<String>,
-) -> crate::Result<std::sync::Arc<dyn LlmDriver>> {
-    Err(crate::Error::invalid(format!(
-        "LLM_PROVIDER={provider} is not available in this build yet; use LLM_PROVIDER=mock"
-    )))
 }

@@ -1,5 +1,7 @@
 //! Shared fixtures for agentvm's end-to-end tests.
 
+pub mod llm;
+pub mod replay_server;
 pub mod wire;
 
 use agentvm::{AgentVm, BusItem, Event, EventPayload, MockDriver, Subscription};

@@ -1,7 +1,7 @@
 //! `agentvm-server`: the agentvm runtime behind one port (Channel WebSocket, REST, metrics).
 
 use agentvm::server::{AuthMode, ServerConfig, ServerManager};
-use agentvm::{AgentVm, LlmDriver, MockDriver, MockScenario, Repository};
+use agentvm::{AgentVm, LlmDriver, Repository};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -51,6 +51,10 @@ struct ServeArgs {
     /// Require a token even on loopback.
     #[arg(long)]
     require_auth: bool,
+    /// Let agents whose image enables them run the built-in tools (bash, files) on this host,
+    /// confined to each image's workdir. Off by default: bash on the host is not a sandbox.
+    #[arg(long)]
+    local_tools: bool,
 }
 
 #[derive(Subcommand)]
@@ -109,33 +113,23 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// The driver chosen by `LLM_PROVIDER` (or the config file).
+/// The driver chosen by `LLM_PROVIDER` and friends; the config file's `[llm]` fills what the
+/// environment leaves unset. `None` when no provider is named at all.
 fn llm_driver(file: &LlmFileConfig) -> Result<Option<Arc<dyn LlmDriver>>, String> {
-    let provider = env("LLM_PROVIDER").or_else(|| file.provider.clone());
-    let model = env("LLM_PROVIDER_MODEL").or_else(|| file.model.clone());
-    match provider.as_deref() {
-        None => Ok(None),
-        Some("mock") => {
-            let scenario = model
-                .as_deref()
-                .and_then(MockScenario::parse)
-                .unwrap_or(MockScenario::Default);
-            Ok(Some(Arc::new(MockDriver::new(scenario))))
-        }
-        Some(p @ ("anthropic" | "openai")) => agentvm::llm::provider_driver(
-            p,
-            env("LLM_PROVIDER_KEY")
-                .or_else(|| env("LLM_API_KEY"))
-                .or_else(|| file.key.clone()),
-            env("LLM_PROVIDER_URL").or_else(|| file.url.clone()),
-            model,
-        )
-        .map(Some)
-        .map_err(|e| e.to_string()),
-        Some(other) => Err(format!(
-            "LLM_PROVIDER={other:?} is not one of anthropic, openai, mock"
-        )),
+    let var = |name: &str| -> Option<String> {
+        env(name).or_else(|| match name {
+            "LLM_PROVIDER" => file.provider.clone(),
+            "LLM_PROVIDER_KEY" => file.key.clone(),
+            "LLM_PROVIDER_URL" => file.url.clone(),
+            "LLM_PROVIDER_MODEL" => file.model.clone(),
+            _ => None,
+        })
+    };
+    if var("LLM_PROVIDER").is_none() {
+        return Ok(None);
     }
+    let config = agentvm::llm::config::LlmConfig::from_vars(var).map_err(|e| e.to_string())?;
+    config.driver().map(Some).map_err(|e| e.to_string())
 }
 
 fn init_logging() {
@@ -193,6 +187,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .unwrap_or_else(default_data_dir);
     let driver = llm_driver(&file.llm)?;
     let mut builder = AgentVm::builder().data_dir(&data_dir);
+    if args.local_tools {
+        tracing::warn!("--local-tools: agents' bash runs on this host as this user, confined only to its workdir");
+        builder = builder.local_tools();
+    }
     match driver {
         Some(d) => {
             tracing::info!(provider = d.name(), model = d.default_model(), "LLM provider configured");

@@ -33,6 +33,9 @@ pub(crate) struct AgentEnv {
     pub max_turns: u32,
     /// Output token limit per model call.
     pub max_tokens: u32,
+    /// The longest wait for the model's next event (the first one included) before the turn
+    /// fails with `errorCode: timeout`.
+    pub request_timeout: std::time::Duration,
     /// User messages that may wait for an agent before `receive` refuses more.
     pub mailbox: usize,
 }
@@ -352,7 +355,18 @@ impl Actor {
                         self.interrupted(&turn_id, &reply).await;
                         return if stop { Ended::Stop } else { Ended::Done };
                     }
-                    e = stream.next() => e,
+                    e = tokio::time::timeout(self.env.request_timeout, stream.next()) => e,
+                };
+                let Ok(next) = next else {
+                    // A stalled reply: dropping the stream cancels the request.
+                    drop(stream);
+                    let waited = self.env.request_timeout;
+                    let message = format!(
+                        "the model sent nothing for {waited:?}; the request was cancelled (request timeout)"
+                    );
+                    self.failed(&turn_id, &reply, message, Some("timeout".into()))
+                        .await;
+                    return Ended::Done;
                 };
                 match next {
                     Some(LlmEvent::MessageStart { model }) => {
@@ -374,6 +388,8 @@ impl Actor {
                             );
                         }
                     }
+                    // Reasoning is not part of the reply and has no protocol event.
+                    Some(LlmEvent::ThinkingDelta(_)) => {}
                     Some(LlmEvent::TextDelta(text)) => {
                         reply.text.push_str(&text);
                         self.emit(&turn_id, EventPayload::TextDelta { text });

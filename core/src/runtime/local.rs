@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::llm::{LlmDriver, LlmEvent, LlmRequest, LlmStream};
 use crate::model::{Command, Definition, Response};
 use crate::repository::Repository;
+use crate::sandbox::{BuiltinTools, LocalSandbox, Sandbox, ToolLimits};
 use async_trait::async_trait;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,9 @@ pub struct AgentVmBuilder {
     definitions: Vec<Definition>,
     driver: Option<Arc<dyn LlmDriver>>,
     tools: Option<Arc<dyn ToolRunner>>,
+    sandbox: Option<Arc<dyn Sandbox>>,
+    local_tools: bool,
+    tool_limits: ToolLimits,
     limits: Limits,
     agents: AgentConfig,
     bus: BusConfig,
@@ -59,9 +63,33 @@ impl AgentVmBuilder {
         self
     }
 
-    /// Where tool calls run. Without one, tool calls are refused.
+    /// A custom tool runner, replacing the built-in tools. Without one (and without
+    /// [`sandbox`](Self::sandbox) or [`local_tools`](Self::local_tools)), tool calls are
+    /// refused.
     pub fn tools(mut self, tools: Arc<dyn ToolRunner>) -> Self {
         self.tools = Some(tools);
+        self
+    }
+
+    /// Runs the built-in tools (`bash`, `read_file`, `write_file`, `list_files`) in this
+    /// sandbox, for images that enable them.
+    pub fn sandbox(mut self, sandbox: Arc<dyn Sandbox>) -> Self {
+        self.sandbox = Some(sandbox);
+        self
+    }
+
+    /// Runs the built-in tools on this machine, each image in its workdir
+    /// `<data-dir>/containers/<containerId>/workdirs/<imageId>` ([`LocalSandbox`]). Opt-in,
+    /// because `bash` then runs as this process's user: enable it for agents you trust. Needs a
+    /// [`data_dir`](Self::data_dir). Images still enable each tool by name.
+    pub fn local_tools(mut self) -> Self {
+        self.local_tools = true;
+        self
+    }
+
+    /// Limits of the built-in tools (timeout, output and file sizes).
+    pub fn tool_limits(mut self, limits: ToolLimits) -> Self {
+        self.tool_limits = limits;
         self
     }
 
@@ -86,6 +114,21 @@ impl AgentVmBuilder {
     /// Opens the repository and starts the runtime. Must run inside a tokio runtime.
     pub async fn open(self) -> Result<AgentVm> {
         let data_dir = self.data_dir.clone();
+        let sandbox = match (self.sandbox, self.local_tools, &data_dir) {
+            (Some(s), _, _) => Some(s),
+            (None, true, Some(dir)) => Some(Arc::new(LocalSandbox::new(dir)) as Arc<dyn Sandbox>),
+            (None, true, None) => {
+                return Err(Error::invalid(
+                    "local_tools() needs a data_dir: the tools run in its containers/ workdirs",
+                ))
+            }
+            (None, false, _) => None,
+        };
+        let tools: Arc<dyn ToolRunner> = match (self.tools, sandbox) {
+            (Some(t), _) => t,
+            (None, Some(s)) => Arc::new(BuiltinTools::new(s, self.tool_limits)),
+            (None, None) => Arc::new(NoTools),
+        };
         let repo = Arc::new(match &data_dir {
             Some(dir) => {
                 let path = dir.join(DATABASE_FILE);
@@ -104,9 +147,10 @@ impl AgentVmBuilder {
             repo: repo.clone(),
             bus: bus.clone(),
             driver: self.driver.unwrap_or_else(|| Arc::new(Unconfigured)),
-            tools: self.tools.unwrap_or_else(|| Arc::new(NoTools)),
+            tools,
             max_turns: self.agents.max_turns,
             max_tokens: self.agents.max_tokens,
+            request_timeout: self.agents.request_timeout,
             mailbox: self.agents.mailbox,
         });
         Ok(AgentVm {
@@ -162,6 +206,9 @@ impl AgentVm {
             definitions: Vec::new(),
             driver: None,
             tools: None,
+            sandbox: None,
+            local_tools: false,
+            tool_limits: ToolLimits::default(),
             limits: Limits::default(),
             agents: AgentConfig::default(),
             bus: BusConfig::default(),
