@@ -35,12 +35,14 @@ pub mod llm;
 pub mod model;
 pub mod repository;
 pub mod runtime;
+pub mod scheduler;
 
 pub use config::{AgentConfig, Limits};
 pub use error::{Error, ErrorKind, Result};
 pub use llm::{LlmDriver, LlmEvent, LlmRequest, MockDriver, MockScenario};
 pub use model::*;
 pub use repository::Repository;
+pub use scheduler::{Scheduler, SchedulerConfig};
 pub use runtime::{
     Agent, AgentVm, AgentVmBuilder, Bus, BusConfig, BusItem, ContainerManager, EventFilter,
     Published, Runtime, RuntimeExt, Scope, ScopedRuntime, Subscription,

@@ -16,6 +16,8 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
 
+mod scheduler;
+
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -150,6 +152,7 @@ impl Repository {
             txn.open_table(SESSIONS_BY_IMAGE)?;
             txn.open_table(MESSAGES)?;
             txn.open_table(REPLAY)?;
+            scheduler::init_tables(&txn)?;
         }
         txn.commit()?;
         Ok(())

@@ -290,6 +290,75 @@ pub enum EventPayload {
         container_id: String,
     },
 
+    // --- sandboxes (source `sandbox`; context.containerId is the sandbox's owner) ---
+    /// A sandbox was placed on a node and its Docker container is being created.
+    #[serde(rename_all = "camelCase")]
+    SandboxCreated {
+        /// The sandbox.
+        sandbox_id: String,
+        /// Its template.
+        template_id: String,
+        /// The node it was placed on.
+        node_id: String,
+        /// True for a warm-pool sandbox (no owner until claimed).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        warm: bool,
+    },
+    /// A sandbox answers execs: `creating -> running`.
+    #[serde(rename_all = "camelCase")]
+    SandboxReady {
+        /// The sandbox.
+        sandbox_id: String,
+        /// The node it runs on.
+        node_id: String,
+        /// The Docker container id on that node.
+        docker_id: String,
+        /// Milliseconds from placement to ready.
+        ready_ms: u64,
+    },
+    /// A warm-pool sandbox was claimed by a request.
+    #[serde(rename_all = "camelCase")]
+    SandboxClaimed {
+        /// The sandbox.
+        sandbox_id: String,
+        /// Its template.
+        template_id: String,
+    },
+    /// A sandbox that agentvm found at start-up (Docker labels) was adopted.
+    #[serde(rename_all = "camelCase")]
+    SandboxAdopted {
+        /// The sandbox.
+        sandbox_id: String,
+        /// The node it runs on.
+        node_id: String,
+    },
+    /// A sandbox ended: `completed`, `failed`, `timeout` or `terminated`, with the reason.
+    #[serde(rename_all = "camelCase")]
+    SandboxTerminated {
+        /// The sandbox.
+        sandbox_id: String,
+        /// Its final status.
+        status: String,
+        /// Why (`requested`, `expired`, `idle`, `stuck_creating`, `create_failed`, ...).
+        reason: String,
+        /// Detail, when there is any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// A runtime node changed status (`online`, `offline`, `draining`, `maintenance`).
+    #[serde(rename_all = "camelCase")]
+    NodeStatusChanged {
+        /// The node.
+        node_id: String,
+        /// The new status.
+        status: String,
+        /// The status before.
+        previous: String,
+        /// Why, when known (for example the Docker error that turned it offline).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+
     // --- error ---
     /// A request failed or a frame was refused; sent to the one connection concerned.
     #[serde(rename_all = "camelCase")]
@@ -339,6 +408,12 @@ impl EventPayload {
             AgentUnregistered { .. } => "agent_unregistered",
             Interrupted { .. } => "interrupted",
             SessionDestroyed { .. } => "session_destroyed",
+            SandboxCreated { .. } => "sandbox_created",
+            SandboxReady { .. } => "sandbox_ready",
+            SandboxClaimed { .. } => "sandbox_claimed",
+            SandboxAdopted { .. } => "sandbox_adopted",
+            SandboxTerminated { .. } => "sandbox_terminated",
+            NodeStatusChanged { .. } => "node_status_changed",
             SystemError { .. } => "system_error",
         }
     }
@@ -374,6 +449,12 @@ impl EventPayload {
                 (Source::Agent, Category::Lifecycle)
             }
             SessionDestroyed { .. } => (Source::Session, Category::Lifecycle),
+            SandboxCreated { .. }
+            | SandboxReady { .. }
+            | SandboxClaimed { .. }
+            | SandboxAdopted { .. }
+            | SandboxTerminated { .. } => (Source::Sandbox, Category::Lifecycle),
+            NodeStatusChanged { .. } => (Source::Environment, Category::Lifecycle),
             SystemError { .. } => (Source::Environment, Category::Error),
         }
     }
