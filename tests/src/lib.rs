@@ -1,5 +1,7 @@
 //! Shared fixtures for agentvm's end-to-end tests.
 
+pub mod docker;
+
 use agentvm::{AgentVm, BusItem, Event, EventPayload, MockDriver, Subscription};
 use std::sync::Arc;
 use std::time::Duration;

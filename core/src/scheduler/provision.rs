@@ -130,7 +130,7 @@ pub(crate) fn container_body(
             cap_add: (!sec.cap_add.is_empty()).then(|| sec.cap_add.clone()),
             security_opt: sec
                 .no_new_privileges
-                .then(|| vec!["no-new-privileges:true".to_string()]),
+                .then(|| vec!["no-new-privileges=true".to_string()]),
             pids_limit: Some(i64::from(r.pids_limit)),
             memory: Some(memory),
             memory_swap: Some(memory),
@@ -718,7 +718,7 @@ mod tests {
         assert_eq!(l[labels::INSTANCE], "sched_x");
         let h = b.host_config.unwrap();
         assert_eq!(h.cap_drop.unwrap(), ["ALL"]);
-        assert_eq!(h.security_opt.unwrap(), ["no-new-privileges:true"]);
+        assert_eq!(h.security_opt.unwrap(), ["no-new-privileges=true"]);
         assert_eq!(h.memory, h.memory_swap);
         assert_eq!(h.memory, Some(512 * 1024 * 1024));
         assert_eq!(h.nano_cpus, Some(1_000_000_000));

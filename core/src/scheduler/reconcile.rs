@@ -157,7 +157,12 @@ impl Scheduler {
         let live: HashSet<String> = lock(&self.inner.live).keys().cloned().collect();
         for (sid, c) in &found {
             if live.contains(sid) {
-                if !c.running {
+                let running = lock(&self.inner.live)
+                    .get(sid)
+                    .map(|l| l.record.status == SandboxStatus::Running)
+                    .unwrap_or(false);
+                // The list may predate the start of a sandbox created meanwhile: ask again.
+                if running && !c.running && !self.still_running(&d, &c.docker_id).await {
                     let code = exit_code_of(&c.status);
                     self.end_sandbox(
                         sid,
@@ -192,8 +197,13 @@ impl Scheduler {
             if found.contains_key(&r.id) || live.contains(&r.id) || by_id.get(r.id.as_str()).is_none() {
                 continue;
             }
-            let mut r = r.clone();
-            if lock(&self.inner.live).contains_key(&r.id) {
+            // The snapshot may be stale: act on the record as it is now.
+            let repo = self.inner.repo.clone();
+            let key = r.id.clone();
+            let Some(mut r) = blocking(move || repo.get_sandbox(&key)).await? else {
+                continue;
+            };
+            if r.status.is_terminal() || lock(&self.inner.live).contains_key(&r.id) {
                 continue;
             }
             self.finish(&mut r, TerminationReason::ContainerLost, Some(format!("no container on node {node_id}")), None, false)
@@ -325,6 +335,18 @@ impl Scheduler {
         }
         report.reconcile = self.reconcile().await?;
         Ok(report)
+    }
+
+    /// Whether Docker says the container runs now (unknown counts as running: never end a
+    /// sandbox on a guess).
+    async fn still_running(&self, d: &bollard::Docker, docker_id: &str) -> bool {
+        match d
+            .inspect_container(docker_id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => c.state.and_then(|s| s.running).unwrap_or(true),
+            Err(e) => docker::status_of(&e) != Some(404),
+        }
     }
 
     fn find_sandbox(&self, container_id: &str, sandbox_id: Option<&str>) -> Result<String> {

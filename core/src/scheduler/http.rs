@@ -1,0 +1,1 @@
+//! HTTP routes (work in progress).
