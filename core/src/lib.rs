@@ -42,8 +42,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use llm::{LlmDriver, LlmEvent, LlmRequest, MockDriver, MockScenario};
 pub use model::*;
 pub use repository::Repository;
-pub use scheduler::{Scheduler, SchedulerConfig};
 pub use runtime::{
     Agent, AgentVm, AgentVmBuilder, Bus, BusConfig, BusItem, ContainerManager, EventFilter,
     Published, Runtime, RuntimeExt, Scope, ScopedRuntime, Subscription,
 };
+pub use scheduler::{Scheduler, SchedulerConfig};

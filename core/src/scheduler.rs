@@ -179,6 +179,10 @@ pub(crate) struct Live {
     pub lifecycle: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// The sandbox an owner's agents share for one template, once created; the async lock makes
+/// concurrent first uses create one sandbox.
+pub(crate) type OwnerSlot = Arc<tokio::sync::Mutex<Option<String>>>;
+
 pub(crate) struct Inner {
     /// Where nodes, templates, sandboxes and executions are kept.
     pub repo: Arc<Repository>,
@@ -195,7 +199,7 @@ pub(crate) struct Inner {
     /// Warm pools by template id.
     pub pools: Mutex<HashMap<String, pool::PoolState>>,
     /// `(owner, template)` -> the sandbox its agents share.
-    pub owners: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<Option<String>>>>>,
+    pub owners: Mutex<HashMap<(String, String), OwnerSlot>>,
     /// Counters.
     pub counters: Counters,
 }
@@ -379,9 +383,13 @@ impl Scheduler {
             }
             (entry.node.api_endpoint.clone(), entry.node.tls.clone())
         };
-        let connected =
-            docker::connect(node_id, &endpoint, tls.as_ref(), self.inner.config.docker_timeout)
-                .await;
+        let connected = docker::connect(
+            node_id,
+            &endpoint,
+            tls.as_ref(),
+            self.inner.config.docker_timeout,
+        )
+        .await;
         match connected {
             Ok(d) => {
                 if let Some(entry) = lock(&self.inner.nodes).get_mut(node_id) {
@@ -427,7 +435,11 @@ impl Scheduler {
         };
         if let Some((before, after)) = changed {
             if after == NodeStatus::Offline {
-                tracing::warn!(node_id, message = message.as_deref().unwrap_or(""), "node offline");
+                tracing::warn!(
+                    node_id,
+                    message = message.as_deref().unwrap_or(""),
+                    "node offline"
+                );
             } else {
                 tracing::info!(node_id, status = after.as_str(), "node back");
             }

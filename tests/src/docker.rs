@@ -71,12 +71,18 @@ pub fn fast_config() -> SchedulerConfig {
 
 /// A scheduler (in-memory repository) with the local daemon as node `local`.
 pub async fn local_scheduler(config: SchedulerConfig) -> Scheduler {
-    let s = Scheduler::builder().config(config).open().await.unwrap();
+    let s = Scheduler::builder()
+        .config(config)
+        .open()
+        .await
+        .expect("open a scheduler");
     let mut reg = NodeRegistration::new("local", ENDPOINT);
     reg.total_cpu_cores = Some(4.0);
     reg.total_memory_mb = Some(8192);
     reg.max_containers = 50;
-    s.register_node(reg).await.unwrap();
+    s.register_node(reg)
+        .await
+        .expect("register the local Docker daemon as a node");
     s
 }
 
@@ -94,14 +100,17 @@ pub fn busybox_spec() -> TemplateSpec {
 /// Ids of the containers of a scheduler `instance` on a daemon.
 pub async fn containers_of(d: &Docker, instance: &str) -> Vec<String> {
     let mut filters = HashMap::new();
-    filters.insert("label".to_string(), vec![format!("agentvm.instance={instance}")]);
+    filters.insert(
+        "label".to_string(),
+        vec![format!("agentvm.instance={instance}")],
+    );
     let opts = ListContainersOptionsBuilder::new()
         .all(true)
         .filters(&filters)
         .build();
     d.list_containers(Some(opts))
         .await
-        .unwrap()
+        .expect("list containers")
         .into_iter()
         .filter_map(|c| c.id)
         .collect()
@@ -115,7 +124,10 @@ where
 {
     let start = Instant::now();
     while !check().await {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -138,10 +150,10 @@ impl SecondDaemon {
         let dir = tempfile::Builder::new()
             .prefix("agentvm-dockerd-")
             .tempdir_in("/var/tmp")
-            .unwrap();
+            .expect("a directory for the second dockerd in /var/tmp");
         let p = |n: &str| -> PathBuf { dir.path().join(n) };
         let socket = p("docker.sock").to_string_lossy().into_owned();
-        let log = std::fs::File::create(p("dockerd.log")).unwrap();
+        let log = std::fs::File::create(p("dockerd.log")).expect("create dockerd.log");
         let child = Command::new("dockerd")
             .arg("--host")
             .arg(format!("unix://{socket}"))
@@ -153,7 +165,7 @@ impl SecondDaemon {
             .arg(p("dockerd.pid"))
             .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
+            .stdout(log.try_clone().expect("clone the log file"))
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start a second dockerd ({e}): {HOW}"));
@@ -161,14 +173,19 @@ impl SecondDaemon {
         let start = Instant::now();
         while !std::path::Path::new(&daemon.socket).exists() {
             if start.elapsed() > Duration::from_secs(30) {
-                let log = std::fs::read_to_string(daemon.dir.path().join("dockerd.log")).unwrap_or_default();
-                panic!("the second dockerd did not create {} within 30 s; its log:\n{log}", daemon.socket);
+                let log = std::fs::read_to_string(daemon.dir.path().join("dockerd.log"))
+                    .unwrap_or_default();
+                panic!(
+                    "the second dockerd did not create {} within 30 s; its log:\n{log}",
+                    daemon.socket
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let second = loop {
             let ok = async {
-                let d = Docker::connect_with_unix(&daemon.socket, 30, bollard::API_DEFAULT_VERSION).ok()?;
+                let d = Docker::connect_with_unix(&daemon.socket, 30, bollard::API_DEFAULT_VERSION)
+                    .ok()?;
                 let d = d.negotiate_version().await.ok()?;
                 d.ping().await.ok()?;
                 Some(d)
@@ -177,21 +194,27 @@ impl SecondDaemon {
             if let Some(d) = ok {
                 break d;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "the second dockerd does not answer");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the second dockerd does not answer"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let first = local().await;
         let mut tar = Vec::new();
         let mut export = first.export_image(TEST_IMAGE);
         while let Some(chunk) = export.next().await {
-            tar.extend_from_slice(&chunk.unwrap());
+            tar.extend_from_slice(&chunk.expect("export the test image"));
         }
         let opts = bollard::query_parameters::ImportImageOptionsBuilder::new().build();
         let mut load = second.import_image(opts, bollard::body_full(tar.into()), None);
         while let Some(r) = load.next().await {
-            r.unwrap();
+            r.expect("load the test image into the second dockerd");
         }
-        second.inspect_image(TEST_IMAGE).await.unwrap();
+        second
+            .inspect_image(TEST_IMAGE)
+            .await
+            .expect("the test image is in the second dockerd");
         daemon
     }
 }

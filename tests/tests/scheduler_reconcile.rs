@@ -2,7 +2,10 @@
 //! same repository file, and every surviving container is adopted or removed as configured;
 //! none is leaked.
 
-use agentvm::scheduler::{ExecRequest, NodeRegistration, OrphanPolicy, SandboxRequest, SandboxStatus, Scheduler, TerminationReason};
+use agentvm::scheduler::{
+    ExecRequest, NodeRegistration, OrphanPolicy, SandboxRequest, SandboxStatus, Scheduler,
+    TerminationReason,
+};
 use agentvm::{Repository, SchedulerConfig};
 use agentvm_e2e::docker::*;
 use bollard::models::ContainerCreateBody;
@@ -27,11 +30,15 @@ async fn open(path: &std::path::Path, orphans: OrphanPolicy) -> Scheduler {
     reg.total_memory_mb = Some(8192);
     Scheduler::builder()
         .repository(repo)
-        .config(SchedulerConfig { orphans, background: false, ..fast_config() })
+        .config(SchedulerConfig {
+            orphans,
+            background: false,
+            ..fast_config()
+        })
         .node(reg)
         .open()
         .await
-        .unwrap()
+        .expect("open the scheduler")
 }
 
 #[tokio::test]
@@ -51,18 +58,32 @@ async fn survivors_are_adopted_and_strays_removed() {
         let mut ids = Vec::new();
         for i in 0..3 {
             let sb = s
-                .create_sandbox(SandboxRequest { owner: Some(format!("c{i}")), cpu_cores: Some(0.25), ..SandboxRequest::new("busybox") })
+                .create_sandbox(SandboxRequest {
+                    owner: Some(format!("c{i}")),
+                    cpu_cores: Some(0.25),
+                    ..SandboxRequest::new("busybox")
+                })
                 .await
                 .unwrap();
             ids.push(sb.id);
         }
         // One whose container disappears while agentvm is down.
-        let gone = s.create_sandbox(SandboxRequest { cpu_cores: Some(0.25), ..SandboxRequest::new("busybox") }).await.unwrap();
+        let gone = s
+            .create_sandbox(SandboxRequest {
+                cpu_cores: Some(0.25),
+                ..SandboxRequest::new("busybox")
+            })
+            .await
+            .unwrap();
         (ids, s.instance().to_string(), gone)
         // Dropped here with no cleanup: the containers keep running.
     };
-    let rm = bollard::query_parameters::RemoveContainerOptionsBuilder::new().force(true).build();
-    d.remove_container(&gone.container_name, Some(rm)).await.unwrap();
+    let rm = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .build();
+    d.remove_container(&gone.container_name, Some(rm))
+        .await
+        .unwrap();
     // A stray with our label and no record (a crash between create and record).
     let mut labels = HashMap::new();
     labels.insert("agentvm.instance".to_string(), instance.clone());
@@ -70,16 +91,28 @@ async fn survivors_are_adopted_and_strays_removed() {
     let stray = d
         .create_container(
             None::<bollard::query_parameters::CreateContainerOptions>,
-            ContainerCreateBody { image: Some(TEST_IMAGE.into()), cmd: Some(vec!["true".into()]), labels: Some(labels), ..Default::default() },
+            ContainerCreateBody {
+                image: Some(TEST_IMAGE.into()),
+                cmd: Some(vec!["true".into()]),
+                labels: Some(labels),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
     assert_eq!(containers_of(&d, &instance).await.len(), 5 + 1 - 1);
 
     let s = open(&path, OrphanPolicy::Adopt).await;
-    assert_eq!(s.instance(), instance, "the instance id is kept in the repository");
+    assert_eq!(
+        s.instance(),
+        instance,
+        "the instance id is kept in the repository"
+    );
     let report = s.reconcile().await.unwrap();
-    assert!(report.adopted.is_empty(), "open() already reconciled: {report:?}");
+    assert!(
+        report.adopted.is_empty(),
+        "open() already reconciled: {report:?}"
+    );
     let m = s.metrics();
     assert_eq!(m.adopted, 4, "3 sandboxes + 1 warm: {m:?}");
     assert_eq!(m.orphans_removed, 1);
@@ -87,27 +120,53 @@ async fn survivors_are_adopted_and_strays_removed() {
     for id in &ids {
         let sb = s.get_sandbox(id).await.unwrap().unwrap();
         assert_eq!(sb.status, SandboxStatus::Running);
-        let hi = s.exec_collect(id, ExecRequest::shell("echo adopted")).await.unwrap();
+        let hi = s
+            .exec_collect(id, ExecRequest::shell("echo adopted"))
+            .await
+            .unwrap();
         assert_eq!(hi.stdout, "adopted\n");
     }
     let lost = s.get_sandbox(&gone.id).await.unwrap().unwrap();
     assert_eq!(lost.status, SandboxStatus::Failed);
-    assert_eq!(lost.termination.unwrap().reason, TerminationReason::ContainerLost);
-    assert!(d.inspect_container(&stray.id, None::<bollard::query_parameters::InspectContainerOptions>).await.is_err(), "the stray was removed");
+    assert_eq!(
+        lost.termination.unwrap().reason,
+        TerminationReason::ContainerLost
+    );
+    assert!(
+        d.inspect_container(
+            &stray.id,
+            None::<bollard::query_parameters::InspectContainerOptions>
+        )
+        .await
+        .is_err(),
+        "the stray was removed"
+    );
     let node = s.get_node("local").unwrap().unwrap();
-    assert_eq!(node.running_containers, 4, "adopted sandboxes count against the node");
+    assert_eq!(
+        node.running_containers, 4,
+        "adopted sandboxes count against the node"
+    );
     // A claim is served by the adopted warm sandbox.
-    let claimed = s.create_sandbox(SandboxRequest::new("busybox")).await.unwrap();
+    let claimed = s
+        .create_sandbox(SandboxRequest::new("busybox"))
+        .await
+        .unwrap();
     assert_eq!(s.metrics().pool_hits, 1, "{claimed:?}");
     drop(s);
 
     // Again, configured to remove: nothing survives, every record says why.
     let s = open(&path, OrphanPolicy::Remove).await;
     assert_eq!(s.metrics().adopted, 0);
-    assert!(containers_of(&d, &instance).await.is_empty(), "no container leaked");
+    assert!(
+        containers_of(&d, &instance).await.is_empty(),
+        "no container leaked"
+    );
     for id in ids.iter().chain([&claimed.id]) {
         let sb = s.get_sandbox(id).await.unwrap().unwrap();
         assert_eq!(sb.status, SandboxStatus::Terminated);
-        assert_eq!(sb.termination.unwrap().reason, TerminationReason::Reconciled);
+        assert_eq!(
+            sb.termination.unwrap().reason,
+            TerminationReason::Reconciled
+        );
     }
 }

@@ -173,7 +173,7 @@ pub enum ExecEvent {
         data: String,
     },
     /// The end: status, exit code and the (capped) full output.
-    Finished(Execution),
+    Finished(Box<Execution>),
 }
 
 /// The stream of an exec. Dropping it does not stop the command (its timeout does).
@@ -195,7 +195,7 @@ impl ExecStream {
     pub async fn finish(mut self) -> Result<Execution> {
         while let Some(e) = self.rx.recv().await {
             if let ExecEvent::Finished(x) = e {
-                return Ok(x);
+                return Ok(*x);
             }
         }
         Err(Error::Internal(format!(
@@ -329,7 +329,11 @@ impl Scheduler {
         let node_id = sandbox.node_id.clone();
         let endpoint = self.endpoint_of(&node_id);
         let id = new_id("exec");
-        let mut env: Vec<String> = request.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut env: Vec<String> = request
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         env.push(format!("AGENTVM_EXEC_ID={id}"));
         let created = d
             .create_exec(
@@ -367,9 +371,10 @@ impl Scheduler {
             id: id.clone(),
             sandbox_id: sandbox.id.clone(),
             command: argv,
-            language: request.code.as_ref().map(|_| {
-                request.language.clone().unwrap_or_else(|| "sh".into())
-            }),
+            language: request
+                .code
+                .as_ref()
+                .map(|_| request.language.clone().unwrap_or_else(|| "sh".into())),
             status: ExecStatus::Running,
             stdout: String::new(),
             stderr: String::new(),
@@ -447,7 +452,8 @@ impl Scheduler {
             .map_err(|e| docker::map_err(node_id, &endpoint, "starting an exec", e))?
         {
             while let Some(chunk) = output.next().await {
-                let chunk = chunk.map_err(|e| docker::map_err(node_id, &endpoint, "reading an exec", e))?;
+                let chunk =
+                    chunk.map_err(|e| docker::map_err(node_id, &endpoint, "reading an exec", e))?;
                 if out.len() < 64 * 1024 {
                     out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
                 }
@@ -479,16 +485,30 @@ struct Run {
     cap: usize,
 }
 
-type Output = Pin<Box<dyn Stream<Item = std::result::Result<LogOutput, bollard::errors::Error>> + Send>>;
+type Output =
+    Pin<Box<dyn Stream<Item = std::result::Result<LogOutput, bollard::errors::Error>> + Send>>;
 
 impl Run {
-    async fn drive(self, mut record: Execution, mut output: Output, tx: mpsc::UnboundedSender<ExecEvent>) {
+    async fn drive(
+        self,
+        mut record: Execution,
+        mut output: Output,
+        tx: mpsc::UnboundedSender<ExecEvent>,
+    ) {
         let started = std::time::Instant::now();
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
         let (mut out_utf8, mut err_utf8) = (Utf8Carry::default(), Utf8Carry::default());
-        let mut stdout = Capped { text: String::new(), cap: self.cap, truncated: false };
-        let mut stderr = Capped { text: String::new(), cap: self.cap, truncated: false };
+        let mut stdout = Capped {
+            text: String::new(),
+            cap: self.cap,
+            truncated: false,
+        };
+        let mut stderr = Capped {
+            text: String::new(),
+            cap: self.cap,
+            truncated: false,
+        };
         let mut timed_out = false;
         let mut broken: Option<String> = None;
         loop {
@@ -551,7 +571,10 @@ impl Run {
         let s = &self.scheduler;
         s.inner.counters.executions.fetch_add(1, Ordering::Relaxed);
         if timed_out {
-            s.inner.counters.exec_timeouts.fetch_add(1, Ordering::Relaxed);
+            s.inner
+                .counters
+                .exec_timeouts
+                .fetch_add(1, Ordering::Relaxed);
         }
         if let Some(l) = lock(&s.inner.live).get_mut(&record.sandbox_id) {
             l.record.last_activity_at = now;
@@ -561,7 +584,7 @@ impl Run {
         if let Err(e) = blocking(move || repo.put_execution(&stored)).await {
             tracing::warn!(execution = %record.id, error = %e.chain(), "storing an execution");
         }
-        let _ = tx.send(ExecEvent::Finished(record));
+        let _ = tx.send(ExecEvent::Finished(Box::new(record)));
     }
 
     /// Kills every process of the exec, twice over to catch forks racing the first pass.
@@ -610,7 +633,11 @@ mod tests {
 
     #[test]
     fn output_is_capped_on_a_char_boundary() {
-        let mut s = Capped { text: String::new(), cap: 4, truncated: false };
+        let mut s = Capped {
+            text: String::new(),
+            cap: 4,
+            truncated: false,
+        };
         assert_eq!(s.take("ab".into()).as_deref(), Some("ab"));
         assert_eq!(s.take("cé".into()).as_deref(), Some("c"));
         assert!(s.truncated);
@@ -620,7 +647,10 @@ mod tests {
 
     #[test]
     fn requests_resolve_to_an_argv() {
-        assert_eq!(ExecRequest::shell("echo hi").argv().unwrap(), ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(
+            ExecRequest::shell("echo hi").argv().unwrap(),
+            ["/bin/sh", "-c", "echo hi"]
+        );
         let code = ExecRequest {
             code: Some("print(1)".into()),
             language: Some("python".into()),
@@ -653,10 +683,14 @@ mod tests {
             finished_at: Some(2),
             duration_ms: Some(1),
         };
-        let v = serde_json::to_value(ExecEvent::Finished(x)).unwrap();
+        let v = serde_json::to_value(ExecEvent::Finished(Box::new(x))).unwrap();
         assert_eq!(v["exitCode"], 0);
         assert_eq!(v["status"], "completed");
-        let o = serde_json::to_value(ExecEvent::Output { stream: OutputStream::Stdout, data: "hi".into() }).unwrap();
+        let o = serde_json::to_value(ExecEvent::Output {
+            stream: OutputStream::Stdout,
+            data: "hi".into(),
+        })
+        .unwrap();
         assert_eq!(o, serde_json::json!({"stream":"stdout","data":"hi"}));
     }
 }

@@ -8,7 +8,9 @@
 use super::{docker, Scheduler};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::now_ms;
-use bollard::query_parameters::{DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder};
+use bollard::query_parameters::{
+    DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
@@ -51,7 +53,9 @@ pub struct FileEntry {
 /// `path` made absolute against `workdir`, refusing empty paths and NUL bytes.
 pub(crate) fn absolute(workdir: &str, path: &str) -> Result<String> {
     if path.is_empty() || path.contains('\0') {
-        return Err(Error::invalid("path must be a non-empty path without NUL bytes"));
+        return Err(Error::invalid(
+            "path must be a non-empty path without NUL bytes",
+        ));
     }
     let joined = if path.starts_with('/') {
         path.to_string()
@@ -122,7 +126,10 @@ impl Scheduler {
             .map_err(|e| Error::Internal(format!("building a tar: {e}")))?;
         let d = self.docker(&sandbox.node_id).await?;
         let opts = UploadToContainerOptionsBuilder::new().path(&dir).build();
-        let target = sandbox.container_id.clone().unwrap_or(sandbox.container_name.clone());
+        let target = sandbox
+            .container_id
+            .clone()
+            .unwrap_or(sandbox.container_name.clone());
         d.upload_to_container(&target, Some(opts), bollard::body_full(tarball.into()))
             .await
             .map_err(|e| self.file_error(&sandbox.node_id, sandbox_id, &dir, "uploading", e))
@@ -138,7 +145,8 @@ impl Scheduler {
             .entries()
             .map_err(|e| Error::Protocol(format!("Docker sent a bad archive: {e}")))?;
         if let Some(entry) = entries.into_iter().next() {
-            let mut entry = entry.map_err(|e| Error::Protocol(format!("Docker sent a bad archive: {e}")))?;
+            let mut entry =
+                entry.map_err(|e| Error::Protocol(format!("Docker sent a bad archive: {e}")))?;
             let kind = kind_of(entry.header().entry_type());
             if kind != FileKind::File {
                 return Err(Error::invalid(format!(
@@ -148,7 +156,11 @@ impl Scheduler {
                         FileKind::Symlink => "symbolic link",
                         _ => "special file",
                     },
-                    if kind == FileKind::Dir { "; list it instead" } else { "" }
+                    if kind == FileKind::Dir {
+                        "; list it instead"
+                    } else {
+                        ""
+                    }
                 )));
             }
             let mut out = Vec::with_capacity(entry.size() as usize);
@@ -157,7 +169,10 @@ impl Scheduler {
                 .map_err(|e| Error::Protocol(format!("Docker sent a bad archive: {e}")))?;
             return Ok(out);
         }
-        Err(Error::not_found("File", format!("{path} in sandbox {sandbox_id}")))
+        Err(Error::not_found(
+            "File",
+            format!("{path} in sandbox {sandbox_id}"),
+        ))
     }
 
     /// Lists one level of the directory at `path`, by name.
@@ -187,7 +202,11 @@ impl Scheduler {
                 name: sub.to_string(),
                 path: format!("{}/{sub}", path.trim_end_matches('/')),
                 kind: kind_of(h.entry_type()),
-                size: if h.entry_type().is_dir() { 0 } else { h.size().unwrap_or(0) },
+                size: if h.entry_type().is_dir() {
+                    0
+                } else {
+                    h.size().unwrap_or(0)
+                },
                 mode: h.mode().unwrap_or(0),
                 modified: h.mtime().unwrap_or(0),
                 link_target: h
@@ -207,13 +226,20 @@ impl Scheduler {
     /// The archive of `path`, refused beyond the file size limit (plus tar overhead).
     async fn download(&self, sandbox: &super::Sandbox, path: &str) -> Result<Vec<u8>> {
         let d = self.docker(&sandbox.node_id).await?;
-        let opts = DownloadFromContainerOptionsBuilder::new().path(path).build();
-        let target = sandbox.container_id.clone().unwrap_or(sandbox.container_name.clone());
+        let opts = DownloadFromContainerOptionsBuilder::new()
+            .path(path)
+            .build();
+        let target = sandbox
+            .container_id
+            .clone()
+            .unwrap_or(sandbox.container_name.clone());
         let mut stream = d.download_from_container(&target, Some(opts));
         let limit = self.inner.config.max_file_bytes + 1024 * 1024;
         let mut out = Vec::new();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.file_error(&sandbox.node_id, &sandbox.id, path, "downloading", e))?;
+            let chunk = chunk.map_err(|e| {
+                self.file_error(&sandbox.node_id, &sandbox.id, path, "downloading", e)
+            })?;
             out.extend_from_slice(&chunk);
             if out.len() > limit {
                 return Err(Error::invalid(format!(

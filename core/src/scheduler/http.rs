@@ -103,7 +103,10 @@ pub fn router(scheduler: Scheduler) -> Router {
         .route("/internal/runtime/heartbeat", post(internal_heartbeat))
         .route("/internal/runtime/containers/ready", post(internal_ready))
         .route("/internal/runtime/containers/exited", post(internal_exited))
-        .route_layer(middleware::from_fn_with_state(scheduler.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(
+            scheduler.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/v1/nodes", get(list_nodes).post(register_node))
         .route("/v1/nodes/{id}", get(get_node).delete(remove_node))
@@ -111,10 +114,15 @@ pub fn router(scheduler: Scheduler) -> Router {
         .route("/v1/templates", get(list_templates).post(create_template))
         .route(
             "/v1/templates/{id}",
-            get(get_template).put(update_template).delete(delete_template),
+            get(get_template)
+                .put(update_template)
+                .delete(delete_template),
         )
         .route("/v1/sandboxes", get(list_sandboxes).post(create_sandbox))
-        .route("/v1/sandboxes/{id}", get(get_sandbox).delete(delete_sandbox))
+        .route(
+            "/v1/sandboxes/{id}",
+            get(get_sandbox).delete(delete_sandbox),
+        )
         .route("/v1/sandboxes/{id}/terminate", post(terminate_sandbox))
         .route("/v1/sandboxes/{id}/exec", post(exec))
         .route("/v1/sandboxes/{id}/executions", get(list_executions))
@@ -155,8 +163,14 @@ async fn register_node(State(s): State<Scheduler>, body: Bytes) -> ApiResult<imp
     Ok((StatusCode::CREATED, Json(s.register_node(reg).await?)))
 }
 
-async fn get_node(State(s): State<Scheduler>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(s.get_node(&id)?.ok_or_else(|| Error::not_found("Node", id))?))
+async fn get_node(
+    State(s): State<Scheduler>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        s.get_node(&id)?
+            .ok_or_else(|| Error::not_found("Node", id))?,
+    ))
 }
 
 async fn remove_node(State(s): State<Scheduler>, Path(id): Path<String>) -> ApiResult<StatusCode> {
@@ -193,12 +207,18 @@ async fn create_template(State(s): State<Scheduler>, body: Bytes) -> ApiResult<i
         .and_then(|o| o.remove("id"))
         .and_then(|id| id.as_str().map(str::to_string))
         .ok_or_else(|| Error::invalid("a template needs a string \"id\""))?;
-    let spec: TemplateSpec = serde_json::from_value(v)
-        .map_err(|e| Error::invalid(format!("invalid template: {e}")))?;
-    Ok((StatusCode::CREATED, Json(s.create_template(&id, spec).await?)))
+    let spec: TemplateSpec =
+        serde_json::from_value(v).map_err(|e| Error::invalid(format!("invalid template: {e}")))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(s.create_template(&id, spec).await?),
+    ))
 }
 
-async fn get_template(State(s): State<Scheduler>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn get_template(
+    State(s): State<Scheduler>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(Json(s.template(&id).await?))
 }
 
@@ -211,7 +231,10 @@ async fn update_template(
     Ok(Json(s.update_template(&id, spec).await?))
 }
 
-async fn delete_template(State(s): State<Scheduler>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_template(
+    State(s): State<Scheduler>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.delete_template(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -227,18 +250,29 @@ async fn create_sandbox(State(s): State<Scheduler>, body: Bytes) -> ApiResult<im
     Ok((StatusCode::CREATED, Json(s.create_sandbox(req).await?)))
 }
 
-async fn get_sandbox(State(s): State<Scheduler>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn get_sandbox(
+    State(s): State<Scheduler>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(Json(
-        s.get_sandbox(&id).await?.ok_or_else(|| Error::not_found("Sandbox", id))?,
+        s.get_sandbox(&id)
+            .await?
+            .ok_or_else(|| Error::not_found("Sandbox", id))?,
     ))
 }
 
-async fn delete_sandbox(State(s): State<Scheduler>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_sandbox(
+    State(s): State<Scheduler>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.delete_sandbox(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn terminate_sandbox(State(s): State<Scheduler>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn terminate_sandbox(
+    State(s): State<Scheduler>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(Json(s.terminate_sandbox(&id).await?))
 }
 
@@ -251,7 +285,8 @@ async fn exec(
     let stream = s.exec(&id, req).await?;
     let lines = stream.map(|event| {
         let mut line = serde_json::to_vec(&event).unwrap_or_else(|e| {
-            format!("{{\"error\":\"encoding an exec event: {e}\",\"kind\":\"internal\"}}").into_bytes()
+            format!("{{\"error\":\"encoding an exec event: {e}\",\"kind\":\"internal\"}}")
+                .into_bytes()
         });
         line.push(b'\n');
         Ok::<_, std::convert::Infallible>(Bytes::from(line))
@@ -264,13 +299,21 @@ async fn exec(
     Ok(response)
 }
 
-async fn list_executions(State(s): State<Scheduler>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn list_executions(
+    State(s): State<Scheduler>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(Json(s.list_executions(&id).await?))
 }
 
-async fn get_execution(State(s): State<Scheduler>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn get_execution(
+    State(s): State<Scheduler>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(Json(
-        s.get_execution(&id).await?.ok_or_else(|| Error::not_found("Execution", id))?,
+        s.get_execution(&id)
+            .await?
+            .ok_or_else(|| Error::not_found("Execution", id))?,
     ))
 }
 
@@ -279,7 +322,9 @@ async fn read_file(
     Path(id): Path<String>,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<Response> {
-    let path = q.path.ok_or_else(|| Error::invalid("give the file as ?path=…"))?;
+    let path = q
+        .path
+        .ok_or_else(|| Error::invalid("give the file as ?path=…"))?;
     let data = s.read_file(&id, &path).await?;
     let mut response = Body::from(data).into_response();
     response.headers_mut().insert(
@@ -295,7 +340,9 @@ async fn write_file(
     Query(q): Query<PathQuery>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let path = q.path.ok_or_else(|| Error::invalid("give the file as ?path=…"))?;
+    let path = q
+        .path
+        .ok_or_else(|| Error::invalid("give the file as ?path=…"))?;
     s.write_file(&id, &path, body.to_vec()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -314,7 +361,10 @@ async fn metrics(State(s): State<Scheduler>) -> impl IntoResponse {
 
 // ----- /internal/runtime -----
 
-async fn internal_register(State(s): State<Scheduler>, body: Bytes) -> ApiResult<impl IntoResponse> {
+async fn internal_register(
+    State(s): State<Scheduler>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
     let mut v: Value = parse(&body)?;
     // A node registering itself has an agent that heartbeats, unless it says otherwise.
     if let Some(o) = v.as_object_mut() {
@@ -325,7 +375,10 @@ async fn internal_register(State(s): State<Scheduler>, body: Bytes) -> ApiResult
     Ok(Json(s.register_node(reg).await?))
 }
 
-async fn internal_heartbeat(State(s): State<Scheduler>, body: Bytes) -> ApiResult<impl IntoResponse> {
+async fn internal_heartbeat(
+    State(s): State<Scheduler>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
     let hb: Heartbeat = parse(&body)?;
     Ok(Json(s.heartbeat(hb).await?))
 }
@@ -348,9 +401,15 @@ mod tests {
     fn kinds_map_to_statuses() {
         assert_eq!(status_of(ErrorKind::NotFound), StatusCode::NOT_FOUND);
         assert_eq!(status_of(ErrorKind::InvalidInput), StatusCode::BAD_REQUEST);
-        assert_eq!(status_of(ErrorKind::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            status_of(ErrorKind::Unavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(status_of(ErrorKind::Conflict), StatusCode::CONFLICT);
-        assert_eq!(status_of(ErrorKind::Internal), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            status_of(ErrorKind::Internal),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[test]

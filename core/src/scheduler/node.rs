@@ -139,16 +139,28 @@ pub struct NodeRegistration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
     /// Cpu offered; the daemon's cpu count when absent.
-    #[serde(default, alias = "totalCpuCores", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "totalCpuCores",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_cpu_cores: Option<f64>,
     /// Memory offered, MiB; the daemon's memory when absent.
-    #[serde(default, alias = "totalMemoryMb", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "totalMemoryMb",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub total_memory_mb: Option<u64>,
     /// Container limit.
     #[serde(default = "hundred", alias = "maxContainers")]
     pub max_containers: u32,
     /// Images held; asked from the daemon when absent.
-    #[serde(default, alias = "cachedImages", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "cachedImages",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cached_images: Option<Vec<String>>,
     /// Labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -216,13 +228,21 @@ pub struct Heartbeat {
     #[serde(alias = "nodeId")]
     pub node_id: String,
     /// Set when an executor inside a sandbox sends it (its Docker container id).
-    #[serde(default, alias = "containerId", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "containerId",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub container_id: Option<String>,
     /// The sender's clock, for people (agentvm uses its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<String>,
     /// Images the node holds now, when the agent reports them.
-    #[serde(default, alias = "cachedImages", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        alias = "cachedImages",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cached_images: Option<Vec<String>>,
 }
 
@@ -366,7 +386,11 @@ mod tests {
     fn registration_refuses_other_runtimes_and_bad_endpoints() {
         let mut r = NodeRegistration::new("n", "unix:///x.sock");
         r.runtime_type = "podman".into();
-        assert!(r.validate().unwrap_err().to_string().contains("not supported"));
+        assert!(r
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not supported"));
         let r = NodeRegistration::new("n", "ftp://x");
         assert!(r.validate().is_err());
         let r = NodeRegistration::new("n", "tcp://10.0.0.1:2376");

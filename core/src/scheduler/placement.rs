@@ -72,8 +72,14 @@ impl NodeLoad<'_> {
                 used as f64 / total as f64
             }
         };
-        let cpu = frac(self.committed_cpu() + demand.cpu_millis, self.total_cpu_millis);
-        let mem = frac(self.committed_memory() + demand.memory_mb, self.total_memory_mb);
+        let cpu = frac(
+            self.committed_cpu() + demand.cpu_millis,
+            self.total_cpu_millis,
+        );
+        let mem = frac(
+            self.committed_memory() + demand.memory_mb,
+            self.total_memory_mb,
+        );
         let count = frac(
             u64::from(self.committed_count()) + 1,
             u64::from(self.max_containers),
@@ -282,10 +288,16 @@ mod tests {
         busy_with_image.allocated_cpu_millis = 3000;
         busy_with_image.images = &images;
         let idle_without = node("b", 4000, 4096, 10);
-        assert_eq!(place(&[idle_without, busy_with_image], &demand(500, 256)), Ok(1));
+        assert_eq!(
+            place(&[idle_without, busy_with_image], &demand(500, 256)),
+            Ok(1)
+        );
         // ...but not a node without room.
         busy_with_image.allocated_cpu_millis = 3900;
-        assert_eq!(place(&[idle_without, busy_with_image], &demand(500, 256)), Ok(0));
+        assert_eq!(
+            place(&[idle_without, busy_with_image], &demand(500, 256)),
+            Ok(0)
+        );
     }
 
     #[test]
@@ -331,8 +343,14 @@ mod tests {
         assert!(same_image("busybox", "busybox:latest"));
         assert!(same_image("busybox:latest", "busybox"));
         assert!(!same_image("busybox:1", "busybox"));
-        assert!(!same_image("localhost:5000/busybox", "localhost:5000/busybox:1"));
-        assert!(same_image("localhost:5000/busybox", "localhost:5000/busybox:latest"));
+        assert!(!same_image(
+            "localhost:5000/busybox",
+            "localhost:5000/busybox:1"
+        ));
+        assert!(same_image(
+            "localhost:5000/busybox",
+            "localhost:5000/busybox:latest"
+        ));
     }
 
     #[test]

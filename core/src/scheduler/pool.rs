@@ -89,7 +89,12 @@ impl Scheduler {
             .unwrap_or_default();
         for id in ids {
             if let Err(e) = self
-                .end_sandbox(&id, TerminationReason::PoolDrained, Some(why.to_string()), None)
+                .end_sandbox(
+                    &id,
+                    TerminationReason::PoolDrained,
+                    Some(why.to_string()),
+                    None,
+                )
                 .await
             {
                 tracing::warn!(sandbox = %id, error = %e, "draining a warm sandbox");

@@ -4,7 +4,9 @@
 use super::node;
 use super::placement::{self, cores_to_millis, Demand, NoPlacement};
 use super::sandbox::{Sandbox, SandboxStatus, TerminationReason};
-use super::template::{resolve, NetworkPolicy, SandboxPlan, SandboxRequest, SecurityPolicy, Template};
+use super::template::{
+    resolve, NetworkPolicy, SandboxPlan, SandboxRequest, SecurityPolicy, Template,
+};
 use super::{docker, lock, Live, Scheduler};
 use crate::error::{Error, Result};
 use crate::model::{new_id, now_ms, validate_id, EventPayload};
@@ -75,14 +77,21 @@ pub(crate) fn container_body(
     labels.insert(labels::INSTANCE.to_string(), instance.to_string());
     labels.insert(labels::SANDBOX.to_string(), sandbox.id.clone());
     labels.insert(labels::TEMPLATE.to_string(), sandbox.template_id.clone());
-    labels.insert(labels::EXPIRES_AT.to_string(), sandbox.expires_at.to_string());
+    labels.insert(
+        labels::EXPIRES_AT.to_string(),
+        sandbox.expires_at.to_string(),
+    );
     if let Some(o) = &sandbox.owner {
         labels.insert(labels::OWNER.to_string(), o.clone());
     }
     if sandbox.warm {
         labels.insert(labels::WARM.to_string(), "true".to_string());
     }
-    let mut env: Vec<String> = sandbox.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut env: Vec<String> = sandbox
+        .env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     env.push(format!("AGENTVM_SANDBOX_ID={}", sandbox.id));
     let r = &sandbox.resources;
     let memory = (r.memory_mb as i64).saturating_mul(1024 * 1024);
@@ -164,15 +173,30 @@ impl Scheduler {
         let plan = resolve(&template, &request)?;
         if template.spec.warm_pool_size > 0 && request.fits_warm_pool() {
             if let Some(s) = self.claim_warm(&template, &request, &plan).await? {
-                self.inner.counters.pool_hits.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .pool_hits
+                    .fetch_add(1, Ordering::Relaxed);
                 return Ok(s);
             }
-            self.inner.counters.pool_misses.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .counters
+                .pool_misses
+                .fetch_add(1, Ordering::Relaxed);
         }
         let s = self
-            .create_container(&template, request.owner.clone(), request.node_id.as_deref(), plan, false)
+            .create_container(
+                &template,
+                request.owner.clone(),
+                request.node_id.as_deref(),
+                plan,
+                false,
+            )
             .await?;
-        self.inner.counters.cold_starts.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .cold_starts
+            .fetch_add(1, Ordering::Relaxed);
         Ok(s)
     }
 
@@ -226,7 +250,10 @@ impl Scheduler {
             Err(e) => {
                 self.settle(&record, false);
                 if e.retry_after().is_some() {
-                    self.inner.counters.busy_refusals.fetch_add(1, Ordering::Relaxed);
+                    self.inner
+                        .counters
+                        .busy_refusals
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 return Err(e);
             }
@@ -294,10 +321,16 @@ impl Scheduler {
                 Ok(record)
             }
             Err(e) => {
-                self.inner.counters.create_failures.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .create_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 self.node_failed(&record.node_id, &e);
                 if let Ok(d) = self.docker(&record.node_id).await {
-                    let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+                    let opts = RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .v(true)
+                        .build();
                     let _ = d.remove_container(&record.container_name, Some(opts)).await;
                 }
                 self.settle(&record, false);
@@ -305,8 +338,14 @@ impl Scheduler {
                     "creating sandbox {} on node {} failed: {e}",
                     record.id, record.node_id
                 );
-                self.finish(&mut record, TerminationReason::CreateFailed, Some(e.to_string()), None, false)
-                    .await;
+                self.finish(
+                    &mut record,
+                    TerminationReason::CreateFailed,
+                    Some(e.to_string()),
+                    None,
+                    false,
+                )
+                .await;
                 Err(match e {
                     Error::Remote { kind, .. } => Error::Remote { kind, message: msg },
                     other => other,
@@ -316,7 +355,11 @@ impl Scheduler {
     }
 
     /// Chooses a node for `record` (setting its `node_id`) and reserves the capacity in flight.
-    fn place(&self, record: &mut Sandbox, only_node: Option<&str>) -> Result<Arc<super::admission::Admission>> {
+    fn place(
+        &self,
+        record: &mut Sandbox,
+        only_node: Option<&str>,
+    ) -> Result<Arc<super::admission::Admission>> {
         let mut nodes = lock(&self.inner.nodes);
         if let Some(n) = only_node {
             if !nodes.contains_key(n) {
@@ -327,7 +370,11 @@ impl Scheduler {
             .keys()
             .filter(|k| only_node.map(|n| n == k.as_str()).unwrap_or(true))
             .collect();
-        let loads: Vec<_> = ids.iter().filter_map(|k| nodes.get(*k)).map(|e| e.load()).collect();
+        let loads: Vec<_> = ids
+            .iter()
+            .filter_map(|k| nodes.get(*k))
+            .map(|e| e.load())
+            .collect();
         let demand = demand_of(record);
         let chosen = placement::place(&loads, &demand).map(|i| loads[i].node_id.to_string());
         let chosen = match chosen {
@@ -347,7 +394,12 @@ impl Scheduler {
             let mut v: Vec<String> = nodes
                 .values()
                 .map(|e| {
-                    let m = e.node.status_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+                    let m = e
+                        .node
+                        .status_message
+                        .as_deref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default();
                     format!("{} is {}{m}", e.node.node_id, e.node.status.as_str())
                 })
                 .collect();
@@ -415,7 +467,9 @@ impl Scheduler {
             self.ensure_network(&d, &node_id, name, *internal).await?;
         }
         let body = container_body(record, template, &self.inner.instance);
-        let opts = CreateContainerOptionsBuilder::new().name(&record.container_name).build();
+        let opts = CreateContainerOptionsBuilder::new()
+            .name(&record.container_name)
+            .build();
         let created = d.create_container(Some(opts), body).await.map_err(|e| {
             let msg = e.to_string();
             if msg.contains("storage-opt") || msg.contains("storage opt") {
@@ -428,18 +482,31 @@ impl Scheduler {
             }
         })?;
         record.container_id = Some(created.id.clone());
-        let warnings: Vec<String> = created.warnings.into_iter().filter(|w| !w.is_empty()).collect();
+        let warnings: Vec<String> = created
+            .warnings
+            .into_iter()
+            .filter(|w| !w.is_empty())
+            .collect();
         if !warnings.is_empty() {
             return Err(Error::invalid(format!(
                 "node {node_id} cannot enforce the sandbox's limits: {}",
                 warnings.join("; ")
             )));
         }
-        d.start_container(&created.id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-            .map_err(|e| derr("starting the container", e))?;
+        d.start_container(
+            &created.id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .map_err(|e| derr("starting the container", e))?;
         let ready = self
-            .run_quiet(&d, &node_id, &created.id, &record.user, vec!["sh", "-c", "id -u; id -g"])
+            .run_quiet(
+                &d,
+                &node_id,
+                &created.id,
+                &record.user,
+                vec!["sh", "-c", "id -u; id -g"],
+            )
             .await?;
         if ready.0 != 0 {
             return Err(Error::invalid(format!(
@@ -449,18 +516,41 @@ impl Scheduler {
                 ready.1.trim()
             )));
         }
-        let ids: Vec<u32> = ready.1.split_whitespace().filter_map(|t| t.parse().ok()).collect();
+        let ids: Vec<u32> = ready
+            .1
+            .split_whitespace()
+            .filter_map(|t| t.parse().ok())
+            .collect();
         if let [uid, gid] = ids[..] {
             record.uid_gid = Some((uid, gid));
         }
         Ok(())
     }
 
-    async fn ensure_network(&self, d: &bollard::Docker, node_id: &str, name: &str, internal: bool) -> Result<()> {
-        match d.inspect_network(name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
+    async fn ensure_network(
+        &self,
+        d: &bollard::Docker,
+        node_id: &str,
+        name: &str,
+        internal: bool,
+    ) -> Result<()> {
+        match d
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(e) if docker::status_of(&e) == Some(404) => {}
-            Err(e) => return Err(docker::map_err(node_id, &self.endpoint_of(node_id), "inspecting the network", e)),
+            Err(e) => {
+                return Err(docker::map_err(
+                    node_id,
+                    &self.endpoint_of(node_id),
+                    "inspecting the network",
+                    e,
+                ))
+            }
         }
         let mut labels = HashMap::new();
         labels.insert(labels::INSTANCE.to_string(), self.inner.instance.clone());
@@ -475,7 +565,12 @@ impl Scheduler {
             Ok(_) => Ok(()),
             // Someone else created it meanwhile.
             Err(e) if docker::status_of(&e) == Some(409) => Ok(()),
-            Err(e) => Err(docker::map_err(node_id, &self.endpoint_of(node_id), "creating the network", e)),
+            Err(e) => Err(docker::map_err(
+                node_id,
+                &self.endpoint_of(node_id),
+                "creating the network",
+                e,
+            )),
         }
     }
 
@@ -509,12 +604,14 @@ impl Scheduler {
     /// Stops and removes a sandbox's container; the record stays, `terminated` with reason
     /// `requested`. Terminating an ended sandbox returns it unchanged.
     pub async fn terminate_sandbox(&self, id: &str) -> Result<Sandbox> {
-        self.end_sandbox(id, TerminationReason::Requested, None, None).await
+        self.end_sandbox(id, TerminationReason::Requested, None, None)
+            .await
     }
 
     /// Terminates a sandbox if it is live, then deletes its record and executions.
     pub async fn delete_sandbox(&self, id: &str) -> Result<()> {
-        self.end_sandbox(id, TerminationReason::Requested, None, None).await?;
+        self.end_sandbox(id, TerminationReason::Requested, None, None)
+            .await?;
         let repo = self.inner.repo.clone();
         let key = id.to_string();
         super::blocking(move || repo.delete_sandbox(&key)).await?;
@@ -549,12 +646,20 @@ impl Scheduler {
         let mut message = message;
         match self.docker(&record.node_id).await {
             Ok(d) => {
-                let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+                let opts = RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .v(true)
+                    .build();
                 match d.remove_container(&record.container_name, Some(opts)).await {
                     Ok(()) => {}
                     Err(e) if docker::status_of(&e) == Some(404) => {}
                     Err(e) => {
-                        let e = docker::map_err(&record.node_id, &self.endpoint_of(&record.node_id), "removing the container", e);
+                        let e = docker::map_err(
+                            &record.node_id,
+                            &self.endpoint_of(&record.node_id),
+                            "removing the container",
+                            e,
+                        );
                         self.node_failed(&record.node_id, &e);
                         message = Some(note(message, &format!("container not removed yet ({e}); the sweep removes it when the node answers")));
                     }
@@ -565,7 +670,8 @@ impl Scheduler {
             }
         }
         let was_created = record.status == SandboxStatus::Running;
-        self.finish(&mut record, reason, message, exit_code, was_created).await;
+        self.finish(&mut record, reason, message, exit_code, was_created)
+            .await;
         Ok(record)
     }
 
@@ -594,7 +700,10 @@ impl Scheduler {
             l.status.send_replace(record.status);
         }
         self.forget_pooled(&record.template_id, &record.id);
-        self.inner.counters.terminated.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .terminated
+            .fetch_add(1, Ordering::Relaxed);
         let t = record.termination.as_ref();
         self.publish(
             EventPayload::SandboxTerminated {
@@ -622,7 +731,9 @@ impl Scheduler {
         )
         .await;
         if waited.is_err() {
-            return Err(Error::Conflict(format!("sandbox {id} is still being created; try again")));
+            return Err(Error::Conflict(format!(
+                "sandbox {id} is still being created; try again"
+            )));
         }
         let now = now_ms();
         let mut live = lock(&self.inner.live);
@@ -652,7 +763,11 @@ fn ended(s: &Sandbox) -> Error {
         .termination
         .as_ref()
         .map(|t| {
-            let m = t.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+            let m = t
+                .message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default();
             format!(" ({}{m})", t.reason.as_str())
         })
         .unwrap_or_default();

@@ -65,7 +65,12 @@ pub struct ContainerReady {
     #[serde(alias = "containerId")]
     pub container_id: String,
     /// The sandbox id (the seed calls sandboxes sessions).
-    #[serde(default, alias = "sessionId", alias = "sandbox_id", alias = "sandboxId")]
+    #[serde(
+        default,
+        alias = "sessionId",
+        alias = "sandbox_id",
+        alias = "sandboxId"
+    )]
     pub session_id: Option<String>,
     /// Where the executor listens.
     #[serde(default, alias = "executorUrl")]
@@ -80,7 +85,12 @@ pub struct ContainerExited {
     #[serde(alias = "containerId")]
     pub container_id: String,
     /// The sandbox id.
-    #[serde(default, alias = "sessionId", alias = "sandbox_id", alias = "sandboxId")]
+    #[serde(
+        default,
+        alias = "sessionId",
+        alias = "sandbox_id",
+        alias = "sandboxId"
+    )]
     pub session_id: Option<String>,
     /// Its exit code.
     #[serde(default, alias = "exitCode")]
@@ -116,7 +126,8 @@ impl Scheduler {
             }
         }
         let c = &self.inner.counters;
-        c.adopted.fetch_add(report.adopted.len() as u64, Ordering::Relaxed);
+        c.adopted
+            .fetch_add(report.adopted.len() as u64, Ordering::Relaxed);
         c.orphans_removed
             .fetch_add(report.orphans_removed.len() as u64, Ordering::Relaxed);
         Ok(report)
@@ -134,7 +145,10 @@ impl Scheduler {
             "label".to_string(),
             vec![format!("{}={}", labels::INSTANCE, self.inner.instance)],
         );
-        let opts = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let opts = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
         let listed = d.list_containers(Some(opts)).await.map_err(|e| {
             let e = docker::map_err(node_id, &self.endpoint_of(node_id), "listing containers", e);
             self.node_failed(node_id, &e);
@@ -142,8 +156,14 @@ impl Scheduler {
         })?;
         let mut found: HashMap<String, Found> = HashMap::new();
         for c in listed {
-            let sid = c.labels.as_ref().and_then(|l| l.get(labels::SANDBOX)).cloned();
-            let (Some(sid), Some(docker_id)) = (sid, c.id) else { continue };
+            let sid = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::SANDBOX))
+                .cloned();
+            let (Some(sid), Some(docker_id)) = (sid, c.id) else {
+                continue;
+            };
             found.insert(
                 sid,
                 Found {
@@ -193,8 +213,14 @@ impl Scheduler {
             }
         }
         // Records on this node that Docker no longer has.
-        for r in records.iter().filter(|r| r.node_id == node_id && !r.status.is_terminal()) {
-            if found.contains_key(&r.id) || live.contains(&r.id) || by_id.get(r.id.as_str()).is_none() {
+        for r in records
+            .iter()
+            .filter(|r| r.node_id == node_id && !r.status.is_terminal())
+        {
+            if found.contains_key(&r.id)
+                || live.contains(&r.id)
+                || !by_id.contains_key(r.id.as_str())
+            {
                 continue;
             }
             // The snapshot may be stale: act on the record as it is now.
@@ -206,8 +232,14 @@ impl Scheduler {
             if r.status.is_terminal() || lock(&self.inner.live).contains_key(&r.id) {
                 continue;
             }
-            self.finish(&mut r, TerminationReason::ContainerLost, Some(format!("no container on node {node_id}")), None, false)
-                .await;
+            self.finish(
+                &mut r,
+                TerminationReason::ContainerLost,
+                Some(format!("no container on node {node_id}")),
+                None,
+                false,
+            )
+            .await;
             report.lost.push(r.id);
         }
         Ok(())
@@ -223,25 +255,46 @@ impl Scheduler {
     ) -> Result<()> {
         if self.inner.config.orphans == OrphanPolicy::Remove {
             remove(d, &c.docker_id).await;
-            self.finish(&mut r, TerminationReason::Reconciled, Some("agentvm restarted; configured to remove surviving sandboxes".into()), None, false)
-                .await;
+            self.finish(
+                &mut r,
+                TerminationReason::Reconciled,
+                Some("agentvm restarted; configured to remove surviving sandboxes".into()),
+                None,
+                false,
+            )
+            .await;
             report.removed.push(r.id);
             return Ok(());
         }
         let ready = if c.running {
-            self.run_quiet(d, &r.node_id, &c.docker_id, &r.user, vec!["true"]).await.map(|(code, _)| code == 0).unwrap_or(false)
+            self.run_quiet(d, &r.node_id, &c.docker_id, &r.user, vec!["true"])
+                .await
+                .map(|(code, _)| code == 0)
+                .unwrap_or(false)
         } else {
             false
         };
         if !ready {
             remove(d, &c.docker_id).await;
             let (reason, msg) = if r.status == SandboxStatus::Creating {
-                (TerminationReason::CreateFailed, "agentvm restarted while it was being created")
+                (
+                    TerminationReason::CreateFailed,
+                    "agentvm restarted while it was being created",
+                )
             } else {
-                (TerminationReason::ContainerExited, "its container was not running after agentvm restarted")
+                (
+                    TerminationReason::ContainerExited,
+                    "its container was not running after agentvm restarted",
+                )
             };
-            self.finish(&mut r, reason, Some(format!("{msg} ({})", c.status)), exit_code_of(&c.status), false)
-                .await;
+            self.finish(
+                &mut r,
+                reason,
+                Some(format!("{msg} ({})", c.status)),
+                exit_code_of(&c.status),
+                false,
+            )
+            .await;
             report.lost.push(r.id);
             return Ok(());
         }
@@ -315,7 +368,8 @@ impl Scheduler {
                 TerminationReason::Idle => "no exec or file operation within its idle timeout",
                 _ => "it stayed creating too long",
             };
-            self.end_sandbox(&id, reason, Some(msg.into()), None).await?;
+            self.end_sandbox(&id, reason, Some(msg.into()), None)
+                .await?;
             match reason {
                 TerminationReason::Expired => report.expired.push(id),
                 TerminationReason::Idle => report.idle.push(id),
@@ -328,8 +382,14 @@ impl Scheduler {
         for mut r in records {
             let stale = r.status == SandboxStatus::Creating && now - r.created_at >= stuck_ms;
             if stale && !lock(&self.inner.live).contains_key(&r.id) {
-                self.finish(&mut r, TerminationReason::StuckCreating, Some("it stayed creating across a restart".into()), None, false)
-                    .await;
+                self.finish(
+                    &mut r,
+                    TerminationReason::StuckCreating,
+                    Some("it stayed creating across a restart".into()),
+                    None,
+                    false,
+                )
+                .await;
                 report.stuck.push(r.id);
             }
         }
@@ -341,7 +401,10 @@ impl Scheduler {
     /// sandbox on a guess).
     async fn still_running(&self, d: &bollard::Docker, docker_id: &str) -> bool {
         match d
-            .inspect_container(docker_id, None::<bollard::query_parameters::InspectContainerOptions>)
+            .inspect_container(
+                docker_id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
             .await
         {
             Ok(c) => c.state.and_then(|s| s.running).unwrap_or(true),
@@ -358,7 +421,10 @@ impl Scheduler {
         }
         live.values()
             .find(|l| {
-                l.record.container_id.as_deref().is_some_and(|c| c.starts_with(container_id) && !container_id.is_empty())
+                l.record
+                    .container_id
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with(container_id) && !container_id.is_empty())
                     || l.record.container_name == container_id
             })
             .map(|l| l.record.id.clone())
@@ -370,7 +436,9 @@ impl Scheduler {
         let id = self.find_sandbox(&report.container_id, report.session_id.as_deref())?;
         let record = {
             let mut live = lock(&self.inner.live);
-            let l = live.get_mut(&id).ok_or_else(|| Error::not_found("Sandbox", id.clone()))?;
+            let l = live
+                .get_mut(&id)
+                .ok_or_else(|| Error::not_found("Sandbox", id.clone()))?;
             l.record.executor_url = report.executor_url;
             l.record.last_activity_at = now_ms();
             l.record.clone()
@@ -386,8 +454,13 @@ impl Scheduler {
             Some(c) => format!("the executor reported exit code {c}"),
             None => "the executor reported an exit".to_string(),
         };
-        self.end_sandbox(&id, TerminationReason::ContainerExited, Some(msg), report.exit_code)
-            .await
+        self.end_sandbox(
+            &id,
+            TerminationReason::ContainerExited,
+            Some(msg),
+            report.exit_code,
+        )
+        .await
     }
 }
 
@@ -399,7 +472,10 @@ fn exit_code_of(status: &str) -> Option<i64> {
 }
 
 async fn remove(d: &bollard::Docker, docker_id: &str) {
-    let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+    let opts = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
     if let Err(e) = d.remove_container(docker_id, Some(opts)).await {
         if docker::status_of(&e) != Some(404) {
             tracing::warn!(container = docker_id, error = %e, "removing a container");
@@ -414,7 +490,11 @@ pub(crate) async fn background(weak: Weak<Inner>) {
         Some(inner) => {
             let c = &inner.config;
             let tick = c.heartbeat_interval.min(c.sweep_interval) / 2;
-            (tick.max(std::time::Duration::from_millis(10)), c.heartbeat_interval, c.sweep_interval)
+            (
+                tick.max(std::time::Duration::from_millis(10)),
+                c.heartbeat_interval,
+                c.sweep_interval,
+            )
         }
         None => return,
     };
@@ -457,7 +537,8 @@ mod tests {
         .unwrap();
         assert_eq!(r.session_id.as_deref(), Some("sess_xxx"));
         let x: ContainerExited =
-            serde_json::from_value(serde_json::json!({"containerId": "abc", "exitCode": 3})).unwrap();
+            serde_json::from_value(serde_json::json!({"containerId": "abc", "exitCode": 3}))
+                .unwrap();
         assert_eq!(x.exit_code, Some(3));
     }
 }

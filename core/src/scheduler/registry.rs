@@ -132,11 +132,7 @@ impl Scheduler {
             }
             entry.snapshot()
         };
-        self.set_health(
-            &reg.node_id,
-            healthy,
-            down.as_ref().map(|e| e.to_string()),
-        );
+        self.set_health(&reg.node_id, healthy, down.as_ref().map(|e| e.to_string()));
         let stored = self.get_node(&reg.node_id)?.unwrap_or(snapshot);
         let repo = self.inner.repo.clone();
         let record = stored.clone();
@@ -172,7 +168,9 @@ impl Scheduler {
 
     /// A node with its load.
     pub fn get_node(&self, node_id: &str) -> Result<Option<RuntimeNode>> {
-        Ok(lock(&self.inner.nodes).get(node_id).map(NodeEntry::snapshot))
+        Ok(lock(&self.inner.nodes)
+            .get(node_id)
+            .map(NodeEntry::snapshot))
     }
 
     /// Sets what an operator wants: `online`, `draining` (keeps its sandboxes, takes no new
@@ -226,8 +224,13 @@ impl Scheduler {
             )));
         }
         for id in warm {
-            self.end_sandbox(&id, TerminationReason::PoolDrained, Some("node removed".into()), None)
-                .await?;
+            self.end_sandbox(
+                &id,
+                TerminationReason::PoolDrained,
+                Some("node removed".into()),
+                None,
+            )
+            .await?;
         }
         let existed = lock(&self.inner.nodes).remove(node_id).is_some();
         let repo = self.inner.repo.clone();
@@ -272,14 +275,13 @@ impl Scheduler {
             );
         }
         let pings = probed.into_iter().map(|id| async move {
-            let result = match self.docker(&id).await {
-                Ok(d) => d
-                    .ping()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| super::docker::map_err(&id, &self.endpoint_of(&id), "pinging", e)),
-                Err(e) => Err(e),
-            };
+            let result =
+                match self.docker(&id).await {
+                    Ok(d) => d.ping().await.map(|_| ()).map_err(|e| {
+                        super::docker::map_err(&id, &self.endpoint_of(&id), "pinging", e)
+                    }),
+                    Err(e) => Err(e),
+                };
             match result {
                 Ok(()) => self.set_health(&id, true, None),
                 Err(e) => self.set_health(&id, false, Some(e.to_string())),

@@ -262,12 +262,11 @@ impl Sandbox {
 /// The lifecycle state machine: `Ok(to)` when `from -> to` is allowed.
 pub fn transition(from: SandboxStatus, to: SandboxStatus) -> Result<SandboxStatus> {
     use SandboxStatus::*;
-    let ok = match (from, to) {
-        (Creating, Running) => true,
-        (Creating, Failed | Timeout | Terminated) => true,
-        (Running, Completed | Failed | Timeout | Terminated) => true,
-        _ => false,
-    };
+    let ok = matches!(
+        (from, to),
+        (Creating, Running | Failed | Timeout | Terminated)
+            | (Running, Completed | Failed | Timeout | Terminated)
+    );
     if ok {
         Ok(to)
     } else if from.is_terminal() {
@@ -371,16 +370,27 @@ mod tests {
         assert!(!s.is_idle(9_999));
         assert!(s.is_idle(10_000));
         s.warm = true;
-        assert!(!s.is_idle(10_000) && !s.is_expired(60_000), "warm sandboxes wait");
+        assert!(
+            !s.is_idle(10_000) && !s.is_expired(60_000),
+            "warm sandboxes wait"
+        );
     }
 
     #[test]
     fn terminate_records_the_reason_once() {
         let mut s = record();
-        s.terminate(TerminationReason::CreateFailed, Some("boom".into()), None, 5)
-            .unwrap();
+        s.terminate(
+            TerminationReason::CreateFailed,
+            Some("boom".into()),
+            None,
+            5,
+        )
+        .unwrap();
         assert_eq!(s.status, Failed);
-        assert_eq!(s.termination.as_ref().unwrap().reason, TerminationReason::CreateFailed);
+        assert_eq!(
+            s.termination.as_ref().unwrap().reason,
+            TerminationReason::CreateFailed
+        );
         assert!(s
             .terminate(TerminationReason::Requested, None, None, 6)
             .is_err());

@@ -426,7 +426,11 @@ mod tests {
     fn unsupported_options_are_refused_clearly() {
         let mut s = TemplateSpec::new("t", "img");
         s.runtime_type = "firecracker".into();
-        assert!(s.validate().unwrap_err().to_string().contains("not supported"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not supported"));
         let mut s = TemplateSpec::new("t", "img");
         s.network = NetworkPolicy::Allowlist {
             hosts: vec!["example.org".into()],
@@ -482,7 +486,10 @@ mod tests {
         let t = template(TemplateSpec::new("t", "img"));
         let mut r = SandboxRequest::new("t");
         r.env.insert("AGENTVM_EXEC_ID".into(), "x".into());
-        assert!(resolve(&t, &r).unwrap_err().to_string().contains("reserved"));
+        assert!(resolve(&t, &r)
+            .unwrap_err()
+            .to_string()
+            .contains("reserved"));
         let mut r = SandboxRequest::new("t");
         r.cpu_cores = Some(0.0);
         assert!(resolve(&t, &r).is_err());
