@@ -9,7 +9,9 @@ use std::time::Duration;
 /// An in-memory runtime answering with the mock driver.
 pub async fn mock_vm() -> AgentVm {
     AgentVm::builder()
-        .llm(Arc::new(MockDriver::default().with_delay(Duration::from_millis(20))))
+        .llm(Arc::new(
+            MockDriver::default().with_delay(Duration::from_millis(20)),
+        ))
         .open()
         .await
         .expect("open an in-memory runtime")
@@ -19,7 +21,9 @@ pub async fn mock_vm() -> AgentVm {
 pub async fn mock_vm_at(dir: &std::path::Path) -> AgentVm {
     AgentVm::builder()
         .data_dir(dir)
-        .llm(Arc::new(MockDriver::default().with_delay(Duration::from_millis(20))))
+        .llm(Arc::new(
+            MockDriver::default().with_delay(Duration::from_millis(20)),
+        ))
         .open()
         .await
         .expect("open a runtime on disk")

@@ -53,13 +53,24 @@ fn sigkill_never_loses_an_acknowledged_message() {
         // Reopen after every kill: must succeed and hold every acknowledged message once.
         let repo = Repository::open(&db)
             .unwrap_or_else(|e| panic!("round {round}: reopening failed: {}", e.chain()));
-        let stored: Vec<String> =
-            repo.list_messages("sess_crash").unwrap().into_iter().map(|m| m.id).collect();
+        let stored: Vec<String> = repo
+            .list_messages("sess_crash")
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
         let unique: HashSet<&String> = stored.iter().collect();
-        assert_eq!(unique.len(), stored.len(), "round {round}: a message is stored twice");
+        assert_eq!(
+            unique.len(),
+            stored.len(),
+            "round {round}: a message is stored twice"
+        );
         let stored_set: HashSet<&String> = stored.iter().collect();
         for id in &acknowledged {
-            assert!(stored_set.contains(id), "round {round}: acknowledged message {id} is lost");
+            assert!(
+                stored_set.contains(id),
+                "round {round}: acknowledged message {id} is lost"
+            );
         }
         // Stored order is append order: within a round, indices increase.
         let mut last: Option<(usize, usize)> = None;
@@ -73,6 +84,13 @@ fn sigkill_never_loses_an_acknowledged_message() {
         }
         drop(repo);
     }
-    assert!(acknowledged.len() > 100, "too few appends to mean anything: {}", acknowledged.len());
-    assert!(killed_mid_run > ROUNDS / 2, "most kills must land mid-run: {killed_mid_run}");
+    assert!(
+        acknowledged.len() > 100,
+        "too few appends to mean anything: {}",
+        acknowledged.len()
+    );
+    assert!(
+        killed_mid_run > ROUNDS / 2,
+        "most kills must land mid-run: {killed_mid_run}"
+    );
 }

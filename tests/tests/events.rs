@@ -6,9 +6,15 @@ use std::time::Duration;
 
 async fn image_with_model(vm: &AgentVm, model: &str) -> ImageListItem {
     vm.images()
-        .create("c1", ImageConfig { model: Some(model.into()), ..Default::default() })
+        .create(
+            "c1",
+            ImageConfig {
+                model: Some(model.into()),
+                ..Default::default()
+            },
+        )
         .await
-        .unwrap()
+        .expect("create an image")
         .record
 }
 
@@ -27,7 +33,11 @@ async fn default_scenario_follows_the_protocol_order() {
     let vm = mock_vm().await;
     let image = image_with_model(&vm, "default").await;
     let mut sub = vm.sessions().events(&image.session_id).await.unwrap();
-    let sent = vm.agents().send_to_image(&image.image_id, "Hello").await.unwrap();
+    let sent = vm
+        .agents()
+        .send_to_image(&image.image_id, "Hello")
+        .await
+        .unwrap();
     let events = collect_turn(&mut sub).await;
     assert_eq!(types(&events), plain_reply(1));
     assert_eq!(text_of(&events), "Hello from mock!");
@@ -44,12 +54,18 @@ async fn default_scenario_follows_the_protocol_order() {
         assert_eq!(e.source, Source::Agent);
     }
     // message_start's id is the stored assistant message's id.
-    let EventPayload::MessageStart { message_id, .. } = &events[0].payload else { panic!() };
-    let EventPayload::AssistantMessage(stored) = &events[events.len() - 2].payload else { panic!() };
+    let EventPayload::MessageStart { message_id, .. } = &events[0].payload else {
+        panic!()
+    };
+    let EventPayload::AssistantMessage(stored) = &events[events.len() - 2].payload else {
+        panic!()
+    };
     assert_eq!(&stored.id, message_id);
     assert_eq!(
         events.last().unwrap().payload,
-        EventPayload::ConversationEnd { reason: EndReason::Completed }
+        EventPayload::ConversationEnd {
+            reason: EndReason::Completed
+        }
     );
 
     // The user message was stored on receive, the assistant message once.
@@ -58,7 +74,10 @@ async fn default_scenario_follows_the_protocol_order() {
     assert_eq!(history[0].id, sent.message_id);
     assert_eq!(history[0].role, Role::User);
     assert_eq!(history[1].role, Role::Assistant);
-    assert_eq!(history[1].content, Some(Content::Text("Hello from mock!".into())));
+    assert_eq!(
+        history[1].content,
+        Some(Content::Text("Hello from mock!".into()))
+    );
 }
 
 #[tokio::test]
@@ -66,7 +85,10 @@ async fn multi_delta_has_exactly_five_deltas() {
     let vm = mock_vm().await;
     let image = image_with_model(&vm, "multi-delta").await;
     let mut sub = vm.sessions().events(&image.session_id).await.unwrap();
-    vm.agents().send_to_image(&image.image_id, "Hi").await.unwrap();
+    vm.agents()
+        .send_to_image(&image.image_id, "Hi")
+        .await
+        .unwrap();
     let events = collect_turn(&mut sub).await;
     assert_eq!(types(&events), plain_reply(5));
     assert_eq!(text_of(&events), "Hello from multi-delta mock!");
@@ -77,7 +99,10 @@ async fn long_stream_has_exactly_one_hundred_deltas_in_order() {
     let vm = mock_vm().await;
     let image = image_with_model(&vm, "long-stream").await;
     let mut sub = vm.sessions().events(&image.session_id).await.unwrap();
-    vm.agents().send_to_image(&image.image_id, "Hi").await.unwrap();
+    vm.agents()
+        .send_to_image(&image.image_id, "Hi")
+        .await
+        .unwrap();
     let events = collect_turn(&mut sub).await;
     assert_eq!(types(&events), plain_reply(100));
     let expected: String = (0..100).map(|i| format!("chunk{i} ")).collect();
@@ -91,7 +116,10 @@ async fn instant_scenario() {
     let vm = mock_vm().await;
     let image = image_with_model(&vm, "instant").await;
     let mut sub = vm.sessions().events(&image.session_id).await.unwrap();
-    vm.agents().send_to_image(&image.image_id, "Hi").await.unwrap();
+    vm.agents()
+        .send_to_image(&image.image_id, "Hi")
+        .await
+        .unwrap();
     let events = collect_turn(&mut sub).await;
     assert_eq!(types(&events), plain_reply(1));
     assert_eq!(text_of(&events), "Instant response");
@@ -102,25 +130,52 @@ async fn error_scenario_reports_and_stores_the_error() {
     let vm = mock_vm().await;
     let image = image_with_model(&vm, "error").await;
     let mut sub = vm.sessions().events(&image.session_id).await.unwrap();
-    vm.agents().send_to_image(&image.image_id, "Hi").await.unwrap();
+    vm.agents()
+        .send_to_image(&image.image_id, "Hi")
+        .await
+        .unwrap();
     let events = collect_turn(&mut sub).await;
     assert_eq!(
         types(&events),
-        ["error_received", "error_occurred", "error_message", "conversation_end"]
+        [
+            "error_received",
+            "error_occurred",
+            "error_message",
+            "conversation_end"
+        ]
     );
-    let EventPayload::ErrorReceived { message, error_code } = &events[0].payload else { panic!() };
+    let EventPayload::ErrorReceived {
+        message,
+        error_code,
+    } = &events[0].payload
+    else {
+        panic!()
+    };
     assert!(message.contains("Mock error"));
     assert_eq!(error_code.as_deref(), Some("mock_error"));
-    assert_eq!(events[3].payload, EventPayload::ConversationEnd { reason: EndReason::Error });
+    assert_eq!(
+        events[3].payload,
+        EventPayload::ConversationEnd {
+            reason: EndReason::Error
+        }
+    );
     let history = vm.images().messages(&image.image_id).await.unwrap();
     assert_eq!(history.len(), 2);
     assert_eq!(history[1].role, Role::Error);
     assert_eq!(history[1].subtype, Subtype::Error);
     assert_eq!(history[1].error_code.as_deref(), Some("mock_error"));
     // The agent survives an error: the next message gets an answer too.
-    vm.agents().send_to_image(&image.image_id, "again").await.unwrap();
+    vm.agents()
+        .send_to_image(&image.image_id, "again")
+        .await
+        .unwrap();
     let again = collect_turn(&mut sub).await;
-    assert_eq!(again.last().unwrap().payload, EventPayload::ConversationEnd { reason: EndReason::Error });
+    assert_eq!(
+        again.last().unwrap().payload,
+        EventPayload::ConversationEnd {
+            reason: EndReason::Error
+        }
+    );
 }
 
 #[tokio::test]
@@ -128,7 +183,10 @@ async fn with_tool_runs_the_loop_and_pairs_every_call_with_a_result() {
     let vm = mock_vm().await;
     let image = image_with_model(&vm, "with-tool").await;
     let mut sub = vm.sessions().events(&image.session_id).await.unwrap();
-    vm.agents().send_to_image(&image.image_id, "run it").await.unwrap();
+    vm.agents()
+        .send_to_image(&image.image_id, "run it")
+        .await
+        .unwrap();
     let events = collect_turn(&mut sub).await;
     assert_eq!(
         types(&events),
@@ -156,17 +214,30 @@ async fn with_tool_runs_the_loop_and_pairs_every_call_with_a_result() {
             "conversation_end",
         ]
     );
-    let EventPayload::MessageStop { stop_reason } = &events[8].payload else { panic!() };
+    let EventPayload::MessageStop { stop_reason } = &events[8].payload else {
+        panic!()
+    };
     assert_eq!(stop_reason.as_deref(), Some("tool_use"));
     // No tools are configured: the call is refused with a result the model reads.
-    let EventPayload::ToolResult { is_error, result, .. } = &events[12].payload else { panic!() };
+    let EventPayload::ToolResult {
+        is_error, result, ..
+    } = &events[12].payload
+    else {
+        panic!()
+    };
     assert_eq!(*is_error, Some(true));
     assert!(result.contains("not available"), "{result}");
     let history = vm.images().messages(&image.image_id).await.unwrap();
     let subtypes: Vec<_> = history.iter().map(|m| m.subtype).collect();
     assert_eq!(
         subtypes,
-        [Subtype::User, Subtype::Assistant, Subtype::ToolCall, Subtype::ToolResult, Subtype::Assistant]
+        [
+            Subtype::User,
+            Subtype::Assistant,
+            Subtype::ToolCall,
+            Subtype::ToolResult,
+            Subtype::Assistant
+        ]
     );
     assert_eq!(
         history[2].tool_call.as_ref().unwrap().id,
@@ -179,10 +250,19 @@ async fn interrupt_during_slow_stream_stores_the_partial_reply() {
     let vm = mock_vm().await;
     let image = image_with_model(&vm, "slow-stream").await;
     let mut sub = vm.sessions().events(&image.session_id).await.unwrap();
-    let sent = vm.agents().send_to_image(&image.image_id, "Hi").await.unwrap();
+    let sent = vm
+        .agents()
+        .send_to_image(&image.image_id, "Hi")
+        .await
+        .unwrap();
     // Wait for three deltas, then interrupt.
     let mut seen = Vec::new();
-    while seen.iter().filter(|e: &&Event| e.type_name() == "text_delta").count() < 3 {
+    while seen
+        .iter()
+        .filter(|e: &&Event| e.type_name() == "text_delta")
+        .count()
+        < 3
+    {
         match sub.recv().await.unwrap() {
             BusItem::Event(p) => seen.push(p.event.clone()),
             BusItem::Overflowed { .. } => panic!("overflow"),
@@ -196,15 +276,28 @@ async fn interrupt_during_slow_stream_stores_the_partial_reply() {
         .into_iter()
         .filter(|t| *t != "text_delta" && *t != "conversation_responding")
         .collect();
-    assert_eq!(tail, ["interrupted", "message_stop", "assistant_message", "conversation_end"]);
+    assert_eq!(
+        tail,
+        [
+            "interrupted",
+            "message_stop",
+            "assistant_message",
+            "conversation_end"
+        ]
+    );
     assert_eq!(
         rest.last().unwrap().payload,
-        EventPayload::ConversationEnd { reason: EndReason::Interrupted }
+        EventPayload::ConversationEnd {
+            reason: EndReason::Interrupted
+        }
     );
     let all: Vec<Event> = seen.into_iter().chain(rest.clone()).collect();
     let streamed = text_of(&all);
     assert!(streamed.starts_with("slow0 slow1 slow2 "));
-    assert!(!streamed.contains("slow49"), "the stream was not cut: {streamed}");
+    assert!(
+        !streamed.contains("slow49"),
+        "the stream was not cut: {streamed}"
+    );
     // The stored partial reply is exactly what was streamed.
     let history = vm.images().messages(&image.image_id).await.unwrap();
     assert_eq!(history.len(), 2);
@@ -212,9 +305,17 @@ async fn interrupt_during_slow_stream_stores_the_partial_reply() {
 
     // The agent answers the next message normally.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    vm.agents().send_to_image(&image.image_id, "again").await.unwrap();
+    vm.agents()
+        .send_to_image(&image.image_id, "again")
+        .await
+        .unwrap();
     let next = collect_turn(&mut sub).await;
-    assert_eq!(next.last().unwrap().payload, EventPayload::ConversationEnd { reason: EndReason::Completed });
+    assert_eq!(
+        next.last().unwrap().payload,
+        EventPayload::ConversationEnd {
+            reason: EndReason::Completed
+        }
+    );
 }
 
 #[tokio::test]
@@ -223,7 +324,10 @@ async fn messages_sent_during_a_turn_are_answered_after_in_order() {
     let image = image_with_model(&vm, "slow-stream").await;
     let mut sub = vm.sessions().events(&image.session_id).await.unwrap();
     for i in 0..3 {
-        vm.agents().send_to_image(&image.image_id, format!("m{i}")).await.unwrap();
+        vm.agents()
+            .send_to_image(&image.image_id, format!("m{i}"))
+            .await
+            .unwrap();
     }
     for _ in 0..3 {
         let events = collect_turn(&mut sub).await;
@@ -234,18 +338,39 @@ async fn messages_sent_during_a_turn_are_answered_after_in_order() {
     // All three user messages were stored on receive, then the three answers in turn order.
     assert_eq!(
         roles,
-        [Role::User, Role::User, Role::User, Role::Assistant, Role::Assistant, Role::Assistant]
+        [
+            Role::User,
+            Role::User,
+            Role::User,
+            Role::Assistant,
+            Role::Assistant,
+            Role::Assistant
+        ]
     );
 }
 
 #[tokio::test]
 async fn no_llm_configured_fails_the_turn_with_a_message_saying_what_to_do() {
     let vm = AgentVm::builder().open().await.unwrap();
-    let image = vm.images().create("c1", Default::default()).await.unwrap().record;
+    let image = vm
+        .images()
+        .create("c1", Default::default())
+        .await
+        .unwrap()
+        .record;
     let mut sub = vm.sessions().events(&image.session_id).await.unwrap();
-    vm.agents().send_to_image(&image.image_id, "Hi").await.unwrap();
+    vm.agents()
+        .send_to_image(&image.image_id, "Hi")
+        .await
+        .unwrap();
     let events = collect_turn(&mut sub).await;
-    let EventPayload::ErrorReceived { message, error_code } = &events[0].payload else { panic!() };
+    let EventPayload::ErrorReceived {
+        message,
+        error_code,
+    } = &events[0].payload
+    else {
+        panic!()
+    };
     assert!(message.contains("LLM_PROVIDER"), "{message}");
     assert_eq!(error_code.as_deref(), Some("not_configured"));
 }
