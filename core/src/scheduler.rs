@@ -24,6 +24,7 @@ pub mod admission;
 pub mod docker;
 pub mod exec;
 pub mod files;
+mod hardening;
 #[cfg(feature = "server")]
 pub mod http;
 pub mod node;
@@ -122,18 +123,29 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// Counters, as [`Scheduler::metrics`] reports them.
+/// Counters, as [`Scheduler::metrics`] reports them. Each field backs the [`SchedulerMetrics`]
+/// field of the same name; atomics so the hot paths count without a lock.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// Claims served by a warm pool.
     pub pool_hits: AtomicU64,
+    /// Claims on a pooled template that found the pool empty.
     pub pool_misses: AtomicU64,
+    /// On-demand container starts.
     pub cold_starts: AtomicU64,
+    /// Failed creates.
     pub create_failures: AtomicU64,
+    /// Creates refused as busy.
     pub busy_refusals: AtomicU64,
+    /// Executions finished.
     pub executions: AtomicU64,
+    /// Executions killed by their timeout.
     pub exec_timeouts: AtomicU64,
+    /// Sandboxes ended.
     pub terminated: AtomicU64,
+    /// Sandboxes adopted by reconciliation.
     pub adopted: AtomicU64,
+    /// Unowned containers removed.
     pub orphans_removed: AtomicU64,
 }
 

@@ -12,8 +12,8 @@
 //! an event; nothing is reaped silently. The executors' callbacks (`containers/ready`,
 //! `containers/exited`) are handled here too.
 
+use super::hardening::labels;
 use super::node::NodeStatus;
-use super::provision::labels;
 use super::sandbox::{Sandbox, SandboxStatus, TerminationReason};
 use super::{blocking, docker, lock, Inner, Live, OrphanPolicy, Scheduler};
 use crate::error::{Error, Result};
@@ -99,8 +99,11 @@ pub struct ContainerExited {
 
 /// One labelled container as Docker lists it.
 struct Found {
+    /// Docker's id, to inspect or remove it.
     docker_id: String,
+    /// Whether Docker listed it as running.
     running: bool,
+    /// Docker's status text (`Exited (137) 3 seconds ago`), for the exit code and messages.
     status: String,
 }
 
