@@ -1,4 +1,5 @@
-//! Placement: which runtime node gets a new sandbox. Pure, in memory, no I/O, no allocation.
+//! Placement: which runtime node gets a new sandbox. Pure, in memory, no I/O, and no
+//! allocation on success.
 //!
 //! The rule (SCHEDULER.md): keep the nodes that are schedulable (online, not draining or in
 //! maintenance) and have room for the requested cpu, memory and one more container, counting
@@ -93,21 +94,24 @@ impl NodeLoad<'_> {
     }
 }
 
-/// Compares image references, treating a missing tag as `:latest`.
+/// Compares image references, treating a missing tag as `:latest`. Cheap when they differ:
+/// only a length difference of exactly `":latest"` needs a closer look.
 pub fn same_image(a: &str, b: &str) -> bool {
-    fn has_tag(s: &str) -> bool {
-        // A ':' after the last '/' is a tag (a ':' before it is a registry port).
-        let last = s.rsplit('/').next().unwrap_or(s);
-        last.contains(':') || last.contains('@')
+    const LATEST: &str = ":latest";
+    if a.len() == b.len() {
+        return a == b;
     }
-    if a == b {
-        return true;
+    let (short, long) = if a.len() < b.len() { (a, b) } else { (b, a) };
+    if long.len() != short.len() + LATEST.len()
+        || !long.ends_with(LATEST)
+        || !long.starts_with(short)
+    {
+        return false;
     }
-    match (has_tag(a), has_tag(b)) {
-        (false, true) => b.strip_suffix(":latest") == Some(a),
-        (true, false) => a.strip_suffix(":latest") == Some(b),
-        _ => false,
-    }
+    // `short` must have no tag of its own (a ':' after the last '/' is a tag; one before it is
+    // a registry port).
+    let last = short.rsplit('/').next().unwrap_or(short);
+    !last.contains(':') && !last.contains('@')
 }
 
 /// What a new sandbox needs.
@@ -145,43 +149,27 @@ pub enum NoPlacement {
     },
 }
 
-/// Chooses the node for `demand`: its index in `nodes`.
+/// Chooses the node for `demand`: its index in `nodes`. One pass over the nodes; a second one
+/// only to explain a failure.
 pub fn place(nodes: &[NodeLoad<'_>], demand: &Demand<'_>) -> Result<usize, NoPlacement> {
-    if nodes.is_empty() {
-        return Err(NoPlacement::NoNodes);
-    }
     // (index, holds image, committed after placing)
     let mut best: Option<(usize, bool, f64)> = None;
-    let mut schedulable = 0usize;
-    let mut could_fit = false;
-    let mut largest_cpu = 0u64;
-    let mut largest_mem = 0u64;
     for (i, n) in nodes.iter().enumerate() {
-        if !n.schedulable {
+        if !n.schedulable || !n.has_room_for(demand) {
             continue;
         }
-        schedulable += 1;
-        largest_cpu = largest_cpu.max(n.total_cpu_millis);
-        largest_mem = largest_mem.max(n.total_memory_mb);
-        if !n.could_ever_fit(demand) {
-            continue;
-        }
-        could_fit = true;
-        if !n.has_room_for(demand) {
-            continue;
-        }
-        let holds = n.holds(demand.image);
         let committed = n.committed_after(demand);
-        let better = match best {
-            None => true,
+        let (holds, better) = match best {
+            None => (n.holds(demand.image), true),
             Some((bi, bholds, bcommitted)) => {
-                if holds != bholds {
-                    holds
-                } else if committed != bcommitted {
-                    committed < bcommitted
-                } else {
-                    n.node_id < nodes[bi].node_id
+                let lighter = committed < bcommitted
+                    || (committed == bcommitted && n.node_id < nodes[bi].node_id);
+                if bholds && !lighter {
+                    // It cannot win even if it holds the image: skip the image check.
+                    continue;
                 }
+                let holds = n.holds(demand.image);
+                (holds, if holds != bholds { holds } else { lighter })
             }
         };
         if better {
@@ -190,14 +178,37 @@ pub fn place(nodes: &[NodeLoad<'_>], demand: &Demand<'_>) -> Result<usize, NoPla
     }
     match best {
         Some((i, _, _)) => Ok(i),
-        None if schedulable == 0 => Err(NoPlacement::NoneSchedulable {
+        None => Err(explain(nodes, demand)),
+    }
+}
+
+/// Why nothing was placed.
+fn explain(nodes: &[NodeLoad<'_>], demand: &Demand<'_>) -> NoPlacement {
+    if nodes.is_empty() {
+        return NoPlacement::NoNodes;
+    }
+    let schedulable: Vec<&NodeLoad<'_>> = nodes.iter().filter(|n| n.schedulable).collect();
+    if schedulable.is_empty() {
+        return NoPlacement::NoneSchedulable {
             registered: nodes.len(),
-        }),
-        None if !could_fit => Err(NoPlacement::TooLarge {
-            largest_cpu_millis: largest_cpu,
-            largest_memory_mb: largest_mem,
-        }),
-        None => Err(NoPlacement::Full { schedulable }),
+        };
+    }
+    if !schedulable.iter().any(|n| n.could_ever_fit(demand)) {
+        return NoPlacement::TooLarge {
+            largest_cpu_millis: schedulable
+                .iter()
+                .map(|n| n.total_cpu_millis)
+                .max()
+                .unwrap_or(0),
+            largest_memory_mb: schedulable
+                .iter()
+                .map(|n| n.total_memory_mb)
+                .max()
+                .unwrap_or(0),
+        };
+    }
+    NoPlacement::Full {
+        schedulable: schedulable.len(),
     }
 }
 
