@@ -133,7 +133,8 @@ where
 }
 
 /// A second Docker daemon on its own socket, data root, exec root and pidfile, without a
-/// bridge or iptables. Stopped and cleaned up on drop.
+/// bridge or iptables, also listening on TCP 127.0.0.1 with TLS (client certificates required).
+/// Stopped and cleaned up on drop.
 pub struct SecondDaemon {
     /// The `dockerd` process.
     child: Child,
@@ -141,6 +142,107 @@ pub struct SecondDaemon {
     dir: tempfile::TempDir,
     /// Its socket path.
     pub socket: String,
+    /// Its TLS endpoint, `tcp://127.0.0.1:<port>`.
+    pub tcp_endpoint: String,
+    /// The client certificate, key and CA to reach `tcp_endpoint`.
+    pub tls: agentvm::scheduler::TlsFiles,
+}
+
+/// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with openssl.
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write server.ext");
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")
+        .expect("write client.ext");
+    let subj = |cn: &str| format!("/CN={cn}");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+        "-subj",
+        &subj("agentvm-test-ca"),
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server-key.pem",
+        "-out",
+        "server.csr",
+        "-subj",
+        &subj("127.0.0.1"),
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "server-cert.pem",
+        "-extfile",
+        "server.ext",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "client.csr",
+        "-subj",
+        &subj("agentvm-test-client"),
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "cert.pem",
+        "-extfile",
+        "client.ext",
+    ]);
 }
 
 impl SecondDaemon {
@@ -153,10 +255,30 @@ impl SecondDaemon {
             .expect("a directory for the second dockerd in /var/tmp");
         let p = |n: &str| -> PathBuf { dir.path().join(n) };
         let socket = p("docker.sock").to_string_lossy().into_owned();
+        make_certs(dir.path());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port on 127.0.0.1")
+            .port();
+        let tcp_endpoint = format!("tcp://127.0.0.1:{port}");
+        let tls = agentvm::scheduler::TlsFiles {
+            ca: p("ca.pem"),
+            cert: p("cert.pem"),
+            key: p("key.pem"),
+        };
         let log = std::fs::File::create(p("dockerd.log")).expect("create dockerd.log");
         let child = Command::new("dockerd")
             .arg("--host")
             .arg(format!("unix://{socket}"))
+            .arg("--host")
+            .arg(&tcp_endpoint)
+            .arg("--tlsverify")
+            .arg("--tlscacert")
+            .arg(p("ca.pem"))
+            .arg("--tlscert")
+            .arg(p("server-cert.pem"))
+            .arg("--tlskey")
+            .arg(p("server-key.pem"))
             .arg("--data-root")
             .arg(p("data"))
             .arg("--exec-root")
@@ -169,7 +291,13 @@ impl SecondDaemon {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start a second dockerd ({e}): {HOW}"));
-        let daemon = SecondDaemon { child, dir, socket };
+        let daemon = SecondDaemon {
+            child,
+            dir,
+            socket,
+            tcp_endpoint,
+            tls,
+        };
         let start = Instant::now();
         while !std::path::Path::new(&daemon.socket).exists() {
             if start.elapsed() > Duration::from_secs(30) {

@@ -1,6 +1,6 @@
-//! Two real Docker daemons as two runtime nodes: each sandbox is created on its own node's
-//! endpoint, placements follow the algorithm, and a node whose heartbeats stop goes offline
-//! and gets nothing new.
+//! Two real Docker daemons as two runtime nodes, the second reached over TCP with TLS: each
+//! sandbox is created on its own node's endpoint, placements follow the algorithm, and a node
+//! whose heartbeats stop goes offline and gets nothing new.
 
 use agentvm::scheduler::{
     Heartbeat, Liveness, NodeRegistration, NodeStatus, SandboxRequest, Scheduler,

@@ -28,7 +28,18 @@ fn demand_of(s: &Sandbox) -> Demand<'_> {
 impl Scheduler {
     /// Creates a sandbox and returns it ready (an exec works), from the warm pool when the
     /// request takes the template's defaults and the pool has one, cold otherwise.
+    ///
+    /// The work runs in its own task: a caller that gives up (a dropped future, a closed HTTP
+    /// connection) leaves a sandbox that is created, recorded and accounted for, never a
+    /// half-made one.
     pub async fn create_sandbox(&self, request: SandboxRequest) -> Result<Sandbox> {
+        let this = self.clone();
+        tokio::spawn(async move { this.create_sandbox_now(request).await })
+            .await
+            .map_err(|e| Error::Internal(format!("the sandbox creation task failed: {e}")))?
+    }
+
+    async fn create_sandbox_now(&self, request: SandboxRequest) -> Result<Sandbox> {
         if let Some(o) = &request.owner {
             validate_id("owner", o)?;
         }
