@@ -576,4 +576,37 @@ mod tests {
         assert_eq!(v["type"], e.type_name());
         assert_eq!(v["data"]["reason"], "interrupted");
     }
+
+    #[test]
+    fn sandbox_events_come_from_the_sandbox_source_with_the_owner_as_container() {
+        let e = Event::new(
+            EventPayload::SandboxTerminated {
+                sandbox_id: "sbx_1".into(),
+                status: "timeout".into(),
+                reason: "expired".into(),
+                message: None,
+            },
+            Some(EventContext {
+                container_id: Some("user-alice".into()),
+                ..Default::default()
+            }),
+        );
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], e.type_name());
+        assert_eq!(v["type"], "sandbox_terminated");
+        assert_eq!(v["source"], "sandbox");
+        assert_eq!(v["category"], "lifecycle");
+        assert_eq!(v["data"]["sandboxId"], "sbx_1");
+        assert_eq!(e.container_id(), Some("user-alice"));
+        let n = Event::new(
+            EventPayload::NodeStatusChanged {
+                node_id: "n".into(),
+                status: "offline".into(),
+                previous: "online".into(),
+                message: None,
+            },
+            None,
+        );
+        assert_eq!(serde_json::to_value(&n).unwrap()["type"], n.type_name());
+    }
 }

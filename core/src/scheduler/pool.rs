@@ -20,6 +20,18 @@ pub(crate) struct PoolState {
     pub ready: VecDeque<String>,
     /// Warm sandboxes being created now, so refills do not overshoot.
     pub filling: u32,
+    /// Refills that failed in a row (a missing image, a full cluster), for the backoff.
+    pub failures: u32,
+    /// No background refill before this: a broken template must not make a failed sandbox
+    /// record every tick.
+    pub backoff_until: Option<std::time::Instant>,
+}
+
+/// How long background refills pause after `failures` failures in a row: 1 s doubling up to
+/// 256 s.
+pub(crate) fn refill_backoff(failures: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(1u64 << failures.min(9).saturating_sub(1))
+        .min(std::time::Duration::from_secs(300))
 }
 
 impl Scheduler {
@@ -130,8 +142,16 @@ impl Scheduler {
             let p = pools.entry(template.id.clone()).or_default();
             p.filling = p.filling.saturating_sub(1);
             match made {
-                Ok(s) => p.ready.push_back(s.id),
-                Err(e) => return Err(e),
+                Ok(s) => {
+                    p.failures = 0;
+                    p.backoff_until = None;
+                    p.ready.push_back(s.id);
+                }
+                Err(e) => {
+                    p.failures += 1;
+                    p.backoff_until = Some(std::time::Instant::now() + refill_backoff(p.failures));
+                    return Err(e);
+                }
             }
         }
         Ok(lock(&self.inner.pools)
@@ -146,7 +166,7 @@ impl Scheduler {
         let id = template_id.to_string();
         tokio::spawn(async move {
             if let Err(e) = this.fill_pool(&id).await {
-                tracing::debug!(template = %id, error = %e, "refilling a warm pool");
+                tracing::warn!(template = %id, error = %e, "refilling a warm pool failed; backing off");
             }
         });
     }
@@ -169,11 +189,29 @@ impl Scheduler {
                 let pools = lock(&self.inner.pools);
                 let p = pools.get(&t.id);
                 let have = p.map(|p| p.ready.len() + p.filling as usize).unwrap_or(0);
-                have < want && p.map(|p| p.filling == 0).unwrap_or(true)
+                let waiting = p
+                    .and_then(|p| p.backoff_until)
+                    .is_some_and(|t| std::time::Instant::now() < t);
+                have < want && !waiting && p.map(|p| p.filling == 0).unwrap_or(true)
             };
             if short {
                 self.spawn_refill(&t.id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn refills_back_off_exponentially_up_to_256_seconds() {
+        assert_eq!(refill_backoff(1), Duration::from_secs(1));
+        assert_eq!(refill_backoff(2), Duration::from_secs(2));
+        assert_eq!(refill_backoff(5), Duration::from_secs(16));
+        assert_eq!(refill_backoff(9), Duration::from_secs(256));
+        assert_eq!(refill_backoff(40), Duration::from_secs(256));
     }
 }
