@@ -4,7 +4,7 @@
 //! A [`Scheduler`] is a cheap-to-clone handle. Nodes are Docker engines, each driven through
 //! its own `api_endpoint`; templates name an image and default limits; creating a sandbox
 //! places it on a healthy node with room, creates a hardened, labelled container there and
-//! returns once an exec works. Every state change is an [`Event`](crate::Event) on the bus
+//! returns once an exec works. Every state change is an [`Event`] on the bus
 //! (source `sandbox`, `context.containerId` = the sandbox's owner).
 //!
 //! ```no_run

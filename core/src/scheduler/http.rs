@@ -12,7 +12,9 @@
 //! | `GET /v1/metrics` | [`SchedulerMetrics`](super::SchedulerMetrics) |
 //! | `POST /internal/runtime/nodes/register`, `/heartbeat`, `/containers/ready`, `/containers/exited` | node agents and executors |
 //!
-//! Errors are `{"error": message, "kind": kind}` with the HTTP status of the kind; a busy
+//! Node records and the `/internal` bodies use the seed's snake_case field names (camelCase is
+//! accepted on input); templates, sandboxes and executions are camelCase like the rest of
+//! agentvm's wire. Errors are `{"error": message, "kind": kind}` with the HTTP status of the kind; a busy
 //! answer is 503 with `Retry-After`. The `/internal` routes require
 //! `Authorization: Bearer <token>` when [`SchedulerConfig::internal_token`](super::SchedulerConfig) is set.
 

@@ -4,7 +4,7 @@
 //! - a container whose record is live in this process: fine, unless it stopped running
 //!   (then the sandbox ends, `container_exited`);
 //! - a container from before a restart whose record is still creating or running: adopted
-//!   (after an exec works) or removed, as [`OrphanPolicy`](super::OrphanPolicy) says;
+//!   (after an exec works) or removed, as [`super::OrphanPolicy`] says;
 //! - a container with no record, or whose record has ended: removed;
 //! - a record still creating or running whose container is gone: ended, `container_lost`.
 //!
