@@ -10,6 +10,18 @@ step "toolchain"
 cargo --version
 rustc --version
 
+# The sandbox scheduler's tests run on real Docker: install and start it, and build the offline
+# test image (no registry is reachable). They fail loudly without it unless AGENTVM_SKIP_DOCKER=1.
+if [ "${AGENTVM_SKIP_DOCKER:-}" = 1 ]; then
+    step "docker: skipped (AGENTVM_SKIP_DOCKER=1)"
+elif [ "$(id -u)" = 0 ]; then
+    step "docker (scripts/setup-docker.sh)"
+    bash scripts/setup-docker.sh
+else
+    step "docker"
+    echo "not root: expecting dockerd and agentvm-test/busybox:latest (run scripts/setup-docker.sh as root)"
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -131,6 +131,15 @@ pub enum Error {
         /// The peer's message.
         message: String,
     },
+    /// Too much is in flight right now (for example Docker starts on a node); the request was
+    /// not queued. Its kind is [`ErrorKind::Unavailable`]; retry after `retry_after`.
+    #[error("{message}")]
+    Busy {
+        /// What is busy, and when to retry.
+        message: String,
+        /// How long to wait before retrying.
+        retry_after: std::time::Duration,
+    },
     /// A bug in agentvm.
     #[error("internal error: {0}")]
     Internal(String),
@@ -150,7 +159,16 @@ impl Error {
             Error::Cancelled(_) => ErrorKind::Cancelled,
             Error::Unauthorized(_) => ErrorKind::Unauthorized,
             Error::Remote { kind, .. } => *kind,
+            Error::Busy { .. } => ErrorKind::Unavailable,
             Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// For a [`Error::Busy`], how long to wait before retrying.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Busy { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 

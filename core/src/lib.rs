@@ -38,6 +38,7 @@ pub mod model;
 pub mod repository;
 pub mod runtime;
 pub mod sandbox;
+pub mod scheduler;
 #[cfg(feature = "server")]
 pub mod server;
 
@@ -56,3 +57,4 @@ pub use runtime::{
     Published, Runtime, RuntimeExt, Scope, ScopedRuntime, Subscription,
 };
 pub use sandbox::{BuiltinTools, LocalSandbox, Sandbox, ToolLimits};
+pub use scheduler::{Scheduler, SchedulerConfig};

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 mod tokens;
 pub use tokens::TokenRecord;
+mod scheduler;
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -154,6 +155,7 @@ impl Repository {
             txn.open_table(MESSAGES)?;
             txn.open_table(REPLAY)?;
             txn.open_table(tokens::TOKENS)?;
+            scheduler::init_tables(&txn)?;
         }
         txn.commit()?;
         Ok(())

@@ -1,5 +1,6 @@
 //! Shared fixtures for agentvm's end-to-end tests.
 
+pub mod docker;
 pub mod llm;
 pub mod replay_server;
 pub mod wire;

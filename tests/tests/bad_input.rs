@@ -10,7 +10,9 @@ async fn err(vm: &AgentVm, type_name: &str, data: serde_json::Value) -> Error {
         Ok(c) => c,
         Err(e) => return e,
     };
-    vm.request(command).await.unwrap_err()
+    vm.request(command)
+        .await
+        .expect_err("the command is refused")
 }
 
 #[tokio::test]

@@ -7,16 +7,21 @@ use serde_json::{json, Value};
 
 /// Sends a command given as wire JSON (`type` + `data`) and returns the response as wire JSON.
 async fn wire(vm: &AgentVm, type_name: &str, data: Value) -> Value {
-    let command = Command::from_wire(type_name, data).unwrap();
+    let command = Command::from_wire(type_name, data).expect("a valid wire command");
     let expected = command.response_type();
-    let response = vm.request(command).await.unwrap();
-    let v = serde_json::to_value(&response).unwrap();
+    let response = vm.request(command).await.expect("the command succeeds");
+    let v = serde_json::to_value(&response).expect("a response encodes");
     assert_eq!(v["type"], expected);
     v["data"].clone()
 }
 
 fn keys(v: &Value) -> Vec<&str> {
-    let mut k: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut k: Vec<&str> = v
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
     k.sort();
     k
 }

@@ -14,7 +14,7 @@ async fn image_with_model(vm: &AgentVm, model: &str) -> ImageListItem {
             },
         )
         .await
-        .unwrap()
+        .expect("create an image")
         .record
 }
 

@@ -303,6 +303,75 @@ pub enum EventPayload {
         error: Option<String>,
     },
 
+    // --- sandboxes (source `sandbox`; context.containerId is the sandbox's owner) ---
+    /// A sandbox was placed on a node and its Docker container is being created.
+    #[serde(rename_all = "camelCase")]
+    SandboxCreated {
+        /// The sandbox.
+        sandbox_id: String,
+        /// Its template.
+        template_id: String,
+        /// The node it was placed on.
+        node_id: String,
+        /// True for a warm-pool sandbox (no owner until claimed).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        warm: bool,
+    },
+    /// A sandbox answers execs: `creating -> running`.
+    #[serde(rename_all = "camelCase")]
+    SandboxReady {
+        /// The sandbox.
+        sandbox_id: String,
+        /// The node it runs on.
+        node_id: String,
+        /// The Docker container id on that node.
+        docker_id: String,
+        /// Milliseconds from placement to ready.
+        ready_ms: u64,
+    },
+    /// A warm-pool sandbox was claimed by a request.
+    #[serde(rename_all = "camelCase")]
+    SandboxClaimed {
+        /// The sandbox.
+        sandbox_id: String,
+        /// Its template.
+        template_id: String,
+    },
+    /// A sandbox that agentvm found at start-up (Docker labels) was adopted.
+    #[serde(rename_all = "camelCase")]
+    SandboxAdopted {
+        /// The sandbox.
+        sandbox_id: String,
+        /// The node it runs on.
+        node_id: String,
+    },
+    /// A sandbox ended: `completed`, `failed`, `timeout` or `terminated`, with the reason.
+    #[serde(rename_all = "camelCase")]
+    SandboxTerminated {
+        /// The sandbox.
+        sandbox_id: String,
+        /// Its final status.
+        status: String,
+        /// Why (`requested`, `expired`, `idle`, `stuck_creating`, `create_failed`, ...).
+        reason: String,
+        /// Detail, when there is any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// A runtime node changed status (`online`, `offline`, `draining`, `maintenance`).
+    #[serde(rename_all = "camelCase")]
+    NodeStatusChanged {
+        /// The node.
+        node_id: String,
+        /// The new status.
+        status: String,
+        /// The status before.
+        previous: String,
+        /// Why, when known (for example the Docker error that turned it offline).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+
     // --- error ---
     /// A request failed or a frame was refused; sent to the one connection concerned.
     #[serde(rename_all = "camelCase")]
@@ -353,6 +422,12 @@ impl EventPayload {
             Interrupted { .. } => "interrupted",
             SessionDestroyed { .. } => "session_destroyed",
             ConnectionState { .. } => "connection_state",
+            SandboxCreated { .. } => "sandbox_created",
+            SandboxReady { .. } => "sandbox_ready",
+            SandboxClaimed { .. } => "sandbox_claimed",
+            SandboxAdopted { .. } => "sandbox_adopted",
+            SandboxTerminated { .. } => "sandbox_terminated",
+            NodeStatusChanged { .. } => "node_status_changed",
             SystemError { .. } => "system_error",
         }
     }
@@ -389,6 +464,12 @@ impl EventPayload {
             }
             SessionDestroyed { .. } => (Source::Session, Category::Lifecycle),
             ConnectionState { .. } => (Source::Environment, Category::Lifecycle),
+            SandboxCreated { .. }
+            | SandboxReady { .. }
+            | SandboxClaimed { .. }
+            | SandboxAdopted { .. }
+            | SandboxTerminated { .. } => (Source::Sandbox, Category::Lifecycle),
+            NodeStatusChanged { .. } => (Source::Environment, Category::Lifecycle),
             SystemError { .. } => (Source::Environment, Category::Error),
         }
     }
@@ -509,5 +590,38 @@ mod tests {
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], e.type_name());
         assert_eq!(v["data"]["reason"], "interrupted");
+    }
+
+    #[test]
+    fn sandbox_events_come_from_the_sandbox_source_with_the_owner_as_container() {
+        let e = Event::new(
+            EventPayload::SandboxTerminated {
+                sandbox_id: "sbx_1".into(),
+                status: "timeout".into(),
+                reason: "expired".into(),
+                message: None,
+            },
+            Some(EventContext {
+                container_id: Some("user-alice".into()),
+                ..Default::default()
+            }),
+        );
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], e.type_name());
+        assert_eq!(v["type"], "sandbox_terminated");
+        assert_eq!(v["source"], "sandbox");
+        assert_eq!(v["category"], "lifecycle");
+        assert_eq!(v["data"]["sandboxId"], "sbx_1");
+        assert_eq!(e.container_id(), Some("user-alice"));
+        let n = Event::new(
+            EventPayload::NodeStatusChanged {
+                node_id: "n".into(),
+                status: "offline".into(),
+                previous: "online".into(),
+                message: None,
+            },
+            None,
+        );
+        assert_eq!(serde_json::to_value(&n).unwrap()["type"], n.type_name());
     }
 }
