@@ -189,10 +189,28 @@ impl Repository {
         container_id: &str,
         now: i64,
     ) -> Result<(ContainerRecord, bool)> {
+        self.create_container_with(container_id, None, now)
+    }
+
+    /// Creates the container unless it exists; with a sandbox template, sets it (on an existing
+    /// container too). Returns the record and whether it was created.
+    pub fn create_container_with(
+        &self,
+        container_id: &str,
+        sandbox_template: Option<&str>,
+        now: i64,
+    ) -> Result<(ContainerRecord, bool)> {
         let txn = self.db.begin_write()?;
         let out = {
             let mut t = txn.open_table(CONTAINERS)?;
-            ensure_container(&mut t, container_id, now)?
+            let (mut record, created) = ensure_container(&mut t, container_id, now)?;
+            if let Some(template) = sandbox_template {
+                if record.sandbox_template.as_deref() != Some(template) {
+                    record.sandbox_template = Some(template.to_string());
+                    t.insert(container_id, encode(&record)?.as_slice())?;
+                }
+            }
+            (record, created)
         };
         txn.commit()?;
         Ok(out)
@@ -628,6 +646,7 @@ fn ensure_container(
     let record = ContainerRecord {
         container_id: container_id.to_string(),
         created_at: now,
+        sandbox_template: None,
     };
     t.insert(container_id, encode(&record)?.as_slice())?;
     Ok((record, true))

@@ -15,6 +15,7 @@
 //! the names (`bash`, `read_file`, `write_file`, `list_files`), and only those are offered to
 //! the model and run.
 
+pub mod docker;
 pub mod local;
 mod tools;
 

@@ -291,8 +291,13 @@ impl SchedulerBuilder {
             }),
         };
         scheduler.load_nodes()?;
+        // A static node whose daemon is down must not keep the runtime from starting: chats
+        // keep working, and the node can be registered again once its Docker answers.
         for r in self.nodes {
-            scheduler.register_node(r).await?;
+            let node_id = r.node_id.clone();
+            if let Err(e) = scheduler.register_node(r).await {
+                tracing::warn!(node = %node_id, error = %e.chain(), "a static node could not be registered; it gets no sandboxes until it is registered again");
+            }
         }
         scheduler.check_nodes().await;
         scheduler.reconcile().await?;

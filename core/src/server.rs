@@ -101,6 +101,26 @@ impl ServerState {
         format!("conn_{}", self.next_conn.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Operator routes: with auth on, a valid token for all containers.
+    pub(crate) fn authorize_operator(
+        &self,
+        headers: &axum::http::HeaderMap,
+        query: Option<&str>,
+    ) -> Result<()> {
+        let query_token = query.and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("token=").map(str::to_string))
+        });
+        let q = http::TokenQuery { token: query_token };
+        let (scope, _) = self.authorize(http::presented_token(headers, &q).as_deref())?;
+        if self.require_auth.load(Ordering::Relaxed) && scope != Scope::All {
+            return Err(Error::Unauthorized(
+                "this route needs a token for all containers".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The scope of a presented token; `None` token: all when auth is off.
     pub(crate) fn authorize(&self, token: Option<&str>) -> Result<(Scope, Option<String>)> {
         match token {
@@ -160,8 +180,21 @@ impl ServerManager {
             .unwrap_or_else(|p| p.into_inner()) = Some(handler);
     }
 
-    /// Adds routes (for example the scheduler's) to the same port.
+    /// Adds routes (for example the scheduler's) to the same port. When authentication is
+    /// on, they need a token for all containers: they are operator routes, not a tenant's.
     pub fn merge_routes(&self, router: axum::Router) {
+        let state = self.state.clone();
+        let router = router.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let state = state.clone();
+                async move {
+                    if let Err(e) = state.authorize_operator(req.headers(), req.uri().query()) {
+                        return http::error_response(&e);
+                    }
+                    next.run(req).await
+                }
+            },
+        ));
         let mut extra = self.extra_routes.lock().unwrap_or_else(|p| p.into_inner());
         *extra = Some(match extra.take() {
             Some(r) => r.merge(router),

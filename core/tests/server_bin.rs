@@ -291,3 +291,61 @@ async fn token_cli_scopes_and_revokes() {
     sigterm(&server.child);
     assert!(wait_exit(&mut server.child, Duration::from_secs(10)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_join_registers_and_heartbeats() {
+    if std::env::var("AGENTVM_SKIP_DOCKER").as_deref() == Ok("1") {
+        eprintln!("AGENTVM_SKIP_DOCKER=1: skipping");
+        return;
+    }
+    assert!(
+        Path::new("/var/run/docker.sock").exists(),
+        "Docker is not available: run `sudo bash scripts/setup-docker.sh` or set AGENTVM_SKIP_DOCKER=1"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let base = server.url.replace("ws://", "http://").replace("/ws", "");
+    let mut join = Command::new(BIN)
+        .args([
+            "node",
+            "join",
+            "--control-plane",
+            &base,
+            "--docker",
+            "unix:///var/run/docker.sock",
+        ])
+        .args(["--node-id", "joined-1", "--heartbeat-ms", "200"])
+        .env("AGENTVM_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut seen = None;
+    for _ in 0..100 {
+        let nodes: serde_json::Value = client
+            .get(format!("{base}/v1/nodes"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(n) = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == "joined-1")
+        {
+            if n["status"] == "online" && n["last_heartbeat_at"].as_i64().is_some() {
+                seen = Some(n.clone());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = join.kill();
+    let _ = join.wait();
+    let node = seen.expect("the joined node appears online");
+    assert_eq!(node["api_endpoint"], "unix:///var/run/docker.sock");
+}

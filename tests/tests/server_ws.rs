@@ -725,3 +725,84 @@ async fn rest_api_and_openapi_document() {
     assert!(metrics.contains("agentvm_request_duration_seconds_count"));
     assert!(metrics.contains("agentvm_agents_running 1"));
 }
+
+#[tokio::test]
+async fn connection_hooks_see_requests_and_events_and_can_veto() {
+    use agentvm::server::{ConnectionHandler, ConnectionInfo};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[derive(Default)]
+    struct Audit {
+        opened: AtomicUsize,
+        requests: AtomicUsize,
+        events: AtomicUsize,
+        closed: AtomicUsize,
+    }
+    impl ConnectionHandler for Audit {
+        fn on_open(&self, conn: &ConnectionInfo) -> agentvm::Result<()> {
+            assert!(conn.id.starts_with("conn_"));
+            self.opened.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn on_request(
+            &self,
+            _conn: &ConnectionInfo,
+            command: &agentvm::Command,
+        ) -> agentvm::Result<()> {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            if command.type_name() == "container_delete_request" {
+                return Err(agentvm::Error::Unauthorized(
+                    "deleting containers is disabled here".into(),
+                ));
+            }
+            Ok(())
+        }
+        fn on_event(&self, _conn: &ConnectionInfo, event: &agentvm::Event) -> bool {
+            self.events.fetch_add(1, Ordering::SeqCst);
+            event.type_name() != "conversation_responding"
+        }
+        fn on_close(&self, _conn: &ConnectionInfo) {
+            self.closed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    let s = TestServer::start().await;
+    let audit = Arc::new(Audit::default());
+    s.server.on_connection(audit.clone());
+    let mut c = WsClient::connect(&s.ws_url()).await;
+    let r = c
+        .request(
+            "image_create_request",
+            json!({"containerId":"c","config":{}}),
+        )
+        .await;
+    let image = r["data"]["record"]["imageId"].as_str().unwrap().to_string();
+    c.request(
+        "message_send_request",
+        json!({"imageId": image, "content":"hi"}),
+    )
+    .await;
+    let frames = c.frames_until("conversation_end").await;
+    assert!(
+        !types(&frames).contains(&"conversation_responding"),
+        "the hook dropped them"
+    );
+    let r = c
+        .request("container_delete_request", json!({"containerId":"c"}))
+        .await;
+    assert_eq!(
+        r["data"]["error"],
+        "unauthorized: deleting containers is disabled here"
+    );
+    assert!(
+        s.vm.repository().get_container("c").unwrap().is_some(),
+        "vetoed: nothing deleted"
+    );
+    c.close().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(audit.opened.load(Ordering::SeqCst), 1);
+    assert_eq!(audit.requests.load(Ordering::SeqCst), 3);
+    assert!(audit.events.load(Ordering::SeqCst) >= 7);
+    assert_eq!(audit.closed.load(Ordering::SeqCst), 1);
+}

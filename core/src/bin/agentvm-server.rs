@@ -24,6 +24,12 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Run the node side of runtime-node registration: register this Docker engine with a
+    /// control plane and heartbeat until stopped.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
     /// Manage access tokens (stored hashed in the data dir).
     Token {
         #[command(subcommand)]
@@ -51,10 +57,40 @@ struct ServeArgs {
     /// Require a token even on loopback.
     #[arg(long)]
     require_auth: bool,
+    /// A Docker engine to run sandboxes on (repeatable): `unix:///var/run/docker.sock`,
+    /// `tcp://host:2376`. More nodes can register at /internal/runtime/nodes/register.
+    #[arg(long = "docker")]
+    docker: Vec<String>,
     /// Let agents whose image enables them run the built-in tools (bash, files) on this host,
     /// confined to each image's workdir. Off by default: bash on the host is not a sandbox.
     #[arg(long)]
     local_tools: bool,
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Register with a control plane and heartbeat.
+    Join {
+        /// The control plane's base URL (`http://host:8080`).
+        #[arg(long)]
+        control_plane: String,
+        /// This node's Docker endpoint as the control plane should reach it
+        /// (`unix:///var/run/docker.sock`, `tcp://host:2376`).
+        #[arg(long, default_value = "unix:///var/run/docker.sock")]
+        docker: String,
+        /// A token the control plane accepts (an all-containers token when it requires auth).
+        #[arg(long, env = "AGENTVM_NODE_TOKEN")]
+        token: Option<String>,
+        /// The node's id (default: the host name).
+        #[arg(long)]
+        node_id: Option<String>,
+        /// Most sandboxes this node takes.
+        #[arg(long, default_value_t = 100)]
+        max_containers: u32,
+        /// Heartbeat interval in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        heartbeat_ms: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -85,6 +121,8 @@ struct FileConfig {
     port: Option<u16>,
     data_dir: Option<PathBuf>,
     require_auth: Option<bool>,
+    #[serde(default)]
+    docker: Vec<String>,
     max_frame_bytes: Option<usize>,
     max_connections: Option<usize>,
     request_timeout_ms: Option<u64>,
@@ -155,6 +193,42 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Node {
+            command:
+                NodeCommand::Join {
+                    control_plane,
+                    docker,
+                    token,
+                    node_id,
+                    max_containers,
+                    heartbeat_ms,
+                },
+        } => {
+            init_logging();
+            let node_id = node_id
+                .or_else(|| {
+                    std::fs::read_to_string("/etc/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_string())
+                })
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "node".into());
+            let mut opts =
+                agentvm::scheduler::node_agent::JoinOptions::new(control_plane, node_id, docker);
+            opts.token = token;
+            opts.max_containers = max_containers;
+            opts.heartbeat_interval = Duration::from_millis(heartbeat_ms.max(100));
+            tokio::select! {
+                r = agentvm::scheduler::node_agent::join(opts) => match r {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("agentvm-server: {}", e.chain());
+                        ExitCode::FAILURE
+                    }
+                },
+                _ = wait_for_signal() => ExitCode::SUCCESS,
+            }
+        }
         Command::Token { command, data_dir } => {
             match token(command, data_dir.unwrap_or_else(default_data_dir)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -202,6 +276,20 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
              LLM_PROVIDER=mock runs the offline mock"
         ),
     }
+    // The Docker scheduler: static nodes from --docker / the config file; others register.
+    let mut scheduler = agentvm::scheduler::Scheduler::builder();
+    let engines: Vec<String> = if args.docker.is_empty() {
+        file.docker.clone()
+    } else {
+        args.docker.clone()
+    };
+    for (i, endpoint) in engines.iter().enumerate() {
+        scheduler = scheduler.node(agentvm::scheduler::NodeRegistration::new(
+            format!("docker-{}", i + 1),
+            endpoint.clone(),
+        ));
+    }
+    builder = builder.scheduler(scheduler);
     let vm = builder.open().await.map_err(|e| e.chain())?;
     let mut config = ServerConfig::default();
     if args.require_auth || file.require_auth.unwrap_or(false) {
@@ -219,7 +307,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(v) = file.shutdown_grace_ms {
         config.shutdown_grace = Duration::from_millis(v);
     }
-    let server = ServerManager::new(vm, config);
+    let server = ServerManager::new(vm.clone(), config);
+    if let Some(s) = vm.scheduler() {
+        server.merge_routes(agentvm::scheduler::http::router(s.clone()));
+        let s = s.clone();
+        server.add_metrics(Arc::new(move || {
+            agentvm::server::metrics::scheduler_text(&s.metrics())
+        }));
+    }
     let addr = server
         .listen((host.as_str(), port))
         .await

@@ -140,6 +140,10 @@ commands! {
 pub struct ContainerCreateRequest {
     /// The container to get or create.
     pub container_id: String,
+    /// The sandbox template its agents' tools run in (agentvm extension). Given for an
+    /// existing container, it replaces the old one for sandboxes created from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_template: Option<String>,
 }
 /// `container_create_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +169,9 @@ pub struct ContainerGetResponse {
     pub container_id: Option<String>,
     /// Whether it exists (in the repository).
     pub exists: bool,
+    /// Its sandbox template, when it has one (agentvm extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_template: Option<String>,
 }
 
 /// `container_list_request`.
@@ -696,6 +703,7 @@ mod tests {
     fn command_json_is_type_and_data() {
         let c = Command::from(ContainerCreateRequest {
             container_id: "a".into(),
+            sandbox_template: None,
         });
         assert_eq!(
             serde_json::to_value(&c).unwrap(),

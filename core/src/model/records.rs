@@ -145,6 +145,10 @@ pub struct ContainerRecord {
     pub container_id: String,
     /// Creation time, ms.
     pub created_at: i64,
+    /// The scheduler template whose sandbox runs this container's agents' tools; `None`:
+    /// the runtime's default (local tools, if enabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_template: Option<String>,
 }
 
 /// One conversation on an image.

@@ -80,6 +80,18 @@ impl<R: Runtime> Containers<'_, R> {
         self.0
             .call(ContainerCreateRequest {
                 container_id: container_id.into(),
+                sandbox_template: None,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Gets or creates a container whose agents' tools run in a sandbox of `template`.
+    pub async fn create_with_sandbox(&self, container_id: &str, template: &str) -> Result<()> {
+        self.0
+            .call(ContainerCreateRequest {
+                container_id: container_id.into(),
+                sandbox_template: Some(template.into()),
             })
             .await
             .map(|_| ())

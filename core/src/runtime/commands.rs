@@ -258,6 +258,7 @@ impl AgentVm {
             self.publish_container_created(&ContainerRecord {
                 container_id,
                 created_at: now,
+                sandbox_template: None,
             });
         }
         Ok(ImageCreateResponse {
@@ -272,9 +273,15 @@ impl AgentVm {
             Command::ContainerCreate(r) => {
                 validate_id("containerId", &r.container_id)?;
                 check_scope(scope, &r.container_id)?;
+                if let Some(t) = &r.sandbox_template {
+                    validate_id("sandboxTemplate", t)?;
+                }
                 let id = r.container_id.clone();
+                let template = r.sandbox_template.clone();
                 let (record, created) = self
-                    .write(move |repo| repo.create_container(&id, now_ms()))
+                    .write(move |repo| {
+                        repo.create_container_with(&id, template.as_deref(), now_ms())
+                    })
                     .await?;
                 if created {
                     self.publish_container_created(&record);
@@ -285,11 +292,15 @@ impl AgentVm {
             }
             Command::ContainerGet(r) => {
                 validate_id("containerId", &r.container_id)?;
-                let exists = scope.allows(&r.container_id)
-                    && self.repo().get_container(&r.container_id)?.is_some();
+                let record = if scope.allows(&r.container_id) {
+                    self.repo().get_container(&r.container_id)?
+                } else {
+                    None
+                };
                 Response::ContainerGet(ContainerGetResponse {
-                    container_id: exists.then_some(r.container_id),
-                    exists,
+                    exists: record.is_some(),
+                    container_id: record.as_ref().map(|c| c.container_id.clone()),
+                    sandbox_template: record.and_then(|c| c.sandbox_template),
                 })
             }
             Command::ContainerList(_) => Response::ContainerList(ContainerListResponse {
@@ -305,6 +316,11 @@ impl AgentVm {
                 validate_id("containerId", &r.container_id)?;
                 check_scope(scope, &r.container_id)?;
                 self.inner.manager.destroy_all(&r.container_id).await;
+                if let Some(s) = &self.inner.scheduler {
+                    if let Err(e) = s.release_owner(&r.container_id).await {
+                        tracing::warn!(container = %r.container_id, error = %e.chain(), "ending the container's sandboxes");
+                    }
+                }
                 let id = r.container_id.clone();
                 let removed = self.write(move |repo| repo.delete_container(&id)).await?;
                 if let Some(removed) = &removed {

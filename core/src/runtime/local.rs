@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 use crate::llm::{LlmDriver, LlmEvent, LlmRequest, LlmStream};
 use crate::model::{Command, Definition, Response};
 use crate::repository::Repository;
+use crate::sandbox::docker::ContainerSandbox;
 use crate::sandbox::{BuiltinTools, LocalSandbox, Sandbox, ToolLimits};
+use crate::scheduler::{Scheduler, SchedulerBuilder};
 use async_trait::async_trait;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
@@ -28,6 +30,8 @@ pub struct AgentVmBuilder {
     tools: Option<Arc<dyn ToolRunner>>,
     sandbox: Option<Arc<dyn Sandbox>>,
     local_tools: bool,
+    /// The embedded scheduler, opened with this runtime's repository and bus.
+    scheduler: Option<SchedulerBuilder>,
     tool_limits: ToolLimits,
     limits: Limits,
     agents: AgentConfig,
@@ -124,11 +128,6 @@ impl AgentVmBuilder {
             }
             (None, false, _) => None,
         };
-        let tools: Arc<dyn ToolRunner> = match (self.tools, sandbox) {
-            (Some(t), _) => t,
-            (None, Some(s)) => Arc::new(BuiltinTools::new(s, self.tool_limits)),
-            (None, None) => Arc::new(NoTools),
-        };
         let repo = Arc::new(match &data_dir {
             Some(dir) => {
                 let path = dir.join(DATABASE_FILE);
@@ -143,6 +142,29 @@ impl AgentVmBuilder {
             repo.put_definition(d)?;
         }
         let bus = Bus::new(self.bus, Some(repo.clone()))?;
+        let scheduler = match self.scheduler {
+            Some(builder) => Some(
+                builder
+                    .repository(repo.clone())
+                    .bus(bus.clone())
+                    .open()
+                    .await?,
+            ),
+            None => None,
+        };
+        // With a scheduler, containers that name a sandbox template run their tools there.
+        let sandbox = match &scheduler {
+            Some(s) => Some(
+                Arc::new(ContainerSandbox::new(s.clone(), repo.clone(), sandbox))
+                    as Arc<dyn Sandbox>,
+            ),
+            None => sandbox,
+        };
+        let tools: Arc<dyn ToolRunner> = match (self.tools, sandbox) {
+            (Some(t), _) => t,
+            (None, Some(s)) => Arc::new(BuiltinTools::new(s, self.tool_limits)),
+            (None, None) => Arc::new(NoTools),
+        };
         let env = Arc::new(AgentEnv {
             repo: repo.clone(),
             bus: bus.clone(),
@@ -160,8 +182,16 @@ impl AgentVmBuilder {
                 bus,
                 data_dir,
                 limits: self.limits,
+                scheduler,
             }),
         })
+    }
+
+    /// Embeds the Docker sandbox scheduler, on this runtime's repository and bus. Containers
+    /// created with a `sandboxTemplate` then run their agents' tools in a sandbox of it.
+    pub fn scheduler(mut self, scheduler: SchedulerBuilder) -> Self {
+        self.scheduler = Some(scheduler);
+        self
     }
 }
 
@@ -171,6 +201,7 @@ pub(crate) struct Inner {
     pub manager: ContainerManager,
     pub data_dir: Option<PathBuf>,
     pub limits: Limits,
+    pub scheduler: Option<Scheduler>,
 }
 
 /// The local runtime: agents, sessions and the repository in this process. Cheap to clone.
@@ -209,6 +240,7 @@ impl AgentVm {
             sandbox: None,
             local_tools: false,
             tool_limits: ToolLimits::default(),
+            scheduler: None,
             limits: Limits::default(),
             agents: AgentConfig::default(),
             bus: BusConfig::default(),
@@ -241,6 +273,11 @@ impl AgentVm {
     /// The bus.
     pub fn bus(&self) -> &Bus {
         &self.inner.bus
+    }
+
+    /// The embedded scheduler, when the runtime was built with one.
+    pub fn scheduler(&self) -> Option<&Scheduler> {
+        self.inner.scheduler.as_ref()
     }
 
     /// The data dir, `None` in memory.

@@ -31,6 +31,98 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// The scheduler's counters as Prometheus text.
+pub fn scheduler_text(m: &crate::scheduler::SchedulerMetrics) -> String {
+    let mut out = String::new();
+    let rows: [(&str, &str, &str, u64); 13] = [
+        (
+            "agentvm_pool_hits_total",
+            "Sandboxes claimed from a warm pool.",
+            "counter",
+            m.pool_hits,
+        ),
+        (
+            "agentvm_pool_misses_total",
+            "Sandbox requests that found their warm pool empty.",
+            "counter",
+            m.pool_misses,
+        ),
+        (
+            "agentvm_sandbox_cold_starts_total",
+            "Sandboxes created cold.",
+            "counter",
+            m.cold_starts,
+        ),
+        (
+            "agentvm_sandbox_create_failures_total",
+            "Sandbox creations that failed.",
+            "counter",
+            m.create_failures,
+        ),
+        (
+            "agentvm_sandbox_busy_refusals_total",
+            "Creations refused because a node's start queue was full.",
+            "counter",
+            m.busy_refusals,
+        ),
+        (
+            "agentvm_executions_total",
+            "Commands executed in sandboxes.",
+            "counter",
+            m.executions,
+        ),
+        (
+            "agentvm_execution_timeouts_total",
+            "Executions killed by their timeout.",
+            "counter",
+            m.exec_timeouts,
+        ),
+        (
+            "agentvm_sandboxes_terminated_total",
+            "Sandboxes ended.",
+            "counter",
+            m.terminated,
+        ),
+        (
+            "agentvm_sandboxes_adopted_total",
+            "Sandboxes adopted at start-up.",
+            "counter",
+            m.adopted,
+        ),
+        (
+            "agentvm_orphans_removed_total",
+            "Orphan containers removed at start-up.",
+            "counter",
+            m.orphans_removed,
+        ),
+        (
+            "agentvm_pool_ready",
+            "Warm sandboxes ready to be claimed.",
+            "gauge",
+            m.pool_ready,
+        ),
+        (
+            "agentvm_sandboxes_live",
+            "Sandboxes not yet ended.",
+            "gauge",
+            m.live_sandboxes,
+        ),
+        (
+            "agentvm_nodes_online",
+            "Runtime nodes online.",
+            "gauge",
+            m.nodes_online,
+        ),
+    ];
+    for (name, help, kind, v) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+    out
+}
+
 impl Metrics {
     pub(crate) fn connection_opened(&self) {
         self.connections_open.fetch_add(1, Ordering::Relaxed);

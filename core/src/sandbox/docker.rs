@@ -1,0 +1,214 @@
+//! Tools in Docker: a [`Sandbox`] backed by the scheduler.
+//!
+//! A container that names a sandbox template (`container_create_request {sandboxTemplate}`)
+//! has its agents' tools run in one sandbox of that template, created on the first tool call,
+//! shared by every agent of the container, and reaped by the scheduler when idle. Each image
+//! works in its own directory inside it (`<sandbox workdir>/<imageId>`), as locally. Containers
+//! without a template fall back to the runtime's other sandbox (local tools), if any.
+
+use super::{ExecOutput, ExecRequest, FileContent, FileEntry, Sandbox, Workspace};
+use crate::error::{Error, Result};
+use crate::repository::Repository;
+use crate::scheduler::{self, ExecStatus, Scheduler};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// Routes tool operations to the container's Docker sandbox, or to a fallback.
+pub struct ContainerSandbox {
+    scheduler: Scheduler,
+    repo: Arc<Repository>,
+    /// For containers with no template (the local sandbox when local tools are on).
+    fallback: Option<Arc<dyn Sandbox>>,
+}
+
+impl std::fmt::Debug for ContainerSandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerSandbox").finish_non_exhaustive()
+    }
+}
+
+/// A path inside the image's directory: relative, no `..`, `/`-separated.
+fn inside(ws: &Workspace, path: &str) -> Result<String> {
+    if path.starts_with('/') {
+        return Err(Error::invalid(format!(
+            "{path:?} is absolute: paths are relative to the working directory"
+        )));
+    }
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(Error::invalid(format!(
+                    "{path:?} leaves the working directory"
+                )))
+            }
+            p => parts.push(p),
+        }
+    }
+    let mut out = ws.image_id.clone();
+    for p in parts {
+        out.push('/');
+        out.push_str(p);
+    }
+    Ok(out)
+}
+
+/// Single-quotes `s` for `sh`.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+enum Target<'a> {
+    Docker(scheduler::SandboxRef),
+    Fallback(&'a Arc<dyn Sandbox>),
+}
+
+impl ContainerSandbox {
+    /// Routes containers with a template to `scheduler`, others to `fallback`.
+    pub fn new(
+        scheduler: Scheduler,
+        repo: Arc<Repository>,
+        fallback: Option<Arc<dyn Sandbox>>,
+    ) -> Self {
+        ContainerSandbox {
+            scheduler,
+            repo,
+            fallback,
+        }
+    }
+
+    async fn target(&self, ws: &Workspace) -> Result<Target<'_>> {
+        let template = self
+            .repo
+            .get_container(&ws.container_id)?
+            .and_then(|c| c.sandbox_template);
+        match (template, &self.fallback) {
+            (Some(t), _) => Ok(Target::Docker(self.scheduler.sandbox_for_owner(&ws.container_id, &t).await?)),
+            (None, Some(f)) => Ok(Target::Fallback(f)),
+            (None, None) => Err(Error::unavailable(format!(
+                "container {} has no sandbox: create it with a sandboxTemplate, or enable local tools",
+                ws.container_id
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Sandbox for ContainerSandbox {
+    fn name(&self) -> &str {
+        "docker"
+    }
+
+    async fn exec(&self, ws: &Workspace, request: ExecRequest) -> Result<ExecOutput> {
+        let sandbox = match self.target(ws).await? {
+            Target::Fallback(f) => return f.exec(ws, request).await,
+            Target::Docker(s) => s,
+        };
+        let dir = quote(&ws.image_id);
+        let script = format!("mkdir -p {dir} && cd {dir} && {}", request.command);
+        let mut req = scheduler::ExecRequest::shell(script).timeout(request.timeout);
+        req.max_output_bytes = Some(request.max_output_bytes);
+        let run = self.scheduler.exec_collect(sandbox.id(), req).await?;
+        Ok(ExecOutput {
+            stdout: run.stdout,
+            stderr: run.stderr,
+            exit_code: run.exit_code.map(|c| c as i32),
+            timed_out: run.status == ExecStatus::Timeout,
+            truncated: run.truncated,
+        })
+    }
+
+    async fn read_file(&self, ws: &Workspace, path: &str, max_bytes: usize) -> Result<FileContent> {
+        let sandbox = match self.target(ws).await? {
+            Target::Fallback(f) => return f.read_file(ws, path, max_bytes).await,
+            Target::Docker(s) => s,
+        };
+        let mut data = sandbox.read_file(&inside(ws, path)?).await?;
+        let size = data.len() as u64;
+        data.truncate(max_bytes);
+        Ok(FileContent { data, size })
+    }
+
+    async fn write_file(&self, ws: &Workspace, path: &str, data: &[u8]) -> Result<()> {
+        let sandbox = match self.target(ws).await? {
+            Target::Fallback(f) => return f.write_file(ws, path, data).await,
+            Target::Docker(s) => s,
+        };
+        let full = inside(ws, path)?;
+        if let Some((parent, _)) = full.rsplit_once('/') {
+            let made = sandbox
+                .exec(
+                    &format!("mkdir -p {}", quote(parent)),
+                    std::time::Duration::from_secs(30),
+                )
+                .await?;
+            if made.exit_code != Some(0) {
+                return Err(Error::unavailable(format!(
+                    "could not create {parent}: {}",
+                    made.stderr.trim()
+                )));
+            }
+        }
+        sandbox.write_file(&full, data.to_vec()).await
+    }
+
+    async fn list_files(
+        &self,
+        ws: &Workspace,
+        path: &str,
+        recursive: bool,
+        max_entries: usize,
+    ) -> Result<Vec<FileEntry>> {
+        let sandbox = match self.target(ws).await? {
+            Target::Fallback(f) => return f.list_files(ws, path, recursive, max_entries).await,
+            Target::Docker(s) => s,
+        };
+        let root = inside(ws, path)?;
+        let prefix = format!("{}/", ws.image_id);
+        let mut out = Vec::new();
+        let mut dirs = vec![root];
+        while let Some(dir) = dirs.pop() {
+            let mut entries = sandbox.list_files(&dir).await?;
+            entries.sort_by(|a, b| a.name.cmp(&b.name));
+            for e in entries {
+                let rel = format!("{dir}/{}", e.name);
+                let rel = rel.strip_prefix(&prefix).unwrap_or(&rel).to_string();
+                let is_dir = matches!(e.kind, scheduler::files::FileKind::Dir);
+                if is_dir && recursive {
+                    dirs.push(format!("{dir}/{}", e.name));
+                }
+                out.push(FileEntry {
+                    path: rel,
+                    is_dir,
+                    size: e.size,
+                });
+                if out.len() >= max_entries {
+                    out.sort_by(|a, b| a.path.cmp(&b.path));
+                    return Ok(out);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside_the_image_directory() {
+        let ws = Workspace {
+            container_id: "c".into(),
+            image_id: "img_1".into(),
+        };
+        assert_eq!(inside(&ws, "a/./b.txt").unwrap(), "img_1/a/b.txt");
+        assert_eq!(inside(&ws, ".").unwrap(), "img_1");
+        assert!(inside(&ws, "../x").is_err());
+        assert!(inside(&ws, "a/../../x").is_err());
+        assert!(inside(&ws, "/etc/passwd").is_err());
+        assert_eq!(quote("it's"), "'it'\\''s'");
+    }
+}

@@ -1,0 +1,131 @@
+//! The scheduler on agentvm-server's port: its routes behind the server's auth (operator
+//! tokens only), its counters in `/metrics`, sandboxes created and exec'd over REST.
+
+use agentvm::scheduler::{NodeRegistration, Scheduler};
+use agentvm::server::{AuthMode, ServerConfig, ServerManager};
+use agentvm::AgentVm;
+use agentvm_e2e::docker::{require_docker, ENDPOINT, TEST_IMAGE};
+use serde_json::{json, Value};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduler_routes_are_operator_only_and_counted_in_metrics() {
+    if !require_docker().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = NodeRegistration::new("local", ENDPOINT);
+    node.max_containers = 20;
+    let vm = AgentVm::builder()
+        .data_dir(dir.path())
+        .scheduler(Scheduler::builder().node(node))
+        .open()
+        .await
+        .unwrap();
+    let scheduler = vm.scheduler().unwrap().clone();
+    let server = ServerManager::new(
+        vm.clone(),
+        ServerConfig {
+            auth: AuthMode::Required,
+            ..Default::default()
+        },
+    );
+    server.merge_routes(agentvm::scheduler::http::router(scheduler.clone()));
+    let s = scheduler.clone();
+    server.add_metrics(std::sync::Arc::new(move || {
+        agentvm::server::metrics::scheduler_text(&s.metrics())
+    }));
+    let addr = server.listen("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{addr}");
+    let (tenant, _) = agentvm::auth::create_token(vm.repository(), Some(vec!["a".into()])).unwrap();
+    let (admin, _) = agentvm::auth::create_token(vm.repository(), None).unwrap();
+    let c = reqwest::Client::new();
+
+    // No token, and a tenant's token, are refused.
+    let r = c.get(format!("{base}/v1/nodes")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .get(format!("{base}/v1/nodes"))
+        .bearer_auth(&tenant)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("needs a token for all containers"));
+    let r = c
+        .post(format!("{base}/internal/runtime/heartbeat"))
+        .json(&json!({"node_id":"x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // The operator creates a template and a sandbox, and runs a command with streamed output.
+    let nodes: Value = c
+        .get(format!("{base}/v1/nodes"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(nodes[0]["status"], "online", "{nodes}");
+    let r = c
+        .post(format!("{base}/v1/templates"))
+        .bearer_auth(&admin)
+        .json(&json!({"id":"busybox","name":"busybox","image": TEST_IMAGE,"defaultCpuCores":0.5,"defaultMemoryMb":128,"workdir":"/workspace"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let sandbox: Value = c
+        .post(format!("{base}/v1/sandboxes"))
+        .bearer_auth(&admin)
+        .json(&json!({"templateId":"busybox"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = sandbox["id"].as_str().unwrap().to_string();
+    let text = c
+        .post(format!("{base}/v1/sandboxes/{id}/exec"))
+        .bearer_auth(&admin)
+        .json(&json!({"command":["/bin/sh","-c","echo hi"]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"{"stream":"stdout","data":"hi\n"}"#),
+        "{text}"
+    );
+
+    // Counters in the server's Prometheus text.
+    let metrics = c
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("agentvm_pool_hits_total 0"), "{metrics}");
+    assert!(
+        metrics.contains("agentvm_sandbox_cold_starts_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("agentvm_executions_total 1"), "{metrics}");
+    assert!(metrics.contains("agentvm_nodes_online 1"), "{metrics}");
+
+    scheduler.terminate_sandbox(&id).await.unwrap();
+    server.close().await;
+}
