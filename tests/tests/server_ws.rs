@@ -806,3 +806,38 @@ async fn connection_hooks_see_requests_and_events_and_can_veto() {
     assert!(audit.events.load(Ordering::SeqCst) >= 7);
     assert_eq!(audit.closed.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn connection_limit_and_request_timeout() {
+    let config = ServerConfig {
+        max_connections: 2,
+        request_timeout: Duration::ZERO,
+        ..Default::default()
+    };
+    let s = TestServer::start_with(config, MockDriver::default()).await;
+    let mut a = WsClient::connect(&s.ws_url()).await;
+    let _b = WsClient::connect(&s.ws_url()).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    match WsClient::try_connect(&s.ws_url(), None).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 503);
+            let body = String::from_utf8_lossy(resp.body().as_ref().unwrap()).to_string();
+            assert!(body.contains("too many connections (limit 2)"), "{body}");
+        }
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("a third connection was accepted"),
+    }
+    // A request that cannot finish within the (zero) timeout is answered, not left hanging.
+    let r = a
+        .request(
+            "image_create_request",
+            json!({"containerId":"c","config":{}}),
+        )
+        .await;
+    let error = r["data"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("image_create_request timed out after 0 ms"),
+        "{error}"
+    );
+    assert_eq!(r["data"]["errorKind"], "unavailable");
+}

@@ -457,7 +457,7 @@ impl Connection {
             {
                 Ok(r) => r,
                 Err(_) => Err(Error::unavailable(format!(
-                    "{type_name} timed out after {} ms",
+                    "{type_name} timed out after {} ms (it may still complete)",
                     self.state.config.request_timeout.as_millis()
                 ))),
             },
