@@ -76,6 +76,38 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// Connects, creates a `slow-stream` image in `container`, sends a message and returns once
+/// three deltas of the reply have arrived (the turn is mid-stream).
+async fn mid_stream(
+    url: &str,
+    container: &str,
+) -> (agentvm::RemoteRuntime, agentvm::ImageListItem) {
+    let options = ConnectOptions {
+        reconnect: false,
+        ..Default::default()
+    };
+    let rt = connect(url, options).await.unwrap();
+    let config = ImageConfig {
+        model: Some("slow-stream".into()),
+        ..Default::default()
+    };
+    let image = rt.images().create(container, config).await.unwrap().record;
+    let mut sub = rt.sessions().events(&image.session_id).await.unwrap();
+    rt.agents()
+        .send_to_image(&image.image_id, "tell me a long story")
+        .await
+        .unwrap();
+    let mut deltas = 0;
+    while deltas < 3 {
+        if let Some(BusItem::Event(p)) = sub.recv().await {
+            if matches!(p.event.payload, EventPayload::TextDelta { .. }) {
+                deltas += 1;
+            }
+        }
+    }
+    (rt, image)
+}
+
 #[test]
 fn version() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
@@ -90,41 +122,8 @@ fn version() {
 async fn sigterm_mid_turn_finishes_the_turn_and_a_restart_continues_the_conversation() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start(dir.path(), &[]);
-    let rt = connect(
-        &server.url,
-        ConnectOptions {
-            reconnect: false,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let image = rt
-        .images()
-        .create(
-            "user-alice",
-            ImageConfig {
-                model: Some("slow-stream".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap()
-        .record;
-    let mut sub = rt.sessions().events(&image.session_id).await.unwrap();
-    rt.agents()
-        .send_to_image(&image.image_id, "tell me a long story")
-        .await
-        .unwrap();
     // Stop the server once the reply is streaming.
-    let mut deltas = 0;
-    while deltas < 3 {
-        if let Some(BusItem::Event(p)) = sub.recv().await {
-            if matches!(p.event.payload, EventPayload::TextDelta { .. }) {
-                deltas += 1;
-            }
-        }
-    }
+    let (rt, image) = mid_stream(&server.url, "user-alice").await;
     sigterm(&server.child);
     let status = wait_exit(&mut server.child, Duration::from_secs(15));
     assert!(status.success(), "exit status {status}");
@@ -168,40 +167,8 @@ async fn a_short_grace_interrupts_the_turn_and_keeps_the_partial_reply() {
     let config = dir.path().join("agentvm.toml");
     std::fs::write(&config, "shutdown_grace_ms = 50\n").unwrap();
     let mut server = start(dir.path(), &["--config", config.to_str().unwrap()]);
-    let rt = connect(
-        &server.url,
-        ConnectOptions {
-            reconnect: false,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let image = rt
-        .images()
-        .create(
-            "c",
-            ImageConfig {
-                model: Some("slow-stream".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap()
-        .record;
-    let mut sub = rt.sessions().events(&image.session_id).await.unwrap();
-    rt.agents()
-        .send_to_image(&image.image_id, "go")
-        .await
-        .unwrap();
-    let mut deltas = 0;
-    while deltas < 3 {
-        if let Some(BusItem::Event(p)) = sub.recv().await {
-            if matches!(p.event.payload, EventPayload::TextDelta { .. }) {
-                deltas += 1;
-            }
-        }
-    }
+    // Stop the server once the reply is streaming.
+    let (rt, image) = mid_stream(&server.url, "c").await;
     sigterm(&server.child);
     assert!(wait_exit(&mut server.child, Duration::from_secs(10)).success());
     drop(rt);
