@@ -188,6 +188,16 @@ export declare class AgentVm {
       sessionId: string
       [key: string]: unknown
     }>
+    /**
+     * Sends, then waits for the end of the turn: resolves with the send's response, the end
+     * reason and the stored reply (`assistant_message` or `error_message` data). The wait keeps
+     * Node running, so handlers registered with `on()` see the whole reply.
+     */
+    ask(message: { imageId?: string; sessionId?: string; agentId?: string; content: Content }): Promise<{
+      response: { imageId: string; agentId: string; sessionId: string; messageId: string }
+      reason: 'completed' | 'interrupted' | 'error'
+      message: Message | null
+    }>
     /** Stops the current turn (an offline image is a success without agentId). */
     interrupt(target: Target): Promise<{ imageId?: string; agentId?: string }>
     get(agentId: string): Promise<{ agentId?: string; containerId?: string; exists: boolean }>

@@ -213,6 +213,7 @@ class AgentVm {
         }
         return call('message_send_request', { ...target(message, 'send'), content: message.content })
       },
+      ask: (message) => this._ask(message),
       interrupt: (t) => call('agent_interrupt_request', target(t, 'interrupt')),
       get: (agentId) => call('agent_get_request', { agentId }),
       list: async (containerId) =>
@@ -226,6 +227,32 @@ class AgentVm {
     this.tokens = Object.freeze({
       create: (options = {}) => this._native.createToken(options.containerIds ?? null),
     })
+  }
+
+  async _ask(message) {
+    if (!message || typeof message !== 'object') throw invalidInput('ask needs {imageId | sessionId | agentId, content}')
+    let sessionId = message.sessionId
+    if (!sessionId && message.imageId) {
+      const image = await this.images.get(message.imageId)
+      if (!image) return this.agents.send(message) // rejects with the NotFound of the protocol
+      sessionId = image.sessionId
+    }
+    // Subscribe before sending, so even an instant reply is seen.
+    const events = this.events(sessionId ? { sessionId } : { allSessions: true })
+    try {
+      const response = await this.agents.send(message)
+      let reply = null
+      for await (const e of events) {
+        if (e.context?.sessionId !== response.sessionId) continue
+        if (e.type === 'assistant_message' || e.type === 'error_message') reply = e.data
+        if (e.type === 'conversation_end') return { response, reason: e.data.reason, message: reply }
+      }
+      const err = new Error('the event stream ended before the turn did (runtime closed?)')
+      err.code = ErrorCode.Cancelled
+      throw err
+    } finally {
+      await events.close()
+    }
   }
 
   async _call(type, data) {
