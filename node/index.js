@@ -373,47 +373,46 @@ class Scheduler {
     this._native = nativeScheduler
     const n = nativeScheduler
     this.nodes = Object.freeze({
-      register: (registration) => json(n.registerNode(JSON.stringify(registration))),
-      list: () => json(n.listNodes()),
-      get: (nodeId) => json(n.getNode(nodeId)),
-      setStatus: (nodeId, status) => json(n.setNodeStatus(nodeId, status)),
+      register: async (registration) => json(n.registerNode(JSON.stringify(registration))),
+      list: async () => json(n.listNodes()),
+      get: async (nodeId) => json(n.getNode(nodeId)),
+      setStatus: async (nodeId, status) => json(n.setNodeStatus(nodeId, status)),
       remove: async (nodeId) => {
         await json(n.removeNode(nodeId))
       },
     })
     this.templates = Object.freeze({
-      create: (id, spec) => json(n.createTemplate(id, JSON.stringify(spec))),
-      get: (id) => json(n.getTemplate(id)),
-      list: () => json(n.listTemplates()),
-      update: (id, spec) => json(n.updateTemplate(id, JSON.stringify(spec))),
+      create: async (id, spec) => json(n.createTemplate(id, JSON.stringify(spec))),
+      get: async (id) => json(n.getTemplate(id)),
+      list: async () => json(n.listTemplates()),
+      update: async (id, spec) => json(n.updateTemplate(id, JSON.stringify(spec))),
       delete: async (id) => {
         await json(n.deleteTemplate(id))
       },
     })
     this.sandboxes = Object.freeze({
-      create: (request) =>
-        json(n.createSandbox(JSON.stringify(typeof request === 'string' ? { templateId: request } : request))),
-      get: (id) => json(n.getSandbox(id)),
-      list: () => json(n.listSandboxes()),
-      terminate: (id) => json(n.terminateSandbox(id)),
+      create: async (request) => json(n.createSandbox(JSON.stringify(typeof request === 'string' ? { templateId: request } : request))),
+      get: async (id) => json(n.getSandbox(id)),
+      list: async () => json(n.listSandboxes()),
+      terminate: async (id) => json(n.terminateSandbox(id)),
       delete: async (id) => {
         await json(n.deleteSandbox(id))
       },
     })
     this.executions = Object.freeze({
-      get: (id) => json(n.getExecution(id)),
-      list: (sandboxId) => json(n.listExecutions(sandboxId)),
+      get: async (id) => json(n.getExecution(id)),
+      list: async (sandboxId) => json(n.listExecutions(sandboxId)),
     })
     this.files = Object.freeze({
-      write: (sandboxId, path, data) =>
+      write: async (sandboxId, path, data) =>
         n.writeFile(sandboxId, path, Buffer.isBuffer(data) ? data : Buffer.from(data)),
-      read: (sandboxId, path) => n.readFile(sandboxId, path),
-      list: (sandboxId, path = '.') => json(n.listFiles(sandboxId, path)),
+      read: async (sandboxId, path) => n.readFile(sandboxId, path),
+      list: async (sandboxId, path = '.') => json(n.listFiles(sandboxId, path)),
     })
   }
 
   /** Runs a command (a shell string, an argv array or an ExecRequest) and resolves with the execution. */
-  exec(sandboxId, request) {
+  async exec(sandboxId, request) {
     return json(this._native.execCollect(sandboxId, JSON.stringify(execRequest(request))))
   }
 
@@ -422,15 +421,15 @@ class Scheduler {
     return new EventStream(() => this._native.exec(sandboxId, JSON.stringify(execRequest(request))))
   }
 
-  metrics() {
+  async metrics() {
     return json(this._native.metrics())
   }
 
-  sweep() {
+  async sweep() {
     return json(this._native.sweep())
   }
 
-  reconcile() {
+  async reconcile() {
     return json(this._native.reconcile())
   }
 
