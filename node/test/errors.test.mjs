@@ -1,0 +1,107 @@
+// Errors are Error objects with code = the core's error kind, and the cause in the message.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { agentvm, mockVm, tempDir, rejectsWithCode } from './helpers.mjs'
+
+const { ErrorCode } = agentvm
+
+test('ErrorCode lists every kind', () => {
+  assert.deepEqual(Object.keys(ErrorCode), [
+    'NotFound',
+    'AlreadyExists',
+    'InvalidInput',
+    'Conflict',
+    'Unavailable',
+    'Storage',
+    'Protocol',
+    'Cancelled',
+    'Unauthorized',
+    'Internal',
+  ])
+})
+
+test('NotFound', async (t) => {
+  const vm = await mockVm(t)
+  await rejectsWithCode(assert, vm.images.update('img_nope', { name: 'x' }), 'NotFound', /img_nope/)
+  await rejectsWithCode(assert, vm.sessions.resume('sess_nope'), 'NotFound')
+  await rejectsWithCode(assert, vm.images.build('c', 'no-such-definition'), 'NotFound', /Definition/)
+  await rejectsWithCode(assert, vm.agents.send({ imageId: 'img_nope', content: 'x' }), 'NotFound', /Image not found/)
+})
+
+test('InvalidInput', async (t) => {
+  const vm = await mockVm(t)
+  await rejectsWithCode(assert, vm.request({ type: 'image_get', data: {} }), 'InvalidInput', /missing field `imageId`/)
+  await rejectsWithCode(assert, vm.request({ type: 'nope', data: {} }), 'InvalidInput', /Unknown request type/)
+  await rejectsWithCode(assert, vm.agents.send({ content: 'x' }), 'InvalidInput', /Either imageId or agentId/)
+  await rejectsWithCode(assert, vm.containers.create(''), 'InvalidInput')
+  await rejectsWithCode(assert, agentvm.open({ llm: 'mock:nope' }), 'InvalidInput', /unknown mock scenario/)
+  await rejectsWithCode(assert, vm.serve({ auth: 'sometimes' }), 'InvalidInput')
+  assert.throws(() => vm.on(5, () => {}), { code: 'InvalidInput' })
+})
+
+test('Conflict: the first session of an image cannot be deleted alone', async (t) => {
+  const vm = await mockVm(t)
+  const image = await vm.images.create('c')
+  await rejectsWithCode(assert, vm.sessions.delete(image.sessionId), 'Conflict', /delete the image instead/)
+})
+
+test('AlreadyExists: a template id is taken', async (t) => {
+  const vm = await mockVm(t)
+  const scheduler = await vm.scheduler({ background: false })
+  t.after(() => scheduler.close())
+  const spec = { name: 'busybox', image: 'agentvm-test/busybox:latest' }
+  await scheduler.templates.create('busybox', spec)
+  await rejectsWithCode(assert, scheduler.templates.create('busybox', spec), 'AlreadyExists', /busybox/)
+})
+
+test('Unavailable: a closed runtime, a server that is not there', async (t) => {
+  const vm = await agentvm.open({ llm: 'mock' })
+  await vm.close()
+  await rejectsWithCode(assert, vm.images.list(), 'Unavailable', /closed/)
+  await rejectsWithCode(assert, agentvm.connect('ws://127.0.0.1:9/ws', { reconnect: false, connectTimeoutMs: 2000 }), 'Unavailable')
+})
+
+test('Unauthorized: a server that requires a token', async (t) => {
+  const vm = await mockVm(t)
+  const server = await vm.serve({ auth: 'required' })
+  t.after(() => server.close())
+  // Refused at connect, or at the first request (the server may wait for an auth frame).
+  for (const options of [{}, { token: 'avm_wrong' }]) {
+    const attempt = agentvm
+      .connect(server.url, { ...options, reconnect: false, requestTimeoutMs: 3000 })
+      .then(async (remote) => {
+        try {
+          await remote.containers.list()
+        } finally {
+          await remote.close()
+        }
+      })
+    await rejectsWithCode(assert, attempt, 'Unauthorized')
+  }
+  const token = await vm.tokens.create({ containerIds: ['tenant-a'] })
+  const remote = await agentvm.connect(server.url, { token })
+  t.after(() => remote.close())
+  await remote.containers.create('tenant-a')
+  await rejectsWithCode(assert, remote.containers.create('tenant-b'), 'Unauthorized', /scope/)
+})
+
+test('Storage: the cause chain is in the message', async (t) => {
+  const dataDir = tempDir(t)
+  // The repository file is a directory: redb cannot open it.
+  mkdirSync(join(dataDir, 'agentvm.redb'))
+  await rejectsWithCode(assert, agentvm.open({ dataDir }), 'Storage', /storage error/)
+})
+
+test('Protocol: a server that does not speak the Channel', async (t) => {
+  const { createServer } = await import('node:http')
+  const http = createServer((req, res) => res.end('not a websocket'))
+  await new Promise((resolve) => http.listen(0, '127.0.0.1', resolve))
+  t.after(() => http.close())
+  const url = `ws://127.0.0.1:${http.address().port}/ws`
+  await assert.rejects(agentvm.connect(url, { reconnect: false, connectTimeoutMs: 2000 }), (err) => {
+    assert.ok(['Protocol', 'Unavailable'].includes(err.code), `${err.code}: ${err.message}`)
+    return true
+  })
+})

@@ -1,0 +1,43 @@
+// The remote runtime against the in-process server: the same API over the WebSocket Channel.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { agentvm, mockVm, collectUntil } from './helpers.mjs'
+
+test('serve + connect: a round trip of every group and a streamed reply', async (t) => {
+  const vm = await mockVm(t)
+  const server = await vm.serve({ host: '127.0.0.1', port: 0 })
+  t.after(() => server.close())
+  assert.ok(server.port > 0)
+  assert.equal(server.url, `ws://127.0.0.1:${server.port}/ws`)
+  const health = await (await fetch(`http://127.0.0.1:${server.port}/health`)).json()
+  assert.equal(health.status, 'ok')
+
+  const remote = await agentvm.connect(server.url)
+  t.after(() => remote.close())
+  assert.equal(remote.kind, 'remote')
+  const image = await remote.images.create('user-alice', { name: 'Remote', model: 'mock:multi-delta' })
+  assert.equal((await vm.images.get(image.imageId)).name, 'Remote', 'the local runtime sees it')
+  assert.deepEqual(await remote.containers.list(), ['user-alice'])
+  await remote.definitions.register({ name: 'd1', systemPrompt: 'x' })
+  assert.equal((await vm.definitions.get('d1')).systemPrompt, 'x')
+  const second = await remote.sessions.create(image.imageId, { title: 't' })
+  assert.equal((await remote.sessions.list(image.imageId)).length, 2)
+  assert.equal((await remote.sessions.get(second.sessionId)).title, 't')
+
+  const events = remote.events({ sessionId: image.sessionId })
+  await remote.agents.send({ imageId: image.imageId, content: 'over the wire' })
+  const got = await collectUntil(events, (e) => e.type === 'conversation_end')
+  assert.equal(got.filter((e) => e.type === 'text_delta').length, 5)
+  assert.equal(typeof got[0].cursor, 'number')
+  const asked = await remote.agents.ask({ imageId: image.imageId, content: 'again' })
+  assert.equal(asked.reason, 'completed')
+  assert.deepEqual((await remote.images.messages(image.imageId)).map((m) => m.role), [
+    'user',
+    'assistant',
+    'user',
+    'assistant',
+  ])
+  assert.equal((await remote.request({ type: 'image_get', data: { imageId: image.imageId } })).record.name, 'Remote')
+  await assert.rejects(remote.serve(), { code: 'InvalidInput' })
+  await assert.rejects(remote.tokens.create(), { code: 'InvalidInput' })
+})
