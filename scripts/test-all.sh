@@ -40,6 +40,9 @@ fi
 step "cargo test"
 cargo test --workspace --locked
 
+step "node package (scripts/test-node.sh)"
+bash scripts/test-node.sh
+
 step "benches compile"
 cargo bench -p agentvm-benches --no-run --locked
 
