@@ -1,0 +1,1 @@
+from agentvm._native import *  # placeholder
