@@ -286,9 +286,16 @@ fn open_future(
     driver: Option<Arc<dyn LlmDriver>>,
     local_tools: bool,
     definitions: Vec<Definition>,
+    max_tokens: Option<u32>,
 ) -> PyFuture<Runtime> {
     Box::pin(async move {
         let mut builder = AgentVm::builder();
+        if let Some(max_tokens) = max_tokens {
+            builder = builder.agent_config(agentvm::AgentConfig {
+                max_tokens,
+                ..Default::default()
+            });
+        }
         if let Some(dir) = data_dir {
             builder = builder.data_dir(dir);
         }
@@ -318,38 +325,42 @@ fn definitions(defs: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Definition>> {
 
 /// Opens a local runtime. `data_dir=None` keeps everything in memory.
 #[pyfunction]
-#[pyo3(signature = (data_dir=None, llm=None, local_tools=false, definitions=None))]
+#[pyo3(signature = (data_dir=None, llm=None, local_tools=false, definitions=None, max_tokens=None))]
 pub fn open<'py>(
     py: Python<'py>,
     data_dir: Option<PathBuf>,
     llm: Option<&Bound<'py, PyAny>>,
     local_tools: bool,
     definitions: Option<&Bound<'py, PyAny>>,
+    max_tokens: Option<u32>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let fut = open_future(
         data_dir,
         driver(llm)?,
         local_tools,
         self::definitions(definitions)?,
+        max_tokens,
     );
     awaitable(py, fut)
 }
 
 /// `open`, blocking.
 #[pyfunction]
-#[pyo3(signature = (data_dir=None, llm=None, local_tools=false, definitions=None))]
+#[pyo3(signature = (data_dir=None, llm=None, local_tools=false, definitions=None, max_tokens=None))]
 pub fn open_blocking(
     py: Python<'_>,
     data_dir: Option<PathBuf>,
     llm: Option<&Bound<'_, PyAny>>,
     local_tools: bool,
     definitions: Option<&Bound<'_, PyAny>>,
+    max_tokens: Option<u32>,
 ) -> PyResult<Runtime> {
     let fut = open_future(
         data_dir,
         driver(llm)?,
         local_tools,
         self::definitions(definitions)?,
+        max_tokens,
     );
     wait(py, fut)
 }
