@@ -13,9 +13,9 @@ Command = tuple[dict[str, Any], Optional[str]]
 Content = Union[str, list[dict[str, Any]]]
 
 
-def _cmd(name: str, pick: Optional[str], **data: Any) -> Command:
+def _cmd(_name: str, pick: Optional[str], **data: Any) -> Command:
     return (
-        {"type": f"{name}_request", "data": {k: v for k, v in data.items() if v is not None}},
+        {"type": f"{_name}_request", "data": {k: v for k, v in data.items() if v is not None}},
         pick,
     )
 

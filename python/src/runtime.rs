@@ -206,7 +206,9 @@ pub fn wait<T: Send + 'static>(py: Python<'_>, fut: PyFuture<T>) -> PyResult<T> 
         return result;
     }
     loop {
-        let step = py.detach(|| rt.block_on(tokio::time::timeout(SIGNAL_CHECK, &mut fut)));
+        // The timer is made inside block_on: it needs the runtime's context.
+        let step =
+            py.detach(|| rt.block_on(async { tokio::time::timeout(SIGNAL_CHECK, &mut fut).await }));
         match step {
             Ok(result) => return result,
             Err(_elapsed) => py.check_signals()?,
