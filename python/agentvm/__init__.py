@@ -28,6 +28,7 @@ Errors raise :class:`AgentVmError` subclasses, one per kind: :class:`NotFoundErr
 
 from __future__ import annotations
 
+import atexit as _atexit
 import os as _os
 
 from . import _native, sync
@@ -60,6 +61,9 @@ connect_sync = sync.connect
 # tokio's threads do not survive fork(): a child builds its own runtime on first use.
 if hasattr(_os, "register_at_fork"):
     _os.register_at_fork(after_in_child=_native._after_fork)
+
+# Stop tokio's threads before the interpreter finalizes: none may call into Python after.
+_atexit.register(_native._shutdown)
 
 _native.init_logging()
 

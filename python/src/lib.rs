@@ -47,6 +47,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scheduler::open_scheduler, m)?)?;
     m.add_function(wrap_pyfunction!(scheduler::open_scheduler_blocking, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_after_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(runtime::_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(init_logging, m)?)?;
     Ok(())
 }

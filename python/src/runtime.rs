@@ -95,6 +95,30 @@ pub fn _after_fork() {
     }
 }
 
+/// Called at interpreter exit (`atexit`): stops the runtime's threads while Python still
+/// runs normally. Left running, a worker could call into Python (completing an asyncio
+/// future) during finalization, when taking the GIL ends the thread and crashes the process.
+/// Running tasks (agents' turns) are dropped; blocking work gets a moment to finish.
+#[pyfunction]
+pub fn _shutdown(py: Python<'_>) {
+    let taken = SLOT.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let Some(slot) = taken else {
+        return;
+    };
+    if slot.pid != std::process::id() {
+        std::mem::forget(slot.runtime);
+        return;
+    }
+    match Arc::try_unwrap(slot.runtime) {
+        Ok(rt) => py.detach(|| rt.shutdown_timeout(SHUTDOWN_GRACE)),
+        // Still in use by a call in progress on another thread: leave it alone.
+        Err(shared) => std::mem::forget(shared),
+    }
+}
+
+/// How long blocking work may take to finish at interpreter exit.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
 /// The [`GenericRuntime`] pyo3-async-runtimes drives: our runtime instead of its global one,
 /// which can never be replaced after a fork.
 pub struct AgentVmRuntime;
