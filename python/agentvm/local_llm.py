@@ -53,7 +53,7 @@ def start(*, seed: int = 42, threads: int = 2, n_ctx: int = 2048, ignore_eos: bo
     """Starts llama.cpp with SmolLM2 on a free loopback port; returns once it listens."""
     path = model_path()
     try:
-        import xllamacpp
+        import xllamacpp  # type: ignore[import-untyped, unused-ignore]
     except ImportError as e:
         raise ImportError(f"xllamacpp is not installed: {_HOW}") from e
     params = xllamacpp.CommonParams()

@@ -190,7 +190,7 @@ class Scheduler:
 
     async def read_file(self, sandbox_id: str, path: str) -> bytes:
         """Reads a file."""
-        return await self.native.read_file(sandbox_id, path)  # type: ignore[no-any-return]
+        return await self.native.read_file(sandbox_id, path)
 
     async def list_files(self, sandbox_id: str, path: str = ".") -> list[Record]:
         """Lists a directory."""

@@ -7,6 +7,8 @@ part of the response as plain Python data (dicts with the protocol's camelCase k
 
 from __future__ import annotations
 
+import builtins
+
 import time
 from typing import Any, Optional, Union
 
@@ -39,7 +41,7 @@ class Containers(_Group):
         """Whether the container exists."""
         return bool(self._call(c.container_exists(container_id)))
 
-    def list(self) -> list[str]:
+    def list(self) -> builtins.list[str]:
         """The ids of the containers this runtime may see."""
         return self._call(c.container_list())  # type: ignore[no-any-return]
 
@@ -59,7 +61,7 @@ class Images(_Group):
         description: Optional[str] = None,
         system_prompt: Optional[str] = None,
         model: Optional[str] = None,
-        tools: Optional[list[str]] = None,
+        tools: Optional[builtins.list[str]] = None,
         mcp_servers: Optional[dict[str, Any]] = None,
         definition: Optional[Union[str, dict[str, Any]]] = None,
     ) -> Record:
@@ -79,7 +81,7 @@ class Images(_Group):
             {"type": "image_get_request", "data": {"imageId": image_id}}, "record"
         )
 
-    def list(self, container_id: Optional[str] = None) -> list[Record]:
+    def list(self, container_id: Optional[str] = None) -> builtins.list[Record]:
         """Images of one container, or of every visible one."""
         return self._call(c.image_list(container_id))  # type: ignore[no-any-return]
 
@@ -101,7 +103,7 @@ class Images(_Group):
         """Stops the image's agent (the image stays)."""
         self._call(c.image_stop(image_id))
 
-    def messages(self, image_id: str) -> list[Record]:
+    def messages(self, image_id: str) -> builtins.list[Record]:
         """The stored history of the image's first session, oldest first."""
         return self._call(c.image_messages(image_id))  # type: ignore[no-any-return]
 
@@ -113,7 +115,7 @@ class Sessions(_Group):
         """Another conversation on an image."""
         return self._call(c.session_create(image_id, title))  # type: ignore[no-any-return]
 
-    def list(self, image_id: str) -> list[Record]:
+    def list(self, image_id: str) -> builtins.list[Record]:
         """The sessions of an image."""
         return self._call(c.session_list(image_id))  # type: ignore[no-any-return]
 
@@ -133,7 +135,7 @@ class Sessions(_Group):
         """Starts (or reuses) the session's agent."""
         return self._call(c.session_resume(session_id))  # type: ignore[no-any-return]
 
-    def messages(self, session_id: str) -> list[Record]:
+    def messages(self, session_id: str) -> builtins.list[Record]:
         """The session's history, oldest first."""
         return self._call(c.session_messages(session_id))  # type: ignore[no-any-return]
 
@@ -148,14 +150,14 @@ class Definitions(_Group):
         description: Optional[str] = None,
         system_prompt: Optional[str] = None,
         model: Optional[str] = None,
-        tools: Optional[list[str]] = None,
+        tools: Optional[builtins.list[str]] = None,
         mcp_servers: Optional[dict[str, Any]] = None,
     ) -> bool:
         """Registers (or replaces) a definition; True when it replaced one."""
         d = c.definition(name, description, system_prompt, model, tools, mcp_servers)
         return bool(self._call(c.definition_register(d)))
 
-    def list(self) -> list[Record]:
+    def list(self) -> builtins.list[Record]:
         """Registered definitions."""
         return self._call(c.definition_list())  # type: ignore[no-any-return]
 
@@ -195,7 +197,7 @@ class Agents(_Group):
         """``{agentId?, containerId?, exists}``."""
         return self._call(c.agent_get(agent_id))  # type: ignore[no-any-return]
 
-    def list(self, container_id: Optional[str] = None) -> list[Record]:
+    def list(self, container_id: Optional[str] = None) -> builtins.list[Record]:
         """Running agents, of one container or all."""
         return self._call(c.agent_list(container_id))  # type: ignore[no-any-return]
 
@@ -273,7 +275,7 @@ class Agent:
         """Stops the agent (the image and its history stay)."""
         Images(self._rt).stop(self.image_id)
 
-    def messages(self) -> list[Record]:
+    def messages(self) -> builtins.list[Record]:
         """The stored history."""
         return Images(self._rt).messages(self.image_id)
 
@@ -332,7 +334,7 @@ class AgentVm:
         """Serves this runtime (WebSocket ``/ws``, REST ``/v1``, ``/health``) in-process.
         ``scheduler`` (an :class:`agentvm.Scheduler`) adds its routes on the same port."""
         native_sched = scheduler.native if scheduler is not None else None
-        return self.native.serve_blocking(host, port, auth, native_sched)  # type: ignore[no-any-return]
+        return self.native.serve_blocking(host, port, auth, native_sched)
 
     def create_token(self, containers: Optional[list[str]] = None) -> str:
         """Creates an access token for ``containers`` (None: all); shown once."""
