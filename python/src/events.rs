@@ -5,13 +5,12 @@
 //! behind is resumed from its last cursor transparently: nothing is lost or repeated.
 
 use crate::error::{to_py, IntoPyResult};
-use crate::json::Json;
 use crate::runtime::{self, awaitable, wait, PyFuture};
 use agentvm::{BusItem, Error, Published};
 use futures::future::BoxFuture;
 use pyo3::exceptions::{PyStopAsyncIteration, PyStopIteration};
 use pyo3::prelude::*;
-use serde_json::Value;
+use pyo3::types::PyDict;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -43,17 +42,24 @@ pub struct Subscription {
     shared: Arc<Shared>,
 }
 
-/// The event as the dict Python sees.
-fn event_json(p: &Published) -> PyResult<Json> {
-    let mut value = serde_json::to_value(&p.event)
-        .map_err(|e| to_py(Error::Internal(format!("serializing an event: {e}"))))?;
-    if let (Some(c), Value::Object(map)) = (p.cursor, &mut value) {
-        map.insert("cursor".into(), Value::from(c));
+/// An event on its way to Python: the protocol's JSON as a dict, plus `cursor`.
+pub struct EventOut(Arc<Published>);
+
+impl<'py> IntoPyObject<'py> for EventOut {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let event = crate::json::serialize(py, &self.0.event)?;
+        if let (Some(c), Ok(d)) = (self.0.cursor, event.cast::<PyDict>()) {
+            d.set_item(pyo3::intern!(py, "cursor"), c)?;
+        }
+        Ok(event)
     }
-    Ok(Json(value))
 }
 
-async fn next(shared: Arc<Shared>) -> PyResult<Option<Json>> {
+async fn next(shared: Arc<Shared>) -> PyResult<Option<EventOut>> {
     let mut state = shared.state.lock().await;
     loop {
         if shared.closed.load(Ordering::Acquire) {
@@ -77,7 +83,7 @@ async fn next(shared: Arc<Shared>) -> PyResult<Option<Json>> {
                     _ = shared.close.notified() => continue,
                 };
                 match item {
-                    Some(BusItem::Event(p)) => return event_json(&p).map(Some),
+                    Some(BusItem::Event(p)) => return Ok(Some(EventOut(p))),
                     Some(BusItem::Overflowed { .. }) => {
                         let resumed = sub.resume().py()?;
                         *sub = resumed;
@@ -114,7 +120,7 @@ impl Subscription {
         })
     }
 
-    fn next_future(&self, end: fn() -> PyErr) -> PyFuture<Json> {
+    fn next_future(&self, end: fn() -> PyErr) -> PyFuture<EventOut> {
         let shared = self.shared.clone();
         Box::pin(async move { next(shared).await?.ok_or_else(end) })
     }
@@ -142,14 +148,14 @@ impl Subscription {
         slf
     }
 
-    fn __next__(&self, py: Python<'_>) -> PyResult<Json> {
+    fn __next__(&self, py: Python<'_>) -> PyResult<EventOut> {
         wait(py, self.next_future(stop))
     }
 
     /// The next event, or `None` once closed; waits at most `timeout` seconds (then `None`
     /// too). Blocking.
     #[pyo3(signature = (timeout=None))]
-    fn next_blocking(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Json>> {
+    fn next_blocking(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<EventOut>> {
         let shared = self.shared.clone();
         let limit = timeout.map(std::time::Duration::from_secs_f64);
         wait(

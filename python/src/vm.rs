@@ -3,7 +3,7 @@
 
 use crate::error::{to_py, IntoPyResult};
 use crate::events::Subscription;
-use crate::json::{from_py, from_py_as, to_json, Json};
+use crate::json::{from_py, from_py_as};
 use crate::runtime::{awaitable, wait, PyFuture};
 use crate::scheduler::Scheduler;
 use crate::server::{self, Server};
@@ -13,7 +13,6 @@ use agentvm::{
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,29 +54,48 @@ impl Runtime {
     }
 }
 
-/// Which part of a response a caller wants.
-fn pick(response: agentvm::Response, part: Option<&str>) -> PyResult<Json> {
-    let Json(value) = to_json(&response)?;
-    let Some(part) = part else {
-        return Ok(Json(value));
-    };
-    let data = match value {
-        Value::Object(mut map) => map.remove("data").unwrap_or(Value::Null),
-        other => other,
-    };
-    if part == "*" {
-        return Ok(Json(data));
-    }
-    Ok(Json(match data {
-        Value::Object(mut map) => map.remove(part).unwrap_or(Value::Null),
-        _ => Value::Null,
-    }))
+/// A response on its way to Python: all of it, or (with `pick`) its `data` (`"*"`) or one
+/// key of `data`. Converted straight into Python objects when it reaches the GIL.
+pub struct Reply {
+    /// The response.
+    response: agentvm::Response,
+    /// Which part the caller wants.
+    pick: Option<String>,
 }
 
-fn request_future(target: Target, command: Command, part: Option<String>) -> PyFuture<Json> {
+impl<'py> IntoPyObject<'py> for Reply {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let whole = crate::json::serialize(py, &self.response)?;
+        let Some(part) = self.pick else {
+            return Ok(whole);
+        };
+        let data = match whole.cast::<PyDict>() {
+            Ok(d) => d.get_item("data")?,
+            Err(_) => None,
+        };
+        let Some(data) = data else {
+            return Ok(py.None().into_bound(py));
+        };
+        if part == "*" {
+            return Ok(data);
+        }
+        Ok(match data.cast::<PyDict>() {
+            Ok(d) => d
+                .get_item(part)?
+                .unwrap_or_else(|| py.None().into_bound(py)),
+            Err(_) => py.None().into_bound(py),
+        })
+    }
+}
+
+fn request_future(target: Target, command: Command, pick: Option<String>) -> PyFuture<Reply> {
     Box::pin(async move {
         let response = target.runtime().request(command).await.py()?;
-        pick(response, part.as_deref())
+        Ok(Reply { response, pick })
     })
 }
 
@@ -103,7 +121,7 @@ impl Runtime {
         py: Python<'_>,
         command: &Bound<'_, PyAny>,
         pick: Option<String>,
-    ) -> PyResult<Json> {
+    ) -> PyResult<Reply> {
         let command: Command = from_py_as(command)?;
         wait(py, request_future(self.target.clone(), command, pick))
     }
