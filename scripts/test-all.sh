@@ -43,6 +43,9 @@ cargo test --workspace --locked
 step "node package (scripts/test-node.sh)"
 bash scripts/test-node.sh
 
+step "python package (scripts/test-python.sh)"
+bash scripts/test-python.sh
+
 step "benches compile"
 cargo bench -p agentvm-benches --no-run --locked
 

@@ -477,7 +477,7 @@ async fn run_connection(
                     if let Some(f) = &frame {
                         if u16::from(f.code) == 1008 {
                             *lock(&shared.refused) = Some(format!(
-                                "{} refused the connection: {} (connect with a token: ConnectOptions::with_token)",
+                                "{} refused the connection: {} (connect with a token)",
                                 shared.url, f.reason
                             ));
                         }

@@ -192,7 +192,7 @@ struct TopicState {
 
 /// How many times `ring_capacity` a ring may grow while its oldest events wait to be
 /// persisted, before it drops them anyway (and says so) to keep memory bounded.
-const RING_HARD_FACTOR: usize = 16;
+const RING_HARD_FACTOR: usize = 64;
 
 impl TopicState {
     /// Drops the oldest events beyond `cap`, but only those already in the persisted log

@@ -1,0 +1,69 @@
+"""The server in-process and the remote runtime: the same API over the WebSocket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import agentvm
+from conftest import collect_turn, collect_turn_sync, types
+
+
+async def test_serve_and_connect_have_the_same_api(vm: agentvm.AgentVm) -> None:
+    server = await vm.serve("127.0.0.1", 0)
+    assert server.port > 0 and server.url == f"http://127.0.0.1:{server.port}"
+    with urllib.request.urlopen(f"{server.url}/health", timeout=5) as r:
+        assert json.loads(r.read())["status"] == "ok"
+    remote = await agentvm.connect(server.ws_url)
+    assert not remote.is_local
+    img = await remote.images.create("c1", name="remote", model="mock:multi-delta")
+    assert (await vm.images.get(img["imageId"]) or {})["name"] == "remote"  # same runtime
+    events = remote.events(img["sessionId"])
+    await remote.agents.send("hi", image_id=img["imageId"])
+    turn = await collect_turn(events)
+    assert types(turn).count("text_delta") == 5
+    assert [m["role"] for m in await remote.images.messages(img["imageId"])] == ["user", "assistant"]
+    assert await remote.agents.ask("again", image_id=img["imageId"], timeout=10) == "Hello from multi-delta mock!"
+    assert await remote.containers.list() == ["c1"]
+    await remote.close()
+    await server.close()
+
+
+def test_sync_serve_and_connect() -> None:
+    vm = agentvm.open_sync(llm="mock")
+    server = vm.serve()
+    remote = agentvm.connect_sync(server.ws_url)
+    img = remote.images.create("c1")
+    events = remote.events(img["sessionId"])
+    remote.agents.send("hi", image_id=img["imageId"])
+    assert types(collect_turn_sync(events))[-1] == "conversation_end"
+    remote.close()
+    server.close_blocking()
+    vm.close()
+
+
+def test_python_m_agentvm_serve(tmp_path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentvm", "serve", "--port", "0", "--data-dir", str(tmp_path / "d"), "--mock"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        info = json.loads(line)
+        remote = agentvm.connect_sync(info["ws"])
+        img = remote.images.create("c1")
+        assert remote.agents.ask("hi", image_id=img["imageId"], timeout=10) == "Hello from mock!"
+        remote.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert os.path.exists(tmp_path / "d" / "agentvm.redb")
