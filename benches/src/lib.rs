@@ -4,6 +4,9 @@
 //! multi-thread tokio runtime sized to the machine, an [`AgentVm`] with the [`MockDriver`]
 //! (in memory or on a temporary data dir), and the records and events an agent produces.
 
+pub mod sse_server;
+pub mod wire;
+
 use agentvm::{
     new_id, now_ms, AgentVm, Event, EventContext, EventPayload, ImageRecord, Message, MockDriver,
     SessionRecord,

@@ -245,6 +245,14 @@ impl ServerManager {
         let app = http::router(state.clone(), extra);
         let mut shutdown = self.shutdown_tx.subscribe();
         let task = tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            // Small frames (a text_delta is ~300 bytes) must not wait for Nagle's algorithm:
+            // without this a stream stalls ~40 ms at a time.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY");
+                }
+            });
             let served = axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),

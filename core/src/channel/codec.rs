@@ -327,11 +327,23 @@ pub fn system_error(error: &Error, request_id: Option<&str>) -> Event {
 
 /// Wraps a payload (already JSON) for reliable delivery.
 pub fn wrap(msg_id: &str, payload_json: &str, cursor: Option<u64>) -> String {
-    let mut out = String::with_capacity(payload_json.len() + msg_id.len() + 64);
-    out.push_str("{\"__msgId\":");
-    out.push_str(&Value::String(msg_id.into()).to_string());
-    out.push_str(",\"__payload\":");
-    out.push_str(&Value::String(payload_json.into()).to_string());
+    wrap_escaped(msg_id, &escape(payload_json), cursor)
+}
+
+/// `s` as a JSON string literal, quotes included.
+pub fn escape(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| String::from("\"\""))
+}
+
+/// [`wrap`] with the payload already escaped by [`escape`]: fan-out escapes an event once and
+/// frames it for every connection with a copy.
+pub fn wrap_escaped(msg_id: &str, escaped_payload: &str, cursor: Option<u64>) -> String {
+    let mut out = String::with_capacity(escaped_payload.len() + msg_id.len() + 64);
+    // Connection message ids are `conn_<n>_<n>`: nothing in them needs escaping.
+    out.push_str("{\"__msgId\":\"");
+    out.push_str(msg_id);
+    out.push_str("\",\"__payload\":");
+    out.push_str(escaped_payload);
     if let Some(c) = cursor {
         out.push_str(",\"__cursor\":\"");
         out.push_str(&c.to_string());

@@ -279,7 +279,7 @@ impl Connection {
                 .map(|h| h.on_event(&self.info, &p.event))
                 .unwrap_or(true)
             {
-                let frame = codec::wrap(&self.msg_id(), p.json(), p.cursor);
+                let frame = codec::wrap_escaped(&self.msg_id(), p.escaped_json(), p.cursor);
                 socket.feed(Message::Text(frame.into())).await?;
                 self.state.metrics.event_sent();
                 batch += 1;

@@ -120,6 +120,9 @@ pub struct Published {
     /// The event.
     pub event: Event,
     json: OnceLock<String>,
+    /// `json` as a JSON string literal, for the Channel's `__payload` (escaped once, not once
+    /// per connection).
+    escaped: OnceLock<String>,
     /// Set once the event is in the persisted replay log; until then the ring keeps it.
     persisted: AtomicBool,
 }
@@ -131,8 +134,16 @@ impl Published {
             cursor,
             event,
             json: OnceLock::new(),
+            escaped: OnceLock::new(),
             persisted: AtomicBool::new(false),
         }
+    }
+
+    /// The event's JSON as a JSON string literal (quotes included), computed once.
+    pub fn escaped_json(&self) -> &str {
+        self.escaped.get_or_init(|| {
+            serde_json::to_string(self.json()).unwrap_or_else(|_| String::from("\"{}\""))
+        })
     }
 
     /// The event as JSON, serialized once and shared by every subscriber.
