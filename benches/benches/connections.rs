@@ -22,12 +22,12 @@
 //! when it is too low for the sockets (a client and a server socket per connection in one
 //! process).
 
-use agentvm::server::ServerConfig;
 use agentvm::{BusItem, EventPayload, RuntimeExt};
 use agentvm_benches::wire::{
     connect, count_until_end, long_stream_image, send_text, subscribe, BenchServer, Received, Ws,
 };
 use agentvm_benches::{rss_kib, tokio_runtime};
+use agentvm_server::ServerConfig;
 use futures::StreamExt;
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};

@@ -33,13 +33,13 @@
 //! The raw clients find a frame's type with a substring search instead of parsing JSON, so the
 //! client side costs little; everything shares the machine's cores with the server.
 
-use agentvm::server::ServerConfig;
 use agentvm::{Command, ConnectOptions, ImageGetRequest, Response, Runtime, RuntimeExt};
 use agentvm_benches::wire::{
     connect, count_until_end, long_stream_image, quantile, read_response, request_frame, send_text,
     subscribe, BenchServer, Received, Ws,
 };
 use agentvm_benches::{tokio_runtime, CONTAINER_ID};
+use agentvm_server::ServerConfig;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::json;
 use std::time::{Duration, Instant};

@@ -7,8 +7,8 @@
 //! with a substring search instead of two JSON parses.
 
 use crate::mock_vm;
-use agentvm::server::{ServerConfig, ServerManager};
 use agentvm::{AgentVm, ImageConfig, RuntimeExt};
+use agentvm_server::{ServerConfig, ServerManager};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::net::SocketAddr;

@@ -51,8 +51,8 @@ pub(crate) async fn open(vm: &AgentVm, o: SchedulerOptions) -> CoreResult<Native
         ..d
     };
     let scheduler = Scheduler::builder()
-        .repository(vm.repository().clone())
-        .bus(vm.bus().clone())
+        .store(std::sync::Arc::new(vm.repository().scheduler_store()?))
+        .events(std::sync::Arc::new(vm.bus().clone()))
         .config(config)
         .open()
         .await?;

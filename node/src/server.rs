@@ -6,8 +6,8 @@
 use crate::error::invalid;
 use crate::settle::{spawn, CoreResult};
 use agentvm::scheduler::Scheduler;
-use agentvm::server::{AuthMode, ServerConfig, ServerManager};
 use agentvm::AgentVm;
+use agentvm_server::{AuthMode, ServerConfig, ServerManager};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use std::net::SocketAddr;
@@ -78,7 +78,7 @@ pub(crate) async fn start(
     }
     let manager = ServerManager::new(vm, config);
     if let Some(s) = scheduler {
-        manager.merge_routes(agentvm::scheduler::http::router(s));
+        manager.merge_routes(agentvm_server::scheduler_routes::router(s));
     }
     let host = o.host.unwrap_or_else(|| "127.0.0.1".into());
     let addr = manager.listen((host.as_str(), port)).await?;

@@ -204,8 +204,8 @@ fn open_future(
         let mut builder = agentvm::Scheduler::builder().config(config);
         if let Some(vm) = runtime {
             builder = builder
-                .repository(vm.repository().clone())
-                .bus(vm.bus().clone());
+                .store(std::sync::Arc::new(vm.repository().scheduler_store().py()?))
+                .events(std::sync::Arc::new(vm.bus().clone()));
         }
         for n in nodes {
             builder = builder.node(n);

@@ -3,8 +3,8 @@
 
 use crate::error::{to_py, IntoPyResult};
 use crate::runtime::{awaitable, wait, PyFuture};
-use agentvm::server::{AuthMode, ServerConfig, ServerManager};
 use agentvm::{AgentVm, Error};
+use agentvm_server::{AuthMode, ServerConfig, ServerManager};
 use pyo3::prelude::*;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,7 +46,7 @@ pub fn start(
             },
         );
         if let Some(s) = scheduler {
-            manager.merge_routes(agentvm::scheduler::http::router(s));
+            manager.merge_routes(agentvm_server::scheduler_routes::router(s));
         }
         let addr = manager.listen(addr).await.py()?;
         Ok(Server {

@@ -1,7 +1,7 @@
 //! A raw Channel client for tests: frames as JSON, the way the AgentX client sees them.
 
-use agentvm::server::{ServerConfig, ServerManager};
 use agentvm::{AgentVm, MockDriver};
+use agentvm_server::{ServerConfig, ServerManager};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::VecDeque;

@@ -1,9 +1,9 @@
 //! The remote runtime (`agentvm::connect`) against a real server: the same API as the local
 //! one, reconnection without loss or duplicates, clear errors.
 
-use agentvm::server::{AuthMode, ServerConfig};
 use agentvm::*;
 use agentvm_e2e::wire::TestServer;
+use agentvm_server::{AuthMode, ServerConfig};
 use std::time::Duration;
 
 async fn events_until_end(sub: &mut Subscription) -> Vec<std::sync::Arc<Published>> {

@@ -2,10 +2,11 @@
 //! exec, files, JSON errors with the right status, and the /internal/runtime protocol driven by
 //! the node agent (`node_agent::join`).
 
-use agentvm::scheduler::node_agent::{join, JoinOptions};
-use agentvm::scheduler::{http::router, NodeStatus, Scheduler};
+use agentvm::scheduler::{NodeStatus, Scheduler};
 use agentvm::SchedulerConfig;
 use agentvm_e2e::docker::*;
+use agentvm_server::node_agent::{join, JoinOptions};
+use agentvm_server::scheduler_routes::router;
 use serde_json::{json, Value};
 use std::time::Duration;
 

@@ -35,7 +35,7 @@ async fn two_daemons_placement_and_heartbeat_loss() {
     let bus = Bus::in_memory(BusConfig::default());
     let mut events = bus.subscribe(EventFilter::everything()).unwrap();
     let s = Scheduler::builder()
-        .bus(bus)
+        .events(std::sync::Arc::new(bus))
         .config(fast_config())
         .open()
         .await

@@ -29,7 +29,7 @@ async fn open(path: &std::path::Path, orphans: OrphanPolicy) -> Scheduler {
     reg.total_cpu_cores = Some(4.0);
     reg.total_memory_mb = Some(8192);
     Scheduler::builder()
-        .repository(repo)
+        .store(std::sync::Arc::new(repo.scheduler_store().unwrap()))
         .config(SchedulerConfig {
             orphans,
             background: false,

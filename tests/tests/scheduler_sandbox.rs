@@ -20,7 +20,7 @@ async fn create_exec_files_terminate_with_limits_visible_inside() {
     let bus = Bus::in_memory(BusConfig::default());
     let mut events = bus.subscribe(EventFilter::everything()).unwrap();
     let s = agentvm::Scheduler::builder()
-        .bus(bus.clone())
+        .events(std::sync::Arc::new(bus.clone()))
         .config(fast_config())
         .open()
         .await
@@ -365,7 +365,7 @@ async fn events_are_published_for_node_changes_too() {
     let bus = Bus::in_memory(BusConfig::default());
     let mut events = bus.subscribe(EventFilter::everything()).unwrap();
     let s = agentvm::Scheduler::builder()
-        .bus(bus)
+        .events(std::sync::Arc::new(bus))
         .config(fast_config())
         .open()
         .await

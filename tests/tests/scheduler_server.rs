@@ -2,9 +2,9 @@
 //! tokens only), its counters in `/metrics`, sandboxes created and exec'd over REST.
 
 use agentvm::scheduler::{NodeRegistration, Scheduler};
-use agentvm::server::{AuthMode, ServerConfig, ServerManager};
 use agentvm::AgentVm;
 use agentvm_e2e::docker::{require_docker, ENDPOINT, TEST_IMAGE};
+use agentvm_server::{AuthMode, ServerConfig, ServerManager};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,10 +29,10 @@ async fn scheduler_routes_are_operator_only_and_counted_in_metrics() {
             ..Default::default()
         },
     );
-    server.merge_routes(agentvm::scheduler::http::router(scheduler.clone()));
+    server.merge_routes(agentvm_server::scheduler_routes::router(scheduler.clone()));
     let s = scheduler.clone();
     server.add_metrics(std::sync::Arc::new(move || {
-        agentvm::server::metrics::scheduler_text(&s.metrics())
+        agentvm_server::metrics::scheduler_text(&s.metrics())
     }));
     let addr = server.listen("127.0.0.1:0").await.unwrap();
     let base = format!("http://{addr}");

@@ -1,9 +1,9 @@
 //! Authentication and tenant isolation on the wire: missing, wrong, out-of-scope and revoked
 //! tokens are refused clearly; no response or event of container A reaches a client of B.
 
-use agentvm::server::{AuthMode, ServerConfig};
 use agentvm::MockDriver;
 use agentvm_e2e::wire::{http, TestServer, WsClient};
+use agentvm_server::{AuthMode, ServerConfig};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -239,7 +239,7 @@ async fn a_non_loopback_bind_turns_auth_on() {
         .open()
         .await
         .unwrap();
-    let server = agentvm::server::ServerManager::new(vm, ServerConfig::default());
+    let server = agentvm_server::ServerManager::new(vm, ServerConfig::default());
     // 0.0.0.0 is not loopback; connect through 127.0.0.1.
     let addr = server.listen("0.0.0.0:0").await.unwrap();
     let local = std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()));

@@ -1,9 +1,9 @@
 //! agentvm-server's Channel against real WebSocket clients on a port-0 listener: the seed's
 //! acceptance list, the AgentX client's behaviour, every command over the wire, bad input.
 
-use agentvm::server::ServerConfig;
 use agentvm::MockDriver;
 use agentvm_e2e::wire::{http, Frame, TestServer, WsClient};
+use agentvm_server::ServerConfig;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -728,7 +728,7 @@ async fn rest_api_and_openapi_document() {
 
 #[tokio::test]
 async fn connection_hooks_see_requests_and_events_and_can_veto() {
-    use agentvm::server::{ConnectionHandler, ConnectionInfo};
+    use agentvm_server::{ConnectionHandler, ConnectionInfo};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 

@@ -1,0 +1,10 @@
+//! The Channel: PROTOCOL.md over one WebSocket.
+//!
+//! - [`codec`]: frames in and out — pure, no I/O, so it can be tested and benched alone.
+//! - [`remote`]: the remote runtime, `agentvm::connect(url)`, a [`crate::Runtime`] over the wire.
+//!
+//! The server side of a connection lives in the `agentvm-server` crate.
+
+pub mod codec;
+#[cfg(feature = "client")]
+pub mod remote;

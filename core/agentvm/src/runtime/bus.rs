@@ -1,0 +1,882 @@
+//! The Bus: `global` plus one topic per session, monotonic cursors, bounded subscriber queues
+//! and a replay log.
+//!
+//! - Publishing never waits on a subscriber: each has a bounded queue and a full queue marks
+//!   the subscriber *overflowed*. It receives everything queued before that point, then
+//!   [`BusItem::Overflowed`] with the last cursor it saw per topic, and can resubscribe from there.
+//! - Every session event gets a cursor, unique across the process and increasing across
+//!   restarts (seeded from the clock and the persisted log).
+//! - Replay: a per-topic ring in memory for recent events, and the persisted log in the
+//!   repository for older ones, written in batches by a background task. A ring only drops
+//!   events already persisted, so a replay has no gaps and no duplicates.
+
+use crate::model::Event;
+use crate::repository::{ReplayEntry, Repository};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Tuning of the bus.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// Capacity of each subscriber's queue; beyond it the subscriber overflows.
+    pub subscriber_queue: usize,
+    /// Recent events kept in memory per topic for fast replay.
+    pub ring_capacity: usize,
+    /// Events kept per topic in the persisted replay log.
+    pub replay_max_events: usize,
+    /// Age after which persisted replay entries are dropped.
+    pub replay_max_age: Duration,
+    /// Events waiting to be persisted before new ones are only kept in memory.
+    pub persist_queue: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            subscriber_queue: 4096,
+            ring_capacity: 256,
+            replay_max_events: 10_000,
+            replay_max_age: Duration::from_secs(7 * 24 * 3600),
+            persist_queue: 65_536,
+        }
+    }
+}
+
+/// Which containers a subscriber (or a connection) may see.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// Everything.
+    #[default]
+    All,
+    /// Only these containers.
+    Containers(Arc<HashSet<String>>),
+}
+
+impl Scope {
+    /// A scope of the given container ids.
+    pub fn containers<I: IntoIterator<Item = S>, S: Into<String>>(ids: I) -> Self {
+        Scope::Containers(Arc::new(ids.into_iter().map(Into::into).collect()))
+    }
+
+    /// Whether the scope includes `container_id`.
+    pub fn allows(&self, container_id: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Containers(set) => set.contains(container_id),
+        }
+    }
+
+    /// Whether an event concerning `container_id` (or none) may be seen.
+    pub fn allows_event(&self, container_id: Option<&str>) -> bool {
+        match container_id {
+            Some(c) => self.allows(c),
+            None => true,
+        }
+    }
+}
+
+/// What a subscription listens to.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Receive events of the `global` topic (lifecycle events, ...).
+    pub global: bool,
+    /// Receive events of every session topic (embedders watching everything).
+    pub all_sessions: bool,
+    /// Session topics to join now, with the cursor to replay after (`None`: only new events).
+    pub sessions: Vec<(String, Option<u64>)>,
+    /// Containers the subscriber may see; events of others are never delivered.
+    pub scope: Scope,
+    /// Queue capacity for this subscriber; `None` uses the bus's `subscriber_queue`.
+    pub queue: Option<usize>,
+}
+
+impl EventFilter {
+    /// Everything, in every container.
+    pub fn everything() -> Self {
+        EventFilter {
+            global: true,
+            all_sessions: true,
+            ..Default::default()
+        }
+    }
+
+    /// One session's events, new ones only.
+    pub fn session(session_id: impl Into<String>) -> Self {
+        EventFilter {
+            sessions: vec![(session_id.into(), None)],
+            ..Default::default()
+        }
+    }
+}
+
+/// An event as published: its cursor (session events only) and, cached, its JSON.
+#[derive(Debug)]
+pub struct Published {
+    /// The cursor within its topic, for session events.
+    pub cursor: Option<u64>,
+    /// The event.
+    pub event: Event,
+    json: OnceLock<String>,
+    /// `json` as a JSON string literal, for the Channel's `__payload` (escaped once, not once
+    /// per connection).
+    escaped: OnceLock<String>,
+    /// Set once the event is in the persisted replay log; until then the ring keeps it.
+    persisted: AtomicBool,
+}
+
+impl Published {
+    /// Wraps an event with a cursor (session events) or none.
+    pub fn new(event: Event, cursor: Option<u64>) -> Self {
+        Published {
+            cursor,
+            event,
+            json: OnceLock::new(),
+            escaped: OnceLock::new(),
+            persisted: AtomicBool::new(false),
+        }
+    }
+
+    /// The event's JSON as a JSON string literal (quotes included), computed once.
+    pub fn escaped_json(&self) -> &str {
+        self.escaped.get_or_init(|| {
+            serde_json::to_string(self.json()).unwrap_or_else(|_| String::from("\"{}\""))
+        })
+    }
+
+    /// The event as JSON, serialized once and shared by every subscriber.
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| {
+            serde_json::to_string(&self.event).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "serializing an event");
+                String::from("{}")
+            })
+        })
+    }
+}
+
+/// One thing a subscription yields.
+#[derive(Debug, Clone)]
+pub enum BusItem {
+    /// An event.
+    Event(Arc<Published>),
+    /// The subscriber fell behind and was dropped; resubscribe after these cursors.
+    Overflowed {
+        /// The last cursor received per session topic.
+        last_cursors: HashMap<String, u64>,
+    },
+}
+
+struct Slot {
+    id: u64,
+    tx: mpsc::Sender<Arc<Published>>,
+    overflowed: AtomicBool,
+    scope: Scope,
+    global: bool,
+    all_sessions: bool,
+}
+
+impl Slot {
+    /// Queues `p` unless full; a full queue marks the slot overflowed for good.
+    fn offer(&self, p: &Arc<Published>) {
+        if self.overflowed.load(Ordering::Relaxed) {
+            return;
+        }
+        match self.tx.try_send(p.clone()) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.overflowed.store(true, Ordering::Release);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+#[derive(Default)]
+struct TopicState {
+    ring: VecDeque<Arc<Published>>,
+    subscribers: Vec<Arc<Slot>>,
+    last_publish: Option<Instant>,
+}
+
+/// How many times `ring_capacity` a ring may grow while its oldest events wait to be
+/// persisted, before it drops them anyway (and says so) to keep memory bounded.
+const RING_HARD_FACTOR: usize = 64;
+
+impl TopicState {
+    /// Drops the oldest events beyond `cap`, but only those already in the persisted log
+    /// (when there is one), so a replay never has a gap; past the hard limit, drops anyway.
+    fn trim(&mut self, cap: usize, persisting: bool) -> u64 {
+        let mut lost = 0;
+        while self.ring.len() > cap {
+            let front_safe = !persisting
+                || self
+                    .ring
+                    .front()
+                    .map(|f| f.persisted.load(Ordering::Acquire))
+                    .unwrap_or(true);
+            if front_safe {
+                self.ring.pop_front();
+            } else if self.ring.len() > cap.saturating_mul(RING_HARD_FACTOR).max(cap + 1) {
+                self.ring.pop_front();
+                lost += 1;
+            } else {
+                break;
+            }
+        }
+        lost
+    }
+}
+
+struct BusInner {
+    config: BusConfig,
+    next_cursor: AtomicU64,
+    next_slot: AtomicU64,
+    topics: Mutex<HashMap<String, Arc<Mutex<TopicState>>>>,
+    /// Subscribers of `global` and/or all sessions.
+    wide: RwLock<Vec<Arc<Slot>>>,
+    persist_tx: Option<mpsc::Sender<Arc<Published>>>,
+    repo: Option<Arc<Repository>>,
+    dropped_persists: AtomicU64,
+}
+
+/// The event bus. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<BusInner>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl Bus {
+    /// A bus with a persisted replay log in `repo` (if given). Must be called inside a tokio
+    /// runtime when `repo` is given: it starts the persisting task.
+    pub fn new(config: BusConfig, repo: Option<Arc<Repository>>) -> crate::Result<Self> {
+        let persisted_max = match &repo {
+            Some(r) => r.max_replay_cursor()?,
+            None => 0,
+        };
+        let (persist_tx, persist_rx) = match &repo {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(config.persist_queue.max(1));
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let inner = Arc::new(BusInner {
+            next_cursor: AtomicU64::new((persisted_max + 1).max(now_micros())),
+            next_slot: AtomicU64::new(1),
+            topics: Mutex::new(HashMap::new()),
+            wide: RwLock::new(Vec::new()),
+            persist_tx,
+            repo,
+            dropped_persists: AtomicU64::new(0),
+            config,
+        });
+        if let Some(rx) = persist_rx {
+            tokio::spawn(persist_loop(Arc::downgrade(&inner), rx));
+        }
+        Ok(Bus { inner })
+    }
+
+    /// An in-memory bus (no persisted replay log).
+    pub fn in_memory(config: BusConfig) -> Self {
+        Bus {
+            inner: Arc::new(BusInner {
+                next_cursor: AtomicU64::new(now_micros()),
+                next_slot: AtomicU64::new(1),
+                topics: Mutex::new(HashMap::new()),
+                wide: RwLock::new(Vec::new()),
+                persist_tx: None,
+                repo: None,
+                dropped_persists: AtomicU64::new(0),
+                config,
+            }),
+        }
+    }
+
+    fn topic(&self, name: &str) -> Arc<Mutex<TopicState>> {
+        let mut topics = lock(&self.inner.topics);
+        if let Some(t) = topics.get(name) {
+            return t.clone();
+        }
+        let t = Arc::new(Mutex::new(TopicState::default()));
+        topics.insert(name.to_string(), t.clone());
+        t
+    }
+
+    /// Publishes an event: on its session's topic (with a cursor) when it has a session id,
+    /// on `global` otherwise. Never waits.
+    pub fn publish(&self, event: Event) -> Arc<Published> {
+        match event.session_id().map(|t| self.topic(t)) {
+            Some(state) => self.publish_in(&state, event, None),
+            None => {
+                let p = Arc::new(Published::new(event, None));
+                let cid = p.event.container_id();
+                let wide = self.inner.wide.read().unwrap_or_else(|e| e.into_inner());
+                for slot in wide.iter() {
+                    if slot.global && slot.scope.allows_event(cid) {
+                        slot.offer(&p);
+                    }
+                }
+                p
+            }
+        }
+    }
+
+    /// Publishes a session event with a cursor assigned elsewhere (the remote runtime mirrors
+    /// the server's cursors). Events without a session go to `global` as with `publish`.
+    pub fn inject(&self, event: Event, cursor: u64) -> Arc<Published> {
+        match event.session_id().map(|t| self.topic(t)) {
+            Some(state) => self.publish_in(&state, event, Some(cursor)),
+            None => self.publish(event),
+        }
+    }
+
+    /// The newest cursor handed out so far: every later event has a greater one.
+    pub fn current_cursor(&self) -> u64 {
+        self.inner
+            .next_cursor
+            .load(Ordering::Relaxed)
+            .saturating_sub(1)
+    }
+
+    fn publish_in(
+        &self,
+        state: &Mutex<TopicState>,
+        event: Event,
+        at: Option<u64>,
+    ) -> Arc<Published> {
+        let mut st = lock(state);
+        let cursor = match at {
+            Some(c) => {
+                self.inner.next_cursor.fetch_max(c + 1, Ordering::Relaxed);
+                c
+            }
+            None => self.inner.next_cursor.fetch_add(1, Ordering::Relaxed),
+        };
+        let p = Arc::new(Published::new(event, Some(cursor)));
+        st.last_publish = Some(Instant::now());
+        for slot in &st.subscribers {
+            slot.offer(&p);
+        }
+        {
+            let cid = p.event.container_id();
+            let wide = self.inner.wide.read().unwrap_or_else(|e| e.into_inner());
+            for slot in wide.iter() {
+                if slot.all_sessions && slot.scope.allows_event(cid) {
+                    slot.offer(&p);
+                }
+            }
+        }
+        let persisting = match &self.inner.persist_tx {
+            Some(tx) => {
+                if tx.try_send(p.clone()).is_err() {
+                    self.inner.dropped_persists.fetch_add(1, Ordering::Relaxed);
+                }
+                true
+            }
+            None => false,
+        };
+        st.ring.push_back(p.clone());
+        let lost = st.trim(self.inner.config.ring_capacity, persisting);
+        if lost > 0 {
+            self.inner
+                .dropped_persists
+                .fetch_add(lost, Ordering::Relaxed);
+            tracing::warn!(
+                topic = p.event.session_id().unwrap_or_default(),
+                lost,
+                "replay log persistence is behind: oldest unpersisted events dropped from memory"
+            );
+        }
+        p
+    }
+
+    /// Subscribes with `filter`. Session topics listed with a cursor are replayed first.
+    pub fn subscribe(&self, filter: EventFilter) -> crate::Result<Subscription> {
+        let capacity = filter.queue.unwrap_or(self.inner.config.subscriber_queue);
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let slot = Arc::new(Slot {
+            id: self.inner.next_slot.fetch_add(1, Ordering::Relaxed),
+            tx,
+            overflowed: AtomicBool::new(false),
+            scope: filter.scope.clone(),
+            global: filter.global,
+            all_sessions: filter.all_sessions,
+        });
+        if filter.global || filter.all_sessions {
+            self.inner
+                .wide
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(slot.clone());
+        }
+        let mut sub = Subscription {
+            bus: self.clone(),
+            slot,
+            rx,
+            pending: VecDeque::new(),
+            topics: HashSet::new(),
+            last_cursors: HashMap::new(),
+            done: false,
+        };
+        for (topic, after) in filter.sessions {
+            sub.join(&topic, after)?;
+        }
+        Ok(sub)
+    }
+
+    fn replay(
+        &self,
+        topic: &str,
+        st: &TopicState,
+        after: u64,
+    ) -> crate::Result<Vec<Arc<Published>>> {
+        let ring_start = st.ring.front().and_then(|p| p.cursor);
+        let mut out: Vec<Arc<Published>> = Vec::new();
+        // Older than the ring: from the repository.
+        let need_log = match ring_start {
+            Some(start) => start > after + 1,
+            None => true,
+        };
+        if need_log {
+            if let Some(repo) = &self.inner.repo {
+                let upto = ring_start.unwrap_or(u64::MAX);
+                for e in repo.read_replay(topic, after, usize::MAX)? {
+                    if e.cursor >= upto {
+                        break;
+                    }
+                    match serde_json::from_slice::<Event>(&e.json) {
+                        Ok(ev) => out.push(Arc::new(Published::new(ev, Some(e.cursor)))),
+                        Err(err) => {
+                            tracing::warn!(topic, cursor = e.cursor, error = %err, "skipping an unreadable replay entry")
+                        }
+                    }
+                }
+            }
+        }
+        out.extend(
+            st.ring
+                .iter()
+                .filter(|p| p.cursor.unwrap_or(0) > after)
+                .cloned(),
+        );
+        Ok(out)
+    }
+
+    /// Waits until every event published so far is in the repository.
+    pub async fn flush(&self) {
+        let Some(tx) = &self.inner.persist_tx else {
+            return;
+        };
+        let marker = Arc::new(Published::new(
+            Event::new(crate::model::EventPayload::ConversationResponding {}, None),
+            None,
+        ));
+        let _ = tx.send(marker.clone()).await;
+        // The persister drops its clone of the marker once everything before it is written.
+        while Arc::strong_count(&marker) > 1 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Events that could not be queued for persistence (kept in memory only).
+    pub fn dropped_persists(&self) -> u64 {
+        self.inner.dropped_persists.load(Ordering::Relaxed)
+    }
+
+    /// The number of live session topics in memory.
+    pub fn topic_count(&self) -> usize {
+        lock(&self.inner.topics).len()
+    }
+}
+
+/// A stream of events from the bus.
+pub struct Subscription {
+    bus: Bus,
+    slot: Arc<Slot>,
+    rx: mpsc::Receiver<Arc<Published>>,
+    /// Replayed events, delivered before the live queue.
+    pending: VecDeque<Arc<Published>>,
+    topics: HashSet<String>,
+    last_cursors: HashMap<String, u64>,
+    done: bool,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscription {
+    /// Joins a session topic; with `after`, first replays the events after that cursor.
+    /// Joining a topic already joined does nothing. Returns the newest cursor at the moment
+    /// of joining: every event delivered live after this has a greater cursor.
+    pub fn join(&mut self, topic: &str, after: Option<u64>) -> crate::Result<u64> {
+        if self.topics.contains(topic) {
+            return Ok(self.bus.current_cursor());
+        }
+        let state = self.bus.topic(topic);
+        let mut st = lock(&state);
+        let now = self.bus.current_cursor();
+        if let Some(after) = after {
+            let replayed = self.bus.replay(topic, &st, after)?;
+            self.pending.extend(replayed);
+        }
+        if !self.slot.all_sessions {
+            st.subscribers.push(self.slot.clone());
+        }
+        self.topics.insert(topic.to_string());
+        // Where a resume after an overflow starts if nothing arrives before it.
+        self.last_cursors
+            .entry(topic.to_string())
+            .or_insert(after.unwrap_or(now));
+        Ok(now)
+    }
+
+    /// Whether this subscription has joined `topic`.
+    pub fn has_topic(&self, topic: &str) -> bool {
+        self.topics.contains(topic)
+    }
+
+    /// Leaves a session topic.
+    pub fn leave(&mut self, topic: &str) {
+        if self.topics.remove(topic) {
+            let state = self.bus.topic(topic);
+            lock(&state).subscribers.retain(|s| s.id != self.slot.id);
+        }
+    }
+
+    /// The session topics joined.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.topics.iter().map(String::as_str)
+    }
+
+    /// The next item; `None` once the subscription ended (after an overflow notice).
+    pub async fn recv(&mut self) -> Option<BusItem> {
+        if self.done {
+            return None;
+        }
+        if let Some(p) = self.pending.pop_front() {
+            return Some(self.seen(p));
+        }
+        match self.rx.try_recv() {
+            Ok(p) => return Some(self.seen(p)),
+            Err(mpsc::error::TryRecvError::Empty) => {}
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+        }
+        if self.slot.overflowed.load(Ordering::Acquire) {
+            return Some(self.overflow());
+        }
+        let p = self.rx.recv().await?;
+        Some(self.seen(p))
+    }
+
+    /// The next item if one is ready, without waiting.
+    pub fn try_recv(&mut self) -> Option<BusItem> {
+        if self.done {
+            return None;
+        }
+        if let Some(p) = self.pending.pop_front() {
+            return Some(self.seen(p));
+        }
+        match self.rx.try_recv() {
+            Ok(p) => Some(self.seen(p)),
+            Err(_) if self.slot.overflowed.load(Ordering::Acquire) => Some(self.overflow()),
+            Err(_) => None,
+        }
+    }
+
+    fn overflow(&mut self) -> BusItem {
+        self.done = true;
+        BusItem::Overflowed {
+            last_cursors: self.last_cursors.clone(),
+        }
+    }
+
+    fn seen(&mut self, p: Arc<Published>) -> BusItem {
+        if let (Some(c), Some(topic)) = (p.cursor, p.event.session_id()) {
+            match self.last_cursors.get_mut(topic) {
+                Some(last) => *last = (*last).max(c),
+                None => {
+                    self.last_cursors.insert(topic.to_string(), c);
+                }
+            }
+        }
+        BusItem::Event(p)
+    }
+
+    /// After an overflow: a fresh subscription with the same filter that replays every joined
+    /// topic from the last cursor received.
+    pub fn resume(&self) -> crate::Result<Subscription> {
+        let sessions = self
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.clone(),
+                    Some(self.last_cursors.get(t).copied().unwrap_or(0)),
+                )
+            })
+            .collect();
+        self.bus.subscribe(EventFilter {
+            global: self.slot.global,
+            all_sessions: self.slot.all_sessions,
+            sessions,
+            scope: self.slot.scope.clone(),
+            queue: Some(self.slot.tx.max_capacity()),
+        })
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        for topic in std::mem::take(&mut self.topics) {
+            let topics = lock(&self.bus.inner.topics);
+            if let Some(state) = topics.get(&topic) {
+                lock(state).subscribers.retain(|s| s.id != self.slot.id);
+            }
+        }
+        if self.slot.global || self.slot.all_sessions {
+            self.bus
+                .inner
+                .wide
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|s| s.id != self.slot.id);
+        }
+    }
+}
+
+async fn persist_loop(inner: std::sync::Weak<BusInner>, mut rx: mpsc::Receiver<Arc<Published>>) {
+    let mut last_trim = Instant::now();
+    let mut batch: Vec<Arc<Published>> = Vec::with_capacity(1024);
+    loop {
+        // The batch is emptied at the end of every pass, so `flush` markers are released
+        // only after what precedes them is written.
+        if rx.recv_many(&mut batch, 4096).await == 0 {
+            return;
+        }
+        let Some(bus) = inner.upgrade() else { return };
+        let Some(repo) = bus.repo.clone() else { return };
+        let entries: Vec<ReplayEntry> = batch
+            .iter()
+            .filter_map(|p| {
+                let topic = p.event.session_id()?;
+                Some(ReplayEntry {
+                    topic: topic.to_string(),
+                    cursor: p.cursor?,
+                    timestamp: p.event.timestamp,
+                    json: p.json().as_bytes().to_vec(),
+                })
+            })
+            .collect();
+        let trim = last_trim.elapsed() > Duration::from_secs(60);
+        let keep = bus.config.replay_max_events;
+        let min_ts = crate::model::now_ms() - bus.config.replay_max_age.as_millis() as i64;
+        let repo2 = repo.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            repo2.append_replay(&entries)?;
+            if trim {
+                repo2.trim_replay(keep, min_ts)?;
+            }
+            Ok::<_, crate::Error>(())
+        })
+        .await;
+        if trim {
+            last_trim = Instant::now();
+        }
+        match written {
+            Ok(Ok(_)) => {
+                for p in &batch {
+                    p.persisted.store(true, Ordering::Release);
+                }
+                let cap = bus.config.ring_capacity;
+                let topics = lock(&bus.topics);
+                let mut seen: HashSet<&str> = HashSet::new();
+                for p in &batch {
+                    if let Some(topic) = p.event.session_id() {
+                        if seen.insert(topic) {
+                            if let Some(state) = topics.get(topic) {
+                                lock(state).trim(cap, true);
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e.chain(), "persisting the replay log"),
+            Err(e) => tracing::warn!(error = %e, "the replay persister panicked"),
+        }
+        // Forget topics nobody listens to that have been quiet a while and are persisted.
+        let mut topics = lock(&bus.topics);
+        topics.retain(|_, state| {
+            // Someone between `topic()` and publishing or joining holds a clone: keep it.
+            if Arc::strong_count(state) > 1 {
+                return true;
+            }
+            let st = lock(state);
+            let quiet = st
+                .last_publish
+                .map(|t| t.elapsed() > Duration::from_secs(300))
+                .unwrap_or(true);
+            let persisted = st
+                .ring
+                .back()
+                .map(|p| p.persisted.load(Ordering::Acquire))
+                .unwrap_or(true);
+            !(st.subscribers.is_empty() && quiet && persisted)
+        });
+        drop(topics);
+        batch.clear();
+    }
+}
+
+impl agentvm_scheduler::EventSink for Bus {
+    fn publish(&self, event: Event) {
+        Bus::publish(self, event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EventContext, EventPayload};
+
+    fn delta(session: &str, text: &str) -> Event {
+        Event::new(
+            EventPayload::TextDelta { text: text.into() },
+            Some(EventContext {
+                container_id: Some("c1".into()),
+                session_id: Some(session.into()),
+                ..Default::default()
+            }),
+        )
+    }
+
+    fn text(item: BusItem) -> String {
+        match item {
+            BusItem::Event(p) => match &p.event.payload {
+                EventPayload::TextDelta { text } => text.clone(),
+                other => format!("{other:?}"),
+            },
+            BusItem::Overflowed { .. } => "OVERFLOW".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn cursors_increase_and_replay_has_no_gaps_or_duplicates() {
+        let bus = Bus::in_memory(BusConfig::default());
+        let first = bus.publish(delta("s", "a"));
+        bus.publish(delta("s", "b"));
+        bus.publish(delta("s", "c"));
+        let mut sub = bus
+            .subscribe(EventFilter {
+                sessions: vec![("s".into(), first.cursor)],
+                ..Default::default()
+            })
+            .unwrap();
+        bus.publish(delta("s", "d"));
+        let mut got = Vec::new();
+        while let Some(item) = sub.try_recv() {
+            got.push(text(item));
+        }
+        assert_eq!(got, ["b", "c", "d"]);
+    }
+
+    #[tokio::test]
+    async fn slow_subscriber_overflows_and_resumes_without_loss() {
+        let bus = Bus::in_memory(BusConfig {
+            subscriber_queue: 4,
+            ring_capacity: 1000,
+            ..Default::default()
+        });
+        let mut sub = bus.subscribe(EventFilter::session("s")).unwrap();
+        for i in 0..10 {
+            bus.publish(delta("s", &i.to_string()));
+        }
+        let mut got = Vec::new();
+        loop {
+            match sub.recv().await.unwrap() {
+                BusItem::Overflowed { .. } => break,
+                item => got.push(text(item)),
+            }
+        }
+        assert_eq!(got, ["0", "1", "2", "3"]);
+        assert!(sub.recv().await.is_none());
+        let mut resumed = sub.resume().unwrap();
+        while let Some(item) = resumed.try_recv() {
+            got.push(text(item));
+        }
+        assert_eq!(got, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn scope_filters_wide_subscribers() {
+        let bus = Bus::in_memory(BusConfig::default());
+        let mut other = bus
+            .subscribe(EventFilter {
+                scope: Scope::containers(["c2"]),
+                ..EventFilter::everything()
+            })
+            .unwrap();
+        let mut mine = bus
+            .subscribe(EventFilter {
+                scope: Scope::containers(["c1"]),
+                ..EventFilter::everything()
+            })
+            .unwrap();
+        bus.publish(delta("s", "x"));
+        assert!(other.try_recv().is_none());
+        assert_eq!(text(mine.try_recv().unwrap()), "x");
+    }
+
+    #[tokio::test]
+    async fn persisted_log_serves_replay_beyond_the_ring() {
+        let repo = Arc::new(Repository::in_memory().unwrap());
+        let bus = Bus::new(
+            BusConfig {
+                ring_capacity: 2,
+                ..Default::default()
+            },
+            Some(repo),
+        )
+        .unwrap();
+        let first = bus.publish(delta("s", "0"));
+        for i in 1..20 {
+            bus.publish(delta("s", &i.to_string()));
+        }
+        bus.flush().await;
+        let mut sub = bus
+            .subscribe(EventFilter {
+                sessions: vec![("s".into(), first.cursor)],
+                ..Default::default()
+            })
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(item) = sub.try_recv() {
+            got.push(text(item));
+        }
+        assert_eq!(got, (1..20).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,367 @@
+//! [`AgentVm`], the local (in-process) runtime, and its builder.
+
+use super::agent::AgentEnv;
+use super::bus::{Bus, BusConfig, EventFilter, Scope, Subscription};
+use super::container_manager::ContainerManager;
+use super::tools::{NoTools, ToolRunner};
+use super::Runtime;
+use crate::config::{AgentConfig, Limits};
+use crate::error::{Error, Result};
+use crate::llm::{LlmDriver, LlmEvent, LlmRequest, LlmStream};
+use crate::model::{Command, Definition, Response};
+use crate::repository::Repository;
+use crate::sandbox::docker::ContainerSandbox;
+use crate::sandbox::{BuiltinTools, LocalSandbox, Sandbox, ToolLimits};
+use crate::scheduler::{Scheduler, SchedulerBuilder};
+use async_trait::async_trait;
+use futures::StreamExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The file name of the repository inside a data dir.
+pub const DATABASE_FILE: &str = "agentvm.redb";
+
+/// Builds an [`AgentVm`].
+#[must_use]
+pub struct AgentVmBuilder {
+    data_dir: Option<PathBuf>,
+    definitions: Vec<Definition>,
+    driver: Option<Arc<dyn LlmDriver>>,
+    tools: Option<Arc<dyn ToolRunner>>,
+    sandbox: Option<Arc<dyn Sandbox>>,
+    local_tools: bool,
+    /// The embedded scheduler, opened with this runtime's repository and bus.
+    scheduler: Option<SchedulerBuilder>,
+    tool_limits: ToolLimits,
+    limits: Limits,
+    agents: AgentConfig,
+    bus: BusConfig,
+}
+
+impl std::fmt::Debug for AgentVmBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentVmBuilder")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentVmBuilder {
+    /// Keep everything in `<dir>/agentvm.redb` and workdirs under `<dir>/containers/`.
+    /// Without a data dir the runtime is ephemeral (in memory).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Registers a definition at start-up (replacing a stored one of the same name).
+    pub fn definition(mut self, definition: Definition) -> Self {
+        self.definitions.push(definition);
+        self
+    }
+
+    /// The LLM driver agents use. Without one, turns fail with a message saying how to
+    /// configure a provider.
+    pub fn llm(mut self, driver: Arc<dyn LlmDriver>) -> Self {
+        self.driver = Some(driver);
+        self
+    }
+
+    /// A custom tool runner, replacing the built-in tools. Without one (and without
+    /// [`sandbox`](Self::sandbox) or [`local_tools`](Self::local_tools)), tool calls are
+    /// refused.
+    pub fn tools(mut self, tools: Arc<dyn ToolRunner>) -> Self {
+        self.tools = Some(tools);
+        self
+    }
+
+    /// Runs the built-in tools (`bash`, `read_file`, `write_file`, `list_files`) in this
+    /// sandbox, for images that enable them.
+    pub fn sandbox(mut self, sandbox: Arc<dyn Sandbox>) -> Self {
+        self.sandbox = Some(sandbox);
+        self
+    }
+
+    /// Runs the built-in tools on this machine, each image in its workdir
+    /// `<data-dir>/containers/<containerId>/workdirs/<imageId>` ([`LocalSandbox`]). Opt-in,
+    /// because `bash` then runs as this process's user: enable it for agents you trust. Needs a
+    /// [`data_dir`](Self::data_dir). Images still enable each tool by name.
+    pub fn local_tools(mut self) -> Self {
+        self.local_tools = true;
+        self
+    }
+
+    /// Limits of the built-in tools (timeout, output and file sizes).
+    pub fn tool_limits(mut self, limits: ToolLimits) -> Self {
+        self.tool_limits = limits;
+        self
+    }
+
+    /// Input limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Agent tuning.
+    pub fn agent_config(mut self, config: AgentConfig) -> Self {
+        self.agents = config;
+        self
+    }
+
+    /// Bus tuning.
+    pub fn bus_config(mut self, config: BusConfig) -> Self {
+        self.bus = config;
+        self
+    }
+
+    /// Opens the repository and starts the runtime. Must run inside a tokio runtime.
+    pub async fn open(self) -> Result<AgentVm> {
+        let data_dir = self.data_dir.clone();
+        let sandbox = match (self.sandbox, self.local_tools, &data_dir) {
+            (Some(s), _, _) => Some(s),
+            (None, true, Some(dir)) => Some(Arc::new(LocalSandbox::new(dir)) as Arc<dyn Sandbox>),
+            (None, true, None) => {
+                return Err(Error::invalid(
+                    "local_tools() needs a data_dir: the tools run in its containers/ workdirs",
+                ))
+            }
+            (None, false, _) => None,
+        };
+        let repo = Arc::new(match &data_dir {
+            Some(dir) => {
+                let path = dir.join(DATABASE_FILE);
+                tokio::task::spawn_blocking(move || Repository::open(path))
+                    .await
+                    .map_err(|e| Error::Internal(format!("opening the repository: {e}")))??
+            }
+            None => Repository::in_memory()?,
+        });
+        for d in &self.definitions {
+            super::commands::validate_definition(d, &self.limits)?;
+            repo.put_definition(d)?;
+        }
+        let bus = Bus::new(self.bus, Some(repo.clone()))?;
+        let scheduler = match self.scheduler {
+            Some(builder) => Some(
+                builder
+                    .store(Arc::new(repo.scheduler_store()?))
+                    .events(Arc::new(bus.clone()))
+                    .open()
+                    .await?,
+            ),
+            None => None,
+        };
+        // With a scheduler, containers that name a sandbox template run their tools there.
+        let sandbox = match &scheduler {
+            Some(s) => Some(
+                Arc::new(ContainerSandbox::new(s.clone(), repo.clone(), sandbox))
+                    as Arc<dyn Sandbox>,
+            ),
+            None => sandbox,
+        };
+        let tools: Arc<dyn ToolRunner> = match (self.tools, sandbox) {
+            (Some(t), _) => t,
+            (None, Some(s)) => Arc::new(BuiltinTools::new(s, self.tool_limits)),
+            (None, None) => Arc::new(NoTools),
+        };
+        let env = Arc::new(AgentEnv {
+            repo: repo.clone(),
+            bus: bus.clone(),
+            driver: self.driver.unwrap_or_else(|| Arc::new(Unconfigured)),
+            tools,
+            max_turns: self.agents.max_turns,
+            max_tokens: self.agents.max_tokens,
+            request_timeout: self.agents.request_timeout,
+            mailbox: self.agents.mailbox,
+        });
+        Ok(AgentVm {
+            inner: Arc::new(Inner {
+                manager: ContainerManager::new(env),
+                repo,
+                bus,
+                data_dir,
+                limits: self.limits,
+                scheduler,
+            }),
+        })
+    }
+
+    /// Embeds the Docker sandbox scheduler, on this runtime's repository and bus. Containers
+    /// created with a `sandboxTemplate` then run their agents' tools in a sandbox of it.
+    pub fn scheduler(mut self, scheduler: SchedulerBuilder) -> Self {
+        self.scheduler = Some(scheduler);
+        self
+    }
+}
+
+pub(crate) struct Inner {
+    pub repo: Arc<Repository>,
+    pub bus: Bus,
+    pub manager: ContainerManager,
+    pub data_dir: Option<PathBuf>,
+    pub limits: Limits,
+    pub scheduler: Option<Scheduler>,
+}
+
+/// The local runtime: agents, sessions and the repository in this process. Cheap to clone.
+///
+/// ```
+/// # async fn demo() -> agentvm::Result<()> {
+/// use agentvm::{AgentVm, RuntimeExt, MockDriver};
+/// use std::sync::Arc;
+/// let vm = AgentVm::builder().llm(Arc::new(MockDriver::default())).open().await?;
+/// let image = vm.images().create("user-alice", Default::default()).await?;
+/// let mut events = vm.sessions().events(&image.record.session_id).await?;
+/// vm.agents().send_to_image(&image.record.image_id, "Hello!").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AgentVm {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AgentVm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentVm")
+            .field("data_dir", &self.inner.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentVm {
+    /// A builder with defaults: in memory, no LLM, no tools.
+    pub fn builder() -> AgentVmBuilder {
+        AgentVmBuilder {
+            data_dir: None,
+            definitions: Vec::new(),
+            driver: None,
+            tools: None,
+            sandbox: None,
+            local_tools: false,
+            tool_limits: ToolLimits::default(),
+            scheduler: None,
+            limits: Limits::default(),
+            agents: AgentConfig::default(),
+            bus: BusConfig::default(),
+        }
+    }
+
+    /// Opens a runtime on `data_dir` with the given driver and defaults otherwise.
+    pub async fn open(data_dir: impl Into<PathBuf>, driver: Arc<dyn LlmDriver>) -> Result<AgentVm> {
+        Self::builder().data_dir(data_dir).llm(driver).open().await
+    }
+
+    /// A view of this runtime that sees and touches only `scope`'s containers.
+    pub fn scoped(&self, scope: Scope) -> ScopedRuntime {
+        ScopedRuntime {
+            vm: self.clone(),
+            scope,
+        }
+    }
+
+    /// The container manager (running agents).
+    pub fn container_manager(&self) -> &ContainerManager {
+        &self.inner.manager
+    }
+
+    /// The repository.
+    pub fn repository(&self) -> &Arc<Repository> {
+        &self.inner.repo
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+
+    /// The embedded scheduler, when the runtime was built with one.
+    pub fn scheduler(&self) -> Option<&Scheduler> {
+        self.inner.scheduler.as_ref()
+    }
+
+    /// The data dir, `None` in memory.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.inner.data_dir.as_deref()
+    }
+
+    /// Stops every agent (interrupting running turns, whose partial replies are stored) and
+    /// writes the replay log out. The runtime stays usable.
+    pub async fn close(&self) {
+        self.inner.manager.destroy_everything().await;
+        self.inner.bus.flush().await;
+    }
+}
+
+#[async_trait]
+impl Runtime for AgentVm {
+    async fn request(&self, command: Command) -> Result<Response> {
+        self.handle(command, &Scope::All).await
+    }
+
+    async fn subscribe(&self, filter: EventFilter) -> Result<Subscription> {
+        self.inner.bus.subscribe(filter)
+    }
+}
+
+/// A view of an [`AgentVm`] limited to some containers: what a tenant's connection gets.
+/// Records of other containers behave as if they did not exist.
+#[derive(Clone, Debug)]
+pub struct ScopedRuntime {
+    vm: AgentVm,
+    scope: Scope,
+}
+
+impl ScopedRuntime {
+    /// The scope.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+}
+
+#[async_trait]
+impl Runtime for ScopedRuntime {
+    async fn request(&self, command: Command) -> Result<Response> {
+        self.vm.handle(command, &self.scope).await
+    }
+
+    async fn subscribe(&self, mut filter: EventFilter) -> Result<Subscription> {
+        filter.scope = self.scope.clone();
+        for (session_id, _) in &filter.sessions {
+            let visible = self
+                .vm
+                .inner
+                .repo
+                .get_session(session_id)?
+                .map(|s| self.scope.allows(&s.container_id))
+                .unwrap_or(false);
+            if !visible {
+                return Err(Error::not_found("Session", session_id.clone()));
+            }
+        }
+        self.vm.inner.bus.subscribe(filter)
+    }
+}
+
+/// The driver used when none is configured: every turn fails saying how to configure one.
+struct Unconfigured;
+
+impl LlmDriver for Unconfigured {
+    fn name(&self) -> &str {
+        "unconfigured"
+    }
+
+    fn default_model(&self) -> &str {
+        "none"
+    }
+
+    fn stream(&self, _request: LlmRequest) -> LlmStream {
+        futures::stream::iter([LlmEvent::Error {
+            message: "No LLM provider is configured. Set LLM_PROVIDER (anthropic | openai | mock) \
+                      and LLM_PROVIDER_KEY, or pass a driver to AgentVm::builder().llm(...)."
+                .into(),
+            code: Some("not_configured".into()),
+        }])
+        .boxed()
+    }
+}

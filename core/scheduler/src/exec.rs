@@ -1,0 +1,539 @@
+//! Executions: run a command in a sandbox with streamed stdout/stderr, the exit code, a
+//! timeout that kills the whole process group, stdin closed and output capped.
+//!
+//! Docker starts every exec as a session and process-group leader. Each exec carries
+//! `AGENTVM_EXEC_ID` in its environment; on timeout a second exec (as the same user, so it
+//! needs no capability) finds every process with that tag and `kill -9`s its process group and
+//! itself, which also catches children that left the group.
+
+use super::{blocking, docker, lock, Scheduler};
+use crate::error::{Error, Result};
+use crate::model::{new_id, now_ms};
+pub use agentvm_model::scheduler::exec::*;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use futures::{Stream, StreamExt};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The stream of an exec. Dropping it does not stop the command (its timeout does).
+#[derive(Debug)]
+pub struct ExecStream {
+    /// The execution id.
+    pub id: String,
+    /// Events from the task that drives the exec.
+    rx: mpsc::UnboundedReceiver<ExecEvent>,
+}
+
+impl ExecStream {
+    /// The next event; `None` after `Finished`.
+    pub async fn next_event(&mut self) -> Option<ExecEvent> {
+        self.rx.recv().await
+    }
+
+    /// Waits for the end and returns the execution.
+    pub async fn finish(mut self) -> Result<Execution> {
+        while let Some(e) = self.rx.recv().await {
+            if let ExecEvent::Finished(x) = e {
+                return Ok(*x);
+            }
+        }
+        Err(Error::Internal(format!(
+            "execution {} ended without a result",
+            self.id
+        )))
+    }
+}
+
+impl Stream for ExecStream {
+    type Item = ExecEvent;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ExecEvent>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// Decodes a byte stream into whole UTF-8 characters, keeping a split character for later.
+#[derive(Debug, Default)]
+struct Utf8Carry {
+    /// Bytes of a character cut by a chunk boundary.
+    pending: Vec<u8>,
+}
+
+impl Utf8Carry {
+    fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    out.push_str(&String::from_utf8_lossy(&self.pending[..valid]));
+                    match e.error_len() {
+                        None => {
+                            self.pending.drain(..valid);
+                            return out;
+                        }
+                        Some(bad) => {
+                            out.push('\u{FFFD}');
+                            self.pending.drain(..valid + bad);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Keeps at most `cap` bytes of one stream.
+#[derive(Debug)]
+struct Capped {
+    /// What was kept.
+    text: String,
+    /// The cap, bytes.
+    cap: usize,
+    /// Something was dropped.
+    truncated: bool,
+}
+
+impl Capped {
+    /// Appends what fits; returns the part kept (to stream).
+    fn take(&mut self, s: String) -> Option<String> {
+        if self.truncated {
+            // Past the cap nothing more is kept, so the output never has a hole in it.
+            return None;
+        }
+        let room = self.cap.saturating_sub(self.text.len());
+        if s.len() <= room {
+            self.text.push_str(&s);
+            return (!s.is_empty()).then_some(s);
+        }
+        self.truncated = true;
+        let mut end = room;
+        while end > 0 && !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        let kept = &s[..end];
+        self.text.push_str(kept);
+        (!kept.is_empty()).then(|| kept.to_string())
+    }
+}
+
+/// The script the killer exec runs: `kill -9` the process group of, and, every process whose
+/// environment carries `AGENTVM_EXEC_ID=$1`. Prints how many it found.
+const KILLER: &str = r#"n=0
+for p in /proc/[0-9]*; do
+  [ -r "$p/environ" ] || continue
+  if tr '\0' '\n' < "$p/environ" 2>/dev/null | grep -qx "AGENTVM_EXEC_ID=$1"; then
+    pg=$(sed 's/.*) //' "$p/stat" 2>/dev/null | cut -d' ' -f3)
+    [ -n "$pg" ] && [ "$pg" -gt 1 ] && kill -9 -"$pg" 2>/dev/null
+    kill -9 "${p#/proc/}" 2>/dev/null
+    n=$((n+1))
+  fi
+done
+echo $n"#;
+
+impl Scheduler {
+    /// Starts a command in a running sandbox (waiting for one being created) and streams its
+    /// output. The command runs to its end or its timeout even if the stream is dropped.
+    pub async fn exec(&self, sandbox_id: &str, request: ExecRequest) -> Result<ExecStream> {
+        let argv = request.argv()?;
+        for k in request.env.keys() {
+            if k.is_empty() || k.contains('=') || k.starts_with("AGENTVM_") {
+                return Err(Error::invalid(format!(
+                    "environment variable name {k:?} is not allowed"
+                )));
+            }
+        }
+        if request.timeout_ms == Some(0) {
+            return Err(Error::invalid("timeoutMs must be at least 1"));
+        }
+        let timeout = request
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(self.inner.config.default_exec_timeout);
+        let cap = request
+            .max_output_bytes
+            .unwrap_or(usize::MAX)
+            .min(self.inner.config.max_output_bytes);
+        let sandbox = self.ready_sandbox(sandbox_id).await?;
+        let container = sandbox
+            .container_id
+            .clone()
+            .unwrap_or_else(|| sandbox.container_name.clone());
+        let d = self.docker(&sandbox.node_id).await?;
+        let node_id = sandbox.node_id.clone();
+        let endpoint = self.endpoint_of(&node_id);
+        let id = new_id("exec");
+        let mut env: Vec<String> = request
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        env.push(format!("AGENTVM_EXEC_ID={id}"));
+        let created = d
+            .create_exec(
+                &container,
+                CreateExecOptions::<String> {
+                    attach_stdin: Some(false),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(false),
+                    env: Some(env),
+                    cmd: Some(argv.clone()),
+                    user: Some(sandbox.user.clone()),
+                    working_dir: Some(request.workdir.clone().unwrap_or(sandbox.workdir.clone())),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| {
+                let e = docker::map_err(&node_id, &endpoint, "creating the exec", e);
+                self.node_failed(&node_id, &e);
+                e
+            })?;
+        let created_at = now_ms();
+        let started = d
+            .start_exec(&created.id, None::<StartExecOptions>)
+            .await
+            .map_err(|e| docker::map_err(&node_id, &endpoint, "starting the exec", e))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(Error::Internal("Docker detached an attached exec".into()));
+        };
+        // Nothing is ever written: the command's stdin is closed.
+        drop(input);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let record = Execution {
+            id: id.clone(),
+            sandbox_id: sandbox.id.clone(),
+            command: argv,
+            language: request
+                .code
+                .as_ref()
+                .map(|_| request.language.clone().unwrap_or_else(|| "sh".into())),
+            status: ExecStatus::Running,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            exit_code: None,
+            error: None,
+            created_at,
+            finished_at: None,
+            duration_ms: None,
+        };
+        let this = self.clone();
+        let docker_exec_id = created.id;
+        tokio::spawn(async move {
+            let run = Run {
+                scheduler: this,
+                docker: d,
+                container,
+                user: sandbox.user,
+                docker_exec_id,
+                timeout,
+                cap,
+            };
+            run.drive(record, output, tx).await;
+        });
+        Ok(ExecStream { id, rx })
+    }
+
+    /// Runs a command and waits for the execution.
+    pub async fn exec_collect(&self, sandbox_id: &str, request: ExecRequest) -> Result<Execution> {
+        self.exec(sandbox_id, request).await?.finish().await
+    }
+
+    /// An execution by id.
+    pub async fn get_execution(&self, id: &str) -> Result<Option<Execution>> {
+        let store = self.inner.store.clone();
+        let id = id.to_string();
+        blocking(move || store.get_execution(&id)).await
+    }
+
+    /// The executions of a sandbox, oldest first.
+    pub async fn list_executions(&self, sandbox_id: &str) -> Result<Vec<Execution>> {
+        let store = self.inner.store.clone();
+        let id = sandbox_id.to_string();
+        blocking(move || store.list_executions(&id)).await
+    }
+
+    /// Runs `argv` to its end and returns its exit code and (capped) combined output.
+    /// For the readiness check and the killer; no record, no stream.
+    pub(crate) async fn run_quiet(
+        &self,
+        d: &bollard::Docker,
+        node_id: &str,
+        container: &str,
+        user: &str,
+        argv: Vec<&str>,
+    ) -> Result<(i64, String)> {
+        let endpoint = self.endpoint_of(node_id);
+        let created = d
+            .create_exec(
+                container,
+                CreateExecOptions::<&str> {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(argv),
+                    user: Some(user),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| docker::map_err(node_id, &endpoint, "creating an exec", e))?;
+        let mut out = String::new();
+        if let StartExecResults::Attached { mut output, .. } = d
+            .start_exec(&created.id, None::<StartExecOptions>)
+            .await
+            .map_err(|e| docker::map_err(node_id, &endpoint, "starting an exec", e))?
+        {
+            while let Some(chunk) = output.next().await {
+                let chunk =
+                    chunk.map_err(|e| docker::map_err(node_id, &endpoint, "reading an exec", e))?;
+                if out.len() < 64 * 1024 {
+                    out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                }
+            }
+        }
+        let inspected = d
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| docker::map_err(node_id, &endpoint, "inspecting an exec", e))?;
+        Ok((inspected.exit_code.unwrap_or(-1), out))
+    }
+}
+
+/// Everything the task driving one exec needs.
+struct Run {
+    /// For the killer, the record and the counters.
+    scheduler: Scheduler,
+    /// The sandbox's node's client.
+    docker: bollard::Docker,
+    /// The sandbox's container.
+    container: String,
+    /// The sandbox's user (the killer runs as it).
+    user: String,
+    /// Docker's id of the exec, for its exit code.
+    docker_exec_id: String,
+    /// When to kill it.
+    timeout: Duration,
+    /// Bytes kept per stream.
+    cap: usize,
+}
+
+type Output =
+    Pin<Box<dyn Stream<Item = std::result::Result<LogOutput, bollard::errors::Error>> + Send>>;
+
+impl Run {
+    async fn drive(
+        self,
+        mut record: Execution,
+        mut output: Output,
+        tx: mpsc::UnboundedSender<ExecEvent>,
+    ) {
+        let started = std::time::Instant::now();
+        let deadline = tokio::time::sleep(self.timeout);
+        tokio::pin!(deadline);
+        let (mut out_utf8, mut err_utf8) = (Utf8Carry::default(), Utf8Carry::default());
+        let mut stdout = Capped {
+            text: String::new(),
+            cap: self.cap,
+            truncated: false,
+        };
+        let mut stderr = Capped {
+            text: String::new(),
+            cap: self.cap,
+            truncated: false,
+        };
+        let mut timed_out = false;
+        let mut broken: Option<String> = None;
+        loop {
+            tokio::select! {
+                chunk = output.next() => match chunk {
+                    Some(Ok(LogOutput::StdOut { message })) => {
+                        if let Some(data) = stdout.take(out_utf8.push(&message)) {
+                            let _ = tx.send(ExecEvent::Output { stream: OutputStream::Stdout, data });
+                        }
+                    }
+                    Some(Ok(LogOutput::StdErr { message })) => {
+                        if let Some(data) = stderr.take(err_utf8.push(&message)) {
+                            let _ = tx.send(ExecEvent::Output { stream: OutputStream::Stderr, data });
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => { broken = Some(e.to_string()); break; }
+                    None => break,
+                },
+                _ = &mut deadline => {
+                    if timed_out {
+                        broken = Some("the output did not close 5 s after the kill".into());
+                        break;
+                    }
+                    timed_out = true;
+                    self.kill(&record.id).await;
+                    // The stream ends once the killed processes close their output.
+                    deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(5));
+                }
+            }
+        }
+        let exit_code = match self.docker.inspect_exec(&self.docker_exec_id).await {
+            Ok(i) if i.running != Some(true) => i.exit_code,
+            _ => None,
+        };
+        record.stdout = stdout.text;
+        record.stderr = stderr.text;
+        record.truncated = stdout.truncated || stderr.truncated;
+        record.exit_code = exit_code;
+        record.status = if timed_out {
+            ExecStatus::Timeout
+        } else if broken.is_some() || exit_code.is_none() {
+            ExecStatus::Crashed
+        } else if exit_code == Some(0) {
+            ExecStatus::Completed
+        } else {
+            ExecStatus::Failed
+        };
+        record.error = if timed_out {
+            Some(format!(
+                "killed after the {} ms timeout (process group and tagged processes)",
+                self.timeout.as_millis()
+            ))
+        } else {
+            broken
+        };
+        let now = now_ms();
+        record.finished_at = Some(now);
+        record.duration_ms = Some(started.elapsed().as_millis() as u64);
+        let s = &self.scheduler;
+        s.inner.counters.executions.fetch_add(1, Ordering::Relaxed);
+        if timed_out {
+            s.inner
+                .counters
+                .exec_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(l) = lock(&s.inner.live).get_mut(&record.sandbox_id) {
+            l.record.last_activity_at = now;
+        }
+        let store = s.inner.store.clone();
+        let stored = record.clone();
+        if let Err(e) = blocking(move || store.put_execution(&stored)).await {
+            tracing::warn!(execution = %record.id, error = %e.chain(), "storing an execution");
+        }
+        let _ = tx.send(ExecEvent::Finished(Box::new(record)));
+    }
+
+    /// Kills every process of the exec, twice over to catch forks racing the first pass.
+    async fn kill(&self, exec_id: &str) {
+        let node_id = {
+            let live = lock(&self.scheduler.inner.live);
+            live.values()
+                .find(|l| l.record.container_id.as_deref() == Some(self.container.as_str()))
+                .map(|l| l.record.node_id.clone())
+                .unwrap_or_default()
+        };
+        for _ in 0..3 {
+            let argv = vec!["/bin/sh", "-c", KILLER, "agentvm-kill", exec_id];
+            match self
+                .scheduler
+                .run_quiet(&self.docker, &node_id, &self.container, &self.user, argv)
+                .await
+            {
+                Ok((0, out)) if out.trim() == "0" => return,
+                Ok((0, _)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Ok((code, out)) => {
+                    tracing::warn!(exec_id, code, out = out.trim(), "the killer exec failed");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(exec_id, error = %e, "could not run the killer exec");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_split_across_chunks_is_kept_whole() {
+        let mut c = Utf8Carry::default();
+        let bytes = "héllo".as_bytes();
+        assert_eq!(c.push(&bytes[..2]), "h");
+        assert_eq!(c.push(&bytes[2..]), "éllo");
+        assert_eq!(c.push(&[0xff, b'a']), "\u{FFFD}a");
+    }
+
+    #[test]
+    fn output_is_capped_on_a_char_boundary() {
+        let mut s = Capped {
+            text: String::new(),
+            cap: 4,
+            truncated: false,
+        };
+        assert_eq!(s.take("ab".into()).as_deref(), Some("ab"));
+        assert_eq!(s.take("cé".into()).as_deref(), Some("c"));
+        assert!(s.truncated);
+        assert_eq!(s.take("x".into()), None);
+        assert_eq!(s.text, "abc");
+    }
+
+    #[test]
+    fn requests_resolve_to_an_argv() {
+        assert_eq!(
+            ExecRequest::shell("echo hi").argv().unwrap(),
+            ["/bin/sh", "-c", "echo hi"]
+        );
+        let code = ExecRequest {
+            code: Some("print(1)".into()),
+            language: Some("python".into()),
+            ..Default::default()
+        };
+        assert_eq!(code.argv().unwrap(), ["python3", "-c", "print(1)"]);
+        let bad = ExecRequest {
+            code: Some("x".into()),
+            language: Some("cobol".into()),
+            ..Default::default()
+        };
+        assert!(bad.argv().unwrap_err().to_string().contains("cobol"));
+        assert!(ExecRequest::default().argv().is_err());
+    }
+
+    #[test]
+    fn the_final_event_carries_exit_code_and_status() {
+        let x = Execution {
+            id: "exec_1".into(),
+            sandbox_id: "sbx_1".into(),
+            command: vec!["true".into()],
+            language: None,
+            status: ExecStatus::Completed,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            exit_code: Some(0),
+            error: None,
+            created_at: 1,
+            finished_at: Some(2),
+            duration_ms: Some(1),
+        };
+        let v = serde_json::to_value(ExecEvent::Finished(Box::new(x))).unwrap();
+        assert_eq!(v["exitCode"], 0);
+        assert_eq!(v["status"], "completed");
+        let o = serde_json::to_value(ExecEvent::Output {
+            stream: OutputStream::Stdout,
+            data: "hi".into(),
+        })
+        .unwrap();
+        assert_eq!(o, serde_json::json!({"stream":"stdout","data":"hi"}));
+    }
+}

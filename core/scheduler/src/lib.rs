@@ -1,0 +1,454 @@
+//! The Docker sandbox scheduler: runtime nodes, templates, placement, sandboxes, exec, files,
+//! a warm pool per template, admission control and reconciliation (SCHEDULER.md).
+//!
+//! A [`Scheduler`] is a cheap-to-clone handle. Nodes are Docker engines, each driven through
+//! its own `api_endpoint`; templates name an image and default limits; creating a sandbox
+//! places it on a healthy node with room, creates a hardened, labelled container there and
+//! returns once an exec works. Every state change is an [`Event`] on the bus
+//! (source `sandbox`, `context.containerId` = the sandbox's owner).
+//!
+//! ```no_run
+//! use agentvm::scheduler::{ExecRequest, NodeRegistration, SandboxRequest, Scheduler, TemplateSpec};
+//! # async fn demo() -> agentvm::Result<()> {
+//! let scheduler = Scheduler::builder().open().await?;
+//! scheduler.register_node(NodeRegistration::new("local", "unix:///var/run/docker.sock")).await?;
+//! scheduler.create_template("busybox", TemplateSpec::new("busybox", "busybox:latest")).await?;
+//! let sandbox = scheduler.create_sandbox(SandboxRequest::new("busybox")).await?;
+//! let run = scheduler.exec_collect(&sandbox.id, ExecRequest::shell("echo hi")).await?;
+//! assert_eq!(run.stdout, "hi\n");
+//! scheduler.terminate_sandbox(&sandbox.id).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod admission;
+pub mod docker;
+pub mod exec;
+pub mod files;
+mod hardening;
+pub mod node;
+mod owner;
+pub mod placement;
+mod pool;
+mod provision;
+pub mod reconcile;
+mod registry;
+mod sink;
+mod store;
+
+pub use agentvm_model::scheduler::{
+    exec::OutputStream, sandbox, template, ContainerExited, ContainerReady, ExecEvent, ExecRequest,
+    ExecStatus, Execution, FileEntry, FileKind, Heartbeat, Liveness, NetworkPolicy,
+    NodeRegistration, NodeStatus, Resources, RuntimeNode, Sandbox, SandboxRequest, SandboxStatus,
+    SchedulerMetrics, SecurityPolicy, Template, TemplateSpec, Termination, TerminationReason,
+    TlsFiles,
+};
+pub use exec::ExecStream;
+pub use owner::SandboxRef;
+pub use reconcile::{ReconcileReport, SweepReport};
+pub use sink::EventSink;
+pub use store::{MemorySchedulerStore, RedbSchedulerStore, SchedulerStore};
+
+// The model's modules under the names the scheduler's files use.
+use agentvm_model as model;
+use agentvm_model::error;
+
+use crate::error::{Error, Result};
+use crate::model::{Event, EventContext, EventPayload};
+use node::Registry;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What reconciliation does with a sandbox whose container survived an agentvm restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OrphanPolicy {
+    /// Keep it: running containers become running sandboxes again (after an exec works).
+    #[default]
+    Adopt,
+    /// Remove it, recording `reconciled` as the reason.
+    Remove,
+}
+
+/// Tuning of the scheduler. The defaults are the production values of SCHEDULER.md.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// How often node agents heartbeat and static nodes are probed.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a node turns offline.
+    pub offline_after: Duration,
+    /// How often expired, idle and stuck sandboxes are swept and Docker is compared.
+    pub sweep_interval: Duration,
+    /// A sandbox `creating` for longer is failed by the sweep.
+    pub stuck_creating_after: Duration,
+    /// Bound on one Docker request.
+    pub docker_timeout: Duration,
+    /// Docker starts in flight per node.
+    pub max_starts_in_flight: usize,
+    /// Starts that may wait per node; beyond, `Busy`.
+    pub max_start_queue: usize,
+    /// What start-up reconciliation does with surviving containers.
+    pub orphans: OrphanPolicy,
+    /// Exec timeout when a request gives none.
+    pub default_exec_timeout: Duration,
+    /// Bytes of stdout (and of stderr) kept and streamed per exec; the rest is dropped and
+    /// the execution marked truncated.
+    pub max_output_bytes: usize,
+    /// Largest file uploaded or downloaded.
+    pub max_file_bytes: usize,
+    /// Idle timeout of sandboxes made by [`Scheduler::sandbox_for_owner`].
+    pub owner_idle_timeout: Duration,
+    /// Bearer token required on `/internal/runtime/*`; `None` leaves them open (loopback).
+    pub internal_token: Option<String>,
+    /// Run the background loop (health, sweep, pool refill). Tests may drive it by hand.
+    pub background: bool,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            heartbeat_interval: Duration::from_secs(5),
+            offline_after: Duration::from_secs(15),
+            sweep_interval: Duration::from_secs(10),
+            stuck_creating_after: Duration::from_secs(120),
+            docker_timeout: Duration::from_secs(120),
+            max_starts_in_flight: 4,
+            max_start_queue: 32,
+            orphans: OrphanPolicy::Adopt,
+            default_exec_timeout: Duration::from_secs(60),
+            max_output_bytes: 1024 * 1024,
+            max_file_bytes: 64 * 1024 * 1024,
+            owner_idle_timeout: Duration::from_secs(600),
+            internal_token: None,
+            background: true,
+        }
+    }
+}
+
+/// Counters, as [`Scheduler::metrics`] reports them. Each field backs the [`SchedulerMetrics`]
+/// field of the same name; atomics so the hot paths count without a lock.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Claims served by a warm pool.
+    pub pool_hits: AtomicU64,
+    /// Claims on a pooled template that found the pool empty.
+    pub pool_misses: AtomicU64,
+    /// On-demand container starts.
+    pub cold_starts: AtomicU64,
+    /// Failed creates.
+    pub create_failures: AtomicU64,
+    /// Creates refused as busy.
+    pub busy_refusals: AtomicU64,
+    /// Executions finished.
+    pub executions: AtomicU64,
+    /// Executions killed by their timeout.
+    pub exec_timeouts: AtomicU64,
+    /// Sandboxes ended.
+    pub terminated: AtomicU64,
+    /// Sandboxes adopted by reconciliation.
+    pub adopted: AtomicU64,
+    /// Unowned containers removed.
+    pub orphans_removed: AtomicU64,
+}
+
+/// A live (creating or running) sandbox in memory.
+pub(crate) struct Live {
+    /// The record, as last persisted.
+    pub record: Sandbox,
+    /// Its status, for requests that wait for a creating sandbox to become ready.
+    pub status: watch::Sender<SandboxStatus>,
+    /// Held by whoever creates or ends it, so a terminate waits for a create in progress.
+    pub lifecycle: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The sandbox an owner's agents share for one template, once created; the async lock makes
+/// concurrent first uses create one sandbox.
+pub(crate) type OwnerSlot = Arc<tokio::sync::Mutex<Option<String>>>;
+
+pub(crate) struct Inner {
+    /// Where nodes, templates, sandboxes and executions are kept.
+    pub store: Arc<dyn SchedulerStore>,
+    /// Where sandbox and node events go; `None` publishes nothing.
+    pub events: Option<Arc<dyn EventSink>>,
+    /// Tuning.
+    pub config: SchedulerConfig,
+    /// This repository's scheduler id: the `agentvm.instance` label of its containers.
+    pub instance: String,
+    /// Runtime nodes with their load, Docker clients and admission gates.
+    pub nodes: Mutex<Registry>,
+    /// Creating and running sandboxes.
+    pub live: Mutex<HashMap<String, Live>>,
+    /// Warm pools by template id.
+    pub pools: Mutex<HashMap<String, pool::PoolState>>,
+    /// `(owner, template)` -> the sandbox its agents share.
+    pub owners: Mutex<HashMap<(String, String), OwnerSlot>>,
+    /// Counters.
+    pub counters: Counters,
+}
+
+/// The scheduler handle. Cheap to clone; the background loop stops when the last clone drops.
+#[derive(Clone)]
+pub struct Scheduler {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("instance", &self.inner.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Scheduler`].
+#[must_use]
+#[derive(Default)]
+pub struct SchedulerBuilder {
+    /// Where records are kept; in memory when unset.
+    store: Option<Arc<dyn SchedulerStore>>,
+    /// Where events go; dropped when unset.
+    events: Option<Arc<dyn EventSink>>,
+    /// Tuning.
+    config: SchedulerConfig,
+    /// Nodes registered statically at open.
+    nodes: Vec<NodeRegistration>,
+}
+
+impl std::fmt::Debug for SchedulerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerBuilder")
+            .field("config", &self.config)
+            .field("nodes", &self.nodes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SchedulerBuilder {
+    /// Keeps records in `store` (the runtime hands over its own database's).
+    pub fn store(mut self, store: Arc<dyn SchedulerStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Publishes events through `sink` (the runtime hands over its bus).
+    pub fn events(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.events = Some(sink);
+        self
+    }
+
+    /// Tuning.
+    pub fn config(mut self, config: SchedulerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Registers a node at open (static registration, from a config file or the CLI).
+    pub fn node(mut self, registration: NodeRegistration) -> Self {
+        self.nodes.push(registration);
+        self
+    }
+
+    /// Loads nodes, registers the static ones, reconciles with Docker and starts the background
+    /// loop. Must run inside a tokio runtime.
+    pub async fn open(self) -> Result<Scheduler> {
+        let store = match self.store {
+            Some(s) => s,
+            None => Arc::new(MemorySchedulerStore::new()),
+        };
+        let instance = store.scheduler_instance()?;
+        let scheduler = Scheduler {
+            inner: Arc::new(Inner {
+                store,
+                events: self.events,
+                config: self.config,
+                instance,
+                nodes: Mutex::new(HashMap::new()),
+                live: Mutex::new(HashMap::new()),
+                pools: Mutex::new(HashMap::new()),
+                owners: Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+            }),
+        };
+        scheduler.load_nodes()?;
+        // A static node whose daemon is down must not keep the runtime from starting: chats
+        // keep working, and the node can be registered again once its Docker answers.
+        for r in self.nodes {
+            let node_id = r.node_id.clone();
+            if let Err(e) = scheduler.register_node(r).await {
+                tracing::warn!(node = %node_id, error = %e.chain(), "a static node could not be registered; it gets no sandboxes until it is registered again");
+            }
+        }
+        scheduler.check_nodes().await;
+        scheduler.reconcile().await?;
+        if scheduler.inner.config.background {
+            tokio::spawn(reconcile::background(Arc::downgrade(&scheduler.inner)));
+        }
+        Ok(scheduler)
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs a repository call on the blocking pool.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("a repository task failed: {e}")))?
+}
+
+impl Scheduler {
+    /// A builder.
+    pub fn builder() -> SchedulerBuilder {
+        SchedulerBuilder::default()
+    }
+
+    /// The `agentvm.instance` label of this scheduler's containers.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// The tuning in force.
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.inner.config
+    }
+
+    /// The counters and gauges now.
+    pub fn metrics(&self) -> SchedulerMetrics {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let pool_ready = lock(&self.inner.pools)
+            .values()
+            .map(|p| p.ready.len() as u64)
+            .sum();
+        let live_sandboxes = lock(&self.inner.live).len() as u64;
+        let nodes_online = lock(&self.inner.nodes)
+            .values()
+            .filter(|n| n.node.status == NodeStatus::Online)
+            .count() as u64;
+        SchedulerMetrics {
+            pool_hits: get(&c.pool_hits),
+            pool_misses: get(&c.pool_misses),
+            cold_starts: get(&c.cold_starts),
+            create_failures: get(&c.create_failures),
+            busy_refusals: get(&c.busy_refusals),
+            executions: get(&c.executions),
+            exec_timeouts: get(&c.exec_timeouts),
+            terminated: get(&c.terminated),
+            adopted: get(&c.adopted),
+            orphans_removed: get(&c.orphans_removed),
+            pool_ready,
+            live_sandboxes,
+            nodes_online,
+        }
+    }
+
+    /// Publishes `payload` with the sandbox owner as `context.containerId`.
+    pub(crate) fn publish(&self, payload: EventPayload, owner: Option<&str>) {
+        if let Some(sink) = &self.inner.events {
+            let context = owner.map(|o| EventContext {
+                container_id: Some(o.to_string()),
+                ..Default::default()
+            });
+            sink.publish(Event::new(payload, context));
+        }
+    }
+
+    /// Persists a sandbox record durably.
+    pub(crate) async fn persist(&self, sandbox: &Sandbox) -> Result<()> {
+        let store = self.inner.store.clone();
+        let s = sandbox.clone();
+        blocking(move || store.put_sandbox(&s)).await
+    }
+
+    /// The node's Docker client, connecting (and negotiating) on first use. A node whose daemon
+    /// does not answer turns offline and the error says so.
+    pub(crate) async fn docker(&self, node_id: &str) -> Result<bollard::Docker> {
+        let (endpoint, tls) = {
+            let nodes = lock(&self.inner.nodes);
+            let entry = nodes
+                .get(node_id)
+                .ok_or_else(|| Error::not_found("Node", node_id))?;
+            if let Some(d) = &entry.docker {
+                return Ok(d.clone());
+            }
+            (entry.node.api_endpoint.clone(), entry.node.tls.clone())
+        };
+        let connected = docker::connect(
+            node_id,
+            &endpoint,
+            tls.as_ref(),
+            self.inner.config.docker_timeout,
+        )
+        .await;
+        match connected {
+            Ok(d) => {
+                if let Some(entry) = lock(&self.inner.nodes).get_mut(node_id) {
+                    entry.docker = Some(d.clone());
+                }
+                Ok(d)
+            }
+            Err(e) => {
+                self.node_failed(node_id, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// The endpoint of a node, for error messages.
+    pub(crate) fn endpoint_of(&self, node_id: &str) -> String {
+        lock(&self.inner.nodes)
+            .get(node_id)
+            .map(|e| e.node.api_endpoint.clone())
+            .unwrap_or_default()
+    }
+
+    /// Turns the node offline when `e` says its daemon is gone.
+    pub(crate) fn node_failed(&self, node_id: &str, e: &Error) {
+        if docker::node_is_down(e) {
+            self.set_health(node_id, false, Some(e.to_string()));
+        }
+    }
+
+    /// Sets a node's health and publishes the change, if any.
+    pub(crate) fn set_health(&self, node_id: &str, healthy: bool, message: Option<String>) {
+        let changed = {
+            let mut nodes = lock(&self.inner.nodes);
+            match nodes.get_mut(node_id) {
+                Some(entry) => {
+                    if healthy {
+                        entry.node.last_heartbeat_at = Some(crate::model::now_ms());
+                    }
+                    entry.set_healthy(healthy, message.clone())
+                }
+                None => None,
+            }
+        };
+        if let Some((before, after)) = changed {
+            if after == NodeStatus::Offline {
+                tracing::warn!(
+                    node_id,
+                    message = message.as_deref().unwrap_or(""),
+                    "node offline"
+                );
+            } else {
+                tracing::info!(node_id, status = after.as_str(), "node back");
+            }
+            self.publish(
+                EventPayload::NodeStatusChanged {
+                    node_id: node_id.to_string(),
+                    status: after.as_str().to_string(),
+                    previous: before.as_str().to_string(),
+                    message,
+                },
+                None,
+            );
+        }
+    }
+}

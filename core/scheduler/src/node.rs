@@ -1,0 +1,160 @@
+//! Runtime nodes: the record, registration and heartbeat messages, and the in-memory registry
+//! that keeps each node's load, its Docker connection and its admission gate.
+
+use super::admission::Admission;
+use super::placement::{cores_to_millis, Demand, NodeLoad};
+pub use agentvm_model::scheduler::node::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One node in memory: its record, its load in exact units, its Docker client and its gate.
+pub(crate) struct NodeEntry {
+    /// The record (allocation fields are refreshed from the exact counters on read).
+    pub node: RuntimeNode,
+    /// A connected, version-negotiated client; `None` until first use or after a failure.
+    pub docker: Option<bollard::Docker>,
+    /// Bounds Docker starts in flight on this node.
+    pub admission: Arc<Admission>,
+    /// Cpu held by created sandboxes, millicores.
+    pub allocated_cpu_millis: u64,
+    /// Memory held by created sandboxes, MiB.
+    pub allocated_memory_mb: u64,
+    /// Created sandboxes.
+    pub running: u32,
+    /// Cpu of placements in flight, millicores.
+    pub in_flight_cpu_millis: u64,
+    /// Memory of placements in flight, MiB.
+    pub in_flight_memory_mb: u64,
+    /// Placements in flight.
+    pub in_flight: u32,
+}
+
+impl NodeEntry {
+    pub fn new(node: RuntimeNode, admission: Arc<Admission>) -> Self {
+        NodeEntry {
+            node,
+            docker: None,
+            admission,
+            allocated_cpu_millis: 0,
+            allocated_memory_mb: 0,
+            running: 0,
+            in_flight_cpu_millis: 0,
+            in_flight_memory_mb: 0,
+            in_flight: 0,
+        }
+    }
+
+    /// The record with its load filled in.
+    pub fn snapshot(&self) -> RuntimeNode {
+        let mut n = self.node.clone();
+        n.allocated_cpu_cores = self.allocated_cpu_millis as f64 / 1000.0;
+        n.allocated_memory_mb = self.allocated_memory_mb;
+        n.running_containers = self.running;
+        n.in_flight = self.in_flight;
+        n
+    }
+
+    pub fn load(&self) -> NodeLoad<'_> {
+        NodeLoad {
+            node_id: &self.node.node_id,
+            schedulable: self.node.status == NodeStatus::Online,
+            total_cpu_millis: cores_to_millis(self.node.total_cpu_cores),
+            total_memory_mb: self.node.total_memory_mb,
+            max_containers: self.node.max_containers,
+            allocated_cpu_millis: self.allocated_cpu_millis,
+            allocated_memory_mb: self.allocated_memory_mb,
+            running: self.running,
+            in_flight_cpu_millis: self.in_flight_cpu_millis,
+            in_flight_memory_mb: self.in_flight_memory_mb,
+            in_flight: self.in_flight,
+            images: &self.node.cached_images,
+        }
+    }
+
+    /// Sets health; returns the previous and new status when the status changed.
+    pub fn set_healthy(
+        &mut self,
+        healthy: bool,
+        message: Option<String>,
+    ) -> Option<(NodeStatus, NodeStatus)> {
+        let before = self.node.status;
+        self.node.status = if healthy {
+            self.node.admin_status
+        } else {
+            NodeStatus::Offline
+        };
+        self.node.status_message = if healthy { None } else { message };
+        if !healthy {
+            self.docker = None;
+        }
+        (before != self.node.status).then_some((before, self.node.status))
+    }
+}
+
+/// The registry's load operations, in exact units. `Demand` carries the amounts.
+pub(crate) fn reserve(entry: &mut NodeEntry, d: &Demand<'_>) {
+    entry.in_flight += 1;
+    entry.in_flight_cpu_millis += d.cpu_millis;
+    entry.in_flight_memory_mb += d.memory_mb;
+}
+
+/// Ends an in-flight placement; `created` moves it to the node's allocation.
+pub(crate) fn settle(entry: &mut NodeEntry, d: &Demand<'_>, created: bool) {
+    entry.in_flight = entry.in_flight.saturating_sub(1);
+    entry.in_flight_cpu_millis = entry.in_flight_cpu_millis.saturating_sub(d.cpu_millis);
+    entry.in_flight_memory_mb = entry.in_flight_memory_mb.saturating_sub(d.memory_mb);
+    if created {
+        allocate(entry, d);
+    }
+}
+
+/// Counts a created sandbox against the node.
+pub(crate) fn allocate(entry: &mut NodeEntry, d: &Demand<'_>) {
+    entry.running += 1;
+    entry.allocated_cpu_millis += d.cpu_millis;
+    entry.allocated_memory_mb += d.memory_mb;
+}
+
+/// Frees a destroyed sandbox's share of the node.
+pub(crate) fn free(entry: &mut NodeEntry, d: &Demand<'_>) {
+    entry.running = entry.running.saturating_sub(1);
+    entry.allocated_cpu_millis = entry.allocated_cpu_millis.saturating_sub(d.cpu_millis);
+    entry.allocated_memory_mb = entry.allocated_memory_mb.saturating_sub(d.memory_mb);
+}
+
+/// The node map. A `BTreeMap` would also do; placement sorts by id itself.
+pub(crate) type Registry = HashMap<String, NodeEntry>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_accepts_the_seed_body_and_camel_case() {
+        let seed = serde_json::json!({"node_id": "docker-local", "hostname": "localhost",
+            "runtime_type": "docker", "api_endpoint": "unix:///var/run/docker.sock",
+            "total_cpu_cores": 8.0, "total_memory_mb": 16384, "max_containers": 100});
+        let r: NodeRegistration = serde_json::from_value(seed).unwrap();
+        assert_eq!(r.total_memory_mb, Some(16384));
+        r.validate().unwrap();
+        let camel = serde_json::json!({"nodeId": "n", "apiEndpoint": "unix:///x.sock"});
+        let r: NodeRegistration = serde_json::from_value(camel).unwrap();
+        assert_eq!(r.max_containers, 100);
+        assert_eq!(r.liveness, Liveness::Probe);
+    }
+
+    #[test]
+    fn registration_refuses_other_runtimes_and_bad_endpoints() {
+        let mut r = NodeRegistration::new("n", "unix:///x.sock");
+        r.runtime_type = "podman".into();
+        assert!(r
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not supported"));
+        let r = NodeRegistration::new("n", "ftp://x");
+        assert!(r.validate().is_err());
+        let r = NodeRegistration::new("n", "tcp://10.0.0.1:2376");
+        assert!(r.validate().unwrap_err().to_string().contains("TLS"));
+    }
+}

@@ -1,0 +1,413 @@
+//! `agentvm-server`: the agentvm runtime behind one port (Channel WebSocket, REST, metrics).
+
+use agentvm::{AgentVm, LlmDriver, Repository};
+use agentvm_server::{AuthMode, ServerConfig, ServerManager};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "agentvm-server",
+    version,
+    about = "The agentvm runtime server: AgentX-compatible WebSocket at /ws, REST under /v1"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Run the node side of runtime-node registration: register this Docker engine with a
+    /// control plane and heartbeat until stopped.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Manage access tokens (stored hashed in the data dir).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        /// The data dir holding agentvm.redb.
+        #[arg(long, global = true, env = "AGENTVM_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to bind. A non-loopback address turns authentication on.
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to bind (0 picks a free one).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Where agentvm.redb and the workdirs live (default ~/.agentvm).
+    #[arg(long, env = "AGENTVM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A TOML file with the same settings (flags and environment win).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Require a token even on loopback.
+    #[arg(long)]
+    require_auth: bool,
+    /// A Docker engine to run sandboxes on (repeatable): `unix:///var/run/docker.sock`,
+    /// `tcp://host:2376`. More nodes can register at /internal/runtime/nodes/register.
+    #[arg(long = "docker")]
+    docker: Vec<String>,
+    /// Let agents whose image enables them run the built-in tools (bash, files) on this host,
+    /// confined to each image's workdir. Off by default: bash on the host is not a sandbox.
+    #[arg(long)]
+    local_tools: bool,
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Register with a control plane and heartbeat.
+    Join {
+        /// The control plane's base URL (`http://host:8080`).
+        #[arg(long)]
+        control_plane: String,
+        /// This node's Docker endpoint as the control plane should reach it
+        /// (`unix:///var/run/docker.sock`, `tcp://host:2376`).
+        #[arg(long, default_value = "unix:///var/run/docker.sock")]
+        docker: String,
+        /// A token the control plane accepts (an all-containers token when it requires auth).
+        #[arg(long, env = "AGENTVM_NODE_TOKEN")]
+        token: Option<String>,
+        /// The node's id (default: the host name).
+        #[arg(long)]
+        node_id: Option<String>,
+        /// Most sandboxes this node takes.
+        #[arg(long, default_value_t = 100)]
+        max_containers: u32,
+        /// Heartbeat interval in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        heartbeat_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; it is printed once.
+    Create {
+        /// Containers the token may use, comma-separated.
+        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+        containers: Vec<String>,
+        /// The token may use every container.
+        #[arg(long)]
+        all: bool,
+    },
+    /// List tokens (ids and scopes, never the tokens).
+    List,
+    /// Revoke a token by id.
+    Revoke {
+        /// The token's id (`tok_…`).
+        id: String,
+    },
+}
+
+/// The config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    host: Option<String>,
+    port: Option<u16>,
+    data_dir: Option<PathBuf>,
+    require_auth: Option<bool>,
+    #[serde(default)]
+    docker: Vec<String>,
+    max_frame_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
+    #[serde(default)]
+    llm: LlmFileConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LlmFileConfig {
+    provider: Option<String>,
+    key: Option<String>,
+    url: Option<String>,
+    model: Option<String>,
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".agentvm")
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The driver chosen by `LLM_PROVIDER` and friends; the config file's `[llm]` fills what the
+/// environment leaves unset. `None` when no provider is named at all.
+fn llm_driver(file: &LlmFileConfig) -> Result<Option<Arc<dyn LlmDriver>>, String> {
+    let var = |name: &str| -> Option<String> {
+        env(name).or_else(|| match name {
+            "LLM_PROVIDER" => file.provider.clone(),
+            "LLM_PROVIDER_KEY" => file.key.clone(),
+            "LLM_PROVIDER_URL" => file.url.clone(),
+            "LLM_PROVIDER_MODEL" => file.model.clone(),
+            _ => None,
+        })
+    };
+    if var("LLM_PROVIDER").is_none() {
+        return Ok(None);
+    }
+    let config = agentvm::llm::config::LlmConfig::from_vars(var).map_err(|e| e.to_string())?;
+    config.driver().map(Some).map_err(|e| e.to_string())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTVM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging();
+            match serve(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("agentvm-server: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Node {
+            command:
+                NodeCommand::Join {
+                    control_plane,
+                    docker,
+                    token,
+                    node_id,
+                    max_containers,
+                    heartbeat_ms,
+                },
+        } => {
+            init_logging();
+            let node_id = node_id
+                .or_else(|| {
+                    std::fs::read_to_string("/etc/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_string())
+                })
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "node".into());
+            let mut opts =
+                agentvm_server::node_agent::JoinOptions::new(control_plane, node_id, docker);
+            opts.token = token;
+            opts.max_containers = max_containers;
+            opts.heartbeat_interval = Duration::from_millis(heartbeat_ms.max(100));
+            tokio::select! {
+                r = agentvm_server::node_agent::join(opts) => match r {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("agentvm-server: {}", e.chain());
+                        ExitCode::FAILURE
+                    }
+                },
+                _ = wait_for_signal() => ExitCode::SUCCESS,
+            }
+        }
+        Command::Token { command, data_dir } => {
+            match token(command, data_dir.unwrap_or_else(default_data_dir)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("agentvm-server: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let file: FileConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let host = args
+        .host
+        .or(file.host)
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let port = args.port.or(file.port).unwrap_or(8080);
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .unwrap_or_else(default_data_dir);
+    let driver = llm_driver(&file.llm)?;
+    let mut builder = AgentVm::builder().data_dir(&data_dir);
+    if args.local_tools {
+        tracing::warn!("--local-tools: agents' bash runs on this host as this user, confined only to its workdir");
+        builder = builder.local_tools();
+    }
+    match driver {
+        Some(d) => {
+            tracing::info!(provider = d.name(), model = d.default_model(), "LLM provider configured");
+            builder = builder.llm(d);
+        }
+        None => tracing::warn!(
+            "no LLM provider configured: agents will answer with an error. Set LLM_PROVIDER=anthropic \
+             (or openai) and LLM_PROVIDER_KEY=..., optionally LLM_PROVIDER_URL and LLM_PROVIDER_MODEL; \
+             LLM_PROVIDER=mock runs the offline mock"
+        ),
+    }
+    // The Docker scheduler: static nodes from --docker / the config file; others register.
+    let mut scheduler = agentvm::scheduler::Scheduler::builder();
+    let engines: Vec<String> = if args.docker.is_empty() {
+        file.docker.clone()
+    } else {
+        args.docker.clone()
+    };
+    for (i, endpoint) in engines.iter().enumerate() {
+        scheduler = scheduler.node(agentvm::scheduler::NodeRegistration::new(
+            format!("docker-{}", i + 1),
+            endpoint.clone(),
+        ));
+    }
+    builder = builder.scheduler(scheduler);
+    let vm = builder.open().await.map_err(|e| e.chain())?;
+    let mut config = ServerConfig::default();
+    if args.require_auth || file.require_auth.unwrap_or(false) {
+        config.auth = AuthMode::Required;
+    }
+    if let Some(v) = file.max_frame_bytes {
+        config.max_frame_bytes = v;
+    }
+    if let Some(v) = file.max_connections {
+        config.max_connections = v;
+    }
+    if let Some(v) = file.request_timeout_ms {
+        config.request_timeout = Duration::from_millis(v);
+    }
+    if let Some(v) = file.shutdown_grace_ms {
+        config.shutdown_grace = Duration::from_millis(v);
+    }
+    let server = ServerManager::new(vm.clone(), config);
+    if let Some(s) = vm.scheduler() {
+        server.merge_routes(agentvm_server::scheduler_routes::router(s.clone()));
+        let s = s.clone();
+        server.add_metrics(Arc::new(move || {
+            agentvm_server::metrics::scheduler_text(&s.metrics())
+        }));
+    }
+    let addr = server
+        .listen((host.as_str(), port))
+        .await
+        .map_err(|e| e.chain())?;
+    // One line on stdout that scripts (and tests) can wait for.
+    println!(
+        "agentvm-server listening on http://{addr} (WebSocket ws://{addr}/ws, data dir {})",
+        data_dir.display()
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down: letting running turns finish");
+    server.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn token(command: TokenCommand, data_dir: PathBuf) -> Result<(), String> {
+    let path = data_dir.join("agentvm.redb");
+    let repo = Repository::open(&path).map_err(|e| {
+        format!("{}. If the server is running on this data dir, manage tokens through its API instead (POST /v1/tokens).", e.chain())
+    })?;
+    match command {
+        TokenCommand::Create { containers, all } => {
+            let scope = if all || containers.is_empty() {
+                if !all {
+                    return Err(
+                        "say which containers the token may use (--containers a,b) or --all".into(),
+                    );
+                }
+                None
+            } else {
+                Some(containers)
+            };
+            let (token, record) =
+                agentvm::auth::create_token(&repo, scope).map_err(|e| e.to_string())?;
+            eprintln!(
+                "created {} for {}",
+                record.id,
+                scope_text(&record.containers)
+            );
+            println!("{token}");
+        }
+        TokenCommand::List => {
+            for t in repo.list_tokens().map_err(|e| e.to_string())? {
+                let state = if t.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!("{}\t{}\t{}", t.id, state, scope_text(&t.containers));
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            if !repo
+                .revoke_token(&id, agentvm::now_ms())
+                .map_err(|e| e.to_string())?
+            {
+                return Err(format!("no token with id {id}"));
+            }
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+fn scope_text(containers: &Option<Vec<String>>) -> String {
+    match containers {
+        None => "all containers".into(),
+        Some(c) => c.join(","),
+    }
+}

@@ -1,0 +1,491 @@
+//! The server side of one Channel connection: frames in, responses and events out.
+//!
+//! One task per connection. It reads frames, runs requests in order (each under the request
+//! timeout) and forwards the events of its bus subscription — `global` plus the session topics
+//! it joined — wrapped with `__msgId` and, for session events, `__cursor`. The subscription's
+//! bounded queue is the connection's send queue: a consumer too slow to keep up overflows it,
+//! and the connection then resumes from the last cursor it sent (replayed from the log), so
+//! nothing is lost and the server never waits on a client.
+
+use crate::channel::codec::{self, ClientFrame, Decoded};
+use crate::error::{Error, Result};
+use crate::model::{Command, Event};
+use crate::runtime::{AgentVm, BusItem, EventFilter, Runtime, Scope, ScopedRuntime, Subscription};
+use crate::{ServerState, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TOO_BIG};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::SinkExt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Who is on a connection, for [`ConnectionHandler`]s.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// `conn_<n>`, the prefix of its `__msgId`s.
+    pub id: String,
+    /// The peer.
+    pub remote_addr: Option<SocketAddr>,
+    /// The token it authenticated with, if any.
+    pub token_id: Option<String>,
+    /// The containers it may use.
+    pub scope: Scope,
+    /// Its view of the runtime: the same scope.
+    pub runtime: ScopedRuntime,
+}
+
+/// Hooks an embedder installs on the server to log, meter or veto per connection.
+pub trait ConnectionHandler: Send + Sync + 'static {
+    /// A connection opened (after authentication). An error refuses it.
+    fn on_open(&self, _conn: &ConnectionInfo) -> Result<()> {
+        Ok(())
+    }
+    /// A request arrived. An error vetoes it and is sent as its error response.
+    fn on_request(&self, _conn: &ConnectionInfo, _command: &Command) -> Result<()> {
+        Ok(())
+    }
+    /// An event is about to be sent. `false` drops it for this connection.
+    fn on_event(&self, _conn: &ConnectionInfo, _event: &Event) -> bool {
+        true
+    }
+    /// The connection closed.
+    fn on_close(&self, _conn: &ConnectionInfo) {}
+}
+
+/// How a connection was authenticated at upgrade time.
+pub(crate) enum Admission {
+    /// Authenticated (or auth is off): this scope.
+    Granted {
+        scope: Scope,
+        token_id: Option<String>,
+    },
+    /// Auth is required and no token came with the upgrade: the first frame must be `auth`.
+    AwaitAuthFrame,
+}
+
+struct Connection {
+    state: Arc<ServerState>,
+    info: ConnectionInfo,
+    sub: Subscription,
+    sent: u64,
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+fn is_too_big(e: &axum::Error) -> bool {
+    let text = e.to_string();
+    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+}
+
+/// Runs one connection until it closes.
+pub(crate) async fn serve(
+    mut socket: WebSocket,
+    state: Arc<ServerState>,
+    admission: Admission,
+    remote_addr: Option<SocketAddr>,
+) {
+    let conn_id = state.next_connection_id();
+    let (scope, token_id) = match admission {
+        Admission::Granted { scope, token_id } => (scope, token_id),
+        Admission::AwaitAuthFrame => match await_auth(&mut socket, &state).await {
+            Some(granted) => granted,
+            None => return,
+        },
+    };
+    let vm: &AgentVm = &state.vm;
+    let info = ConnectionInfo {
+        id: conn_id,
+        remote_addr,
+        token_id,
+        runtime: vm.scoped(scope.clone()),
+        scope: scope.clone(),
+    };
+    if let Some(h) = state.handler() {
+        if let Err(e) = h.on_open(&info) {
+            let _ = socket
+                .send(Message::Text(
+                    state_frame(&info.id, 0, &codec::system_error(&e, None)).into(),
+                ))
+                .await;
+            let _ = socket.send(close(CLOSE_POLICY, "refused")).await;
+            return;
+        }
+    }
+    let sub = match vm.bus().subscribe(EventFilter {
+        global: true,
+        all_sessions: false,
+        sessions: vec![],
+        scope,
+        queue: Some(state.config.send_queue),
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e.chain(), "subscribing a connection");
+            return;
+        }
+    };
+    state.metrics.connection_opened();
+    let mut conn = Connection {
+        state: state.clone(),
+        info,
+        sub,
+        sent: 0,
+    };
+    conn.run(&mut socket).await;
+    state.metrics.connection_closed();
+    if let Some(h) = state.handler() {
+        h.on_close(&conn.info);
+    }
+}
+
+fn state_frame(conn_id: &str, n: u64, event: &Event) -> String {
+    let json = serde_json::to_string(event).unwrap_or_default();
+    codec::wrap(&format!("{conn_id}_{n}"), &json, None)
+}
+
+/// Waits for the `auth` frame of a connection that came without a token.
+async fn await_auth(
+    socket: &mut WebSocket,
+    state: &ServerState,
+) -> Option<(Scope, Option<String>)> {
+    let refuse = |message: String| {
+        let e = Error::Unauthorized(message);
+        state_frame("auth", 0, &codec::system_error(&e, None))
+    };
+    let first = tokio::time::timeout(state.config.auth_timeout, socket.recv()).await;
+    let text = match first {
+        Ok(Some(Ok(Message::Text(t)))) => t,
+        Ok(Some(Ok(_))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => {
+            let _ = socket
+                .send(Message::Text(refuse("authentication required: send a bearer token in the Authorization header, ?token=, or a first {\"type\":\"auth\"} frame".into()).into()))
+                .await;
+            let _ = socket
+                .send(close(CLOSE_POLICY, "authentication required"))
+                .await;
+            return None;
+        }
+    };
+    let token = match codec::decode_client_frame(&text).frame {
+        Ok(ClientFrame::Auth { token: Some(t) }) => t,
+        _ => {
+            let _ = socket
+                .send(Message::Text(refuse("authentication required: the first frame must be {\"type\":\"auth\",\"headers\":{\"Authorization\":\"Bearer <token>\"}}".into()).into()))
+                .await;
+            let _ = socket
+                .send(close(CLOSE_POLICY, "authentication required"))
+                .await;
+            return None;
+        }
+    };
+    match crate::auth::verify_token(state.vm.repository(), &token) {
+        Ok((record, scope)) => Some((scope, Some(record.id))),
+        Err(e) => {
+            let _ = socket
+                .send(Message::Text(refuse(e.to_string()).into()))
+                .await;
+            let _ = socket.send(close(CLOSE_POLICY, "invalid token")).await;
+            None
+        }
+    }
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+impl Connection {
+    async fn run(&mut self, socket: &mut WebSocket) {
+        let mut shutdown = self.state.shutdown.clone();
+        let mut ping = tokio::time::interval(self.state.config.ping_interval);
+        ping.tick().await;
+        let mut awaiting_pong = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                    let _ = socket.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
+                    return;
+                }
+                incoming = socket.recv() => {
+                    let flow = match incoming {
+                        None => Flow::Close,
+                        Some(Err(e)) => {
+                            if is_too_big(&e) {
+                                self.state.metrics.frame_refused();
+                                let reason = format!("frame larger than {} bytes", self.state.config.max_frame_bytes);
+                                let _ = socket.send(close(CLOSE_TOO_BIG, &reason)).await;
+                            }
+                            Flow::Close
+                        }
+                        Some(Ok(Message::Text(text))) => self.on_text(socket, text.as_str()).await,
+                        Some(Ok(Message::Binary(_))) => {
+                            self.state.metrics.frame_refused();
+                            let e = Error::invalid("binary frames are not supported: send JSON text frames");
+                            self.send_event(socket, &codec::system_error(&e, None)).await
+                        }
+                        Some(Ok(Message::Pong(_))) => {
+                            awaiting_pong = false;
+                            Flow::Continue
+                        }
+                        Some(Ok(Message::Ping(_))) => Flow::Continue,
+                        Some(Ok(Message::Close(_))) => Flow::Close,
+                    };
+                    if matches!(flow, Flow::Close) {
+                        return;
+                    }
+                }
+                item = self.sub.recv() => {
+                    match item {
+                        Some(BusItem::Event(p)) => {
+                            if self.forward(socket, p).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(BusItem::Overflowed { .. }) => self.resume_after_overflow(),
+                        None => return,
+                    }
+                }
+                _ = ping.tick() => {
+                    if awaiting_pong {
+                        tracing::info!(conn = %self.info.id, "no pong since the last ping: dropping the connection");
+                        return;
+                    }
+                    awaiting_pong = true;
+                    if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `first` and whatever else is queued right now, then flushes once.
+    async fn forward(
+        &mut self,
+        socket: &mut WebSocket,
+        first: Arc<crate::runtime::Published>,
+    ) -> std::result::Result<(), axum::Error> {
+        let mut next = Some(first);
+        let mut batch = 0;
+        while let Some(p) = next.take() {
+            if self
+                .state
+                .handler()
+                .map(|h| h.on_event(&self.info, &p.event))
+                .unwrap_or(true)
+            {
+                let frame = codec::wrap_escaped(&self.msg_id(), p.escaped_json(), p.cursor);
+                socket.feed(Message::Text(frame.into())).await?;
+                self.state.metrics.event_sent();
+                batch += 1;
+            }
+            if batch < 256 {
+                match self.sub.try_recv() {
+                    Some(BusItem::Event(p)) => next = Some(p),
+                    Some(BusItem::Overflowed { .. }) => self.resume_after_overflow(),
+                    None => {}
+                }
+            }
+        }
+        socket.flush().await
+    }
+
+    /// The queue overflowed: continue from the last cursor sent, replayed from the log.
+    fn resume_after_overflow(&mut self) {
+        self.state.metrics.overflowed();
+        tracing::info!(conn = %self.info.id, "slow consumer: resuming from its last cursor");
+        match self.sub.resume() {
+            Ok(s) => self.sub = s,
+            Err(e) => tracing::warn!(error = %e.chain(), "resuming a connection"),
+        }
+    }
+
+    fn msg_id(&mut self) -> String {
+        self.sent += 1;
+        format!("{}_{}", self.info.id, self.sent)
+    }
+
+    async fn send_text(&mut self, socket: &mut WebSocket, payload_json: &str) -> Flow {
+        let frame = codec::wrap(&self.msg_id(), payload_json, None);
+        match socket.send(Message::Text(frame.into())).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Close,
+        }
+    }
+
+    async fn send_event(&mut self, socket: &mut WebSocket, event: &Event) -> Flow {
+        let json = serde_json::to_string(event).unwrap_or_default();
+        self.send_text(socket, &json).await
+    }
+
+    async fn on_text(&mut self, socket: &mut WebSocket, text: &str) -> Flow {
+        let Decoded { ack, frame } = codec::decode_client_frame(text);
+        if let Some(id) = ack {
+            let ack = serde_json::json!({ "__ack": id }).to_string();
+            if socket.send(Message::Text(ack.into())).await.is_err() {
+                return Flow::Close;
+            }
+        }
+        match frame {
+            Ok(ClientFrame::Ack(_)) => Flow::Continue,
+            Ok(ClientFrame::Auth { .. }) => Flow::Continue, // already authenticated
+            Ok(ClientFrame::Subscribe {
+                session_id,
+                after_cursor,
+            }) => match self.join(&session_id, after_cursor) {
+                Ok(cursor) => {
+                    let reply = serde_json::json!({
+                        "type": "subscribe_response",
+                        "timestamp": crate::model::now_ms(),
+                        "data": { "sessionId": session_id, "cursor": cursor.to_string() },
+                        "source": "command", "category": "response", "intent": "result",
+                    });
+                    self.send_text(socket, &reply.to_string()).await
+                }
+                Err(e) => {
+                    self.send_event(socket, &codec::system_error(&e, None))
+                        .await
+                }
+            },
+            Ok(ClientFrame::Unsubscribe { session_id }) => {
+                self.sub.leave(&session_id);
+                Flow::Continue
+            }
+            Ok(ClientFrame::Request {
+                request_id,
+                command,
+            }) => self.on_request(socket, request_id, *command).await,
+            Err(fe) => {
+                self.state.metrics.frame_refused();
+                let rid = fe.request_id.as_deref();
+                if let Flow::Close = self
+                    .send_event(socket, &codec::system_error(&fe.error, rid))
+                    .await
+                {
+                    return Flow::Close;
+                }
+                match (&fe.response_type, rid) {
+                    (Some(t), Some(_)) => {
+                        let v = codec::error_response_value(t, rid, &fe.error);
+                        self.state.metrics.request(
+                            t.trim_end_matches("_response"),
+                            "invalid",
+                            None,
+                        );
+                        self.send_text(socket, &v.to_string()).await
+                    }
+                    _ => Flow::Continue,
+                }
+            }
+        }
+    }
+
+    /// Joins a session topic the connection may see.
+    fn join(&mut self, session_id: &str, after: Option<u64>) -> Result<u64> {
+        let visible = self
+            .state
+            .vm
+            .repository()
+            .get_session(session_id)?
+            .map(|s| self.info.scope.allows(&s.container_id))
+            .unwrap_or(false);
+        if !visible {
+            return Err(Error::not_found("Session", session_id));
+        }
+        self.sub.join(session_id, after)
+    }
+
+    /// The session a `message_send_request` will talk to, so the connection can join its
+    /// topic before the reply starts (PROTOCOL.md FIX).
+    fn send_target(&self, command: &Command) -> Option<String> {
+        let Command::MessageSend(r) = command else {
+            return None;
+        };
+        let vm = &self.state.vm;
+        if let Some(sid) = &r.session_id {
+            return Some(sid.clone());
+        }
+        if let Some(iid) = &r.image_id {
+            return vm
+                .repository()
+                .get_image(iid)
+                .ok()
+                .flatten()
+                .map(|i| i.session_id);
+        }
+        if let Some(aid) = &r.agent_id {
+            return vm
+                .container_manager()
+                .get(aid)
+                .map(|a| a.session_id().to_string());
+        }
+        None
+    }
+
+    async fn on_request(
+        &mut self,
+        socket: &mut WebSocket,
+        request_id: Option<String>,
+        command: Command,
+    ) -> Flow {
+        let type_name = command.type_name();
+        let response_type = command.response_type();
+        let started = Instant::now();
+        let outcome = if let Some(h) = self.state.handler() {
+            h.on_request(&self.info, &command)
+        } else {
+            Ok(())
+        };
+        if outcome.is_ok() {
+            if let Some(session_id) = self.send_target(&command) {
+                // Not visible or unknown: the request itself reports it.
+                let _ = self.join(&session_id, None);
+            }
+        }
+        let result = match outcome {
+            Err(e) => Err(e),
+            Ok(()) => match tokio::time::timeout(
+                self.state.config.request_timeout,
+                self.info.runtime.request(command),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(Error::unavailable(format!(
+                    "{type_name} timed out after {} ms (it may still complete)",
+                    self.state.config.request_timeout.as_millis()
+                ))),
+            },
+        };
+        let rid = request_id.as_deref();
+        let elapsed = started.elapsed();
+        match result {
+            Ok(response) => {
+                self.state.metrics.request(
+                    type_name.trim_end_matches("_request"),
+                    "ok",
+                    Some(elapsed),
+                );
+                let v = codec::response_value(&response, rid);
+                self.send_text(socket, &v.to_string()).await
+            }
+            Err(e) => {
+                self.state.metrics.request(
+                    type_name.trim_end_matches("_request"),
+                    e.kind().as_str(),
+                    Some(elapsed),
+                );
+                if let Flow::Close = self.send_event(socket, &codec::system_error(&e, rid)).await {
+                    return Flow::Close;
+                }
+                let v = codec::error_response_value(response_type, rid, &e);
+                self.send_text(socket, &v.to_string()).await
+            }
+        }
+    }
+}

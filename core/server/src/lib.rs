@@ -1,0 +1,304 @@
+//! agentvm-server: one port for `GET /health`, the Channel at `/ws`, `GET /metrics`, and the
+//! REST API under `/v1` (with its OpenAPI document at `/v1/openapi.json`).
+//!
+//! Embedders own it through [`ServerManager`]: `listen(addr)`, `close()`, and
+//! `on_connection(handler)` to log, meter or veto per connection. The `agentvm-server` binary
+//! is this crate with a command line around it.
+#![warn(missing_docs)]
+
+mod connection;
+mod http;
+pub mod metrics;
+pub mod node_agent;
+mod openapi;
+mod rest;
+pub mod scheduler_routes;
+
+pub use connection::{ConnectionHandler, ConnectionInfo};
+pub use metrics::Metrics;
+
+// The runtime's modules under the names this crate's files use.
+use agentvm::{auth, channel, error, model, runtime};
+
+use crate::error::{Error, Result};
+use crate::runtime::{AgentVm, Scope};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// WebSocket close code: going away (server shutting down).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code: policy violation (authentication failed).
+pub const CLOSE_POLICY: u16 = 1008;
+/// WebSocket close code: message too big.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// When clients must authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// Required when the server binds a non-loopback address, off on loopback.
+    #[default]
+    Auto,
+    /// Always required.
+    Required,
+    /// Never required (tokens presented are still honoured, narrowing the scope).
+    Disabled,
+}
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest WebSocket message accepted; larger ones close the connection with 1009.
+    pub max_frame_bytes: usize,
+    /// Connections accepted at once; more get HTTP 503.
+    pub max_connections: usize,
+    /// Events queued per connection before it is resumed from its cursor.
+    pub send_queue: usize,
+    /// Longest a request may take before it is answered with a timeout error.
+    pub request_timeout: Duration,
+    /// How often the server pings; a connection that missed the previous pong is dropped.
+    pub ping_interval: Duration,
+    /// How long a connection without a token has to send its `auth` frame.
+    pub auth_timeout: Duration,
+    /// When authentication is required.
+    pub auth: AuthMode,
+    /// On shutdown, how long running turns may finish before they are interrupted.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_frame_bytes: 4 * 1024 * 1024,
+            max_connections: 10_000,
+            send_queue: 4096,
+            request_timeout: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(30),
+            auth_timeout: Duration::from_secs(10),
+            auth: AuthMode::Auto,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every connection and route shares.
+pub(crate) struct ServerState {
+    pub vm: AgentVm,
+    pub config: ServerConfig,
+    pub metrics: Metrics,
+    /// Whether every connection and request needs a token.
+    pub require_auth: std::sync::atomic::AtomicBool,
+    pub shutdown: watch::Receiver<bool>,
+    handler: RwLock<Option<Arc<dyn ConnectionHandler>>>,
+    next_conn: AtomicU64,
+    /// Extra Prometheus text (scheduler counters), rendered after ours.
+    pub extra_metrics: RwLock<Vec<Arc<dyn Fn() -> String + Send + Sync>>>,
+}
+
+impl ServerState {
+    pub(crate) fn handler(&self) -> Option<Arc<dyn ConnectionHandler>> {
+        self.handler
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn next_connection_id(&self) -> String {
+        format!("conn_{}", self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Operator routes: with auth on, a valid token for all containers.
+    pub(crate) fn authorize_operator(
+        &self,
+        headers: &axum::http::HeaderMap,
+        query: Option<&str>,
+    ) -> Result<()> {
+        let query_token = query.and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("token=").map(str::to_string))
+        });
+        let q = http::TokenQuery { token: query_token };
+        let (scope, _) = self.authorize(http::presented_token(headers, &q).as_deref())?;
+        if self.require_auth.load(Ordering::Relaxed) && scope != Scope::All {
+            return Err(Error::Unauthorized(
+                "this route needs a token for all containers".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The scope of a presented token; `None` token: all when auth is off.
+    pub(crate) fn authorize(&self, token: Option<&str>) -> Result<(Scope, Option<String>)> {
+        match token {
+            Some(t) => {
+                let (record, scope) = crate::auth::verify_token(self.vm.repository(), t)?;
+                Ok((scope, Some(record.id)))
+            }
+            None if self.require_auth.load(Ordering::Relaxed) => Err(Error::Unauthorized(
+                "authentication required: send 'Authorization: Bearer <token>' (create one with 'agentvm-server token create')".into(),
+            )),
+            None => Ok((Scope::All, None)),
+        }
+    }
+}
+
+/// Runs the agentvm server for an [`AgentVm`].
+pub struct ServerManager {
+    state: Arc<ServerState>,
+    shutdown_tx: watch::Sender<bool>,
+    extra_routes: std::sync::Mutex<Option<axum::Router>>,
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for ServerManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerManager").finish_non_exhaustive()
+    }
+}
+
+impl ServerManager {
+    /// A server for `vm`. Nothing listens until [`ServerManager::listen`].
+    pub fn new(vm: AgentVm, config: ServerConfig) -> Self {
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        ServerManager {
+            state: Arc::new(ServerState {
+                vm,
+                require_auth: std::sync::atomic::AtomicBool::new(config.auth == AuthMode::Required),
+                config,
+                metrics: Metrics::default(),
+                shutdown,
+                handler: RwLock::new(None),
+                next_conn: AtomicU64::new(1),
+                extra_metrics: RwLock::new(Vec::new()),
+            }),
+            shutdown_tx,
+            extra_routes: std::sync::Mutex::new(None),
+            task: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Installs the per-connection hooks.
+    pub fn on_connection(&self, handler: Arc<dyn ConnectionHandler>) {
+        *self
+            .state
+            .handler
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
+    /// Adds routes (for example the scheduler's) to the same port. When authentication is
+    /// on, they need a token for all containers: they are operator routes, not a tenant's.
+    pub fn merge_routes(&self, router: axum::Router) {
+        let state = self.state.clone();
+        let router = router.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let state = state.clone();
+                async move {
+                    if let Err(e) = state.authorize_operator(req.headers(), req.uri().query()) {
+                        return http::error_response(&e);
+                    }
+                    next.run(req).await
+                }
+            },
+        ));
+        let mut extra = self.extra_routes.lock().unwrap_or_else(|p| p.into_inner());
+        *extra = Some(match extra.take() {
+            Some(r) => r.merge(router),
+            None => router,
+        });
+    }
+
+    /// Adds Prometheus text to `/metrics`.
+    pub fn add_metrics(&self, render: Arc<dyn Fn() -> String + Send + Sync>) {
+        self.state
+            .extra_metrics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(render);
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.state.metrics
+    }
+
+    /// Binds `addr` and serves in the background. Returns the bound address (port 0 picks one).
+    pub async fn listen(&self, addr: impl tokio::net::ToSocketAddrs) -> Result<SocketAddr> {
+        let listener =
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::Unavailable {
+                    message: format!("cannot listen: {e}"),
+                    source: Some(Box::new(e)),
+                })?;
+        let local = listener.local_addr()?;
+        self.serve(listener).await?;
+        Ok(local)
+    }
+
+    /// Serves on an already bound listener, in the background.
+    pub async fn serve(&self, listener: tokio::net::TcpListener) -> Result<()> {
+        let local = listener.local_addr()?;
+        if self.state.config.auth == AuthMode::Auto && !local.ip().is_loopback() {
+            self.state.require_auth.store(true, Ordering::Relaxed);
+        }
+        let state = self.state.clone();
+        let extra = self
+            .extra_routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let app = http::router(state.clone(), extra);
+        let mut shutdown = self.shutdown_tx.subscribe();
+        let task = tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            // Small frames (a text_delta is ~300 bytes) must not wait for Nagle's algorithm:
+            // without this a stream stalls ~40 ms at a time.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY");
+                }
+            });
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            })
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the server stopped");
+            }
+        });
+        *self.task.lock().await = Some(task);
+        tracing::info!(%local, auth = state.require_auth.load(Ordering::Relaxed), "agentvm listening (WebSocket at /ws)");
+        Ok(())
+    }
+
+    /// Stops accepting, lets running turns finish up to the grace period, interrupts the rest
+    /// (their partial replies are stored), writes everything out and returns.
+    pub async fn close(&self) {
+        let _ = self.shutdown_tx.send(true);
+        let deadline = tokio::time::Instant::now() + self.state.config.shutdown_grace;
+        loop {
+            let busy = self
+                .state
+                .vm
+                .container_manager()
+                .list(None)
+                .iter()
+                .any(|a| a.is_busy());
+            if !busy || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.state.vm.close().await;
+        if let Some(task) = self.task.lock().await.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Prometheus metrics of the server: connections, requests by type and outcome, events sent,
+//! agents running, request latency.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// Counters the server keeps. Cheap to update from any task.
+#[derive(Default)]
+pub struct Metrics {
+    connections_open: AtomicU64,
+    connections_total: AtomicU64,
+    events_sent: AtomicU64,
+    frames_refused: AtomicU64,
+    overflows: AtomicU64,
+    requests: Mutex<BTreeMap<(String, String), u64>>,
+    latency_buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// The scheduler's counters as Prometheus text.
+pub fn scheduler_text(m: &agentvm::scheduler::SchedulerMetrics) -> String {
+    let mut out = String::new();
+    let rows: [(&str, &str, &str, u64); 13] = [
+        (
+            "agentvm_pool_hits_total",
+            "Sandboxes claimed from a warm pool.",
+            "counter",
+            m.pool_hits,
+        ),
+        (
+            "agentvm_pool_misses_total",
+            "Sandbox requests that found their warm pool empty.",
+            "counter",
+            m.pool_misses,
+        ),
+        (
+            "agentvm_sandbox_cold_starts_total",
+            "Sandboxes created cold.",
+            "counter",
+            m.cold_starts,
+        ),
+        (
+            "agentvm_sandbox_create_failures_total",
+            "Sandbox creations that failed.",
+            "counter",
+            m.create_failures,
+        ),
+        (
+            "agentvm_sandbox_busy_refusals_total",
+            "Creations refused because a node's start queue was full.",
+            "counter",
+            m.busy_refusals,
+        ),
+        (
+            "agentvm_executions_total",
+            "Commands executed in sandboxes.",
+            "counter",
+            m.executions,
+        ),
+        (
+            "agentvm_execution_timeouts_total",
+            "Executions killed by their timeout.",
+            "counter",
+            m.exec_timeouts,
+        ),
+        (
+            "agentvm_sandboxes_terminated_total",
+            "Sandboxes ended.",
+            "counter",
+            m.terminated,
+        ),
+        (
+            "agentvm_sandboxes_adopted_total",
+            "Sandboxes adopted at start-up.",
+            "counter",
+            m.adopted,
+        ),
+        (
+            "agentvm_orphans_removed_total",
+            "Orphan containers removed at start-up.",
+            "counter",
+            m.orphans_removed,
+        ),
+        (
+            "agentvm_pool_ready",
+            "Warm sandboxes ready to be claimed.",
+            "gauge",
+            m.pool_ready,
+        ),
+        (
+            "agentvm_sandboxes_live",
+            "Sandboxes not yet ended.",
+            "gauge",
+            m.live_sandboxes,
+        ),
+        (
+            "agentvm_nodes_online",
+            "Runtime nodes online.",
+            "gauge",
+            m.nodes_online,
+        ),
+    ];
+    for (name, help, kind, v) in rows {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    }
+    out
+}
+
+impl Metrics {
+    pub(crate) fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Connections open now.
+    pub fn connections_open(&self) -> u64 {
+        self.connections_open.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn event_sent(&self) {
+        self.events_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn frame_refused(&self) {
+        self.frames_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn overflowed(&self) {
+        self.overflows.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request of `kind` (`image_get`) with `outcome` (`ok` or an error kind).
+    pub(crate) fn request(&self, kind: &str, outcome: &str, latency: Option<Duration>) {
+        {
+            let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+            *map.entry((kind.to_string(), outcome.to_string()))
+                .or_default() += 1;
+        }
+        if let Some(l) = latency {
+            let secs = l.as_secs_f64();
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.latency_count.fetch_add(1, Ordering::Relaxed);
+            self.latency_sum_us
+                .fetch_add(l.as_micros() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The Prometheus text exposition, with `agents_running` given by the caller.
+    pub fn render(&self, agents_running: usize, extra: &str) -> String {
+        let mut out = String::with_capacity(4096);
+        let g = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        };
+        g(
+            &mut out,
+            "agentvm_connections",
+            "WebSocket connections open.",
+            "gauge",
+            self.connections_open(),
+        );
+        g(
+            &mut out,
+            "agentvm_connections_total",
+            "WebSocket connections accepted.",
+            "counter",
+            self.connections_total.load(Ordering::Relaxed),
+        );
+        g(
+            &mut out,
+            "agentvm_events_sent_total",
+            "Events sent to clients.",
+            "counter",
+            self.events_sent.load(Ordering::Relaxed),
+        );
+        g(
+            &mut out,
+            "agentvm_frames_refused_total",
+            "Client frames refused (malformed, unknown, binary, oversized).",
+            "counter",
+            self.frames_refused.load(Ordering::Relaxed),
+        );
+        g(
+            &mut out,
+            "agentvm_send_queue_overflows_total",
+            "Connections that fell behind and were resumed from their cursor.",
+            "counter",
+            self.overflows.load(Ordering::Relaxed),
+        );
+        g(
+            &mut out,
+            "agentvm_agents_running",
+            "Agents running.",
+            "gauge",
+            agents_running as u64,
+        );
+        let _ = writeln!(out, "# HELP agentvm_requests_total Requests by type and outcome.\n# TYPE agentvm_requests_total counter");
+        for ((kind, outcome), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "agentvm_requests_total{{type=\"{kind}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(out, "# HELP agentvm_request_duration_seconds Request latency.\n# TYPE agentvm_request_duration_seconds histogram");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "agentvm_request_duration_seconds_bucket{{le=\"{b}\"}} {}",
+                self.latency_buckets[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = self.latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "agentvm_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "agentvm_request_duration_seconds_sum {}",
+            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "agentvm_request_duration_seconds_count {count}");
+        out.push_str(extra);
+        out
+    }
+}
