@@ -78,7 +78,10 @@ impl BenchServer {
 
     /// The value of the Prometheus metric `name` (a plain gauge or counter) on `/metrics`.
     pub fn metric(&self, name: &str) -> Option<u64> {
-        let text = self.server.metrics().render(0, "");
+        let text = self
+            .server
+            .metrics()
+            .render(self.vm.request_metrics(), 0, "");
         text.lines()
             .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .find_map(|v| v.trim().parse().ok())

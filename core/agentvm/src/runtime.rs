@@ -6,6 +6,7 @@ pub mod api;
 pub mod bus;
 mod commands;
 pub mod container_manager;
+pub mod dispatch;
 mod local;
 pub mod tools;
 
@@ -13,6 +14,7 @@ pub use agent::Agent;
 pub use api::RuntimeExt;
 pub use bus::{Bus, BusConfig, BusItem, EventFilter, Published, Scope, Subscription};
 pub use container_manager::ContainerManager;
+pub use dispatch::{Caller, RequestHook, RequestMetrics};
 pub use local::{AgentVm, AgentVmBuilder, ScopedRuntime};
 pub use tools::{NoTools, ToolContext, ToolOutcome, ToolRunner};
 

@@ -19,6 +19,29 @@ pub trait Call: Sized {
     fn from_response(response: Response) -> Result<Self::Output, &'static str>;
 }
 
+/// Deserializes `data` as `T`, failing with `InvalidInput` naming every field `T` ignores.
+fn strict<T: serde::de::DeserializeOwned>(
+    type_name: &str,
+    data: serde_json::Value,
+) -> crate::Result<T> {
+    let mut unknown = Vec::new();
+    let parsed: T = serde_ignored::deserialize(data, |path| unknown.push(path.to_string()))
+        .map_err(|e| crate::Error::invalid(format!("Invalid {type_name}: {e}")))?;
+    if unknown.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(crate::Error::invalid(format!(
+            "Invalid {type_name}: unknown field{} {}",
+            if unknown.len() == 1 { "" } else { "s" },
+            unknown
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
 macro_rules! commands {
     ($( $(#[$doc:meta])* $variant:ident($req_name:literal, $resp_name:literal): $req:ident => $resp:ident; )*) => {
         /// Every command of the protocol, by its wire `type`. Deliberately exhaustive: a new
@@ -36,7 +59,52 @@ macro_rules! commands {
             $( $(#[$doc])* #[serde(rename = $resp_name)] $variant($resp), )*
         }
 
+        /// Which command, without its data: a small copyable key (per-command metrics, tables).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u16)]
+        pub enum CommandKind {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl CommandKind {
+            /// Every kind, in table order (`ALL[k.index()] == k`).
+            pub const ALL: &'static [CommandKind] = &[$(CommandKind::$variant),*];
+
+            /// The position in the table, `0..CommandKind::ALL.len()`.
+            pub fn index(self) -> usize {
+                self as usize
+            }
+
+            /// The wire type of the request (`image_get_request`).
+            pub fn type_name(self) -> &'static str {
+                match self { $( CommandKind::$variant => $req_name, )* }
+            }
+
+            /// The kind of a wire request type, if it is one.
+            pub fn from_type_name(type_name: &str) -> Option<CommandKind> {
+                match type_name { $( $req_name => Some(CommandKind::$variant), )* _ => None }
+            }
+
+            /// Parses `data` as this command's request, refusing fields the request does not
+            /// have (REST bodies): the error names each unknown field.
+            pub fn parse_strict(self, data: serde_json::Value) -> crate::Result<Command> {
+                let data = if data.is_null() {
+                    serde_json::Value::Object(Default::default())
+                } else {
+                    data
+                };
+                match self {
+                    $( CommandKind::$variant => strict::<$req>($req_name, data).map(Command::$variant), )*
+                }
+            }
+        }
+
         impl Command {
+            /// Which command this is.
+            pub fn kind(&self) -> CommandKind {
+                match self { $( Command::$variant(_) => CommandKind::$variant, )* }
+            }
+
             /// The wire type of this request (`image_get_request`).
             pub fn type_name(&self) -> &'static str {
                 match self { $( Command::$variant(_) => $req_name, )* }

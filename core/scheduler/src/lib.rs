@@ -8,8 +8,8 @@
 //! (source `sandbox`, `context.containerId` = the sandbox's owner).
 //!
 //! ```no_run
-//! use agentvm::scheduler::{ExecRequest, NodeRegistration, SandboxRequest, Scheduler, TemplateSpec};
-//! # async fn demo() -> agentvm::Result<()> {
+//! use agentvm_scheduler::{ExecRequest, NodeRegistration, SandboxRequest, Scheduler, TemplateSpec};
+//! # async fn demo() -> agentvm_model::Result<()> {
 //! let scheduler = Scheduler::builder().open().await?;
 //! scheduler.register_node(NodeRegistration::new("local", "unix:///var/run/docker.sock")).await?;
 //! scheduler.create_template("busybox", TemplateSpec::new("busybox", "busybox:latest")).await?;

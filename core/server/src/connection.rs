@@ -9,14 +9,15 @@
 
 use crate::channel::codec::{self, ClientFrame, Decoded};
 use crate::error::{Error, Result};
-use crate::model::{Command, Event};
-use crate::runtime::{AgentVm, BusItem, EventFilter, Runtime, Scope, ScopedRuntime, Subscription};
+use crate::model::{Command, CommandKind, Event};
+use crate::runtime::{
+    AgentVm, BusItem, Caller, EventFilter, RequestHook, Scope, ScopedRuntime, Subscription,
+};
 use crate::{ServerState, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TOO_BIG};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::SinkExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Who is on a connection, for [`ConnectionHandler`]s.
 #[derive(Debug, Clone)]
@@ -65,6 +66,8 @@ pub(crate) enum Admission {
 struct Connection {
     state: Arc<ServerState>,
     info: ConnectionInfo,
+    /// Who this connection's requests run as: its scope, the request timeout, the hooks.
+    caller: Caller,
     sub: Subscription,
     sent: u64,
 }
@@ -129,9 +132,19 @@ pub(crate) async fn serve(
         }
     };
     state.metrics.connection_opened();
+    let caller = Caller {
+        scope: info.scope.clone(),
+        token_id: info.token_id.clone(),
+        deadline: Some(state.config.request_timeout),
+        hook: Some(Arc::new(ConnectionHook {
+            state: state.clone(),
+            info: info.clone(),
+        })),
+    };
     let mut conn = Connection {
         state: state.clone(),
         info,
+        caller,
         sub,
         sent: 0,
     };
@@ -372,11 +385,10 @@ impl Connection {
                 match (&fe.response_type, rid) {
                     (Some(t), Some(_)) => {
                         let v = codec::error_response_value(t, rid, &fe.error);
-                        self.state.metrics.request(
-                            t.trim_end_matches("_response"),
-                            "invalid",
-                            None,
-                        );
+                        let request_type = format!("{}_request", t.trim_end_matches("_response"));
+                        if let Some(kind) = CommandKind::from_type_name(&request_type) {
+                            self.state.vm.request_metrics().record_invalid(kind);
+                        }
                         self.send_text(socket, &v.to_string()).await
                     }
                     _ => Flow::Continue,
@@ -387,44 +399,8 @@ impl Connection {
 
     /// Joins a session topic the connection may see.
     fn join(&mut self, session_id: &str, after: Option<u64>) -> Result<u64> {
-        let visible = self
-            .state
-            .vm
-            .repository()
-            .get_session(session_id)?
-            .map(|s| self.info.scope.allows(&s.container_id))
-            .unwrap_or(false);
-        if !visible {
-            return Err(Error::not_found("Session", session_id));
-        }
+        self.state.vm.check_topic(&self.info.scope, session_id)?;
         self.sub.join(session_id, after)
-    }
-
-    /// The session a `message_send_request` will talk to, so the connection can join its
-    /// topic before the reply starts (PROTOCOL.md FIX).
-    fn send_target(&self, command: &Command) -> Option<String> {
-        let Command::MessageSend(r) = command else {
-            return None;
-        };
-        let vm = &self.state.vm;
-        if let Some(sid) = &r.session_id {
-            return Some(sid.clone());
-        }
-        if let Some(iid) = &r.image_id {
-            return vm
-                .repository()
-                .get_image(iid)
-                .ok()
-                .flatten()
-                .map(|i| i.session_id);
-        }
-        if let Some(aid) = &r.agent_id {
-            return vm
-                .container_manager()
-                .get(aid)
-                .map(|a| a.session_id().to_string());
-        }
-        None
     }
 
     async fn on_request(
@@ -433,59 +409,41 @@ impl Connection {
         request_id: Option<String>,
         command: Command,
     ) -> Flow {
-        let type_name = command.type_name();
         let response_type = command.response_type();
-        let started = Instant::now();
-        let outcome = if let Some(h) = self.state.handler() {
-            h.on_request(&self.info, &command)
-        } else {
-            Ok(())
-        };
-        if outcome.is_ok() {
-            if let Some(session_id) = self.send_target(&command) {
-                // Not visible or unknown: the request itself reports it.
-                let _ = self.join(&session_id, None);
-            }
+        // Join the topic of a message_send before it runs, so no delta of the reply is missed
+        // (PROTOCOL.md FIX). A veto by the hook still answers with the veto.
+        if let Some(topic) = self.state.vm.topic_of(&command, &self.info.scope) {
+            let _ = self.sub.join(&topic, None);
         }
-        let result = match outcome {
-            Err(e) => Err(e),
-            Ok(()) => match tokio::time::timeout(
-                self.state.config.request_timeout,
-                self.info.runtime.request(command),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(Error::unavailable(format!(
-                    "{type_name} timed out after {} ms (it may still complete)",
-                    self.state.config.request_timeout.as_millis()
-                ))),
-            },
-        };
+        let result = self.state.vm.dispatch(command, &self.caller).await;
         let rid = request_id.as_deref();
-        let elapsed = started.elapsed();
         match result {
             Ok(response) => {
-                self.state.metrics.request(
-                    type_name.trim_end_matches("_request"),
-                    "ok",
-                    Some(elapsed),
-                );
                 let v = codec::response_value(&response, rid);
                 self.send_text(socket, &v.to_string()).await
             }
             Err(e) => {
-                self.state.metrics.request(
-                    type_name.trim_end_matches("_request"),
-                    e.kind().as_str(),
-                    Some(elapsed),
-                );
                 if let Flow::Close = self.send_event(socket, &codec::system_error(&e, rid)).await {
                     return Flow::Close;
                 }
                 let v = codec::error_response_value(response_type, rid, &e);
                 self.send_text(socket, &v.to_string()).await
             }
+        }
+    }
+}
+
+/// Runs the server's [`ConnectionHandler::on_request`] for one connection's requests.
+pub(crate) struct ConnectionHook {
+    pub state: Arc<ServerState>,
+    pub info: ConnectionInfo,
+}
+
+impl RequestHook for ConnectionHook {
+    fn on_request(&self, _caller: &Caller, command: &Command) -> Result<()> {
+        match self.state.handler() {
+            Some(h) => h.on_request(&self.info, command),
+            None => Ok(()),
         }
     }
 }

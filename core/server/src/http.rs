@@ -86,9 +86,11 @@ async fn metrics(
         .iter()
         .map(|f| f())
         .collect();
-    let body = state
-        .metrics
-        .render(state.vm.container_manager().len(), &extra);
+    let body = state.metrics.render(
+        state.vm.request_metrics(),
+        state.vm.container_manager().len(),
+        &extra,
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -21,7 +21,7 @@ pub use metrics::Metrics;
 use agentvm::{auth, channel, error, model, runtime};
 
 use crate::error::{Error, Result};
-use crate::runtime::{AgentVm, Scope};
+use crate::runtime::{AgentVm, Caller, Scope};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -127,6 +127,28 @@ impl ServerState {
             ));
         }
         Ok(())
+    }
+
+    /// Who a REST request runs as: the token's scope, the request timeout, and the
+    /// connection hooks (a REST request is reported to them as a connection of its own).
+    pub(crate) fn rest_caller(self: &Arc<Self>, token: Option<&str>) -> Result<Caller> {
+        let (scope, token_id) = self.authorize(token)?;
+        let info = ConnectionInfo {
+            id: format!("rest_{}", self.next_conn.fetch_add(1, Ordering::Relaxed)),
+            remote_addr: None,
+            token_id: token_id.clone(),
+            scope: scope.clone(),
+            runtime: self.vm.scoped(scope.clone()),
+        };
+        Ok(Caller {
+            scope,
+            token_id,
+            deadline: Some(self.config.request_timeout),
+            hook: Some(Arc::new(connection::ConnectionHook {
+                state: self.clone(),
+                info,
+            })),
+        })
     }
 
     /// The scope of a presented token; `None` token: all when auth is off.

@@ -1,15 +1,10 @@
-//! Prometheus metrics of the server: connections, requests by type and outcome, events sent,
-//! agents running, request latency.
+//! Prometheus metrics of the server: connections, events sent, agents running, and the
+//! runtime's request counters and latency (kept by the dispatcher, for every caller).
 
-use std::collections::BTreeMap;
+use agentvm::runtime::dispatch::LATENCY_BUCKETS;
+use agentvm::runtime::RequestMetrics;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
-
-const BUCKETS: [f64; 14] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
 
 /// Counters the server keeps. Cheap to update from any task.
 #[derive(Default)]
@@ -19,10 +14,6 @@ pub struct Metrics {
     events_sent: AtomicU64,
     frames_refused: AtomicU64,
     overflows: AtomicU64,
-    requests: Mutex<BTreeMap<(String, String), u64>>,
-    latency_buckets: [AtomicU64; BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_us: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -150,28 +141,9 @@ impl Metrics {
         self.overflows.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a request of `kind` (`image_get`) with `outcome` (`ok` or an error kind).
-    pub(crate) fn request(&self, kind: &str, outcome: &str, latency: Option<Duration>) {
-        {
-            let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-            *map.entry((kind.to_string(), outcome.to_string()))
-                .or_default() += 1;
-        }
-        if let Some(l) = latency {
-            let secs = l.as_secs_f64();
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            self.latency_count.fetch_add(1, Ordering::Relaxed);
-            self.latency_sum_us
-                .fetch_add(l.as_micros() as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// The Prometheus text exposition, with `agents_running` given by the caller.
-    pub fn render(&self, agents_running: usize, extra: &str) -> String {
+    /// The Prometheus text exposition: the server's counters, the runtime's requests (every
+    /// caller's, by command and outcome) and `agents_running`, then `extra`.
+    pub fn render(&self, requests: &RequestMetrics, agents_running: usize, extra: &str) -> String {
         let mut out = String::with_capacity(4096);
         let g = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
             let _ = writeln!(
@@ -222,26 +194,21 @@ impl Metrics {
             agents_running as u64,
         );
         let _ = writeln!(out, "# HELP agentvm_requests_total Requests by type and outcome.\n# TYPE agentvm_requests_total counter");
-        for ((kind, outcome), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for (kind, outcome, n) in requests.counts() {
             let _ = writeln!(
                 out,
                 "agentvm_requests_total{{type=\"{kind}\",outcome=\"{outcome}\"}} {n}"
             );
         }
         let _ = writeln!(out, "# HELP agentvm_request_duration_seconds Request latency.\n# TYPE agentvm_request_duration_seconds histogram");
-        for (i, b) in BUCKETS.iter().enumerate() {
+        let latency = requests.latency();
+        for (b, n) in LATENCY_BUCKETS.iter().zip(&latency.buckets) {
             let _ = writeln!(
                 out,
-                "agentvm_request_duration_seconds_bucket{{le=\"{b}\"}} {}",
-                self.latency_buckets[i].load(Ordering::Relaxed)
+                "agentvm_request_duration_seconds_bucket{{le=\"{b}\"}} {n}"
             );
         }
-        let count = self.latency_count.load(Ordering::Relaxed);
+        let count = latency.count;
         let _ = writeln!(
             out,
             "agentvm_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
@@ -249,7 +216,7 @@ impl Metrics {
         let _ = writeln!(
             out,
             "agentvm_request_duration_seconds_sum {}",
-            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+            latency.sum_seconds
         );
         let _ = writeln!(out, "agentvm_request_duration_seconds_count {count}");
         out.push_str(extra);

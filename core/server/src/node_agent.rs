@@ -1,9 +1,9 @@
 //! The node side of registration (`agentvm-server node join`): register this node's Docker
-//! endpoint with a control plane, then heartbeat until cancelled (feature `server`).
+//! endpoint with a control plane, then heartbeat until cancelled.
 //!
 //! ```no_run
 //! # async fn demo() -> agentvm::Result<()> {
-//! use agentvm::scheduler::node_agent::{join, JoinOptions};
+//! use agentvm_server::node_agent::{join, JoinOptions};
 //! let mut opts = JoinOptions::new("http://control-plane:8080", "node-1", "unix:///var/run/docker.sock");
 //! opts.token = Some("secret".into());
 //! join(opts).await // runs until the future is dropped

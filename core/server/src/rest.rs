@@ -11,7 +11,6 @@ use super::http::{error_response, presented_token, TokenQuery};
 use super::ServerState;
 use crate::error::Error;
 use crate::model::*;
-use crate::runtime::Runtime;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -161,35 +160,21 @@ async fn openapi() -> Json<Value> {
 
 /// Runs `command` for the caller; the response's `data` as JSON.
 async fn run(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     headers: &HeaderMap,
     query: &TokenQuery,
     command: Command,
 ) -> Response {
-    let (scope, _) = match state.authorize(presented_token(headers, query).as_deref()) {
-        Ok(s) => s,
+    let caller = match state.rest_caller(presented_token(headers, query).as_deref()) {
+        Ok(c) => c,
         Err(e) => return error_response(&e),
     };
-    let kind = command.type_name().trim_end_matches("_request").to_string();
-    let started = std::time::Instant::now();
-    let rt = state.vm.scoped(scope);
-    let result = match tokio::time::timeout(state.config.request_timeout, rt.request(command)).await
-    {
-        Ok(r) => r,
-        Err(_) => Err(Error::unavailable("the request timed out")),
-    };
-    match result {
+    match state.vm.dispatch(command, &caller).await {
         Ok(response) => {
-            state.metrics.request(&kind, "ok", Some(started.elapsed()));
             let v = serde_json::to_value(&response).unwrap_or(Value::Null);
             Json(v.get("data").cloned().unwrap_or(Value::Null)).into_response()
         }
-        Err(e) => {
-            state
-                .metrics
-                .request(&kind, e.kind().as_str(), Some(started.elapsed()));
-            error_response(&e)
-        }
+        Err(e) => error_response(&e),
     }
 }
 

@@ -3,6 +3,7 @@
 use super::agent::AgentEnv;
 use super::bus::{Bus, BusConfig, EventFilter, Scope, Subscription};
 use super::container_manager::ContainerManager;
+use super::dispatch::Caller;
 use super::tools::{NoTools, ToolRunner};
 use super::Runtime;
 use crate::config::{AgentConfig, Limits};
@@ -183,6 +184,7 @@ impl AgentVmBuilder {
                 data_dir,
                 limits: self.limits,
                 scheduler,
+                metrics: super::dispatch::RequestMetrics::default(),
             }),
         })
     }
@@ -202,6 +204,8 @@ pub(crate) struct Inner {
     pub data_dir: Option<PathBuf>,
     pub limits: Limits,
     pub scheduler: Option<Scheduler>,
+    /// Requests by command and outcome, for every caller.
+    pub metrics: super::dispatch::RequestMetrics,
 }
 
 /// The local runtime: agents, sessions and the repository in this process. Cheap to clone.
@@ -254,9 +258,14 @@ impl AgentVm {
 
     /// A view of this runtime that sees and touches only `scope`'s containers.
     pub fn scoped(&self, scope: Scope) -> ScopedRuntime {
+        self.for_caller(Caller::scoped(scope))
+    }
+
+    /// A view of this runtime for `caller`: its scope, deadline and hook apply to every request.
+    pub fn for_caller(&self, caller: Caller) -> ScopedRuntime {
         ScopedRuntime {
             vm: self.clone(),
-            scope,
+            caller,
         }
     }
 
@@ -296,7 +305,7 @@ impl AgentVm {
 #[async_trait]
 impl Runtime for AgentVm {
     async fn request(&self, command: Command) -> Result<Response> {
-        self.handle(command, &Scope::All).await
+        self.dispatch(command, &Caller::default()).await
     }
 
     async fn subscribe(&self, filter: EventFilter) -> Result<Subscription> {
@@ -309,35 +318,31 @@ impl Runtime for AgentVm {
 #[derive(Clone, Debug)]
 pub struct ScopedRuntime {
     vm: AgentVm,
-    scope: Scope,
+    caller: Caller,
 }
 
 impl ScopedRuntime {
     /// The scope.
     pub fn scope(&self) -> &Scope {
-        &self.scope
+        &self.caller.scope
+    }
+
+    /// The caller this view runs requests as.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
     }
 }
 
 #[async_trait]
 impl Runtime for ScopedRuntime {
     async fn request(&self, command: Command) -> Result<Response> {
-        self.vm.handle(command, &self.scope).await
+        self.vm.dispatch(command, &self.caller).await
     }
 
     async fn subscribe(&self, mut filter: EventFilter) -> Result<Subscription> {
-        filter.scope = self.scope.clone();
-        for (session_id, _) in &filter.sessions {
-            let visible = self
-                .vm
-                .inner
-                .repo
-                .get_session(session_id)?
-                .map(|s| self.scope.allows(&s.container_id))
-                .unwrap_or(false);
-            if !visible {
-                return Err(Error::not_found("Session", session_id.clone()));
-            }
+        filter.scope = self.caller.scope.clone();
+        for (topic, _) in &filter.sessions {
+            self.vm.check_topic(&self.caller.scope, topic)?;
         }
         self.vm.inner.bus.subscribe(filter)
     }

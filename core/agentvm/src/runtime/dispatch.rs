@@ -1,0 +1,312 @@
+//! The one dispatcher: every command, from every caller — in-process, the Channel, REST — passes
+//! through [`AgentVm::dispatch`] once.
+//!
+//! What happens here, and nowhere else: the caller's hook (which may veto), the deadline, the
+//! per-command metrics and the scope (handed to the handlers, which treat a record outside it
+//! as one that does not exist). Front ends only turn their input into a [`Command`] and the
+//! result into their output; the error → HTTP status table lives with the HTTP front end.
+
+use super::bus::Scope;
+use super::local::AgentVm;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{Command, CommandKind, Response};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Who is asking, as the dispatcher sees it.
+#[derive(Clone, Default)]
+pub struct Caller {
+    /// The containers the caller may see and touch.
+    pub scope: Scope,
+    /// The access token it presented, if any (for hooks and logs).
+    pub token_id: Option<String>,
+    /// Longest a request may take; past it the caller gets `Unavailable` (the work may still
+    /// complete). `None`: no deadline (in-process callers).
+    pub deadline: Option<Duration>,
+    /// Called before each command; an error vetoes it.
+    pub hook: Option<Arc<dyn RequestHook>>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("scope", &self.scope)
+            .field("token_id", &self.token_id)
+            .field("deadline", &self.deadline)
+            .field("hook", &self.hook.is_some())
+            .finish()
+    }
+}
+
+impl Caller {
+    /// A caller with `scope` and nothing else.
+    pub fn scoped(scope: Scope) -> Self {
+        Caller {
+            scope,
+            ..Default::default()
+        }
+    }
+}
+
+/// Sees every command of a caller before it runs (log, meter, veto).
+pub trait RequestHook: Send + Sync + 'static {
+    /// An error vetoes the command; the caller receives it as the command's error.
+    fn on_request(&self, caller: &Caller, command: &Command) -> Result<()>;
+}
+
+/// Latency buckets of [`RequestMetrics`], seconds.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// Outcomes counted per command: `ok`, each error kind, and `invalid` (refused before it
+/// could be parsed into a command).
+const OUTCOMES: [&str; 12] = [
+    "ok",
+    "not_found",
+    "already_exists",
+    "invalid_input",
+    "conflict",
+    "unavailable",
+    "storage",
+    "protocol",
+    "cancelled",
+    "unauthorized",
+    "internal",
+    "invalid",
+];
+
+fn outcome_index(result: std::result::Result<(), ErrorKind>) -> usize {
+    match result {
+        Ok(()) => 0,
+        Err(kind) => OUTCOMES
+            .iter()
+            .position(|o| *o == kind.as_str())
+            .unwrap_or(10),
+    }
+}
+
+/// Requests by command and outcome, and their latency: fixed-size atomics, so counting costs
+/// no allocation and no lock, and a client cannot grow the label set.
+pub struct RequestMetrics {
+    counts: Box<[[AtomicU64; OUTCOMES.len()]]>,
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+impl std::fmt::Debug for RequestMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestMetrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        RequestMetrics {
+            counts: CommandKind::ALL
+                .iter()
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_count: AtomicU64::new(0),
+            latency_sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A snapshot of the request latency histogram.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencySnapshot {
+    /// Cumulative counts per bucket of [`LATENCY_BUCKETS`].
+    pub buckets: Vec<u64>,
+    /// Requests measured.
+    pub count: u64,
+    /// Their total time, seconds.
+    pub sum_seconds: f64,
+}
+
+impl RequestMetrics {
+    fn record(&self, kind: CommandKind, outcome: usize, latency: Option<Duration>) {
+        self.counts[kind.index()][outcome].fetch_add(1, Ordering::Relaxed);
+        if let Some(l) = latency {
+            let secs = l.as_secs_f64();
+            for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    self.buckets[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.latency_count.fetch_add(1, Ordering::Relaxed);
+            self.latency_sum_us
+                .fetch_add(l.as_micros() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a request of `kind` refused before it could be parsed (its data was invalid).
+    pub fn record_invalid(&self, kind: CommandKind) {
+        self.record(kind, OUTCOMES.len() - 1, None);
+    }
+
+    /// Every non-zero count as `(command, outcome, n)`, command as in `image_get`.
+    pub fn counts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::new();
+        for kind in CommandKind::ALL {
+            for (i, outcome) in OUTCOMES.iter().enumerate() {
+                let n = self.counts[kind.index()][i].load(Ordering::Relaxed);
+                if n > 0 {
+                    out.push((kind.type_name().trim_end_matches("_request"), *outcome, n));
+                }
+            }
+        }
+        out
+    }
+
+    /// How many requests of `kind` ended with `outcome` (`ok`, an error kind or `invalid`).
+    pub fn count(&self, kind: CommandKind, outcome: &str) -> u64 {
+        OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .map(|i| self.counts[kind.index()][i].load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// The latency histogram now.
+    pub fn latency(&self) -> LatencySnapshot {
+        LatencySnapshot {
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            count: self.latency_count.load(Ordering::Relaxed),
+            sum_seconds: self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+impl AgentVm {
+    /// Runs one command for `caller`: its hook, its deadline, the handler with its scope, and
+    /// the metrics. Every front end calls this; [`Runtime::request`](super::Runtime::request)
+    /// on the runtime or a scoped view of it does too.
+    pub async fn dispatch(&self, command: Command, caller: &Caller) -> Result<Response> {
+        let kind = command.kind();
+        let started = Instant::now();
+        let result = self.dispatch_inner(command, caller).await;
+        let outcome = outcome_index(result.as_ref().map(|_| ()).map_err(Error::kind));
+        self.inner
+            .metrics
+            .record(kind, outcome, Some(started.elapsed()));
+        result
+    }
+
+    async fn dispatch_inner(&self, command: Command, caller: &Caller) -> Result<Response> {
+        if let Some(hook) = &caller.hook {
+            hook.on_request(caller, &command)?;
+        }
+        match caller.deadline {
+            None => self.handle(command, &caller.scope).await,
+            Some(limit) => {
+                let type_name = command.type_name();
+                match tokio::time::timeout(limit, self.handle(command, &caller.scope)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::unavailable(format!(
+                        "{type_name} timed out after {} ms (it may still complete)",
+                        limit.as_millis()
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// Checks that `scope` may read the event topic `topic` (a session id); a topic outside the
+    /// scope is reported exactly like one that does not exist.
+    pub fn check_topic(&self, scope: &Scope, topic: &str) -> Result<()> {
+        let visible = self
+            .inner
+            .repo
+            .get_session(topic)?
+            .map(|s| scope.allows(&s.container_id))
+            .unwrap_or(false);
+        if visible {
+            Ok(())
+        } else {
+            Err(Error::not_found("Session", topic))
+        }
+    }
+
+    /// The topic a command will publish its results on, when the caller should be subscribed
+    /// before it runs (a `message_send_request`'s session, so no delta of the reply is missed).
+    /// `None` when there is none or it is not visible to `scope`; the command itself then
+    /// reports why.
+    pub fn topic_of(&self, command: &Command, scope: &Scope) -> Option<String> {
+        let Command::MessageSend(r) = command else {
+            return None;
+        };
+        let topic = if let Some(sid) = &r.session_id {
+            Some(sid.clone())
+        } else if let Some(iid) = &r.image_id {
+            self.inner
+                .repo
+                .get_image(iid)
+                .ok()
+                .flatten()
+                .map(|i| i.session_id)
+        } else if let Some(aid) = &r.agent_id {
+            self.inner
+                .manager
+                .get(aid)
+                .map(|a| a.session_id().to_string())
+        } else {
+            None
+        }?;
+        self.check_topic(scope, &topic).ok().map(|()| topic)
+    }
+
+    /// Requests by command and outcome, and their latency, for every caller.
+    pub fn request_metrics(&self) -> &RequestMetrics {
+        &self.inner.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_cover_every_error_kind() {
+        for k in [
+            ErrorKind::NotFound,
+            ErrorKind::AlreadyExists,
+            ErrorKind::InvalidInput,
+            ErrorKind::Conflict,
+            ErrorKind::Unavailable,
+            ErrorKind::Storage,
+            ErrorKind::Protocol,
+            ErrorKind::Cancelled,
+            ErrorKind::Unauthorized,
+            ErrorKind::Internal,
+        ] {
+            assert_eq!(OUTCOMES[outcome_index(Err(k))], k.as_str());
+        }
+        assert_eq!(OUTCOMES[outcome_index(Ok(()))], "ok");
+    }
+
+    #[test]
+    fn counts_are_kept_per_command_and_outcome() {
+        let m = RequestMetrics::default();
+        m.record(CommandKind::ImageGet, 0, Some(Duration::from_micros(50)));
+        m.record(CommandKind::ImageGet, 0, Some(Duration::from_millis(2)));
+        m.record_invalid(CommandKind::MessageSend);
+        assert_eq!(m.count(CommandKind::ImageGet, "ok"), 2);
+        assert_eq!(m.count(CommandKind::MessageSend, "invalid"), 1);
+        assert_eq!(
+            m.counts(),
+            vec![("image_get", "ok", 2), ("message_send", "invalid", 1)]
+        );
+        let l = m.latency();
+        assert_eq!(l.count, 2);
+        assert_eq!(l.buckets[0], 1, "50 µs falls in the first (100 µs) bucket");
+        assert_eq!(l.buckets[LATENCY_BUCKETS.len() - 1], 2);
+    }
+}
