@@ -659,3 +659,171 @@ impl Actor {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The actor's paths the protocol tests in `tests/` do not reach: a turn that runs out of
+    //! model calls, and an interrupt while a tool runs.
+
+    use crate::llm::ToolSpec;
+    use crate::model::{EventPayload, ImageConfig, ImageListItem, Subtype, ToolCall};
+    use crate::runtime::{BusItem, RuntimeExt, Subscription, ToolContext, ToolOutcome, ToolRunner};
+    use crate::{AgentConfig, AgentVm, MockDriver};
+    use async_trait::async_trait;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// The payloads of the turn's events, up to and including `conversation_end`.
+    async fn rest_of_turn(sub: &mut Subscription) -> Vec<EventPayload> {
+        let mut out = Vec::new();
+        loop {
+            let item = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+                .await
+                .expect("the turn ended within 10 s")
+                .expect("the subscription is open");
+            let BusItem::Event(p) = item else {
+                panic!("the subscription overflowed")
+            };
+            let end = matches!(p.event.payload, EventPayload::ConversationEnd { .. });
+            out.push(p.event.payload.clone());
+            if end {
+                return out;
+            }
+        }
+    }
+
+    fn types(events: &[EventPayload]) -> Vec<&'static str> {
+        events.iter().map(|e| e.type_name()).collect()
+    }
+
+    async fn with_tool_image(vm: &AgentVm) -> ImageListItem {
+        let config = ImageConfig {
+            model: Some("with-tool".into()),
+            ..Default::default()
+        };
+        vm.images().create("c1", config).await.unwrap().record
+    }
+
+    const TOOL_CALL_REPLY: [&str; 15] = [
+        "message_start",
+        "conversation_start",
+        "text_delta",
+        "conversation_responding",
+        "tool_use_start",
+        "tool_planned",
+        "input_json_delta",
+        "tool_use_stop",
+        "message_stop",
+        "assistant_message",
+        "tool_call_message",
+        "tool_executing",
+        "tool_result",
+        "tool_failed",
+        "tool_result_message",
+    ];
+
+    #[tokio::test]
+    async fn a_turn_out_of_model_calls_fails_after_answering_its_tool_calls() {
+        let vm = AgentVm::builder()
+            .llm(Arc::new(MockDriver::default()))
+            .agent_config(AgentConfig {
+                max_turns: 1,
+                ..Default::default()
+            })
+            .open()
+            .await
+            .unwrap();
+        let image = with_tool_image(&vm).await;
+        let mut sub = vm.sessions().events(&image.session_id).await.unwrap();
+        vm.agents()
+            .send_to_image(&image.image_id, "run it")
+            .await
+            .unwrap();
+        let events = rest_of_turn(&mut sub).await;
+        let mut expected = TOOL_CALL_REPLY.to_vec();
+        expected.extend([
+            "error_received",
+            "error_occurred",
+            "error_message",
+            "conversation_end",
+        ]);
+        assert_eq!(types(&events), expected);
+        assert_eq!(
+            events[15],
+            EventPayload::ErrorReceived {
+                message: "the agent stopped after 1 model calls without finishing its turn".into(),
+                error_code: Some("max_turns".into()),
+            }
+        );
+        let history = vm.images().messages(&image.image_id).await.unwrap();
+        let subtypes: Vec<_> = history.iter().map(|m| m.subtype).collect();
+        assert_eq!(
+            subtypes,
+            [
+                Subtype::User,
+                Subtype::Assistant,
+                Subtype::ToolCall,
+                Subtype::ToolResult,
+                Subtype::Error
+            ]
+        );
+    }
+
+    /// Tools that run until they are cancelled.
+    struct Hangs;
+
+    #[async_trait]
+    impl ToolRunner for Hangs {
+        fn specs(&self, _enabled: &[String]) -> Vec<ToolSpec> {
+            Vec::new()
+        }
+        async fn run(&self, _ctx: &ToolContext, _call: &ToolCall) -> ToolOutcome {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interrupt_while_a_tool_runs_answers_the_call_and_ends_the_turn() {
+        let vm = AgentVm::builder()
+            .llm(Arc::new(MockDriver::default()))
+            .tools(Arc::new(Hangs))
+            .open()
+            .await
+            .unwrap();
+        let image = with_tool_image(&vm).await;
+        let mut sub = vm.sessions().events(&image.session_id).await.unwrap();
+        let sent = vm
+            .agents()
+            .send_to_image(&image.image_id, "run it")
+            .await
+            .unwrap();
+        let mut events = Vec::new();
+        while events.last().map(EventPayload::type_name) != Some("tool_executing") {
+            let item = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            let BusItem::Event(p) = item else { panic!() };
+            events.push(p.event.payload.clone());
+        }
+        let answer = vm.agents().interrupt_image(&image.image_id).await.unwrap();
+        assert_eq!(answer.agent_id.as_deref(), Some(sent.agent_id.as_str()));
+        events.extend(rest_of_turn(&mut sub).await);
+        let mut expected = TOOL_CALL_REPLY[..12].to_vec();
+        expected.extend(["interrupted", "tool_result_message", "conversation_end"]);
+        assert_eq!(types(&events), expected);
+        assert_eq!(
+            events.last(),
+            Some(&EventPayload::ConversationEnd {
+                reason: crate::model::EndReason::Interrupted,
+            })
+        );
+        let history = vm.images().messages(&image.image_id).await.unwrap();
+        let last = history.last().unwrap().tool_result.clone().unwrap();
+        assert_eq!(last.tool_call_id, "toolu_mock_1");
+        assert_eq!(last.output, "interrupted before the tool finished");
+        assert!(last.is_error);
+        // An interrupt ends the turn, not the agent.
+        assert!(vm.agents().get(&sent.agent_id).await.unwrap().exists);
+    }
+}
