@@ -8,20 +8,27 @@
 //! Event order for a plain reply (PROTOCOL.md §5): `message_start`, `conversation_start`,
 //! (`text_delta`, `conversation_responding`) × N, [`message_delta` when usage is known],
 //! `message_stop`, `assistant_message`, `conversation_end`.
+//!
+//! What each piece of the model's stream means for the turn (which events, which messages,
+//! when tools run, when the turn ends) is decided in `turn`, with no I/O; the actor here
+//! reads the stream, publishes, stores, runs tools and watches for interrupts.
 
 use crate::error::{Error, Result};
-use crate::llm::{LlmDriver, LlmEvent, LlmRequest};
+use crate::llm::{LlmDriver, LlmRequest};
 use crate::model::{
-    new_id, now_ms, Content, EndReason, Event, EventContext, EventPayload, ImageRecord, Message,
-    ToolCall, ToolResult, Usage,
+    new_id, now_ms, Content, Event, EventContext, EventPayload, ImageRecord, Message, ToolCall,
 };
 use crate::repository::Repository;
 use crate::runtime::bus::{Bus, EventFilter, Subscription};
 use crate::runtime::tools::{ToolContext, ToolRunner};
 use futures::StreamExt;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
+use turn::{Decision, Effect, Then, TurnState};
+
+mod turn;
 
 /// What every agent of a runtime shares.
 pub(crate) struct AgentEnv {
@@ -225,16 +232,6 @@ enum Ended {
     Stop,
 }
 
-/// The state of one model reply within a turn.
-struct Reply {
-    message_id: String,
-    started: bool,
-    text: String,
-    calls: Vec<ToolCall>,
-    usage: Option<Usage>,
-    stop_reason: Option<String>,
-}
-
 impl Actor {
     async fn run(
         mut self,
@@ -316,6 +313,22 @@ impl Actor {
         ok
     }
 
+    /// Carries out `effects` in order: publishes, and stores each message before announcing it.
+    async fn apply(&mut self, turn_id: &str, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Emit(payload) => self.emit(turn_id, payload),
+                Effect::Store(draft) => {
+                    let (m, announce) = draft.stamp(now_ms());
+                    self.store(m.clone()).await;
+                    self.emit(turn_id, announce(m));
+                }
+            }
+        }
+    }
+
+    /// Answers `user`: calls the model, runs the tools it asks for and calls it again, until it
+    /// ends its turn, fails, is interrupted or has been called `max_turns` times.
     async fn turn(
         &mut self,
         user: Message,
@@ -328,7 +341,7 @@ impl Actor {
             .clone()
             .unwrap_or_else(|| self.env.driver.default_model().to_string());
         let tools = self.env.tools.specs(&self.enabled_tools);
-        let mut conversation_started = false;
+        let mut state = TurnState::new(self.ids.agent.clone(), self.ids.container.clone());
         for _ in 0..self.env.max_turns.max(1) {
             let request = LlmRequest {
                 model: model.clone(),
@@ -337,325 +350,279 @@ impl Actor {
                 tools: tools.clone(),
                 max_tokens: self.env.max_tokens,
             };
-            let mut stream = self.env.driver.stream(request);
-            let mut reply = Reply {
-                message_id: new_id("msg"),
-                started: false,
-                text: String::new(),
-                calls: Vec::new(),
-                usage: None,
-                stop_reason: None,
+            let calls = match self.reply(&turn_id, request, &mut state, control).await {
+                ControlFlow::Continue(calls) => calls,
+                ControlFlow::Break(ended) => return ended,
             };
-            loop {
-                let next = tokio::select! {
-                    biased;
-                    c = control.recv() => {
-                        let stop = !matches!(c, Some(Control::Interrupt));
-                        drop(stream);
-                        self.interrupted(&turn_id, &reply).await;
-                        return if stop { Ended::Stop } else { Ended::Done };
-                    }
-                    e = tokio::time::timeout(self.env.request_timeout, stream.next()) => e,
-                };
-                let Ok(next) = next else {
-                    // A stalled reply: dropping the stream cancels the request.
-                    drop(stream);
-                    let waited = self.env.request_timeout;
-                    let message = format!(
-                        "the model sent nothing for {waited:?}; the request was cancelled (request timeout)"
-                    );
-                    self.failed(&turn_id, &reply, message, Some("timeout".into()))
-                        .await;
-                    return Ended::Done;
-                };
-                match next {
-                    Some(LlmEvent::MessageStart { model }) => {
-                        reply.started = true;
-                        self.emit(
-                            &turn_id,
-                            EventPayload::MessageStart {
-                                message_id: reply.message_id.clone(),
-                                model,
-                            },
-                        );
-                        if !conversation_started {
-                            conversation_started = true;
-                            self.emit(
-                                &turn_id,
-                                EventPayload::ConversationStart {
-                                    message_id: reply.message_id.clone(),
-                                },
-                            );
-                        }
-                    }
-                    // Reasoning is not part of the reply and has no protocol event.
-                    Some(LlmEvent::ThinkingDelta(_)) => {}
-                    Some(LlmEvent::TextDelta(text)) => {
-                        reply.text.push_str(&text);
-                        self.emit(&turn_id, EventPayload::TextDelta { text });
-                        self.emit(&turn_id, EventPayload::ConversationResponding {});
-                    }
-                    Some(LlmEvent::ToolUseStart { id, name }) => {
-                        self.emit(
-                            &turn_id,
-                            EventPayload::ToolUseStart {
-                                tool_call_id: id.clone(),
-                                tool_name: name.clone(),
-                            },
-                        );
-                        self.emit(
-                            &turn_id,
-                            EventPayload::ToolPlanned {
-                                tool_id: id,
-                                tool_name: name,
-                            },
-                        );
-                    }
-                    Some(LlmEvent::InputJsonDelta(partial_json)) => {
-                        self.emit(&turn_id, EventPayload::InputJsonDelta { partial_json });
-                    }
-                    Some(LlmEvent::ToolUseStop { id, name, input }) => {
-                        self.emit(
-                            &turn_id,
-                            EventPayload::ToolUseStop {
-                                tool_call_id: id.clone(),
-                                tool_name: name.clone(),
-                                input: input.clone(),
-                            },
-                        );
-                        reply.calls.push(ToolCall { id, name, input });
-                    }
-                    Some(LlmEvent::MessageDelta { usage, stop_reason }) => {
-                        if stop_reason.is_some() {
-                            reply.stop_reason = stop_reason;
-                        }
-                        if usage.is_some() {
-                            reply.usage = usage;
-                            self.emit(&turn_id, EventPayload::MessageDelta { usage });
-                        }
-                    }
-                    Some(LlmEvent::MessageStop) => break,
-                    Some(LlmEvent::Error { message, code }) => {
-                        self.failed(&turn_id, &reply, message, code).await;
-                        return Ended::Done;
-                    }
-                    None => {
-                        let message = "the model's reply ended before it was complete".to_string();
-                        self.failed(&turn_id, &reply, message, Some("network".into()))
-                            .await;
-                        return Ended::Done;
-                    }
-                }
-            }
-            drop(stream);
-            // The reply is complete.
-            let wants_tools = !reply.calls.is_empty();
-            let stop_reason = match (&reply.stop_reason, wants_tools) {
-                (None, true) => Some("tool_use".to_string()),
-                (r, _) => r.clone(),
-            };
-            self.emit(
-                &turn_id,
-                EventPayload::MessageStop {
-                    stop_reason: stop_reason.clone(),
-                },
-            );
-            if !reply.text.is_empty() || !wants_tools {
-                let m = Message::assistant(
-                    reply.message_id.clone(),
-                    std::mem::take(&mut reply.text),
-                    now_ms(),
-                    reply.usage,
-                    stop_reason.clone(),
-                );
-                self.store(m.clone()).await;
-                self.emit(&turn_id, EventPayload::AssistantMessage(m));
-            }
-            if !wants_tools {
-                self.emit(
-                    &turn_id,
-                    EventPayload::ConversationEnd {
-                        reason: EndReason::Completed,
-                    },
-                );
-                return Ended::Done;
-            }
-            for call in &reply.calls {
-                let m = Message::tool_call(new_id("msg"), call.clone(), now_ms());
-                self.store(m.clone()).await;
-                self.emit(&turn_id, EventPayload::ToolCallMessage(m));
-            }
-            let calls = std::mem::take(&mut reply.calls);
-            for (i, call) in calls.iter().enumerate() {
-                self.emit(
-                    &turn_id,
-                    EventPayload::ToolExecuting {
-                        tool_id: call.id.clone(),
-                        tool_name: call.name.clone(),
-                        input: call.input.clone(),
-                    },
-                );
-                let ctx = ToolContext {
-                    container_id: self.ids.container.clone(),
-                    image_id: self.ids.image.clone(),
-                    session_id: self.ids.session.clone(),
-                    enabled: self.enabled_tools.clone(),
-                };
-                let tools = self.env.tools.clone();
-                let outcome = tokio::select! {
-                    biased;
-                    c = control.recv() => {
-                        let stop = !matches!(c, Some(Control::Interrupt));
-                        // Pair every call left unanswered with a result, so the history stays valid.
-                        self.emit(&turn_id, EventPayload::Interrupted {
-                            agent_id: self.ids.agent.clone(),
-                            container_id: self.ids.container.clone(),
-                        });
-                        for c in &calls[i..] {
-                            let r = ToolResult {
-                                tool_call_id: c.id.clone(),
-                                name: c.name.clone(),
-                                output: "interrupted before the tool finished".into(),
-                                is_error: true,
-                            };
-                            let m = Message::tool_result(new_id("msg"), r, now_ms());
-                            self.store(m.clone()).await;
-                            self.emit(&turn_id, EventPayload::ToolResultMessage(m));
-                        }
-                        self.emit(&turn_id, EventPayload::ConversationEnd { reason: EndReason::Interrupted });
-                        return if stop { Ended::Stop } else { Ended::Done };
-                    }
-                    o = tools.run(&ctx, call) => o,
-                };
-                self.emit(
-                    &turn_id,
-                    EventPayload::ToolResult {
-                        tool_call_id: call.id.clone(),
-                        result: outcome.output.clone(),
-                        is_error: Some(outcome.is_error),
-                    },
-                );
-                if outcome.is_error {
-                    self.emit(
-                        &turn_id,
-                        EventPayload::ToolFailed {
-                            tool_id: call.id.clone(),
-                            tool_name: call.name.clone(),
-                            error: outcome.output.clone(),
-                        },
-                    );
-                } else {
-                    self.emit(
-                        &turn_id,
-                        EventPayload::ToolCompleted {
-                            tool_id: call.id.clone(),
-                            tool_name: call.name.clone(),
-                        },
-                    );
-                }
-                let r = ToolResult {
-                    tool_call_id: call.id.clone(),
-                    name: call.name.clone(),
-                    output: outcome.output,
-                    is_error: outcome.is_error,
-                };
-                let m = Message::tool_result(new_id("msg"), r, now_ms());
-                self.store(m.clone()).await;
-                self.emit(&turn_id, EventPayload::ToolResultMessage(m));
+            if let ControlFlow::Break(ended) =
+                self.run_tools(&turn_id, &state, &calls, control).await
+            {
+                return ended;
             }
         }
-        let limit = self.env.max_turns;
-        self.failed(
-            &turn_id,
-            &Reply {
-                message_id: new_id("msg"),
-                started: false,
-                text: String::new(),
-                calls: vec![],
-                usage: None,
-                stop_reason: None,
-            },
-            format!("the agent stopped after {limit} model calls without finishing its turn"),
-            Some("max_turns".into()),
-        )
-        .await;
+        let effects = state.out_of_model_calls(self.env.max_turns);
+        self.apply(&turn_id, effects).await;
         Ended::Done
     }
 
-    /// `interrupted`, then `message_stop` and the partial reply, then `conversation_end`.
-    async fn interrupted(&mut self, turn_id: &str, reply: &Reply) {
-        self.emit(
-            turn_id,
-            EventPayload::Interrupted {
-                agent_id: self.ids.agent.clone(),
+    /// Streams one model reply, publishing it as it comes. Continues with the tool calls to
+    /// run; breaks when the turn is over.
+    async fn reply(
+        &mut self,
+        turn_id: &str,
+        request: LlmRequest,
+        state: &mut TurnState,
+        control: &mut mpsc::UnboundedReceiver<Control>,
+    ) -> ControlFlow<Ended, Vec<ToolCall>> {
+        let mut stream = self.env.driver.stream(request);
+        state.start_reply(new_id("msg"));
+        loop {
+            let next = tokio::select! {
+                biased;
+                c = control.recv() => {
+                    drop(stream);
+                    self.apply(turn_id, state.on_interrupt()).await;
+                    return ControlFlow::Break(ended_by(c));
+                }
+                e = tokio::time::timeout(self.env.request_timeout, stream.next()) => e,
+            };
+            let Ok(next) = next else {
+                // A stalled reply: dropping the stream cancels the request.
+                drop(stream);
+                let effects = state.on_timeout(self.env.request_timeout);
+                self.apply(turn_id, effects).await;
+                return ControlFlow::Break(Ended::Done);
+            };
+            let Decision { effects, then } = match next {
+                Some(event) => state.on_llm_event(event),
+                None => state.on_stream_end(),
+            };
+            match then {
+                Then::Read => self.apply(turn_id, effects).await,
+                Then::Failed => {
+                    self.apply(turn_id, effects).await;
+                    return ControlFlow::Break(Ended::Done);
+                }
+                Then::Done => {
+                    drop(stream);
+                    self.apply(turn_id, effects).await;
+                    return ControlFlow::Break(Ended::Done);
+                }
+                Then::RunTools(calls) => {
+                    drop(stream);
+                    self.apply(turn_id, effects).await;
+                    return ControlFlow::Continue(calls);
+                }
+            }
+        }
+    }
+
+    /// Runs a reply's tool calls in order, storing each result. Breaks when an interrupt or a
+    /// stop cuts them short; the calls left unanswered then get error results.
+    async fn run_tools(
+        &mut self,
+        turn_id: &str,
+        state: &TurnState,
+        calls: &[ToolCall],
+        control: &mut mpsc::UnboundedReceiver<Control>,
+    ) -> ControlFlow<Ended> {
+        for (i, call) in calls.iter().enumerate() {
+            self.emit(turn_id, state.tool_executing(call));
+            let ctx = ToolContext {
                 container_id: self.ids.container.clone(),
-            },
+                image_id: self.ids.image.clone(),
+                session_id: self.ids.session.clone(),
+                enabled: self.enabled_tools.clone(),
+            };
+            let tools = self.env.tools.clone();
+            let outcome = tokio::select! {
+                biased;
+                c = control.recv() => {
+                    self.apply(turn_id, state.on_tools_interrupted(&calls[i..])).await;
+                    return ControlFlow::Break(ended_by(c));
+                }
+                o = tools.run(&ctx, call) => o,
+            };
+            self.apply(turn_id, state.tool_finished(call, outcome))
+                .await;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// How a turn cut short by `control` ends: a stop (or a closed channel) stops the actor.
+fn ended_by(control: Option<Control>) -> Ended {
+    if matches!(control, Some(Control::Interrupt)) {
+        Ended::Done
+    } else {
+        Ended::Stop
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The actor's paths the protocol tests in `tests/` do not reach: a turn that runs out of
+    //! model calls, and an interrupt while a tool runs.
+
+    use crate::llm::ToolSpec;
+    use crate::model::{EventPayload, ImageConfig, ImageListItem, Subtype, ToolCall};
+    use crate::runtime::{BusItem, RuntimeExt, Subscription, ToolContext, ToolOutcome, ToolRunner};
+    use crate::{AgentConfig, AgentVm, MockDriver};
+    use async_trait::async_trait;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// The payloads of the turn's events, up to and including `conversation_end`.
+    async fn rest_of_turn(sub: &mut Subscription) -> Vec<EventPayload> {
+        let mut out = Vec::new();
+        loop {
+            let item = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+                .await
+                .expect("the turn ended within 10 s")
+                .expect("the subscription is open");
+            let BusItem::Event(p) = item else {
+                panic!("the subscription overflowed")
+            };
+            let end = matches!(p.event.payload, EventPayload::ConversationEnd { .. });
+            out.push(p.event.payload.clone());
+            if end {
+                return out;
+            }
+        }
+    }
+
+    fn types(events: &[EventPayload]) -> Vec<&'static str> {
+        events.iter().map(|e| e.type_name()).collect()
+    }
+
+    async fn with_tool_image(vm: &AgentVm) -> ImageListItem {
+        let config = ImageConfig {
+            model: Some("with-tool".into()),
+            ..Default::default()
+        };
+        vm.images().create("c1", config).await.unwrap().record
+    }
+
+    const TOOL_CALL_REPLY: [&str; 15] = [
+        "message_start",
+        "conversation_start",
+        "text_delta",
+        "conversation_responding",
+        "tool_use_start",
+        "tool_planned",
+        "input_json_delta",
+        "tool_use_stop",
+        "message_stop",
+        "assistant_message",
+        "tool_call_message",
+        "tool_executing",
+        "tool_result",
+        "tool_failed",
+        "tool_result_message",
+    ];
+
+    #[tokio::test]
+    async fn a_turn_out_of_model_calls_fails_after_answering_its_tool_calls() {
+        let vm = AgentVm::builder()
+            .llm(Arc::new(MockDriver::default()))
+            .agent_config(AgentConfig {
+                max_turns: 1,
+                ..Default::default()
+            })
+            .open()
+            .await
+            .unwrap();
+        let image = with_tool_image(&vm).await;
+        let mut sub = vm.sessions().events(&image.session_id).await.unwrap();
+        vm.agents()
+            .send_to_image(&image.image_id, "run it")
+            .await
+            .unwrap();
+        let events = rest_of_turn(&mut sub).await;
+        let mut expected = TOOL_CALL_REPLY.to_vec();
+        expected.extend([
+            "error_received",
+            "error_occurred",
+            "error_message",
+            "conversation_end",
+        ]);
+        assert_eq!(types(&events), expected);
+        assert_eq!(
+            events[15],
+            EventPayload::ErrorReceived {
+                message: "the agent stopped after 1 model calls without finishing its turn".into(),
+                error_code: Some("max_turns".into()),
+            }
         );
-        if reply.started {
-            self.emit(turn_id, EventPayload::MessageStop { stop_reason: None });
-        }
-        if !reply.text.is_empty() {
-            let m = Message::assistant(
-                reply.message_id.clone(),
-                reply.text.clone(),
-                now_ms(),
-                reply.usage,
-                None,
-            );
-            self.store(m.clone()).await;
-            self.emit(turn_id, EventPayload::AssistantMessage(m));
-        }
-        self.emit(
-            turn_id,
-            EventPayload::ConversationEnd {
-                reason: EndReason::Interrupted,
-            },
+        let history = vm.images().messages(&image.image_id).await.unwrap();
+        let subtypes: Vec<_> = history.iter().map(|m| m.subtype).collect();
+        assert_eq!(
+            subtypes,
+            [
+                Subtype::User,
+                Subtype::Assistant,
+                Subtype::ToolCall,
+                Subtype::ToolResult,
+                Subtype::Error
+            ]
         );
     }
 
-    /// `error_received`, `error_occurred`, the partial reply if any, `error_message`,
-    /// `conversation_end {reason: error}`.
-    async fn failed(
-        &mut self,
-        turn_id: &str,
-        reply: &Reply,
-        message: String,
-        code: Option<String>,
-    ) {
-        self.emit(
-            turn_id,
-            EventPayload::ErrorReceived {
-                message: message.clone(),
-                error_code: code.clone(),
-            },
-        );
-        self.emit(
-            turn_id,
-            EventPayload::ErrorOccurred {
-                code: code.clone().unwrap_or_else(|| "llm_error".into()),
-                message: message.clone(),
-                recoverable: true,
-            },
-        );
-        if !reply.text.is_empty() {
-            let m = Message::assistant(
-                reply.message_id.clone(),
-                reply.text.clone(),
-                now_ms(),
-                reply.usage,
-                None,
-            );
-            self.store(m.clone()).await;
-            self.emit(turn_id, EventPayload::AssistantMessage(m));
+    /// Tools that run until they are cancelled.
+    struct Hangs;
+
+    #[async_trait]
+    impl ToolRunner for Hangs {
+        fn specs(&self, _enabled: &[String]) -> Vec<ToolSpec> {
+            Vec::new()
         }
-        let m = Message::error(new_id("msg"), message, code, now_ms());
-        self.store(m.clone()).await;
-        self.emit(turn_id, EventPayload::ErrorMessage(m));
-        self.emit(
-            turn_id,
-            EventPayload::ConversationEnd {
-                reason: EndReason::Error,
-            },
+        async fn run(&self, _ctx: &ToolContext, _call: &ToolCall) -> ToolOutcome {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interrupt_while_a_tool_runs_answers_the_call_and_ends_the_turn() {
+        let vm = AgentVm::builder()
+            .llm(Arc::new(MockDriver::default()))
+            .tools(Arc::new(Hangs))
+            .open()
+            .await
+            .unwrap();
+        let image = with_tool_image(&vm).await;
+        let mut sub = vm.sessions().events(&image.session_id).await.unwrap();
+        let sent = vm
+            .agents()
+            .send_to_image(&image.image_id, "run it")
+            .await
+            .unwrap();
+        let mut events = Vec::new();
+        while events.last().map(EventPayload::type_name) != Some("tool_executing") {
+            let item = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            let BusItem::Event(p) = item else { panic!() };
+            events.push(p.event.payload.clone());
+        }
+        let answer = vm.agents().interrupt_image(&image.image_id).await.unwrap();
+        assert_eq!(answer.agent_id.as_deref(), Some(sent.agent_id.as_str()));
+        events.extend(rest_of_turn(&mut sub).await);
+        let mut expected = TOOL_CALL_REPLY[..12].to_vec();
+        expected.extend(["interrupted", "tool_result_message", "conversation_end"]);
+        assert_eq!(types(&events), expected);
+        assert_eq!(
+            events.last(),
+            Some(&EventPayload::ConversationEnd {
+                reason: crate::model::EndReason::Interrupted,
+            })
         );
+        let history = vm.images().messages(&image.image_id).await.unwrap();
+        let last = history.last().unwrap().tool_result.clone().unwrap();
+        assert_eq!(last.tool_call_id, "toolu_mock_1");
+        assert_eq!(last.output, "interrupted before the tool finished");
+        assert!(last.is_error);
+        // An interrupt ends the turn, not the agent.
+        assert!(vm.agents().get(&sent.agent_id).await.unwrap().exists);
     }
 }
