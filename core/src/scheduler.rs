@@ -150,7 +150,7 @@ pub(crate) struct Counters {
 }
 
 /// A snapshot of the scheduler's counters and gauges (served on `/v1/metrics`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SchedulerMetrics {
     /// Creates served from a warm pool.
@@ -212,6 +212,8 @@ pub(crate) struct Inner {
     pub pools: Mutex<HashMap<String, pool::PoolState>>,
     /// `(owner, template)` -> the sandbox its agents share.
     pub owners: Mutex<HashMap<(String, String), OwnerSlot>>,
+    /// Executions running now, by id: to cancel them and to answer for them before they end.
+    pub running: Mutex<HashMap<String, Arc<exec::ExecControl>>>,
     /// Counters.
     pub counters: Counters,
 }
@@ -287,6 +289,7 @@ impl SchedulerBuilder {
                 live: Mutex::new(HashMap::new()),
                 pools: Mutex::new(HashMap::new()),
                 owners: Mutex::new(HashMap::new()),
+                running: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),
         };
