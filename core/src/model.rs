@@ -8,12 +8,14 @@ pub mod command;
 pub mod event;
 pub mod ids;
 pub mod message;
+pub mod operations;
 pub mod records;
 
 pub use command::*;
 pub use event::*;
 pub use ids::*;
 pub use message::*;
+pub use operations::*;
 pub use records::*;
 
 /// Milliseconds since the Unix epoch, the protocol's `timestamp` unit.

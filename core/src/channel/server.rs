@@ -1,15 +1,18 @@
 //! The server side of one Channel connection: frames in, responses and events out.
 //!
 //! One task per connection. It reads frames, runs requests in order (each under the request
-//! timeout) and forwards the events of its bus subscription — `global` plus the session topics
-//! it joined — wrapped with `__msgId` and, for session events, `__cursor`. The subscription's
+//! timeout) and forwards the events of its bus subscription — `global` plus the session and
+//! sandbox topics it joined — wrapped with `__msgId` and, for topic events, `__cursor`. A
+//! `sandbox_exec_request` runs beside the loop for as long as its command does (its own
+//! timeout bounds it), so its output streams, and other requests (a cancel) are answered
+//! meanwhile; its response goes out after the exec events queued for the connection. The subscription's
 //! bounded queue is the connection's send queue: a consumer too slow to keep up overflows it,
 //! and the connection then resumes from the last cursor it sent (replayed from the log), so
 //! nothing is lost and the server never waits on a client.
 
 use super::codec::{self, ClientFrame, Decoded};
 use crate::error::{Error, Result};
-use crate::model::{Command, Event};
+use crate::model::{Command, Event, Response};
 use crate::runtime::{AgentVm, BusItem, EventFilter, Runtime, Scope, ScopedRuntime, Subscription};
 use crate::server::{ServerState, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TOO_BIG};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -67,6 +70,24 @@ struct Connection {
     info: ConnectionInfo,
     sub: Subscription,
     sent: u64,
+    /// Requests that run beside the loop report here when they end.
+    done_tx: tokio::sync::mpsc::UnboundedSender<Outcome>,
+    /// The loop's end of `done_tx`.
+    done_rx: tokio::sync::mpsc::UnboundedReceiver<Outcome>,
+}
+
+/// A request that ended, with what its response needs.
+struct Outcome {
+    /// The client's id for it.
+    request_id: Option<String>,
+    /// `x_request`.
+    type_name: &'static str,
+    /// `x_response`.
+    response_type: &'static str,
+    /// When it arrived, for the metrics.
+    started: Instant,
+    /// What it gave.
+    result: Result<Response>,
 }
 
 fn close(code: u16, reason: &str) -> Message {
@@ -129,11 +150,14 @@ pub(crate) async fn serve(
         }
     };
     state.metrics.connection_opened();
+    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut conn = Connection {
         state: state.clone(),
         info,
         sub,
         sent: 0,
+        done_tx,
+        done_rx,
     };
     conn.run(&mut socket).await;
     state.metrics.connection_closed();
@@ -250,6 +274,14 @@ impl Connection {
                         None => return,
                     }
                 }
+                Some(outcome) = self.done_rx.recv() => {
+                    if self.drain_events(socket).await.is_err() {
+                        return;
+                    }
+                    if matches!(self.respond(socket, outcome).await, Flow::Close) {
+                        return;
+                    }
+                }
                 _ = ping.tick() => {
                     if awaiting_pong {
                         tracing::info!(conn = %self.info.id, "no pong since the last ping: dropping the connection");
@@ -295,6 +327,22 @@ impl Connection {
         socket.flush().await
     }
 
+    /// Sends the events queued right now (at most about a queue's worth), so a response that
+    /// follows comes after the events its request published.
+    async fn drain_events(
+        &mut self,
+        socket: &mut WebSocket,
+    ) -> std::result::Result<(), axum::Error> {
+        for _ in 0..=self.state.config.send_queue {
+            match self.sub.try_recv() {
+                Some(BusItem::Event(p)) => self.forward(socket, p).await?,
+                Some(BusItem::Overflowed { .. }) => self.resume_after_overflow(),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
     /// The queue overflowed: continue from the last cursor sent, replayed from the log.
     fn resume_after_overflow(&mut self) {
         self.state.metrics.overflowed();
@@ -337,7 +385,7 @@ impl Connection {
             Ok(ClientFrame::Subscribe {
                 session_id,
                 after_cursor,
-            }) => match self.join(&session_id, after_cursor) {
+            }) => match self.join(&session_id, after_cursor).await {
                 Ok(cursor) => {
                     let reply = serde_json::json!({
                         "type": "subscribe_response",
@@ -385,26 +433,20 @@ impl Connection {
         }
     }
 
-    /// Joins a session topic the connection may see.
-    fn join(&mut self, session_id: &str, after: Option<u64>) -> Result<u64> {
-        let visible = self
-            .state
-            .vm
-            .repository()
-            .get_session(session_id)?
-            .map(|s| self.info.scope.allows(&s.container_id))
-            .unwrap_or(false);
-        if !visible {
-            return Err(Error::not_found("Session", session_id));
-        }
-        self.sub.join(session_id, after)
+    /// Joins a session or sandbox topic the connection may see.
+    async fn join(&mut self, topic: &str, after: Option<u64>) -> Result<u64> {
+        self.state.vm.check_topic(&self.info.scope, topic).await?;
+        self.sub.join(topic, after)
     }
 
-    /// The session a `message_send_request` will talk to, so the connection can join its
-    /// topic before the reply starts (PROTOCOL.md FIX).
+    /// The session a `message_send_request` will talk to (PROTOCOL.md FIX), or the sandbox a
+    /// `sandbox_exec_request` runs in, so the connection can join its topic before the reply
+    /// or the output starts.
     fn send_target(&self, command: &Command) -> Option<String> {
-        let Command::MessageSend(r) = command else {
-            return None;
+        let r = match command {
+            Command::MessageSend(r) => r,
+            Command::SandboxExec(r) => return Some(r.sandbox_id.clone()),
+            _ => return None,
         };
         let vm = &self.state.vm;
         if let Some(sid) = &r.session_id {
@@ -442,13 +484,29 @@ impl Connection {
             Ok(())
         };
         if outcome.is_ok() {
-            if let Some(session_id) = self.send_target(&command) {
+            if let Some(topic) = self.send_target(&command) {
                 // Not visible or unknown: the request itself reports it.
-                let _ = self.join(&session_id, None);
+                let _ = self.join(&topic, None).await;
             }
         }
         let result = match outcome {
             Err(e) => Err(e),
+            Ok(()) if matches!(command, Command::SandboxExec(_)) => {
+                // Bounded by the exec's own timeout, not the request timeout.
+                let runtime = self.info.runtime.clone();
+                let done = self.done_tx.clone();
+                tokio::spawn(async move {
+                    let result = runtime.request(command).await;
+                    let _ = done.send(Outcome {
+                        request_id,
+                        type_name,
+                        response_type,
+                        started,
+                        result,
+                    });
+                });
+                return Flow::Continue;
+            }
             Ok(()) => match tokio::time::timeout(
                 self.state.config.request_timeout,
                 self.info.runtime.request(command),
@@ -462,6 +520,28 @@ impl Connection {
                 ))),
             },
         };
+        self.respond(
+            socket,
+            Outcome {
+                request_id,
+                type_name,
+                response_type,
+                started,
+                result,
+            },
+        )
+        .await
+    }
+
+    /// Sends a request's response (or its error, after a `system_error`) and counts it.
+    async fn respond(&mut self, socket: &mut WebSocket, outcome: Outcome) -> Flow {
+        let Outcome {
+            request_id,
+            type_name,
+            response_type,
+            started,
+            result,
+        } = outcome;
         let rid = request_id.as_deref();
         let elapsed = started.elapsed();
         match result {

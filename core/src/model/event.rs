@@ -695,7 +695,11 @@ mod tests {
         assert_eq!(v["type"], out.type_name());
         assert_eq!(v["category"], "stream");
         assert_eq!(v["data"]["executionId"], "exec_1");
-        assert_eq!(out.topic(), Some("sbx_1"), "exec events go on the sandbox's topic");
+        assert_eq!(
+            out.topic(),
+            Some("sbx_1"),
+            "exec events go on the sandbox's topic"
+        );
         assert_eq!(out.session_id(), None);
         assert_eq!(e.topic(), None, "lifecycle events stay on global");
         let n = Event::new(

@@ -327,17 +327,9 @@ impl Runtime for ScopedRuntime {
 
     async fn subscribe(&self, mut filter: EventFilter) -> Result<Subscription> {
         filter.scope = self.scope.clone();
-        for (session_id, _) in &filter.sessions {
-            let visible = self
-                .vm
-                .inner
-                .repo
-                .get_session(session_id)?
-                .map(|s| self.scope.allows(&s.container_id))
-                .unwrap_or(false);
-            if !visible {
-                return Err(Error::not_found("Session", session_id.clone()));
-            }
+        // Session topics and sandbox topics (exec output) alike.
+        for (topic, _) in &filter.sessions {
+            self.vm.check_topic(&self.scope, topic).await?;
         }
         self.vm.inner.bus.subscribe(filter)
     }

@@ -446,8 +446,7 @@ impl Scheduler {
         {
             let running = lock(&self.inner.running);
             for c in running.values() {
-                if c.started.sandbox_id == sandbox_id && !all.iter().any(|x| x.id == c.started.id)
-                {
+                if c.started.sandbox_id == sandbox_id && !all.iter().any(|x| x.id == c.started.id) {
                     all.push(c.started.clone());
                 }
             }
