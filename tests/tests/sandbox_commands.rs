@@ -104,6 +104,22 @@ async fn exec_frames(c: &mut WsClient, until: &str) -> Vec<Frame> {
         .collect()
 }
 
+/// The execution id of an exec event.
+trait ExecutionIdOf {
+    fn payload_execution_id(&self) -> Option<&str>;
+}
+
+impl ExecutionIdOf for Event {
+    fn payload_execution_id(&self) -> Option<&str> {
+        match &self.payload {
+            EventPayload::SandboxExecStarted { execution_id, .. }
+            | EventPayload::SandboxExecOutput { execution_id, .. }
+            | EventPayload::SandboxExecFinished { execution_id, .. } => Some(execution_id),
+            _ => None,
+        }
+    }
+}
+
 fn joined(frames: &[Frame], stream: &str) -> String {
     frames
         .iter()
@@ -353,6 +369,45 @@ async fn a_sandbox_end_to_end_over_the_websocket_only() {
         "an ended execution is not cancelled twice"
     );
 
+    // The remote runtime: the same command and the same events, through agentvm::connect.
+    let remote = connect(&s.ws_url(), ConnectOptions::default())
+        .await
+        .unwrap();
+    let mut watched = remote
+        .subscribe(EventFilter {
+            sessions: vec![(id.clone(), None)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let Response::SandboxExec(x) = remote
+        .request(Command::SandboxExec(SandboxExecRequest {
+            sandbox_id: id.clone(),
+            command: vec!["/bin/sh".into(), "-c".into(), "echo remote".into()],
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!("not a sandbox_exec_response")
+    };
+    assert_eq!(x.execution.stdout, "remote\n");
+    let mut kinds = Vec::new();
+    while let Some(BusItem::Event(p)) = watched.try_recv() {
+        if p.event.payload_execution_id() == Some(x.execution.id.as_str()) {
+            kinds.push(p.event.type_name());
+        }
+    }
+    assert_eq!(
+        kinds,
+        [
+            "sandbox_exec_started",
+            "sandbox_exec_output",
+            "sandbox_exec_finished"
+        ],
+        "the events reach the remote subscriber before the response"
+    );
+
     // Delete: the sandbox is gone.
     let d = ok(c
         .request("sandbox_delete_request", json!({"sandboxId": id}))
@@ -367,7 +422,7 @@ async fn a_sandbox_end_to_end_over_the_websocket_only() {
             .await,
     );
     let m = ok(c.request("scheduler_metrics_request", json!({})).await);
-    assert_eq!(m["metrics"]["executions"], 2, "{m}");
+    assert_eq!(m["metrics"]["executions"], 3, "{m}");
     s.server.close().await;
 }
 
