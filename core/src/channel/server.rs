@@ -2,13 +2,14 @@
 //!
 //! One task per connection. It reads frames, runs requests in order (each under the request
 //! timeout) and forwards the events of its bus subscription — `global` plus the session and
-//! sandbox topics it joined — wrapped with `__msgId` and, for topic events, `__cursor`. A
-//! `sandbox_exec_request` runs beside the loop for as long as its command does (its own
-//! timeout bounds it), so its output streams, and other requests (a cancel) are answered
-//! meanwhile; its response goes out after the exec events queued for the connection. The subscription's
-//! bounded queue is the connection's send queue: a consumer too slow to keep up overflows it,
-//! and the connection then resumes from the last cursor it sent (replayed from the log), so
-//! nothing is lost and the server never waits on a client.
+//! sandbox topics it joined — wrapped with `__msgId` and, for topic events, `__cursor`. The
+//! subscription's bounded queue is the connection's send queue: a consumer too slow to keep up
+//! overflows it, and the connection then resumes from the last cursor it sent (replayed from
+//! the log), so nothing is lost and the server never waits on a client.
+//!
+//! A `sandbox_exec_request` runs beside the loop for as long as its command does (its own
+//! timeout bounds it), so its output streams and other requests (a cancel) are answered
+//! meanwhile; its response goes out after the exec events already queued for the connection.
 
 use super::codec::{self, ClientFrame, Decoded};
 use crate::error::{Error, Result};
