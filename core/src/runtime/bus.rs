@@ -856,6 +856,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sandbox_exec_events_have_a_topic_and_ownerless_ones_reach_operators_only() {
+        let bus = Bus::in_memory(BusConfig::default());
+        let mut tenant = bus
+            .subscribe(EventFilter {
+                scope: Scope::containers(["c1"]),
+                ..EventFilter::everything()
+            })
+            .unwrap();
+        let mut operator = bus.subscribe(EventFilter::everything()).unwrap();
+        let output = |owner: Option<&str>| {
+            Event::new(
+                EventPayload::SandboxExecOutput {
+                    sandbox_id: "sbx_1".into(),
+                    execution_id: "exec_1".into(),
+                    stream: "stdout".into(),
+                    data: "hi".into(),
+                },
+                owner.map(|o| EventContext {
+                    container_id: Some(o.into()),
+                    ..Default::default()
+                }),
+            )
+        };
+        let first = bus.publish(output(None));
+        assert!(
+            first.cursor.is_some(),
+            "exec events get a cursor on the sandbox topic"
+        );
+        bus.publish(output(Some("c1")));
+        let mut seen = 0;
+        while tenant.try_recv().is_some() {
+            seen += 1;
+        }
+        assert_eq!(seen, 1, "the tenant sees its own sandbox's output only");
+        let mut seen = 0;
+        while operator.try_recv().is_some() {
+            seen += 1;
+        }
+        assert_eq!(seen, 2);
+        assert!(!Scope::containers(["c1"]).allows_owner(None));
+        assert!(Scope::All.allows_owner(None));
+    }
+
+    #[tokio::test]
     async fn persisted_log_serves_replay_beyond_the_ring() {
         let repo = Arc::new(Repository::in_memory().unwrap());
         let bus = Bus::new(
