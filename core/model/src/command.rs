@@ -6,6 +6,7 @@
 //! response type so typed helpers can be thin wrappers over `Runtime::request`.
 
 use super::message::{Content, Message};
+use super::operations::*;
 use super::records::{Definition, ImageConfig, ImageListItem, SessionRecord};
 use serde::{Deserialize, Serialize};
 
@@ -199,6 +200,64 @@ commands! {
     SessionResume("session_resume_request", "session_resume_response"): SessionResumeRequest => SessionResumeResponse;
     /// The stored history of a session.
     SessionMessages("session_messages_request", "session_messages_response"): SessionMessagesRequest => SessionMessagesResponse;
+
+    // --- the sandbox scheduler and tokens (model/operations.rs, docs/commands.md) ---
+    /// Register a runtime node, or update its registration (operator).
+    NodeRegister("node_register_request", "node_register_response"): NodeRegisterRequest => NodeRegisterResponse;
+    /// A node agent's heartbeat (operator).
+    NodeHeartbeat("node_heartbeat_request", "node_heartbeat_response"): NodeHeartbeatRequest => NodeHeartbeatResponse;
+    /// Every runtime node with its load (operator).
+    NodeList("node_list_request", "node_list_response"): NodeListRequest => NodeListResponse;
+    /// One runtime node (operator).
+    NodeGet("node_get_request", "node_get_response"): NodeGetRequest => NodeGetResponse;
+    /// Set a node online, draining or in maintenance (operator).
+    NodeUpdate("node_update_request", "node_update_response"): NodeUpdateRequest => NodeUpdateResponse;
+    /// Remove a node that runs no sandboxes (operator).
+    NodeDelete("node_delete_request", "node_delete_response"): NodeDeleteRequest => NodeDeleteResponse;
+    /// Create a sandbox template (operator).
+    TemplateCreate("template_create_request", "template_create_response"): TemplateCreateRequest => TemplateCreateResponse;
+    /// One template.
+    TemplateGet("template_get_request", "template_get_response"): TemplateGetRequest => TemplateGetResponse;
+    /// Every template.
+    TemplateList("template_list_request", "template_list_response"): TemplateListRequest => TemplateListResponse;
+    /// Replace a template's spec (operator).
+    TemplateUpdate("template_update_request", "template_update_response"): TemplateUpdateRequest => TemplateUpdateResponse;
+    /// Delete a template (operator).
+    TemplateDelete("template_delete_request", "template_delete_response"): TemplateDeleteRequest => TemplateDeleteResponse;
+    /// Create a sandbox from a template; answers once it is ready.
+    SandboxCreate("sandbox_create_request", "sandbox_create_response"): SandboxCreateRequest => SandboxCreateResponse;
+    /// One sandbox.
+    SandboxGet("sandbox_get_request", "sandbox_get_response"): SandboxGetRequest => SandboxGetResponse;
+    /// The sandboxes the caller may see.
+    SandboxList("sandbox_list_request", "sandbox_list_response"): SandboxListRequest => SandboxListResponse;
+    /// End a sandbox, keeping its record.
+    SandboxTerminate("sandbox_terminate_request", "sandbox_terminate_response"): SandboxTerminateRequest => SandboxTerminateResponse;
+    /// End a sandbox and delete its record and executions.
+    SandboxDelete("sandbox_delete_request", "sandbox_delete_response"): SandboxDeleteRequest => SandboxDeleteResponse;
+    /// Run a command in a sandbox; output streams as events on the sandbox's topic.
+    SandboxExec("sandbox_exec_request", "sandbox_exec_response"): SandboxExecRequest => SandboxExecResponse;
+    /// Stop a running execution (kills its process group).
+    SandboxExecCancel("sandbox_exec_cancel_request", "sandbox_exec_cancel_response"): SandboxExecCancelRequest => SandboxExecCancelResponse;
+    /// One execution.
+    ExecutionGet("execution_get_request", "execution_get_response"): ExecutionGetRequest => ExecutionGetResponse;
+    /// The executions of a sandbox.
+    ExecutionList("execution_list_request", "execution_list_response"): ExecutionListRequest => ExecutionListResponse;
+    /// Read a file in a sandbox.
+    SandboxFileRead("sandbox_file_read_request", "sandbox_file_read_response"): SandboxFileReadRequest => SandboxFileReadResponse;
+    /// Write a file in a sandbox.
+    SandboxFileWrite("sandbox_file_write_request", "sandbox_file_write_response"): SandboxFileWriteRequest => SandboxFileWriteResponse;
+    /// List a directory in a sandbox.
+    SandboxFileList("sandbox_file_list_request", "sandbox_file_list_response"): SandboxFileListRequest => SandboxFileListResponse;
+    /// Delete a file (or, recursively, a directory) in a sandbox.
+    SandboxFileDelete("sandbox_file_delete_request", "sandbox_file_delete_response"): SandboxFileDeleteRequest => SandboxFileDeleteResponse;
+    /// The scheduler's counters and gauges (operator).
+    SchedulerMetrics("scheduler_metrics_request", "scheduler_metrics_response"): SchedulerMetricsRequest => SchedulerMetricsResponse;
+    /// Create an access token; the secret is returned once (operator).
+    TokenCreate("token_create_request", "token_create_response"): TokenCreateRequest => TokenCreateResponse;
+    /// Every access token, without secrets or hashes (operator).
+    TokenList("token_list_request", "token_list_response"): TokenListRequest => TokenListResponse;
+    /// Revoke an access token (operator).
+    TokenRevoke("token_revoke_request", "token_revoke_response"): TokenRevokeRequest => TokenRevokeResponse;
 }
 
 /// `container_create_request`.
@@ -751,10 +810,15 @@ impl Command {
                 "Unknown request type: {type_name}"
             )));
         }
-        let data = if data.is_null() {
-            serde_json::Value::Object(Default::default())
-        } else {
-            data
+        let data = match data {
+            serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+            // `requestId` belongs to the envelope, not to the command: requests that refuse
+            // unknown fields must not see it.
+            serde_json::Value::Object(mut o) => {
+                o.remove("requestId");
+                serde_json::Value::Object(o)
+            }
+            other => other,
         };
         serde_json::from_value(serde_json::json!({"type": type_name, "data": data}))
             .map_err(|e| crate::Error::invalid(format!("Invalid {type_name}: {e}")))

@@ -358,6 +358,52 @@ pub enum EventPayload {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
+    /// A `sandbox_exec_request` started its command. Published on the sandbox's topic (the
+    /// topic named by the sandbox id), like the output and the end that follow.
+    #[serde(rename_all = "camelCase")]
+    SandboxExecStarted {
+        /// The sandbox (and topic).
+        sandbox_id: String,
+        /// The execution, for `sandbox_exec_cancel_request` and `execution_get_request`.
+        execution_id: String,
+        /// The argv run.
+        command: Vec<String>,
+    },
+    /// A chunk of an exec's output, in the order the command wrote it per stream (whole UTF-8
+    /// characters; invalid bytes become U+FFFD). Output beyond the cap is not sent.
+    #[serde(rename_all = "camelCase")]
+    SandboxExecOutput {
+        /// The sandbox (and topic).
+        sandbox_id: String,
+        /// The execution.
+        execution_id: String,
+        /// `stdout` or `stderr`.
+        stream: String,
+        /// The text.
+        data: String,
+    },
+    /// An exec ended; its `sandbox_exec_response` (with the whole execution) follows.
+    #[serde(rename_all = "camelCase")]
+    SandboxExecFinished {
+        /// The sandbox (and topic).
+        sandbox_id: String,
+        /// The execution.
+        execution_id: String,
+        /// `completed`, `failed`, `timeout`, `cancelled` or `crashed`.
+        status: String,
+        /// The exit code, when the command exited.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i64>,
+        /// What went wrong, for timeouts, cancels and crashes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// Output beyond the cap was dropped.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+        /// How long it ran, ms.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_ms: Option<u64>,
+    },
     /// A runtime node changed status (`online`, `offline`, `draining`, `maintenance`).
     #[serde(rename_all = "camelCase")]
     NodeStatusChanged {
@@ -427,6 +473,9 @@ impl EventPayload {
             SandboxClaimed { .. } => "sandbox_claimed",
             SandboxAdopted { .. } => "sandbox_adopted",
             SandboxTerminated { .. } => "sandbox_terminated",
+            SandboxExecStarted { .. } => "sandbox_exec_started",
+            SandboxExecOutput { .. } => "sandbox_exec_output",
+            SandboxExecFinished { .. } => "sandbox_exec_finished",
             NodeStatusChanged { .. } => "node_status_changed",
             SystemError { .. } => "system_error",
         }
@@ -468,7 +517,10 @@ impl EventPayload {
             | SandboxReady { .. }
             | SandboxClaimed { .. }
             | SandboxAdopted { .. }
-            | SandboxTerminated { .. } => (Source::Sandbox, Category::Lifecycle),
+            | SandboxTerminated { .. }
+            | SandboxExecStarted { .. }
+            | SandboxExecFinished { .. } => (Source::Sandbox, Category::Lifecycle),
+            SandboxExecOutput { .. } => (Source::Sandbox, Category::Stream),
             NodeStatusChanged { .. } => (Source::Environment, Category::Lifecycle),
             SystemError { .. } => (Source::Environment, Category::Error),
         }
@@ -516,6 +568,20 @@ impl Event {
     /// The session topic this event belongs to, if it is a session event.
     pub fn session_id(&self) -> Option<&str> {
         self.context.as_ref().and_then(|c| c.session_id.as_deref())
+    }
+
+    /// The topic this event is published on, with a cursor: its session for agent events, its
+    /// sandbox for exec events. `None`: the `global` topic.
+    pub fn topic(&self) -> Option<&str> {
+        if let Some(s) = self.session_id() {
+            return Some(s);
+        }
+        match &self.payload {
+            EventPayload::SandboxExecStarted { sandbox_id, .. }
+            | EventPayload::SandboxExecOutput { sandbox_id, .. }
+            | EventPayload::SandboxExecFinished { sandbox_id, .. } => Some(sandbox_id),
+            _ => None,
+        }
     }
 
     /// The container this event concerns, if any.
@@ -613,6 +679,29 @@ mod tests {
         assert_eq!(v["category"], "lifecycle");
         assert_eq!(v["data"]["sandboxId"], "sbx_1");
         assert_eq!(e.container_id(), Some("user-alice"));
+        let out = Event::new(
+            EventPayload::SandboxExecOutput {
+                sandbox_id: "sbx_1".into(),
+                execution_id: "exec_1".into(),
+                stream: "stdout".into(),
+                data: "hi\n".into(),
+            },
+            Some(EventContext {
+                container_id: Some("user-alice".into()),
+                ..Default::default()
+            }),
+        );
+        let v = serde_json::to_value(&out).unwrap();
+        assert_eq!(v["type"], out.type_name());
+        assert_eq!(v["category"], "stream");
+        assert_eq!(v["data"]["executionId"], "exec_1");
+        assert_eq!(
+            out.topic(),
+            Some("sbx_1"),
+            "exec events go on the sandbox's topic"
+        );
+        assert_eq!(out.session_id(), None);
+        assert_eq!(e.topic(), None, "lifecycle events stay on global");
         let n = Event::new(
             EventPayload::NodeStatusChanged {
                 node_id: "n".into(),

@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod message;
+pub mod operations;
 pub mod records;
 pub mod scheduler;
 
@@ -20,6 +21,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::*;
 pub use ids::*;
 pub use message::*;
+pub use operations::*;
 pub use records::*;
 
 /// Milliseconds since the Unix epoch, the protocol's `timestamp` unit.

@@ -4,7 +4,8 @@
 //! Docker starts every exec as a session and process-group leader. Each exec carries
 //! `AGENTVM_EXEC_ID` in its environment; on timeout a second exec (as the same user, so it
 //! needs no capability) finds every process with that tag and `kill -9`s its process group and
-//! itself, which also catches children that left the group.
+//! itself, which also catches children that left the group. The same killer ends an exec
+//! that [`Scheduler::cancel_exec`] cancels.
 
 use super::{blocking, docker, lock, Scheduler};
 use crate::error::{Error, Result};
@@ -15,9 +16,10 @@ use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use futures::{Stream, StreamExt};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// The stream of an exec. Dropping it does not stop the command (its timeout does).
 #[derive(Debug)]
@@ -126,6 +128,16 @@ impl Capped {
     }
 }
 
+/// A running exec, as [`Scheduler::cancel_exec`] and the lookups see it.
+pub(crate) struct ExecControl {
+    /// The record as it started (status `running`, no output yet).
+    started: Execution,
+    /// Set to `true` to cancel.
+    cancel: watch::Sender<bool>,
+    /// The finished execution, once it is.
+    finished: watch::Sender<Option<Execution>>,
+}
+
 /// The script the killer exec runs: `kill -9` the process group of, and, every process whose
 /// environment carries `AGENTVM_EXEC_ID=$1`. Prints how many it found.
 const KILLER: &str = r#"n=0
@@ -228,6 +240,12 @@ impl Scheduler {
             finished_at: None,
             duration_ms: None,
         };
+        let control = Arc::new(ExecControl {
+            started: record.clone(),
+            cancel: watch::channel(false).0,
+            finished: watch::channel(None).0,
+        });
+        lock(&self.inner.running).insert(id.clone(), control.clone());
         let this = self.clone();
         let docker_exec_id = created.id;
         tokio::spawn(async move {
@@ -240,7 +258,7 @@ impl Scheduler {
                 timeout,
                 cap,
             };
-            run.drive(record, output, tx).await;
+            run.drive(record, output, tx, control).await;
         });
         Ok(ExecStream { id, rx })
     }
@@ -250,18 +268,69 @@ impl Scheduler {
         self.exec(sandbox_id, request).await?.finish().await
     }
 
-    /// An execution by id.
+    /// An execution by id; a running one as it started (status `running`, output not yet
+    /// collected).
     pub async fn get_execution(&self, id: &str) -> Result<Option<Execution>> {
+        if let Some(c) = lock(&self.inner.running).get(id) {
+            return Ok(Some(c.started.clone()));
+        }
         let store = self.inner.store.clone();
         let id = id.to_string();
         blocking(move || store.get_execution(&id)).await
     }
 
-    /// The executions of a sandbox, oldest first.
+    /// The executions of a sandbox, oldest first; running ones as they started.
     pub async fn list_executions(&self, sandbox_id: &str) -> Result<Vec<Execution>> {
         let store = self.inner.store.clone();
         let id = sandbox_id.to_string();
-        blocking(move || store.list_executions(&id)).await
+        let mut all = blocking(move || store.list_executions(&id)).await?;
+        {
+            let running = lock(&self.inner.running);
+            for c in running.values() {
+                if c.started.sandbox_id == sandbox_id && !all.iter().any(|x| x.id == c.started.id) {
+                    all.push(c.started.clone());
+                }
+            }
+        }
+        all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(all)
+    }
+
+    /// Cancels a running execution: kills its process group (and every process tagged with
+    /// its id) and waits for it to end. Returns the execution and whether this call cancelled
+    /// it; an execution that already ended is returned unchanged with `false`.
+    pub async fn cancel_exec(&self, id: &str) -> Result<(Execution, bool)> {
+        let control = lock(&self.inner.running).get(id).cloned();
+        let Some(control) = control else {
+            return match self.get_execution(id).await? {
+                Some(x) => Ok((x, false)),
+                None => Err(Error::not_found("Execution", id)),
+            };
+        };
+        let mut finished = control.finished.subscribe();
+        control.cancel.send_replace(true);
+        // The killer runs, then the output must close within 5 s of it, or the run is marked
+        // crashed: bounded either way.
+        let wait = self.inner.config.docker_timeout + Duration::from_secs(10);
+        let ended = tokio::time::timeout(wait, finished.wait_for(Option::is_some)).await;
+        let execution = match ended {
+            Ok(Ok(x)) => x.clone(),
+            _ => {
+                return Err(Error::unavailable(format!(
+                    "execution {id} did not end within {} ms of its cancel",
+                    wait.as_millis()
+                )))
+            }
+        };
+        match execution {
+            Some(x) => {
+                let cancelled = x.status == ExecStatus::Cancelled;
+                Ok((x, cancelled))
+            }
+            None => Err(Error::Internal(format!(
+                "execution {id} ended without a result"
+            ))),
+        }
     }
 
     /// Runs `argv` to its end and returns its exit code and (capped) combined output.
@@ -337,8 +406,10 @@ impl Run {
         mut record: Execution,
         mut output: Output,
         tx: mpsc::UnboundedSender<ExecEvent>,
+        control: Arc<ExecControl>,
     ) {
         let started = std::time::Instant::now();
+        let mut cancel = control.cancel.subscribe();
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
         let (mut out_utf8, mut err_utf8) = (Utf8Carry::default(), Utf8Carry::default());
@@ -353,6 +424,7 @@ impl Run {
             truncated: false,
         };
         let mut timed_out = false;
+        let mut cancelled = false;
         let mut broken: Option<String> = None;
         loop {
             tokio::select! {
@@ -371,8 +443,13 @@ impl Run {
                     Some(Err(e)) => { broken = Some(e.to_string()); break; }
                     None => break,
                 },
+                Ok(()) = async { cancel.wait_for(|c| *c).await.map(|_| ()) }, if !cancelled && !timed_out => {
+                    cancelled = true;
+                    self.kill(&record.id).await;
+                    deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(5));
+                }
                 _ = &mut deadline => {
-                    if timed_out {
+                    if timed_out || cancelled {
                         broken = Some("the output did not close 5 s after the kill".into());
                         break;
                     }
@@ -393,6 +470,8 @@ impl Run {
         record.exit_code = exit_code;
         record.status = if timed_out {
             ExecStatus::Timeout
+        } else if cancelled {
+            ExecStatus::Cancelled
         } else if broken.is_some() || exit_code.is_none() {
             ExecStatus::Crashed
         } else if exit_code == Some(0) {
@@ -405,6 +484,8 @@ impl Run {
                 "killed after the {} ms timeout (process group and tagged processes)",
                 self.timeout.as_millis()
             ))
+        } else if cancelled {
+            Some("cancelled: its process group and tagged processes were killed".into())
         } else {
             broken
         };
@@ -427,6 +508,9 @@ impl Run {
         if let Err(e) = blocking(move || store.put_execution(&stored)).await {
             tracing::warn!(execution = %record.id, error = %e.chain(), "storing an execution");
         }
+        // Stored first, so a lookup that misses the running map finds the record.
+        lock(&s.inner.running).remove(&record.id);
+        control.finished.send_replace(Some(record.clone()));
         let _ = tx.send(ExecEvent::Finished(Box::new(record)));
     }
 

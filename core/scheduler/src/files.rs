@@ -15,6 +15,16 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use std::io::Read;
 
+/// The script `delete_file` runs: `$1` the path, `$2` 1 for recursive. Exit 3: no such path;
+/// 2: a directory without recursive; anything else: `rm` failed (its message on stderr).
+const DELETE: &str = r#"if [ ! -e "$1" ] && [ ! -L "$1" ]; then exit 3; fi
+if [ -d "$1" ] && [ ! -L "$1" ]; then
+  [ "$2" = 1 ] || exit 2
+  rm -rf -- "$1" 2>&1 || exit 4
+  exit 0
+fi
+rm -f -- "$1" 2>&1 || exit 4"#;
+
 /// `path` made absolute against `workdir`, refusing empty paths and NUL bytes.
 pub(crate) fn absolute(workdir: &str, path: &str) -> Result<String> {
     if path.is_empty() || path.contains('\0') {
@@ -186,6 +196,41 @@ impl Scheduler {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// Deletes the file (or symbolic link) at `path`; a directory only with `recursive`, and
+    /// then with everything in it. Runs `rm` inside the sandbox as its user, so it can delete
+    /// exactly what its commands could.
+    pub async fn delete_file(&self, sandbox_id: &str, path: &str, recursive: bool) -> Result<()> {
+        let sandbox = self.ready_sandbox(sandbox_id).await?;
+        let path = absolute(&sandbox.workdir, path)?;
+        if path == "/" {
+            return Err(Error::invalid("refusing to delete /"));
+        }
+        let d = self.docker(&sandbox.node_id).await?;
+        let target = sandbox
+            .container_id
+            .clone()
+            .unwrap_or(sandbox.container_name.clone());
+        let flag = if recursive { "1" } else { "0" };
+        let argv = vec!["/bin/sh", "-c", DELETE, "agentvm-rm", path.as_str(), flag];
+        let (code, out) = self
+            .run_quiet(&d, &sandbox.node_id, &target, &sandbox.user, argv)
+            .await?;
+        match code {
+            0 => Ok(()),
+            3 => Err(Error::not_found(
+                "Path",
+                format!("{path} in sandbox {sandbox_id}"),
+            )),
+            2 => Err(Error::invalid(format!(
+                "{path} is a directory; give recursive: true to delete it and everything in it"
+            ))),
+            _ => Err(Error::Conflict(format!(
+                "{path} in sandbox {sandbox_id} could not be deleted: {}",
+                out.trim()
+            ))),
+        }
     }
 
     /// The archive of `path`, refused beyond the file size limit (plus tar overhead).

@@ -183,6 +183,8 @@ pub(crate) struct Inner {
     pub pools: Mutex<HashMap<String, pool::PoolState>>,
     /// `(owner, template)` -> the sandbox its agents share.
     pub owners: Mutex<HashMap<(String, String), OwnerSlot>>,
+    /// Executions running now, by id: to cancel them and to answer for them before they end.
+    pub running: Mutex<HashMap<String, Arc<exec::ExecControl>>>,
     /// Counters.
     pub counters: Counters,
 }
@@ -267,6 +269,7 @@ impl SchedulerBuilder {
                 live: Mutex::new(HashMap::new()),
                 pools: Mutex::new(HashMap::new()),
                 owners: Mutex::new(HashMap::new()),
+                running: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),
         };

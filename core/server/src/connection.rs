@@ -1,15 +1,19 @@
 //! The server side of one Channel connection: frames in, responses and events out.
 //!
 //! One task per connection. It reads frames, runs requests in order (each under the request
-//! timeout) and forwards the events of its bus subscription — `global` plus the session topics
-//! it joined — wrapped with `__msgId` and, for session events, `__cursor`. The subscription's
-//! bounded queue is the connection's send queue: a consumer too slow to keep up overflows it,
-//! and the connection then resumes from the last cursor it sent (replayed from the log), so
-//! nothing is lost and the server never waits on a client.
+//! timeout) and forwards the events of its bus subscription — `global` plus the session and
+//! sandbox topics it joined — wrapped with `__msgId` and, for topic events, `__cursor`. The
+//! subscription's bounded queue is the connection's send queue: a consumer too slow to keep up
+//! overflows it, and the connection then resumes from the last cursor it sent (replayed from
+//! the log), so nothing is lost and the server never waits on a client.
+//!
+//! A `sandbox_exec_request` runs beside the loop for as long as its command does (its own
+//! timeout bounds it), so its output streams and other requests (a cancel) are answered
+//! meanwhile; its response goes out after the exec events already queued for the connection.
 
 use crate::channel::codec::{self, ClientFrame, Decoded};
 use crate::error::{Error, Result};
-use crate::model::{Command, CommandKind, Event};
+use crate::model::{Command, CommandKind, Event, Response};
 use crate::runtime::{
     AgentVm, BusItem, Caller, EventFilter, RequestHook, Scope, ScopedRuntime, Subscription,
 };
@@ -70,6 +74,20 @@ struct Connection {
     caller: Caller,
     sub: Subscription,
     sent: u64,
+    /// Requests that run beside the loop report here when they end.
+    done_tx: tokio::sync::mpsc::UnboundedSender<Outcome>,
+    /// The loop's end of `done_tx`.
+    done_rx: tokio::sync::mpsc::UnboundedReceiver<Outcome>,
+}
+
+/// A request that ended, with what its response needs.
+struct Outcome {
+    /// The client's id for it.
+    request_id: Option<String>,
+    /// `x_response`.
+    response_type: &'static str,
+    /// What it gave.
+    result: Result<Response>,
 }
 
 fn close(code: u16, reason: &str) -> Message {
@@ -141,12 +159,15 @@ pub(crate) async fn serve(
             info: info.clone(),
         })),
     };
+    let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut conn = Connection {
         state: state.clone(),
         info,
         caller,
         sub,
         sent: 0,
+        done_tx,
+        done_rx,
     };
     conn.run(&mut socket).await;
     state.metrics.connection_closed();
@@ -263,6 +284,14 @@ impl Connection {
                         None => return,
                     }
                 }
+                Some(outcome) = self.done_rx.recv() => {
+                    if self.drain_events(socket).await.is_err() {
+                        return;
+                    }
+                    if matches!(self.respond(socket, outcome).await, Flow::Close) {
+                        return;
+                    }
+                }
                 _ = ping.tick() => {
                     if awaiting_pong {
                         tracing::info!(conn = %self.info.id, "no pong since the last ping: dropping the connection");
@@ -308,6 +337,22 @@ impl Connection {
         socket.flush().await
     }
 
+    /// Sends the events queued right now (at most about a queue's worth), so a response that
+    /// follows comes after the events its request published.
+    async fn drain_events(
+        &mut self,
+        socket: &mut WebSocket,
+    ) -> std::result::Result<(), axum::Error> {
+        for _ in 0..=self.state.config.send_queue {
+            match self.sub.try_recv() {
+                Some(BusItem::Event(p)) => self.forward(socket, p).await?,
+                Some(BusItem::Overflowed { .. }) => self.resume_after_overflow(),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
     /// The queue overflowed: continue from the last cursor sent, replayed from the log.
     fn resume_after_overflow(&mut self) {
         self.state.metrics.overflowed();
@@ -350,7 +395,7 @@ impl Connection {
             Ok(ClientFrame::Subscribe {
                 session_id,
                 after_cursor,
-            }) => match self.join(&session_id, after_cursor) {
+            }) => match self.join(&session_id, after_cursor).await {
                 Ok(cursor) => {
                     let reply = serde_json::json!({
                         "type": "subscribe_response",
@@ -397,10 +442,10 @@ impl Connection {
         }
     }
 
-    /// Joins a session topic the connection may see.
-    fn join(&mut self, session_id: &str, after: Option<u64>) -> Result<u64> {
-        self.state.vm.check_topic(&self.info.scope, session_id)?;
-        self.sub.join(session_id, after)
+    /// Joins a session or sandbox topic the connection may see.
+    async fn join(&mut self, topic: &str, after: Option<u64>) -> Result<u64> {
+        self.state.vm.check_topic(&self.info.scope, topic).await?;
+        self.sub.join(topic, after)
     }
 
     async fn on_request(
@@ -410,12 +455,49 @@ impl Connection {
         command: Command,
     ) -> Flow {
         let response_type = command.response_type();
-        // Join the topic of a message_send before it runs, so no delta of the reply is missed
-        // (PROTOCOL.md FIX). A veto by the hook still answers with the veto.
-        if let Some(topic) = self.state.vm.topic_of(&command, &self.info.scope) {
+        // Join the topic the command will publish on before it runs — a message_send's
+        // session (PROTOCOL.md FIX), a sandbox_exec's sandbox — so nothing is missed.
+        if let Some(topic) = self.state.vm.topic_of(&command, &self.info.scope).await {
             let _ = self.sub.join(&topic, None);
         }
+        if matches!(command, Command::SandboxExec(_)) {
+            // Runs beside the loop, so its output streams and a cancel sent on this connection
+            // is answered; bounded by the exec's own timeout, not the request timeout.
+            let vm = self.state.vm.clone();
+            let caller = Caller {
+                deadline: None,
+                ..self.caller.clone()
+            };
+            let done = self.done_tx.clone();
+            tokio::spawn(async move {
+                let result = vm.dispatch(command, &caller).await;
+                let _ = done.send(Outcome {
+                    request_id,
+                    response_type,
+                    result,
+                });
+            });
+            return Flow::Continue;
+        }
         let result = self.state.vm.dispatch(command, &self.caller).await;
+        self.respond(
+            socket,
+            Outcome {
+                request_id,
+                response_type,
+                result,
+            },
+        )
+        .await
+    }
+
+    /// Sends a request's response (or its error, after a `system_error`).
+    async fn respond(&mut self, socket: &mut WebSocket, outcome: Outcome) -> Flow {
+        let Outcome {
+            request_id,
+            response_type,
+            result,
+        } = outcome;
         let rid = request_id.as_deref();
         match result {
             Ok(response) => {

@@ -542,7 +542,7 @@ fn on_frame(shared: &Shared, tx: &mpsc::UnboundedSender<Message>, text: &str) {
             return;
         }
     };
-    match (frame.cursor, event.session_id().map(str::to_string)) {
+    match (frame.cursor, event.topic().map(str::to_string)) {
         (Some(cursor), Some(sid)) => {
             {
                 let mut sessions = lock(&shared.sessions);

@@ -69,6 +69,15 @@ impl Scope {
         }
     }
 
+    /// Whether a record owned by `owner` may be used: a container in the scope, or, for a
+    /// record with no owner (an operator's sandbox), only by a caller allowed everything.
+    pub fn allows_owner(&self, owner: Option<&str>) -> bool {
+        match owner {
+            Some(c) => self.allows(c),
+            None => *self == Scope::All,
+        }
+    }
+
     /// Whether an event concerning `container_id` (or none) may be seen.
     pub fn allows_event(&self, container_id: Option<&str>) -> bool {
         match container_id {
@@ -322,10 +331,10 @@ impl Bus {
         t
     }
 
-    /// Publishes an event: on its session's topic (with a cursor) when it has a session id,
-    /// on `global` otherwise. Never waits.
+    /// Publishes an event: on its topic (with a cursor) when it has one (a session, or a
+    /// sandbox for exec events), on `global` otherwise. Never waits.
     pub fn publish(&self, event: Event) -> Arc<Published> {
-        match event.session_id().map(|t| self.topic(t)) {
+        match event.topic().map(|t| self.topic(t)) {
             Some(state) => self.publish_in(&state, event, None),
             None => {
                 let p = Arc::new(Published::new(event, None));
@@ -344,7 +353,7 @@ impl Bus {
     /// Publishes a session event with a cursor assigned elsewhere (the remote runtime mirrors
     /// the server's cursors). Events without a session go to `global` as with `publish`.
     pub fn inject(&self, event: Event, cursor: u64) -> Arc<Published> {
-        match event.session_id().map(|t| self.topic(t)) {
+        match event.topic().map(|t| self.topic(t)) {
             Some(state) => self.publish_in(&state, event, Some(cursor)),
             None => self.publish(event),
         }
@@ -381,7 +390,8 @@ impl Bus {
             let cid = p.event.container_id();
             let wide = self.inner.wide.read().unwrap_or_else(|e| e.into_inner());
             for slot in wide.iter() {
-                if slot.all_sessions && slot.scope.allows_event(cid) {
+                // A topic event without an owner (an operator's sandbox) is for operators only.
+                if slot.all_sessions && slot.scope.allows_owner(cid) {
                     slot.offer(&p);
                 }
             }
@@ -402,7 +412,7 @@ impl Bus {
                 .dropped_persists
                 .fetch_add(lost, Ordering::Relaxed);
             tracing::warn!(
-                topic = p.event.session_id().unwrap_or_default(),
+                topic = p.event.topic().unwrap_or_default(),
                 lost,
                 "replay log persistence is behind: oldest unpersisted events dropped from memory"
             );
@@ -616,7 +626,7 @@ impl Subscription {
     }
 
     fn seen(&mut self, p: Arc<Published>) -> BusItem {
-        if let (Some(c), Some(topic)) = (p.cursor, p.event.session_id()) {
+        if let (Some(c), Some(topic)) = (p.cursor, p.event.topic()) {
             match self.last_cursors.get_mut(topic) {
                 Some(last) => *last = (*last).max(c),
                 None => {
@@ -683,7 +693,7 @@ async fn persist_loop(inner: std::sync::Weak<BusInner>, mut rx: mpsc::Receiver<A
         let entries: Vec<ReplayEntry> = batch
             .iter()
             .filter_map(|p| {
-                let topic = p.event.session_id()?;
+                let topic = p.event.topic()?;
                 Some(ReplayEntry {
                     topic: topic.to_string(),
                     cursor: p.cursor?,
@@ -716,7 +726,7 @@ async fn persist_loop(inner: std::sync::Weak<BusInner>, mut rx: mpsc::Receiver<A
                 let topics = lock(&bus.topics);
                 let mut seen: HashSet<&str> = HashSet::new();
                 for p in &batch {
-                    if let Some(topic) = p.event.session_id() {
+                    if let Some(topic) = p.event.topic() {
                         if seen.insert(topic) {
                             if let Some(state) = topics.get(topic) {
                                 lock(state).trim(cap, true);
@@ -849,6 +859,50 @@ mod tests {
         bus.publish(delta("s", "x"));
         assert!(other.try_recv().is_none());
         assert_eq!(text(mine.try_recv().unwrap()), "x");
+    }
+
+    #[tokio::test]
+    async fn sandbox_exec_events_have_a_topic_and_ownerless_ones_reach_operators_only() {
+        let bus = Bus::in_memory(BusConfig::default());
+        let mut tenant = bus
+            .subscribe(EventFilter {
+                scope: Scope::containers(["c1"]),
+                ..EventFilter::everything()
+            })
+            .unwrap();
+        let mut operator = bus.subscribe(EventFilter::everything()).unwrap();
+        let output = |owner: Option<&str>| {
+            Event::new(
+                EventPayload::SandboxExecOutput {
+                    sandbox_id: "sbx_1".into(),
+                    execution_id: "exec_1".into(),
+                    stream: "stdout".into(),
+                    data: "hi".into(),
+                },
+                owner.map(|o| EventContext {
+                    container_id: Some(o.into()),
+                    ..Default::default()
+                }),
+            )
+        };
+        let first = bus.publish(output(None));
+        assert!(
+            first.cursor.is_some(),
+            "exec events get a cursor on the sandbox topic"
+        );
+        bus.publish(output(Some("c1")));
+        let mut seen = 0;
+        while tenant.try_recv().is_some() {
+            seen += 1;
+        }
+        assert_eq!(seen, 1, "the tenant sees its own sandbox's output only");
+        let mut seen = 0;
+        while operator.try_recv().is_some() {
+            seen += 1;
+        }
+        assert_eq!(seen, 2);
+        assert!(!Scope::containers(["c1"]).allows_owner(None));
+        assert!(Scope::All.allows_owner(None));
     }
 
     #[tokio::test]

@@ -19,7 +19,11 @@ mod agent;
 mod container;
 mod definition;
 mod image;
+mod node;
+mod sandbox;
 mod session;
+mod template;
+mod token;
 
 pub(crate) fn validate_definition(d: &Definition, limits: &Limits) -> Result<()> {
     validate_id("definition name", &d.name)?;
@@ -192,6 +196,63 @@ impl AgentVm {
             Command::SessionMessages(r) => {
                 Response::SessionMessages(self.session_messages(r, scope).await?)
             }
+            // The scheduler and token families: commands/{node,template,sandbox,token}.rs.
+            Command::NodeRegister(r) => Response::NodeRegister(self.node_register(scope, r).await?),
+            Command::NodeHeartbeat(r) => {
+                Response::NodeHeartbeat(self.node_heartbeat(scope, r).await?)
+            }
+            Command::NodeList(r) => Response::NodeList(self.node_list(scope, r).await?),
+            Command::NodeGet(r) => Response::NodeGet(self.node_get(scope, r).await?),
+            Command::NodeUpdate(r) => Response::NodeUpdate(self.node_update(scope, r).await?),
+            Command::NodeDelete(r) => Response::NodeDelete(self.node_delete(scope, r).await?),
+            Command::TemplateCreate(r) => {
+                Response::TemplateCreate(self.template_create(scope, r).await?)
+            }
+            Command::TemplateGet(r) => Response::TemplateGet(self.template_get(scope, r).await?),
+            Command::TemplateList(r) => Response::TemplateList(self.template_list(scope, r).await?),
+            Command::TemplateUpdate(r) => {
+                Response::TemplateUpdate(self.template_update(scope, r).await?)
+            }
+            Command::TemplateDelete(r) => {
+                Response::TemplateDelete(self.template_delete(scope, r).await?)
+            }
+            Command::SandboxCreate(r) => {
+                Response::SandboxCreate(self.sandbox_create(scope, r).await?)
+            }
+            Command::SandboxGet(r) => Response::SandboxGet(self.sandbox_get(scope, r).await?),
+            Command::SandboxList(r) => Response::SandboxList(self.sandbox_list(scope, r).await?),
+            Command::SandboxTerminate(r) => {
+                Response::SandboxTerminate(self.sandbox_terminate(scope, r).await?)
+            }
+            Command::SandboxDelete(r) => {
+                Response::SandboxDelete(self.sandbox_delete(scope, r).await?)
+            }
+            Command::SandboxExec(r) => Response::SandboxExec(self.sandbox_exec(scope, r).await?),
+            Command::SandboxExecCancel(r) => {
+                Response::SandboxExecCancel(self.sandbox_exec_cancel(scope, r).await?)
+            }
+            Command::ExecutionGet(r) => Response::ExecutionGet(self.execution_get(scope, r).await?),
+            Command::ExecutionList(r) => {
+                Response::ExecutionList(self.execution_list(scope, r).await?)
+            }
+            Command::SandboxFileRead(r) => {
+                Response::SandboxFileRead(self.sandbox_file_read(scope, r).await?)
+            }
+            Command::SandboxFileWrite(r) => {
+                Response::SandboxFileWrite(self.sandbox_file_write(scope, r).await?)
+            }
+            Command::SandboxFileList(r) => {
+                Response::SandboxFileList(self.sandbox_file_list(scope, r).await?)
+            }
+            Command::SandboxFileDelete(r) => {
+                Response::SandboxFileDelete(self.sandbox_file_delete(scope, r).await?)
+            }
+            Command::SchedulerMetrics(r) => {
+                Response::SchedulerMetrics(self.scheduler_metrics(scope, r).await?)
+            }
+            Command::TokenCreate(r) => Response::TokenCreate(self.token_create(scope, r).await?),
+            Command::TokenList(r) => Response::TokenList(self.token_list(scope, r).await?),
+            Command::TokenRevoke(r) => Response::TokenRevoke(self.token_revoke(scope, r).await?),
         })
     }
 }

@@ -219,29 +219,19 @@ impl AgentVm {
         }
     }
 
-    /// Checks that `scope` may read the event topic `topic` (a session id); a topic outside the
-    /// scope is reported exactly like one that does not exist.
-    pub fn check_topic(&self, scope: &Scope, topic: &str) -> Result<()> {
-        let visible = self
-            .inner
-            .repo
-            .get_session(topic)?
-            .map(|s| scope.allows(&s.container_id))
-            .unwrap_or(false);
-        if visible {
-            Ok(())
-        } else {
-            Err(Error::not_found("Session", topic))
-        }
-    }
-
     /// The topic a command will publish its results on, when the caller should be subscribed
-    /// before it runs (a `message_send_request`'s session, so no delta of the reply is missed).
+    /// before it runs: a `message_send_request`'s session (so no delta of the reply is
+    /// missed), a `sandbox_exec_request`'s sandbox (its output).
     /// `None` when there is none or it is not visible to `scope`; the command itself then
     /// reports why.
-    pub fn topic_of(&self, command: &Command, scope: &Scope) -> Option<String> {
-        let Command::MessageSend(r) = command else {
-            return None;
+    pub async fn topic_of(&self, command: &Command, scope: &Scope) -> Option<String> {
+        let r = match command {
+            Command::MessageSend(r) => r,
+            Command::SandboxExec(r) => {
+                let topic = r.sandbox_id.clone();
+                return self.check_topic(scope, &topic).await.ok().map(|()| topic);
+            }
+            _ => return None,
         };
         let topic = if let Some(sid) = &r.session_id {
             Some(sid.clone())
@@ -260,7 +250,7 @@ impl AgentVm {
         } else {
             None
         }?;
-        self.check_topic(scope, &topic).ok().map(|()| topic)
+        self.check_topic(scope, &topic).await.ok().map(|()| topic)
     }
 
     /// Requests by command and outcome, and their latency, for every caller.

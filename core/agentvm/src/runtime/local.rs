@@ -341,8 +341,9 @@ impl Runtime for ScopedRuntime {
 
     async fn subscribe(&self, mut filter: EventFilter) -> Result<Subscription> {
         filter.scope = self.caller.scope.clone();
+        // Session topics and sandbox topics (exec output) alike.
         for (topic, _) in &filter.sessions {
-            self.vm.check_topic(&self.caller.scope, topic)?;
+            self.vm.check_topic(&self.caller.scope, topic).await?;
         }
         self.vm.inner.bus.subscribe(filter)
     }

@@ -94,6 +94,8 @@ pub enum ExecStatus {
     Failed,
     /// Killed by its timeout.
     Timeout,
+    /// Killed by a cancel request.
+    Cancelled,
     /// Lost: the stream broke or Docker reported no exit code.
     Crashed,
 }

@@ -1,0 +1,805 @@
+//! Commands of the sandbox scheduler (nodes, templates, sandboxes, executions, files, metrics)
+//! and of access tokens: their request and response data (docs/commands.md).
+//!
+//! Requests are camelCase and refuse unknown fields. Responses wrap the scheduler's records in
+//! named fields (`{"sandbox": {...}}`, `{"nodes": [...]}`); the records themselves are the JSON
+//! the REST API returns (node records keep the seed's snake_case).
+
+use crate::scheduler::{
+    Execution, FileEntry, Liveness, NetworkPolicy, NodeStatus, RuntimeNode, Sandbox,
+    SchedulerMetrics, SecurityPolicy, Template, TemplateSpec, TlsFiles,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+// ----- nodes -----
+
+/// `node_register_request`: registers a runtime node or updates its registration (upsert).
+/// Operator only. snake_case names of the seed's `/internal/runtime/nodes/register` body are
+/// accepted as aliases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeRegisterRequest {
+    /// Unique id.
+    #[serde(alias = "node_id")]
+    pub node_id: String,
+    /// Host name; the node id when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// `docker` (the only runtime type, and the default).
+    #[serde(
+        default,
+        alias = "runtime_type",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub runtime_type: Option<String>,
+    /// Host address.
+    #[serde(default, alias = "ip_address", skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+    /// The Docker endpoint (`unix:///var/run/docker.sock`, `tcp://host:2376` with `tls`).
+    #[serde(alias = "api_endpoint")]
+    pub api_endpoint: String,
+    /// Client TLS files for a `tcp://` endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+    /// Cpu offered, cores; the daemon's cpu count when absent.
+    #[serde(
+        default,
+        alias = "total_cpu_cores",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub total_cpu_cores: Option<f64>,
+    /// Memory offered, MiB; the daemon's memory when absent.
+    #[serde(
+        default,
+        alias = "total_memory_mb",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub total_memory_mb: Option<u64>,
+    /// Containers it may run at once; 100 when absent.
+    #[serde(
+        default,
+        alias = "max_containers",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_containers: Option<u32>,
+    /// Images it holds; asked from the daemon when absent.
+    #[serde(
+        default,
+        alias = "cached_images",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cached_images: Option<Vec<String>>,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// `probe` (agentvm pings the daemon; the default) or `heartbeat` (a node agent sends
+    /// `node_heartbeat_request`s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<Liveness>,
+}
+
+/// `node_register_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRegisterResponse {
+    /// The node with its load (snake_case, as REST returns it).
+    pub node: RuntimeNode,
+}
+
+/// `node_heartbeat_request`: a node agent says its node is alive. Operator only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeHeartbeatRequest {
+    /// The node.
+    #[serde(alias = "node_id")]
+    pub node_id: String,
+    /// Set when an executor inside a sandbox sends it (its Docker container id).
+    #[serde(
+        default,
+        alias = "container_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub container_id: Option<String>,
+    /// The sender's clock, for people (agentvm uses its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    /// Images the node holds now.
+    #[serde(
+        default,
+        alias = "cached_images",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cached_images: Option<Vec<String>>,
+}
+
+/// `node_heartbeat_response`.
+pub type NodeHeartbeatResponse = NodeRegisterResponse;
+
+/// `node_list_request`. Operator only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NodeListRequest {}
+
+/// `node_list_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeListResponse {
+    /// Every node with its load, by id.
+    pub nodes: Vec<RuntimeNode>,
+}
+
+/// `node_get_request`. Operator only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeGetRequest {
+    /// The node.
+    pub node_id: String,
+}
+
+/// `node_get_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeGetResponse {
+    /// The node, `null` when unknown.
+    pub node: Option<RuntimeNode>,
+}
+
+/// `node_update_request`: what an operator wants of a node. Operator only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeUpdateRequest {
+    /// The node.
+    pub node_id: String,
+    /// `online`, `draining` (keeps its sandboxes, takes no new ones) or `maintenance`.
+    /// `offline` is refused: health decides it.
+    pub status: NodeStatus,
+}
+
+/// `node_update_response`.
+pub type NodeUpdateResponse = NodeRegisterResponse;
+
+/// `node_delete_request`: removes a node that runs no sandboxes. Operator only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeDeleteRequest {
+    /// The node.
+    pub node_id: String,
+}
+
+/// `node_delete_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeDeleteResponse {
+    /// The node removed.
+    pub node_id: String,
+}
+
+// ----- templates -----
+
+/// The fields of a template request: the id and the [`TemplateSpec`] fields, flat.
+macro_rules! template_request {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase", deny_unknown_fields)]
+        pub struct $name {
+            /// The template's id (letters, digits, `-`, `_`, `.`).
+            pub template_id: String,
+            /// Display name.
+            pub name: String,
+            /// The Docker image (`repo:tag`); it must be present on the nodes.
+            pub image: String,
+            /// `docker` (the default; anything else is refused).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub runtime_type: Option<String>,
+            /// Cpu quota, cores (default 1).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub default_cpu_cores: Option<f64>,
+            /// Memory limit, MiB (default 512).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub default_memory_mb: Option<u64>,
+            /// Disk limit, MiB.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub default_disk_mb: Option<u64>,
+            /// Longest life of a sandbox, seconds (default 3600).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub default_timeout_s: Option<u64>,
+            /// Idle timeout, seconds.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub idle_timeout_s: Option<u64>,
+            /// Environment of every sandbox.
+            #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+            pub env: BTreeMap<String, String>,
+            /// The network (default `{"mode":"none"}`).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub network: Option<NetworkPolicy>,
+            /// The lock-down (defaults: see [`SecurityPolicy`]).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub security: Option<SecurityPolicy>,
+            /// Working directory of execs and files (default `/tmp`).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub workdir: Option<String>,
+            /// The container's long-running command (default: sleep forever).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub command: Option<Vec<String>>,
+            /// Pre-started sandboxes kept ready (default 0).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub warm_pool_size: Option<u32>,
+        }
+
+        impl $name {
+            /// The template id and the spec, defaults filled in.
+            pub fn into_parts(self) -> (String, TemplateSpec) {
+                let mut spec = TemplateSpec::new(self.name, self.image);
+                if let Some(v) = self.runtime_type {
+                    spec.runtime_type = v;
+                }
+                if let Some(v) = self.default_cpu_cores {
+                    spec.default_cpu_cores = v;
+                }
+                if let Some(v) = self.default_memory_mb {
+                    spec.default_memory_mb = v;
+                }
+                spec.default_disk_mb = self.default_disk_mb;
+                if let Some(v) = self.default_timeout_s {
+                    spec.default_timeout_s = v;
+                }
+                spec.idle_timeout_s = self.idle_timeout_s;
+                spec.env = self.env;
+                if let Some(v) = self.network {
+                    spec.network = v;
+                }
+                if let Some(v) = self.security {
+                    spec.security = v;
+                }
+                spec.workdir = self.workdir;
+                spec.command = self.command;
+                if let Some(v) = self.warm_pool_size {
+                    spec.warm_pool_size = v;
+                }
+                (self.template_id, spec)
+            }
+        }
+    };
+}
+
+template_request!(
+    /// `template_create_request`: a new template (`AlreadyExists` when the id is taken).
+    /// Operator only.
+    TemplateCreateRequest
+);
+
+template_request!(
+    /// `template_update_request`: replaces a template's whole spec (fields left out take their
+    /// defaults). Its warm pool is drained and refilled; existing sandboxes keep theirs.
+    /// Operator only.
+    TemplateUpdateRequest
+);
+
+/// `template_create_response`, `template_update_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateCreateResponse {
+    /// The template (camelCase, as REST returns it).
+    pub template: Template,
+}
+
+/// `template_update_response`.
+pub type TemplateUpdateResponse = TemplateCreateResponse;
+
+/// `template_get_request`. Every caller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TemplateGetRequest {
+    /// The template.
+    pub template_id: String,
+}
+
+/// `template_get_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateGetResponse {
+    /// The template, `null` when unknown.
+    pub template: Option<Template>,
+}
+
+/// `template_list_request`. Every caller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateListRequest {}
+
+/// `template_list_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateListResponse {
+    /// Every template, by id.
+    pub templates: Vec<Template>,
+}
+
+/// `template_delete_request`: deletes a template and drains its warm pool; sandboxes made
+/// from it keep running. Operator only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TemplateDeleteRequest {
+    /// The template.
+    pub template_id: String,
+}
+
+/// `template_delete_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateDeleteResponse {
+    /// The template deleted.
+    pub template_id: String,
+}
+
+// ----- sandboxes -----
+
+/// `sandbox_create_request`: places a sandbox and answers once an exec works in it. A
+/// container-scoped caller must name an `owner` in its scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxCreateRequest {
+    /// The template.
+    pub template_id: String,
+    /// The agentvm container that owns it; its events carry it as `context.containerId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Cpu, cores (the template's by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cores: Option<f64>,
+    /// Memory, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Disk, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mb: Option<u64>,
+    /// Extra environment, over the template's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Lifetime, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+    /// Idle timeout, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<u64>,
+    /// Place on this node only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+}
+
+impl From<SandboxCreateRequest> for crate::scheduler::SandboxRequest {
+    fn from(r: SandboxCreateRequest) -> Self {
+        crate::scheduler::SandboxRequest {
+            template_id: r.template_id,
+            owner: r.owner,
+            cpu_cores: r.cpu_cores,
+            memory_mb: r.memory_mb,
+            disk_mb: r.disk_mb,
+            env: r.env,
+            timeout_s: r.timeout_s,
+            idle_timeout_s: r.idle_timeout_s,
+            node_id: r.node_id,
+        }
+    }
+}
+
+/// `sandbox_create_response`, `sandbox_terminate_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxCreateResponse {
+    /// The sandbox (camelCase, as REST returns it).
+    pub sandbox: Sandbox,
+}
+
+/// `sandbox_terminate_response`.
+pub type SandboxTerminateResponse = SandboxCreateResponse;
+
+/// `sandbox_get_request`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxGetRequest {
+    /// The sandbox.
+    pub sandbox_id: String,
+}
+
+/// `sandbox_get_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxGetResponse {
+    /// The sandbox, `null` when unknown or outside the caller's scope.
+    pub sandbox: Option<Sandbox>,
+}
+
+/// `sandbox_list_request`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxListRequest {
+    /// Only this owner's sandboxes (it must be in the caller's scope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// `sandbox_list_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxListResponse {
+    /// The sandboxes the caller may see (unclaimed warm ones left out), oldest first.
+    pub sandboxes: Vec<Sandbox>,
+}
+
+/// `sandbox_terminate_request`: stops and removes the sandbox's Docker container; the record
+/// stays (`terminated`, reason `requested`). An ended sandbox is returned unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxTerminateRequest {
+    /// The sandbox.
+    pub sandbox_id: String,
+}
+
+/// `sandbox_delete_request`: terminates the sandbox if it is live, then deletes its record
+/// and its executions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxDeleteRequest {
+    /// The sandbox.
+    pub sandbox_id: String,
+}
+
+/// `sandbox_delete_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxDeleteResponse {
+    /// The sandbox deleted.
+    pub sandbox_id: String,
+}
+
+/// `sandbox_exec_request`: runs a command; its output streams as `sandbox_exec_output` events
+/// on the sandbox's topic, and the response is the finished execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxExecRequest {
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// The argv to run (no shell unless you name one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Source code to run with `language`, instead of a command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// `sh` (default), `bash`, `python` or `node`, for `code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Extra environment of this exec.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory; the sandbox's when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// Kill the process group after this many ms; the scheduler's default (60 s) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Bytes kept (and streamed) per stream; at most the scheduler's cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<usize>,
+}
+
+impl SandboxExecRequest {
+    /// The sandbox id and the scheduler's request.
+    pub fn into_parts(self) -> (String, crate::scheduler::ExecRequest) {
+        (
+            self.sandbox_id,
+            crate::scheduler::ExecRequest {
+                command: self.command,
+                code: self.code,
+                language: self.language,
+                env: self.env,
+                workdir: self.workdir,
+                timeout_ms: self.timeout_ms,
+                max_output_bytes: self.max_output_bytes,
+            },
+        )
+    }
+}
+
+/// `sandbox_exec_response`, `execution_get_response` of a known execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxExecResponse {
+    /// The finished execution: status, exit code, the (capped) stdout and stderr.
+    pub execution: Execution,
+}
+
+/// `sandbox_exec_cancel_request`: stops a running execution (kills its process group).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxExecCancelRequest {
+    /// The execution (from `sandbox_exec_started` or `execution_list_response`).
+    pub execution_id: String,
+}
+
+/// `sandbox_exec_cancel_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxExecCancelResponse {
+    /// The execution as it ended (status `cancelled` when this request stopped it).
+    pub execution: Execution,
+    /// False when it had already ended.
+    pub cancelled: bool,
+}
+
+/// `execution_get_request`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecutionGetRequest {
+    /// The execution.
+    pub execution_id: String,
+}
+
+/// `execution_get_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionGetResponse {
+    /// The execution (a running one as it started), `null` when unknown or outside the
+    /// caller's scope.
+    pub execution: Option<Execution>,
+}
+
+/// `execution_list_request`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecutionListRequest {
+    /// The sandbox.
+    pub sandbox_id: String,
+}
+
+/// `execution_list_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionListResponse {
+    /// Its executions, oldest first.
+    pub executions: Vec<Execution>,
+}
+
+/// How file content travels in `sandbox_file_*` commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FileEncoding {
+    /// The content is the text itself (UTF-8).
+    #[default]
+    Utf8,
+    /// The content is standard base64 (with padding) of the bytes.
+    Base64,
+}
+
+/// `sandbox_file_read_request`: a regular file's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxFileReadRequest {
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// The file; relative paths are relative to the sandbox's workdir.
+    pub path: String,
+    /// `utf8` (default; a file that is not UTF-8 is refused) or `base64`.
+    #[serde(default)]
+    pub encoding: FileEncoding,
+}
+
+/// `sandbox_file_read_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxFileReadResponse {
+    /// The path as asked.
+    pub path: String,
+    /// The content, in `encoding`.
+    pub content: String,
+    /// How `content` is encoded.
+    pub encoding: FileEncoding,
+    /// The file's size, bytes.
+    pub size: u64,
+}
+
+/// `sandbox_file_write_request`: writes (creates or replaces) a file; its directory must exist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxFileWriteRequest {
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// The file; relative paths are relative to the sandbox's workdir.
+    pub path: String,
+    /// The content, in `encoding`.
+    pub content: String,
+    /// `utf8` (default) or `base64`.
+    #[serde(default)]
+    pub encoding: FileEncoding,
+}
+
+/// `sandbox_file_write_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxFileWriteResponse {
+    /// The path as given.
+    pub path: String,
+    /// Bytes written.
+    pub size: u64,
+}
+
+/// `sandbox_file_list_request`: one level of a directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxFileListRequest {
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// The directory; the workdir when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// `sandbox_file_list_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxFileListResponse {
+    /// The entries, by name.
+    pub files: Vec<FileEntry>,
+}
+
+/// `sandbox_file_delete_request`: deletes a file or symbolic link, or a directory with
+/// `recursive`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxFileDeleteRequest {
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// The path; relative paths are relative to the sandbox's workdir.
+    pub path: String,
+    /// Delete a directory and everything in it.
+    #[serde(default)]
+    pub recursive: bool,
+}
+
+/// `sandbox_file_delete_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxFileDeleteResponse {
+    /// The path as given.
+    pub path: String,
+}
+
+/// `scheduler_metrics_request`. Operator only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerMetricsRequest {}
+
+/// `scheduler_metrics_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulerMetricsResponse {
+    /// The counters and gauges now (as `/v1/metrics` returns them).
+    pub metrics: SchedulerMetrics,
+}
+
+// ----- tokens -----
+
+/// A token as operators see it: never the secret, never its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    /// `tok_…`, to revoke it.
+    pub id: String,
+    /// The containers it may use; `null`: all (an operator token).
+    pub containers: Option<Vec<String>>,
+    /// Creation time, ms.
+    pub created_at: i64,
+    /// Revocation time, ms; `null` while it is valid.
+    pub revoked_at: Option<i64>,
+}
+
+/// `token_create_request`. Operator only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenCreateRequest {
+    /// The containers the token may use; absent or `null`: all (an operator token).
+    #[serde(default)]
+    pub containers: Option<Vec<String>>,
+}
+
+/// `token_create_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenCreateResponse {
+    /// The secret (`avm_…`), shown this once: only its hash is kept.
+    pub token: String,
+    /// The token's record.
+    pub record: TokenInfo,
+}
+
+/// `token_list_request`. Operator only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TokenListRequest {}
+
+/// `token_list_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenListResponse {
+    /// Every token, revoked ones included, oldest first.
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// `token_revoke_request`: the token is refused from now on. Operator only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenRevokeRequest {
+    /// The token's id (`tok_…`).
+    pub token_id: String,
+}
+
+/// `token_revoke_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRevokeResponse {
+    /// The token, with `revokedAt` set (the first revocation's time).
+    pub record: TokenInfo,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Command;
+    use serde_json::json;
+
+    #[test]
+    fn requests_refuse_unknown_fields_and_name_missing_ones() {
+        let e = Command::from_wire(
+            "sandbox_get_request",
+            json!({"sandboxId":"sbx_1","sandboxID":"x","requestId":"r"}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `sandboxID`"), "{e}");
+        let e =
+            Command::from_wire("sandbox_exec_request", json!({"command":["true"]})).unwrap_err();
+        assert!(e.to_string().contains("missing field `sandboxId`"), "{e}");
+        let c = Command::from_wire(
+            "sandbox_file_write_request",
+            json!({"sandboxId":"sbx_1","path":"a","content":"aGk=","encoding":"base64","requestId":"r"}),
+        )
+        .unwrap();
+        let Command::SandboxFileWrite(w) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(w.encoding, FileEncoding::Base64);
+    }
+
+    #[test]
+    fn template_requests_fill_in_the_spec_defaults() {
+        let c = Command::from_wire(
+            "template_create_request",
+            json!({"templateId":"busybox","name":"b","image":"busybox:latest","defaultMemoryMb":128}),
+        )
+        .unwrap();
+        let Command::TemplateCreate(t) = c else {
+            panic!("{c:?}")
+        };
+        let (id, spec) = t.into_parts();
+        assert_eq!(id, "busybox");
+        let mut want = TemplateSpec::new("b", "busybox:latest");
+        want.default_memory_mb = 128;
+        assert_eq!(spec, want);
+    }
+
+    #[test]
+    fn node_registration_takes_camel_case_and_the_seeds_snake_case() {
+        let camel = Command::from_wire(
+            "node_register_request",
+            json!({"nodeId":"n","apiEndpoint":"unix:///x.sock","totalCpuCores":2.0}),
+        )
+        .unwrap();
+        let snake = Command::from_wire(
+            "node_register_request",
+            json!({"node_id":"n","api_endpoint":"unix:///x.sock","total_cpu_cores":2.0}),
+        )
+        .unwrap();
+        assert_eq!(camel, snake);
+    }
+}
