@@ -77,9 +77,8 @@ pub(crate) async fn start(
         config.shutdown_grace = Duration::from_millis(ms.into());
     }
     let manager = ServerManager::new(vm, config);
-    if let Some(s) = scheduler {
-        manager.merge_routes(agentvm_server::scheduler_routes::router(s));
-    }
+    // The server serves the runtime's own scheduler (its commands and /v1 routes).
+    let _ = scheduler;
     let host = o.host.unwrap_or_else(|| "127.0.0.1".into());
     let addr = manager.listen((host.as_str(), port)).await?;
     Ok(Arc::new(ServerState {

@@ -45,9 +45,8 @@ pub fn start(
                 ..Default::default()
             },
         );
-        if let Some(s) = scheduler {
-            manager.merge_routes(agentvm_server::scheduler_routes::router(s));
-        }
+        // The server serves the runtime's own scheduler (its commands and /v1 routes).
+        let _ = scheduler;
         let addr = manager.listen(addr).await.py()?;
         Ok(Server {
             manager: Arc::new(manager),

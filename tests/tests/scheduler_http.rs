@@ -6,17 +6,23 @@ use agentvm::scheduler::{NodeStatus, Scheduler};
 use agentvm::SchedulerConfig;
 use agentvm_e2e::docker::*;
 use agentvm_server::node_agent::{join, JoinOptions};
-use agentvm_server::scheduler_routes::router;
+use agentvm_server::{ServerConfig, ServerManager};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-async fn serve(s: Scheduler) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+/// agentvm-server on 127.0.0.1 for a runtime embedding this scheduler; its handle and URL.
+async fn serve(builder: agentvm::scheduler::SchedulerBuilder) -> (Scheduler, String) {
+    let vm = agentvm::AgentVm::builder()
+        .scheduler(builder)
+        .open()
         .await
-        .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("the listener address");
-    tokio::spawn(async move { axum::serve(listener, router(s)).await.expect("serve") });
-    format!("http://{addr}")
+        .expect("open the runtime");
+    let s = vm.scheduler().expect("the runtime's scheduler").clone();
+    let server = ServerManager::new(vm, ServerConfig::default());
+    let addr = server.listen("127.0.0.1:0").await.expect("listen");
+    // The server lives as long as the test process.
+    Box::leak(Box::new(server));
+    (s, format!("http://{addr}"))
 }
 
 async fn error_of(resp: reqwest::Response) -> (u16, Value) {
@@ -29,12 +35,7 @@ async fn rest_exec_stream_files_and_errors() {
     if !require_docker().await {
         return;
     }
-    let s = Scheduler::builder()
-        .config(fast_config())
-        .open()
-        .await
-        .unwrap();
-    let base = serve(s.clone()).await;
+    let (s, base) = serve(Scheduler::builder().config(fast_config())).await;
     let c = reqwest::Client::new();
 
     let r = c
@@ -284,15 +285,11 @@ async fn a_node_agent_joins_heartbeats_and_goes_offline_when_stopped() {
     if !require_docker().await {
         return;
     }
-    let s = Scheduler::builder()
-        .config(SchedulerConfig {
-            internal_token: Some("t0ken".into()),
-            ..fast_config()
-        })
-        .open()
-        .await
-        .unwrap();
-    let base = serve(s.clone()).await;
+    let (s, base) = serve(Scheduler::builder().config(SchedulerConfig {
+        internal_token: Some("t0ken".into()),
+        ..fast_config()
+    }))
+    .await;
     let c = reqwest::Client::new();
     // Without the token the internal endpoints refuse.
     let (st, e) = error_of(

@@ -29,11 +29,6 @@ async fn scheduler_routes_are_operator_only_and_counted_in_metrics() {
             ..Default::default()
         },
     );
-    server.merge_routes(agentvm_server::scheduler_routes::router(scheduler.clone()));
-    let s = scheduler.clone();
-    server.add_metrics(std::sync::Arc::new(move || {
-        agentvm_server::metrics::scheduler_text(&s.metrics())
-    }));
     let addr = server.listen("127.0.0.1:0").await.unwrap();
     let base = format!("http://{addr}");
     let (tenant, _) = agentvm::auth::create_token(vm.repository(), Some(vec!["a".into()])).unwrap();

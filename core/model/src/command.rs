@@ -252,6 +252,10 @@ commands! {
     SandboxFileDelete("sandbox_file_delete_request", "sandbox_file_delete_response"): SandboxFileDeleteRequest => SandboxFileDeleteResponse;
     /// The scheduler's counters and gauges (operator).
     SchedulerMetrics("scheduler_metrics_request", "scheduler_metrics_response"): SchedulerMetricsRequest => SchedulerMetricsResponse;
+    /// An executor inside a sandbox is up (`/internal/runtime/containers/ready`).
+    ExecutorReady("executor_ready_request", "executor_ready_response"): ExecutorReadyRequest => ExecutorReadyResponse;
+    /// A sandbox's main process ended (`/internal/runtime/containers/exited`).
+    ExecutorExited("executor_exited_request", "executor_exited_response"): ExecutorExitedRequest => ExecutorExitedResponse;
     /// Create an access token; the secret is returned once (operator).
     TokenCreate("token_create_request", "token_create_response"): TokenCreateRequest => TokenCreateResponse;
     /// Every access token, without secrets or hashes (operator).

@@ -175,6 +175,66 @@ pub struct NodeDeleteResponse {
     pub node_id: String,
 }
 
+/// `executor_ready_request`: the executor inside a sandbox reports it is up (the seed's
+/// `POST /internal/runtime/containers/ready`). Operators and runtime nodes only. The seed's
+/// snake_case names (`container_id`, `session_id`, `executor_url`) are accepted too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecutorReadyRequest {
+    /// The Docker container id (or name) of the sandbox.
+    #[serde(alias = "container_id")]
+    pub container_id: String,
+    /// The sandbox id (the seed calls sandboxes sessions).
+    #[serde(
+        default,
+        alias = "session_id",
+        alias = "sessionId",
+        alias = "sandbox_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sandbox_id: Option<String>,
+    /// Where the executor listens.
+    #[serde(
+        default,
+        alias = "executor_url",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub executor_url: Option<String>,
+}
+
+/// `executor_ready_response`, `executor_exited_response`: the sandbox as it is now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutorReadyResponse {
+    /// The sandbox.
+    pub sandbox: Sandbox,
+}
+
+/// `executor_exited_response`.
+pub type ExecutorExitedResponse = ExecutorReadyResponse;
+
+/// `executor_exited_request`: a sandbox's main process ended (the seed's
+/// `POST /internal/runtime/containers/exited`). Operators and runtime nodes only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecutorExitedRequest {
+    /// The Docker container id (or name) of the sandbox.
+    #[serde(alias = "container_id")]
+    pub container_id: String,
+    /// The sandbox id.
+    #[serde(
+        default,
+        alias = "session_id",
+        alias = "sessionId",
+        alias = "sandbox_id",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sandbox_id: Option<String>,
+    /// Its exit code.
+    #[serde(default, alias = "exit_code", skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+}
+
 // ----- templates -----
 
 /// The fields of a template request: the id and the [`TemplateSpec`] fields, flat.
@@ -184,7 +244,9 @@ macro_rules! template_request {
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(rename_all = "camelCase", deny_unknown_fields)]
         pub struct $name {
-            /// The template's id (letters, digits, `-`, `_`, `.`).
+            /// The template's id (letters, digits, `-`, `_`, `.`); `id` is accepted too (the
+            /// REST body's name).
+            #[serde(alias = "id")]
             pub template_id: String,
             /// Display name.
             pub name: String,
@@ -483,6 +545,10 @@ pub struct SandboxExecRequest {
     /// Bytes kept (and streamed) per stream; at most the scheduler's cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_bytes: Option<usize>,
+    /// The id to give the execution (`exec_…`, unused), so its output events can be told
+    /// apart before the response arrives; one is made when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
 }
 
 impl SandboxExecRequest {
@@ -498,6 +564,7 @@ impl SandboxExecRequest {
                 workdir: self.workdir,
                 timeout_ms: self.timeout_ms,
                 max_output_bytes: self.max_output_bytes,
+                execution_id: self.execution_id,
             },
         )
     }
@@ -710,7 +777,8 @@ pub struct TokenCreateRequest {
 pub struct TokenCreateResponse {
     /// The secret (`avm_…`), shown this once: only its hash is kept.
     pub token: String,
-    /// The token's record.
+    /// The token's record (its fields sit beside `token`).
+    #[serde(flatten)]
     pub record: TokenInfo,
 }
 
@@ -739,8 +807,12 @@ pub struct TokenRevokeRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenRevokeResponse {
-    /// The token, with `revokedAt` set (the first revocation's time).
+    /// The token, with `revokedAt` set (the first revocation's time); its fields sit beside
+    /// `revoked`.
+    #[serde(flatten)]
     pub record: TokenInfo,
+    /// Always `true` (an unknown token is `NotFound`).
+    pub revoked: bool,
 }
 
 #[cfg(test)]

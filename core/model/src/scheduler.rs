@@ -47,3 +47,104 @@ pub struct SchedulerMetrics {
     /// Nodes online now.
     pub nodes_online: u64,
 }
+
+/// How an embedded scheduler is set up, as plain data: what the server's config file, the
+/// Python and Node `open()` options and the C ABI pass (one set of names and defaults
+/// everywhere). Durations are milliseconds; every field is optional (the default is used).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SchedulerOptions {
+    /// Runtime nodes registered at start-up (Docker engines).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeRegistration>,
+    /// How often node agents heartbeat and static nodes are probed (5000).
+    #[serde(
+        default,
+        alias = "heartbeat_interval_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Silence after which a node turns offline (15000).
+    #[serde(
+        default,
+        alias = "offline_after_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub offline_after_ms: Option<u64>,
+    /// How often expired, idle and stuck sandboxes are swept (10000).
+    #[serde(
+        default,
+        alias = "sweep_interval_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sweep_interval_ms: Option<u64>,
+    /// A sandbox still creating after this long is failed by the sweep (120000).
+    #[serde(
+        default,
+        alias = "stuck_creating_after_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stuck_creating_after_ms: Option<u64>,
+    /// Bound on one Docker request (120000).
+    #[serde(
+        default,
+        alias = "docker_timeout_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub docker_timeout_ms: Option<u64>,
+    /// Exec timeout when a request gives none (60000).
+    #[serde(
+        default,
+        alias = "default_exec_timeout_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub default_exec_timeout_ms: Option<u64>,
+    /// Idle timeout of the sandboxes agents' tools run in (600000).
+    #[serde(
+        default,
+        alias = "owner_idle_timeout_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub owner_idle_timeout_ms: Option<u64>,
+    /// Docker starts in flight per node (4).
+    #[serde(
+        default,
+        alias = "max_starts_in_flight",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_starts_in_flight: Option<usize>,
+    /// Starts that may wait per node; beyond, `Busy` (32).
+    #[serde(
+        default,
+        alias = "max_start_queue",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_start_queue: Option<usize>,
+    /// Bytes of stdout (and of stderr) kept per exec (1 MiB).
+    #[serde(
+        default,
+        alias = "max_output_bytes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_output_bytes: Option<usize>,
+    /// Largest file uploaded or downloaded (64 MiB).
+    #[serde(
+        default,
+        alias = "max_file_bytes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_file_bytes: Option<usize>,
+    /// `adopt` (default) or `remove`: what start-up does with sandboxes that survived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orphans: Option<String>,
+    /// Bearer token runtime nodes must present on `/internal/runtime/*`.
+    #[serde(
+        default,
+        alias = "internal_token",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub internal_token: Option<String>,
+    /// Run the background loop (health, sweep, pool refill); default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<bool>,
+}

@@ -9,7 +9,7 @@
 
 use super::{blocking, docker, lock, Scheduler};
 use crate::error::{Error, Result};
-use crate::model::{new_id, now_ms};
+use crate::model::{new_id, now_ms, validate_id};
 pub use agentvm_model::scheduler::exec::*;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
@@ -153,6 +153,24 @@ done
 echo $n"#;
 
 impl Scheduler {
+    /// `id` if it is a valid execution id (`exec_…`) no execution has yet.
+    async fn unused_execution_id(&self, id: &str) -> Result<String> {
+        validate_id("executionId", id)?;
+        if !id.starts_with("exec_") {
+            return Err(Error::invalid(format!(
+                "executionId {id:?} must start with exec_"
+            )));
+        }
+        let running = lock(&self.inner.running).contains_key(id);
+        if running || self.get_execution(id).await?.is_some() {
+            return Err(Error::AlreadyExists {
+                what: "Execution",
+                id: id.to_string(),
+            });
+        }
+        Ok(id.to_string())
+    }
+
     /// Starts a command in a running sandbox (waiting for one being created) and streams its
     /// output. The command runs to its end or its timeout even if the stream is dropped.
     pub async fn exec(&self, sandbox_id: &str, request: ExecRequest) -> Result<ExecStream> {
@@ -183,7 +201,10 @@ impl Scheduler {
         let d = self.docker(&sandbox.node_id).await?;
         let node_id = sandbox.node_id.clone();
         let endpoint = self.endpoint_of(&node_id);
-        let id = new_id("exec");
+        let id = match &request.execution_id {
+            Some(id) => self.unused_execution_id(id).await?,
+            None => new_id("exec"),
+        };
         let mut env: Vec<String> = request
             .env
             .iter()

@@ -39,8 +39,8 @@ pub use agentvm_model::scheduler::{
     exec::OutputStream, sandbox, template, ContainerExited, ContainerReady, ExecEvent, ExecRequest,
     ExecStatus, Execution, FileEntry, FileKind, Heartbeat, Liveness, NetworkPolicy,
     NodeRegistration, NodeStatus, Resources, RuntimeNode, Sandbox, SandboxRequest, SandboxStatus,
-    SchedulerMetrics, SecurityPolicy, Template, TemplateSpec, Termination, TerminationReason,
-    TlsFiles,
+    SchedulerMetrics, SchedulerOptions, SecurityPolicy, Template, TemplateSpec, Termination,
+    TerminationReason, TlsFiles,
 };
 pub use exec::ExecStream;
 pub use owner::SandboxRef;
@@ -243,6 +243,48 @@ impl SchedulerBuilder {
     pub fn config(mut self, config: SchedulerConfig) -> Self {
         self.config = config;
         self
+    }
+
+    /// Applies options given as data (a config file, a binding's `open()` options): tuning
+    /// and static nodes. Refuses values it cannot use, naming them.
+    pub fn options(mut self, options: &SchedulerOptions) -> Result<Self> {
+        let ms = |v: Option<u64>, d: Duration| v.map(Duration::from_millis).unwrap_or(d);
+        let c = &mut self.config;
+        c.heartbeat_interval = ms(options.heartbeat_interval_ms, c.heartbeat_interval);
+        c.offline_after = ms(options.offline_after_ms, c.offline_after);
+        c.sweep_interval = ms(options.sweep_interval_ms, c.sweep_interval);
+        c.stuck_creating_after = ms(options.stuck_creating_after_ms, c.stuck_creating_after);
+        c.docker_timeout = ms(options.docker_timeout_ms, c.docker_timeout);
+        c.default_exec_timeout = ms(options.default_exec_timeout_ms, c.default_exec_timeout);
+        c.owner_idle_timeout = ms(options.owner_idle_timeout_ms, c.owner_idle_timeout);
+        c.max_starts_in_flight = options
+            .max_starts_in_flight
+            .unwrap_or(c.max_starts_in_flight);
+        c.max_start_queue = options.max_start_queue.unwrap_or(c.max_start_queue);
+        c.max_output_bytes = options.max_output_bytes.unwrap_or(c.max_output_bytes);
+        c.max_file_bytes = options.max_file_bytes.unwrap_or(c.max_file_bytes);
+        if options.internal_token.is_some() {
+            c.internal_token = options.internal_token.clone();
+        }
+        c.background = options.background.unwrap_or(c.background);
+        c.orphans = match options.orphans.as_deref() {
+            None => c.orphans,
+            Some("adopt") => OrphanPolicy::Adopt,
+            Some("remove") => OrphanPolicy::Remove,
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "orphans must be \"adopt\" or \"remove\", not {other:?}"
+                )))
+            }
+        };
+        if c.max_starts_in_flight == 0 {
+            return Err(Error::invalid("maxStartsInFlight must be at least 1"));
+        }
+        for node in &options.nodes {
+            node.validate()?;
+        }
+        self.nodes.extend(options.nodes.iter().cloned());
+        Ok(self)
     }
 
     /// Registers a node at open (static registration, from a config file or the CLI).

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// `?token=` on the upgrade URL (and REST calls).
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default)]
 pub(crate) struct TokenQuery {
     pub token: Option<String>,
 }
@@ -26,7 +26,7 @@ pub(crate) fn router(state: Arc<ServerState>, extra: Option<Router>) -> Router {
         .route("/health", get(health))
         .route("/ws", get(ws))
         .route("/metrics", get(metrics))
-        .merge(rest::routes())
+        .merge(rest::router())
         .with_state(state);
     if let Some(extra) = extra {
         app = app.merge(extra);
@@ -34,27 +34,63 @@ pub(crate) fn router(state: Arc<ServerState>, extra: Option<Router>) -> Router {
     app
 }
 
-/// HTTP status for an error kind.
+/// The one error → HTTP status table, for every route of the server.
 pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::AlreadyExists | ErrorKind::Conflict | ErrorKind::Cancelled => {
-            StatusCode::CONFLICT
-        }
-        ErrorKind::InvalidInput | ErrorKind::Protocol => StatusCode::BAD_REQUEST,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::AlreadyExists | ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
         ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        // The work was cancelled (an interrupt, a shutdown) or a dependency is down: retry.
+        ErrorKind::Unavailable | ErrorKind::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
+        // A peer (the LLM provider, a Docker daemon, a remote runtime) broke its protocol.
+        ErrorKind::Protocol => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
-/// A JSON error response: `{"error": message, "kind": kind}`.
+/// An [`Error`] as an HTTP response: `{"error": message, "kind": kind}` with the status of
+/// its kind, and `Retry-After` (plus `retryAfterMs`) when the error says when to retry.
+#[derive(Debug)]
+pub(crate) struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = self.0.kind();
+        let mut body = json!({ "error": self.0.to_string(), "kind": kind.as_str() });
+        let retry = self.0.retry_after();
+        if let Some(r) = retry {
+            body["retryAfterMs"] = json!(r.as_millis() as u64);
+        }
+        let mut response = (status_of(kind), Json(body)).into_response();
+        if let Some(r) = retry {
+            let secs = r.as_millis().div_ceil(1000).max(1);
+            if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}
+
+/// A JSON error response (see [`ApiError`]).
 pub(crate) fn error_response(e: &Error) -> Response {
-    (
-        status_of(e.kind()),
-        Json(json!({ "error": e.to_string(), "kind": e.kind().as_str() })),
-    )
-        .into_response()
+    let message = e.to_string();
+    let kind = e.kind();
+    let copy = match e.retry_after() {
+        Some(retry_after) => Error::Busy {
+            message,
+            retry_after,
+        },
+        None => Error::Remote { kind, message },
+    };
+    ApiError(copy).into_response()
 }
 
 /// The bearer token of a request: `Authorization` header, else `?token=`.
@@ -79,13 +115,19 @@ async fn metrics(
     if let Err(e) = state.authorize(presented_token(&headers, &q).as_deref()) {
         return error_response(&e);
     }
-    let extra: String = state
+    let mut extra: String = state
+        .vm
+        .scheduler()
+        .map(|s| crate::metrics::scheduler_text(&s.metrics()))
+        .unwrap_or_default();
+    for render in state
         .extra_metrics
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .map(|f| f())
-        .collect();
+    {
+        extra.push_str(&render());
+    }
     let body = state.metrics.render(
         state.vm.request_metrics(),
         state.vm.container_manager().len(),

@@ -7,12 +7,12 @@
 #![warn(missing_docs)]
 
 mod connection;
+mod exec_stream;
 mod http;
 pub mod metrics;
 pub mod node_agent;
 mod openapi;
 mod rest;
-pub mod scheduler_routes;
 
 pub use connection::{ConnectionHandler, ConnectionInfo};
 pub use metrics::Metrics;
@@ -151,6 +151,39 @@ impl ServerState {
         })
     }
 
+    /// Who an `/internal/runtime` request runs as: a runtime node, allowed the node commands.
+    /// With a node token set (the scheduler's `internal_token`) it must be presented; without
+    /// one, a server with authentication on wants an operator token; otherwise (a loopback
+    /// control plane) anyone on the machine may report.
+    pub(crate) fn node_caller(&self, token: Option<&str>) -> Result<Caller> {
+        let expected = self
+            .vm
+            .scheduler()
+            .and_then(|s| s.config().internal_token.clone());
+        match expected {
+            Some(expected) if token == Some(expected.as_str()) => {}
+            Some(_) => {
+                return Err(Error::Unauthorized(
+                    "the /internal/runtime endpoints need `Authorization: Bearer <token>` with the node token".into(),
+                ))
+            }
+            None => {
+                let (scope, _) = self.authorize(token)?;
+                if self.require_auth.load(Ordering::Relaxed) && scope != Scope::All {
+                    return Err(Error::Unauthorized(
+                        "the /internal/runtime endpoints need a token for all containers (or the scheduler's node token)".into(),
+                    ));
+                }
+            }
+        }
+        Ok(Caller {
+            scope: Scope::All,
+            token_id: None,
+            deadline: Some(self.config.request_timeout),
+            hook: None,
+        })
+    }
+
     /// The scope of a presented token; `None` token: all when auth is off.
     pub(crate) fn authorize(&self, token: Option<&str>) -> Result<(Scope, Option<String>)> {
         match token {
@@ -232,7 +265,7 @@ impl ServerManager {
         });
     }
 
-    /// Adds Prometheus text to `/metrics`.
+    /// Adds Prometheus text to `/metrics` (the runtime's scheduler is rendered already).
     pub fn add_metrics(&self, render: Arc<dyn Fn() -> String + Send + Sync>) {
         self.state
             .extra_metrics

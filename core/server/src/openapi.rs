@@ -2,251 +2,6 @@
 
 use serde_json::{json, Map, Value};
 
-struct Op {
-    method: &'static str,
-    path: &'static str,
-    summary: &'static str,
-    body: Option<&'static str>,
-    response: &'static str,
-    ok: &'static str,
-}
-
-const OPS: &[Op] = &[
-    Op {
-        method: "post",
-        path: "/v1/commands",
-        summary: "Run any Channel command: {type, data}",
-        body: Some("CommandEnvelope"),
-        response: "Object",
-        ok: "200",
-    },
-    Op {
-        method: "get",
-        path: "/v1/containers",
-        summary: "List visible containers",
-        body: None,
-        response: "ContainerList",
-        ok: "200",
-    },
-    Op {
-        method: "post",
-        path: "/v1/containers",
-        summary: "Get or create a container",
-        body: Some("ContainerCreate"),
-        response: "ContainerId",
-        ok: "201",
-    },
-    Op {
-        method: "get",
-        path: "/v1/containers/{id}",
-        summary: "Whether a container exists",
-        body: None,
-        response: "ContainerGet",
-        ok: "200",
-    },
-    Op {
-        method: "delete",
-        path: "/v1/containers/{id}",
-        summary: "Delete a container and everything in it",
-        body: None,
-        response: "ContainerDelete",
-        ok: "200",
-    },
-    Op {
-        method: "get",
-        path: "/v1/containers/{id}/images",
-        summary: "List a container's images",
-        body: None,
-        response: "ImageList",
-        ok: "200",
-    },
-    Op {
-        method: "post",
-        path: "/v1/containers/{id}/images",
-        summary:
-            "Create an image (and its first session); with definitionName, build from a definition",
-        body: Some("ImageCreate"),
-        response: "ImageCreated",
-        ok: "201",
-    },
-    Op {
-        method: "get",
-        path: "/v1/containers/{id}/agents",
-        summary: "Running agents of a container",
-        body: None,
-        response: "AgentList",
-        ok: "200",
-    },
-    Op {
-        method: "delete",
-        path: "/v1/containers/{id}/agents",
-        summary: "Stop every agent of a container",
-        body: None,
-        response: "Object",
-        ok: "200",
-    },
-    Op {
-        method: "get",
-        path: "/v1/images/{id}",
-        summary: "Get an image",
-        body: None,
-        response: "ImageGet",
-        ok: "200",
-    },
-    Op {
-        method: "patch",
-        path: "/v1/images/{id}",
-        summary: "Rename or re-describe an image",
-        body: Some("ImageUpdates"),
-        response: "ImageRecord",
-        ok: "200",
-    },
-    Op {
-        method: "delete",
-        path: "/v1/images/{id}",
-        summary: "Delete an image, its sessions, messages and workdir",
-        body: None,
-        response: "Object",
-        ok: "200",
-    },
-    Op {
-        method: "get",
-        path: "/v1/images/{id}/messages",
-        summary: "History of the image's first session",
-        body: None,
-        response: "Messages",
-        ok: "200",
-    },
-    Op {
-        method: "post",
-        path: "/v1/images/{id}/messages",
-        summary: "Send a user message; the reply streams on the WebSocket",
-        body: Some("Send"),
-        response: "Sent",
-        ok: "202",
-    },
-    Op {
-        method: "get",
-        path: "/v1/images/{id}/sessions",
-        summary: "Sessions of an image",
-        body: None,
-        response: "SessionList",
-        ok: "200",
-    },
-    Op {
-        method: "post",
-        path: "/v1/images/{id}/sessions",
-        summary: "Another session on an image",
-        body: Some("Title"),
-        response: "SessionCreated",
-        ok: "201",
-    },
-    Op {
-        method: "post",
-        path: "/v1/images/{id}/run",
-        summary: "Start (or reuse) the image's agent",
-        body: None,
-        response: "Run",
-        ok: "200",
-    },
-    Op {
-        method: "post",
-        path: "/v1/images/{id}/stop",
-        summary: "Stop the image's agent",
-        body: None,
-        response: "Object",
-        ok: "200",
-    },
-    Op {
-        method: "post",
-        path: "/v1/images/{id}/interrupt",
-        summary: "Interrupt the current turn",
-        body: None,
-        response: "Object",
-        ok: "200",
-    },
-    Op {
-        method: "get",
-        path: "/v1/sessions/{id}",
-        summary: "Get a session",
-        body: None,
-        response: "SessionGet",
-        ok: "200",
-    },
-    Op {
-        method: "patch",
-        path: "/v1/sessions/{id}",
-        summary: "Set a session's title",
-        body: Some("Title"),
-        response: "SessionGet",
-        ok: "200",
-    },
-    Op {
-        method: "delete",
-        path: "/v1/sessions/{id}",
-        summary: "Delete a session and its messages",
-        body: None,
-        response: "Object",
-        ok: "200",
-    },
-    Op {
-        method: "get",
-        path: "/v1/sessions/{id}/messages",
-        summary: "History of a session",
-        body: None,
-        response: "Messages",
-        ok: "200",
-    },
-    Op {
-        method: "post",
-        path: "/v1/sessions/{id}/messages",
-        summary: "Send a user message to a session",
-        body: Some("Send"),
-        response: "Sent",
-        ok: "202",
-    },
-    Op {
-        method: "get",
-        path: "/v1/agents/{id}",
-        summary: "Whether an agent runs",
-        body: None,
-        response: "Object",
-        ok: "200",
-    },
-    Op {
-        method: "delete",
-        path: "/v1/agents/{id}",
-        summary: "Stop an agent",
-        body: None,
-        response: "Object",
-        ok: "200",
-    },
-    Op {
-        method: "get",
-        path: "/v1/definitions",
-        summary: "Registered definitions",
-        body: None,
-        response: "DefinitionList",
-        ok: "200",
-    },
-    Op {
-        method: "post",
-        path: "/v1/definitions",
-        summary: "Register (or replace) a definition",
-        body: Some("Definition"),
-        response: "Object",
-        ok: "200",
-    },
-    Op {
-        method: "get",
-        path: "/v1/definitions/{name}",
-        summary: "One definition",
-        body: None,
-        response: "DefinitionGet",
-        ok: "200",
-    },
-];
-
 fn r(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
 }
@@ -260,6 +15,8 @@ fn schemas() -> Value {
     let opt_s = json!({ "type": ["string", "null"] });
     json!({
         "Object": { "type": "object" },
+        "Text": { "type": "string" },
+        "Health": obj(json!({ "status": s("string"), "version": s("string") }), &["status", "version"]),
         "Error": obj(json!({ "error": s("string"), "kind": { "type": "string", "enum": ["not_found","already_exists","invalid_input","conflict","unavailable","storage","protocol","cancelled","unauthorized","internal"] } }), &["error", "kind"]),
         "CommandEnvelope": obj(json!({ "type": s("string"), "data": s("object") }), &["type"]),
         "ContainerCreate": obj(json!({ "containerId": s("string") }), &["containerId"]),
@@ -292,45 +49,289 @@ fn schemas() -> Value {
     })
 }
 
-/// The document.
+/// Schemas of the scheduler, token and runtime-node routes.
+fn scheduler_schemas() -> Map<String, Value> {
+    let s = |t: &str| json!({ "type": t });
+    let mut m = Map::new();
+    m.insert("TokenInfo".into(), obj(json!({ "id": s("string"), "containers": { "type": ["array", "null"], "items": s("string") }, "createdAt": s("integer"), "revokedAt": { "type": ["integer", "null"] } }), &["id", "containers", "createdAt"]));
+    m.insert(
+        "TokenList".into(),
+        obj(
+            json!({ "tokens": { "type": "array", "items": r("TokenInfo") } }),
+            &["tokens"],
+        ),
+    );
+    m.insert(
+        "TokenCreate".into(),
+        obj(
+            json!({ "containers": { "type": ["array", "null"], "items": s("string") } }),
+            &[],
+        ),
+    );
+    m.insert("TokenCreated".into(), obj(json!({ "token": s("string"), "id": s("string"), "containers": { "type": ["array", "null"], "items": s("string") }, "createdAt": s("integer") }), &["token", "id", "createdAt"]));
+    m.insert(
+        "TokenRevoked".into(),
+        obj(
+            json!({ "id": s("string"), "revoked": s("boolean"), "revokedAt": s("integer") }),
+            &["id", "revoked"],
+        ),
+    );
+    m.insert("NodeRegistration".into(), obj(json!({ "node_id": s("string"), "api_endpoint": s("string"), "hostname": s("string"), "runtime_type": s("string"), "ip_address": s("string"), "total_cpu_cores": s("number"), "total_memory_mb": s("integer"), "max_containers": s("integer"), "cached_images": { "type": "array", "items": s("string") }, "labels": s("object"), "tls": s("object"), "liveness": { "type": "string", "enum": ["probe", "heartbeat"] } }), &["node_id", "api_endpoint"]));
+    m.insert("Heartbeat".into(), obj(json!({ "node_id": s("string"), "container_id": s("string"), "timestamp": s("string"), "cached_images": { "type": "array", "items": s("string") } }), &["node_id"]));
+    m.insert("Node".into(), obj(json!({ "node_id": s("string"), "api_endpoint": s("string"), "status": { "type": "string", "enum": ["online", "offline", "draining", "maintenance"] } }), &["node_id", "api_endpoint", "status"]));
+    m.insert(
+        "NodeList".into(),
+        json!({ "type": "array", "items": r("Node") }),
+    );
+    m.insert("NodeStatus".into(), obj(json!({ "status": { "type": "string", "enum": ["online", "draining", "maintenance"] } }), &["status"]));
+    m.insert("TemplateSpec".into(), obj(json!({ "name": s("string"), "image": s("string"), "defaultCpuCores": s("number"), "defaultMemoryMb": s("integer"), "defaultDiskMb": s("integer"), "defaultTimeoutS": s("integer"), "idleTimeoutS": s("integer"), "env": s("object"), "network": {}, "security": s("object"), "workdir": s("string"), "command": { "type": "array", "items": s("string") }, "warmPoolSize": s("integer") }), &["name", "image"]));
+    m.insert(
+        "TemplateCreate".into(),
+        json!({ "allOf": [r("TemplateSpec"), obj(json!({ "id": s("string") }), &["id"])] }),
+    );
+    m.insert(
+        "Template".into(),
+        obj(
+            json!({ "id": s("string"), "name": s("string"), "image": s("string") }),
+            &["id", "name", "image"],
+        ),
+    );
+    m.insert(
+        "TemplateList".into(),
+        json!({ "type": "array", "items": r("Template") }),
+    );
+    m.insert("SandboxCreate".into(), obj(json!({ "templateId": s("string"), "owner": s("string"), "cpuCores": s("number"), "memoryMb": s("integer"), "diskMb": s("integer"), "env": s("object"), "timeoutS": s("integer"), "idleTimeoutS": s("integer"), "nodeId": s("string") }), &["templateId"]));
+    m.insert("Sandbox".into(), obj(json!({ "id": s("string"), "templateId": s("string"), "nodeId": s("string"), "status": s("string"), "owner": s("string"), "createdAt": s("integer") }), &["id", "templateId", "nodeId", "status"]));
+    m.insert(
+        "SandboxList".into(),
+        json!({ "type": "array", "items": r("Sandbox") }),
+    );
+    m.insert("Exec".into(), obj(json!({ "command": { "type": "array", "items": s("string") }, "code": s("string"), "language": s("string"), "env": s("object"), "workdir": s("string"), "timeoutMs": s("integer"), "maxOutputBytes": s("integer"), "executionId": s("string") }), &[]));
+    m.insert("Execution".into(), obj(json!({ "id": s("string"), "sandboxId": s("string"), "command": { "type": "array", "items": s("string") }, "status": { "type": "string", "enum": ["pending", "running", "completed", "failed", "timeout", "cancelled", "crashed"] }, "stdout": s("string"), "stderr": s("string"), "exitCode": s("integer"), "truncated": s("boolean"), "createdAt": s("integer"), "durationMs": s("integer") }), &["id", "sandboxId", "status"]));
+    m.insert("ExecLine".into(), json!({ "oneOf": [obj(json!({ "stream": { "type": "string", "enum": ["stdout", "stderr"] }, "data": s("string") }), &["stream", "data"]), r("Execution"), r("Error")] }));
+    m.insert(
+        "ExecutionList".into(),
+        json!({ "type": "array", "items": r("Execution") }),
+    );
+    m.insert(
+        "ExecCancelled".into(),
+        obj(
+            json!({ "execution": r("Execution"), "cancelled": s("boolean") }),
+            &["execution", "cancelled"],
+        ),
+    );
+    m.insert("FileEntry".into(), obj(json!({ "name": s("string"), "path": s("string"), "kind": { "type": "string", "enum": ["file", "dir", "symlink", "other"] }, "size": s("integer"), "mode": s("integer"), "modified": s("integer"), "linkTarget": s("string") }), &["name", "path", "kind", "size"]));
+    m.insert(
+        "FileList".into(),
+        json!({ "type": "array", "items": r("FileEntry") }),
+    );
+    m.insert("SchedulerMetrics".into(), obj(json!({ "poolHits": s("integer"), "poolMisses": s("integer"), "coldStarts": s("integer"), "executions": s("integer"), "liveSandboxes": s("integer"), "nodesOnline": s("integer") }), &[]));
+    m.insert("ExecutorReport".into(), obj(json!({ "container_id": s("string"), "session_id": s("string"), "executor_url": s("string"), "exit_code": s("integer") }), &["container_id"]));
+    m
+}
+
+/// Routes served outside the REST table, documented here (and checked against the router by
+/// the tests).
+pub(crate) const FIXED: &[(&str, &str, &str, &str)] = &[
+    (
+        "get",
+        "/health",
+        "Liveness and the server's version",
+        "Health",
+    ),
+    (
+        "get",
+        "/metrics",
+        "Prometheus text: connections, requests, latency, agents, sandboxes",
+        "Text",
+    ),
+    (
+        "get",
+        "/ws",
+        "The Channel: upgrade to the WebSocket protocol (docs/protocol.md)",
+        "Object",
+    ),
+    ("get", "/v1/openapi.json", "This document", "Object"),
+    (
+        "post",
+        "/v1/commands",
+        "Run any command: {type, data}",
+        "Object",
+    ),
+];
+
+/// Every (method, path) the server routes, from the same tables the router is built from.
+#[cfg(test)]
+pub(crate) fn served() -> Vec<(&'static str, &'static str)> {
+    FIXED
+        .iter()
+        .map(|(m, p, _, _)| (*m, *p))
+        .chain(
+            crate::rest::routes::ROUTES
+                .iter()
+                .map(|r| (r.method, r.path)),
+        )
+        .collect()
+}
+
+fn error_responses() -> Value {
+    let e = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": r("Error") } } });
+    json!({
+        "400": e("Invalid input: malformed JSON, a missing or unknown field, a bad value"),
+        "401": e("Missing, invalid or revoked token, or not allowed for this token"),
+        "404": e("Not found (or outside the token's containers)"),
+        "409": e("Conflicts with the current state, or already exists"),
+        "503": e("A dependency is unavailable or busy (see Retry-After); retry"),
+    })
+}
+
+/// The document, generated from the route table.
 pub(crate) fn document() -> Value {
+    use crate::rest::routes::{Body, Output, ROUTES};
     let mut paths: Map<String, Value> = Map::new();
-    for op in OPS {
+    let mut add = |method: &str, path: &str, op: Value| {
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[method] = op;
+    };
+    for (method, path, summary, response) in FIXED {
         let mut o = json!({
-            "summary": op.summary,
-            "operationId": format!("{}_{}", op.method, op.path.trim_start_matches("/v1/").replace(['/', '{', '}'], "_")),
-            "responses": {
-                op.ok: { "description": "OK", "content": { "application/json": { "schema": r(op.response) } } },
-                "400": { "description": "Invalid input", "content": { "application/json": { "schema": r("Error") } } },
-                "401": { "description": "Missing, invalid or revoked token, or out of scope", "content": { "application/json": { "schema": r("Error") } } },
-                "404": { "description": "Not found", "content": { "application/json": { "schema": r("Error") } } },
-            },
+            "summary": summary,
+            "operationId": operation_id(method, path),
+            "responses": { "200": { "description": "OK", "content": { "application/json": { "schema": r(response) } } } },
         });
-        if let Some(b) = op.body {
-            o["requestBody"] =
-                json!({ "required": true, "content": { "application/json": { "schema": r(b) } } });
+        if *path == "/v1/commands" {
+            o["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": r("CommandEnvelope") } } });
+            o["responses"] = merge(o["responses"].clone(), error_responses());
         }
-        if op.path.contains("{id}") || op.path.contains("{name}") {
-            let name = if op.path.contains("{id}") {
-                "id"
-            } else {
-                "name"
+        if *path == "/ws" {
+            o["responses"] =
+                json!({ "101": { "description": "Switching protocols to the Channel" } });
+        }
+        add(method, path, o);
+    }
+    for route in ROUTES {
+        let ok = route.status.to_string();
+        let success = match route.output {
+            Output::Empty => json!({ "description": "Done" }),
+            Output::Bytes(_) => {
+                json!({ "description": "The file's bytes", "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } })
+            }
+            Output::ExecStream => {
+                json!({ "description": "NDJSON: one {stream, data} line per output chunk as it comes, then the execution", "content": { "application/x-ndjson": { "schema": r(route.schemas.1) } } })
+            }
+            _ => {
+                json!({ "description": "OK", "content": { "application/json": { "schema": r(route.schemas.1) } } })
+            }
+        };
+        let mut responses = error_responses();
+        responses[ok.as_str()] = success;
+        let mut o = json!({
+            "summary": route.summary,
+            "operationId": operation_id(route.method, route.path),
+            "x-command": route.commands(),
+            "responses": responses,
+        });
+        if let Some(schema) = route.schemas.0 {
+            o["requestBody"] = match route.body {
+                Body::Bytes(_) => {
+                    json!({ "required": true, "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } })
+                }
+                _ => {
+                    json!({ "required": true, "content": { "application/json": { "schema": r(schema) } } })
+                }
             };
-            o["parameters"] = json!([{ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }]);
         }
-        let entry = paths
-            .entry(op.path.to_string())
-            .or_insert_with(|| json!({}));
-        entry[op.method] = o;
+        let mut parameters = Vec::new();
+        if let Some(field) = route.param {
+            let name = if route.path.contains("{name}") {
+                "name"
+            } else {
+                "id"
+            };
+            parameters.push(json!({ "name": name, "in": "path", "required": true, "description": format!("The command's `{field}`"), "schema": { "type": "string" } }));
+        }
+        for (q, kind) in route.query {
+            let t = match kind {
+                crate::rest::routes::Param::Text => "string",
+                crate::rest::routes::Param::Flag => "boolean",
+            };
+            parameters.push(
+                json!({ "name": q, "in": "query", "required": false, "schema": { "type": t } }),
+            );
+        }
+        if !parameters.is_empty() {
+            o["parameters"] = Value::Array(parameters);
+        }
+        if route.access == crate::rest::routes::Access::Node {
+            o["description"] =
+                json!("For runtime nodes: needs the scheduler's node token when one is set.");
+        }
+        add(route.method, route.path, o);
     }
     json!({
         "openapi": "3.1.0",
-        "info": { "title": "agentvm", "version": env!("CARGO_PKG_VERSION"), "description": "Management API of agentvm-server. The same commands run over the WebSocket Channel at /ws." },
+        "info": { "title": "agentvm", "version": env!("CARGO_PKG_VERSION"), "description": "Management API of agentvm-server. Every route runs one command; the same commands run over the WebSocket Channel at /ws (docs/protocol.md, docs/commands.md)." },
         "components": {
-            "schemas": schemas(),
+            "schemas": merge(schemas(), Value::Object(scheduler_schemas())),
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
         },
         "security": [{ "bearer": [] }],
         "paths": paths,
     })
+}
+
+fn operation_id(method: &str, path: &str) -> String {
+    format!(
+        "{}_{}",
+        method,
+        path.trim_start_matches('/')
+            .trim_start_matches("v1/")
+            .replace(['/', '{', '}', '.'], "_")
+    )
+}
+
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Value::Object(a), Value::Object(b)) = (&mut a, b) {
+        a.extend(b);
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_route_is_documented_with_its_schemas() {
+        let doc = document();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for (method, path) in served() {
+            let op = &doc["paths"][path][method];
+            assert!(
+                op.is_object(),
+                "{method} {path} is served but not documented"
+            );
+            for (_, response) in op["responses"].as_object().unwrap() {
+                if let Some(content) = response.get("content") {
+                    for (_, media) in content.as_object().unwrap() {
+                        if let Some(reference) = media["schema"]["$ref"].as_str() {
+                            let name = reference.trim_start_matches("#/components/schemas/");
+                            assert!(schemas.contains_key(name), "{method} {path}: schema {name}");
+                        }
+                    }
+                }
+            }
+        }
+        let documented: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum();
+        assert_eq!(
+            documented,
+            served().len(),
+            "the document lists only served routes"
+        );
+    }
 }

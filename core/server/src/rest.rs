@@ -1,658 +1,367 @@
-//! The management REST API under `/v1`: the same commands as the Channel, for tooling.
+//! The management REST API under `/v1`: the table in [`routes`] run by one handler.
 //!
-//! Every route builds a [`Command`] and runs it through the caller's scoped runtime, so REST,
-//! WebSocket and in-process callers share one implementation. Responses are the command's
-//! response `data`; errors are `{"error", "kind"}` with a status per kind.
+//! A request becomes a command — the path parameter, the allowed query fields and the body
+//! merged into its data, parsed strictly (an unknown field is a 400 naming it) — and runs
+//! through the one dispatcher as the token's caller. Responses are the command's response
+//! `data` (internal `__` fields removed) or the part of it the route names; errors are
+//! `{"error", "kind"}` with the status of the kind ([`ApiError`]).
 
-// Handlers return early with a ready HTTP response as the error: that is axum's idiom.
-#![allow(clippy::result_large_err)]
+pub(crate) mod routes;
 
-use super::http::{error_response, presented_token, TokenQuery};
-use super::ServerState;
 use crate::error::Error;
-use crate::model::*;
-use axum::body::Bytes;
+use crate::http::{presented_token, ApiError, TokenQuery};
+use crate::model::{Command, CommandKind};
+use crate::ServerState;
+use axum::body::{Body as HttpBody, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use routes::{Access, Body, Output, Param, Route, Target, ROUTES};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 type St = State<Arc<ServerState>>;
 
-pub(crate) fn routes() -> Router<Arc<ServerState>> {
-    Router::new()
-        .route("/v1/openapi.json", get(openapi))
-        .route("/v1/commands", post(command))
-        .route(
-            "/v1/containers",
-            get(list_containers).post(create_container),
-        )
-        .route(
-            "/v1/containers/{id}",
-            get(get_container).delete(delete_container),
-        )
-        .route(
-            "/v1/containers/{id}/images",
-            get(list_images).post(create_image),
-        )
-        .route(
-            "/v1/containers/{id}/agents",
-            get(list_agents).delete(destroy_agents),
-        )
-        .route(
-            "/v1/images/{id}",
-            get(get_image).patch(update_image).delete(delete_image),
-        )
-        .route(
-            "/v1/images/{id}/messages",
-            get(image_messages).post(send_to_image),
-        )
-        .route(
-            "/v1/images/{id}/sessions",
-            get(list_sessions).post(create_session),
-        )
-        .route("/v1/images/{id}/run", post(run_image))
-        .route("/v1/images/{id}/stop", post(stop_image))
-        .route("/v1/images/{id}/interrupt", post(interrupt_image))
-        .route(
-            "/v1/sessions/{id}",
-            get(get_session)
-                .patch(update_session)
-                .delete(delete_session),
-        )
-        .route(
-            "/v1/sessions/{id}/messages",
-            get(session_messages).post(send_to_session),
-        )
-        .route("/v1/agents/{id}", get(get_agent).delete(destroy_agent))
-        .route(
-            "/v1/definitions",
-            get(list_definitions).post(register_definition),
-        )
-        .route("/v1/definitions/{name}", get(get_definition))
-        .route("/v1/tokens", get(list_tokens).post(create_token))
-        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
-}
-
-/// Token management needs a caller allowed to see every container.
-fn admin(state: &ServerState, headers: &HeaderMap, query: &TokenQuery) -> Result<(), Response> {
-    match state.authorize(presented_token(headers, query).as_deref()) {
-        Ok((crate::runtime::Scope::All, _)) => Ok(()),
-        Ok(_) => Err(error_response(&Error::Unauthorized(
-            "managing tokens needs a token for all containers".into(),
-        ))),
-        Err(e) => Err(error_response(&e)),
+/// The router of every route in the table, plus `/v1/commands` and `/v1/openapi.json`.
+pub(crate) fn router() -> Router<Arc<ServerState>> {
+    let mut router = Router::new()
+        .route("/v1/openapi.json", axum::routing::get(openapi))
+        .route("/v1/commands", axum::routing::post(command));
+    for route in ROUTES {
+        let filter = match route.method {
+            "get" => MethodFilter::GET,
+            "post" => MethodFilter::POST,
+            "put" => MethodFilter::PUT,
+            "patch" => MethodFilter::PATCH,
+            _ => MethodFilter::DELETE,
+        };
+        router = router.route(
+            route.path,
+            on(
+                filter,
+                move |state: St,
+                      headers: HeaderMap,
+                      path: Option<Path<String>>,
+                      Query(query): Query<HashMap<String, String>>,
+                      body: Bytes| async move {
+                    serve(route, state, headers, path.map(|p| p.0), query, body).await
+                },
+            ),
+        );
     }
-}
-
-async fn list_tokens(State(s): St, h: HeaderMap, Query(q): Query<TokenQuery>) -> Response {
-    if let Err(r) = admin(&s, &h, &q) {
-        return r;
-    }
-    match s.vm.repository().list_tokens() {
-        Ok(tokens) => {
-            let tokens: Vec<Value> = tokens
-                .into_iter()
-                .map(|t| json!({ "id": t.id, "containers": t.containers, "createdAt": t.created_at, "revokedAt": t.revoked_at }))
-                .collect();
-            Json(json!({ "tokens": tokens })).into_response()
-        }
-        Err(e) => error_response(&e),
-    }
-}
-
-async fn create_token(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    b: Bytes,
-) -> Response {
-    if let Err(r) = admin(&s, &h, &q) {
-        return r;
-    }
-    #[derive(Deserialize)]
-    struct Body {
-        containers: Option<Vec<String>>,
-    }
-    let body: Body = match body(&b) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let repo = s.vm.repository().clone();
-    let created =
-        tokio::task::spawn_blocking(move || crate::auth::create_token(&repo, body.containers))
-            .await;
-    match created {
-        Ok(Ok((token, record))) => (
-            StatusCode::CREATED,
-            Json(json!({ "id": record.id, "token": token, "containers": record.containers, "createdAt": record.created_at })),
-        )
-            .into_response(),
-        Ok(Err(e)) => error_response(&e),
-        Err(e) => error_response(&Error::Internal(e.to_string())),
-    }
-}
-
-async fn revoke_token(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = admin(&s, &h, &q) {
-        return r;
-    }
-    match s.vm.repository().revoke_token(&id, now_ms()) {
-        Ok(true) => Json(json!({ "id": id, "revoked": true })).into_response(),
-        Ok(false) => error_response(&Error::not_found("Token", id)),
-        Err(e) => error_response(&e),
-    }
+    router
 }
 
 async fn openapi() -> Json<Value> {
-    Json(super::openapi::document())
+    Json(crate::openapi::document())
 }
 
-/// Runs `command` for the caller; the response's `data` as JSON.
-async fn run(
+/// `POST /v1/commands`: any command as `{type, data}`.
+async fn command(State(s): St, h: HeaderMap, Query(q): Query<TokenQuery>, b: Bytes) -> Response {
+    let envelope: Value = match json_body(&b) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let type_name = envelope.get("type").and_then(Value::as_str).unwrap_or("");
+    let data = envelope.get("data").cloned().unwrap_or(Value::Null);
+    let command = match Command::from_wire(type_name, data) {
+        Ok(c) => c,
+        Err(e) => return ApiError(e).into_response(),
+    };
+    let token = presented_token(&h, &q);
+    match run(&s, token.as_deref(), Access::Token, command).await {
+        Ok(data) => Json(strip_internal(data)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Runs one route of the table.
+async fn serve(
+    route: &'static Route,
+    State(state): St,
+    headers: HeaderMap,
+    param: Option<String>,
+    query: HashMap<String, String>,
+    body: Bytes,
+) -> Response {
+    match serve_inner(route, &state, &headers, param, &query, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn serve_inner(
+    route: &'static Route,
     state: &Arc<ServerState>,
     headers: &HeaderMap,
-    query: &TokenQuery,
+    param: Option<String>,
+    query: &HashMap<String, String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let data = command_data(route, param.as_deref(), query, body)?;
+    let type_name = match route.command {
+        Target::One(t) => t,
+        Target::IfField {
+            field,
+            with,
+            without,
+        } => {
+            if data.get(field).is_some_and(|v| !v.is_null()) {
+                with
+            } else {
+                without
+            }
+        }
+    };
+    let kind = CommandKind::from_type_name(type_name)
+        .ok_or_else(|| Error::Internal(format!("route {} runs no command", route.path)))?;
+    let command = kind.parse_strict(Value::Object(data)).map_err(|e| {
+        state.vm.request_metrics().record_invalid(kind);
+        ApiError(e)
+    })?;
+    let token = presented_token(
+        headers,
+        &TokenQuery {
+            token: query.get("token").cloned(),
+        },
+    );
+    if let Output::ExecStream = route.output {
+        return crate::exec_stream::respond(state, token.as_deref(), command).await;
+    }
+    let data = run(state, token.as_deref(), route.access, command).await?;
+    let status = StatusCode::from_u16(route.status).unwrap_or(StatusCode::OK);
+    Ok(match route.output {
+        Output::Data => (status, Json(strip_internal(data))).into_response(),
+        Output::Found { field, what } => {
+            if data.get(field).is_none_or(Value::is_null) {
+                return Err(ApiError(Error::not_found(what, param.unwrap_or_default())));
+            }
+            (status, Json(strip_internal(data))).into_response()
+        }
+        Output::Field(field) => {
+            let mut data = data;
+            let v = data.get_mut(field).map(Value::take).unwrap_or(Value::Null);
+            (status, Json(v)).into_response()
+        }
+        Output::Record { field, what } => {
+            let mut data = data;
+            match data.get_mut(field).map(Value::take) {
+                Some(v) if !v.is_null() => (status, Json(v)).into_response(),
+                _ => return Err(ApiError(Error::not_found(what, param.unwrap_or_default()))),
+            }
+        }
+        Output::Empty => StatusCode::NO_CONTENT.into_response(),
+        Output::Bytes(field) => {
+            let bytes = file_bytes(&data, field)?;
+            let mut r = (status, HttpBody::from(bytes)).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            r
+        }
+        Output::ExecStream => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// The command's data: the defaults, the body, the allowed query fields and the path parameter.
+fn command_data(
+    route: &Route,
+    param: Option<&str>,
+    query: &HashMap<String, String>,
+    body: Bytes,
+) -> Result<Map<String, Value>, ApiError> {
+    let mut data = match route.body {
+        Body::None => {
+            if !body.is_empty() && json_body(&body)? != Value::Object(Map::new()) {
+                return Err(ApiError(Error::invalid(format!(
+                    "{} {} takes no request body",
+                    route.method.to_uppercase(),
+                    route.path
+                ))));
+            }
+            Map::new()
+        }
+        Body::Fields => match json_body(&body)? {
+            Value::Object(m) => m,
+            _ => {
+                return Err(ApiError(Error::invalid(
+                    "the request body must be a JSON object",
+                )))
+            }
+        },
+        Body::Into(field) => {
+            let mut m = Map::new();
+            m.insert(field.to_string(), json_body(&body)?);
+            m
+        }
+        Body::Bytes(field) => {
+            let mut m = Map::new();
+            m.insert(field.to_string(), Value::String(base64_encode(&body)));
+            m.insert("encoding".into(), Value::String("base64".into()));
+            m
+        }
+    };
+    for (name, kind) in route.query {
+        if let Some(v) = query.get(*name) {
+            let value = match kind {
+                Param::Text => Value::String(v.clone()),
+                Param::Flag => match v.as_str() {
+                    "true" | "1" => Value::Bool(true),
+                    "false" | "0" => Value::Bool(false),
+                    other => {
+                        return Err(ApiError(Error::invalid(format!(
+                            "?{name}= takes true or false, not {other:?}"
+                        ))))
+                    }
+                },
+            };
+            set(&mut data, name, value)?;
+        }
+    }
+    if let (Some(field), Some(value)) = (route.param, param) {
+        set(&mut data, field, Value::String(value.to_string()))?;
+    }
+    for (field, literal) in route.defaults {
+        if !data.contains_key(*field) {
+            let v = serde_json::from_str(literal)
+                .map_err(|e| Error::Internal(format!("default of {field}: {e}")))?;
+            data.insert(field.to_string(), v);
+        }
+    }
+    Ok(data)
+}
+
+/// Sets a field the URL fills, refusing a body that says otherwise.
+fn set(data: &mut Map<String, Value>, field: &str, value: Value) -> Result<(), ApiError> {
+    match data.get(field) {
+        Some(existing) if *existing != value => Err(ApiError(Error::invalid(format!(
+            "`{field}` is given by the URL as {value}; the body says {existing}"
+        )))),
+        _ => {
+            data.insert(field.to_string(), value);
+            Ok(())
+        }
+    }
+}
+
+/// Runs a command through the dispatcher as the presented token's caller.
+async fn run(
+    state: &Arc<ServerState>,
+    token: Option<&str>,
+    access: Access,
     command: Command,
-) -> Response {
-    let caller = match state.rest_caller(presented_token(headers, query).as_deref()) {
-        Ok(c) => c,
-        Err(e) => return error_response(&e),
+) -> Result<Value, ApiError> {
+    let caller = match access {
+        Access::Token => state.rest_caller(token)?,
+        Access::Node => state.node_caller(token)?,
     };
-    match state.vm.dispatch(command, &caller).await {
-        Ok(response) => {
-            let v = serde_json::to_value(&response).unwrap_or(Value::Null);
-            Json(v.get("data").cloned().unwrap_or(Value::Null)).into_response()
-        }
-        Err(e) => error_response(&e),
-    }
+    let response = state.vm.dispatch(command, &caller).await?;
+    let mut v = serde_json::to_value(&response)
+        .map_err(|e| Error::Internal(format!("encoding a response: {e}")))?;
+    Ok(v.get_mut("data").map(Value::take).unwrap_or(Value::Null))
 }
 
-/// Parses a JSON body with a clear 400 on failure.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
-    let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { bytes };
+/// A JSON body, `{}` when empty, with a clear 400 otherwise.
+fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
+    if bytes.is_empty() {
+        return Ok(Value::Object(Map::new()));
+    }
     serde_json::from_slice(bytes)
-        .map_err(|e| error_response(&Error::invalid(format!("invalid JSON body: {e}"))))
+        .map_err(|e| ApiError(Error::invalid(format!("invalid JSON body: {e}"))))
 }
 
-async fn command(State(s): St, h: HeaderMap, Query(q): Query<TokenQuery>, b: Bytes) -> Response {
-    #[derive(Deserialize)]
-    struct Envelope {
-        r#type: String,
-        #[serde(default)]
-        data: Value,
+/// Internal fields (`__subscriptions`) are for Channel clients, never for REST.
+fn strip_internal(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        m.retain(|k, _| !k.starts_with("__"));
     }
-    let env: Envelope = match body(&b) {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    match Command::from_wire(&env.r#type, env.data) {
-        Ok(c) => run(&s, &h, &q, c).await,
-        Err(e) => error_response(&e),
-    }
+    v
 }
 
-async fn list_containers(State(s): St, h: HeaderMap, Query(q): Query<TokenQuery>) -> Response {
-    run(&s, &h, &q, ContainerListRequest {}.into()).await
-}
-
-async fn create_container(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    b: Bytes,
-) -> Response {
-    match body::<ContainerCreateRequest>(&b) {
-        Ok(r) => with_status(StatusCode::CREATED, run(&s, &h, &q, r.into()).await),
-        Err(r) => r,
+/// The bytes of a file read response: `content` in its `encoding`.
+fn file_bytes(data: &Value, field: &str) -> Result<Vec<u8>, ApiError> {
+    let content = data.get(field).and_then(Value::as_str).unwrap_or("");
+    match data.get("encoding").and_then(Value::as_str) {
+        Some("base64") => base64_decode(content).map_err(ApiError),
+        _ => Ok(content.as_bytes().to_vec()),
     }
 }
 
-async fn get_container(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    run(&s, &h, &q, ContainerGetRequest { container_id: id }.into()).await
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-async fn delete_container(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    run(
-        &s,
-        &h,
-        &q,
-        ContainerDeleteRequest { container_id: id }.into(),
-    )
-    .await
+fn base64_decode(text: &str) -> Result<Vec<u8>, Error> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| Error::Internal(format!("a file response is not base64: {e}")))
 }
 
-async fn list_images(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    run(
-        &s,
-        &h,
-        &q,
-        ImageListRequest {
-            container_id: Some(id),
-        }
-        .into(),
-    )
-    .await
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct CreateImageBody {
-    #[serde(default)]
-    config: ImageConfig,
-    #[serde(default)]
-    definition_name: Option<String>,
-}
-
-async fn create_image(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-    b: Bytes,
-) -> Response {
-    let r: CreateImageBody = match body(&b) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let cmd: Command = match r.definition_name {
-        Some(def) => ImageBuildRequest {
-            container_id: id,
-            definition_name: def,
-            config: r.config,
-        }
-        .into(),
-        None => ImageCreateRequest {
-            container_id: id,
-            config: r.config,
-        }
-        .into(),
-    };
-    with_status(StatusCode::CREATED, run(&s, &h, &q, cmd).await)
-}
-
-async fn list_agents(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    run(
-        &s,
-        &h,
-        &q,
-        AgentListRequest {
-            container_id: Some(id),
-        }
-        .into(),
-    )
-    .await
-}
-
-async fn destroy_agents(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    run(
-        &s,
-        &h,
-        &q,
-        AgentDestroyAllRequest { container_id: id }.into(),
-    )
-    .await
-}
-
-async fn get_image(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    let r = run(
-        &s,
-        &h,
-        &q,
-        ImageGetRequest {
-            image_id: id.clone(),
-        }
-        .into(),
-    )
-    .await;
-    not_found_if_null(r, "record", &format!("Image not found: {id}")).await
-}
-
-async fn update_image(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-    b: Bytes,
-) -> Response {
-    match body::<ImageUpdates>(&b) {
-        Ok(updates) => {
-            run(
-                &s,
-                &h,
-                &q,
-                ImageUpdateRequest {
-                    image_id: id,
-                    updates,
-                }
-                .into(),
-            )
-            .await
-        }
-        Err(r) => r,
+    fn one(path: &str, method: &str) -> &'static Route {
+        ROUTES
+            .iter()
+            .find(|r| r.path == path && r.method == method)
+            .expect("the route exists")
     }
-}
 
-async fn delete_image(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    run(&s, &h, &q, ImageDeleteRequest { image_id: id }.into()).await
-}
-
-async fn image_messages(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    run(&s, &h, &q, ImageMessagesRequest { image_id: id }.into()).await
-}
-
-#[derive(Deserialize)]
-struct SendBody {
-    content: Content,
-}
-
-async fn send_to_image(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-    b: Bytes,
-) -> Response {
-    match body::<SendBody>(&b) {
-        Ok(r) => {
-            let cmd = MessageSendRequest {
-                image_id: Some(id),
-                agent_id: None,
-                session_id: None,
-                content: r.content,
-            };
-            with_status(StatusCode::ACCEPTED, run(&s, &h, &q, cmd.into()).await)
-        }
-        Err(r) => r,
-    }
-}
-
-async fn list_sessions(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    run(&s, &h, &q, SessionListRequest { image_id: id }.into()).await
-}
-
-#[derive(Deserialize, Default)]
-struct TitleBody {
-    #[serde(default)]
-    title: Option<String>,
-}
-
-async fn create_session(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-    b: Bytes,
-) -> Response {
-    match body::<TitleBody>(&b) {
-        Ok(r) => with_status(
-            StatusCode::CREATED,
-            run(
-                &s,
-                &h,
-                &q,
-                SessionCreateRequest {
-                    image_id: id,
-                    title: r.title,
-                }
-                .into(),
-            )
-            .await,
-        ),
-        Err(r) => r,
-    }
-}
-
-async fn run_image(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    run(&s, &h, &q, ImageRunRequest { image_id: id }.into()).await
-}
-
-async fn stop_image(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    run(&s, &h, &q, ImageStopRequest { image_id: id }.into()).await
-}
-
-async fn interrupt_image(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    run(
-        &s,
-        &h,
-        &q,
-        AgentInterruptRequest {
-            image_id: Some(id),
-            ..Default::default()
-        }
-        .into(),
-    )
-    .await
-}
-
-async fn get_session(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    let r = run(
-        &s,
-        &h,
-        &q,
-        SessionGetRequest {
-            session_id: id.clone(),
-        }
-        .into(),
-    )
-    .await;
-    not_found_if_null(r, "session", &format!("Session not found: {id}")).await
-}
-
-async fn update_session(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-    b: Bytes,
-) -> Response {
-    match body::<TitleBody>(&b) {
-        Ok(r) => {
-            run(
-                &s,
-                &h,
-                &q,
-                SessionUpdateRequest {
-                    session_id: id,
-                    title: r.title,
-                }
-                .into(),
-            )
-            .await
-        }
-        Err(r) => r,
-    }
-}
-
-async fn delete_session(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    run(&s, &h, &q, SessionDeleteRequest { session_id: id }.into()).await
-}
-
-async fn session_messages(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    run(&s, &h, &q, SessionMessagesRequest { session_id: id }.into()).await
-}
-
-async fn send_to_session(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-    b: Bytes,
-) -> Response {
-    match body::<SendBody>(&b) {
-        Ok(r) => {
-            let cmd = MessageSendRequest {
-                image_id: None,
-                agent_id: None,
-                session_id: Some(id),
-                content: r.content,
-            };
-            with_status(StatusCode::ACCEPTED, run(&s, &h, &q, cmd.into()).await)
-        }
-        Err(r) => r,
-    }
-}
-
-async fn get_agent(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    run(&s, &h, &q, AgentGetRequest { agent_id: id }.into()).await
-}
-
-async fn destroy_agent(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(id): Path<String>,
-) -> Response {
-    run(&s, &h, &q, AgentDestroyRequest { agent_id: id }.into()).await
-}
-
-async fn list_definitions(State(s): St, h: HeaderMap, Query(q): Query<TokenQuery>) -> Response {
-    run(&s, &h, &q, DefinitionListRequest {}.into()).await
-}
-
-async fn register_definition(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    b: Bytes,
-) -> Response {
-    match body::<Definition>(&b) {
-        Ok(definition) => run(&s, &h, &q, DefinitionRegisterRequest { definition }.into()).await,
-        Err(r) => r,
-    }
-}
-
-async fn get_definition(
-    State(s): St,
-    h: HeaderMap,
-    Query(q): Query<TokenQuery>,
-    Path(name): Path<String>,
-) -> Response {
-    let r = run(
-        &s,
-        &h,
-        &q,
-        DefinitionGetRequest { name: name.clone() }.into(),
-    )
-    .await;
-    not_found_if_null(r, "definition", &format!("Definition not found: {name}")).await
-}
-
-fn with_status(status: StatusCode, r: Response) -> Response {
-    if r.status() == StatusCode::OK {
-        (status, r).into_response()
-    } else {
-        r
-    }
-}
-
-/// A `GET` of one thing answers 404 rather than `{"record": null}`.
-async fn not_found_if_null(r: Response, field: &str, message: &str) -> Response {
-    if r.status() != StatusCode::OK {
-        return r;
-    }
-    let (parts, body) = r.into_parts();
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(b) => b,
-        Err(e) => return error_response(&Error::Internal(e.to_string())),
-    };
-    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if v.get(field).map(Value::is_null).unwrap_or(true) {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": message, "kind": "not_found" })),
+    #[test]
+    fn path_query_and_body_fill_the_command() {
+        let r = one("/v1/images/{id}/messages", "post");
+        let data = command_data(
+            r,
+            Some("img_1"),
+            &HashMap::new(),
+            Bytes::from_static(br#"{"content":"hi"}"#),
         )
-            .into_response();
+        .unwrap();
+        assert_eq!(
+            Value::Object(data),
+            json!({"imageId": "img_1", "content": "hi"})
+        );
     }
-    Response::from_parts(parts, axum::body::Body::from(bytes))
+
+    #[test]
+    fn a_body_contradicting_the_url_is_refused() {
+        let r = one("/v1/images/{id}/messages", "post");
+        let e = command_data(
+            r,
+            Some("img_1"),
+            &HashMap::new(),
+            Bytes::from_static(br#"{"content":"hi","imageId":"img_2"}"#),
+        )
+        .unwrap_err();
+        assert!(e.0.to_string().contains("imageId"), "{}", e.0);
+    }
+
+    #[test]
+    fn routes_without_a_body_refuse_one() {
+        let r = one("/v1/images/{id}/run", "post");
+        assert!(command_data(r, Some("i"), &HashMap::new(), Bytes::from_static(b"{}")).is_ok());
+        assert!(command_data(
+            r,
+            Some("i"),
+            &HashMap::new(),
+            Bytes::from_static(b"{\"x\":1}")
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn internal_fields_never_reach_rest() {
+        assert_eq!(
+            strip_internal(json!({"record": 1, "__subscriptions": ["s"]})),
+            json!({"record": 1})
+        );
+    }
 }

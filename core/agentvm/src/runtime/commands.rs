@@ -250,6 +250,12 @@ impl AgentVm {
             Command::SchedulerMetrics(r) => {
                 Response::SchedulerMetrics(self.scheduler_metrics(scope, r).await?)
             }
+            Command::ExecutorReady(r) => {
+                Response::ExecutorReady(self.executor_ready(scope, r).await?)
+            }
+            Command::ExecutorExited(r) => {
+                Response::ExecutorExited(self.executor_exited(scope, r).await?)
+            }
             Command::TokenCreate(r) => Response::TokenCreate(self.token_create(scope, r).await?),
             Command::TokenList(r) => Response::TokenList(self.token_list(scope, r).await?),
             Command::TokenRevoke(r) => Response::TokenRevoke(self.token_revoke(scope, r).await?),

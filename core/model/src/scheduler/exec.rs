@@ -30,6 +30,9 @@ pub struct ExecRequest {
     /// Bytes kept per stream; at most the scheduler's cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_bytes: Option<usize>,
+    /// The id to give the execution (`exec_…`, unused); one is made when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
 }
 
 impl ExecRequest {

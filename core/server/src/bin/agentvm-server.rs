@@ -308,13 +308,6 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         config.shutdown_grace = Duration::from_millis(v);
     }
     let server = ServerManager::new(vm.clone(), config);
-    if let Some(s) = vm.scheduler() {
-        server.merge_routes(agentvm_server::scheduler_routes::router(s.clone()));
-        let s = s.clone();
-        server.add_metrics(Arc::new(move || {
-            agentvm_server::metrics::scheduler_text(&s.metrics())
-        }));
-    }
     let addr = server
         .listen((host.as_str(), port))
         .await

@@ -6,7 +6,7 @@ use super::super::local::AgentVm;
 use super::sandbox::require_operator;
 use crate::error::Result;
 use crate::model::*;
-use crate::scheduler::{Heartbeat, NodeRegistration};
+use crate::scheduler::{ContainerExited, ContainerReady, Heartbeat, NodeRegistration};
 
 impl AgentVm {
     pub(super) async fn node_register(
@@ -55,6 +55,40 @@ impl AgentVm {
             })
             .await?;
         Ok(NodeHeartbeatResponse { node })
+    }
+
+    pub(super) async fn executor_ready(
+        &self,
+        scope: &Scope,
+        r: ExecutorReadyRequest,
+    ) -> Result<ExecutorReadyResponse> {
+        require_operator(scope, "executor_ready_request")?;
+        let sandbox = self
+            .scheduler_or_unavailable()?
+            .container_ready(ContainerReady {
+                container_id: r.container_id,
+                session_id: r.sandbox_id,
+                executor_url: r.executor_url,
+            })
+            .await?;
+        Ok(ExecutorReadyResponse { sandbox })
+    }
+
+    pub(super) async fn executor_exited(
+        &self,
+        scope: &Scope,
+        r: ExecutorExitedRequest,
+    ) -> Result<ExecutorExitedResponse> {
+        require_operator(scope, "executor_exited_request")?;
+        let sandbox = self
+            .scheduler_or_unavailable()?
+            .container_exited(ContainerExited {
+                container_id: r.container_id,
+                session_id: r.sandbox_id,
+                exit_code: r.exit_code,
+            })
+            .await?;
+        Ok(ExecutorExitedResponse { sandbox })
     }
 
     pub(super) async fn node_list(

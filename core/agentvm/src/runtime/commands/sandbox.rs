@@ -19,7 +19,7 @@ pub(super) fn require_operator(scope: &Scope, what: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Unauthorized(format!(
-            "{what} needs an operator token (a token for all containers); this connection's token is scoped to some containers"
+            "{what} needs an operator token: it needs a token for all containers, and this one is scoped to some"
         )))
     }
 }

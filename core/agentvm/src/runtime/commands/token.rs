@@ -65,6 +65,7 @@ impl AgentVm {
             .await?;
         Ok(TokenRevokeResponse {
             record: info(record),
+            revoked: true,
         })
     }
 }
