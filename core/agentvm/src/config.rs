@@ -1,5 +1,5 @@
 //! Configuration: input limits and agent tuning. The LLM provider's configuration is
-//! [`crate::llm::LlmConfig`]; the built-in tools' is [`crate::sandbox::ToolLimits`].
+//! [`crate::llm::LlmConfig`]; the built-in tools' is [`crate::toolhost::ToolLimits`].
 
 use std::time::Duration;
 

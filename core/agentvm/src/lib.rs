@@ -27,7 +27,7 @@
 //! }
 //! # Ok(()) }
 //! ```
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
 pub mod channel;
@@ -35,7 +35,7 @@ pub mod config;
 pub mod llm;
 pub mod repository;
 pub mod runtime;
-pub mod sandbox;
+pub mod toolhost;
 
 /// The agent model and the wire types (the `agentvm-model` crate).
 pub use agentvm_model as model;
@@ -58,5 +58,5 @@ pub use runtime::{
     Agent, AgentVm, AgentVmBuilder, Bus, BusConfig, BusItem, ContainerManager, EventFilter,
     Published, Runtime, RuntimeExt, Scope, ScopedRuntime, Subscription,
 };
-pub use sandbox::{BuiltinTools, LocalSandbox, Sandbox, ToolLimits};
 pub use scheduler::{Scheduler, SchedulerConfig};
+pub use toolhost::{BuiltinTools, LocalToolHost, ToolHost, ToolLimits};

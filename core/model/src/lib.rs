@@ -5,7 +5,7 @@
 //! database, no Docker, no HTTP). The JSON of these types *is* the Channel protocol
 //! (docs/protocol.md): the WebSocket server, the remote runtime and the bindings all pass these
 //! same values across their boundaries.
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod command;
 pub mod error;

@@ -9,19 +9,19 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use std::collections::HashMap;
 
 /// Label keys on every sandbox container.
-pub mod labels {
+pub(crate) mod labels {
     /// The scheduler (repository) that owns the container.
-    pub const INSTANCE: &str = "agentvm.instance";
+    pub(crate) const INSTANCE: &str = "agentvm.instance";
     /// The sandbox id.
-    pub const SANDBOX: &str = "agentvm.sandbox";
+    pub(crate) const SANDBOX: &str = "agentvm.sandbox";
     /// The template id.
-    pub const TEMPLATE: &str = "agentvm.template";
+    pub(crate) const TEMPLATE: &str = "agentvm.template";
     /// The owner (agentvm container id), when there is one.
-    pub const OWNER: &str = "agentvm.owner";
+    pub(crate) const OWNER: &str = "agentvm.owner";
     /// When the sandbox expires, ms since the epoch (`0`: a warm sandbox, not started yet).
-    pub const EXPIRES_AT: &str = "agentvm.expires-at";
+    pub(crate) const EXPIRES_AT: &str = "agentvm.expires-at";
     /// `true` on warm-pool containers.
-    pub const WARM: &str = "agentvm.warm";
+    pub(crate) const WARM: &str = "agentvm.warm";
 }
 
 /// The keep-alive command when a template gives none: busybox and coreutils both accept it.

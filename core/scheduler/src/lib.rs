@@ -19,6 +19,7 @@
 //! scheduler.terminate_sandbox(&sandbox.id).await?;
 //! # Ok(()) }
 //! ```
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod admission;
 pub mod docker;

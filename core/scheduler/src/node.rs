@@ -30,7 +30,7 @@ pub(crate) struct NodeEntry {
 }
 
 impl NodeEntry {
-    pub fn new(node: RuntimeNode, admission: Arc<Admission>) -> Self {
+    pub(crate) fn new(node: RuntimeNode, admission: Arc<Admission>) -> Self {
         NodeEntry {
             node,
             docker: None,
@@ -45,7 +45,7 @@ impl NodeEntry {
     }
 
     /// The record with its load filled in.
-    pub fn snapshot(&self) -> RuntimeNode {
+    pub(crate) fn snapshot(&self) -> RuntimeNode {
         let mut n = self.node.clone();
         n.allocated_cpu_cores = self.allocated_cpu_millis as f64 / 1000.0;
         n.allocated_memory_mb = self.allocated_memory_mb;
@@ -54,7 +54,7 @@ impl NodeEntry {
         n
     }
 
-    pub fn load(&self) -> NodeLoad<'_> {
+    pub(crate) fn load(&self) -> NodeLoad<'_> {
         NodeLoad {
             node_id: &self.node.node_id,
             schedulable: self.node.status == NodeStatus::Online,
@@ -72,7 +72,7 @@ impl NodeEntry {
     }
 
     /// Sets health; returns the previous and new status when the status changed.
-    pub fn set_healthy(
+    pub(crate) fn set_healthy(
         &mut self,
         healthy: bool,
         message: Option<String>,

@@ -4,7 +4,7 @@
 //! Embedders own it through [`ServerManager`]: `listen(addr)`, `close()`, and
 //! `on_connection(handler)` to log, meter or veto per connection. The `agentvm-server` binary
 //! is this crate with a command line around it.
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 mod connection;
 mod exec_stream;

@@ -11,16 +11,16 @@ use crate::error::{Error, Result};
 use crate::llm::{LlmDriver, LlmEvent, LlmRequest, LlmStream};
 use crate::model::{Command, Definition, Response};
 use crate::repository::Repository;
-use crate::sandbox::docker::ContainerSandbox;
-use crate::sandbox::{BuiltinTools, LocalSandbox, Sandbox, ToolLimits};
 use crate::scheduler::{Scheduler, SchedulerBuilder};
+use crate::toolhost::sandboxed::SandboxToolHost;
+use crate::toolhost::{BuiltinTools, LocalToolHost, ToolHost, ToolLimits};
 use async_trait::async_trait;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The file name of the repository inside a data dir.
-pub const DATABASE_FILE: &str = "agentvm.redb";
+pub(super) const DATABASE_FILE: &str = "agentvm.redb";
 
 /// Builds an [`AgentVm`].
 #[must_use]
@@ -29,7 +29,7 @@ pub struct AgentVmBuilder {
     definitions: Vec<Definition>,
     driver: Option<Arc<dyn LlmDriver>>,
     tools: Option<Arc<dyn ToolRunner>>,
-    sandbox: Option<Arc<dyn Sandbox>>,
+    tool_host: Option<Arc<dyn ToolHost>>,
     local_tools: bool,
     /// The embedded scheduler, opened with this runtime's repository and bus.
     scheduler: Option<SchedulerBuilder>,
@@ -76,15 +76,15 @@ impl AgentVmBuilder {
         self
     }
 
-    /// Runs the built-in tools (`bash`, `read_file`, `write_file`, `list_files`) in this
-    /// sandbox, for images that enable them.
-    pub fn sandbox(mut self, sandbox: Arc<dyn Sandbox>) -> Self {
-        self.sandbox = Some(sandbox);
+    /// Runs the built-in tools (`bash`, `read_file`, `write_file`, `list_files`) on this
+    /// host, for images that enable them.
+    pub fn tool_host(mut self, host: Arc<dyn ToolHost>) -> Self {
+        self.tool_host = Some(host);
         self
     }
 
     /// Runs the built-in tools on this machine, each image in its workdir
-    /// `<data-dir>/containers/<containerId>/workdirs/<imageId>` ([`LocalSandbox`]). Opt-in,
+    /// `<data-dir>/containers/<containerId>/workdirs/<imageId>` ([`LocalToolHost`]). Opt-in,
     /// because `bash` then runs as this process's user: enable it for agents you trust. Needs a
     /// [`data_dir`](Self::data_dir). Images still enable each tool by name.
     pub fn local_tools(mut self) -> Self {
@@ -119,9 +119,9 @@ impl AgentVmBuilder {
     /// Opens the repository and starts the runtime. Must run inside a tokio runtime.
     pub async fn open(self) -> Result<AgentVm> {
         let data_dir = self.data_dir.clone();
-        let sandbox = match (self.sandbox, self.local_tools, &data_dir) {
+        let sandbox = match (self.tool_host, self.local_tools, &data_dir) {
             (Some(s), _, _) => Some(s),
-            (None, true, Some(dir)) => Some(Arc::new(LocalSandbox::new(dir)) as Arc<dyn Sandbox>),
+            (None, true, Some(dir)) => Some(Arc::new(LocalToolHost::new(dir)) as Arc<dyn ToolHost>),
             (None, true, None) => {
                 return Err(Error::invalid(
                     "local_tools() needs a data_dir: the tools run in its containers/ workdirs",
@@ -156,8 +156,8 @@ impl AgentVmBuilder {
         // With a scheduler, containers that name a sandbox template run their tools there.
         let sandbox = match &scheduler {
             Some(s) => Some(
-                Arc::new(ContainerSandbox::new(s.clone(), repo.clone(), sandbox))
-                    as Arc<dyn Sandbox>,
+                Arc::new(SandboxToolHost::new(s.clone(), repo.clone(), sandbox))
+                    as Arc<dyn ToolHost>,
             ),
             None => sandbox,
         };
@@ -241,7 +241,7 @@ impl AgentVm {
             definitions: Vec::new(),
             driver: None,
             tools: None,
-            sandbox: None,
+            tool_host: None,
             local_tools: false,
             tool_limits: ToolLimits::default(),
             scheduler: None,

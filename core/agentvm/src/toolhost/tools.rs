@@ -1,7 +1,7 @@
 //! The built-in tools — `bash`, `read_file`, `write_file`, `list_files` — as a [`ToolRunner`]
-//! over any [`Sandbox`]: names, JSON schemas, input checks and the text the model reads back.
+//! over any [`ToolHost`]: names, JSON schemas, input checks and the text the model reads back.
 
-use super::{ExecOutput, ExecRequest, Sandbox, ToolLimits, Workspace};
+use super::{ToolCommand, ToolCommandOutput, ToolHost, ToolLimits, Workspace};
 use crate::llm::ToolSpec;
 use crate::model::ToolCall;
 use crate::runtime::{ToolContext, ToolOutcome, ToolRunner};
@@ -15,7 +15,7 @@ pub const BUILTIN_TOOLS: [&str; 4] = ["bash", "read_file", "write_file", "list_f
 /// Runs the built-in tools in a sandbox, for images that enable them.
 #[derive(Clone)]
 pub struct BuiltinTools {
-    sandbox: Arc<dyn Sandbox>,
+    sandbox: Arc<dyn ToolHost>,
     limits: ToolLimits,
 }
 
@@ -30,7 +30,7 @@ impl std::fmt::Debug for BuiltinTools {
 
 impl BuiltinTools {
     /// The built-in tools over `sandbox`, within `limits`.
-    pub fn new(sandbox: Arc<dyn Sandbox>, limits: ToolLimits) -> Self {
+    pub fn new(sandbox: Arc<dyn ToolHost>, limits: ToolLimits) -> Self {
         BuiltinTools { sandbox, limits }
     }
 
@@ -93,7 +93,7 @@ impl BuiltinTools {
         let l = &self.limits;
         match call.name.as_str() {
             "bash" => {
-                let request = ExecRequest {
+                let request = ToolCommand {
                     command: text("command")?.to_string(),
                     timeout: l.exec_timeout,
                     max_output_bytes: l.max_output_bytes,
@@ -174,7 +174,7 @@ impl BuiltinTools {
 
 /// The text the model reads for a command: its output, then what went wrong. An error when
 /// it failed or timed out.
-fn exec_report(out: &ExecOutput, limits: &ToolLimits) -> Result<String, String> {
+fn exec_report(out: &ToolCommandOutput, limits: &ToolLimits) -> Result<String, String> {
     let mut s = out.stdout.clone();
     if !out.stderr.is_empty() {
         if !s.is_empty() && !s.ends_with('\n') {
@@ -267,18 +267,18 @@ mod tests {
     #[test]
     fn exec_reports() {
         let l = ToolLimits::default();
-        let ok = ExecOutput {
+        let ok = ToolCommandOutput {
             stdout: "hi\n".into(),
             exit_code: Some(0),
             ..Default::default()
         };
         assert_eq!(exec_report(&ok, &l), Ok("hi\n".into()));
-        let empty = ExecOutput {
+        let empty = ToolCommandOutput {
             exit_code: Some(0),
             ..Default::default()
         };
         assert_eq!(exec_report(&empty, &l), Ok("(no output)".into()));
-        let failed = ExecOutput {
+        let failed = ToolCommandOutput {
             stdout: "a".into(),
             stderr: "bad\n".into(),
             exit_code: Some(2),
@@ -292,7 +292,7 @@ mod tests {
             exec_timeout: Duration::from_millis(1500),
             ..l
         };
-        let slow = ExecOutput {
+        let slow = ToolCommandOutput {
             timed_out: true,
             truncated: true,
             ..Default::default()
@@ -309,7 +309,7 @@ mod tests {
     #[test]
     fn specs_follow_what_is_enabled() {
         let tools = BuiltinTools::new(
-            Arc::new(super::super::LocalSandbox::new("/nonexistent")),
+            Arc::new(super::super::LocalToolHost::new("/nonexistent")),
             ToolLimits::default(),
         );
         assert!(tools.specs(&[]).is_empty());

@@ -1,9 +1,9 @@
 use super::*;
 use crate::ErrorKind;
 
-fn setup() -> (tempfile::TempDir, LocalSandbox, Workspace) {
+fn setup() -> (tempfile::TempDir, LocalToolHost, Workspace) {
     let dir = tempfile::tempdir().unwrap();
-    let sandbox = LocalSandbox::new(dir.path());
+    let sandbox = LocalToolHost::new(dir.path());
     let ws = Workspace {
         container_id: "c1".into(),
         image_id: "img_1".into(),
@@ -11,8 +11,8 @@ fn setup() -> (tempfile::TempDir, LocalSandbox, Workspace) {
     (dir, sandbox, ws)
 }
 
-fn exec(command: &str, timeout_ms: u64) -> ExecRequest {
-    ExecRequest {
+fn exec(command: &str, timeout_ms: u64) -> ToolCommand {
+    ToolCommand {
         command: command.into(),
         timeout: Duration::from_millis(timeout_ms),
         max_output_bytes: 1024,

@@ -12,7 +12,7 @@
 //! cancelled, so nothing it started outlives it. It is not an isolation boundary: a command can
 //! still read what the process's user can read. Use a container backend for untrusted agents.
 
-use super::{ExecOutput, ExecRequest, FileContent, FileEntry, Sandbox, Workspace};
+use super::{ToolCommand, ToolCommandOutput, ToolFileContent, ToolFileEntry, ToolHost, Workspace};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use std::io::ErrorKind as IoKind;
@@ -27,14 +27,14 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 /// Tools on this machine, in the runtime's data dir.
 #[derive(Debug, Clone)]
-pub struct LocalSandbox {
+pub struct LocalToolHost {
     data_dir: PathBuf,
 }
 
-impl LocalSandbox {
+impl LocalToolHost {
     /// A sandbox whose workspaces live under `data_dir/containers/`.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        LocalSandbox {
+        LocalToolHost {
             data_dir: data_dir.into(),
         }
     }
@@ -191,12 +191,12 @@ async fn read_capped(
 }
 
 #[async_trait]
-impl Sandbox for LocalSandbox {
+impl ToolHost for LocalToolHost {
     fn name(&self) -> &str {
         "local"
     }
 
-    async fn exec(&self, ws: &Workspace, request: ExecRequest) -> Result<ExecOutput> {
+    async fn exec(&self, ws: &Workspace, request: ToolCommand) -> Result<ToolCommandOutput> {
         let root = self.root(ws).await?;
         let mut child = tokio::process::Command::new("bash")
             .arg("-c")
@@ -242,7 +242,7 @@ impl Sandbox for LocalSandbox {
             )
         };
         let _ = tokio::time::timeout(request.timeout + DRAIN_GRACE, run).await;
-        Ok(ExecOutput {
+        Ok(ToolCommandOutput {
             stdout: String::from_utf8_lossy(&out).into_owned(),
             stderr: String::from_utf8_lossy(&err).into_owned(),
             exit_code: status.and_then(|s| s.code()),
@@ -251,7 +251,12 @@ impl Sandbox for LocalSandbox {
         })
     }
 
-    async fn read_file(&self, ws: &Workspace, path: &str, max_bytes: usize) -> Result<FileContent> {
+    async fn read_file(
+        &self,
+        ws: &Workspace,
+        path: &str,
+        max_bytes: usize,
+    ) -> Result<ToolFileContent> {
         let root = self.root(ws).await?;
         let path = path.to_string();
         blocking(move || {
@@ -268,7 +273,7 @@ impl Sandbox for LocalSandbox {
             file.take(max_bytes as u64)
                 .read_to_end(&mut data)
                 .map_err(|e| io_error(&path, e))?;
-            Ok(FileContent {
+            Ok(ToolFileContent {
                 data,
                 size: meta.len(),
             })
@@ -298,7 +303,7 @@ impl Sandbox for LocalSandbox {
         path: &str,
         recursive: bool,
         max_entries: usize,
-    ) -> Result<Vec<FileEntry>> {
+    ) -> Result<Vec<ToolFileEntry>> {
         let root = self.root(ws).await?;
         let path = if path.is_empty() {
             ".".to_string()
@@ -309,7 +314,7 @@ impl Sandbox for LocalSandbox {
             let start = resolve(&root, &path)?;
             let meta = std::fs::metadata(&start).map_err(|e| io_error(&path, e))?;
             if !meta.is_dir() {
-                return Ok(vec![FileEntry {
+                return Ok(vec![ToolFileEntry {
                     path: relative(&root, &start),
                     is_dir: false,
                     size: meta.len(),
@@ -335,7 +340,7 @@ impl Sandbox for LocalSandbox {
                     if is_dir && recursive {
                         dirs.push(e.path());
                     }
-                    out.push(FileEntry {
+                    out.push(ToolFileEntry {
                         path: relative(&root, &e.path()),
                         is_dir,
                         size: if is_dir { 0 } else { meta.len() },

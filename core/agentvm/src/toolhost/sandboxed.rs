@@ -1,4 +1,4 @@
-//! Tools in Docker: a [`Sandbox`] backed by the scheduler.
+//! Tools in Docker: a [`ToolHost`] backed by the scheduler.
 //!
 //! A container that names a sandbox template (`container_create_request {sandboxTemplate}`)
 //! has its agents' tools run in one sandbox of that template, created on the first tool call,
@@ -6,7 +6,7 @@
 //! works in its own directory inside it (`<sandbox workdir>/<imageId>`), as locally. Containers
 //! without a template fall back to the runtime's other sandbox (local tools), if any.
 
-use super::{ExecOutput, ExecRequest, FileContent, FileEntry, Sandbox, Workspace};
+use super::{ToolCommand, ToolCommandOutput, ToolFileContent, ToolFileEntry, ToolHost, Workspace};
 use crate::error::{Error, Result};
 use crate::repository::Repository;
 use crate::scheduler::{self, ExecStatus, Scheduler};
@@ -14,16 +14,16 @@ use async_trait::async_trait;
 use std::sync::Arc;
 
 /// Routes tool operations to the container's Docker sandbox, or to a fallback.
-pub struct ContainerSandbox {
+pub struct SandboxToolHost {
     scheduler: Scheduler,
     repo: Arc<Repository>,
     /// For containers with no template (the local sandbox when local tools are on).
-    fallback: Option<Arc<dyn Sandbox>>,
+    fallback: Option<Arc<dyn ToolHost>>,
 }
 
-impl std::fmt::Debug for ContainerSandbox {
+impl std::fmt::Debug for SandboxToolHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ContainerSandbox").finish_non_exhaustive()
+        f.debug_struct("SandboxToolHost").finish_non_exhaustive()
     }
 }
 
@@ -61,17 +61,17 @@ fn quote(s: &str) -> String {
 
 enum Target<'a> {
     Docker(scheduler::SandboxRef),
-    Fallback(&'a Arc<dyn Sandbox>),
+    Fallback(&'a Arc<dyn ToolHost>),
 }
 
-impl ContainerSandbox {
+impl SandboxToolHost {
     /// Routes containers with a template to `scheduler`, others to `fallback`.
     pub fn new(
         scheduler: Scheduler,
         repo: Arc<Repository>,
-        fallback: Option<Arc<dyn Sandbox>>,
+        fallback: Option<Arc<dyn ToolHost>>,
     ) -> Self {
-        ContainerSandbox {
+        SandboxToolHost {
             scheduler,
             repo,
             fallback,
@@ -95,12 +95,12 @@ impl ContainerSandbox {
 }
 
 #[async_trait]
-impl Sandbox for ContainerSandbox {
+impl ToolHost for SandboxToolHost {
     fn name(&self) -> &str {
         "docker"
     }
 
-    async fn exec(&self, ws: &Workspace, request: ExecRequest) -> Result<ExecOutput> {
+    async fn exec(&self, ws: &Workspace, request: ToolCommand) -> Result<ToolCommandOutput> {
         let sandbox = match self.target(ws).await? {
             Target::Fallback(f) => return f.exec(ws, request).await,
             Target::Docker(s) => s,
@@ -110,7 +110,7 @@ impl Sandbox for ContainerSandbox {
         let mut req = scheduler::ExecRequest::shell(script).timeout(request.timeout);
         req.max_output_bytes = Some(request.max_output_bytes);
         let run = self.scheduler.exec_collect(sandbox.id(), req).await?;
-        Ok(ExecOutput {
+        Ok(ToolCommandOutput {
             stdout: run.stdout,
             stderr: run.stderr,
             exit_code: run.exit_code.map(|c| c as i32),
@@ -119,7 +119,12 @@ impl Sandbox for ContainerSandbox {
         })
     }
 
-    async fn read_file(&self, ws: &Workspace, path: &str, max_bytes: usize) -> Result<FileContent> {
+    async fn read_file(
+        &self,
+        ws: &Workspace,
+        path: &str,
+        max_bytes: usize,
+    ) -> Result<ToolFileContent> {
         let sandbox = match self.target(ws).await? {
             Target::Fallback(f) => return f.read_file(ws, path, max_bytes).await,
             Target::Docker(s) => s,
@@ -127,7 +132,7 @@ impl Sandbox for ContainerSandbox {
         let mut data = sandbox.read_file(&inside(ws, path)?).await?;
         let size = data.len() as u64;
         data.truncate(max_bytes);
-        Ok(FileContent { data, size })
+        Ok(ToolFileContent { data, size })
     }
 
     async fn write_file(&self, ws: &Workspace, path: &str, data: &[u8]) -> Result<()> {
@@ -159,7 +164,7 @@ impl Sandbox for ContainerSandbox {
         path: &str,
         recursive: bool,
         max_entries: usize,
-    ) -> Result<Vec<FileEntry>> {
+    ) -> Result<Vec<ToolFileEntry>> {
         let sandbox = match self.target(ws).await? {
             Target::Fallback(f) => return f.list_files(ws, path, recursive, max_entries).await,
             Target::Docker(s) => s,
@@ -178,7 +183,7 @@ impl Sandbox for ContainerSandbox {
                 if is_dir && recursive {
                     dirs.push(format!("{dir}/{}", e.name));
                 }
-                out.push(FileEntry {
+                out.push(ToolFileEntry {
                     path: rel,
                     is_dir,
                     size: e.size,

@@ -1,8 +1,8 @@
-//! Sandboxes: where an agent's built-in tools run.
+//! Tool hosts: where an agent's built-in tools run — this machine ([`local`]) or a sandbox of
+//! the scheduler ([`sandboxed`]).
 //!
-//! A [`Sandbox`] is deliberately small — run a command with a timeout, read, write and list
-//! files — so that each backend (the [`local`] one here, a Docker one placed by the scheduler)
-//! only implements those four. Everything else about the tools (their names, JSON schemas,
+//! A [`ToolHost`] is deliberately small — run a command with a timeout, read, write and list
+//! files — so that each backend only implements those four. Everything else about the tools (their names, JSON schemas,
 //! input checks, output formatting, which are enabled) lives once, in [`BuiltinTools`], the
 //! [`ToolRunner`](crate::runtime::ToolRunner) that turns a model's tool call into sandbox
 //! operations.
@@ -15,11 +15,11 @@
 //! the names (`bash`, `read_file`, `write_file`, `list_files`), and only those are offered to
 //! the model and run.
 
-pub mod docker;
 pub mod local;
+pub mod sandboxed;
 mod tools;
 
-pub use local::LocalSandbox;
+pub use local::LocalToolHost;
 pub use tools::{BuiltinTools, BUILTIN_TOOLS};
 
 use crate::error::Result;
@@ -37,7 +37,7 @@ pub struct Workspace {
 
 /// A command to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecRequest {
+pub struct ToolCommand {
     /// A `bash -c` script.
     pub command: String,
     /// When to kill it (and every process it started).
@@ -48,7 +48,7 @@ pub struct ExecRequest {
 
 /// What a command did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ExecOutput {
+pub struct ToolCommandOutput {
     /// Standard output (lossy UTF-8), at most the requested bytes.
     pub stdout: String,
     /// Standard error (lossy UTF-8), at most the requested bytes.
@@ -63,7 +63,7 @@ pub struct ExecOutput {
 
 /// The start of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileContent {
+pub struct ToolFileContent {
     /// At most the requested bytes.
     pub data: Vec<u8>,
     /// The whole file's size.
@@ -72,7 +72,7 @@ pub struct FileContent {
 
 /// One entry of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileEntry {
+pub struct ToolFileEntry {
     /// The path relative to the working directory, `/`-separated.
     pub path: String,
     /// A directory.
@@ -84,15 +84,20 @@ pub struct FileEntry {
 /// Where tools run. Implementations confine every operation to the workspace's directory and
 /// refuse paths that leave it with `InvalidInput`.
 #[async_trait]
-pub trait Sandbox: Send + Sync + 'static {
+pub trait ToolHost: Send + Sync + 'static {
     /// A short name for logs (`local`, `docker`).
     fn name(&self) -> &str;
 
     /// Runs a command in the working directory. Dropping the future kills it.
-    async fn exec(&self, ws: &Workspace, request: ExecRequest) -> Result<ExecOutput>;
+    async fn exec(&self, ws: &Workspace, request: ToolCommand) -> Result<ToolCommandOutput>;
 
     /// Reads up to `max_bytes` of a file.
-    async fn read_file(&self, ws: &Workspace, path: &str, max_bytes: usize) -> Result<FileContent>;
+    async fn read_file(
+        &self,
+        ws: &Workspace,
+        path: &str,
+        max_bytes: usize,
+    ) -> Result<ToolFileContent>;
 
     /// Writes a file, creating its parent directories, replacing what was there.
     async fn write_file(&self, ws: &Workspace, path: &str, data: &[u8]) -> Result<()>;
@@ -105,7 +110,7 @@ pub trait Sandbox: Send + Sync + 'static {
         path: &str,
         recursive: bool,
         max_entries: usize,
-    ) -> Result<Vec<FileEntry>>;
+    ) -> Result<Vec<ToolFileEntry>>;
 }
 
 /// Limits of the built-in tools.
