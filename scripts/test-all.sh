@@ -25,6 +25,18 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "layering: the model does no I/O, the scheduler knows no agents"
+forbidden="$(cargo tree -p agentvm-model -e normal --prefix none --locked | grep -E '^(tokio|redb|bollard|axum|hyper|reqwest) ' || true)"
+if [ -n "$forbidden" ]; then
+    echo "agentvm-model must not depend on: $forbidden" >&2
+    exit 1
+fi
+if cargo tree -p agentvm-scheduler -e normal --prefix none --locked | grep -qE '^agentvm v'; then
+    echo "agentvm-scheduler must not depend on the agentvm runtime" >&2
+    exit 1
+fi
+echo "ok: agentvm-model has no tokio/redb/bollard/axum; agentvm-scheduler has no agentvm"
+
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
