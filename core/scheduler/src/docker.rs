@@ -3,8 +3,8 @@
 //! answer is [`Error::Unavailable`] naming the node and the endpoint (and turns the node
 //! offline); a daemon that answers with an error keeps its kind (404, 409, 400, ...).
 
-use crate::model::scheduler::TlsFiles;
 use crate::error::{Error, ErrorKind, Result};
+use crate::model::scheduler::TlsFiles;
 pub use agentvm_model::scheduler::node::Endpoint;
 use bollard::errors::Error as DockerError;
 use bollard::Docker;
