@@ -279,9 +279,9 @@ impl NativeRuntime {
         let shared = self.shared.clone();
         spawn(env, async move {
             let vm = shared.local("createToken()")?;
-            let repo = vm.repository().clone();
+            let store = vm.store().clone();
             let (token, _) = tokio::task::spawn_blocking(move || {
-                agentvm::auth::create_token(&repo, container_ids)
+                agentvm::auth::create_token(&*store, container_ids)
             })
             .await
             .map_err(|e| agentvm::Error::Internal(format!("creating a token: {e}")))??;

@@ -181,7 +181,7 @@ async fn await_auth(
             return None;
         }
     };
-    match crate::auth::verify_token(state.vm.repository(), &token) {
+    match crate::auth::verify_token(&**state.vm.store(), &token) {
         Ok((record, scope)) => Some((scope, Some(record.id))),
         Err(e) => {
             let _ = socket
@@ -390,7 +390,7 @@ impl Connection {
         let visible = self
             .state
             .vm
-            .repository()
+            .store()
             .get_session(session_id)?
             .map(|s| self.info.scope.allows(&s.container_id))
             .unwrap_or(false);
@@ -412,7 +412,7 @@ impl Connection {
         }
         if let Some(iid) = &r.image_id {
             return vm
-                .repository()
+                .store()
                 .get_image(iid)
                 .ok()
                 .flatten()

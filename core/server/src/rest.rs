@@ -95,7 +95,7 @@ async fn list_tokens(State(s): St, h: HeaderMap, Query(q): Query<TokenQuery>) ->
     if let Err(r) = admin(&s, &h, &q) {
         return r;
     }
-    match s.vm.repository().list_tokens() {
+    match s.vm.store().list_tokens() {
         Ok(tokens) => {
             let tokens: Vec<Value> = tokens
                 .into_iter()
@@ -124,9 +124,9 @@ async fn create_token(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let repo = s.vm.repository().clone();
+    let store = s.vm.store().clone();
     let created =
-        tokio::task::spawn_blocking(move || crate::auth::create_token(&repo, body.containers))
+        tokio::task::spawn_blocking(move || crate::auth::create_token(&*store, body.containers))
             .await;
     match created {
         Ok(Ok((token, record))) => (
@@ -148,7 +148,7 @@ async fn revoke_token(
     if let Err(r) = admin(&s, &h, &q) {
         return r;
     }
-    match s.vm.repository().revoke_token(&id, now_ms()) {
+    match s.vm.store().revoke_token(&id, now_ms()) {
         Ok(true) => Json(json!({ "id": id, "revoked": true })).into_response(),
         Ok(false) => error_response(&Error::not_found("Token", id)),
         Err(e) => error_response(&e),

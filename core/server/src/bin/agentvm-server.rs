@@ -1,6 +1,6 @@
 //! `agentvm-server`: the agentvm runtime behind one port (Channel WebSocket, REST, metrics).
 
-use agentvm::{AgentVm, LlmDriver, Repository};
+use agentvm::{AgentVm, LlmDriver, RedbStore, Store};
 use agentvm_server::{AuthMode, ServerConfig, ServerManager};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
@@ -358,7 +358,7 @@ async fn wait_for_signal() {
 
 fn token(command: TokenCommand, data_dir: PathBuf) -> Result<(), String> {
     let path = data_dir.join("agentvm.redb");
-    let repo = Repository::open(&path).map_err(|e| {
+    let store = RedbStore::open(&path).map_err(|e| {
         format!("{}. If the server is running on this data dir, manage tokens through its API instead (POST /v1/tokens).", e.chain())
     })?;
     match command {
@@ -374,7 +374,7 @@ fn token(command: TokenCommand, data_dir: PathBuf) -> Result<(), String> {
                 Some(containers)
             };
             let (token, record) =
-                agentvm::auth::create_token(&repo, scope).map_err(|e| e.to_string())?;
+                agentvm::auth::create_token(&store, scope).map_err(|e| e.to_string())?;
             eprintln!(
                 "created {} for {}",
                 record.id,
@@ -383,7 +383,7 @@ fn token(command: TokenCommand, data_dir: PathBuf) -> Result<(), String> {
             println!("{token}");
         }
         TokenCommand::List => {
-            for t in repo.list_tokens().map_err(|e| e.to_string())? {
+            for t in store.list_tokens().map_err(|e| e.to_string())? {
                 let state = if t.revoked_at.is_some() {
                     "revoked"
                 } else {
@@ -393,7 +393,7 @@ fn token(command: TokenCommand, data_dir: PathBuf) -> Result<(), String> {
             }
         }
         TokenCommand::Revoke { id } => {
-            if !repo
+            if !store
                 .revoke_token(&id, agentvm::now_ms())
                 .map_err(|e| e.to_string())?
             {
