@@ -8,7 +8,10 @@
 //! - [`RedbStore`]: the embedded default, one redb file (`<data-dir>/agentvm.redb`);
 //! - [`MemoryStore`]: maps behind a lock, for ephemeral runtimes and tests.
 //!
-//! The trait names no backend type, so a server database can implement it too.
+//! Each backend runs the same conformance suite (`store/conformance.rs`,
+//! `store_conformance_tests!`): a backend that needs a different expectation means the
+//! contract written here is wrong, not the backend. The trait names no backend type, so a
+//! server database can implement it too.
 //!
 //! Calls block (redb does, and a network database would): async code runs writes on the
 //! blocking pool. Unless a method says otherwise, a write is atomic (all of it or none of it
@@ -17,6 +20,9 @@
 
 mod memory;
 mod redb;
+
+#[cfg(test)]
+mod conformance;
 
 pub use self::redb::RedbStore;
 pub use memory::MemoryStore;

@@ -778,3 +778,39 @@ fn remove_session_data(txn: &redb::WriteTransaction, session_id: &str) -> Result
         .map_err(db)?;
     Ok(())
 }
+
+/// What only the redb backend promises; the rest is in the conformance suite.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_of_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agentvm.redb");
+        drop(RedbStore::open(&path).unwrap());
+        {
+            let database = Database::create(&path).unwrap();
+            let txn = database.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", SCHEMA_VERSION + 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let e = RedbStore::open(&path).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Storage);
+        assert!(e.to_string().contains("upgrade agentvm"), "{e}");
+    }
+
+    #[test]
+    fn a_database_open_elsewhere_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/agentvm.redb");
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.path(), path, "the directory is created");
+        let e = RedbStore::open(&path).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Unavailable);
+        assert!(e.to_string().contains("another data dir"), "{e}");
+    }
+}
