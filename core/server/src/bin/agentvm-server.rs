@@ -226,7 +226,7 @@ async fn main() -> ExitCode {
                         ExitCode::FAILURE
                     }
                 },
-                _ = wait_for_signal() => ExitCode::SUCCESS,
+                _ = shutdown_signal() => ExitCode::SUCCESS,
             }
         }
         Command::Token { command, data_dir } => {
@@ -319,26 +319,32 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .listen((host.as_str(), port))
         .await
         .map_err(|e| e.chain())?;
+    // Catch SIGTERM before announcing the address: a script that stops the server as soon as
+    // it reads the line must get a clean shutdown, not the default action of the signal.
+    let shutdown = shutdown_signal();
     // One line on stdout that scripts (and tests) can wait for.
     println!(
         "agentvm-server listening on http://{addr} (WebSocket ws://{addr}/ws, data dir {})",
         data_dir.display()
     );
-    wait_for_signal().await;
+    shutdown.await;
     tracing::info!("shutting down: letting running turns finish");
     server.close().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
+/// Handles SIGTERM and SIGINT from this call on (not from the first poll); the future ends at
+/// the first of them.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let handlers = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    async move {
+        match handlers {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}
@@ -350,8 +356,12 @@ async fn wait_for_signal() {
             }
         }
     }
-    #[cfg(not(unix))]
-    {
+}
+
+/// Ends at the first Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
