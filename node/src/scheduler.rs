@@ -51,7 +51,7 @@ pub(crate) async fn open(vm: &AgentVm, o: SchedulerOptions) -> CoreResult<Native
         ..d
     };
     let scheduler = Scheduler::builder()
-        .store(vm.store().scheduler_store())
+        .store(vm.store().scheduler_store()?)
         .events(std::sync::Arc::new(vm.bus().clone()))
         .config(config)
         .open()

@@ -204,7 +204,7 @@ fn open_future(
         let mut builder = agentvm::Scheduler::builder().config(config);
         if let Some(vm) = runtime {
             builder = builder
-                .store(vm.store().scheduler_store())
+                .store(vm.store().scheduler_store().py()?)
                 .events(std::sync::Arc::new(vm.bus().clone()));
         }
         for n in nodes {

@@ -28,7 +28,7 @@ async fn open(path: &std::path::Path, orphans: OrphanPolicy) -> Scheduler {
     reg.total_cpu_cores = Some(4.0);
     reg.total_memory_mb = Some(8192);
     Scheduler::builder()
-        .store(store.scheduler_store())
+        .store(store.scheduler_store().unwrap())
         .config(SchedulerConfig {
             orphans,
             background: false,

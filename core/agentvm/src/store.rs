@@ -44,8 +44,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn schema_version(&self) -> Result<u64>;
 
     /// The scheduler's tables (runtime nodes, templates, sandboxes, executions) in this same
-    /// backend. Every call returns a handle on the same tables.
-    fn scheduler_store(&self) -> Arc<dyn SchedulerStore>;
+    /// backend. Every call returns a handle on the same tables; the first may create them, so
+    /// a store whose runtime has no scheduler never pays for them.
+    fn scheduler_store(&self) -> Result<Arc<dyn SchedulerStore>>;
 
     // ----- containers -----
 

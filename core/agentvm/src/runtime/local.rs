@@ -147,7 +147,7 @@ impl AgentVmBuilder {
         let scheduler = match self.scheduler {
             Some(builder) => Some(
                 builder
-                    .store(store.scheduler_store())
+                    .store(store.scheduler_store()?)
                     .events(Arc::new(bus.clone()))
                     .open()
                     .await?,

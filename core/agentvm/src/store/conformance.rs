@@ -880,7 +880,7 @@ fn execution(id: &str, sandbox_id: &str, created_at: i64) -> Execution {
 }
 
 pub(super) fn scheduler_instance_is_stable_and_shared(store: &dyn Store) {
-    let first = store.scheduler_store();
+    let first = store.scheduler_store().unwrap();
     let id = first.scheduler_instance().unwrap();
     assert!(id.starts_with("sched"), "{id}");
     assert_eq!(
@@ -888,7 +888,7 @@ pub(super) fn scheduler_instance_is_stable_and_shared(store: &dyn Store) {
         id,
         "stable across calls"
     );
-    let second = store.scheduler_store();
+    let second = store.scheduler_store().unwrap();
     assert_eq!(
         second.scheduler_instance().unwrap(),
         id,
@@ -903,7 +903,7 @@ pub(super) fn scheduler_instance_is_stable_and_shared(store: &dyn Store) {
 }
 
 pub(super) fn scheduler_nodes_put_get_list_delete(store: &dyn Store) {
-    let sched = store.scheduler_store();
+    let sched = store.scheduler_store().unwrap();
     assert!(sched.list_nodes().unwrap().is_empty());
     sched.put_node(&node("n2")).unwrap();
     sched.put_node(&node("n1")).unwrap();
@@ -919,7 +919,7 @@ pub(super) fn scheduler_nodes_put_get_list_delete(store: &dyn Store) {
 }
 
 pub(super) fn scheduler_templates_put_get_list_delete(store: &dyn Store) {
-    let sched = store.scheduler_store();
+    let sched = store.scheduler_store().unwrap();
     assert!(sched.list_templates().unwrap().is_empty());
     sched.put_template(&template("py")).unwrap();
     sched.put_template(&template("node")).unwrap();
@@ -935,7 +935,7 @@ pub(super) fn scheduler_templates_put_get_list_delete(store: &dyn Store) {
 }
 
 pub(super) fn scheduler_delete_sandbox_removes_its_executions(store: &dyn Store) {
-    let sched = store.scheduler_store();
+    let sched = store.scheduler_store().unwrap();
     sched.put_sandbox(&sandbox("sbx_2")).unwrap();
     sched.put_sandbox(&sandbox("sbx_1")).unwrap();
     let mut changed = sandbox("sbx_1");
@@ -968,7 +968,7 @@ pub(super) fn scheduler_delete_sandbox_removes_its_executions(store: &dyn Store)
 }
 
 pub(super) fn scheduler_executions_list_oldest_first_per_sandbox(store: &dyn Store) {
-    let sched = store.scheduler_store();
+    let sched = store.scheduler_store().unwrap();
     sched.put_sandbox(&sandbox("sbx_1")).unwrap();
     for (id, t) in [("exec_c", 1), ("exec_a", 3), ("exec_b", 2), ("exec_0", 2)] {
         sched.put_execution(&execution(id, "sbx_1", t)).unwrap();
@@ -1043,7 +1043,7 @@ pub(super) fn records_survive_reopen<S: Store>(open: impl Fn() -> S) {
 
 pub(super) fn scheduler_tables_survive_reopen<S: Store>(open: impl Fn() -> S) {
     let store = open();
-    let sched = store.scheduler_store();
+    let sched = store.scheduler_store().unwrap();
     let instance = sched.scheduler_instance().unwrap();
     sched.put_node(&node("n1")).unwrap();
     sched.put_template(&template("py")).unwrap();
@@ -1055,7 +1055,7 @@ pub(super) fn scheduler_tables_survive_reopen<S: Store>(open: impl Fn() -> S) {
     drop(store);
 
     let store = open();
-    let sched = store.scheduler_store();
+    let sched = store.scheduler_store().unwrap();
     assert_eq!(sched.scheduler_instance().unwrap(), instance);
     assert_eq!(sched.list_nodes().unwrap(), [node("n1")]);
     assert_eq!(sched.list_templates().unwrap(), [template("py")]);

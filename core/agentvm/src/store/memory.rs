@@ -87,8 +87,8 @@ impl Store for MemoryStore {
         Ok(SCHEMA_VERSION)
     }
 
-    fn scheduler_store(&self) -> Arc<dyn SchedulerStore> {
-        self.scheduler.clone()
+    fn scheduler_store(&self) -> Result<Arc<dyn SchedulerStore>> {
+        Ok(self.scheduler.clone())
     }
 
     // ----- containers -----

@@ -19,7 +19,7 @@ use agentvm_scheduler::{RedbSchedulerStore, SchedulerStore};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 mod tokens;
 
@@ -41,8 +41,9 @@ pub struct RedbStore {
     db: Arc<Database>,
     /// The file, for messages and `Debug`.
     path: PathBuf,
-    /// The scheduler's tables in `db`, opened once so every caller shares them.
-    scheduler: Arc<RedbSchedulerStore>,
+    /// The scheduler's tables in `db`, opened on first use (creating them is a durable write a
+    /// runtime without a scheduler should not pay on every start), then shared.
+    scheduler: OnceLock<Arc<RedbSchedulerStore>>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -93,11 +94,10 @@ impl RedbStore {
             })?;
         let database = Arc::new(database);
         init(&database)?;
-        let scheduler = Arc::new(RedbSchedulerStore::open(database.clone())?);
         Ok(RedbStore {
             db: database,
             path: path.to_path_buf(),
-            scheduler,
+            scheduler: OnceLock::new(),
         })
     }
 
@@ -204,8 +204,12 @@ impl Store for RedbStore {
             .unwrap_or(0))
     }
 
-    fn scheduler_store(&self) -> Arc<dyn SchedulerStore> {
-        self.scheduler.clone()
+    fn scheduler_store(&self) -> Result<Arc<dyn SchedulerStore>> {
+        if let Some(scheduler) = self.scheduler.get() {
+            return Ok(scheduler.clone());
+        }
+        let opened = Arc::new(RedbSchedulerStore::open(self.db.clone())?);
+        Ok(self.scheduler.get_or_init(|| opened).clone())
     }
 
     // ----- containers -----
