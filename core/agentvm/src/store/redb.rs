@@ -21,6 +21,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+mod file;
 mod tokens;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
@@ -68,30 +69,12 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 }
 
 impl RedbStore {
-    /// Opens (or creates) the database file at `path`, creating its directory. Refuses a file
-    /// written by a newer schema, and a file another process has open (`Unavailable`).
+    /// Opens (or creates) the database file at `path`, creating its directory. A new file is
+    /// created whole or not at all. Refuses a file written by a newer schema, and a file another
+    /// process has open (`Unavailable`).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    Error::storage(format!("creating data directory {}", dir.display()), e)
-                })?;
-            }
-        }
-        let database = Database::builder()
-            .set_cache_size(64 * 1024 * 1024)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => Error::Unavailable {
-                    message: format!(
-                        "the database {} is open in another agentvm process; use another data dir",
-                        path.display()
-                    ),
-                    source: Some(Box::new(e)),
-                },
-                other => Error::storage(format!("opening {}", path.display()), other),
-            })?;
+        let database = file::open(path)?;
         let database = Arc::new(database);
         init(&database)?;
         Ok(RedbStore {
@@ -805,6 +788,39 @@ mod tests {
         let e = RedbStore::open(&path).unwrap_err();
         assert_eq!(e.kind(), crate::ErrorKind::Storage);
         assert!(e.to_string().contains("upgrade agentvm"), "{e}");
+    }
+
+    #[test]
+    fn first_opens_racing_to_create_the_file_agree_on_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agentvm.redb");
+        let results: Vec<Result<RedbStore>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| RedbStore::open(&path)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut opened = 0;
+        for result in results {
+            match result {
+                Ok(store) => {
+                    opened += 1;
+                    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+                }
+                Err(e) => assert_eq!(e.kind(), crate::ErrorKind::Unavailable, "{e}"),
+            }
+        }
+        assert!(opened >= 1);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "agentvm.redb")
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "temporary files are removed: {leftovers:?}"
+        );
+        RedbStore::open(&path).unwrap();
     }
 
     #[test]
