@@ -226,9 +226,9 @@ export declare class AgentVm {
   on(type: string, handler: (event: AgentEvent) => void, options?: EventsOptions): () => void
   /** Serves this runtime (in-process only); the server keeps Node running until closed. */
   serve(options?: ServeOptions & { scheduler?: Scheduler }): Promise<Server>
-  /** Opens the Docker sandbox scheduler on this runtime's repository and bus (in-process only). */
+  /** Opens the Docker sandbox scheduler on this runtime's store and bus (in-process only). */
   scheduler(options?: SchedulerOptions): Promise<Scheduler>
-  /** Ends streams and listeners, closes servers, stops agents, releases the repository. */
+  /** Ends streams and listeners, closes servers, stops agents, releases the store. */
   close(): Promise<void>
   [Symbol.asyncDispose](): Promise<void>
 }

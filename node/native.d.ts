@@ -4,7 +4,7 @@
 /** Options of `open()`. */
 export interface OpenOptions {
   /**
-   * Where the repository (`agentvm.redb`) and workdirs live. Without it everything is kept
+   * Where the store (`agentvm.redb`) and workdirs live. Without it everything is kept
    * in memory and lost on close.
    */
   dataDir?: string
@@ -77,18 +77,18 @@ export declare class NativeRuntime {
    */
    serve(options?: ServeOptions | undefined | null, scheduler?: NativeScheduler | undefined | null): Promise<NativeServer>
   /**
-   * Opens the Docker sandbox scheduler on this runtime's repository and bus (its events
+   * Opens the Docker sandbox scheduler on this runtime's store and bus (its events
    * arrive on `events()`/`on()`). In-process runtimes only.
    */
    scheduler(options?: SchedulerOptions | undefined | null): Promise<NativeScheduler>
   /**
    * Creates an access token for `serve()` clients, scoped to `containerIds` (all when
-   * unset). The token is returned once; the repository keeps only its hash.
+   * unset). The token is returned once; the store keeps only its hash.
    */
    createToken(containerIds?: Array<string> | undefined | null): Promise<string>
   /**
    * Ends every stream and listener, closes servers started by `serve()`, stops every agent
-   * (partial replies are stored), writes the replay log out and releases the repository.
+   * (partial replies are stored), writes the replay log out and releases the store.
    * Calls after it fail with code `Unavailable`. Closing twice is a no-op.
    */
    close(): Promise<undefined>

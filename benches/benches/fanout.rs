@@ -10,12 +10,12 @@
 //! - `fanout/try_recv`: one thread publishes the burst and drains every queue with
 //!   `try_recv()`: the bus's own cost without task wake-ups.
 //!
-//! `memory` is `Bus::in_memory`; `repo` is the bus `AgentVm` runs, with a file-backed
-//! repository whose replay log is written in the background while the bench runs.
+//! `memory` is `Bus::in_memory`; `redb` is the bus `AgentVm` runs on a data dir, with a
+//! [`RedbStore`] whose replay log is written in the background while the bench runs.
 //!
 //! Target: >= 1M delivered events/s at 10 subscribers.
 
-use agentvm::{Bus, BusConfig, BusItem, Event, EventFilter, Repository, Subscription};
+use agentvm::{Bus, BusConfig, BusItem, Event, EventFilter, RedbStore, Subscription};
 use agentvm_benches::{text_delta, tokio_runtime, DATABASE_FILE};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
@@ -32,19 +32,19 @@ const SESSION: &str = "sess_bench";
 #[derive(Clone, Copy)]
 enum BusKind {
     Memory,
-    Repo,
+    Redb,
 }
 
 impl BusKind {
     fn name(self) -> &'static str {
         match self {
             BusKind::Memory => "memory",
-            BusKind::Repo => "repo",
+            BusKind::Redb => "redb",
         }
     }
 }
 
-/// A bus of `kind` (and the temp dir holding its repository). Subscriber queues hold one burst.
+/// A bus of `kind` (and the temp dir holding its store). Subscriber queues hold one burst.
 fn new_bus(kind: BusKind, rt: &tokio::runtime::Runtime) -> (Bus, Option<tempfile::TempDir>) {
     let config = BusConfig {
         subscriber_queue: BURST,
@@ -52,13 +52,12 @@ fn new_bus(kind: BusKind, rt: &tokio::runtime::Runtime) -> (Bus, Option<tempfile
     };
     match kind {
         BusKind::Memory => (Bus::in_memory(config), None),
-        BusKind::Repo => {
+        BusKind::Redb => {
             let dir = tempfile::tempdir().expect("creating a temp dir");
-            let repo =
-                Repository::open(dir.path().join(DATABASE_FILE)).expect("opening the repository");
+            let store = RedbStore::open(dir.path().join(DATABASE_FILE)).expect("opening the store");
             // Bus::new starts the replay-log persister on the runtime.
             let _guard = rt.enter();
-            let bus = Bus::new(config, Some(Arc::new(repo))).expect("creating the bus");
+            let bus = Bus::new(config, Some(Arc::new(store))).expect("creating the bus");
             (bus, Some(dir))
         }
     }
@@ -169,10 +168,10 @@ fn run_try_recv(bus: &Bus, subs: &mut [Subscription], iters: u64) -> Duration {
 
 /// Waits for the replay log to catch up and says how many events could not be queued for it.
 fn finish_bus(kind: BusKind, subscribers: usize, bus: &Bus, rt: &tokio::runtime::Runtime) {
-    if let BusKind::Repo = kind {
+    if let BusKind::Redb = kind {
         rt.block_on(bus.flush());
         println!(
-            "  repo bus, {subscribers} subscribers: {} events not queued for the replay log",
+            "  redb bus, {subscribers} subscribers: {} events not queued for the replay log",
             bus.dropped_persists()
         );
     }
@@ -183,7 +182,7 @@ fn fanout(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("fanout/tasks");
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
-    for kind in [BusKind::Memory, BusKind::Repo] {
+    for kind in [BusKind::Memory, BusKind::Redb] {
         for subscribers in SUBSCRIBERS {
             let (bus, _dir) = new_bus(kind, &rt);
             group.throughput(Throughput::Elements((BURST * subscribers) as u64));
@@ -197,7 +196,7 @@ fn fanout(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("fanout/try_recv");
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
-    for kind in [BusKind::Memory, BusKind::Repo] {
+    for kind in [BusKind::Memory, BusKind::Redb] {
         for subscribers in SUBSCRIBERS {
             let (bus, _dir) = new_bus(kind, &rt);
             let mut subs: Vec<Subscription> = (0..subscribers).map(|_| subscribe(&bus)).collect();

@@ -1,6 +1,6 @@
 //! In-process request round trip: `image_get_request` through `Runtime::request` on an
 //! [`AgentVm`], the path every embedder call and every Channel request takes (dispatch, scope
-//! check, one repository read, the response record).
+//! check, one store read, the response record).
 //!
 //! Target: median <= 5 µs, in memory and file-backed.
 

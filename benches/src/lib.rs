@@ -14,7 +14,7 @@ use agentvm::{
 use std::path::Path;
 use std::sync::Arc;
 
-/// The file name the runtime uses for its repository inside a data dir.
+/// The file name the runtime uses for its store inside a data dir.
 pub const DATABASE_FILE: &str = "agentvm.redb";
 
 /// The container id bench fixtures use.

@@ -17,7 +17,7 @@ use std::time::Duration;
 #[napi(object)]
 #[derive(Default)]
 pub struct OpenOptions {
-    /// Where the repository (`agentvm.redb`) and workdirs live. Without it everything is kept
+    /// Where the store (`agentvm.redb`) and workdirs live. Without it everything is kept
     /// in memory and lost on close.
     pub data_dir: Option<String>,
     /// The LLM driver: `"mock"` (or `"mock:<scenario>"`: `multi-delta`, `long-stream`,
@@ -253,7 +253,7 @@ impl NativeRuntime {
         })
     }
 
-    /// Opens the Docker sandbox scheduler on this runtime's repository and bus (its events
+    /// Opens the Docker sandbox scheduler on this runtime's store and bus (its events
     /// arrive on `events()`/`on()`). In-process runtimes only.
     #[napi]
     pub fn scheduler<'env>(
@@ -269,7 +269,7 @@ impl NativeRuntime {
     }
 
     /// Creates an access token for `serve()` clients, scoped to `containerIds` (all when
-    /// unset). The token is returned once; the repository keeps only its hash.
+    /// unset). The token is returned once; the store keeps only its hash.
     #[napi]
     pub fn create_token<'env>(
         &self,
@@ -279,9 +279,9 @@ impl NativeRuntime {
         let shared = self.shared.clone();
         spawn(env, async move {
             let vm = shared.local("createToken()")?;
-            let repo = vm.repository().clone();
+            let store = vm.store().clone();
             let (token, _) = tokio::task::spawn_blocking(move || {
-                agentvm::auth::create_token(&repo, container_ids)
+                agentvm::auth::create_token(&*store, container_ids)
             })
             .await
             .map_err(|e| agentvm::Error::Internal(format!("creating a token: {e}")))??;
@@ -290,7 +290,7 @@ impl NativeRuntime {
     }
 
     /// Ends every stream and listener, closes servers started by `serve()`, stops every agent
-    /// (partial replies are stored), writes the replay log out and releases the repository.
+    /// (partial replies are stored), writes the replay log out and releases the store.
     /// Calls after it fail with code `Unavailable`. Closing twice is a no-op.
     #[napi]
     pub fn close<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {

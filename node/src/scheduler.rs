@@ -37,7 +37,7 @@ pub struct SchedulerOptions {
     pub background: Option<bool>,
 }
 
-/// Opens a scheduler on the runtime's repository and bus.
+/// Opens a scheduler on the runtime's store and bus.
 pub(crate) async fn open(vm: &AgentVm, o: SchedulerOptions) -> CoreResult<NativeScheduler> {
     let ms = |v: Option<u32>, d: Duration| v.map(|m| Duration::from_millis(m.into())).unwrap_or(d);
     let d = SchedulerConfig::default();
@@ -51,7 +51,7 @@ pub(crate) async fn open(vm: &AgentVm, o: SchedulerOptions) -> CoreResult<Native
         ..d
     };
     let scheduler = Scheduler::builder()
-        .store(std::sync::Arc::new(vm.repository().scheduler_store()?))
+        .store(vm.store().scheduler_store()?)
         .events(std::sync::Arc::new(vm.bus().clone()))
         .config(config)
         .open()

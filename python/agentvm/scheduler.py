@@ -62,7 +62,7 @@ class Scheduler:
         config: Optional[dict[str, Any]] = None,
     ) -> "Scheduler":
         """Opens a scheduler. ``runtime`` (a local :class:`agentvm.AgentVm`) shares its
-        repository and event bus; ``nodes`` registers Docker nodes
+        store and event bus; ``nodes`` registers Docker nodes
         (``[{"node_id": "local", "api_endpoint": "unix:///var/run/docker.sock"}]``);
         ``config`` tunes it (durations in seconds: ``heartbeat_interval``, ``offline_after``,
         ``sweep_interval``, ``default_exec_timeout``, ...)."""

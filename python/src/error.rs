@@ -45,7 +45,7 @@ create_exception!(
     agentvm._native,
     StorageError,
     AgentVmError,
-    "The repository failed to read or write."
+    "The store failed to read or write."
 );
 create_exception!(
     agentvm._native,

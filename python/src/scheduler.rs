@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
-/// The scheduler. Share a runtime's repository and bus with `Scheduler.open(runtime=vm)`.
+/// The scheduler. Share a runtime's store and bus with `Scheduler.open(runtime=vm)`.
 #[pyclass(module = "agentvm._native", frozen)]
 pub struct Scheduler {
     /// Cheap to clone into every future.
@@ -204,7 +204,7 @@ fn open_future(
         let mut builder = agentvm::Scheduler::builder().config(config);
         if let Some(vm) = runtime {
             builder = builder
-                .store(std::sync::Arc::new(vm.repository().scheduler_store().py()?))
+                .store(vm.store().scheduler_store().py()?)
                 .events(std::sync::Arc::new(vm.bus().clone()));
         }
         for n in nodes {
@@ -222,7 +222,7 @@ fn runtime_of(
     runtime.map(|r| r.get().local("a scheduler")).transpose()
 }
 
-/// Opens a scheduler: `runtime` shares a local runtime's repository and events (else in
+/// Opens a scheduler: `runtime` shares a local runtime's store and events (else in
 /// memory), `nodes` registers nodes (`[{"node_id", "api_endpoint", ...}]`), `config` tunes it
 /// (durations in seconds).
 #[pyfunction]

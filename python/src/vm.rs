@@ -196,7 +196,7 @@ impl Runtime {
     #[pyo3(signature = (containers=None))]
     fn create_token(&self, py: Python<'_>, containers: Option<Vec<String>>) -> PyResult<String> {
         let vm = self.local("create_token")?;
-        py.detach(|| agentvm::auth::create_token(vm.repository(), containers))
+        py.detach(|| agentvm::auth::create_token(&**vm.store(), containers))
             .py()
             .map(|(token, _)| token)
     }

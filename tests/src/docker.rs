@@ -69,7 +69,7 @@ pub fn fast_config() -> SchedulerConfig {
     }
 }
 
-/// A scheduler (in-memory repository) with the local daemon as node `local`.
+/// A scheduler (in-memory store) with the local daemon as node `local`.
 pub async fn local_scheduler(config: SchedulerConfig) -> Scheduler {
     let s = Scheduler::builder()
         .config(config)

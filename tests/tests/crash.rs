@@ -2,7 +2,7 @@
 //! many rounds. Reopening always succeeds and every message whose append had returned is
 //! present, exactly once, in order.
 
-use agentvm::Repository;
+use agentvm::{RedbStore, Store};
 use rand::Rng;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -51,9 +51,9 @@ fn sigkill_never_loses_an_acknowledged_message() {
         acknowledged.extend(acks);
 
         // Reopen after every kill: must succeed and hold every acknowledged message once.
-        let repo = Repository::open(&db)
+        let store = RedbStore::open(&db)
             .unwrap_or_else(|e| panic!("round {round}: reopening failed: {}", e.chain()));
-        let stored: Vec<String> = repo
+        let stored: Vec<String> = store
             .list_messages("sess_crash")
             .unwrap()
             .into_iter()
@@ -82,7 +82,7 @@ fn sigkill_never_loses_an_acknowledged_message() {
             }
             last = Some(key);
         }
-        drop(repo);
+        drop(store);
     }
     assert!(
         acknowledged.len() > 100,

@@ -160,11 +160,7 @@ async fn deleting_a_container_cascades_and_leaves_others_alone() {
     assert!(vm.containers().delete("a").await.unwrap());
     assert!(vm.images().get(&a.image_id).await.unwrap().is_none());
     assert!(vm.sessions().get(&a.session_id).await.unwrap().is_none());
-    assert!(vm
-        .repository()
-        .list_messages(&a.session_id)
-        .unwrap()
-        .is_empty());
+    assert!(vm.store().list_messages(&a.session_id).unwrap().is_empty());
     assert!(vm.agents().list(Some("a")).await.unwrap().is_empty());
     assert!(!dir.path().join("containers/a").exists());
     assert!(vm.images().get(&b.image_id).await.unwrap().is_some());
@@ -202,7 +198,7 @@ async fn deleting_an_image_stops_its_agent_and_removes_sessions_messages_and_wor
         .unwrap()
         .is_none());
     assert!(vm
-        .repository()
+        .store()
         .list_messages(&img.session_id)
         .unwrap()
         .is_empty());

@@ -359,7 +359,7 @@ async fn the_tool_loop_writes_a_file_reads_it_with_bash_and_answers() {
         Some(Content::Text("The file says: héllo from the agent".into()))
     );
 
-    // After a restart the history is rebuilt from the repository into the same conversation.
+    // After a restart the history is rebuilt from the store into the same conversation.
     vm.close().await;
     drop((sub, vm));
     let vm = AgentVm::builder()

@@ -634,11 +634,9 @@ async fn a_container_token_uses_its_own_sandboxes_only() {
         return;
     }
     let s = Served::start(AuthMode::Required, true).await;
-    let (operator, _) = auth::create_token(s.vm.repository(), None).unwrap();
-    let (tenant_a, _) =
-        auth::create_token(s.vm.repository(), Some(vec!["tenant-a".into()])).unwrap();
-    let (tenant_b, _) =
-        auth::create_token(s.vm.repository(), Some(vec!["tenant-b".into()])).unwrap();
+    let (operator, _) = auth::create_token(&**s.vm.store(), None).unwrap();
+    let (tenant_a, _) = auth::create_token(&**s.vm.store(), Some(vec!["tenant-a".into()])).unwrap();
+    let (tenant_b, _) = auth::create_token(&**s.vm.store(), Some(vec!["tenant-b".into()])).unwrap();
     let mut op = s.client(Some(&operator)).await;
     let mut a = s.client(Some(&tenant_a)).await;
     let mut b = s.client(Some(&tenant_b)).await;
@@ -779,7 +777,7 @@ async fn tokens_are_created_listed_and_revoked_over_the_websocket() {
         MockDriver::default(),
     )
     .await;
-    let (operator, operator_rec) = auth::create_token(s.vm.repository(), None).unwrap();
+    let (operator, operator_rec) = auth::create_token(&**s.vm.store(), None).unwrap();
     let mut op = WsClient::try_connect(&s.ws_url(), Some(&operator))
         .await
         .unwrap();

@@ -144,9 +144,7 @@ async fn a_daemon_that_does_not_answer_is_unavailable_and_chats_go_on() {
     }
     let vm = agentvm_e2e::mock_vm().await;
     let s = Scheduler::builder()
-        .store(std::sync::Arc::new(
-            vm.repository().scheduler_store().unwrap(),
-        ))
+        .store(vm.store().scheduler_store().unwrap())
         .events(std::sync::Arc::new(vm.bus().clone()))
         .config(fast_config())
         .open()

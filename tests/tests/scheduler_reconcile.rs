@@ -1,23 +1,22 @@
 //! Reconciliation: the scheduler is dropped without cleanup (as if killed), a new one opens the
-//! same repository file, and every surviving container is adopted or removed as configured;
+//! same store file, and every surviving container is adopted or removed as configured;
 //! none is leaked.
 
 use agentvm::scheduler::{
     ExecRequest, NodeRegistration, OrphanPolicy, SandboxRequest, SandboxStatus, Scheduler,
     TerminationReason,
 };
-use agentvm::{Repository, SchedulerConfig};
+use agentvm::{RedbStore, SchedulerConfig, Store};
 use agentvm_e2e::docker::*;
 use bollard::models::ContainerCreateBody;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 async fn open(path: &std::path::Path, orphans: OrphanPolicy) -> Scheduler {
     // A pool refill started by the previous scheduler may still hold the file for a moment.
     let start = std::time::Instant::now();
-    let repo = loop {
-        match Repository::open(path) {
-            Ok(r) => break Arc::new(r),
+    let store = loop {
+        match RedbStore::open(path) {
+            Ok(s) => break s,
             Err(e) if start.elapsed() < std::time::Duration::from_secs(20) => {
                 assert_eq!(e.kind(), agentvm::ErrorKind::Unavailable, "{e}");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -29,7 +28,7 @@ async fn open(path: &std::path::Path, orphans: OrphanPolicy) -> Scheduler {
     reg.total_cpu_cores = Some(4.0);
     reg.total_memory_mb = Some(8192);
     Scheduler::builder()
-        .store(std::sync::Arc::new(repo.scheduler_store().unwrap()))
+        .store(store.scheduler_store().unwrap())
         .config(SchedulerConfig {
             orphans,
             background: false,
@@ -106,7 +105,7 @@ async fn survivors_are_adopted_and_strays_removed() {
     assert_eq!(
         s.instance(),
         instance,
-        "the instance id is kept in the repository"
+        "the instance id is kept in the store"
     );
     let report = s.reconcile().await.unwrap();
     assert!(

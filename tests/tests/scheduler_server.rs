@@ -31,8 +31,8 @@ async fn scheduler_routes_are_operator_only_and_counted_in_metrics() {
     );
     let addr = server.listen("127.0.0.1:0").await.unwrap();
     let base = format!("http://{addr}");
-    let (tenant, _) = agentvm::auth::create_token(vm.repository(), Some(vec!["a".into()])).unwrap();
-    let (admin, _) = agentvm::auth::create_token(vm.repository(), None).unwrap();
+    let (tenant, _) = agentvm::auth::create_token(&**vm.store(), Some(vec!["a".into()])).unwrap();
+    let (admin, _) = agentvm::auth::create_token(&**vm.store(), None).unwrap();
     let c = reqwest::Client::new();
 
     // No token, and a tenant's token, are refused.

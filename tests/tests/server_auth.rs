@@ -20,7 +20,7 @@ async fn auth_server() -> TestServer {
 
 fn token(s: &TestServer, containers: Option<Vec<&str>>) -> (String, String) {
     let (t, rec) = agentvm::auth::create_token(
-        s.vm.repository(),
+        &**s.vm.store(),
         containers.map(|c| c.into_iter().map(String::from).collect()),
     )
     .unwrap();
@@ -76,7 +76,7 @@ async fn missing_wrong_and_revoked_tokens_are_refused() {
     assert!(r["data"]["error"].is_null());
 
     // Revoked: refused at the next connection.
-    assert!(s.vm.repository().revoke_token(&id, 1).unwrap());
+    assert!(s.vm.store().revoke_token(&id, 1).unwrap());
     let e = WsClient::try_connect(&s.ws_url(), Some(&t))
         .await
         .err()

@@ -796,7 +796,7 @@ async fn connection_hooks_see_requests_and_events_and_can_veto() {
         "unauthorized: deleting containers is disabled here"
     );
     assert!(
-        s.vm.repository().get_container("c").unwrap().is_some(),
+        s.vm.store().get_container("c").unwrap().is_some(),
         "vetoed: nothing deleted"
     );
     c.close().await;

@@ -1,12 +1,12 @@
 //! Access tokens: creation, verification and their scopes (PROTOCOL.md §1).
 //!
-//! A token is shown once, at creation; the repository keeps only its SHA-256. A token is
+//! A token is shown once, at creation; the store keeps only its SHA-256. A token is
 //! scoped to a set of containers or to all.
 
 use crate::error::{Error, Result};
 use crate::model::{new_id, now_ms};
-use crate::repository::{Repository, TokenRecord};
 use crate::runtime::Scope;
+use crate::store::{Store, TokenRecord};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
@@ -24,7 +24,7 @@ pub fn hash_token(token: &str) -> String {
 
 /// Creates a token for `containers` (`None`: all). Returns the token (shown once) and its record.
 pub fn create_token(
-    repo: &Repository,
+    store: &dyn Store,
     containers: Option<Vec<String>>,
 ) -> Result<(String, TokenRecord)> {
     if let Some(list) = &containers {
@@ -49,14 +49,14 @@ pub fn create_token(
         created_at: now_ms(),
         revoked_at: None,
     };
-    repo.put_token(&record)?;
+    store.put_token(&record)?;
     Ok((token, record))
 }
 
 /// Checks a presented token and returns its scope. Unknown and revoked tokens are refused
 /// with `Unauthorized` and a message saying which.
-pub fn verify_token(repo: &Repository, token: &str) -> Result<(TokenRecord, Scope)> {
-    let record = repo
+pub fn verify_token(store: &dyn Store, token: &str) -> Result<(TokenRecord, Scope)> {
+    let record = store
         .token_by_hash(&hash_token(token))?
         .ok_or_else(|| Error::Unauthorized("invalid token".into()))?;
     if record.revoked_at.is_some() {
@@ -78,20 +78,20 @@ mod tests {
 
     #[test]
     fn tokens_verify_until_revoked() {
-        let repo = Repository::in_memory().unwrap();
-        let (token, record) = create_token(&repo, Some(vec!["a".into()])).unwrap();
+        let store = crate::store::MemoryStore::new();
+        let (token, record) = create_token(&store, Some(vec!["a".into()])).unwrap();
         assert!(token.starts_with("avm_"));
         assert_ne!(record.hash, token);
-        let (_, scope) = verify_token(&repo, &token).unwrap();
+        let (_, scope) = verify_token(&store, &token).unwrap();
         assert!(scope.allows("a") && !scope.allows("b"));
         assert_eq!(
-            verify_token(&repo, "avm_nope").unwrap_err().to_string(),
+            verify_token(&store, "avm_nope").unwrap_err().to_string(),
             "unauthorized: invalid token"
         );
-        assert!(repo.revoke_token(&record.id, 1).unwrap());
-        let e = verify_token(&repo, &token).unwrap_err();
+        assert!(store.revoke_token(&record.id, 1).unwrap());
+        let e = verify_token(&store, &token).unwrap_err();
         assert!(e.to_string().contains("revoked"), "{e}");
-        assert!(!repo.revoke_token("tok_unknown", 1).unwrap());
-        assert_eq!(repo.list_tokens().unwrap().len(), 1);
+        assert!(!store.revoke_token("tok_unknown", 1).unwrap());
+        assert_eq!(store.list_tokens().unwrap().len(), 1);
     }
 }

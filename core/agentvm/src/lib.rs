@@ -1,8 +1,8 @@
 //! agentvm: an embeddable AI-agent runtime.
 //!
 //! One core holds the agent model (definitions built into images, containers as per-tenant
-//! isolation units, sessions and running agents that stream LLM replies), a redb repository
-//! that keeps everything a caller saw succeed, and the event bus behind the AgentX-compatible
+//! isolation units, sessions and running agents that stream LLM replies), a [`Store`] that
+//! keeps everything a caller saw succeed (a redb file, or memory), and the event bus behind the AgentX-compatible
 //! Channel protocol.
 //!
 //! Every operation is a [`Command`] sent through [`Runtime::request`]; everything that happens
@@ -33,8 +33,8 @@ pub mod auth;
 pub mod channel;
 pub mod config;
 pub mod llm;
-pub mod repository;
 pub mod runtime;
+pub mod store;
 pub mod toolhost;
 
 /// The agent model and the wire types (the `agentvm-model` crate).
@@ -53,10 +53,10 @@ pub use llm::{
     MockScenario, OpenAiDriver, Provider, RetryPolicy,
 };
 pub use model::*;
-pub use repository::Repository;
 pub use runtime::{
     Agent, AgentVm, AgentVmBuilder, Bus, BusConfig, BusItem, ContainerManager, EventFilter,
     Published, Runtime, RuntimeExt, Scope, ScopedRuntime, Subscription,
 };
 pub use scheduler::{Scheduler, SchedulerConfig};
+pub use store::{MemoryStore, RedbStore, Store};
 pub use toolhost::{BuiltinTools, LocalToolHost, ToolHost, ToolLimits};

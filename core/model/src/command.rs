@@ -297,7 +297,7 @@ pub struct ContainerGetResponse {
     /// The container, when it exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
-    /// Whether it exists (in the repository).
+    /// Whether it exists (in the store).
     pub exists: bool,
     /// Its sandbox template, when it has one (agentvm extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -18,7 +18,7 @@ pub enum ErrorKind {
     Conflict,
     /// A dependency (LLM provider, Docker, the remote server) cannot be reached right now.
     Unavailable,
-    /// The repository failed to read or write.
+    /// The store failed to read or write.
     Storage,
     /// A peer spoke the wire protocol wrongly.
     Protocol,
@@ -105,7 +105,7 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
-    /// The repository failed.
+    /// The store failed.
     #[error("storage error: {message}")]
     Storage {
         /// What was being done.

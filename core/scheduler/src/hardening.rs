@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 /// Label keys on every sandbox container.
 pub(crate) mod labels {
-    /// The scheduler (repository) that owns the container.
+    /// The scheduler (store) that owns the container.
     pub(crate) const INSTANCE: &str = "agentvm.instance";
     /// The sandbox id.
     pub(crate) const SANDBOX: &str = "agentvm.sandbox";

@@ -174,7 +174,7 @@ pub(crate) struct Inner {
     pub events: Option<Arc<dyn EventSink>>,
     /// Tuning.
     pub config: SchedulerConfig,
-    /// This repository's scheduler id: the `agentvm.instance` label of its containers.
+    /// This store's scheduler id: the `agentvm.instance` label of its containers.
     pub instance: String,
     /// Runtime nodes with their load, Docker clients and admission gates.
     pub nodes: Mutex<Registry>,
@@ -338,7 +338,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs a repository call on the blocking pool.
+/// Runs a store call on the blocking pool.
 pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
 where
     F: FnOnce() -> Result<T> + Send + 'static,
@@ -346,7 +346,7 @@ where
 {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Internal(format!("a repository task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("a store task failed: {e}")))?
 }
 
 impl Scheduler {

@@ -4,7 +4,9 @@
 //! trait and [`EventSink`](crate::EventSink). Every write is durable before it returns, so a
 //! sandbox the caller saw created is found again by reconciliation after a crash. Backends:
 //! [`RedbSchedulerStore`] (the embedded default, in the runtime's database file) and
-//! [`MemorySchedulerStore`]; `tests/store_conformance.rs` runs one suite against each.
+//! [`MemorySchedulerStore`]. The runtime's store conformance suite
+//! (`agentvm`'s `store/conformance.rs`) runs the same checks on both, through
+//! `Store::scheduler_store()`.
 
 mod memory;
 mod redb;

@@ -215,7 +215,7 @@ async fn await_auth(
             return None;
         }
     };
-    match crate::auth::verify_token(state.vm.repository(), &token) {
+    match crate::auth::verify_token(&**state.vm.store(), &token) {
         Ok((record, scope)) => Some((scope, Some(record.id))),
         Err(e) => {
             let _ = socket

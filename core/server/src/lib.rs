@@ -188,7 +188,7 @@ impl ServerState {
     pub(crate) fn authorize(&self, token: Option<&str>) -> Result<(Scope, Option<String>)> {
         match token {
             Some(t) => {
-                let (record, scope) = crate::auth::verify_token(self.vm.repository(), t)?;
+                let (record, scope) = crate::auth::verify_token(&**self.vm.store(), t)?;
                 Ok((scope, Some(record.id)))
             }
             None if self.require_auth.load(Ordering::Relaxed) => Err(Error::Unauthorized(

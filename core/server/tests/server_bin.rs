@@ -171,8 +171,8 @@ async fn a_short_grace_interrupts_the_turn_and_keeps_the_partial_reply() {
     sigterm(&server.child);
     assert!(wait_exit(&mut server.child, Duration::from_secs(10)).success());
     drop(rt);
-    let repo = agentvm::Repository::open(dir.path().join("agentvm.redb")).unwrap();
-    let history = repo.list_messages(&image.session_id).unwrap();
+    let store = agentvm::RedbStore::open(dir.path().join("agentvm.redb")).unwrap();
+    let history = agentvm::Store::list_messages(&store, &image.session_id).unwrap();
     assert_eq!(history.len(), 2);
     let text = history[1].content.as_ref().unwrap().text();
     assert!(text.starts_with("slow0 slow1 slow2 "), "{text}");

@@ -3,7 +3,7 @@
 //!
 //! Usage: `append-child <db-path> <round>`
 
-use agentvm::{Definition, ImageRecord, Message, Repository, SessionRecord};
+use agentvm::{Definition, ImageRecord, Message, RedbStore, SessionRecord, Store};
 use std::io::Write;
 
 fn main() {
@@ -12,14 +12,14 @@ fn main() {
         eprintln!("usage: append-child <db-path> <round>");
         std::process::exit(2);
     };
-    let repo = match Repository::open(&path) {
+    let store = match RedbStore::open(&path) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("open failed: {}", e.chain());
             std::process::exit(1);
         }
     };
-    if repo.get_session("sess_crash").ok().flatten().is_none() {
+    if store.get_session("sess_crash").ok().flatten().is_none() {
         let image = ImageRecord {
             image_id: "img_crash".into(),
             container_id: "crash".into(),
@@ -39,7 +39,7 @@ fn main() {
             created_at: 0,
             updated_at: 0,
         };
-        if let Err(e) = repo.create_image(&image, &session) {
+        if let Err(e) = store.create_image(&image, &session) {
             eprintln!("setup failed: {}", e.chain());
             std::process::exit(1);
         }
@@ -50,7 +50,7 @@ fn main() {
         // Bodies of varying size, so commits span different numbers of pages.
         let body = "x".repeat((i * 37) % 5000);
         let message = Message::user(id.clone(), body.into(), i as i64);
-        if let Err(e) = repo.append_message("sess_crash", &message) {
+        if let Err(e) = store.append_message("sess_crash", &message) {
             eprintln!("append failed: {}", e.chain());
             std::process::exit(1);
         }

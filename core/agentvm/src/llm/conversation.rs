@@ -1,6 +1,6 @@
 //! Stored history to a valid provider conversation, in one provider-neutral pass.
 //!
-//! The repository keeps every message as it happened: user messages, assistant text, each tool
+//! The store keeps every message as it happened: user messages, assistant text, each tool
 //! call and each tool result as its own message, errors, partial replies cut by an interrupt,
 //! tool calls whose results never came (a crash between the two). Providers accept much less:
 //! strictly alternating roles starting with the user, and every tool call answered by its result

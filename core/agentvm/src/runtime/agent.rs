@@ -18,9 +18,9 @@ use crate::llm::{LlmDriver, LlmRequest};
 use crate::model::{
     new_id, now_ms, Content, Event, EventContext, EventPayload, ImageRecord, Message, ToolCall,
 };
-use crate::repository::Repository;
 use crate::runtime::bus::{Bus, EventFilter, Subscription};
 use crate::runtime::tools::{ToolContext, ToolRunner};
+use crate::store::Store;
 use futures::StreamExt;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,7 +32,7 @@ mod turn;
 
 /// What every agent of a runtime shares.
 pub(crate) struct AgentEnv {
-    pub repo: Arc<Repository>,
+    pub store: Arc<dyn Store>,
     pub bus: Bus,
     pub driver: Arc<dyn LlmDriver>,
     pub tools: Arc<dyn ToolRunner>,
@@ -170,9 +170,9 @@ impl Agent {
             ))
         })?;
         let message = Message::user(new_id("msg"), content, now_ms());
-        let repo = self.env.repo.clone();
+        let store = self.env.store.clone();
         let (session, m) = (self.session_id.clone(), message.clone());
-        tokio::task::spawn_blocking(move || repo.append_message(&session, &m))
+        tokio::task::spawn_blocking(move || store.append_message(&session, &m))
             .await
             .map_err(|e| Error::Internal(format!("storing a message: {e}")))??;
         self.pending.fetch_add(1, Ordering::AcqRel);
@@ -294,10 +294,10 @@ impl Actor {
     /// Stores a message, then keeps it in the history. A failed store is logged: the session
     /// was deleted under the agent, and nothing can be kept.
     async fn store(&mut self, message: Message) -> bool {
-        let repo = self.env.repo.clone();
+        let store = self.env.store.clone();
         let session = self.ids.session.clone();
         let m = message.clone();
-        let stored = tokio::task::spawn_blocking(move || repo.append_message(&session, &m)).await;
+        let stored = tokio::task::spawn_blocking(move || store.append_message(&session, &m)).await;
         let ok = match stored {
             Ok(Ok(_)) => true,
             Ok(Err(e)) => {

@@ -7,11 +7,11 @@
 //! - Every session event gets a cursor, unique across the process and increasing across
 //!   restarts (seeded from the clock and the persisted log).
 //! - Replay: a per-topic ring in memory for recent events, and the persisted log in the
-//!   repository for older ones, written in batches by a background task. A ring only drops
+//!   store for older ones, written in batches by a background task. A ring only drops
 //!   events already persisted, so a replay has no gaps and no duplicates.
 
 use crate::model::Event;
-use crate::repository::{ReplayEntry, Repository};
+use crate::store::{ReplayEntry, Store};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -247,7 +247,8 @@ struct BusInner {
     /// Subscribers of `global` and/or all sessions.
     wide: RwLock<Vec<Arc<Slot>>>,
     persist_tx: Option<mpsc::Sender<Arc<Published>>>,
-    repo: Option<Arc<Repository>>,
+    /// Where the replay log is persisted, if anywhere.
+    store: Option<Arc<dyn Store>>,
     dropped_persists: AtomicU64,
 }
 
@@ -275,14 +276,14 @@ fn now_micros() -> u64 {
 }
 
 impl Bus {
-    /// A bus with a persisted replay log in `repo` (if given). Must be called inside a tokio
-    /// runtime when `repo` is given: it starts the persisting task.
-    pub fn new(config: BusConfig, repo: Option<Arc<Repository>>) -> crate::Result<Self> {
-        let persisted_max = match &repo {
+    /// A bus with a persisted replay log in `store` (if given). Must be called inside a tokio
+    /// runtime when `store` is given: it starts the persisting task.
+    pub fn new(config: BusConfig, store: Option<Arc<dyn Store>>) -> crate::Result<Self> {
+        let persisted_max = match &store {
             Some(r) => r.max_replay_cursor()?,
             None => 0,
         };
-        let (persist_tx, persist_rx) = match &repo {
+        let (persist_tx, persist_rx) = match &store {
             Some(_) => {
                 let (tx, rx) = mpsc::channel(config.persist_queue.max(1));
                 (Some(tx), Some(rx))
@@ -295,7 +296,7 @@ impl Bus {
             topics: Mutex::new(HashMap::new()),
             wide: RwLock::new(Vec::new()),
             persist_tx,
-            repo,
+            store,
             dropped_persists: AtomicU64::new(0),
             config,
         });
@@ -314,7 +315,7 @@ impl Bus {
                 topics: Mutex::new(HashMap::new()),
                 wide: RwLock::new(Vec::new()),
                 persist_tx: None,
-                repo: None,
+                store: None,
                 dropped_persists: AtomicU64::new(0),
                 config,
             }),
@@ -462,15 +463,15 @@ impl Bus {
     ) -> crate::Result<Vec<Arc<Published>>> {
         let ring_start = st.ring.front().and_then(|p| p.cursor);
         let mut out: Vec<Arc<Published>> = Vec::new();
-        // Older than the ring: from the repository.
+        // Older than the ring: from the store.
         let need_log = match ring_start {
             Some(start) => start > after + 1,
             None => true,
         };
         if need_log {
-            if let Some(repo) = &self.inner.repo {
+            if let Some(store) = &self.inner.store {
                 let upto = ring_start.unwrap_or(u64::MAX);
-                for e in repo.read_replay(topic, after, usize::MAX)? {
+                for e in store.read_replay(topic, after, usize::MAX)? {
                     if e.cursor >= upto {
                         break;
                     }
@@ -492,7 +493,7 @@ impl Bus {
         Ok(out)
     }
 
-    /// Waits until every event published so far is in the repository.
+    /// Waits until every event published so far is in the store.
     pub async fn flush(&self) {
         let Some(tx) = &self.inner.persist_tx else {
             return;
@@ -689,7 +690,9 @@ async fn persist_loop(inner: std::sync::Weak<BusInner>, mut rx: mpsc::Receiver<A
             return;
         }
         let Some(bus) = inner.upgrade() else { return };
-        let Some(repo) = bus.repo.clone() else { return };
+        let Some(store) = bus.store.clone() else {
+            return;
+        };
         let entries: Vec<ReplayEntry> = batch
             .iter()
             .filter_map(|p| {
@@ -705,11 +708,10 @@ async fn persist_loop(inner: std::sync::Weak<BusInner>, mut rx: mpsc::Receiver<A
         let trim = last_trim.elapsed() > Duration::from_secs(60);
         let keep = bus.config.replay_max_events;
         let min_ts = crate::model::now_ms() - bus.config.replay_max_age.as_millis() as i64;
-        let repo2 = repo.clone();
         let written = tokio::task::spawn_blocking(move || {
-            repo2.append_replay(&entries)?;
+            store.append_replay(&entries)?;
             if trim {
-                repo2.trim_replay(keep, min_ts)?;
+                store.trim_replay(keep, min_ts)?;
             }
             Ok::<_, crate::Error>(())
         })
@@ -907,13 +909,12 @@ mod tests {
 
     #[tokio::test]
     async fn persisted_log_serves_replay_beyond_the_ring() {
-        let repo = Arc::new(Repository::in_memory().unwrap());
         let bus = Bus::new(
             BusConfig {
                 ring_capacity: 2,
                 ..Default::default()
             },
-            Some(repo),
+            Some(Arc::new(crate::store::MemoryStore::new())),
         )
         .unwrap();
         let first = bus.publish(delta("s", "0"));

@@ -1,4 +1,4 @@
-//! Command handlers of the local runtime: validation, scope checks, repository and agents.
+//! Command handlers of the local runtime: validation, scope checks, store and agents.
 //!
 //! Scope rule: a record in a container outside the caller's scope behaves exactly like a
 //! record that does not exist, so ids of one tenant reveal nothing to another.
@@ -12,7 +12,7 @@ use super::local::AgentVm;
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::repository::Repository;
+use crate::store::Store;
 use std::sync::Arc;
 
 mod agent;
@@ -54,19 +54,19 @@ fn check_scope(scope: &Scope, container_id: &str) -> Result<()> {
 }
 
 impl AgentVm {
-    fn repo(&self) -> &Arc<Repository> {
-        &self.inner.repo
+    fn repo(&self) -> &Arc<dyn Store> {
+        &self.inner.store
     }
 
     /// Runs a write on the blocking pool, so an fsync never stalls the async workers.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Repository) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&dyn Store) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let repo = self.inner.repo.clone();
-        tokio::task::spawn_blocking(move || f(&repo))
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || f(&*store))
             .await
-            .map_err(|e| Error::Internal(format!("a repository write panicked: {e}")))?
+            .map_err(|e| Error::Internal(format!("a store write panicked: {e}")))?
     }
 
     fn visible_image(&self, scope: &Scope, image_id: &str) -> Result<Option<ImageRecord>> {

@@ -60,8 +60,9 @@ impl ContainerManager {
         if session.container_id != container_id {
             return Err(Error::not_found("Session", session.session_id.clone()));
         }
-        let repo = self.env.repo.clone();
-        let image = repo
+        let image = self
+            .env
+            .store
             .get_image(&session.image_id)?
             .ok_or_else(|| Error::not_found("Image", session.image_id.clone()))?;
         self.start(&image, &session.session_id).await
@@ -73,9 +74,9 @@ impl ContainerManager {
         }
         // Load the history before registering, so a message received right after is not also
         // in the loaded history.
-        let repo = self.env.repo.clone();
+        let store = self.env.store.clone();
         let sid = session_id.to_string();
-        let history = tokio::task::spawn_blocking(move || repo.list_messages(&sid))
+        let history = tokio::task::spawn_blocking(move || store.list_messages(&sid))
             .await
             .map_err(|e| Error::Internal(format!("loading history: {e}")))??;
         let agent = {

@@ -237,7 +237,7 @@ impl AgentVm {
             Some(sid.clone())
         } else if let Some(iid) = &r.image_id {
             self.inner
-                .repo
+                .store
                 .get_image(iid)
                 .ok()
                 .flatten()

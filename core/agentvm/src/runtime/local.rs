@@ -10,8 +10,8 @@ use crate::config::{AgentConfig, Limits};
 use crate::error::{Error, Result};
 use crate::llm::{LlmDriver, LlmEvent, LlmRequest, LlmStream};
 use crate::model::{Command, Definition, Response};
-use crate::repository::Repository;
 use crate::scheduler::{Scheduler, SchedulerBuilder};
+use crate::store::{MemoryStore, RedbStore, Store};
 use crate::toolhost::sandboxed::SandboxToolHost;
 use crate::toolhost::{BuiltinTools, LocalToolHost, ToolHost, ToolLimits};
 use async_trait::async_trait;
@@ -19,7 +19,7 @@ use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The file name of the repository inside a data dir.
+/// The file name of the store ([`RedbStore`]) inside a data dir.
 pub(super) const DATABASE_FILE: &str = "agentvm.redb";
 
 /// Builds an [`AgentVm`].
@@ -31,7 +31,7 @@ pub struct AgentVmBuilder {
     tools: Option<Arc<dyn ToolRunner>>,
     tool_host: Option<Arc<dyn ToolHost>>,
     local_tools: bool,
-    /// The embedded scheduler, opened with this runtime's repository and bus.
+    /// The embedded scheduler, opened with this runtime's store and bus.
     scheduler: Option<SchedulerBuilder>,
     tool_limits: ToolLimits,
     limits: Limits,
@@ -48,8 +48,8 @@ impl std::fmt::Debug for AgentVmBuilder {
 }
 
 impl AgentVmBuilder {
-    /// Keep everything in `<dir>/agentvm.redb` and workdirs under `<dir>/containers/`.
-    /// Without a data dir the runtime is ephemeral (in memory).
+    /// Keep everything in `<dir>/agentvm.redb` (a [`RedbStore`]) and workdirs under
+    /// `<dir>/containers/`. Without a data dir the runtime is ephemeral (a [`MemoryStore`]).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
         self
@@ -116,7 +116,7 @@ impl AgentVmBuilder {
         self
     }
 
-    /// Opens the repository and starts the runtime. Must run inside a tokio runtime.
+    /// Opens the store and starts the runtime. Must run inside a tokio runtime.
     pub async fn open(self) -> Result<AgentVm> {
         let data_dir = self.data_dir.clone();
         let sandbox = match (self.tool_host, self.local_tools, &data_dir) {
@@ -129,24 +129,26 @@ impl AgentVmBuilder {
             }
             (None, false, _) => None,
         };
-        let repo = Arc::new(match &data_dir {
+        let store: Arc<dyn Store> = match &data_dir {
             Some(dir) => {
                 let path = dir.join(DATABASE_FILE);
-                tokio::task::spawn_blocking(move || Repository::open(path))
-                    .await
-                    .map_err(|e| Error::Internal(format!("opening the repository: {e}")))??
+                Arc::new(
+                    tokio::task::spawn_blocking(move || RedbStore::open(path))
+                        .await
+                        .map_err(|e| Error::Internal(format!("opening the store: {e}")))??,
+                )
             }
-            None => Repository::in_memory()?,
-        });
+            None => Arc::new(MemoryStore::new()),
+        };
         for d in &self.definitions {
             super::commands::validate_definition(d, &self.limits)?;
-            repo.put_definition(d)?;
+            store.put_definition(d)?;
         }
-        let bus = Bus::new(self.bus, Some(repo.clone()))?;
+        let bus = Bus::new(self.bus, Some(store.clone()))?;
         let scheduler = match self.scheduler {
             Some(builder) => Some(
                 builder
-                    .store(Arc::new(repo.scheduler_store()?))
+                    .store(store.scheduler_store()?)
                     .events(Arc::new(bus.clone()))
                     .open()
                     .await?,
@@ -156,7 +158,7 @@ impl AgentVmBuilder {
         // With a scheduler, containers that name a sandbox template run their tools there.
         let sandbox = match &scheduler {
             Some(s) => Some(
-                Arc::new(SandboxToolHost::new(s.clone(), repo.clone(), sandbox))
+                Arc::new(SandboxToolHost::new(s.clone(), store.clone(), sandbox))
                     as Arc<dyn ToolHost>,
             ),
             None => sandbox,
@@ -167,7 +169,7 @@ impl AgentVmBuilder {
             (None, None) => Arc::new(NoTools),
         };
         let env = Arc::new(AgentEnv {
-            repo: repo.clone(),
+            store: store.clone(),
             bus: bus.clone(),
             driver: self.driver.unwrap_or_else(|| Arc::new(Unconfigured)),
             tools,
@@ -179,7 +181,7 @@ impl AgentVmBuilder {
         Ok(AgentVm {
             inner: Arc::new(Inner {
                 manager: ContainerManager::new(env),
-                repo,
+                store,
                 bus,
                 data_dir,
                 limits: self.limits,
@@ -189,7 +191,7 @@ impl AgentVmBuilder {
         })
     }
 
-    /// Embeds the Docker sandbox scheduler, on this runtime's repository and bus. Containers
+    /// Embeds the Docker sandbox scheduler, on this runtime's store and bus. Containers
     /// created with a `sandboxTemplate` then run their agents' tools in a sandbox of it.
     pub fn scheduler(mut self, scheduler: SchedulerBuilder) -> Self {
         self.scheduler = Some(scheduler);
@@ -198,7 +200,7 @@ impl AgentVmBuilder {
 }
 
 pub(crate) struct Inner {
-    pub repo: Arc<Repository>,
+    pub store: Arc<dyn Store>,
     pub bus: Bus,
     pub manager: ContainerManager,
     pub data_dir: Option<PathBuf>,
@@ -208,7 +210,7 @@ pub(crate) struct Inner {
     pub metrics: super::dispatch::RequestMetrics,
 }
 
-/// The local runtime: agents, sessions and the repository in this process. Cheap to clone.
+/// The local runtime: agents, sessions and their store in this process. Cheap to clone.
 ///
 /// ```
 /// # async fn demo() -> agentvm::Result<()> {
@@ -274,9 +276,9 @@ impl AgentVm {
         &self.inner.manager
     }
 
-    /// The repository.
-    pub fn repository(&self) -> &Arc<Repository> {
-        &self.inner.repo
+    /// The store holding this runtime's records (and its scheduler's tables).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
     }
 
     /// The bus.

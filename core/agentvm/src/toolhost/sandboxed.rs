@@ -8,15 +8,16 @@
 
 use super::{ToolCommand, ToolCommandOutput, ToolFileContent, ToolFileEntry, ToolHost, Workspace};
 use crate::error::{Error, Result};
-use crate::repository::Repository;
 use crate::scheduler::{self, ExecStatus, Scheduler};
+use crate::store::Store;
 use async_trait::async_trait;
 use std::sync::Arc;
 
 /// Routes tool operations to the container's Docker sandbox, or to a fallback.
 pub struct SandboxToolHost {
     scheduler: Scheduler,
-    repo: Arc<Repository>,
+    /// Where the containers (and so their sandbox templates) are recorded.
+    store: Arc<dyn Store>,
     /// For containers with no template (the local sandbox when local tools are on).
     fallback: Option<Arc<dyn ToolHost>>,
 }
@@ -68,19 +69,19 @@ impl SandboxToolHost {
     /// Routes containers with a template to `scheduler`, others to `fallback`.
     pub fn new(
         scheduler: Scheduler,
-        repo: Arc<Repository>,
+        store: Arc<dyn Store>,
         fallback: Option<Arc<dyn ToolHost>>,
     ) -> Self {
         SandboxToolHost {
             scheduler,
-            repo,
+            store,
             fallback,
         }
     }
 
     async fn target(&self, ws: &Workspace) -> Result<Target<'_>> {
         let template = self
-            .repo
+            .store
             .get_container(&ws.container_id)?
             .and_then(|c| c.sandbox_template);
         match (template, &self.fallback) {

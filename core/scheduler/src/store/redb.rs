@@ -124,7 +124,7 @@ impl RedbSchedulerStore {
 }
 
 impl SchedulerStore for RedbSchedulerStore {
-    /// The id of the scheduler that owns this repository's sandboxes, created on first use.
+    /// The id of the scheduler that owns this store's sandboxes, created on first use.
     /// Docker containers carry it as a label, so a scheduler only ever reconciles its own.
     fn scheduler_instance(&self) -> Result<String> {
         {

@@ -1,6 +1,6 @@
 //! `agentvm-server`: the agentvm runtime behind one port (Channel WebSocket, REST, metrics).
 
-use agentvm::{AgentVm, LlmDriver, Repository};
+use agentvm::{AgentVm, LlmDriver, RedbStore, Store};
 use agentvm_server::{AuthMode, ServerConfig, ServerManager};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
@@ -226,7 +226,7 @@ async fn main() -> ExitCode {
                         ExitCode::FAILURE
                     }
                 },
-                _ = wait_for_signal() => ExitCode::SUCCESS,
+                _ = shutdown_signal() => ExitCode::SUCCESS,
             }
         }
         Command::Token { command, data_dir } => {
@@ -312,26 +312,32 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .listen((host.as_str(), port))
         .await
         .map_err(|e| e.chain())?;
+    // Catch SIGTERM before announcing the address: a script that stops the server as soon as
+    // it reads the line must get a clean shutdown, not the default action of the signal.
+    let shutdown = shutdown_signal();
     // One line on stdout that scripts (and tests) can wait for.
     println!(
         "agentvm-server listening on http://{addr} (WebSocket ws://{addr}/ws, data dir {})",
         data_dir.display()
     );
-    wait_for_signal().await;
+    shutdown.await;
     tracing::info!("shutting down: letting running turns finish");
     server.close().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
+/// Handles SIGTERM and SIGINT from this call on (not from the first poll); the future ends at
+/// the first of them.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let handlers = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    async move {
+        match handlers {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}
@@ -343,15 +349,19 @@ async fn wait_for_signal() {
             }
         }
     }
-    #[cfg(not(unix))]
-    {
+}
+
+/// Ends at the first Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
 
 fn token(command: TokenCommand, data_dir: PathBuf) -> Result<(), String> {
     let path = data_dir.join("agentvm.redb");
-    let repo = Repository::open(&path).map_err(|e| {
+    let store = RedbStore::open(&path).map_err(|e| {
         format!("{}. If the server is running on this data dir, manage tokens through its API instead (POST /v1/tokens).", e.chain())
     })?;
     match command {
@@ -367,7 +377,7 @@ fn token(command: TokenCommand, data_dir: PathBuf) -> Result<(), String> {
                 Some(containers)
             };
             let (token, record) =
-                agentvm::auth::create_token(&repo, scope).map_err(|e| e.to_string())?;
+                agentvm::auth::create_token(&store, scope).map_err(|e| e.to_string())?;
             eprintln!(
                 "created {} for {}",
                 record.id,
@@ -376,7 +386,7 @@ fn token(command: TokenCommand, data_dir: PathBuf) -> Result<(), String> {
             println!("{token}");
         }
         TokenCommand::List => {
-            for t in repo.list_tokens().map_err(|e| e.to_string())? {
+            for t in store.list_tokens().map_err(|e| e.to_string())? {
                 let state = if t.revoked_at.is_some() {
                     "revoked"
                 } else {
@@ -386,7 +396,7 @@ fn token(command: TokenCommand, data_dir: PathBuf) -> Result<(), String> {
             }
         }
         TokenCommand::Revoke { id } => {
-            if !repo
+            if !store
                 .revoke_token(&id, agentvm::now_ms())
                 .map_err(|e| e.to_string())?
             {

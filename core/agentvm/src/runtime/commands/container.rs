@@ -26,7 +26,7 @@ impl AgentVm {
         let id = r.container_id.clone();
         let template = r.sandbox_template.clone();
         let (record, created) = self
-            .write(move |repo| repo.create_container_with(&id, template.as_deref(), now_ms()))
+            .write(move |repo| repo.create_container(&id, template.as_deref(), now_ms()))
             .await?;
         if created {
             self.publish_container_created(&record);

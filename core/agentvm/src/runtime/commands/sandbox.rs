@@ -105,7 +105,7 @@ impl AgentVm {
         if topic.is_empty() || topic.len() > MAX_ID_LEN {
             return Ok(false);
         }
-        if let Some(s) = self.inner.repo.get_session(topic)? {
+        if let Some(s) = self.inner.store.get_session(topic)? {
             return Ok(scope.allows(&s.container_id));
         }
         match &self.inner.scheduler {

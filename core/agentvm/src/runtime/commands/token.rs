@@ -6,7 +6,7 @@ use super::super::local::AgentVm;
 use super::sandbox::require_operator;
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::repository::TokenRecord;
+use crate::store::TokenRecord;
 
 fn info(r: TokenRecord) -> TokenInfo {
     TokenInfo {

@@ -1,27 +1,28 @@
-//! The Repository: every record agentvm keeps, in one redb database.
+//! [`RedbStore`]: the store in one redb file, the embedded default.
 //!
 //! One table per record type plus the secondary indexes the queries need (images by container,
 //! sessions by image). Messages are keyed `(sessionId, seq)` and only ever appended; the replay
-//! log is keyed `(topic, cursor)`. Records are stored as JSON, the same bytes the protocol sends.
+//! log is keyed `(topic, cursor)`, each value the timestamp (8 bytes, big-endian) then the
+//! event JSON. Records are stored as JSON, the same bytes the protocol sends. Table names and
+//! encodings are the on-disk format: existing data dirs must keep opening, so change them only
+//! with a [`SCHEMA_VERSION`] bump and a migration.
 //!
-//! Every write method commits with redb's `Immediate` durability: when it returns `Ok`, the
-//! write survives a crash — except [`Repository::append_replay`], the replay log, which is a
-//! best-effort buffer of events whose messages are stored durably on their own.
-//!
-//! The methods are synchronous (redb is); async callers run writes on the blocking pool.
+//! Every write commits with redb's `Immediate` durability (it survives a crash once it returns),
+//! except [`Store::append_replay`], which commits with none: it becomes durable with the next
+//! durable commit. The scheduler's tables live in the same file ([`RedbSchedulerStore`]).
 
+use super::SCHEMA_VERSION;
+use super::{check_new_image, check_same_parent, Removed, ReplayEntry, Store, TokenRecord};
 use crate::error::{Error, Result};
 use crate::model::{ContainerRecord, Definition, ImageRecord, Message, SessionRecord};
+use agentvm_scheduler::{RedbSchedulerStore, SchedulerStore};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+mod file;
 mod tokens;
-pub use tokens::TokenRecord;
-
-/// The schema this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 1;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const CONTAINERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("containers");
@@ -35,44 +36,26 @@ const SESSIONS_BY_IMAGE: TableDefinition<'_, (&str, &str), ()> =
 const MESSAGES: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("messages");
 const REPLAY: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("replay");
 
-/// One stored replay-log entry: a session event and its cursor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplayEntry {
-    /// The topic (a session id).
-    pub topic: String,
-    /// Its cursor, unique and increasing within the topic.
-    pub cursor: u64,
-    /// When it was published, ms (for trimming by age).
-    pub timestamp: i64,
-    /// The event, JSON.
-    pub json: Vec<u8>,
-}
-
-/// What deleting a container or image removed, so the caller can stop agents and free disk.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Removed {
-    /// Removed image ids.
-    pub images: Vec<String>,
-    /// Removed session ids.
-    pub sessions: Vec<String>,
-}
-
-/// The agentvm repository on redb.
-pub struct Repository {
+/// The store in a redb database file.
+pub struct RedbStore {
+    /// Shared with the scheduler's tables, which live in the same file.
     db: Arc<Database>,
-    /// The file, or `None` for the in-memory backend.
-    path: Option<PathBuf>,
+    /// The file, for messages and `Debug`.
+    path: PathBuf,
+    /// The scheduler's tables in `db`, opened on first use (creating them is a durable write a
+    /// runtime without a scheduler should not pay on every start), then shared.
+    scheduler: OnceLock<Arc<RedbSchedulerStore>>,
 }
 
-impl std::fmt::Debug for Repository {
+impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Repository")
+        f.debug_struct("RedbStore")
             .field("path", &self.path)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-/// A redb failure as a storage error.
+/// A redb failure as a storage error (the model's `Error` knows no redb types).
 pub(crate) fn db(e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::storage("redb", e)
 }
@@ -85,103 +68,25 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::storage("decoding a stored record", e))
 }
 
-impl Repository {
-    /// Opens (or creates) the database file at `path`.
+impl RedbStore {
+    /// Opens (or creates) the database file at `path`, creating its directory. A new file is
+    /// created whole or not at all. Refuses a file written by a newer schema, and a file another
+    /// process has open (`Unavailable`).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    Error::storage(format!("creating data directory {}", dir.display()), e)
-                })?;
-            }
-        }
-        let db = Database::builder()
-            .set_cache_size(64 * 1024 * 1024)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => Error::Unavailable {
-                    message: format!(
-                        "the database {} is open in another agentvm process; use another data dir",
-                        path.display()
-                    ),
-                    source: Some(Box::new(e)),
-                },
-                other => Error::storage(format!("opening {}", path.display()), other),
-            })?;
-        let repo = Repository {
-            db: Arc::new(db),
-            path: Some(path.to_path_buf()),
-        };
-        repo.init()?;
-        Ok(repo)
+        let database = file::open(path)?;
+        let database = Arc::new(database);
+        init(&database)?;
+        Ok(RedbStore {
+            db: database,
+            path: path.to_path_buf(),
+            scheduler: OnceLock::new(),
+        })
     }
 
-    /// An ephemeral repository in memory: nothing survives the process.
-    pub fn in_memory() -> Result<Self> {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|e| Error::storage("creating the in-memory database", e))?;
-        let repo = Repository {
-            db: Arc::new(db),
-            path: None,
-        };
-        repo.init()?;
-        Ok(repo)
-    }
-
-    /// The scheduler's tables, in this repository's database file.
-    pub fn scheduler_store(&self) -> Result<agentvm_scheduler::RedbSchedulerStore> {
-        agentvm_scheduler::RedbSchedulerStore::open(self.db.clone())
-    }
-
-    /// The database file, `None` in memory.
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
-    }
-
-    fn init(&self) -> Result<()> {
-        let txn = self.db.begin_write().map_err(db)?;
-        {
-            let mut meta = txn.open_table(META).map_err(db)?;
-            let version = meta.get("schema_version").map_err(db)?.map(|v| v.value());
-            match version {
-                None => {
-                    meta.insert("schema_version", SCHEMA_VERSION).map_err(db)?;
-                }
-                Some(v) if v > SCHEMA_VERSION => {
-                    return Err(Error::Storage {
-                        message: format!(
-                            "the database has schema version {v}; this agentvm reads up to {SCHEMA_VERSION}: upgrade agentvm"
-                        ),
-                        source: None,
-                    })
-                }
-                Some(_) => {}
-            }
-            txn.open_table(CONTAINERS).map_err(db)?;
-            txn.open_table(DEFINITIONS).map_err(db)?;
-            txn.open_table(IMAGES).map_err(db)?;
-            txn.open_table(IMAGES_BY_CONTAINER).map_err(db)?;
-            txn.open_table(SESSIONS).map_err(db)?;
-            txn.open_table(SESSIONS_BY_IMAGE).map_err(db)?;
-            txn.open_table(MESSAGES).map_err(db)?;
-            txn.open_table(REPLAY).map_err(db)?;
-            txn.open_table(tokens::TOKENS).map_err(db)?;
-        }
-        txn.commit().map_err(db)?;
-        Ok(())
-    }
-
-    /// The schema version stored in the file.
-    pub fn schema_version(&self) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(db)?;
-        let meta = txn.open_table(META).map_err(db)?;
-        Ok(meta
-            .get("schema_version")
-            .map_err(db)?
-            .map(|v| v.value())
-            .unwrap_or(0))
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn get_json<T: DeserializeOwned>(
@@ -197,20 +102,102 @@ impl Repository {
         }
     }
 
-    // ----- containers -----
-
-    /// Creates the container unless it exists. Returns the record and whether it was created.
-    pub fn create_container(
+    fn list_json<T: DeserializeOwned>(
         &self,
-        container_id: &str,
-        now: i64,
-    ) -> Result<(ContainerRecord, bool)> {
-        self.create_container_with(container_id, None, now)
+        table: TableDefinition<'_, &str, &[u8]>,
+    ) -> Result<Vec<T>> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let t = txn.open_table(table).map_err(db)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(db)? {
+            let (_, v) = row.map_err(db)?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
     }
 
-    /// Creates the container unless it exists; with a sandbox template, sets it (on an existing
-    /// container too). Returns the record and whether it was created.
-    pub fn create_container_with(
+    /// Replaces the record stored under `id`, after `check` accepted the stored one.
+    fn replace_json<T: Serialize + DeserializeOwned>(
+        &self,
+        table: TableDefinition<'_, &str, &[u8]>,
+        what: &'static str,
+        id: &str,
+        value: &T,
+        check: impl FnOnce(&T) -> Result<()>,
+    ) -> Result<()> {
+        let bytes = encode(value)?;
+        let txn = self.db.begin_write().map_err(db)?;
+        {
+            let mut t = txn.open_table(table).map_err(db)?;
+            let stored: T = match t.get(id).map_err(db)? {
+                Some(v) => decode(v.value())?,
+                None => return Err(Error::not_found(what, id)),
+            };
+            check(&stored)?;
+            t.insert(id, bytes.as_slice()).map_err(db)?;
+        }
+        txn.commit().map_err(db)?;
+        Ok(())
+    }
+}
+
+/// Records the schema version (refusing a newer one) and creates every table, so readers
+/// never meet a missing table.
+fn init(database: &Database) -> Result<()> {
+    let txn = database.begin_write().map_err(db)?;
+    {
+        let mut meta = txn.open_table(META).map_err(db)?;
+        let version = meta.get("schema_version").map_err(db)?.map(|v| v.value());
+        match version {
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION).map_err(db)?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(Error::Storage {
+                    message: format!(
+                        "the database has schema version {v}; this agentvm reads up to {SCHEMA_VERSION}: upgrade agentvm"
+                    ),
+                    source: None,
+                })
+            }
+            Some(_) => {}
+        }
+        txn.open_table(CONTAINERS).map_err(db)?;
+        txn.open_table(DEFINITIONS).map_err(db)?;
+        txn.open_table(IMAGES).map_err(db)?;
+        txn.open_table(IMAGES_BY_CONTAINER).map_err(db)?;
+        txn.open_table(SESSIONS).map_err(db)?;
+        txn.open_table(SESSIONS_BY_IMAGE).map_err(db)?;
+        txn.open_table(MESSAGES).map_err(db)?;
+        txn.open_table(REPLAY).map_err(db)?;
+        txn.open_table(tokens::TOKENS).map_err(db)?;
+    }
+    txn.commit().map_err(db)?;
+    Ok(())
+}
+
+impl Store for RedbStore {
+    fn schema_version(&self) -> Result<u64> {
+        let txn = self.db.begin_read().map_err(db)?;
+        let meta = txn.open_table(META).map_err(db)?;
+        Ok(meta
+            .get("schema_version")
+            .map_err(db)?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    fn scheduler_store(&self) -> Result<Arc<dyn SchedulerStore>> {
+        if let Some(scheduler) = self.scheduler.get() {
+            return Ok(scheduler.clone());
+        }
+        let opened = Arc::new(RedbSchedulerStore::open(self.db.clone())?);
+        Ok(self.scheduler.get_or_init(|| opened).clone())
+    }
+
+    // ----- containers -----
+
+    fn create_container(
         &self,
         container_id: &str,
         sandbox_template: Option<&str>,
@@ -233,26 +220,15 @@ impl Repository {
         Ok(out)
     }
 
-    /// A container, if it exists.
-    pub fn get_container(&self, container_id: &str) -> Result<Option<ContainerRecord>> {
+    fn get_container(&self, container_id: &str) -> Result<Option<ContainerRecord>> {
         self.get_json(CONTAINERS, container_id)
     }
 
-    /// Every container, sorted by id.
-    pub fn list_containers(&self) -> Result<Vec<ContainerRecord>> {
-        let txn = self.db.begin_read().map_err(db)?;
-        let t = txn.open_table(CONTAINERS).map_err(db)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(db)? {
-            let (_, v) = row.map_err(db)?;
-            out.push(decode(v.value())?);
-        }
-        Ok(out)
+    fn list_containers(&self) -> Result<Vec<ContainerRecord>> {
+        self.list_json(CONTAINERS)
     }
 
-    /// Deletes a container and everything in it (images, sessions, messages, replay log), in one
-    /// transaction. `None` when it did not exist.
-    pub fn delete_container(&self, container_id: &str) -> Result<Option<Removed>> {
+    fn delete_container(&self, container_id: &str) -> Result<Option<Removed>> {
         let txn = self.db.begin_write().map_err(db)?;
         let removed = {
             let mut containers = txn.open_table(CONTAINERS).map_err(db)?;
@@ -285,8 +261,7 @@ impl Repository {
 
     // ----- definitions -----
 
-    /// Stores a definition, replacing one of the same name. Returns whether it replaced one.
-    pub fn put_definition(&self, definition: &Definition) -> Result<bool> {
+    fn put_definition(&self, definition: &Definition) -> Result<bool> {
         let bytes = encode(definition)?;
         let txn = self.db.begin_write().map_err(db)?;
         let replaced = {
@@ -301,35 +276,23 @@ impl Repository {
         Ok(replaced)
     }
 
-    /// A definition by name.
-    pub fn get_definition(&self, name: &str) -> Result<Option<Definition>> {
+    fn get_definition(&self, name: &str) -> Result<Option<Definition>> {
         self.get_json(DEFINITIONS, name)
     }
 
-    /// Every definition, by name.
-    pub fn list_definitions(&self) -> Result<Vec<Definition>> {
-        let txn = self.db.begin_read().map_err(db)?;
-        let t = txn.open_table(DEFINITIONS).map_err(db)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(db)? {
-            let (_, v) = row.map_err(db)?;
-            out.push(decode(v.value())?);
-        }
-        Ok(out)
+    fn list_definitions(&self) -> Result<Vec<Definition>> {
+        self.list_json(DEFINITIONS)
     }
 
     // ----- images -----
 
-    /// Stores a new image and its first session, creating the container if missing, in one
-    /// transaction. Returns whether the container was created.
-    pub fn create_image(&self, image: &ImageRecord, session: &SessionRecord) -> Result<bool> {
+    fn create_image(&self, image: &ImageRecord, session: &SessionRecord) -> Result<bool> {
+        check_new_image(image, session)?;
         let image_bytes = encode(image)?;
         let session_bytes = encode(session)?;
         let txn = self.db.begin_write().map_err(db)?;
+        // An early return drops `txn` uncommitted: nothing of it is written.
         let created = {
-            let mut containers = txn.open_table(CONTAINERS).map_err(db)?;
-            let (_, created) =
-                ensure_container(&mut containers, &image.container_id, image.created_at)?;
             let mut images = txn.open_table(IMAGES).map_err(db)?;
             if images.get(image.image_id.as_str()).map_err(db)?.is_some() {
                 return Err(Error::AlreadyExists {
@@ -337,6 +300,20 @@ impl Repository {
                     id: image.image_id.clone(),
                 });
             }
+            let mut sessions = txn.open_table(SESSIONS).map_err(db)?;
+            if sessions
+                .get(session.session_id.as_str())
+                .map_err(db)?
+                .is_some()
+            {
+                return Err(Error::AlreadyExists {
+                    what: "Session",
+                    id: session.session_id.clone(),
+                });
+            }
+            let mut containers = txn.open_table(CONTAINERS).map_err(db)?;
+            let (_, created) =
+                ensure_container(&mut containers, &image.container_id, image.created_at)?;
             images
                 .insert(image.image_id.as_str(), image_bytes.as_slice())
                 .map_err(db)?;
@@ -344,8 +321,7 @@ impl Repository {
                 .map_err(db)?
                 .insert((image.container_id.as_str(), image.image_id.as_str()), ())
                 .map_err(db)?;
-            txn.open_table(SESSIONS)
-                .map_err(db)?
+            sessions
                 .insert(session.session_id.as_str(), session_bytes.as_slice())
                 .map_err(db)?;
             txn.open_table(SESSIONS_BY_IMAGE)
@@ -358,13 +334,11 @@ impl Repository {
         Ok(created)
     }
 
-    /// An image by id.
-    pub fn get_image(&self, image_id: &str) -> Result<Option<ImageRecord>> {
+    fn get_image(&self, image_id: &str) -> Result<Option<ImageRecord>> {
         self.get_json(IMAGES, image_id)
     }
 
-    /// The images of a container, oldest first.
-    pub fn list_images(&self, container_id: &str) -> Result<Vec<ImageRecord>> {
+    fn list_images(&self, container_id: &str) -> Result<Vec<ImageRecord>> {
         let txn = self.db.begin_read().map_err(db)?;
         let index = txn.open_table(IMAGES_BY_CONTAINER).map_err(db)?;
         let images = txn.open_table(IMAGES).map_err(db)?;
@@ -383,25 +357,30 @@ impl Repository {
         Ok(out)
     }
 
-    /// Replaces a stored image (name, description, updatedAt). `NotFound` if it is gone.
-    pub fn update_image(&self, image: &ImageRecord) -> Result<()> {
-        let bytes = encode(image)?;
-        let txn = self.db.begin_write().map_err(db)?;
-        {
-            let mut images = txn.open_table(IMAGES).map_err(db)?;
-            if images.get(image.image_id.as_str()).map_err(db)?.is_none() {
-                return Err(Error::not_found("Image", image.image_id.clone()));
-            }
-            images
-                .insert(image.image_id.as_str(), bytes.as_slice())
-                .map_err(db)?;
-        }
-        txn.commit().map_err(db)?;
-        Ok(())
+    fn update_image(&self, image: &ImageRecord) -> Result<()> {
+        self.replace_json(
+            IMAGES,
+            "Image",
+            &image.image_id,
+            image,
+            |stored: &ImageRecord| {
+                check_same_parent(
+                    "image",
+                    &image.image_id,
+                    &stored.container_id,
+                    &image.container_id,
+                )?;
+                check_same_parent(
+                    "image",
+                    &image.image_id,
+                    &stored.session_id,
+                    &image.session_id,
+                )
+            },
+        )
     }
 
-    /// Deletes an image with its sessions, messages and replay log. `None` if it did not exist.
-    pub fn delete_image(&self, image_id: &str) -> Result<Option<(ImageRecord, Removed)>> {
+    fn delete_image(&self, image_id: &str) -> Result<Option<(ImageRecord, Removed)>> {
         let txn = self.db.begin_write().map_err(db)?;
         let out = {
             let images = txn.open_table(IMAGES).map_err(db)?;
@@ -429,22 +408,38 @@ impl Repository {
 
     // ----- sessions -----
 
-    /// Stores a new session of an existing image.
-    pub fn create_session(&self, session: &SessionRecord) -> Result<()> {
+    fn create_session(&self, session: &SessionRecord) -> Result<()> {
         let bytes = encode(session)?;
         let txn = self.db.begin_write().map_err(db)?;
+        // An early return drops `txn` uncommitted: nothing of it is written.
         {
-            if txn
+            let image: ImageRecord = match txn
                 .open_table(IMAGES)
                 .map_err(db)?
                 .get(session.image_id.as_str())
                 .map_err(db)?
-                .is_none()
             {
-                return Err(Error::not_found("Image", session.image_id.clone()));
-            }
-            txn.open_table(SESSIONS)
+                Some(v) => decode(v.value())?,
+                None => return Err(Error::not_found("Image", session.image_id.clone())),
+            };
+            check_same_parent(
+                "session",
+                &session.session_id,
+                &image.container_id,
+                &session.container_id,
+            )?;
+            let mut sessions = txn.open_table(SESSIONS).map_err(db)?;
+            if sessions
+                .get(session.session_id.as_str())
                 .map_err(db)?
+                .is_some()
+            {
+                return Err(Error::AlreadyExists {
+                    what: "Session",
+                    id: session.session_id.clone(),
+                });
+            }
+            sessions
                 .insert(session.session_id.as_str(), bytes.as_slice())
                 .map_err(db)?;
             txn.open_table(SESSIONS_BY_IMAGE)
@@ -456,29 +451,11 @@ impl Repository {
         Ok(())
     }
 
-    /// Replaces a stored session (title, updatedAt). `NotFound` if it is gone.
-    pub fn update_session(&self, session: &SessionRecord) -> Result<()> {
-        let bytes = encode(session)?;
-        let txn = self.db.begin_write().map_err(db)?;
-        {
-            let mut t = txn.open_table(SESSIONS).map_err(db)?;
-            if t.get(session.session_id.as_str()).map_err(db)?.is_none() {
-                return Err(Error::not_found("Session", session.session_id.clone()));
-            }
-            t.insert(session.session_id.as_str(), bytes.as_slice())
-                .map_err(db)?;
-        }
-        txn.commit().map_err(db)?;
-        Ok(())
-    }
-
-    /// A session by id.
-    pub fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>> {
+    fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>> {
         self.get_json(SESSIONS, session_id)
     }
 
-    /// The sessions of an image, oldest first.
-    pub fn list_sessions(&self, image_id: &str) -> Result<Vec<SessionRecord>> {
+    fn list_sessions(&self, image_id: &str) -> Result<Vec<SessionRecord>> {
         let txn = self.db.begin_read().map_err(db)?;
         let index = txn.open_table(SESSIONS_BY_IMAGE).map_err(db)?;
         let sessions = txn.open_table(SESSIONS).map_err(db)?;
@@ -497,8 +474,30 @@ impl Repository {
         Ok(out)
     }
 
-    /// Deletes a session, its messages and its replay log. `None` if it did not exist.
-    pub fn delete_session(&self, session_id: &str) -> Result<Option<SessionRecord>> {
+    fn update_session(&self, session: &SessionRecord) -> Result<()> {
+        self.replace_json(
+            SESSIONS,
+            "Session",
+            &session.session_id,
+            session,
+            |stored: &SessionRecord| {
+                check_same_parent(
+                    "session",
+                    &session.session_id,
+                    &stored.image_id,
+                    &session.image_id,
+                )?;
+                check_same_parent(
+                    "session",
+                    &session.session_id,
+                    &stored.container_id,
+                    &session.container_id,
+                )
+            },
+        )
+    }
+
+    fn delete_session(&self, session_id: &str) -> Result<Option<SessionRecord>> {
         let txn = self.db.begin_write().map_err(db)?;
         let out = {
             let mut sessions = txn.open_table(SESSIONS).map_err(db)?;
@@ -522,9 +521,7 @@ impl Repository {
 
     // ----- messages -----
 
-    /// Appends a message to a session durably and returns its sequence number (0, 1, 2, ...).
-    /// Refuses a session that does not exist, so a deleted conversation cannot be resurrected.
-    pub fn append_message(&self, session_id: &str, message: &Message) -> Result<u64> {
+    fn append_message(&self, session_id: &str, message: &Message) -> Result<u64> {
         let bytes = encode(message)?;
         let txn = self.db.begin_write().map_err(db)?;
         let seq = {
@@ -553,8 +550,7 @@ impl Repository {
         Ok(seq)
     }
 
-    /// The messages of a session, oldest first.
-    pub fn list_messages(&self, session_id: &str) -> Result<Vec<Message>> {
+    fn list_messages(&self, session_id: &str) -> Result<Vec<Message>> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(MESSAGES).map_err(db)?;
         let mut out = Vec::new();
@@ -568,8 +564,7 @@ impl Repository {
         Ok(out)
     }
 
-    /// How many messages a session has.
-    pub fn count_messages(&self, session_id: &str) -> Result<u64> {
+    fn count_messages(&self, session_id: &str) -> Result<u64> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(MESSAGES).map_err(db)?;
         Ok(t.range((session_id, 0u64)..=(session_id, u64::MAX))
@@ -579,9 +574,7 @@ impl Repository {
 
     // ----- replay log -----
 
-    /// Appends replay entries in one non-durable commit (they become durable with the next
-    /// durable commit; losing the last few on a crash only shortens what can be replayed).
-    pub fn append_replay(&self, entries: &[ReplayEntry]) -> Result<()> {
+    fn append_replay(&self, entries: &[ReplayEntry]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -603,8 +596,7 @@ impl Repository {
         Ok(())
     }
 
-    /// Replay entries of `topic` with a cursor greater than `after`, oldest first, at most `limit`.
-    pub fn read_replay(&self, topic: &str, after: u64, limit: usize) -> Result<Vec<ReplayEntry>> {
+    fn read_replay(&self, topic: &str, after: u64, limit: usize) -> Result<Vec<ReplayEntry>> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(REPLAY).map_err(db)?;
         let mut out = Vec::new();
@@ -622,8 +614,7 @@ impl Repository {
         Ok(out)
     }
 
-    /// The highest cursor stored in any topic (0 when none).
-    pub fn max_replay_cursor(&self) -> Result<u64> {
+    fn max_replay_cursor(&self) -> Result<u64> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(REPLAY).map_err(db)?;
         let mut max = 0;
@@ -634,9 +625,7 @@ impl Repository {
         Ok(max)
     }
 
-    /// Trims every topic to its newest `keep` entries and drops entries older than `min_ts`.
-    /// Returns how many were removed.
-    pub fn trim_replay(&self, keep: usize, min_ts: i64) -> Result<u64> {
+    fn trim_replay(&self, keep: usize, min_ts: i64) -> Result<u64> {
         let txn = self.db.begin_write().map_err(db)?;
         let removed = {
             let mut t = txn.open_table(REPLAY).map_err(db)?;
@@ -672,6 +661,26 @@ impl Repository {
         };
         txn.commit().map_err(db)?;
         Ok(removed)
+    }
+
+    // ----- tokens -----
+
+    fn put_token(&self, token: &TokenRecord) -> Result<()> {
+        tokens::put(&self.db, token)
+    }
+
+    fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        self.get_json(tokens::TOKENS, hash)
+    }
+
+    fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let mut out: Vec<TokenRecord> = self.list_json(tokens::TOKENS)?;
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    fn revoke_token(&self, id: &str, now: i64) -> Result<bool> {
+        tokens::revoke(&self.db, id, now)
     }
 }
 
@@ -757,116 +766,71 @@ fn remove_session_data(txn: &redb::WriteTransaction, session_id: &str) -> Result
     Ok(())
 }
 
+/// What only the redb backend promises; the rest is in the conformance suite.
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Definition, Message};
-
-    fn image(cid: &str, iid: &str, sid: &str, t: i64) -> (ImageRecord, SessionRecord) {
-        (
-            ImageRecord {
-                image_id: iid.into(),
-                container_id: cid.into(),
-                session_id: sid.into(),
-                name: "n".into(),
-                description: None,
-                definition_name: None,
-                definition: Definition::default(),
-                created_at: t,
-                updated_at: t,
-            },
-            SessionRecord {
-                session_id: sid.into(),
-                image_id: iid.into(),
-                container_id: cid.into(),
-                title: None,
-                created_at: t,
-                updated_at: t,
-            },
-        )
-    }
 
     #[test]
-    fn cascade_delete_removes_everything_of_a_container_only() {
-        let repo = Repository::in_memory().unwrap();
-        let (i1, s1) = image("a", "img_1", "sess_1", 1);
-        let (i2, s2) = image("b", "img_2", "sess_2", 2);
-        assert!(repo.create_image(&i1, &s1).unwrap());
-        assert!(repo.create_image(&i2, &s2).unwrap());
-        repo.append_message("sess_1", &Message::user("m1".into(), "x".into(), 1))
-            .unwrap();
-        repo.append_message("sess_2", &Message::user("m2".into(), "y".into(), 1))
-            .unwrap();
-        let removed = repo.delete_container("a").unwrap().unwrap();
-        assert_eq!(removed.images, vec!["img_1"]);
-        assert_eq!(removed.sessions, vec!["sess_1"]);
-        assert!(repo.get_image("img_1").unwrap().is_none());
-        assert!(repo.list_messages("sess_1").unwrap().is_empty());
-        assert_eq!(repo.list_messages("sess_2").unwrap().len(), 1);
-        assert_eq!(repo.list_images("b").unwrap().len(), 1);
-        assert!(repo.delete_container("a").unwrap().is_none());
-    }
-
-    #[test]
-    fn messages_append_in_sequence_and_refuse_unknown_sessions() {
-        let repo = Repository::in_memory().unwrap();
-        let (i, s) = image("a", "img_1", "sess_1", 1);
-        repo.create_image(&i, &s).unwrap();
-        for n in 0..5 {
-            let seq = repo
-                .append_message("sess_1", &Message::user(format!("m{n}"), "x".into(), n))
-                .unwrap();
-            assert_eq!(seq, n as u64);
-        }
-        let ids: Vec<_> = repo
-            .list_messages("sess_1")
-            .unwrap()
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
-        assert_eq!(ids, ["m0", "m1", "m2", "m3", "m4"]);
-        let e = repo
-            .append_message("nope", &Message::user("m".into(), "x".into(), 0))
-            .unwrap_err();
-        assert_eq!(e.to_string(), "Session not found: nope");
-    }
-
-    #[test]
-    fn replay_log_reads_after_a_cursor_and_trims() {
-        let repo = Repository::in_memory().unwrap();
-        let entries: Vec<_> = (1..=10)
-            .map(|c| ReplayEntry {
-                topic: "t".into(),
-                cursor: c,
-                timestamp: c as i64,
-                json: vec![b'x'],
-            })
-            .collect();
-        repo.append_replay(&entries).unwrap();
-        let got = repo.read_replay("t", 7, 100).unwrap();
-        assert_eq!(
-            got.iter().map(|e| e.cursor).collect::<Vec<_>>(),
-            vec![8, 9, 10]
-        );
-        assert_eq!(repo.max_replay_cursor().unwrap(), 10);
-        // keep 5 newest, and drop anything older than ts 7
-        assert_eq!(repo.trim_replay(5, 7).unwrap(), 6);
-        let got = repo.read_replay("t", 0, 100).unwrap();
-        assert_eq!(
-            got.iter().map(|e| e.cursor).collect::<Vec<_>>(),
-            vec![7, 8, 9, 10]
-        );
-    }
-
-    #[test]
-    fn schema_version_is_recorded() {
+    fn a_database_of_a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agentvm.redb");
+        drop(RedbStore::open(&path).unwrap());
         {
-            let repo = Repository::open(&path).unwrap();
-            assert_eq!(repo.schema_version().unwrap(), SCHEMA_VERSION);
+            let database = Database::create(&path).unwrap();
+            let txn = database.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema_version", SCHEMA_VERSION + 1)
+                .unwrap();
+            txn.commit().unwrap();
         }
-        let repo = Repository::open(&path).unwrap();
-        assert_eq!(repo.schema_version().unwrap(), SCHEMA_VERSION);
+        let e = RedbStore::open(&path).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Storage);
+        assert!(e.to_string().contains("upgrade agentvm"), "{e}");
+    }
+
+    #[test]
+    fn first_opens_racing_to_create_the_file_agree_on_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agentvm.redb");
+        let results: Vec<Result<RedbStore>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| RedbStore::open(&path)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut opened = 0;
+        for result in results {
+            match result {
+                Ok(store) => {
+                    opened += 1;
+                    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+                }
+                Err(e) => assert_eq!(e.kind(), crate::ErrorKind::Unavailable, "{e}"),
+            }
+        }
+        assert!(opened >= 1);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n != "agentvm.redb")
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "temporary files are removed: {leftovers:?}"
+        );
+        RedbStore::open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_database_open_elsewhere_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/agentvm.redb");
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.path(), path, "the directory is created");
+        let e = RedbStore::open(&path).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Unavailable);
+        assert!(e.to_string().contains("another data dir"), "{e}");
     }
 }

@@ -1,0 +1,239 @@
+//! The store: every record the runtime keeps, behind one trait with interchangeable backends.
+//!
+//! [`Store`] is the contract: containers, definitions, images (listed by container), sessions
+//! (listed by image), messages keyed `(sessionId, seq)`, the replay log keyed
+//! `(topic, cursor)`, access tokens, and the scheduler's tables through
+//! [`Store::scheduler_store`], so one backend holds everything. Backends:
+//!
+//! - [`RedbStore`]: the embedded default, one redb file (`<data-dir>/agentvm.redb`);
+//! - [`MemoryStore`]: maps behind a lock, for ephemeral runtimes and tests.
+//!
+//! Each backend runs the same conformance suite (`store/conformance.rs`,
+//! `store_conformance_tests!`): a backend that needs a different expectation means the
+//! contract written here is wrong, not the backend. The trait names no backend type, so a
+//! server database can implement it too.
+//!
+//! Calls block (redb does, and a network database would): async code runs writes on the
+//! blocking pool. Unless a method says otherwise, a write is atomic (all of it or none of it
+//! is visible, also after a crash) and durable: when it returns `Ok`, every later call on any
+//! thread sees it, and a persistent backend keeps it through a crash.
+
+mod memory;
+mod redb;
+
+#[cfg(test)]
+mod conformance;
+
+pub use self::redb::RedbStore;
+pub use memory::MemoryStore;
+
+use crate::error::Result;
+use crate::model::{ContainerRecord, Definition, ImageRecord, Message, SessionRecord};
+use agentvm_scheduler::SchedulerStore;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The version of the record schema this build reads and writes. A persistent backend
+/// records it and refuses to open data written by a newer schema.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Every record the runtime keeps. See the module docs for the atomicity and durability
+/// every write promises; methods state only what they add to it.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// The schema version of the stored data ([`SCHEMA_VERSION`] once opened by this build).
+    fn schema_version(&self) -> Result<u64>;
+
+    /// The scheduler's tables (runtime nodes, templates, sandboxes, executions) in this same
+    /// backend. Every call returns a handle on the same tables; the first may create them, so
+    /// a store whose runtime has no scheduler never pays for them.
+    fn scheduler_store(&self) -> Result<Arc<dyn SchedulerStore>>;
+
+    // ----- containers -----
+
+    /// Creates the container unless it exists (then `created_at` is `now`). With a sandbox
+    /// template, sets it, on an existing container too; without one an existing container's
+    /// template is kept. Returns the record as stored and whether it was created.
+    fn create_container(
+        &self,
+        container_id: &str,
+        sandbox_template: Option<&str>,
+        now: i64,
+    ) -> Result<(ContainerRecord, bool)>;
+
+    /// A container, if it exists.
+    fn get_container(&self, container_id: &str) -> Result<Option<ContainerRecord>>;
+
+    /// Every container, by id.
+    fn list_containers(&self) -> Result<Vec<ContainerRecord>>;
+
+    /// Deletes a container and everything under it (its images, their sessions, messages and
+    /// replay log) in one atomic write. Returns what it removed (images in id order, sessions
+    /// image by image in id order) so the caller can stop agents and free disk; `None` when the
+    /// container did not exist.
+    fn delete_container(&self, container_id: &str) -> Result<Option<Removed>>;
+
+    // ----- definitions -----
+
+    /// Stores a definition, replacing one of the same name. Returns whether it replaced one.
+    fn put_definition(&self, definition: &Definition) -> Result<bool>;
+
+    /// A definition by name.
+    fn get_definition(&self, name: &str) -> Result<Option<Definition>>;
+
+    /// Every definition, by name.
+    fn list_definitions(&self) -> Result<Vec<Definition>>;
+
+    // ----- images -----
+
+    /// Stores a new image and its first session in one atomic write, creating the image's
+    /// container (at `image.created_at`) if missing. Returns whether the container was created.
+    ///
+    /// The two records must name each other (`image.session_id`, `session.image_id`) and the
+    /// same container, else `InvalidInput`; an image or session id that exists is
+    /// `AlreadyExists`. On any error nothing is written.
+    fn create_image(&self, image: &ImageRecord, session: &SessionRecord) -> Result<bool>;
+
+    /// An image by id.
+    fn get_image(&self, image_id: &str) -> Result<Option<ImageRecord>>;
+
+    /// The images of a container, oldest first (`created_at`, then id).
+    fn list_images(&self, container_id: &str) -> Result<Vec<ImageRecord>>;
+
+    /// Replaces a stored image (its name, description, updatedAt, ...). `NotFound` if it is
+    /// gone; an image never changes container or first session (`InvalidInput`).
+    fn update_image(&self, image: &ImageRecord) -> Result<()>;
+
+    /// Deletes an image with its sessions, their messages and replay log, in one atomic write.
+    /// Returns the image and what was removed; `None` if it did not exist.
+    fn delete_image(&self, image_id: &str) -> Result<Option<(ImageRecord, Removed)>>;
+
+    // ----- sessions -----
+
+    /// Stores a new session of an existing image (`NotFound` if the image is missing). The
+    /// session names the image's container, else `InvalidInput`; an existing session id is
+    /// `AlreadyExists`.
+    fn create_session(&self, session: &SessionRecord) -> Result<()>;
+
+    /// A session by id.
+    fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>>;
+
+    /// The sessions of an image, oldest first (`created_at`, then id).
+    fn list_sessions(&self, image_id: &str) -> Result<Vec<SessionRecord>>;
+
+    /// Replaces a stored session (title, updatedAt). `NotFound` if it is gone; a session never
+    /// changes image or container (`InvalidInput`).
+    fn update_session(&self, session: &SessionRecord) -> Result<()>;
+
+    /// Deletes a session with its messages and replay log, in one atomic write. Returns the
+    /// record; `None` if it did not exist.
+    fn delete_session(&self, session_id: &str) -> Result<Option<SessionRecord>>;
+
+    // ----- messages -----
+
+    /// Appends a message to a session and returns its sequence number: 0 for the first, then
+    /// one more than the previous, also under concurrent appends. Refuses a session that does
+    /// not exist (`NotFound`), so a deleted conversation cannot be resurrected.
+    fn append_message(&self, session_id: &str, message: &Message) -> Result<u64>;
+
+    /// The messages of a session in sequence order (empty for an unknown session).
+    fn list_messages(&self, session_id: &str) -> Result<Vec<Message>>;
+
+    /// How many messages a session has.
+    fn count_messages(&self, session_id: &str) -> Result<u64>;
+
+    // ----- replay log -----
+
+    /// Stores replay entries (replacing any with the same topic and cursor), atomically but
+    /// **not durably**: a persistent backend may lose the last batches on a crash, which only
+    /// shortens what can be replayed (the messages themselves are stored durably on their own).
+    /// Entries are not tied to a session record, but deleting a session deletes its topic.
+    fn append_replay(&self, entries: &[ReplayEntry]) -> Result<()>;
+
+    /// Entries of `topic` with a cursor greater than `after`, in cursor order, at most `limit`.
+    fn read_replay(&self, topic: &str, after: u64, limit: usize) -> Result<Vec<ReplayEntry>>;
+
+    /// The highest cursor stored in any topic (0 when the log is empty).
+    fn max_replay_cursor(&self) -> Result<u64>;
+
+    /// Trims every topic to its newest `keep` entries and drops entries with a timestamp older
+    /// than `min_ts`, in one atomic write. Returns how many were removed.
+    fn trim_replay(&self, keep: usize, min_ts: i64) -> Result<u64>;
+
+    // ----- tokens -----
+
+    /// Stores a token record, keyed by its hash (replacing one with the same hash).
+    fn put_token(&self, token: &TokenRecord) -> Result<()>;
+
+    /// The token with this hash.
+    fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
+
+    /// Every token, oldest first (`created_at`, then id).
+    fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+
+    /// Marks the token with id `id` revoked at `now` (a revoked token keeps its first
+    /// revocation time). Returns false when there is no such token.
+    fn revoke_token(&self, id: &str, now: i64) -> Result<bool>;
+}
+
+/// One stored replay-log entry: a session event and its cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayEntry {
+    /// The topic (a session id).
+    pub topic: String,
+    /// Its cursor, unique and increasing within the topic.
+    pub cursor: u64,
+    /// When it was published, ms (for trimming by age).
+    pub timestamp: i64,
+    /// The event, JSON.
+    pub json: Vec<u8>,
+}
+
+/// What deleting a container or image removed, so the caller can stop agents and free disk.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// Removed image ids.
+    pub images: Vec<String>,
+    /// Removed session ids.
+    pub sessions: Vec<String>,
+}
+
+/// A stored access token (never the token itself: its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRecord {
+    /// `tok_…`, shown to operators and used to revoke.
+    pub id: String,
+    /// Hex SHA-256 of the token.
+    pub hash: String,
+    /// The containers it may use; `None`: all.
+    pub containers: Option<Vec<String>>,
+    /// Creation time, ms.
+    pub created_at: i64,
+    /// Revocation time, ms; a revoked token is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+}
+
+/// Checks the preconditions of [`Store::create_image`] that concern the records alone.
+fn check_new_image(image: &ImageRecord, session: &SessionRecord) -> Result<()> {
+    if image.session_id != session.session_id
+        || session.image_id != image.image_id
+        || session.container_id != image.container_id
+    {
+        return Err(crate::Error::invalid(format!(
+            "image {} and session {} do not name each other and one container",
+            image.image_id, session.session_id
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses an update that would move a record to another parent.
+fn check_same_parent(what: &str, id: &str, stored: &str, given: &str) -> Result<()> {
+    if stored != given {
+        return Err(crate::Error::invalid(format!(
+            "{what} {id} belongs to {stored}; it cannot move to {given}"
+        )));
+    }
+    Ok(())
+}
