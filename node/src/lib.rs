@@ -13,7 +13,6 @@
 mod error;
 mod llm;
 pub mod runtime;
-pub mod scheduler;
 pub mod server;
 mod settle;
 pub mod stream;
