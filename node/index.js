@@ -226,7 +226,13 @@ class AgentVm {
     })
 
     this.tokens = Object.freeze({
-      create: (options = {}) => this._native.createToken(options.containerIds ?? null),
+      create: async (options = {}) => {
+        // The token commands work remotely for operators; kept in-process as before.
+        if (this.kind !== 'local') {
+          throw invalidInput('tokens.create() runs in-process only: call it on the runtime from open(), not connect()')
+        }
+        return (await call('token_create_request', { containers: options.containerIds ?? null })).token
+      },
     })
 
     /** The Docker sandbox scheduler (embedded with `open({scheduler})`, or the server's). */

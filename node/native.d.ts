@@ -83,11 +83,6 @@ export declare class NativeRuntime {
    */
    serve(options?: ServeOptions | undefined | null): Promise<NativeServer>
   /**
-   * Creates an access token for `serve()` clients, scoped to `containerIds` (all when
-   * unset). The token is returned once; the repository keeps only its hash.
-   */
-   createToken(containerIds?: Array<string> | undefined | null): Promise<string>
-  /**
    * Ends every stream and listener, closes servers started by `serve()`, stops every agent
    * (partial replies are stored), writes the replay log out and releases the repository.
    * Calls after it fail with code `Unavailable`. Closing twice is a no-op.

@@ -251,27 +251,6 @@ impl NativeRuntime {
         })
     }
 
-    /// Creates an access token for `serve()` clients, scoped to `containerIds` (all when
-    /// unset). The token is returned once; the repository keeps only its hash.
-    #[napi]
-    pub fn create_token<'env>(
-        &self,
-        env: &'env Env,
-        container_ids: Option<Vec<String>>,
-    ) -> Result<PromiseRaw<'env, String>> {
-        let shared = self.shared.clone();
-        spawn(env, async move {
-            let vm = shared.local("createToken()")?;
-            let repo = vm.repository().clone();
-            let (token, _) = tokio::task::spawn_blocking(move || {
-                agentvm::auth::create_token(&repo, container_ids)
-            })
-            .await
-            .map_err(|e| agentvm::Error::Internal(format!("creating a token: {e}")))??;
-            Ok(token)
-        })
-    }
-
     /// Ends every stream and listener, closes servers started by `serve()`, stops every agent
     /// (partial replies are stored), writes the replay log out and releases the repository.
     /// Calls after it fail with code `Unavailable`. Closing twice is a no-op.

@@ -332,8 +332,14 @@ class AgentVm:
         return await self.native.serve(host, port, auth)
 
     def create_token(self, containers: Optional[list[str]] = None) -> str:
-        """Creates an access token for ``containers`` (None: all); shown once."""
-        return self.native.create_token(containers)
+        """Creates an access token for ``containers`` (None: all); shown once. Local
+        runtimes only."""
+        if not self.native.is_local:
+            # Token commands work remotely for operators; kept local as before.
+            raise _native.InvalidInputError(
+                "create_token needs a local runtime (agentvm.open), not a connected one"
+            )
+        return self.native.request_blocking(*c.token_create(containers))  # type: ignore[no-any-return]
 
     async def close(self) -> None:
         """Stops every agent (partial replies are stored) and writes everything out; closes

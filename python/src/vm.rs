@@ -188,15 +188,6 @@ impl Runtime {
         wait(py, server::start(vm, host, port, auth)?)
     }
 
-    /// Creates an access token for `containers` (`None`: all) and returns it (shown once).
-    #[pyo3(signature = (containers=None))]
-    fn create_token(&self, py: Python<'_>, containers: Option<Vec<String>>) -> PyResult<String> {
-        let vm = self.local("create_token")?;
-        py.detach(|| agentvm::auth::create_token(vm.repository(), containers))
-            .py()
-            .map(|(token, _)| token)
-    }
-
     /// Whether this runtime runs in this process.
     #[getter]
     fn is_local(&self) -> bool {
