@@ -2,7 +2,8 @@
 //
 // The native module moves commands, responses and events as the JSON of the Channel protocol
 // (PROTOCOL.md); this file gives them their typed shape: vm.images.create(...),
-// vm.events({sessionId}), vm.on(type, handler), vm.serve(...), connect(url), vm.scheduler().
+// vm.events({sessionId}), vm.on(type, handler), vm.serve(...), connect(url), vm.scheduler.
+// The sandbox scheduler is commands like the rest: vm.scheduler sends them with vm.request.
 // Types and documentation: index.d.ts.
 'use strict'
 
@@ -225,8 +226,17 @@ class AgentVm {
     })
 
     this.tokens = Object.freeze({
-      create: (options = {}) => this._native.createToken(options.containerIds ?? null),
+      create: async (options = {}) => {
+        // The token commands work remotely for operators; kept in-process as before.
+        if (this.kind !== 'local') {
+          throw invalidInput('tokens.create() runs in-process only: call it on the runtime from open(), not connect()')
+        }
+        return (await call('token_create_request', { containers: options.containerIds ?? null })).token
+      },
     })
+
+    /** The Docker sandbox scheduler (embedded with `open({scheduler})`, or the server's). */
+    this.scheduler = new Scheduler(this)
   }
 
   async _ask(message) {
@@ -287,17 +297,11 @@ class AgentVm {
     return listen(() => this._native.subscribe({ queue: 65536, ...(options ?? {}) }), type, handler)
   }
 
-  /** Serves this runtime on `host:port` (WebSocket Channel at `/ws`). */
+  /** Serves this runtime on `host:port` (WebSocket Channel at `/ws`, and the scheduler's routes). */
   async serve(options = {}) {
-    const { scheduler, ...rest } = options
-    const server = new Server(await this._native.serve(rest, scheduler ? scheduler._native : null), this)
+    const server = new Server(await this._native.serve(options), this)
     this._servers.add(server)
     return server
-  }
-
-  /** Opens the Docker sandbox scheduler on this runtime's repository and bus. */
-  async scheduler(options = {}) {
-    return new Scheduler(await this._native.scheduler(options))
   }
 
   /** Ends streams and listeners, closes servers, stops agents and releases the repository. */
@@ -361,87 +365,211 @@ class Server {
   }
 }
 
-function execRequest(request) {
-  if (typeof request === 'string') return { command: ['/bin/sh', '-c', request] }
-  if (Array.isArray(request)) return { command: request }
-  return request
+/** The data of a sandbox_exec_request: a shell script, an argv, or a full request. */
+function execData(sandboxId, request) {
+  if (typeof request === 'string') return { sandboxId, command: ['/bin/sh', '-c', request] }
+  if (Array.isArray(request)) return { sandboxId, command: request }
+  if (!request || typeof request !== 'object') {
+    throw invalidInput('exec needs a shell string, an argv array or {command | code, ...}')
+  }
+  return { ...request, sandboxId }
 }
 
-/** The Docker sandbox scheduler: nodes, templates, sandboxes, exec and files. */
+function newExecutionId() {
+  return `exec_${require('node:crypto').randomBytes(10).toString('hex')}`
+}
+
+/** After the execution's response, how long to wait for its last output events (they are
+ * published before it, so they are normally queued already). */
+const TAIL_WAIT_MS = 2000
+
+/**
+ * A command running in a sandbox: `for await` yields `{type:'output', stream, data}` as the
+ * command writes, then `{type:'finished', execution}`. Subscribed to the sandbox's topic
+ * before the command is sent; the command runs to its end even if nobody reads.
+ */
+class ExecStream {
+  constructor(vm, data) {
+    /** The execution's id (for `executions.cancel` and `executions.get`). */
+    this.executionId = data.executionId
+    /** The sandbox it runs in. */
+    this.sandboxId = data.sandboxId
+    /** The finished execution; null until the stream has ended. */
+    this.execution = null
+    this._events = vm.events({ sessionId: data.sandboxId })
+    this._reading = null
+    this._finished = false
+    this._done = false
+    // Send once subscribed (a remote runtime subscribes with a round trip).
+    this._response = this._events
+      ._stream()
+      .then(() => vm._call('sandbox_exec_request', data))
+      .then((d) => d.execution)
+    this._settled = null
+    this._response.then(
+      () => (this._settled = 'ok'),
+      () => (this._settled = 'failed'),
+    )
+  }
+
+  async next() {
+    if (this._done) return { value: undefined, done: true }
+    try {
+      while (!this._finished) {
+        if (this._settled === 'failed') await this._response // throws its error
+        if (!this._reading) this._reading = this._events.next()
+        let winner
+        if (this._settled === null) {
+          winner = await Promise.race([
+            this._reading.then((r) => ({ r })),
+            this._response.then(
+              () => null,
+              () => null,
+            ),
+          ])
+          if (winner === null) continue // the response came first: see above
+        } else {
+          let timer
+          const tail = new Promise((resolve) => {
+            timer = setTimeout(() => resolve(null), TAIL_WAIT_MS)
+          })
+          winner = await Promise.race([this._reading.then((r) => ({ r })), tail])
+          clearTimeout(timer)
+          if (winner === null) break
+        }
+        this._reading = null
+        if (winner.r.done) break
+        const e = winner.r.value
+        const d = e.data ?? {}
+        if (d.executionId !== this.executionId) continue
+        if (e.type === 'sandbox_exec_output') {
+          return { value: { type: 'output', stream: d.stream, data: d.data }, done: false }
+        }
+        if (e.type === 'sandbox_exec_finished') this._finished = true
+      }
+      this.execution = await this._response
+      this._done = true
+      await this._events.close()
+      return { value: { type: 'finished', execution: this.execution }, done: false }
+    } catch (err) {
+      this._done = true
+      await this._events.close()
+      throw err
+    }
+  }
+
+  /** Stops reading (what `break` in `for await` calls); the command goes on running. */
+  async return() {
+    this._done = true
+    await this._events.close()
+    return { value: undefined, done: true }
+  }
+
+  /** Reads the rest of the output and resolves with the finished execution. */
+  async wait() {
+    for await (const item of this) {
+      if (item.type === 'finished') return item.execution
+    }
+    if (this.execution) return this.execution
+    throw invalidInput('the stream was closed before the execution finished')
+  }
+
+  [Symbol.asyncIterator]() {
+    return this
+  }
+}
+
+function fileContent(data) {
+  if (typeof data === 'string') return { content: data, encoding: 'utf8' }
+  if (data instanceof Uint8Array) return { content: Buffer.from(data).toString('base64'), encoding: 'base64' }
+  throw invalidInput('file data must be a string, a Buffer or a Uint8Array')
+}
+
+/**
+ * The Docker sandbox scheduler of a runtime (`vm.scheduler`). Every method is one command
+ * (docs/commands.md); a runtime opened without `scheduler` answers them with `Unavailable`.
+ * Records have the shapes of the REST API under `/v1`.
+ */
 class Scheduler {
-  constructor(nativeScheduler) {
-    this._native = nativeScheduler
-    const n = nativeScheduler
+  constructor(vm) {
+    const call = (type, data) => vm._call(type, data)
+    this._vm = vm
     this.nodes = Object.freeze({
-      register: async (registration) => json(n.registerNode(JSON.stringify(registration))),
-      list: async () => json(n.listNodes()),
-      get: async (nodeId) => json(n.getNode(nodeId)),
-      setStatus: async (nodeId, status) => json(n.setNodeStatus(nodeId, status)),
+      register: async (registration) => (await call('node_register_request', registration)).node,
+      heartbeat: async (heartbeat) =>
+        (await call('node_heartbeat_request', typeof heartbeat === 'string' ? { nodeId: heartbeat } : heartbeat)).node,
+      list: async () => (await call('node_list_request', {})).nodes,
+      get: async (nodeId) => (await call('node_get_request', { nodeId })).node ?? null,
+      setStatus: async (nodeId, status) => (await call('node_update_request', { nodeId, status })).node,
       remove: async (nodeId) => {
-        await json(n.removeNode(nodeId))
+        await call('node_delete_request', { nodeId })
       },
     })
     this.templates = Object.freeze({
-      create: async (id, spec) => json(n.createTemplate(id, JSON.stringify(spec))),
-      get: async (id) => json(n.getTemplate(id)),
-      list: async () => json(n.listTemplates()),
-      update: async (id, spec) => json(n.updateTemplate(id, JSON.stringify(spec))),
-      delete: async (id) => {
-        await json(n.deleteTemplate(id))
+      create: async (templateId, spec) => (await call('template_create_request', { ...spec, templateId })).template,
+      get: async (templateId) => (await call('template_get_request', { templateId })).template ?? null,
+      list: async () => (await call('template_list_request', {})).templates,
+      update: async (templateId, spec) => (await call('template_update_request', { ...spec, templateId })).template,
+      delete: async (templateId) => {
+        await call('template_delete_request', { templateId })
       },
     })
     this.sandboxes = Object.freeze({
-      create: async (request) => json(n.createSandbox(JSON.stringify(typeof request === 'string' ? { templateId: request } : request))),
-      get: async (id) => json(n.getSandbox(id)),
-      list: async () => json(n.listSandboxes()),
-      terminate: async (id) => json(n.terminateSandbox(id)),
-      delete: async (id) => {
-        await json(n.deleteSandbox(id))
+      create: async (request) =>
+        (await call('sandbox_create_request', typeof request === 'string' ? { templateId: request } : request)).sandbox,
+      get: async (sandboxId) => (await call('sandbox_get_request', { sandboxId })).sandbox ?? null,
+      list: async (options = {}) => (await call('sandbox_list_request', options.owner ? { owner: options.owner } : {})).sandboxes,
+      terminate: async (sandboxId) => (await call('sandbox_terminate_request', { sandboxId })).sandbox,
+      delete: async (sandboxId) => {
+        await call('sandbox_delete_request', { sandboxId })
       },
     })
     this.executions = Object.freeze({
-      get: async (id) => json(n.getExecution(id)),
-      list: async (sandboxId) => json(n.listExecutions(sandboxId)),
+      get: async (executionId) => (await call('execution_get_request', { executionId })).execution ?? null,
+      list: async (sandboxId) => (await call('execution_list_request', { sandboxId })).executions,
+      cancel: async (executionId) => (await call('sandbox_exec_cancel_request', { executionId })).execution,
     })
     this.files = Object.freeze({
-      write: async (sandboxId, path, data) =>
-        n.writeFile(sandboxId, path, Buffer.isBuffer(data) ? data : Buffer.from(data)),
-      read: async (sandboxId, path) => n.readFile(sandboxId, path),
-      list: async (sandboxId, path = '.') => json(n.listFiles(sandboxId, path)),
+      write: async (sandboxId, path, data) => {
+        await call('sandbox_file_write_request', { sandboxId, path, ...fileContent(data) })
+      },
+      read: async (sandboxId, path) =>
+        Buffer.from((await call('sandbox_file_read_request', { sandboxId, path, encoding: 'base64' })).content, 'base64'),
+      list: async (sandboxId, path) =>
+        (await call('sandbox_file_list_request', path === undefined ? { sandboxId } : { sandboxId, path })).files,
+      delete: async (sandboxId, path, options = {}) => {
+        await call('sandbox_file_delete_request', options.recursive ? { sandboxId, path, recursive: true } : { sandboxId, path })
+      },
     })
   }
 
-  /** Runs a command (a shell string, an argv array or an ExecRequest) and resolves with the execution. */
-  async exec(sandboxId, request) {
-    return json(this._native.execCollect(sandboxId, JSON.stringify(execRequest(request))))
+  /**
+   * Starts a command (a shell string, an argv array or `{command | code, language?, env?,
+   * workdir?, timeoutMs?, executionId?}`) and streams its output: `for await (const e of
+   * vm.scheduler.exec(id, 'make'))`. `await stream.wait()` resolves with the execution.
+   */
+  exec(sandboxId, request) {
+    const data = execData(sandboxId, request)
+    if (data.executionId === undefined) data.executionId = newExecutionId()
+    return new ExecStream(this._vm, data)
   }
 
-  /** Runs a command and streams `{type:'output', stream, data}` chunks, then `{type:'finished', execution}`. */
-  execStream(sandboxId, request) {
-    return new EventStream(() => this._native.exec(sandboxId, JSON.stringify(execRequest(request))))
+  /** Runs a command to its end and resolves with the execution (no streaming). */
+  async run(sandboxId, request) {
+    return (await this._vm._call('sandbox_exec_request', execData(sandboxId, request))).execution
   }
 
+  /** Counters and gauges (pool hits, cold starts, live sandboxes, nodes online, ...). */
   async metrics() {
-    return json(this._native.metrics())
-  }
-
-  async sweep() {
-    return json(this._native.sweep())
-  }
-
-  async reconcile() {
-    return json(this._native.reconcile())
-  }
-
-  /** Releases this handle (sandboxes keep running: terminate them first). */
-  close() {
-    this._native.close()
+    return (await this._vm._call('scheduler_metrics_request', {})).metrics
   }
 }
 
-/** Opens an in-process runtime. */
+/** Opens an in-process runtime; `scheduler` (an object of the core's scheduler options) embeds the sandbox scheduler. */
 async function open(options = {}) {
-  return new AgentVm(await native.open(options))
+  const { scheduler, ...rest } = options ?? {}
+  if (scheduler !== undefined && scheduler !== null) rest.scheduler = JSON.stringify(scheduler)
+  return new AgentVm(await native.open(rest))
 }
 
 /** Connects to an agentvm server (`ws://host:port/ws`); the runtime has the same API. */
@@ -456,6 +584,7 @@ module.exports = {
   AgentVm,
   Server,
   Scheduler,
+  ExecStream,
   EventStream,
   ErrorCode,
   version: native.version,

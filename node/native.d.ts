@@ -28,6 +28,11 @@ export interface OpenOptions {
    * workdir under `dataDir`. Off by default: `bash` then runs as this process's user.
    */
   localTools?: boolean
+  /**
+   * Embeds the Docker sandbox scheduler: its options (the core's `SchedulerOptions`) as JSON
+   * text, parsed and checked by the core. The package's `open()` takes them as an object.
+   */
+  scheduler?: string
 }
 
 /** Options of `connect()`. */
@@ -73,19 +78,10 @@ export declare class NativeRuntime {
    subscribe(options?: EventsOptions | undefined | null): JsonStream | Promise<JsonStream>
   /**
    * Serves this runtime (WebSocket Channel at `/ws`, REST under `/v1`, `/health`,
-   * `/metrics`) on `host:port`. In-process runtimes only.
+   * `/metrics`, and the scheduler's routes when it embeds one) on `host:port`. In-process
+   * runtimes only.
    */
-   serve(options?: ServeOptions | undefined | null, scheduler?: NativeScheduler | undefined | null): Promise<NativeServer>
-  /**
-   * Opens the Docker sandbox scheduler on this runtime's store and bus (its events
-   * arrive on `events()`/`on()`). In-process runtimes only.
-   */
-   scheduler(options?: SchedulerOptions | undefined | null): Promise<NativeScheduler>
-  /**
-   * Creates an access token for `serve()` clients, scoped to `containerIds` (all when
-   * unset). The token is returned once; the store keeps only its hash.
-   */
-   createToken(containerIds?: Array<string> | undefined | null): Promise<string>
+   serve(options?: ServeOptions | undefined | null): Promise<NativeServer>
   /**
    * Ends every stream and listener, closes servers started by `serve()`, stops every agent
    * (partial replies are stored), writes the replay log out and releases the store.
@@ -99,93 +95,6 @@ export declare function open(options?: OpenOptions | undefined | null): Promise<
 
 /** Connects to an agentvm server's Channel (`ws://host:port/ws`). */
 export declare function connect(url: string, options?: ConnectOptions | undefined | null): Promise<NativeRuntime>
-
-/**
- * Options of `vm.scheduler()`. Durations are milliseconds; unset ones keep the production
- * defaults of SCHEDULER.md.
- */
-export interface SchedulerOptions {
-  /** How often static nodes are probed (default 5000). */
-  heartbeatIntervalMs?: number
-  /** Silence after which a node turns offline (default 15000). */
-  offlineAfterMs?: number
-  /** How often expired, idle and stuck sandboxes are swept (default 10000). */
-  sweepIntervalMs?: number
-  /** Bound on one Docker request (default 120000). */
-  dockerTimeoutMs?: number
-  /** Exec timeout when a request gives none (default 60000). */
-  defaultExecTimeoutMs?: number
-  /** Run the background loop (health, sweep, pool refill); default true. */
-  background?: boolean
-}
-
-/** The scheduler. The `agentvm` package wraps it in `Scheduler`; use that. */
-export declare class NativeScheduler {
-  /**
-   * Registers (or re-registers) a runtime node: `NodeRegistration` JSON
-   * (`{node_id, api_endpoint, ...}`, snake_case as on `/internal/runtime`).
-   */
-   registerNode(registration: string): string | Promise<string>
-  /** Every node. */
-   listNodes(): string | Promise<string>
-  /** A node, `null` when unknown. */
-   getNode(nodeId: string): string | Promise<string>
-  /** Drains (`"draining"`), cordons (`"cordoned"`) or reopens (`"online"`) a node. */
-   setNodeStatus(nodeId: string, status: string): string | Promise<string>
-  /** Removes a node. */
-   removeNode(nodeId: string): string | Promise<string>
-  /** Creates a template from `TemplateSpec` JSON (`{name, image, ...}`). */
-   createTemplate(id: string, spec: string): string | Promise<string>
-  /** A template, `null` when unknown. */
-   getTemplate(id: string): string | Promise<string>
-  /** Every template. */
-   listTemplates(): string | Promise<string>
-  /** Replaces a template's spec. */
-   updateTemplate(id: string, spec: string): string | Promise<string>
-  /** Deletes a template. */
-   deleteTemplate(id: string): string | Promise<string>
-  /**
-   * Creates a sandbox from `SandboxRequest` JSON (`{templateId, owner?, ...}`); resolves
-   * once it runs and an exec works.
-   */
-   createSandbox(request: string): string | Promise<string>
-  /** A sandbox, `null` when unknown. */
-   getSandbox(id: string): string | Promise<string>
-  /** Every sandbox. */
-   listSandboxes(): string | Promise<string>
-  /** Stops and removes a sandbox's container; the record stays, terminated. */
-   terminateSandbox(id: string): string | Promise<string>
-  /** Terminates a sandbox and deletes its record. */
-   deleteSandbox(id: string): string | Promise<string>
-  /**
-   * Runs `ExecRequest` JSON (`{command}` or `{code, language}`) and resolves with the
-   * finished execution.
-   */
-   execCollect(sandboxId: string, request: string): string | Promise<string>
-  /** Runs `ExecRequest` JSON and streams its output as it comes, then the execution. */
-   exec(sandboxId: string, request: string): Promise<JsonStream>
-  /** An execution, `null` when unknown. */
-   getExecution(id: string): string | Promise<string>
-  /** A sandbox's executions. */
-   listExecutions(sandboxId: string): string | Promise<string>
-  /** Writes a file into a sandbox (parent directories are created). */
-   writeFile(sandboxId: string, path: string, data: Buffer): Promise<undefined>
-  /** Reads a file from a sandbox. */
-   readFile(sandboxId: string, path: string): Promise<Buffer>
-  /** Lists a directory in a sandbox. */
-   listFiles(sandboxId: string, path: string): string | Promise<string>
-  /** Counters and gauges. */
-   metrics(): string | Promise<string>
-  /** Sweeps expired, idle and stuck sandboxes now. */
-   sweep(): string | Promise<string>
-  /** Compares the records with Docker now (adopting or removing survivors). */
-   reconcile(): string | Promise<string>
-  /**
-   * Releases this handle; the background loop stops once no handle is left (a server
-   * started with this scheduler keeps one). Sandboxes keep running: terminate them first.
-   */
-   close(): void
-}
 
 /** Options of `serve()`. */
 export interface ServeOptions {

@@ -4,7 +4,9 @@
 //! Channel protocol (the serde types of the core), and the typed, Promise-based API
 //! (`vm.images.create(...)`, `vm.events(...)`, `vm.on(...)`) is the TypeScript façade in
 //! `index.js` / `index.d.ts`. Native classes are handles: [`runtime::NativeRuntime`] (local or
-//! remote), [`server::NativeServer`], [`scheduler::NativeScheduler`] and [`stream::JsonStream`].
+//! remote), [`server::NativeServer`] and [`stream::JsonStream`]. The sandbox scheduler has no
+//! native code: it is commands like the rest (`vm.scheduler` in `index.js`), and
+//! `open({scheduler})` only hands its options to the core.
 //!
 //! One tokio runtime serves the module (built at load, see [`init`]). Errors are mapped in one
 //! place, [`error`]. Calls first try to finish on the JavaScript thread ([`settle`]).
@@ -13,7 +15,6 @@
 mod error;
 mod llm;
 pub mod runtime;
-pub mod scheduler;
 pub mod server;
 mod settle;
 pub mod stream;

@@ -3,10 +3,10 @@
 //! (the wire types of the Channel protocol); the typed helpers live in the TypeScript façade.
 
 use crate::error::{self, invalid};
-use crate::scheduler::{NativeScheduler, SchedulerOptions};
 use crate::server::{NativeServer, ServeOptions};
 use crate::settle::{settle, spawn, CoreResult};
 use crate::stream::{subscription_source, JsonStream, StreamRegistry, StreamState};
+use agentvm::scheduler::{Scheduler, SchedulerOptions};
 use agentvm::{AgentVm, Command, EventFilter, RemoteRuntime, Runtime, Scope};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -36,6 +36,9 @@ pub struct OpenOptions {
     /// Run the built-in tools (`bash`, `read_file`, ...) on this machine, in each image's
     /// workdir under `dataDir`. Off by default: `bash` then runs as this process's user.
     pub local_tools: Option<bool>,
+    /// Embeds the Docker sandbox scheduler: its options (the core's `SchedulerOptions`) as JSON
+    /// text, parsed and checked by the core. The package's `open()` takes them as an object.
+    pub scheduler: Option<String>,
 }
 
 /// Options of `connect()`.
@@ -227,65 +230,24 @@ impl NativeRuntime {
     }
 
     /// Serves this runtime (WebSocket Channel at `/ws`, REST under `/v1`, `/health`,
-    /// `/metrics`) on `host:port`. In-process runtimes only.
+    /// `/metrics`, and the scheduler's routes when it embeds one) on `host:port`. In-process
+    /// runtimes only.
     #[napi]
     pub fn serve<'env>(
         &self,
         env: &'env Env,
         options: Option<ServeOptions>,
-        scheduler: Option<&NativeScheduler>,
     ) -> Result<PromiseRaw<'env, NativeServer>> {
         let shared = self.shared.clone();
-        let scheduler = scheduler.map(|s| s.handle());
         spawn(env, async move {
             let vm = shared.local("serve()")?;
-            let scheduler = match scheduler {
-                Some(s) => Some(s?),
-                None => None,
-            };
-            let server = crate::server::start(vm, options.unwrap_or_default(), scheduler).await?;
+            let server = crate::server::start(vm, options.unwrap_or_default()).await?;
             shared
                 .servers
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(server.clone());
             Ok(NativeServer::new(server))
-        })
-    }
-
-    /// Opens the Docker sandbox scheduler on this runtime's store and bus (its events
-    /// arrive on `events()`/`on()`). In-process runtimes only.
-    #[napi]
-    pub fn scheduler<'env>(
-        &self,
-        env: &'env Env,
-        options: Option<SchedulerOptions>,
-    ) -> Result<PromiseRaw<'env, NativeScheduler>> {
-        let shared = self.shared.clone();
-        spawn(env, async move {
-            let vm = shared.local("the scheduler")?;
-            crate::scheduler::open(&vm, options.unwrap_or_default()).await
-        })
-    }
-
-    /// Creates an access token for `serve()` clients, scoped to `containerIds` (all when
-    /// unset). The token is returned once; the store keeps only its hash.
-    #[napi]
-    pub fn create_token<'env>(
-        &self,
-        env: &'env Env,
-        container_ids: Option<Vec<String>>,
-    ) -> Result<PromiseRaw<'env, String>> {
-        let shared = self.shared.clone();
-        spawn(env, async move {
-            let vm = shared.local("createToken()")?;
-            let store = vm.store().clone();
-            let (token, _) = tokio::task::spawn_blocking(move || {
-                agentvm::auth::create_token(&*store, container_ids)
-            })
-            .await
-            .map_err(|e| agentvm::Error::Internal(format!("creating a token: {e}")))??;
-            Ok(token)
         })
     }
 
@@ -339,6 +301,12 @@ pub fn open<'env>(
         }
         if o.local_tools == Some(true) {
             builder = builder.local_tools();
+        }
+        if let Some(text) = o.scheduler.as_deref() {
+            let value = serde_json::from_str(text)
+                .map_err(|e| invalid(format!("the scheduler options are not JSON: {e}")))?;
+            let options = SchedulerOptions::from_json(value)?;
+            builder = builder.scheduler(Scheduler::builder().options(&options)?);
         }
         Ok(NativeRuntime::new(Backend::Local(builder.open().await?)))
     })

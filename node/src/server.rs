@@ -5,7 +5,6 @@
 
 use crate::error::invalid;
 use crate::settle::{spawn, CoreResult};
-use agentvm::scheduler::Scheduler;
 use agentvm::AgentVm;
 use agentvm_server::{AuthMode, ServerConfig, ServerManager};
 use napi::bindgen_prelude::*;
@@ -47,12 +46,8 @@ impl ServerState {
     }
 }
 
-/// Binds and serves `vm` (with the scheduler's routes, when one is given).
-pub(crate) async fn start(
-    vm: AgentVm,
-    o: ServeOptions,
-    scheduler: Option<Scheduler>,
-) -> CoreResult<Arc<ServerState>> {
+/// Binds and serves `vm` (with its scheduler's routes, when it embeds one).
+pub(crate) async fn start(vm: AgentVm, o: ServeOptions) -> CoreResult<Arc<ServerState>> {
     let auth = match o.auth.as_deref() {
         None | Some("auto") => AuthMode::Auto,
         Some("required") => AuthMode::Required,
@@ -77,8 +72,6 @@ pub(crate) async fn start(
         config.shutdown_grace = Duration::from_millis(ms.into());
     }
     let manager = ServerManager::new(vm, config);
-    // The server serves the runtime's own scheduler (its commands and /v1 routes).
-    let _ = scheduler;
     let host = o.host.unwrap_or_else(|| "127.0.0.1".into());
     let addr = manager.listen((host.as_str(), port)).await?;
     Ok(Arc::new(ServerState {

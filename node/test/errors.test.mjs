@@ -48,9 +48,8 @@ test('Conflict: the first session of an image cannot be deleted alone', async (t
 })
 
 test('AlreadyExists: a template id is taken', async (t) => {
-  const vm = await mockVm(t)
-  const scheduler = await vm.scheduler({ background: false })
-  t.after(() => scheduler.close())
+  const vm = await mockVm(t, { scheduler: { background: false } })
+  const scheduler = vm.scheduler
   const spec = { name: 'busybox', image: 'agentvm-test/busybox:latest' }
   await scheduler.templates.create('busybox', spec)
   await rejectsWithCode(assert, scheduler.templates.create('busybox', spec), 'AlreadyExists', /busybox/)

@@ -18,7 +18,8 @@ Blocking (scripts): ``vm = agentvm.open_sync(...)`` (or ``agentvm.sync.open``) h
 methods without ``await`` and a plain iterator for events. Remote: ``await
 agentvm.connect("ws://host:port/ws", token=...)`` returns the same API. Server in-process:
 ``server = await vm.serve("127.0.0.1", 8080)``; ``python -m agentvm serve``. Sandboxes:
-``await agentvm.Scheduler.open(vm, nodes=[...])``.
+``vm = await agentvm.open(scheduler={"nodes": [...]})`` embeds the Docker scheduler, driven
+through ``vm.scheduler`` (:mod:`agentvm.scheduler`).
 
 Errors raise :class:`AgentVmError` subclasses, one per kind: :class:`NotFoundError`,
 :class:`AlreadyExistsError`, :class:`InvalidInputError`, :class:`ConflictError`,
@@ -37,7 +38,6 @@ from ._native import (
     AlreadyExistsError,
     CancelledError,
     ConflictError,
-    ExecStream,
     InternalError,
     InvalidInputError,
     NotFoundError,
@@ -48,7 +48,7 @@ from ._native import (
     UnauthorizedError,
     UnavailableError,
 )
-from .scheduler import Scheduler, SyncScheduler
+from .scheduler import ExecStream, Scheduler, SyncExecStream, SyncScheduler
 from .vm import Agent, AgentVm, connect, open
 
 __version__: str = _native.__version__
@@ -83,6 +83,7 @@ __all__ = [
     "Server",
     "StorageError",
     "Subscription",
+    "SyncExecStream",
     "SyncScheduler",
     "UnauthorizedError",
     "UnavailableError",

@@ -202,6 +202,12 @@ def agent_destroy_all(container_id: str) -> Command:
     return _cmd("agent_destroy_all", "containerId", containerId=container_id)
 
 
+# tokens
+def token_create(containers: Optional[list[str]]) -> Command:
+    # `containers` is sent even when None: null asks for an operator token.
+    return ({"type": "token_create_request", "data": {"containers": containers}}, "token")
+
+
 def reply_text(event: dict[str, Any], parts: list[str]) -> bool:
     """Collects a reply from its events; True once the turn ended."""
     t = event["type"]

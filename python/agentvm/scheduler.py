@@ -1,146 +1,385 @@
 """The Docker sandbox scheduler: runtime nodes, templates, sandboxes, exec with streamed
-output, and files. :class:`Scheduler` is the asyncio API, :class:`SyncScheduler` the
-blocking one; records are the JSON the REST API serves (camelCase keys).
+output, and files.
+
+Embed it when opening the runtime, then use ``vm.scheduler``::
+
+    vm = await agentvm.open(scheduler={
+        "nodes": [{"nodeId": "local", "apiEndpoint": "unix:///var/run/docker.sock"}],
+    })
+    await vm.scheduler.create_template("bb", {"name": "busybox", "image": "busybox:latest"})
+    sandbox = await vm.scheduler.create_sandbox("bb")
+    stream = vm.scheduler.exec(sandbox["id"], "echo hi")
+    async for chunk in stream:          # {"stream": "stdout" | "stderr", "data": str}
+        print(chunk["data"], end="")
+    print(stream.execution["exitCode"])
+
+The ``scheduler`` options are the core's ``SchedulerOptions`` (``nodes``,
+``heartbeatIntervalMs``, ``offlineAfterMs``, ``sweepIntervalMs``, ``dockerTimeoutMs``,
+``defaultExecTimeoutMs``, ``maxOutputBytes``, ``internalToken``, ``background``, ...; snake_case
+accepted too); the core checks them and refuses unknown ones.
+
+Every method here is one command of the runtime (``template_create_request``,
+``sandbox_exec_request``, ...; see docs/commands.md), so the same calls work on a runtime from
+:func:`agentvm.connect` when its server embeds a scheduler. :class:`Scheduler` is the asyncio
+API, :class:`SyncScheduler` the blocking one; records are the JSON the REST API serves
+(camelCase keys; node records keep their snake_case).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Union
+import asyncio
+import base64
+import secrets
+import threading
+import time
+from typing import Any, AsyncGenerator, Generator, Optional, Union, cast
 
 from . import _native
 
-if TYPE_CHECKING:
-    from . import sync as _sync
-    from . import vm as _vm
-
 Record = dict[str, Any]
 
+#: After the execution's response, how long to wait for its last output events (they are
+#: published before the response, so they are normally queued already).
+_TAIL_WAIT = 2.0
 
-def _exec_request(
+_MOVED = (
+    "Scheduler.open() was removed: the scheduler is embedded in the runtime. Open it with "
+    "agentvm.open(..., scheduler={\"nodes\": [{\"nodeId\": ..., \"apiEndpoint\": ...}], ...}) "
+    "(or agentvm.open_sync) and use vm.scheduler"
+)
+
+
+def _command(name: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"type": f"{name}_request", "data": {k: v for k, v in data.items() if v is not None}}
+
+
+def _exec_data(
+    sandbox_id: str,
     command: Union[str, list[str], None],
     code: Optional[str],
     language: Optional[str],
     env: Optional[dict[str, str]],
     workdir: Optional[str],
     timeout: Optional[float],
+    execution_id: Optional[str] = None,
 ) -> dict[str, Any]:
-    request: dict[str, Any] = {}
+    data: dict[str, Any] = {"sandboxId": sandbox_id}
     if isinstance(command, str):
-        request["command"] = ["/bin/sh", "-c", command]
+        data["command"] = ["/bin/sh", "-c", command]
     elif command is not None:
-        request["command"] = list(command)
+        data["command"] = list(command)
     if code is not None:
-        request["code"] = code
+        data["code"] = code
     if language is not None:
-        request["language"] = language
+        data["language"] = language
     if env:
-        request["env"] = env
+        data["env"] = env
     if workdir is not None:
-        request["workdir"] = workdir
+        data["workdir"] = workdir
     if timeout is not None:
-        request["timeoutMs"] = int(timeout * 1000)
-    return request
+        data["timeoutMs"] = max(1, int(timeout * 1000))
+    if execution_id is not None:
+        data["executionId"] = execution_id
+    return data
 
 
-def _node(node_id: str, api_endpoint: str, extra: dict[str, Any]) -> dict[str, Any]:
-    return {"node_id": node_id, "api_endpoint": api_endpoint, **extra}
+def _new_execution_id() -> str:
+    return f"exec_{secrets.token_hex(10)}"
+
+
+def _file_write_data(sandbox_id: str, path: str, data: Union[bytes, str]) -> dict[str, Any]:
+    if isinstance(data, str):
+        return {"sandboxId": sandbox_id, "path": path, "content": data, "encoding": "utf8"}
+    content = base64.b64encode(bytes(data)).decode("ascii")
+    return {"sandboxId": sandbox_id, "path": path, "content": content, "encoding": "base64"}
+
+
+def _file_read_data(sandbox_id: str, path: str) -> dict[str, Any]:
+    return {"sandboxId": sandbox_id, "path": path, "encoding": "base64"}
+
+
+def _decode(content: str) -> bytes:
+    return base64.b64decode(content)
+
+
+def _exec_event(event: dict[str, Any], execution_id: str) -> tuple[Optional[Record], bool]:
+    """``(chunk, finished)`` for an event of the sandbox's topic: an output chunk of this
+    execution, and whether this execution has finished. Other executions' events are
+    ``(None, False)``."""
+    data = event.get("data") or {}
+    if data.get("executionId") != execution_id:
+        return None, False
+    t = event.get("type")
+    if t == "sandbox_exec_output":
+        return {"stream": data.get("stream"), "data": data.get("data", "")}, False
+    return None, t == "sandbox_exec_finished"
+
+
+async def _next_event(events: _native.Subscription) -> Optional[dict[str, Any]]:
+    try:
+        return await events.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _retrieve(task: "asyncio.Future[Any]") -> None:
+    # A request whose stream was abandoned: its outcome is nobody's, and must not be logged
+    # as "never retrieved".
+    if not task.cancelled():
+        task.exception()
+
+
+class ExecStream:
+    """A command running in a sandbox (from :meth:`Scheduler.exec`). ``async for chunk in
+    stream`` yields ``{"stream": "stdout" | "stderr", "data": str}`` as the command writes;
+    after the last one, :attr:`execution` holds the finished execution (``status``,
+    ``exitCode``, ``stdout``, ``stderr``, ...). The command started when ``exec`` was called
+    and runs to its end (or timeout) even if the stream is not read."""
+
+    def __init__(self, rt: _native.Runtime, data: dict[str, Any]) -> None:
+        #: The execution's id (for :meth:`Scheduler.cancel_exec` and ``get_execution``).
+        self.execution_id: str = data["executionId"]
+        #: The sandbox it runs in.
+        self.sandbox_id: str = data["sandboxId"]
+        #: The finished execution; None until the stream has ended.
+        self.execution: Optional[Record] = None
+        # Subscribed before the command is sent, so no output is missed.
+        self._events = rt.subscribe(session_id=self.sandbox_id)
+        request = rt.request(_command("sandbox_exec", data), "execution")
+        self._request: asyncio.Future[Any] = asyncio.get_running_loop().create_task(_awaited(request))
+        self._chunks = self._run()
+
+    def __aiter__(self) -> "ExecStream":
+        return self
+
+    async def __anext__(self) -> Record:
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        """Stops reading (the command goes on running)."""
+        await self._chunks.aclose()
+
+    async def wait(self) -> Record:
+        """Reads the rest of the output and returns the finished execution."""
+        async for _ in self:
+            pass
+        assert self.execution is not None
+        return self.execution
+
+    async def _run(self) -> AsyncGenerator[Record, None]:
+        request = self._request
+        reading: Optional[asyncio.Future[Optional[dict[str, Any]]]] = None
+        finished = False
+        try:
+            while not finished:
+                if request.done() and request.exception() is not None:
+                    request.result()  # failed: there is no output to wait for
+                if reading is None:
+                    reading = asyncio.ensure_future(_next_event(self._events))
+                if not request.done():
+                    await asyncio.wait({request, reading}, return_when=asyncio.FIRST_COMPLETED)
+                    if not reading.done():
+                        # The response came first. After a success the last events are
+                        # queued already (they are published before it): read them.
+                        continue
+                else:
+                    done, _ = await asyncio.wait({reading}, timeout=_TAIL_WAIT)
+                    if not done:
+                        break
+                event = reading.result()
+                reading = None
+                if event is None:
+                    break
+                chunk, finished = _exec_event(event, self.execution_id)
+                if chunk is not None:
+                    yield chunk
+            self.execution = await request
+        finally:
+            if reading is not None:
+                reading.cancel()
+            self._events.close()
+            if not request.done():
+                request.add_done_callback(_retrieve)
+
+
+class SyncExecStream:
+    """A command running in a sandbox (from :meth:`SyncScheduler.exec`), blocking:
+    ``for chunk in stream`` yields ``{"stream", "data"}`` as the command writes; then
+    :attr:`execution` holds the finished execution."""
+
+    def __init__(self, rt: _native.Runtime, data: dict[str, Any]) -> None:
+        #: The execution's id.
+        self.execution_id: str = data["executionId"]
+        #: The sandbox it runs in.
+        self.sandbox_id: str = data["sandboxId"]
+        #: The finished execution; None until the stream has ended.
+        self.execution: Optional[Record] = None
+        self._events = rt.subscribe(session_id=self.sandbox_id)
+        self._outcome: Optional[tuple[Optional[Record], Optional[BaseException]]] = None
+        command = _command("sandbox_exec", data)
+
+        def send() -> None:
+            try:
+                self._outcome = (rt.request_blocking(command, "execution"), None)
+            except BaseException as e:  # handed to the reader
+                self._outcome = (None, e)
+
+        # The request answers only once the command has ended: it waits on its own thread
+        # (GIL released) while this one reads the output events.
+        self._sender = threading.Thread(target=send, name="agentvm-exec", daemon=True)
+        self._sender.start()
+        self._chunks = self._run()
+
+    def __iter__(self) -> "SyncExecStream":
+        return self
+
+    def __next__(self) -> Record:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """Stops reading (the command goes on running)."""
+        self._chunks.close()
+
+    def wait(self) -> Record:
+        """Reads the rest of the output and returns the finished execution."""
+        for _ in self:
+            pass
+        assert self.execution is not None
+        return self.execution
+
+    def _result(self) -> Record:
+        self._sender.join()
+        assert self._outcome is not None
+        execution, error = self._outcome
+        if error is not None:
+            raise error
+        return cast(Record, execution)
+
+    def _run(self) -> Generator[Record, None, None]:
+        finished = False
+        deadline: Optional[float] = None
+        try:
+            while not finished:
+                if deadline is None and not self._sender.is_alive():
+                    if self._outcome is not None and self._outcome[1] is not None:
+                        break  # failed: there is no output to wait for
+                    deadline = time.monotonic() + _TAIL_WAIT
+                wait = 0.1 if deadline is None else deadline - time.monotonic()
+                if wait <= 0:
+                    break
+                event = self._events.next_blocking(wait)
+                if event is None:
+                    if self._events.closed:
+                        break
+                    continue
+                chunk, finished = _exec_event(event, self.execution_id)
+                if chunk is not None:
+                    yield chunk
+            self.execution = self._result()
+        finally:
+            self._events.close()
 
 
 class Scheduler:
-    """The scheduler (asyncio). Open with ``await Scheduler.open(...)``."""
+    """The sandbox scheduler of a runtime (asyncio): ``vm.scheduler``. Each method is one
+    command; a runtime opened without ``scheduler=`` answers them with
+    :class:`agentvm.UnavailableError`."""
 
-    def __init__(self, native: _native.Scheduler) -> None:
-        #: The native handle (``call(op, args)``).
-        self.native = native
+    __slots__ = ("_rt",)
+
+    def __init__(self, rt: _native.Runtime) -> None:
+        self._rt = rt
 
     @classmethod
-    async def open(
-        cls,
-        runtime: Optional["_vm.AgentVm"] = None,
-        *,
-        nodes: Optional[list[dict[str, Any]]] = None,
-        config: Optional[dict[str, Any]] = None,
-    ) -> "Scheduler":
-        """Opens a scheduler. ``runtime`` (a local :class:`agentvm.AgentVm`) shares its
-        store and event bus; ``nodes`` registers Docker nodes
-        (``[{"node_id": "local", "api_endpoint": "unix:///var/run/docker.sock"}]``);
-        ``config`` tunes it (durations in seconds: ``heartbeat_interval``, ``offline_after``,
-        ``sweep_interval``, ``default_exec_timeout``, ...)."""
-        native_rt = runtime.native if runtime is not None else None
-        return cls(await _native.open_scheduler(native_rt, nodes, config))
+    def open(cls, *_args: Any, **_kwargs: Any) -> "Scheduler":
+        """Removed: use ``agentvm.open(..., scheduler={...})`` and ``vm.scheduler``."""
+        raise RuntimeError(_MOVED)
 
-    async def _call(self, op: str, **args: Any) -> Any:
-        return await self.native.call(op, args)
+    async def _call(self, name: str, pick: Optional[str], data: dict[str, Any]) -> Any:
+        return await self._rt.request(_command(name, data), pick)
 
     # nodes
     async def register_node(self, node_id: str, api_endpoint: str, **extra: Any) -> Record:
         """Registers (or updates) a Docker node; ``extra``: ``total_cpu_cores``,
-        ``total_memory_mb``, ``max_containers``, ``labels``, ``liveness`` ("probe" | "heartbeat")."""
-        return await self._call("register_node", registration=_node(node_id, api_endpoint, extra))  # type: ignore[no-any-return]
+        ``total_memory_mb``, ``max_containers``, ``labels``, ``liveness`` ("probe" | "heartbeat"),
+        ``tls``, ... (camelCase or snake_case)."""
+        data = {"nodeId": node_id, "apiEndpoint": api_endpoint, **extra}
+        return cast(Record, await self._call("node_register", "node", data))
 
     async def heartbeat(self, node_id: str, **extra: Any) -> Record:
-        """A node agent's heartbeat."""
-        return await self._call("heartbeat", heartbeat={"node_id": node_id, **extra})  # type: ignore[no-any-return]
+        """A node agent's heartbeat (``cached_images``, ``container_id``, ``timestamp``)."""
+        return cast(Record, await self._call("node_heartbeat", "node", {"nodeId": node_id, **extra}))
 
     async def list_nodes(self) -> list[Record]:
         """Every node with its status and load."""
-        return await self._call("list_nodes")  # type: ignore[no-any-return]
+        return cast(list[Record], await self._call("node_list", "nodes", {}))
 
     async def get_node(self, node_id: str) -> Optional[Record]:
         """A node, or None."""
-        return await self._call("get_node", node_id=node_id)  # type: ignore[no-any-return]
+        return cast(Optional[Record], await self._call("node_get", "node", {"nodeId": node_id}))
 
     async def set_node_status(self, node_id: str, status: str) -> Record:
         """``online``, ``draining`` or ``maintenance``."""
-        return await self._call("set_node_status", node_id=node_id, status=status)  # type: ignore[no-any-return]
+        data = {"nodeId": node_id, "status": status}
+        return cast(Record, await self._call("node_update", "node", data))
 
     async def remove_node(self, node_id: str) -> None:
         """Removes a node (it must have no live sandboxes)."""
-        await self._call("remove_node", node_id=node_id)
+        await self._call("node_delete", "nodeId", {"nodeId": node_id})
 
     # templates
     async def create_template(self, template_id: str, spec: dict[str, Any]) -> Record:
         """Creates a template: ``spec`` has ``name``, ``image`` and optional limits
         (``defaultCpuCores``, ``defaultMemoryMb``, ``warmPoolSize``, ...)."""
-        return await self._call("create_template", template_id=template_id, spec=spec)  # type: ignore[no-any-return]
+        data = {**spec, "templateId": template_id}
+        return cast(Record, await self._call("template_create", "template", data))
 
     async def update_template(self, template_id: str, spec: dict[str, Any]) -> Record:
         """Replaces a template's spec."""
-        return await self._call("update_template", template_id=template_id, spec=spec)  # type: ignore[no-any-return]
+        data = {**spec, "templateId": template_id}
+        return cast(Record, await self._call("template_update", "template", data))
 
     async def get_template(self, template_id: str) -> Optional[Record]:
         """A template, or None."""
-        return await self._call("get_template", template_id=template_id)  # type: ignore[no-any-return]
+        data = {"templateId": template_id}
+        return cast(Optional[Record], await self._call("template_get", "template", data))
 
     async def list_templates(self) -> list[Record]:
         """Every template."""
-        return await self._call("list_templates")  # type: ignore[no-any-return]
+        return cast(list[Record], await self._call("template_list", "templates", {}))
 
     async def delete_template(self, template_id: str) -> None:
         """Deletes a template."""
-        await self._call("delete_template", template_id=template_id)
+        await self._call("template_delete", "templateId", {"templateId": template_id})
 
     # sandboxes
     async def create_sandbox(self, template_id: str, **request: Any) -> Record:
         """Places and starts a sandbox; returns once it runs. ``request``: ``owner``,
         ``cpuCores``, ``memoryMb``, ``env``, ``timeoutS``, ``idleTimeoutS``, ``nodeId``."""
-        return await self._call("create_sandbox", request={"templateId": template_id, **request})  # type: ignore[no-any-return]
+        data = {**request, "templateId": template_id}
+        return cast(Record, await self._call("sandbox_create", "sandbox", data))
 
     async def get_sandbox(self, sandbox_id: str) -> Optional[Record]:
         """A sandbox, or None."""
-        return await self._call("get_sandbox", sandbox_id=sandbox_id)  # type: ignore[no-any-return]
+        data = {"sandboxId": sandbox_id}
+        return cast(Optional[Record], await self._call("sandbox_get", "sandbox", data))
 
-    async def list_sandboxes(self) -> list[Record]:
-        """Every sandbox."""
-        return await self._call("list_sandboxes")  # type: ignore[no-any-return]
+    async def list_sandboxes(self, owner: Optional[str] = None) -> list[Record]:
+        """Every sandbox (of one owner when given)."""
+        return cast(list[Record], await self._call("sandbox_list", "sandboxes", {"owner": owner}))
 
     async def terminate_sandbox(self, sandbox_id: str) -> Record:
         """Stops and removes a sandbox's container; the record stays."""
-        return await self._call("terminate_sandbox", sandbox_id=sandbox_id)  # type: ignore[no-any-return]
+        data = {"sandboxId": sandbox_id}
+        return cast(Record, await self._call("sandbox_terminate", "sandbox", data))
 
     async def delete_sandbox(self, sandbox_id: str) -> None:
         """Terminates a sandbox (if needed) and deletes its record."""
-        await self._call("delete_sandbox", sandbox_id=sandbox_id)
+        await self._call("sandbox_delete", "sandboxId", {"sandboxId": sandbox_id})
 
     # exec
     def exec(
@@ -153,11 +392,17 @@ class Scheduler:
         env: Optional[dict[str, str]] = None,
         workdir: Optional[str] = None,
         timeout: Optional[float] = None,
-    ) -> _native.ExecStream:
+        execution_id: Optional[str] = None,
+    ) -> ExecStream:
         """Starts a command (a str runs with ``/bin/sh -c``) or ``code`` in ``language``;
         ``async for chunk in ...`` yields ``{"stream", "data"}`` as output comes, then
-        ``.execution`` holds the result (``status``, ``exitCode``, ``stdout``, ``stderr``)."""
-        return self.native.exec(sandbox_id, _exec_request(command, code, language, env, workdir, timeout))
+        ``.execution`` holds the result (``status``, ``exitCode``, ``stdout``, ``stderr``).
+        Call it in a running event loop."""
+        data = _exec_data(
+            sandbox_id, command, code, language, env, workdir, timeout,
+            execution_id or _new_execution_id(),
+        )
+        return ExecStream(self._rt, data)
 
     async def run(
         self,
@@ -171,121 +416,130 @@ class Scheduler:
         timeout: Optional[float] = None,
     ) -> Record:
         """Runs a command to the end and returns the execution."""
-        request = _exec_request(command, code, language, env, workdir, timeout)
-        return await self._call("exec_collect", sandbox_id=sandbox_id, request=request)  # type: ignore[no-any-return]
+        data = _exec_data(sandbox_id, command, code, language, env, workdir, timeout)
+        return cast(Record, await self._call("sandbox_exec", "execution", data))
+
+    async def cancel_exec(self, execution_id: str) -> Record:
+        """Kills a running execution; returns it (``status: "cancelled"``, or unchanged when it
+        had ended already)."""
+        data = {"executionId": execution_id}
+        return cast(Record, await self._call("sandbox_exec_cancel", "execution", data))
 
     async def get_execution(self, execution_id: str) -> Optional[Record]:
         """An execution, or None."""
-        return await self._call("get_execution", execution_id=execution_id)  # type: ignore[no-any-return]
+        data = {"executionId": execution_id}
+        return cast(Optional[Record], await self._call("execution_get", "execution", data))
 
     async def list_executions(self, sandbox_id: str) -> list[Record]:
-        """The executions of a sandbox."""
-        return await self._call("list_executions", sandbox_id=sandbox_id)  # type: ignore[no-any-return]
+        """The executions of a sandbox, oldest first."""
+        data = {"sandboxId": sandbox_id}
+        return cast(list[Record], await self._call("execution_list", "executions", data))
 
     # files
     async def write_file(self, sandbox_id: str, path: str, data: Union[bytes, str]) -> None:
-        """Writes a file (its directory must exist)."""
-        raw = data.encode() if isinstance(data, str) else data
-        await self.native.write_file(sandbox_id, path, raw)
+        """Writes a file (its directory must exist); a relative path is in the workdir."""
+        await self._call("sandbox_file_write", "size", _file_write_data(sandbox_id, path, data))
 
     async def read_file(self, sandbox_id: str, path: str) -> bytes:
         """Reads a file."""
-        return await self.native.read_file(sandbox_id, path)
+        return _decode(await self._call("sandbox_file_read", "content", _file_read_data(sandbox_id, path)))
 
     async def list_files(self, sandbox_id: str, path: str = ".") -> list[Record]:
-        """Lists a directory."""
-        return await self._call("list_files", sandbox_id=sandbox_id, path=path)  # type: ignore[no-any-return]
+        """Lists a directory (one level)."""
+        data = {"sandboxId": sandbox_id, "path": path}
+        return cast(list[Record], await self._call("sandbox_file_list", "files", data))
+
+    async def delete_file(self, sandbox_id: str, path: str, *, recursive: bool = False) -> None:
+        """Deletes a file or link; a directory only with ``recursive=True``."""
+        data = {"sandboxId": sandbox_id, "path": path, "recursive": recursive or None}
+        await self._call("sandbox_file_delete", "path", data)
 
     async def metrics(self) -> Record:
         """Counters and gauges (pool hits, cold starts, live sandboxes, nodes online...)."""
-        return await self._call("metrics")  # type: ignore[no-any-return]
+        return cast(Record, await self._call("scheduler_metrics", "metrics", {}))
 
 
 class SyncScheduler:
-    """The scheduler, blocking. Open with ``SyncScheduler.open(...)``."""
+    """The sandbox scheduler of a runtime, blocking: ``vm.scheduler`` of
+    :func:`agentvm.open_sync`. Same methods as :class:`Scheduler`, without ``await``."""
 
-    def __init__(self, native: _native.Scheduler) -> None:
-        #: The native handle (``call_blocking(op, args)``).
-        self.native = native
+    __slots__ = ("_rt",)
+
+    def __init__(self, rt: _native.Runtime) -> None:
+        self._rt = rt
 
     @classmethod
-    def open(
-        cls,
-        runtime: Optional["_sync.AgentVm"] = None,
-        *,
-        nodes: Optional[list[dict[str, Any]]] = None,
-        config: Optional[dict[str, Any]] = None,
-    ) -> "SyncScheduler":
-        """Opens a scheduler (see :meth:`Scheduler.open`)."""
-        native_rt = runtime.native if runtime is not None else None
-        return cls(_native.open_scheduler_blocking(native_rt, nodes, config))
+    def open(cls, *_args: Any, **_kwargs: Any) -> "SyncScheduler":
+        """Removed: use ``agentvm.open_sync(..., scheduler={...})`` and ``vm.scheduler``."""
+        raise RuntimeError(_MOVED)
 
-    def _call(self, op: str, **args: Any) -> Any:
-        return self.native.call_blocking(op, args)
+    def _call(self, name: str, pick: Optional[str], data: dict[str, Any]) -> Any:
+        return self._rt.request_blocking(_command(name, data), pick)
 
     def register_node(self, node_id: str, api_endpoint: str, **extra: Any) -> Record:
         """Registers (or updates) a Docker node."""
-        return self._call("register_node", registration=_node(node_id, api_endpoint, extra))  # type: ignore[no-any-return]
+        data = {"nodeId": node_id, "apiEndpoint": api_endpoint, **extra}
+        return cast(Record, self._call("node_register", "node", data))
 
     def heartbeat(self, node_id: str, **extra: Any) -> Record:
         """A node agent's heartbeat."""
-        return self._call("heartbeat", heartbeat={"node_id": node_id, **extra})  # type: ignore[no-any-return]
+        return cast(Record, self._call("node_heartbeat", "node", {"nodeId": node_id, **extra}))
 
     def list_nodes(self) -> list[Record]:
         """Every node."""
-        return self._call("list_nodes")  # type: ignore[no-any-return]
+        return cast(list[Record], self._call("node_list", "nodes", {}))
 
     def get_node(self, node_id: str) -> Optional[Record]:
         """A node, or None."""
-        return self._call("get_node", node_id=node_id)  # type: ignore[no-any-return]
+        return cast(Optional[Record], self._call("node_get", "node", {"nodeId": node_id}))
 
     def set_node_status(self, node_id: str, status: str) -> Record:
         """``online``, ``draining`` or ``maintenance``."""
-        return self._call("set_node_status", node_id=node_id, status=status)  # type: ignore[no-any-return]
+        return cast(Record, self._call("node_update", "node", {"nodeId": node_id, "status": status}))
 
     def remove_node(self, node_id: str) -> None:
         """Removes a node."""
-        self._call("remove_node", node_id=node_id)
+        self._call("node_delete", "nodeId", {"nodeId": node_id})
 
     def create_template(self, template_id: str, spec: dict[str, Any]) -> Record:
         """Creates a template."""
-        return self._call("create_template", template_id=template_id, spec=spec)  # type: ignore[no-any-return]
+        return cast(Record, self._call("template_create", "template", {**spec, "templateId": template_id}))
 
     def update_template(self, template_id: str, spec: dict[str, Any]) -> Record:
         """Replaces a template's spec."""
-        return self._call("update_template", template_id=template_id, spec=spec)  # type: ignore[no-any-return]
+        return cast(Record, self._call("template_update", "template", {**spec, "templateId": template_id}))
 
     def get_template(self, template_id: str) -> Optional[Record]:
         """A template, or None."""
-        return self._call("get_template", template_id=template_id)  # type: ignore[no-any-return]
+        return cast(Optional[Record], self._call("template_get", "template", {"templateId": template_id}))
 
     def list_templates(self) -> list[Record]:
         """Every template."""
-        return self._call("list_templates")  # type: ignore[no-any-return]
+        return cast(list[Record], self._call("template_list", "templates", {}))
 
     def delete_template(self, template_id: str) -> None:
         """Deletes a template."""
-        self._call("delete_template", template_id=template_id)
+        self._call("template_delete", "templateId", {"templateId": template_id})
 
     def create_sandbox(self, template_id: str, **request: Any) -> Record:
         """Places and starts a sandbox."""
-        return self._call("create_sandbox", request={"templateId": template_id, **request})  # type: ignore[no-any-return]
+        return cast(Record, self._call("sandbox_create", "sandbox", {**request, "templateId": template_id}))
 
     def get_sandbox(self, sandbox_id: str) -> Optional[Record]:
         """A sandbox, or None."""
-        return self._call("get_sandbox", sandbox_id=sandbox_id)  # type: ignore[no-any-return]
+        return cast(Optional[Record], self._call("sandbox_get", "sandbox", {"sandboxId": sandbox_id}))
 
-    def list_sandboxes(self) -> list[Record]:
-        """Every sandbox."""
-        return self._call("list_sandboxes")  # type: ignore[no-any-return]
+    def list_sandboxes(self, owner: Optional[str] = None) -> list[Record]:
+        """Every sandbox (of one owner when given)."""
+        return cast(list[Record], self._call("sandbox_list", "sandboxes", {"owner": owner}))
 
     def terminate_sandbox(self, sandbox_id: str) -> Record:
         """Stops a sandbox."""
-        return self._call("terminate_sandbox", sandbox_id=sandbox_id)  # type: ignore[no-any-return]
+        return cast(Record, self._call("sandbox_terminate", "sandbox", {"sandboxId": sandbox_id}))
 
     def delete_sandbox(self, sandbox_id: str) -> None:
         """Deletes a sandbox."""
-        self._call("delete_sandbox", sandbox_id=sandbox_id)
+        self._call("sandbox_delete", "sandboxId", {"sandboxId": sandbox_id})
 
     def exec(
         self,
@@ -297,9 +551,15 @@ class SyncScheduler:
         env: Optional[dict[str, str]] = None,
         workdir: Optional[str] = None,
         timeout: Optional[float] = None,
-    ) -> _native.ExecStream:
-        """Starts a command; ``for chunk in ...`` yields its output as it comes."""
-        return self.native.exec(sandbox_id, _exec_request(command, code, language, env, workdir, timeout))
+        execution_id: Optional[str] = None,
+    ) -> SyncExecStream:
+        """Starts a command; ``for chunk in ...`` yields its output as it comes, then
+        ``.execution`` holds the result."""
+        data = _exec_data(
+            sandbox_id, command, code, language, env, workdir, timeout,
+            execution_id or _new_execution_id(),
+        )
+        return SyncExecStream(self._rt, data)
 
     def run(
         self,
@@ -313,30 +573,38 @@ class SyncScheduler:
         timeout: Optional[float] = None,
     ) -> Record:
         """Runs a command to the end and returns the execution."""
-        request = _exec_request(command, code, language, env, workdir, timeout)
-        return self._call("exec_collect", sandbox_id=sandbox_id, request=request)  # type: ignore[no-any-return]
+        data = _exec_data(sandbox_id, command, code, language, env, workdir, timeout)
+        return cast(Record, self._call("sandbox_exec", "execution", data))
+
+    def cancel_exec(self, execution_id: str) -> Record:
+        """Kills a running execution; returns it."""
+        return cast(Record, self._call("sandbox_exec_cancel", "execution", {"executionId": execution_id}))
 
     def get_execution(self, execution_id: str) -> Optional[Record]:
         """An execution, or None."""
-        return self._call("get_execution", execution_id=execution_id)  # type: ignore[no-any-return]
+        return cast(Optional[Record], self._call("execution_get", "execution", {"executionId": execution_id}))
 
     def list_executions(self, sandbox_id: str) -> list[Record]:
         """The executions of a sandbox."""
-        return self._call("list_executions", sandbox_id=sandbox_id)  # type: ignore[no-any-return]
+        return cast(list[Record], self._call("execution_list", "executions", {"sandboxId": sandbox_id}))
 
     def write_file(self, sandbox_id: str, path: str, data: Union[bytes, str]) -> None:
         """Writes a file."""
-        raw = data.encode() if isinstance(data, str) else data
-        self.native.write_file_blocking(sandbox_id, path, raw)
+        self._call("sandbox_file_write", "size", _file_write_data(sandbox_id, path, data))
 
     def read_file(self, sandbox_id: str, path: str) -> bytes:
         """Reads a file."""
-        return self.native.read_file_blocking(sandbox_id, path)
+        return _decode(self._call("sandbox_file_read", "content", _file_read_data(sandbox_id, path)))
 
     def list_files(self, sandbox_id: str, path: str = ".") -> list[Record]:
         """Lists a directory."""
-        return self._call("list_files", sandbox_id=sandbox_id, path=path)  # type: ignore[no-any-return]
+        return cast(list[Record], self._call("sandbox_file_list", "files", {"sandboxId": sandbox_id, "path": path}))
+
+    def delete_file(self, sandbox_id: str, path: str, *, recursive: bool = False) -> None:
+        """Deletes a file or link; a directory only with ``recursive=True``."""
+        data = {"sandboxId": sandbox_id, "path": path, "recursive": recursive or None}
+        self._call("sandbox_file_delete", "path", data)
 
     def metrics(self) -> Record:
         """Counters and gauges."""
-        return self._call("metrics")  # type: ignore[no-any-return]
+        return cast(Record, self._call("scheduler_metrics", "metrics", {}))

@@ -15,6 +15,7 @@ from typing import Any, Optional, Union
 from . import _commands as c
 from . import _native
 from ._commands import Content
+from .scheduler import SyncScheduler
 
 Record = dict[str, Any]
 Event = dict[str, Any]
@@ -304,6 +305,9 @@ class AgentVm:
         self.definitions = Definitions(native)
         #: Agents and messages.
         self.agents = Agents(native)
+        #: The Docker sandbox scheduler (embedded with ``open(scheduler={...})``, or the
+        #: server's when connected).
+        self.scheduler = SyncScheduler(native)
 
     def request(self, command: dict[str, Any]) -> dict[str, Any]:
         """Runs a raw command ``{"type": "<name>_request", "data": {...}}`` and returns the
@@ -323,22 +327,20 @@ class AgentVm:
         the global topic (lifecycle events)."""
         return self.native.subscribe(session_id, after, all_sessions, global_events)
 
-    def serve(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        auth: str = "auto",
-        scheduler: Optional[Any] = None,
-    ) -> _native.Server:
-        """Serves this runtime (WebSocket ``/ws``, REST ``/v1``, ``/health``) in-process.
-        ``scheduler`` (an :class:`agentvm.Scheduler`) adds its routes on the same port."""
-        native_sched = scheduler.native if scheduler is not None else None
-        return self.native.serve_blocking(host, port, auth, native_sched)
+    def serve(self, host: str = "127.0.0.1", port: int = 0, *, auth: str = "auto") -> _native.Server:
+        """Serves this runtime (WebSocket ``/ws``, REST ``/v1``, ``/health``, ``/metrics``)
+        in-process, with the scheduler's routes when it was opened with one."""
+        return self.native.serve_blocking(host, port, auth)
 
     def create_token(self, containers: Optional[list[str]] = None) -> str:
-        """Creates an access token for ``containers`` (None: all); shown once."""
-        return self.native.create_token(containers)
+        """Creates an access token for ``containers`` (None: all); shown once. Local
+        runtimes only."""
+        if not self.native.is_local:
+            # Token commands work remotely for operators; kept local as before.
+            raise _native.InvalidInputError(
+                "create_token needs a local runtime (agentvm.open), not a connected one"
+            )
+        return self.native.request_blocking(*c.token_create(containers))  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Stops every agent (partial replies are stored) and writes everything out; closes
@@ -367,6 +369,7 @@ def open(
     local_tools: bool = False,
     definitions: Optional[list[dict[str, Any]]] = None,
     max_tokens: Optional[int] = None,
+    scheduler: Optional[dict[str, Any]] = None,
 ) -> AgentVm:
     """Opens a local runtime.
 
@@ -375,8 +378,13 @@ def open(
     (anthropic | openai | mock), ``url``, ``api_key``, ``model``; None reads the
     environment when ``LLM_PROVIDER`` is set. ``local_tools``: run the built-in tools on this
     machine (trusted agents only). ``max_tokens``: the reply length limit per model call.
+    ``scheduler``: embeds the Docker sandbox scheduler (``vm.scheduler``) with these options,
+    the core's ``SchedulerOptions``: ``nodes`` (``[{"nodeId", "apiEndpoint", ...}]``),
+    ``heartbeatIntervalMs``, ``offlineAfterMs``, ``sweepIntervalMs``, ``dockerTimeoutMs``,
+    ``defaultExecTimeoutMs``, ``maxOutputBytes``, ``internalToken``, ``background``, ...
+    (snake_case accepted); an unknown option raises :class:`agentvm.InvalidInputError`.
     """
-    native = _native.open_blocking(data_dir, llm, local_tools, definitions, max_tokens)
+    native = _native.open_blocking(data_dir, llm, local_tools, definitions, max_tokens, scheduler)
     return AgentVm(native)
 
 
@@ -386,7 +394,8 @@ def connect(url: str, *, token: Optional[str] = None, timeout: Optional[float] =
     return AgentVm(native)
 
 
-from .scheduler import SyncScheduler as Scheduler  # noqa: E402  (the blocking scheduler)
+#: The blocking scheduler (``vm.scheduler`` of a blocking runtime).
+Scheduler = SyncScheduler
 
 __all__ = [
     "AgentVm",

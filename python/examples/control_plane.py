@@ -9,6 +9,9 @@
     POST /api/v1/nodes/heartbeat       and heartbeats
 
 Run: AGENTVM_NODES=unix:///var/run/docker.sock uvicorn control_plane:app
+
+The scheduler is embedded in the runtime (``agentvm.open(scheduler={...})``) and driven
+through ``vm.scheduler``; its options are the core's (``nodes``, ``heartbeatIntervalMs``, ...).
 """
 
 from __future__ import annotations
@@ -51,17 +54,18 @@ class TemplateIn(BaseModel, extra="allow"):
     name: Optional[str] = None
 
 
-def create_app(data_dir: Optional[str] = None, nodes: Optional[list[dict[str, Any]]] = None,
-               config: Optional[dict[str, Any]] = None) -> FastAPI:
-    """The app; ``nodes`` are registered at start (default: $AGENTVM_NODES, comma-separated)."""
-    if nodes is None:
+def create_app(data_dir: Optional[str] = None, scheduler: Optional[dict[str, Any]] = None) -> FastAPI:
+    """The app. ``scheduler``: the scheduler's options; without ``nodes`` in them, the nodes
+    of $AGENTVM_NODES (comma-separated Docker endpoints) are registered at start."""
+    options = dict(scheduler or {})
+    if "nodes" not in options:
         endpoints = [e for e in os.environ.get("AGENTVM_NODES", "").split(",") if e]
-        nodes = [{"node_id": f"node-{i}", "api_endpoint": e} for i, e in enumerate(endpoints)]
+        options["nodes"] = [{"nodeId": f"node-{i}", "apiEndpoint": e} for i, e in enumerate(endpoints)]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        vm = await agentvm.open(data_dir)
-        app.state.scheduler = await agentvm.Scheduler.open(vm, nodes=nodes, config=config)
+        vm = await agentvm.open(data_dir, scheduler=options)
+        app.state.scheduler = vm.scheduler
         yield
         await vm.close()
 

@@ -2,16 +2,16 @@
 //!
 //! Commands, responses and events cross the boundary as the protocol's JSON (Python dicts)
 //! through the same serde types the WebSocket speaks; a few handle classes hold the Rust
-//! objects: [`vm::Runtime`] (local or remote), [`events::Subscription`], [`server::Server`],
-//! [`scheduler::Scheduler`] with [`scheduler::ExecStream`]. Every method comes as an awaitable
-//! (asyncio) and as `*_blocking` (GIL released, Ctrl-C honoured); the Python package
-//! (`python/agentvm/`) builds the typed, documented API on top.
+//! objects: [`vm::Runtime`] (local or remote), [`events::Subscription`], [`server::Server`].
+//! Every method comes as an awaitable (asyncio) and as `*_blocking` (GIL released, Ctrl-C
+//! honoured); the Python package (`python/agentvm/`) builds the typed, documented API on top,
+//! the sandbox scheduler's included: it is commands (`sandbox_create_request`, ...) like the
+//! rest, and `open(scheduler=...)` only hands its options to the core.
 
 mod error;
 mod events;
 mod json;
 mod runtime;
-mod scheduler;
 mod server;
 mod vm;
 
@@ -36,16 +36,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<vm::Runtime>()?;
     m.add_class::<events::Subscription>()?;
     m.add_class::<server::Server>()?;
-    m.add_class::<scheduler::Scheduler>()?;
-    m.add_class::<scheduler::ExecStream>()?;
     m.add_class::<runtime::Ready>()?;
     m.add_function(wrap_pyfunction!(vm::open, m)?)?;
     m.add_function(wrap_pyfunction!(vm::open_blocking, m)?)?;
     m.add_function(wrap_pyfunction!(vm::connect, m)?)?;
     m.add_function(wrap_pyfunction!(vm::connect_blocking, m)?)?;
     m.add_function(wrap_pyfunction!(vm::_json_round_trip, m)?)?;
-    m.add_function(wrap_pyfunction!(scheduler::open_scheduler, m)?)?;
-    m.add_function(wrap_pyfunction!(scheduler::open_scheduler_blocking, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_after_fork, m)?)?;
     m.add_function(wrap_pyfunction!(runtime::_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(init_logging, m)?)?;

@@ -1,5 +1,6 @@
-//! `Server`: agentvm's server (WebSocket `/ws`, REST `/v1`, `/health`, `/metrics`, and the
-//! scheduler's routes when given one) running in this process, on the module's runtime.
+//! `Server`: agentvm's server (WebSocket `/ws`, REST `/v1`, `/health`, `/metrics`) running in
+//! this process, on the module's runtime. A runtime opened with a scheduler serves its routes
+//! and counters too.
 
 use crate::error::{to_py, IntoPyResult};
 use crate::runtime::{awaitable, wait, PyFuture};
@@ -19,13 +20,7 @@ pub struct Server {
 }
 
 /// Parses `auth` and prepares the server; the future binds and starts serving.
-pub fn start(
-    vm: AgentVm,
-    host: &str,
-    port: u16,
-    auth: &str,
-    scheduler: Option<agentvm::Scheduler>,
-) -> PyResult<PyFuture<Server>> {
+pub fn start(vm: AgentVm, host: &str, port: u16, auth: &str) -> PyResult<PyFuture<Server>> {
     let auth = match auth {
         "auto" => AuthMode::Auto,
         "required" => AuthMode::Required,
@@ -45,8 +40,6 @@ pub fn start(
                 ..Default::default()
             },
         );
-        // The server serves the runtime's own scheduler (its commands and /v1 routes).
-        let _ = scheduler;
         let addr = manager.listen(addr).await.py()?;
         Ok(Server {
             manager: Arc::new(manager),

@@ -5,11 +5,11 @@ use crate::error::{to_py, IntoPyResult};
 use crate::events::Subscription;
 use crate::json::{from_py, from_py_as};
 use crate::runtime::{awaitable, wait, PyFuture};
-use crate::scheduler::Scheduler;
 use crate::server::{self, Server};
+use agentvm::scheduler::{SchedulerBuilder, SchedulerOptions};
 use agentvm::{
     AgentVm, Command, ConnectOptions, Definition, Error, EventFilter, LlmConfig, LlmDriver,
-    MockDriver, MockScenario, RemoteRuntime,
+    MockDriver, MockScenario, RemoteRuntime, Scheduler,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -160,45 +160,32 @@ impl Runtime {
         wait(py, close_future(self.target.clone()))
     }
 
-    /// Serves this runtime (WebSocket `/ws`, REST `/v1`, `/health`, `/metrics`) on
-    /// `host:port` (port 0 picks one), with a scheduler's routes too when given.
+    /// Serves this runtime (WebSocket `/ws`, REST `/v1`, `/health`, `/metrics`, and the
+    /// scheduler's routes when it was opened with one) on `host:port` (port 0 picks one).
     /// `auth`: `auto` (tokens required off loopback), `required` or `disabled`.
-    #[pyo3(signature = (host="127.0.0.1", port=0, auth="auto", scheduler=None))]
+    #[pyo3(signature = (host="127.0.0.1", port=0, auth="auto"))]
     fn serve<'py>(
         &self,
         py: Python<'py>,
         host: &str,
         port: u16,
         auth: &str,
-        scheduler: Option<PyRef<'py, Scheduler>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let vm = self.local("serve")?;
-        let fut = server::start(vm, host, port, auth, scheduler.map(|s| s.inner()))?;
-        awaitable(py, fut)
+        awaitable(py, server::start(vm, host, port, auth)?)
     }
 
     /// `serve`, blocking.
-    #[pyo3(signature = (host="127.0.0.1", port=0, auth="auto", scheduler=None))]
+    #[pyo3(signature = (host="127.0.0.1", port=0, auth="auto"))]
     fn serve_blocking(
         &self,
         py: Python<'_>,
         host: &str,
         port: u16,
         auth: &str,
-        scheduler: Option<PyRef<'_, Scheduler>>,
     ) -> PyResult<Server> {
         let vm = self.local("serve")?;
-        let fut = server::start(vm, host, port, auth, scheduler.map(|s| s.inner()))?;
-        wait(py, fut)
-    }
-
-    /// Creates an access token for `containers` (`None`: all) and returns it (shown once).
-    #[pyo3(signature = (containers=None))]
-    fn create_token(&self, py: Python<'_>, containers: Option<Vec<String>>) -> PyResult<String> {
-        let vm = self.local("create_token")?;
-        py.detach(|| agentvm::auth::create_token(&**vm.store(), containers))
-            .py()
-            .map(|(token, _)| token)
+        wait(py, server::start(vm, host, port, auth)?)
     }
 
     /// Whether this runtime runs in this process.
@@ -305,6 +292,7 @@ fn open_future(
     local_tools: bool,
     definitions: Vec<Definition>,
     max_tokens: Option<u32>,
+    scheduler: Option<SchedulerBuilder>,
 ) -> PyFuture<Runtime> {
     Box::pin(async move {
         let mut builder = AgentVm::builder();
@@ -326,11 +314,24 @@ fn open_future(
         for d in definitions {
             builder = builder.definition(d);
         }
+        if let Some(s) = scheduler {
+            builder = builder.scheduler(s);
+        }
         let vm = builder.open().await.py()?;
         Ok(Runtime {
             target: Target::Local(vm),
         })
     })
+}
+
+/// The embedded scheduler from its options (a dict): handed to the core as JSON, which parses
+/// and checks them (an unknown name is its `InvalidInput`).
+fn scheduler(options: Option<&Bound<'_, PyAny>>) -> PyResult<Option<SchedulerBuilder>> {
+    let Some(options) = options.filter(|o| !o.is_none()) else {
+        return Ok(None);
+    };
+    let options = SchedulerOptions::from_json(from_py(options)?).py()?;
+    Scheduler::builder().options(&options).py().map(Some)
 }
 
 fn definitions(defs: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Definition>> {
@@ -341,9 +342,10 @@ fn definitions(defs: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Definition>> {
     }
 }
 
-/// Opens a local runtime. `data_dir=None` keeps everything in memory.
+/// Opens a local runtime. `data_dir=None` keeps everything in memory; `scheduler` (the
+/// core's `SchedulerOptions` as a dict) embeds the Docker sandbox scheduler.
 #[pyfunction]
-#[pyo3(signature = (data_dir=None, llm=None, local_tools=false, definitions=None, max_tokens=None))]
+#[pyo3(signature = (data_dir=None, llm=None, local_tools=false, definitions=None, max_tokens=None, scheduler=None))]
 pub fn open<'py>(
     py: Python<'py>,
     data_dir: Option<PathBuf>,
@@ -351,6 +353,7 @@ pub fn open<'py>(
     local_tools: bool,
     definitions: Option<&Bound<'py, PyAny>>,
     max_tokens: Option<u32>,
+    scheduler: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let fut = open_future(
         data_dir,
@@ -358,13 +361,14 @@ pub fn open<'py>(
         local_tools,
         self::definitions(definitions)?,
         max_tokens,
+        self::scheduler(scheduler)?,
     );
     awaitable(py, fut)
 }
 
 /// `open`, blocking.
 #[pyfunction]
-#[pyo3(signature = (data_dir=None, llm=None, local_tools=false, definitions=None, max_tokens=None))]
+#[pyo3(signature = (data_dir=None, llm=None, local_tools=false, definitions=None, max_tokens=None, scheduler=None))]
 pub fn open_blocking(
     py: Python<'_>,
     data_dir: Option<PathBuf>,
@@ -372,6 +376,7 @@ pub fn open_blocking(
     local_tools: bool,
     definitions: Option<&Bound<'_, PyAny>>,
     max_tokens: Option<u32>,
+    scheduler: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Runtime> {
     let fut = open_future(
         data_dir,
@@ -379,6 +384,7 @@ pub fn open_blocking(
         local_tools,
         self::definitions(definitions)?,
         max_tokens,
+        self::scheduler(scheduler)?,
     );
     wait(py, fut)
 }

@@ -35,11 +35,12 @@ BUSYBOX: dict[str, Any] = {
     "security": {"pidsLimit": 64},
 }
 
+#: Scheduler options (the core's SchedulerOptions) with quick health checks and sweeps.
 FAST: dict[str, Any] = {
-    "heartbeat_interval": 0.2,
-    "offline_after": 1.0,
-    "sweep_interval": 0.5,
-    "docker_timeout": 60,
+    "heartbeatIntervalMs": 200,
+    "offlineAfterMs": 1000,
+    "sweepIntervalMs": 500,
+    "dockerTimeoutMs": 60_000,
 }
 
 

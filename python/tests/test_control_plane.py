@@ -28,7 +28,7 @@ def load_example() -> Any:
 @pytest.fixture
 def client(tmp_path: Any) -> Iterator[TestClient]:
     require_docker()
-    app = load_example().create_app(str(tmp_path / "cp"), nodes=[], config=FAST)
+    app = load_example().create_app(str(tmp_path / "cp"), scheduler={**FAST, "nodes": []})
     with TestClient(app) as c:
         yield c
 

@@ -68,11 +68,12 @@ async def test_conflict(vm: agentvm.AgentVm) -> None:
 
 
 async def test_already_exists() -> None:
-    sched = await agentvm.Scheduler.open(config={"background": False})
+    vm = await agentvm.open(scheduler={"background": False})
     spec = {"name": "bb", "image": "agentvm-test/busybox:latest"}
-    await sched.create_template("bb", spec)
+    await vm.scheduler.create_template("bb", spec)
     with pytest.raises(agentvm.AlreadyExistsError):
-        await sched.create_template("bb", spec)
+        await vm.scheduler.create_template("bb", spec)
+    await vm.close()
 
 
 def _closed_port() -> int:

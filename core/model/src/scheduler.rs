@@ -148,3 +148,49 @@ pub struct SchedulerOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background: Option<bool>,
 }
+
+impl SchedulerOptions {
+    /// Reads options given as JSON (a binding's `open({scheduler: ...})`): the one place they
+    /// are parsed, so every binding refuses the same things with the same `InvalidInput`
+    /// (naming an unknown field and the fields it could have been).
+    pub fn from_json(value: serde_json::Value) -> crate::Result<Self> {
+        serde_json::from_value(value)
+            .map_err(|e| crate::Error::invalid(format!("Invalid scheduler options: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn options_from_json_take_both_spellings_and_name_unknown_fields() {
+        let o = SchedulerOptions::from_json(json!({
+            "nodes": [{"node_id": "local", "api_endpoint": "unix:///var/run/docker.sock"}],
+            "heartbeatIntervalMs": 200,
+            "offline_after_ms": 1000,
+            "background": false,
+        }))
+        .unwrap();
+        assert_eq!(o.nodes.len(), 1);
+        assert_eq!(o.heartbeat_interval_ms, Some(200));
+        assert_eq!(o.offline_after_ms, Some(1000));
+        assert_eq!(o.background, Some(false));
+        assert_eq!(
+            SchedulerOptions::from_json(json!({})).unwrap(),
+            SchedulerOptions::default()
+        );
+
+        let e = SchedulerOptions::from_json(json!({"nodez": []})).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidInput);
+        let message = e.to_string();
+        assert!(
+            message.starts_with("Invalid scheduler options: unknown field `nodez`"),
+            "{message}"
+        );
+        assert!(message.contains("nodes"), "{message}");
+        let e = SchedulerOptions::from_json(json!({"sweepIntervalMs": "soon"})).unwrap_err();
+        assert!(e.to_string().contains("invalid type"), "{e}");
+    }
+}
