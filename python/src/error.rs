@@ -75,12 +75,12 @@ create_exception!(
 /// The Python exception for an agentvm error: the class from its kind, the message with its
 /// cause chain. Each class carries its kind as the class attribute `kind`. Lazy: building it
 /// needs no GIL, so futures on the runtime's workers can fail with it.
-pub fn to_py(e: Error) -> PyErr {
+pub(crate) fn to_py(e: Error) -> PyErr {
     from_kind(e.kind(), e.chain())
 }
 
 /// The exception of `kind` with `message`. The one place kinds become classes.
-pub fn from_kind(kind: ErrorKind, message: String) -> PyErr {
+pub(crate) fn from_kind(kind: ErrorKind, message: String) -> PyErr {
     match kind {
         ErrorKind::NotFound => NotFoundError::new_err(message),
         ErrorKind::AlreadyExists => AlreadyExistsError::new_err(message),
@@ -98,7 +98,7 @@ pub fn from_kind(kind: ErrorKind, message: String) -> PyErr {
 }
 
 /// `Result<T, agentvm::Error>` into `PyResult<T>`.
-pub trait IntoPyResult<T> {
+pub(crate) trait IntoPyResult<T> {
     /// Maps the error through [`to_py`].
     fn py(self) -> PyResult<T>;
 }
@@ -112,12 +112,12 @@ impl<T> IntoPyResult<T> for agentvm::Result<T> {
 /// Test hook: raises the exception agentvm maps `kind` (`not_found`, ...) to, so each kind's
 /// class can be checked even where the API cannot trigger it.
 #[pyfunction]
-pub fn _raise_error(kind: &str, message: String) -> PyResult<()> {
+pub(crate) fn _raise_error(kind: &str, message: String) -> PyResult<()> {
     Err(from_kind(ErrorKind::parse(kind), message))
 }
 
 /// Adds the exception classes to the module.
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     let classes = [
         ("AgentVmError", py.get_type::<AgentVmError>(), "internal"),

@@ -43,7 +43,7 @@ pub struct Subscription {
 }
 
 /// An event on its way to Python: the protocol's JSON as a dict, plus `cursor`.
-pub struct EventOut(Arc<Published>);
+pub(crate) struct EventOut(Arc<Published>);
 
 impl<'py> IntoPyObject<'py> for EventOut {
     type Target = PyAny;

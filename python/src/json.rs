@@ -7,7 +7,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{Map, Number, Value};
 
 /// A JSON value as a Python object.
-pub fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
         Value::Null => py.None().into_bound(py),
         Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
@@ -39,7 +39,7 @@ pub fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>>
 }
 
 /// A Python object as a JSON value. Dict keys must be strings; tuples count as lists.
-pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+pub(crate) fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     if obj.is_none() {
         return Ok(Value::Null);
     }
@@ -92,14 +92,14 @@ pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
 }
 
 /// A Python object as a serde type (for example a `Command` from a dict).
-pub fn from_py_as<T: serde::de::DeserializeOwned>(obj: &Bound<'_, PyAny>) -> PyResult<T> {
+pub(crate) fn from_py_as<T: serde::de::DeserializeOwned>(obj: &Bound<'_, PyAny>) -> PyResult<T> {
     let value = from_py(obj)?;
     serde_json::from_value(value).map_err(|e| crate::error::to_py(agentvm::Error::from(e)))
 }
 
 /// A serde type as a Python object directly, without an intermediate JSON value (the hot
 /// path of responses and events: no per-key `String` or map allocations).
-pub fn serialize<'py, T: serde::Serialize + ?Sized>(
+pub(crate) fn serialize<'py, T: serde::Serialize + ?Sized>(
     py: Python<'py>,
     value: &T,
 ) -> PyResult<Bound<'py, PyAny>> {
@@ -108,7 +108,7 @@ pub fn serialize<'py, T: serde::Serialize + ?Sized>(
 
 /// A serde error carrying the Python exception.
 #[derive(Debug)]
-pub struct SerError(PyErr);
+pub(crate) struct SerError(PyErr);
 
 impl std::fmt::Display for SerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

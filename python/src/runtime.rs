@@ -51,7 +51,7 @@ fn build() -> PyResult<Runtime> {
 }
 
 /// The runtime of this process, built on first use (and rebuilt in a forked child).
-pub fn get() -> PyResult<Arc<Runtime>> {
+pub(crate) fn get() -> PyResult<Arc<Runtime>> {
     let pid = std::process::id();
     let mut slot = SLOT.lock().unwrap_or_else(|p| p.into_inner());
     match slot.as_ref() {
@@ -88,7 +88,7 @@ fn handle() -> Handle {
 /// runtime without touching its threads. The pid check would catch it too; this makes it
 /// immediate and independent of pid reuse.
 #[pyfunction]
-pub fn _after_fork() {
+pub(crate) fn _after_fork() {
     let mut slot = SLOT.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(stale) = slot.take() {
         std::mem::forget(stale.runtime);
@@ -100,7 +100,7 @@ pub fn _after_fork() {
 /// future) during finalization, when taking the GIL ends the thread and crashes the process.
 /// Running tasks (agents' turns) are dropped; blocking work gets a moment to finish.
 #[pyfunction]
-pub fn _shutdown(py: Python<'_>) {
+pub(crate) fn _shutdown(py: Python<'_>) {
     let taken = SLOT.lock().unwrap_or_else(|p| p.into_inner()).take();
     let Some(slot) = taken else {
         return;
@@ -121,10 +121,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 /// The [`GenericRuntime`] pyo3-async-runtimes drives: our runtime instead of its global one,
 /// which can never be replaced after a fork.
-pub struct AgentVmRuntime;
+pub(crate) struct AgentVmRuntime;
 
 /// A join error of our runtime.
-pub struct TaskJoinError(tokio::task::JoinError);
+pub(crate) struct TaskJoinError(tokio::task::JoinError);
 
 impl JoinError for TaskJoinError {
     fn is_panic(&self) -> bool {
@@ -136,7 +136,7 @@ impl JoinError for TaskJoinError {
 }
 
 /// The join handle of a task on our runtime.
-pub struct TaskHandle(tokio::task::JoinHandle<()>);
+pub(crate) struct TaskHandle(tokio::task::JoinHandle<()>);
 
 impl Future for TaskHandle {
     type Output = Result<(), TaskJoinError>;
@@ -186,7 +186,7 @@ impl ContextExt for AgentVmRuntime {
 }
 
 /// A future the binding runs: it produces something Python can take.
-pub type PyFuture<T> = BoxFuture<'static, PyResult<T>>;
+pub(crate) type PyFuture<T> = BoxFuture<'static, PyResult<T>>;
 
 /// Polls `fut` once on this thread, inside the runtime (so it may spawn and use timers).
 fn poll_once<T>(rt: &Runtime, fut: &mut PyFuture<T>) -> Poll<PyResult<T>> {
@@ -198,7 +198,7 @@ fn poll_once<T>(rt: &Runtime, fut: &mut PyFuture<T>) -> Poll<PyResult<T>> {
 /// An asyncio awaitable for `fut`. A future that is done at once becomes a [`Ready`] value
 /// (no event-loop round trip); one that waits runs on the runtime and completes an asyncio
 /// future (cancelling it drops the Rust future).
-pub fn awaitable<'py, T>(py: Python<'py>, fut: PyFuture<T>) -> PyResult<Bound<'py, PyAny>>
+pub(crate) fn awaitable<'py, T>(py: Python<'py>, fut: PyFuture<T>) -> PyResult<Bound<'py, PyAny>>
 where
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
@@ -223,7 +223,7 @@ where
 
 /// Waits for `fut` on this thread with the GIL released, waking every [`SIGNAL_CHECK`] so
 /// Ctrl-C (or any signal handler that raises) interrupts the wait; the future is dropped then.
-pub fn wait<T: Send + 'static>(py: Python<'_>, fut: PyFuture<T>) -> PyResult<T> {
+pub(crate) fn wait<T: Send + 'static>(py: Python<'_>, fut: PyFuture<T>) -> PyResult<T> {
     let rt = get()?;
     let mut fut = fut;
     if let Poll::Ready(result) = poll_once(&rt, &mut fut) {

@@ -20,7 +20,7 @@ pub struct Server {
 }
 
 /// Parses `auth` and prepares the server; the future binds and starts serving.
-pub fn start(vm: AgentVm, host: &str, port: u16, auth: &str) -> PyResult<PyFuture<Server>> {
+pub(crate) fn start(vm: AgentVm, host: &str, port: u16, auth: &str) -> PyResult<PyFuture<Server>> {
     let auth = match auth {
         "auto" => AuthMode::Auto,
         "required" => AuthMode::Required,

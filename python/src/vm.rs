@@ -19,7 +19,7 @@ use std::time::Duration;
 
 /// What a `Runtime` handle drives.
 #[derive(Clone)]
-pub enum Target {
+pub(crate) enum Target {
     /// The runtime in this process.
     Local(AgentVm),
     /// A runtime on an agentvm server.
@@ -56,7 +56,7 @@ impl Runtime {
 
 /// A response on its way to Python: all of it, or (with `pick`) its `data` (`"*"`) or one
 /// key of `data`. Converted straight into Python objects when it reaches the GIL.
-pub struct Reply {
+pub(crate) struct Reply {
     /// The response.
     response: agentvm::Response,
     /// Which part the caller wants.
@@ -346,7 +346,7 @@ fn definitions(defs: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Definition>> {
 /// core's `SchedulerOptions` as a dict) embeds the Docker sandbox scheduler.
 #[pyfunction]
 #[pyo3(signature = (data_dir=None, llm=None, local_tools=false, definitions=None, max_tokens=None, scheduler=None))]
-pub fn open<'py>(
+pub(crate) fn open<'py>(
     py: Python<'py>,
     data_dir: Option<PathBuf>,
     llm: Option<&Bound<'py, PyAny>>,
@@ -369,7 +369,7 @@ pub fn open<'py>(
 /// `open`, blocking.
 #[pyfunction]
 #[pyo3(signature = (data_dir=None, llm=None, local_tools=false, definitions=None, max_tokens=None, scheduler=None))]
-pub fn open_blocking(
+pub(crate) fn open_blocking(
     py: Python<'_>,
     data_dir: Option<PathBuf>,
     llm: Option<&Bound<'_, PyAny>>,
@@ -419,7 +419,7 @@ fn connect_future(
 /// local runtime.
 #[pyfunction]
 #[pyo3(signature = (url, token=None, timeout=None))]
-pub fn connect<'py>(
+pub(crate) fn connect<'py>(
     py: Python<'py>,
     url: String,
     token: Option<String>,
@@ -431,7 +431,7 @@ pub fn connect<'py>(
 /// `connect`, blocking.
 #[pyfunction]
 #[pyo3(signature = (url, token=None, timeout=None))]
-pub fn connect_blocking(
+pub(crate) fn connect_blocking(
     py: Python<'_>,
     url: String,
     token: Option<String>,
@@ -442,7 +442,7 @@ pub fn connect_blocking(
 
 /// Checks that a value converts to JSON and back unchanged (used by tests of the boundary).
 #[pyfunction]
-pub fn _json_round_trip(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+pub(crate) fn _json_round_trip(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
     let v = from_py(value)?;
     Ok(crate::json::to_py(py, &v)?.unbind())
 }
