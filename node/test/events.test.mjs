@@ -39,9 +39,13 @@ test('on(type, handler) receives events until unsubscribed', async (t) => {
   // Listeners are weak: ask() (send + wait for the turn) is what keeps Node running.
   const { reason, message } = await vm.agents.ask({ imageId: image.imageId, content: 'hi' })
   assert.equal(reason, 'completed')
-  assert.equal(message.content, deltas.join(''))
-  await new Promise((resolve) => setImmediate(resolve))
+  // Listeners are fed by their own subscription: ask() may resolve before the last batch
+  // reaches them. Wait (bounded) for them to catch up, then compare.
+  for (let i = 0; i < 200 && deltas.length < 5; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
   assert.equal(deltas.length, 5)
+  assert.equal(message.content, deltas.join(''))
   assert.ok(all.includes('agent_registered'), 'global events too')
   offDeltas()
   offAll()
