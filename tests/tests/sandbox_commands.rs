@@ -436,7 +436,7 @@ async fn the_same_through_runtime_request_in_process() {
     let request = TemplateCreateRequest {
         template_id: "busybox".into(),
         name: "busybox".into(),
-        image: TEST_IMAGE.into(),
+        docker_image: TEST_IMAGE.into(),
         runtime_type: None,
         default_cpu_cores: Some(0.5),
         default_memory_mb: Some(128),

@@ -95,7 +95,7 @@ async fn two_daemons_placement_and_heartbeat_loss() {
     for sb in &first {
         let here = if sb.node_id == "node-a" { &on_a } else { &on_b };
         assert!(
-            here.contains(sb.container_id.as_ref().unwrap()),
+            here.contains(sb.docker_container_id.as_ref().unwrap()),
             "{} is on {}'s daemon",
             sb.id,
             sb.node_id

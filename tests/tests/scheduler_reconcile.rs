@@ -80,7 +80,7 @@ async fn survivors_are_adopted_and_strays_removed() {
     let rm = bollard::query_parameters::RemoveContainerOptionsBuilder::new()
         .force(true)
         .build();
-    d.remove_container(&gone.container_name, Some(rm))
+    d.remove_container(&gone.docker_container_name, Some(rm))
         .await
         .unwrap();
     // A stray with our label and no record (a crash between create and record).

@@ -149,7 +149,7 @@ async fn create_exec_files_terminate_with_limits_visible_inside() {
     let d = local().await;
     assert!(d
         .inspect_container(
-            &sandbox.container_name,
+            &sandbox.docker_container_name,
             None::<bollard::query_parameters::InspectContainerOptions>
         )
         .await

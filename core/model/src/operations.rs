@@ -182,8 +182,8 @@ pub struct NodeDeleteResponse {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecutorReadyRequest {
     /// The Docker container id (or name) of the sandbox.
-    #[serde(alias = "container_id")]
-    pub container_id: String,
+    #[serde(rename = "containerId", alias = "container_id")]
+    pub docker_container_id: String,
     /// The sandbox id (the seed calls sandboxes sessions).
     #[serde(
         default,
@@ -219,8 +219,8 @@ pub type ExecutorExitedResponse = ExecutorReadyResponse;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecutorExitedRequest {
     /// The Docker container id (or name) of the sandbox.
-    #[serde(alias = "container_id")]
-    pub container_id: String,
+    #[serde(rename = "containerId", alias = "container_id")]
+    pub docker_container_id: String,
     /// The sandbox id.
     #[serde(
         default,
@@ -251,7 +251,8 @@ macro_rules! template_request {
             /// Display name.
             pub name: String,
             /// The Docker image (`repo:tag`); it must be present on the nodes.
-            pub image: String,
+            #[serde(rename = "image")]
+            pub docker_image: String,
             /// `docker` (the default; anything else is refused).
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub runtime_type: Option<String>,
@@ -293,7 +294,7 @@ macro_rules! template_request {
         impl $name {
             /// The template id and the spec, defaults filled in.
             pub fn into_parts(self) -> (String, TemplateSpec) {
-                let mut spec = TemplateSpec::new(self.name, self.image);
+                let mut spec = TemplateSpec::new(self.name, self.docker_image);
                 if let Some(v) = self.runtime_type {
                     spec.runtime_type = v;
                 }

@@ -195,9 +195,9 @@ impl Scheduler {
             .min(self.inner.config.max_output_bytes);
         let sandbox = self.ready_sandbox(sandbox_id).await?;
         let container = sandbox
-            .container_id
+            .docker_container_id
             .clone()
-            .unwrap_or_else(|| sandbox.container_name.clone());
+            .unwrap_or_else(|| sandbox.docker_container_name.clone());
         let d = self.docker(&sandbox.node_id).await?;
         let node_id = sandbox.node_id.clone();
         let endpoint = self.endpoint_of(&node_id);
@@ -540,7 +540,7 @@ impl Run {
         let node_id = {
             let live = lock(&self.scheduler.inner.live);
             live.values()
-                .find(|l| l.record.container_id.as_deref() == Some(self.container.as_str()))
+                .find(|l| l.record.docker_container_id.as_deref() == Some(self.container.as_str()))
                 .map(|l| l.record.node_id.clone())
                 .unwrap_or_default()
         };

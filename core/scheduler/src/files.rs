@@ -102,9 +102,9 @@ impl Scheduler {
         let d = self.docker(&sandbox.node_id).await?;
         let opts = UploadToContainerOptionsBuilder::new().path(&dir).build();
         let target = sandbox
-            .container_id
+            .docker_container_id
             .clone()
-            .unwrap_or(sandbox.container_name.clone());
+            .unwrap_or(sandbox.docker_container_name.clone());
         d.upload_to_container(&target, Some(opts), bollard::body_full(tarball.into()))
             .await
             .map_err(|e| self.file_error(&sandbox.node_id, sandbox_id, &dir, "uploading", e))
@@ -209,9 +209,9 @@ impl Scheduler {
         }
         let d = self.docker(&sandbox.node_id).await?;
         let target = sandbox
-            .container_id
+            .docker_container_id
             .clone()
-            .unwrap_or(sandbox.container_name.clone());
+            .unwrap_or(sandbox.docker_container_name.clone());
         let flag = if recursive { "1" } else { "0" };
         let argv = vec!["/bin/sh", "-c", DELETE, "agentvm-rm", path.as_str(), flag];
         let (code, out) = self
@@ -240,9 +240,9 @@ impl Scheduler {
             .path(path)
             .build();
         let target = sandbox
-            .container_id
+            .docker_container_id
             .clone()
-            .unwrap_or(sandbox.container_name.clone());
+            .unwrap_or(sandbox.docker_container_name.clone());
         let mut stream = d.download_from_container(&target, Some(opts));
         let limit = self.inner.config.max_file_bytes + 1024 * 1024;
         let mut out = Vec::new();

@@ -113,7 +113,7 @@ pub(crate) fn container_body(
         _ => "none".to_string(),
     };
     ContainerCreateBody {
-        image: Some(sandbox.image.clone()),
+        image: Some(sandbox.docker_image.clone()),
         entrypoint: Some(entrypoint),
         cmd: Some(cmd),
         user: Some(sandbox.user.clone()),
@@ -162,10 +162,10 @@ mod tests {
         Sandbox {
             id: "sbx_1".into(),
             template_id: "t".into(),
-            image: "img:1".into(),
+            docker_image: "img:1".into(),
             node_id: "n".into(),
-            container_id: None,
-            container_name: "agentvm-sbx_1".into(),
+            docker_container_id: None,
+            docker_container_name: "agentvm-sbx_1".into(),
             status: SandboxStatus::Creating,
             resources: plan.resources,
             env: plan.env,

@@ -21,7 +21,7 @@ fn demand_of(s: &Sandbox) -> Demand<'_> {
     Demand {
         cpu_millis: cores_to_millis(s.resources.cpu_cores),
         memory_mb: s.resources.memory_mb,
-        image: &s.image,
+        image: &s.docker_image,
     }
 }
 
@@ -86,12 +86,12 @@ impl Scheduler {
         let now = now_ms();
         let id = new_id("sbx");
         let mut record = Sandbox {
-            container_name: format!("agentvm-{id}"),
+            docker_container_name: format!("agentvm-{id}"),
             id,
             template_id: template.id.clone(),
-            image: template.spec.image.clone(),
+            docker_image: template.spec.docker_image.clone(),
             node_id: String::new(),
-            container_id: None,
+            docker_container_id: None,
             status: SandboxStatus::Creating,
             resources: plan.resources,
             env: plan.env,
@@ -187,7 +187,7 @@ impl Scheduler {
                     EventPayload::SandboxReady {
                         sandbox_id: record.id.clone(),
                         node_id: record.node_id.clone(),
-                        docker_id: record.container_id.clone().unwrap_or_default(),
+                        docker_id: record.docker_container_id.clone().unwrap_or_default(),
                         ready_ms: (now - record.created_at).max(0) as u64,
                     },
                     record.owner.as_deref(),
@@ -205,7 +205,9 @@ impl Scheduler {
                         .force(true)
                         .v(true)
                         .build();
-                    let _ = d.remove_container(&record.container_name, Some(opts)).await;
+                    let _ = d
+                        .remove_container(&record.docker_container_name, Some(opts))
+                        .await;
                 }
                 self.settle(&record, false);
                 let msg = format!(
@@ -321,12 +323,12 @@ impl Scheduler {
         let endpoint = self.endpoint_of(&node_id);
         let d = self.docker(&node_id).await?;
         let derr = |doing: &str, e| docker::map_err(&node_id, &endpoint, doing, e);
-        let image = match d.inspect_image(&record.image).await {
+        let image = match d.inspect_image(&record.docker_image).await {
             Ok(i) => i,
             Err(e) if docker::status_of(&e) == Some(404) => {
                 return Err(Error::invalid(format!(
                     "image {} of template {} is not on node {node_id}; agentvm never pulls images: load it on the node (docker load / docker import) first",
-                    record.image, template.id
+                    record.docker_image, template.id
                 )))
             }
             Err(e) => return Err(derr("inspecting the image", e)),
@@ -342,7 +344,7 @@ impl Scheduler {
         }
         let body = container_body(record, template, &self.inner.instance);
         let opts = CreateContainerOptionsBuilder::new()
-            .name(&record.container_name)
+            .name(&record.docker_container_name)
             .build();
         let created = d.create_container(Some(opts), body).await.map_err(|e| {
             let msg = e.to_string();
@@ -355,7 +357,7 @@ impl Scheduler {
                 derr("creating the container", e)
             }
         })?;
-        record.container_id = Some(created.id.clone());
+        record.docker_container_id = Some(created.id.clone());
         let warnings: Vec<String> = created
             .warnings
             .into_iter()
@@ -524,7 +526,10 @@ impl Scheduler {
                     .force(true)
                     .v(true)
                     .build();
-                match d.remove_container(&record.container_name, Some(opts)).await {
+                match d
+                    .remove_container(&record.docker_container_name, Some(opts))
+                    .await
+                {
                     Ok(()) => {}
                     Err(e) if docker::status_of(&e) == Some(404) => {}
                     Err(e) => {

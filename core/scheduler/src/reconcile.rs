@@ -267,7 +267,7 @@ impl Scheduler {
             r.transition(SandboxStatus::Running)?;
             r.ready_at = Some(now);
         }
-        r.container_id = Some(c.docker_id.clone());
+        r.docker_container_id = Some(c.docker_id.clone());
         r.last_activity_at = now;
         self.persist(&r).await?;
         if let Some(e) = lock(&self.inner.nodes).get_mut(&r.node_id) {
@@ -276,7 +276,7 @@ impl Scheduler {
                 &super::placement::Demand {
                     cpu_millis: super::placement::cores_to_millis(r.resources.cpu_cores),
                     memory_mb: r.resources.memory_mb,
-                    image: &r.image,
+                    image: &r.docker_image,
                 },
             );
         }
@@ -386,10 +386,10 @@ impl Scheduler {
         live.values()
             .find(|l| {
                 l.record
-                    .container_id
+                    .docker_container_id
                     .as_deref()
                     .is_some_and(|c| c.starts_with(container_id) && !container_id.is_empty())
-                    || l.record.container_name == container_id
+                    || l.record.docker_container_name == container_id
             })
             .map(|l| l.record.id.clone())
             .ok_or_else(|| Error::not_found("Sandbox", sandbox_id.unwrap_or(container_id)))
@@ -397,7 +397,7 @@ impl Scheduler {
 
     /// An executor in a sandbox reports it is up: its URL is recorded.
     pub async fn container_ready(&self, report: ContainerReady) -> Result<Sandbox> {
-        let id = self.find_sandbox(&report.container_id, report.session_id.as_deref())?;
+        let id = self.find_sandbox(&report.docker_container_id, report.session_id.as_deref())?;
         let record = {
             let mut live = lock(&self.inner.live);
             let l = live
@@ -413,7 +413,7 @@ impl Scheduler {
 
     /// An executor reports its sandbox's main process exited: the sandbox ends.
     pub async fn container_exited(&self, report: ContainerExited) -> Result<Sandbox> {
-        let id = self.find_sandbox(&report.container_id, report.session_id.as_deref())?;
+        let id = self.find_sandbox(&report.docker_container_id, report.session_id.as_deref())?;
         let msg = match report.exit_code {
             Some(c) => format!("the executor reported exit code {c}"),
             None => "the executor reported an exit".to_string(),

@@ -831,10 +831,10 @@ fn sandbox(id: &str) -> Sandbox {
     Sandbox {
         id: id.into(),
         template_id: "py".into(),
-        image: "python:3.12".into(),
+        docker_image: "python:3.12".into(),
         node_id: "n1".into(),
-        container_id: Some("c0ffee".into()),
-        container_name: format!("agentvm-{id}"),
+        docker_container_id: Some("c0ffee".into()),
+        docker_container_name: format!("agentvm-{id}"),
         status: SandboxStatus::Running,
         resources: Resources {
             cpu_cores: 1.0,

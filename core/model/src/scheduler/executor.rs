@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub struct ContainerReady {
     /// The Docker container id (or name).
-    #[serde(alias = "containerId")]
-    pub container_id: String,
+    #[serde(rename = "container_id", alias = "containerId")]
+    pub docker_container_id: String,
     /// The sandbox id (the seed calls sandboxes sessions).
     #[serde(
         default,
@@ -27,8 +27,8 @@ pub struct ContainerReady {
 #[serde(rename_all = "snake_case")]
 pub struct ContainerExited {
     /// The Docker container id (or name).
-    #[serde(alias = "containerId")]
-    pub container_id: String,
+    #[serde(rename = "container_id", alias = "containerId")]
+    pub docker_container_id: String,
     /// The sandbox id.
     #[serde(
         default,

@@ -158,15 +158,18 @@ pub struct Sandbox {
     /// The template it was made from.
     pub template_id: String,
     /// The image it runs (the template's at creation time, kept for reconciliation).
-    pub image: String,
+    #[serde(rename = "image")]
+    pub docker_image: String,
     /// The runtime node it was placed on.
     pub node_id: String,
     /// The Docker container id on that node, once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container_id: Option<String>,
+    #[serde(rename = "containerId")]
+    pub docker_container_id: Option<String>,
     /// The Docker container name (`agentvm-<id>`), known before the container exists so a
     /// crash between "create" and "record the id" leaves nothing unnamed.
-    pub container_name: String,
+    #[serde(rename = "containerName")]
+    pub docker_container_name: String,
     /// Where it is in its life.
     pub status: SandboxStatus,
     /// The limits applied.
@@ -330,10 +333,10 @@ mod tests {
         Sandbox {
             id: "sbx_1".into(),
             template_id: "t".into(),
-            image: "i".into(),
+            docker_image: "i".into(),
             node_id: "n".into(),
-            container_id: None,
-            container_name: "agentvm-sbx_1".into(),
+            docker_container_id: None,
+            docker_container_name: "agentvm-sbx_1".into(),
             status: Creating,
             resources: Resources {
                 cpu_cores: 1.0,

@@ -99,7 +99,8 @@ pub struct TemplateSpec {
     /// Display name.
     pub name: String,
     /// The Docker image (`repo:tag`); it must be present on the nodes (agentvm never pulls).
-    pub image: String,
+    #[serde(rename = "image")]
+    pub docker_image: String,
     /// Always `docker` today; anything else is refused.
     #[serde(default = "docker")]
     pub runtime_type: String,
@@ -158,7 +159,7 @@ impl TemplateSpec {
     pub fn new(name: impl Into<String>, image: impl Into<String>) -> Self {
         TemplateSpec {
             name: name.into(),
-            image: image.into(),
+            docker_image: image.into(),
             runtime_type: docker(),
             default_cpu_cores: one(),
             default_memory_mb: default_memory(),
@@ -179,10 +180,11 @@ impl TemplateSpec {
         if self.name.trim().is_empty() {
             return Err(Error::invalid("template name must not be empty"));
         }
-        if self.image.trim().is_empty() || self.image.chars().any(char::is_whitespace) {
+        if self.docker_image.trim().is_empty() || self.docker_image.chars().any(char::is_whitespace)
+        {
             return Err(Error::invalid(format!(
                 "template image {:?} is not an image reference",
-                self.image
+                self.docker_image
             )));
         }
         if self.runtime_type != DOCKER {

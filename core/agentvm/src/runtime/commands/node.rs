@@ -66,7 +66,7 @@ impl AgentVm {
         let sandbox = self
             .scheduler_or_unavailable()?
             .container_ready(ContainerReady {
-                container_id: r.container_id,
+                docker_container_id: r.docker_container_id,
                 session_id: r.sandbox_id,
                 executor_url: r.executor_url,
             })
@@ -83,7 +83,7 @@ impl AgentVm {
         let sandbox = self
             .scheduler_or_unavailable()?
             .container_exited(ContainerExited {
-                container_id: r.container_id,
+                docker_container_id: r.docker_container_id,
                 session_id: r.sandbox_id,
                 exit_code: r.exit_code,
             })
