@@ -400,53 +400,9 @@ pub struct TemplateDeleteResponse {
 // ----- sandboxes -----
 
 /// `sandbox_create_request`: places a sandbox and answers once an exec works in it. A
-/// container-scoped caller must name an `owner` in its scope.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SandboxCreateRequest {
-    /// The template.
-    pub template_id: String,
-    /// The agentvm container that owns it; its events carry it as `context.containerId`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
-    /// Cpu, cores (the template's by default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_cores: Option<f64>,
-    /// Memory, MiB.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_mb: Option<u64>,
-    /// Disk, MiB.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk_mb: Option<u64>,
-    /// Extra environment, over the template's.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
-    /// Lifetime, seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_s: Option<u64>,
-    /// Idle timeout, seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idle_timeout_s: Option<u64>,
-    /// Place on this node only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_id: Option<String>,
-}
-
-impl From<SandboxCreateRequest> for crate::scheduler::SandboxRequest {
-    fn from(r: SandboxCreateRequest) -> Self {
-        crate::scheduler::SandboxRequest {
-            template_id: r.template_id,
-            owner: r.owner,
-            cpu_cores: r.cpu_cores,
-            memory_mb: r.memory_mb,
-            disk_mb: r.disk_mb,
-            env: r.env,
-            timeout_s: r.timeout_s,
-            idle_timeout_s: r.idle_timeout_s,
-            node_id: r.node_id,
-        }
-    }
-}
+/// container-scoped caller must name an `owner` in its scope. The request is the scheduler's
+/// [`SandboxRequest`](crate::scheduler::SandboxRequest) itself: one type, one set of fields.
+pub type SandboxCreateRequest = crate::scheduler::SandboxRequest;
 
 /// `sandbox_create_response`, `sandbox_terminate_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -134,7 +134,7 @@ impl AgentVm {
         }
         let s = self.scheduler_or_unavailable()?;
         Ok(SandboxCreateResponse {
-            sandbox: s.create_sandbox(r.into()).await?,
+            sandbox: s.create_sandbox(r).await?,
         })
     }
 
