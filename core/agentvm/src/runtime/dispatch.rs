@@ -131,11 +131,11 @@ impl RequestMetrics {
     fn record(&self, kind: CommandKind, outcome: usize, latency: Option<Duration>) {
         self.counts[kind.index()][outcome].fetch_add(1, Ordering::Relaxed);
         if let Some(l) = latency {
+            // One increment in the request's own bucket (the snapshot makes them cumulative):
+            // a request costs the same few atomics however slow it was.
             let secs = l.as_secs_f64();
-            for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    self.buckets[i].fetch_add(1, Ordering::Relaxed);
-                }
+            if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
             }
             self.latency_count.fetch_add(1, Ordering::Relaxed);
             self.latency_sum_us
@@ -177,7 +177,10 @@ impl RequestMetrics {
             buckets: self
                 .buckets
                 .iter()
-                .map(|b| b.load(Ordering::Relaxed))
+                .scan(0, |total, b| {
+                    *total += b.load(Ordering::Relaxed);
+                    Some(*total)
+                })
                 .collect(),
             count: self.latency_count.load(Ordering::Relaxed),
             sum_seconds: self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6,
@@ -192,7 +195,13 @@ impl AgentVm {
     pub async fn dispatch(&self, command: Command, caller: &Caller) -> Result<Response> {
         let kind = command.kind();
         let started = Instant::now();
-        let result = self.dispatch_inner(command, caller).await;
+        // In-process callers (no hook, no deadline) take the handler directly; the rest is
+        // boxed so that its timer does not enlarge every request's future.
+        let result = if caller.hook.is_none() && caller.deadline.is_none() {
+            self.handle(command, &caller.scope).await
+        } else {
+            Box::pin(self.dispatch_inner(command, caller)).await
+        };
         let outcome = outcome_index(result.as_ref().map(|_| ()).map_err(Error::kind));
         self.inner
             .metrics
