@@ -203,8 +203,12 @@ impl Db {
             }
         };
         if unreachable {
+            // tokio-postgres says "error connecting to server"; the cause says why.
+            let cause = std::error::Error::source(&e)
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default();
             Error::Unavailable {
-                message: format!("PostgreSQL at {} is unavailable: {e}", self.server),
+                message: format!("PostgreSQL at {} is unavailable: {e}{cause}", self.server),
                 source: Some(Box::new(e)),
             }
         } else {
