@@ -46,9 +46,15 @@ impl Drop for Server {
 
 /// Starts the binary on the store `store` and a fresh data dir (its workdirs).
 fn start(dir: &Path, store: &str) -> Server {
+    start_with(dir, &["--store", store])
+}
+
+/// Starts the binary with `args` after `serve --port 0 --data-dir dir`.
+fn start_with(dir: &Path, args: &[&str]) -> Server {
     let mut child = Command::new(BIN)
-        .args(["serve", "--port", "0", "--store", store, "--data-dir"])
+        .args(["serve", "--port", "0", "--data-dir"])
         .arg(dir)
+        .args(args)
         .env("LLM_PROVIDER", "mock")
         .env("AGENTVM_LOG", "warn")
         .stdout(Stdio::piped())
@@ -154,7 +160,10 @@ async fn history_survives_a_restart_of_the_server() {
     drop(rt);
     stop(&mut server);
 
-    let server = start(dir.path(), &store);
+    // The second time from the config file's `store = "..."`.
+    let config = dir.path().join("agentvm.toml");
+    std::fs::write(&config, format!("store = {store:?}\n")).unwrap();
+    let server = start_with(dir.path(), &["--config", config.to_str().unwrap()]);
     let rt = client(&server.url).await;
     assert_eq!(rt.containers().list().await.unwrap(), ["user-alice"]);
     let history = rt.images().messages(&image_id).await.unwrap();
@@ -171,6 +180,34 @@ async fn history_survives_a_restart_of_the_server() {
         assert!(Instant::now() < deadline, "no second reply");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_cli_uses_the_postgres_store() {
+    let Some(store) = fresh_schema("tokens").await else {
+        return;
+    };
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("token")
+            .args(args)
+            .args(["--store", &store])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let token = cli(&["create", "--containers", "a,b"]);
+    assert!(token.starts_with("avm_"), "{token}");
+    let listing = cli(&["list"]);
+    assert!(listing.contains("active\ta,b"), "{listing}");
+    let id = listing.split('\t').next().unwrap().to_string();
+    cli(&["revoke", &id]);
+    assert!(cli(&["list"]).contains("revoked"));
 }
 
 /// A PostgreSQL cluster of this test's own (it is stopped and started), on a free port.
