@@ -247,3 +247,36 @@ fn appends_through_two_pools_get_consecutive_seqs() {
     assert_eq!(seqs, (0..40).collect::<Vec<u64>>());
     assert_eq!(second.list_messages("sess_1").unwrap().len(), 40);
 }
+
+/// Servers starting together on an empty database agree: each migration is applied once (the
+/// advisory lock), and every open succeeds.
+#[test]
+fn first_opens_racing_to_migrate_agree() {
+    if testing::skipped() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = schema_url(dir.path());
+    let opened: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| runtime().block_on(PostgresStore::open(&url))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for store in opened {
+        let store = store.unwrap_or_else(|e| panic!("a racing open failed: {}", e.chain()));
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    }
+    let applied: i64 = runtime().block_on(async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .query_one("SELECT count(*) FROM schema_migrations", &[])
+            .await
+            .unwrap()
+            .get(0)
+    });
+    assert_eq!(applied, super::migrate::MIGRATIONS.len() as i64);
+}
