@@ -46,6 +46,7 @@ const POOL_SIZE: usize = 16;
 
 /// The store in a PostgreSQL database.
 pub struct PostgresStore {
+    /// The pool and runtime, shared with the scheduler's tables.
     db: Arc<Db>,
     /// The scheduler's tables in the same database: one handle shared by every caller.
     scheduler: Arc<PostgresSchedulerStore>,
@@ -61,6 +62,7 @@ impl std::fmt::Debug for PostgresStore {
 
 /// What every call needs: the pool, the runtime it lives on, and the server's name.
 pub(super) struct Db {
+    /// Up to [`POOL_SIZE`] connections; one the server closed is replaced on the next call.
     pool: Pool,
     /// Waits for the async client on the caller's thread (`bridge.rs`).
     bridge: Bridge,

@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 /// [`SchedulerStore`] on the store's pool.
 pub(super) struct PostgresSchedulerStore {
+    /// The store's pool: the scheduler's tables are in the same database.
     db: Arc<Db>,
 }
 
 impl PostgresSchedulerStore {
+    /// The scheduler's tables on `db` (created by the store's migrations).
     pub(super) fn new(db: Arc<Db>) -> Self {
         PostgresSchedulerStore { db }
     }
