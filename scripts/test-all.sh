@@ -22,6 +22,20 @@ else
     echo "not root: expecting dockerd and agentvm-test/busybox:latest (run scripts/setup-docker.sh as root)"
 fi
 
+# The PostgreSQL store's tests run on a real server: install Debian's postgresql and start a
+# test cluster on 127.0.0.1 (scripts/setup-postgres.sh prints its URL). They fail loudly
+# without it unless AGENTVM_SKIP_POSTGRES=1; an AGENTVM_TEST_POSTGRES already set is used as is.
+if [ "${AGENTVM_SKIP_POSTGRES:-}" = 1 ]; then
+    step "postgres: skipped (AGENTVM_SKIP_POSTGRES=1)"
+elif [ -n "${AGENTVM_TEST_POSTGRES:-}" ]; then
+    step "postgres: AGENTVM_TEST_POSTGRES=$AGENTVM_TEST_POSTGRES"
+else
+    step "postgres (scripts/setup-postgres.sh)"
+    AGENTVM_TEST_POSTGRES="$(bash scripts/setup-postgres.sh)"
+    export AGENTVM_TEST_POSTGRES
+    echo "AGENTVM_TEST_POSTGRES=$AGENTVM_TEST_POSTGRES"
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

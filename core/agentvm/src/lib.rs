@@ -58,5 +58,7 @@ pub use runtime::{
     Published, Runtime, RuntimeExt, Scope, ScopedRuntime, Subscription,
 };
 pub use scheduler::{Scheduler, SchedulerConfig};
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
 pub use store::{MemoryStore, RedbStore, Store};
 pub use toolhost::{BuiltinTools, LocalToolHost, ToolHost, ToolLimits};

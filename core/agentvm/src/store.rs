@@ -6,19 +6,22 @@
 //! [`Store::scheduler_store`], so one backend holds everything. Backends:
 //!
 //! - [`RedbStore`]: the embedded default, one redb file (`<data-dir>/agentvm.redb`);
-//! - [`MemoryStore`]: maps behind a lock, for ephemeral runtimes and tests.
+//! - [`MemoryStore`]: maps behind a lock, for ephemeral runtimes and tests;
+//! - `PostgresStore` (feature `postgres`): a PostgreSQL database several servers can share.
 //!
 //! Each backend runs the same conformance suite (`store/conformance.rs`,
 //! `store_conformance_tests!`): a backend that needs a different expectation means the
 //! contract written here is wrong, not the backend. The trait names no backend type, so a
 //! server database can implement it too.
 //!
-//! Calls block (redb does, and a network database would): async code runs writes on the
-//! blocking pool. Unless a method says otherwise, a write is atomic (all of it or none of it
+//! Calls block (redb does, and PostgreSQL's does): async code runs writes on the blocking
+//! pool. Unless a method says otherwise, a write is atomic (all of it or none of it
 //! is visible, also after a crash) and durable: when it returns `Ok`, every later call on any
 //! thread sees it, and a persistent backend keeps it through a crash.
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod redb;
 
 #[cfg(test)]
@@ -26,6 +29,8 @@ mod conformance;
 
 pub use self::redb::RedbStore;
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 
 use crate::error::Result;
 use crate::model::{ContainerRecord, Definition, ImageRecord, Message, SessionRecord};

@@ -26,6 +26,8 @@ pub(super) const DATABASE_FILE: &str = "agentvm.redb";
 #[must_use]
 pub struct AgentVmBuilder {
     data_dir: Option<PathBuf>,
+    /// A store the embedder opened (PostgreSQL, say); replaces the data dir's redb file.
+    store: Option<Arc<dyn Store>>,
     definitions: Vec<Definition>,
     driver: Option<Arc<dyn LlmDriver>>,
     tools: Option<Arc<dyn ToolRunner>>,
@@ -43,11 +45,19 @@ impl std::fmt::Debug for AgentVmBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentVmBuilder")
             .field("data_dir", &self.data_dir)
+            .field("store", &self.store)
             .finish_non_exhaustive()
     }
 }
 
 impl AgentVmBuilder {
+    /// Keep every record in `store` (a `PostgresStore`, or any [`Store`]) instead of the
+    /// data dir's `agentvm.redb`. A data dir, if given too, still holds the workdirs.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Keep everything in `<dir>/agentvm.redb` (a [`RedbStore`]) and workdirs under
     /// `<dir>/containers/`. Without a data dir the runtime is ephemeral (a [`MemoryStore`]).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -129,8 +139,9 @@ impl AgentVmBuilder {
             }
             (None, false, _) => None,
         };
-        let store: Arc<dyn Store> = match &data_dir {
-            Some(dir) => {
+        let store: Arc<dyn Store> = match (self.store, &data_dir) {
+            (Some(store), _) => store,
+            (None, Some(dir)) => {
                 let path = dir.join(DATABASE_FILE);
                 Arc::new(
                     tokio::task::spawn_blocking(move || RedbStore::open(path))
@@ -138,7 +149,7 @@ impl AgentVmBuilder {
                         .map_err(|e| Error::Internal(format!("opening the store: {e}")))??,
                 )
             }
-            None => Arc::new(MemoryStore::new()),
+            (None, None) => Arc::new(MemoryStore::new()),
         };
         for d in &self.definitions {
             super::commands::validate_definition(d, &self.limits)?;
@@ -240,6 +251,7 @@ impl AgentVm {
     pub fn builder() -> AgentVmBuilder {
         AgentVmBuilder {
             data_dir: None,
+            store: None,
             definitions: Vec::new(),
             driver: None,
             tools: None,

@@ -16,23 +16,36 @@ use std::collections::BTreeMap;
 
 /// Generates `mod $backend` with one `#[test]` per suite function, each on a fresh store
 /// opened by `$open: Fn(&Path) -> impl Store` in its own temporary directory. With
-/// `persistent`, also the tests that close the store and open the same directory again.
+/// `persistent`, also the tests that close the store and open the same directory again. With
+/// `skip_if = $skip` (a `Fn() -> bool`), each test returns at once when `$skip()` says so
+/// (for a backend that needs a server the environment may not provide).
 macro_rules! store_conformance_tests {
     ($backend:ident, $open:expr) => {
-        store_conformance_tests!(@module $backend, $open, []);
+        store_conformance_tests!(@module $backend, $open, [], || false);
     };
     ($backend:ident, $open:expr, persistent) => {
         store_conformance_tests!(
-            @module $backend, $open, [records_survive_reopen, scheduler_tables_survive_reopen]
+            @module $backend, $open, [records_survive_reopen, scheduler_tables_survive_reopen],
+            || false
         );
     };
-    (@module $backend:ident, $open:expr, [$($reopen:ident),*]) => {
+    ($backend:ident, $open:expr, persistent, skip_if = $skip:expr) => {
+        store_conformance_tests!(
+            @module $backend, $open, [records_survive_reopen, scheduler_tables_survive_reopen],
+            $skip
+        );
+    };
+    (@module $backend:ident, $open:expr, [$($reopen:ident),*], $skip:expr) => {
         mod $backend {
             #[allow(unused_imports)]
             use super::*;
 
             fn open(dir: &std::path::Path) -> impl $crate::store::Store {
                 ($open)(dir)
+            }
+
+            fn skipped() -> bool {
+                ($skip)()
             }
 
             store_conformance_tests!(@tests
@@ -71,6 +84,9 @@ macro_rules! store_conformance_tests {
             $(
                 #[test]
                 fn $reopen() {
+                    if skipped() {
+                        return;
+                    }
                     let dir = tempfile::tempdir().unwrap();
                     $crate::store::conformance::$reopen(|| open(dir.path()));
                 }
@@ -81,6 +97,9 @@ macro_rules! store_conformance_tests {
         $(
             #[test]
             fn $test() {
+                if skipped() {
+                    return;
+                }
                 let dir = tempfile::tempdir().unwrap();
                 let store = open(dir.path());
                 $crate::store::conformance::$test(&store);
@@ -94,6 +113,14 @@ store_conformance_tests!(
     redb_file,
     |dir: &std::path::Path| RedbStore::open(dir.join("agentvm.redb")).unwrap(),
     persistent
+);
+// Against a real server: AGENTVM_TEST_POSTGRES (scripts/setup-postgres.sh), a schema per test.
+#[cfg(feature = "postgres")]
+store_conformance_tests!(
+    postgres,
+    |dir: &std::path::Path| crate::store::postgres::testing::open(dir),
+    persistent,
+    skip_if = crate::store::postgres::testing::skipped
 );
 
 // ----- fixtures -----

@@ -30,13 +30,17 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
-    /// Manage access tokens (stored hashed in the data dir).
+    /// Manage access tokens (stored hashed in the data dir, or in --store).
     Token {
         #[command(subcommand)]
         command: TokenCommand,
         /// The data dir holding agentvm.redb.
         #[arg(long, global = true, env = "AGENTVM_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// The store the server uses, when it is not the data dir's redb file
+        /// (`postgres://user@host:port/dbname`).
+        #[arg(long, global = true, env = "AGENTVM_STORE")]
+        store: Option<String>,
     },
 }
 
@@ -51,6 +55,11 @@ struct ServeArgs {
     /// Where agentvm.redb and the workdirs live (default ~/.agentvm).
     #[arg(long, env = "AGENTVM_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Where the records live: `postgres://user[:password]@host[:port]/dbname` for a
+    /// PostgreSQL database (no TLS yet), several servers may share one. Default: agentvm.redb
+    /// in the data dir.
+    #[arg(long, env = "AGENTVM_STORE")]
+    store: Option<String>,
     /// A TOML file with the same settings (flags and environment win).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -120,6 +129,7 @@ struct FileConfig {
     host: Option<String>,
     port: Option<u16>,
     data_dir: Option<PathBuf>,
+    store: Option<String>,
     require_auth: Option<bool>,
     #[serde(default)]
     docker: Vec<String>,
@@ -229,15 +239,17 @@ async fn main() -> ExitCode {
                 _ = shutdown_signal() => ExitCode::SUCCESS,
             }
         }
-        Command::Token { command, data_dir } => {
-            match token(command, data_dir.unwrap_or_else(default_data_dir)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("agentvm-server: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::Token {
+            command,
+            data_dir,
+            store,
+        } => match token(command, data_dir.unwrap_or_else(default_data_dir), store).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("agentvm-server: {e}");
+                ExitCode::FAILURE
             }
-        }
+        },
     }
 }
 
@@ -261,6 +273,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .unwrap_or_else(default_data_dir);
     let driver = llm_driver(&file.llm)?;
     let mut builder = AgentVm::builder().data_dir(&data_dir);
+    let store_url = args.store.or(file.store);
+    let store_text = match &store_url {
+        Some(url) => {
+            let (store, server) = open_store(url).await?;
+            builder = builder.store(store);
+            format!(
+                "store PostgreSQL at {server}, data dir {}",
+                data_dir.display()
+            )
+        }
+        None => format!("data dir {}", data_dir.display()),
+    };
     if args.local_tools {
         tracing::warn!("--local-tools: agents' bash runs on this host as this user, confined only to its workdir");
         builder = builder.local_tools();
@@ -316,10 +340,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // it reads the line must get a clean shutdown, not the default action of the signal.
     let shutdown = shutdown_signal();
     // One line on stdout that scripts (and tests) can wait for.
-    println!(
-        "agentvm-server listening on http://{addr} (WebSocket ws://{addr}/ws, data dir {})",
-        data_dir.display()
-    );
+    println!("agentvm-server listening on http://{addr} (WebSocket ws://{addr}/ws, {store_text})");
     shutdown.await;
     tracing::info!("shutting down: letting running turns finish");
     server.close().await;
@@ -359,11 +380,39 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-fn token(command: TokenCommand, data_dir: PathBuf) -> Result<(), String> {
-    let path = data_dir.join("agentvm.redb");
-    let store = RedbStore::open(&path).map_err(|e| {
-        format!("{}. If the server is running on this data dir, manage tokens through its API instead (POST /v1/tokens).", e.chain())
-    })?;
+/// Opens the store named by `--store` / `store = "..."` (a PostgreSQL URL), and names its
+/// server (`host:port/dbname`, never the password).
+async fn open_store(url: &str) -> Result<(Arc<dyn Store>, String), String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = agentvm::PostgresStore::open(url)
+            .await
+            .map_err(|e| e.chain())?;
+        let server = store.server().to_string();
+        tracing::info!(%server, "store: PostgreSQL");
+        Ok((Arc::new(store), server))
+    } else {
+        Err(format!(
+            "--store {url:?}: expected a postgres://user@host:port/dbname URL (without --store, \
+             the data dir's agentvm.redb is used)"
+        ))
+    }
+}
+
+async fn token(
+    command: TokenCommand,
+    data_dir: PathBuf,
+    store_url: Option<String>,
+) -> Result<(), String> {
+    let store: Arc<dyn Store> = match store_url {
+        Some(url) => open_store(&url).await?.0,
+        None => {
+            let path = data_dir.join("agentvm.redb");
+            Arc::new(RedbStore::open(&path).map_err(|e| {
+                format!("{}. If the server is running on this data dir, manage tokens through its API instead (POST /v1/tokens).", e.chain())
+            })?)
+        }
+    };
+    let store = &*store;
     match command {
         TokenCommand::Create { containers, all } => {
             let scope = if all || containers.is_empty() {
@@ -377,7 +426,7 @@ fn token(command: TokenCommand, data_dir: PathBuf) -> Result<(), String> {
                 Some(containers)
             };
             let (token, record) =
-                agentvm::auth::create_token(&store, scope).map_err(|e| e.to_string())?;
+                agentvm::auth::create_token(store, scope).map_err(|e| e.to_string())?;
             eprintln!(
                 "created {} for {}",
                 record.id,
