@@ -31,6 +31,8 @@ pub mod events;
 pub mod options;
 pub mod process;
 
+/// The core crate, for bindings that name its types (errors, kinds).
+pub use agentvm;
 pub use events::EventStream;
 pub use options::{ConnectOptions, EmbedOptions, ServeOptions, SubscribeOptions};
 

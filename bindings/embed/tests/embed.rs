@@ -1,4 +1,5 @@
 //! The embedding layer as a binding uses it: blocking calls from a plain thread.
+#![allow(clippy::unwrap_used)] // helpers of tests: a failed unwrap is a failed assertion
 
 use agentvm::ErrorKind;
 use agentvm_embed::process::block_on;
