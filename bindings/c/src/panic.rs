@@ -35,3 +35,35 @@ pub(crate) fn guard_void(body: impl FnOnce()) {
         Ok(AgentvmResult::Ok)
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::agentvm_last_error;
+    use std::ffi::CStr;
+
+    fn last_error() -> Option<String> {
+        let p = agentvm_last_error();
+        // SAFETY: NULL or this thread's last error, valid until the next call on this thread.
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    }
+
+    #[test]
+    fn a_panic_becomes_a_code_and_a_message() {
+        let rc = guard(|| panic!("boom"));
+        assert_eq!(rc, AgentvmResult::Panic);
+        assert!(last_error().unwrap().contains("boom"));
+        // The next call clears it.
+        assert_eq!(guard(|| Ok(AgentvmResult::Ok)), AgentvmResult::Ok);
+        assert_eq!(last_error(), None);
+    }
+
+    #[test]
+    fn errors_map_from_their_kind() {
+        let rc = guard(|| Err(agentvm_embed::agentvm::Error::invalid("bad").into()));
+        assert_eq!(rc, AgentvmResult::InvalidInput);
+        assert_eq!(last_error().as_deref(), Some("bad"));
+        let rc = guard(|| Err(agentvm_embed::agentvm::Error::not_found("Image", "x").into()));
+        assert_eq!(rc, AgentvmResult::NotFound);
+    }
+}

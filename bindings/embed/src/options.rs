@@ -44,13 +44,29 @@ pub struct EmbedOptions {
 /// The LLM driver: a name (`"mock"`, `"mock:<scenario>"`, `"env"`, `"anthropic"`, `"openai"`)
 /// or settings (`{"provider", "apiKey", "url", "model", "maxRetries", "timeoutSecs"}`). The
 /// variables `LLM_PROVIDER_KEY`, `LLM_PROVIDER_URL`, ... fill what a provider name leaves out.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum LlmOption {
     /// A name.
     Name(String),
     /// Settings.
     Settings(LlmSettings),
+}
+
+impl<'de> Deserialize<'de> for LlmOption {
+    /// A string or an object, with the object's own errors (an unknown field is named) rather
+    /// than serde's "did not match any variant".
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(name) => Ok(LlmOption::Name(name)),
+            v @ serde_json::Value::Object(_) => serde_json::from_value(v)
+                .map(LlmOption::Settings)
+                .map_err(|e| D::Error::custom(format!("llm: {e}"))),
+            other => Err(D::Error::custom(format!(
+                "llm must be a name (\"mock\", \"env\", \"anthropic\", \"openai\") or an object with provider, apiKey, url, model; not {other}"
+            ))),
+        }
+    }
 }
 
 /// Explicit LLM settings.
@@ -348,6 +364,9 @@ mod tests {
         let o = EmbedOptions::from_json(r#"{"llm":{"provider":"openai","apiKey":"k"}}"#).unwrap();
         assert!(matches!(o.llm, Some(LlmOption::Settings(ref s)) if s.provider == "openai"));
         assert!(driver(Some(&LlmOption::Name("mock:nope".into()))).is_err());
+        let e =
+            EmbedOptions::from_json(r#"{"llm":{"provider":"openai","apikey":"k"}}"#).unwrap_err();
+        assert!(e.to_string().contains("apikey"), "{e}");
         assert!(driver(Some(&LlmOption::Name("mock".into())))
             .unwrap()
             .is_some());

@@ -820,6 +820,37 @@ mod tests {
         )
     }
 
+    #[tokio::test]
+    async fn an_overflow_past_what_memory_keeps_is_reported_unreplayable() {
+        // No store, a ring of 2: events leave memory for good.
+        let bus = Bus::in_memory(BusConfig {
+            subscriber_queue: 1,
+            ring_capacity: 2,
+            ..Default::default()
+        });
+        let mut kept = bus
+            .subscribe(EventFilter {
+                sessions: vec![("s1".into(), None)],
+                queue: Some(64),
+                ..Default::default()
+            })
+            .unwrap();
+        let mut slow = bus.subscribe(EventFilter::session("s1")).unwrap();
+        bus.publish(delta("s1", "a"));
+        assert_eq!(kept.unreplayable(), Vec::<String>::new());
+        for t in ["b", "c", "d", "e"] {
+            bus.publish(delta("s1", t));
+        }
+        assert_eq!(text(slow.recv().await.unwrap()), "a");
+        assert_eq!(text(slow.recv().await.unwrap()), "OVERFLOW");
+        assert_eq!(slow.unreplayable(), vec!["s1".to_string()]);
+        // One that received everything has nothing to miss.
+        for _ in 0..5 {
+            kept.recv().await.unwrap();
+        }
+        assert_eq!(kept.unreplayable(), Vec::<String>::new());
+    }
+
     fn text(item: BusItem) -> String {
         match item {
             BusItem::Event(p) => match &p.event.payload {
