@@ -205,6 +205,29 @@ static int sandbox(AgentvmRuntime *rt) {
     return 0;
 }
 
+/* Serves the runtime in this process and talks to it through a second, remote handle. */
+static int remote(AgentvmRuntime *rt) {
+    char *served = NULL;
+    OK(agentvm_serve(rt, "{\"addr\":\"127.0.0.1:0\",\"auth\":\"disabled\"}", &served));
+    char ws[256];
+    int found = json_string(served, "wsUrl", ws, sizeof ws);
+    agentvm_string_free(served);
+    CHECK(found, "serve answers wsUrl");
+    char options[512];
+    snprintf(options, sizeof options, "{\"url\":\"%s\",\"timeoutMs\":10000}", ws);
+    AgentvmRuntime *far = NULL;
+    OK(agentvm_connect(options, &far));
+    char *answer = NULL;
+    AgentvmResult rc = agentvm_request(far, "{\"type\":\"container_list_request\",\"data\":{}}",
+                                       10000, 0, &answer);
+    int listed = rc == AGENTVM_RESULT_OK && strstr(answer, "c-flow") != NULL;
+    agentvm_string_free(answer);
+    agentvm_runtime_free(far);
+    CHECK(listed, "the remote handle lists the container made locally (rc %d)", rc);
+    printf("ok: serve and connect\n");
+    return 0;
+}
+
 int main(void) {
     const char *skip = getenv("AGENTVM_SKIP_DOCKER");
     int docker = !(skip && strcmp(skip, "1") == 0);
@@ -224,7 +247,7 @@ int main(void) {
     CHECK(agentvm_open("{\"bogus\":1}", &rt) == AGENTVM_RESULT_INVALID_INPUT && rt == NULL,
           "unknown open option is refused");
     OK(agentvm_open(options, &rt));
-    if (chat(rt) || errors(rt)) goto done;
+    if (chat(rt) || errors(rt) || remote(rt)) goto done;
     if (docker) {
         if (sandbox(rt)) goto done;
     } else {
