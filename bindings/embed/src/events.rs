@@ -309,3 +309,69 @@ impl Drop for EventStream {
         self.shared.close();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentvm::{Bus, BusConfig, Event, EventContext, EventFilter, EventPayload};
+
+    fn delta(text: &str) -> Event {
+        Event::new(
+            EventPayload::TextDelta { text: text.into() },
+            Some(EventContext {
+                container_id: Some("c1".into()),
+                session_id: Some("s1".into()),
+                ..Default::default()
+            }),
+        )
+    }
+
+    #[test]
+    fn a_gap_memory_cannot_fill_is_one_typed_event_then_the_stream_goes_on() {
+        crate::process::block_on(async {
+            // No store and a ring of 2: what the slow subscriber missed is gone.
+            let bus = Bus::in_memory(BusConfig {
+                ring_capacity: 2,
+                ..Default::default()
+            });
+            let sub = bus
+                .subscribe(EventFilter {
+                    sessions: vec![("s1".into(), None)],
+                    queue: Some(1),
+                    ..Default::default()
+                })
+                .unwrap();
+            for t in ["a", "b", "c", "d", "e"] {
+                bus.publish(delta(t));
+            }
+            let (stream, _) = EventStream::start(sub, false, false).unwrap();
+            let mut items = Vec::new();
+            while items.len() < 4 {
+                let batch = stream
+                    .next_batch(16, Some(Duration::from_secs(5)))
+                    .await
+                    .expect("items");
+                items.extend(serde_json::from_str::<Vec<serde_json::Value>>(&batch).unwrap());
+            }
+            let kinds: Vec<String> = items
+                .iter()
+                .map(|e| match e["type"].as_str().unwrap() {
+                    "text_delta" => e["data"]["text"].as_str().unwrap().to_string(),
+                    other => other.to_string(),
+                })
+                .collect();
+            assert_eq!(kinds, ["a", "subscription_gap", "d", "e"]);
+            assert_eq!(items[1]["data"]["topics"], serde_json::json!(["s1"]));
+            assert!(items[1]["data"]["lastCursors"]["s1"].is_u64());
+            // Later events arrive live.
+            bus.publish(delta("f"));
+            let batch = stream
+                .next_batch(16, Some(Duration::from_secs(5)))
+                .await
+                .unwrap();
+            assert!(batch.contains("\"f\""), "{batch}");
+            assert!(stream.try_next_batch(16).is_none());
+        })
+        .unwrap();
+    }
+}
