@@ -64,7 +64,13 @@ else
 fi
 
 step "cargo test"
+# The C flow (bindings/c/tests) runs here too; it must also run under valgrind, which
+# scripts/test-bindings.sh below installs (so require it only once it is there).
+if command -v valgrind >/dev/null; then export AGENTVM_REQUIRE_VALGRIND=1; fi
 cargo test --workspace --locked
+
+step "C and Go bindings: header drift, C flow + valgrind, go test (scripts/test-bindings.sh)"
+bash scripts/test-bindings.sh
 
 step "node package (scripts/test-node.sh)"
 bash scripts/test-node.sh

@@ -208,6 +208,9 @@ struct TopicState {
     ring: VecDeque<Arc<Published>>,
     subscribers: Vec<Arc<Slot>>,
     last_publish: Option<Instant>,
+    /// The newest cursor dropped from the ring that the persisted log does not hold: a replay
+    /// after an older cursor has a gap ([`Subscription::unreplayable`] reports it).
+    lost_upto: Option<u64>,
 }
 
 /// How many times `ring_capacity` a ring may grow while its oldest events wait to be
@@ -227,15 +230,26 @@ impl TopicState {
                     .map(|f| f.persisted.load(Ordering::Acquire))
                     .unwrap_or(true);
             if front_safe {
-                self.ring.pop_front();
+                let dropped = self.ring.pop_front();
+                if !persisting {
+                    self.note_lost(dropped.as_ref());
+                }
             } else if self.ring.len() > cap.saturating_mul(RING_HARD_FACTOR).max(cap + 1) {
-                self.ring.pop_front();
+                let dropped = self.ring.pop_front();
+                self.note_lost(dropped.as_ref());
                 lost += 1;
             } else {
                 break;
             }
         }
         lost
+    }
+
+    /// Remembers that `dropped` left memory without being in the persisted log.
+    fn note_lost(&mut self, dropped: Option<&Arc<Published>>) {
+        if let Some(c) = dropped.and_then(|p| p.cursor) {
+            self.lost_upto = Some(self.lost_upto.map_or(c, |l| l.max(c)));
+        }
     }
 }
 
@@ -638,6 +652,26 @@ impl Subscription {
         BusItem::Event(p)
     }
 
+    /// The joined session topics whose events after the last cursor received can no longer
+    /// all be replayed (they left memory without reaching the persisted log), so a
+    /// [`resume`](Self::resume) would have a gap. Events of `global` and of sessions seen only
+    /// through `all_sessions` are never replayed; this does not list them.
+    pub fn unreplayable(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|t| {
+                let after = self.last_cursors.get(*t).copied().unwrap_or(0);
+                let state = self.bus.topic(t);
+                let lost = lock(&state).lost_upto;
+                lost.is_some_and(|l| l > after)
+            })
+            .cloned()
+            .collect();
+        out.sort();
+        out
+    }
+
     /// After an overflow: a fresh subscription with the same filter that replays every joined
     /// topic from the last cursor received.
     pub fn resume(&self) -> crate::Result<Subscription> {
@@ -784,6 +818,37 @@ mod tests {
                 ..Default::default()
             }),
         )
+    }
+
+    #[tokio::test]
+    async fn an_overflow_past_what_memory_keeps_is_reported_unreplayable() {
+        // No store, a ring of 2: events leave memory for good.
+        let bus = Bus::in_memory(BusConfig {
+            subscriber_queue: 1,
+            ring_capacity: 2,
+            ..Default::default()
+        });
+        let mut kept = bus
+            .subscribe(EventFilter {
+                sessions: vec![("s1".into(), None)],
+                queue: Some(64),
+                ..Default::default()
+            })
+            .unwrap();
+        let mut slow = bus.subscribe(EventFilter::session("s1")).unwrap();
+        bus.publish(delta("s1", "a"));
+        assert_eq!(kept.unreplayable(), Vec::<String>::new());
+        for t in ["b", "c", "d", "e"] {
+            bus.publish(delta("s1", t));
+        }
+        assert_eq!(text(slow.recv().await.unwrap()), "a");
+        assert_eq!(text(slow.recv().await.unwrap()), "OVERFLOW");
+        assert_eq!(slow.unreplayable(), vec!["s1".to_string()]);
+        // One that received everything has nothing to miss.
+        for _ in 0..5 {
+            kept.recv().await.unwrap();
+        }
+        assert_eq!(kept.unreplayable(), Vec::<String>::new());
     }
 
     fn text(item: BusItem) -> String {

@@ -1,0 +1,349 @@
+//! agentvm-embed: the one layer every agentvm binding calls, and nothing else.
+//!
+//! - [`Embed::open`] a local runtime from [`EmbedOptions`] (one serde struct, parsed once) or
+//!   [`Embed::connect`] to a server; both answer the same commands.
+//! - [`Embed::request`]: any command as JSON (`{"type": "image_get_request", "data": {...}}`)
+//!   in, the response's `data` as JSON out. Errors are [`agentvm::Error`]: the stable
+//!   [`kind`](agentvm::Error::kind) and the message with its cause chain
+//!   ([`chain`](agentvm::Error::chain)).
+//! - [`Embed::call`]: any call bounded by a timeout and cancellable by an id
+//!   ([`Embed::cancel`]).
+//! - [`Embed::subscribe`]: an [`EventStream`] taken in batches, with one overflow policy
+//!   (see [`events`]).
+//! - [`Embed::serve`]: agentvm-server (WebSocket, REST, metrics, the scheduler's routes) in
+//!   this process. [`Embed::close`].
+//!
+//! Everything runs on one tokio runtime per process, owned here ([`process`]); the blocking
+//! helpers ([`process::block_on`]) are for bindings whose callers have no event loop (C, Go).
+//!
+//! ```
+//! use agentvm_embed::{Embed, EmbedOptions, SubscribeOptions};
+//! # agentvm_embed::process::block_on(async {
+//! let vm = Embed::open(EmbedOptions::from_json(r#"{"llm": "mock"}"#)?).await?;
+//! let image = vm.request(r#"{"type": "image_create_request", "data": {"containerId": "c1"}}"#).await?;
+//! assert!(image.contains("sessionId"));
+//! vm.close().await;
+//! # Ok::<(), agentvm::Error>(())
+//! # }).unwrap().unwrap();
+//! ```
+
+pub mod events;
+pub mod options;
+pub mod process;
+
+/// The core crate, for bindings that name its types (errors, kinds).
+pub use agentvm;
+pub use events::EventStream;
+pub use options::{ConnectOptions, EmbedOptions, ServeOptions, SubscribeOptions};
+
+use agentvm::{AgentVm, CommandKind, Error, EventFilter, RemoteRuntime, Result, Runtime};
+use agentvm_server::{AuthMode, ServerConfig, ServerManager};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What a handle drives.
+#[derive(Clone)]
+enum Target {
+    /// The runtime in this process.
+    Local(AgentVm),
+    /// A runtime on an agentvm server.
+    Remote(RemoteRuntime),
+}
+
+impl Target {
+    fn runtime(&self) -> &dyn Runtime {
+        match self {
+            Target::Local(vm) => vm,
+            Target::Remote(r) => r,
+        }
+    }
+}
+
+/// What the clones of a handle share.
+struct Inner {
+    target: Target,
+    /// Calls in progress that a caller named by an id: `cancel(id)` sets their flag.
+    cancels: Mutex<HashMap<u64, watch::Sender<bool>>>,
+    /// Streams to end on `close()`.
+    streams: Mutex<Vec<Weak<events::Shared>>>,
+    /// Servers started by `serve`, stopped on `close()`.
+    servers: Mutex<Vec<Arc<ServerManager>>>,
+    /// Set by `close()`: later calls fail with `Cancelled`.
+    closed: watch::Sender<bool>,
+}
+
+/// A runtime handle: local or remote, the same methods. Cheap to clone; every method may be
+/// called from any thread.
+#[derive(Clone)]
+pub struct Embed {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Embed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.inner.target {
+            Target::Local(vm) => write!(f, "Embed(local {:?})", vm.data_dir()),
+            Target::Remote(r) => write!(f, "Embed({r:?})"),
+        }
+    }
+}
+
+/// Where a server started by [`Embed::serve`] listens.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Served {
+    /// `http://host:port`.
+    pub url: String,
+    /// `ws://host:port/ws`, for [`Embed::connect`].
+    pub ws_url: String,
+    /// The port (the one picked when 0 was asked for).
+    pub port: u16,
+}
+
+/// Removes a call's cancel entry when the call ends, however it ends.
+struct CancelEntry<'a> {
+    inner: &'a Inner,
+    id: Option<u64>,
+}
+
+impl Drop for CancelEntry<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            lock(&self.inner.cancels).remove(&id);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Embed {
+    fn new(target: Target) -> Self {
+        Embed {
+            inner: Arc::new(Inner {
+                target,
+                cancels: Mutex::new(HashMap::new()),
+                streams: Mutex::new(Vec::new()),
+                servers: Mutex::new(Vec::new()),
+                closed: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// Opens a local runtime. Must run on the process runtime ([`process::block_on`] or a
+    /// task spawned on [`process::handle`]).
+    pub async fn open(options: EmbedOptions) -> Result<Embed> {
+        let vm = options.builder()?.open().await?;
+        Ok(Embed::new(Target::Local(vm)))
+    }
+
+    /// Connects to an agentvm server.
+    pub async fn connect(options: ConnectOptions) -> Result<Embed> {
+        let core = options.core()?;
+        let remote = agentvm::connect(&options.url, core).await?;
+        Ok(Embed::new(Target::Remote(remote)))
+    }
+
+    /// Whether this handle drives a runtime in this process.
+    pub fn is_local(&self) -> bool {
+        matches!(self.inner.target, Target::Local(_))
+    }
+
+    /// Runs one command given as JSON `{"type": "<name>_request", "data": {...}}` and returns
+    /// the response's `data` as JSON. The request is parsed strictly: an unknown type or field
+    /// is `InvalidInput` naming it. `data` may carry the envelope's `requestId`.
+    pub async fn request(&self, json: &str) -> Result<String> {
+        let command = parse_command(json)?;
+        self.check_open()?;
+        let response = self.inner.target.runtime().request(command).await?;
+        let mut value = serde_json::to_value(&response)
+            .map_err(|e| Error::Internal(format!("serializing a response: {e}")))?;
+        let data = value
+            .get_mut("data")
+            .map(serde_json::Value::take)
+            .unwrap_or(serde_json::Value::Null);
+        serde_json::to_string(&data)
+            .map_err(|e| Error::Internal(format!("serializing a response: {e}")))
+    }
+
+    /// Runs `fut` bounded by `timeout` and cancellable by [`cancel(id)`](Self::cancel) when
+    /// `cancel_id` is given. Either ends it with `Cancelled` (`timed out after N ms`,
+    /// `cancelled by the caller (id N)`); `close()` does too. Dropping the future stops waiting
+    /// but does not undo what the command already did (a started `sandbox_exec` runs to its
+    /// end: cancel it with `sandbox_exec_cancel_request`). An id already in use is
+    /// `InvalidInput`.
+    pub async fn call<T, F>(
+        &self,
+        cancel_id: Option<u64>,
+        timeout: Option<Duration>,
+        fut: F,
+    ) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        let mut cancelled = {
+            let (tx, rx) = watch::channel(false);
+            if let Some(id) = cancel_id {
+                let mut cancels = lock(&self.inner.cancels);
+                if cancels.contains_key(&id) {
+                    return Err(Error::invalid(format!(
+                        "cancel id {id} is in use by another call"
+                    )));
+                }
+                cancels.insert(id, tx);
+            }
+            rx
+        };
+        let _entry = CancelEntry {
+            inner: &self.inner,
+            id: cancel_id,
+        };
+        let mut closed = self.inner.closed.subscribe();
+        let deadline = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = fut => r,
+            _ = deadline => Err(Error::Cancelled(format!(
+                "timed out after {} ms",
+                timeout.map(|t| t.as_millis()).unwrap_or_default()
+            ))),
+            _ = cancelled.wait_for(|c| *c), if cancel_id.is_some() => Err(Error::Cancelled(format!(
+                "cancelled by the caller (id {})",
+                cancel_id.unwrap_or_default()
+            ))),
+            _ = closed.wait_for(|c| *c) => Err(Error::Cancelled("the runtime handle was closed".into())),
+        }
+    }
+
+    /// Cancels the call running with `id`; `false` when none is (it finished, or never
+    /// started). Any thread.
+    pub fn cancel(&self, id: u64) -> bool {
+        match lock(&self.inner.cancels).get(&id) {
+            Some(tx) => {
+                tx.send_replace(true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Subscribes to events. Events caused after this returns are never missed.
+    pub async fn subscribe(&self, options: SubscribeOptions) -> Result<EventStream> {
+        self.check_open()?;
+        let filter = EventFilter {
+            global: options.global,
+            all_sessions: options.all_sessions,
+            sessions: options
+                .sessions
+                .into_iter()
+                .map(|s| (s.session_id, s.after_cursor))
+                .collect(),
+            queue: options.queue,
+            ..Default::default()
+        };
+        let sub = self.inner.target.runtime().subscribe(filter).await?;
+        let (stream, shared) = EventStream::start(sub, options.global, options.all_sessions)?;
+        let mut streams = lock(&self.inner.streams);
+        streams.retain(|w| w.strong_count() > 0);
+        streams.push(Arc::downgrade(&shared));
+        Ok(stream)
+    }
+
+    /// Serves this (local) runtime: WebSocket `/ws`, REST `/v1`, `/health`, `/metrics`, and
+    /// the scheduler's routes and counters when it was opened with one. `close()` stops it.
+    pub async fn serve(&self, options: ServeOptions) -> Result<Served> {
+        self.check_open()?;
+        let Target::Local(vm) = &self.inner.target else {
+            return Err(Error::invalid(
+                "serve needs a local runtime (open), not a connected one",
+            ));
+        };
+        let auth = match options.auth.as_deref().unwrap_or("auto") {
+            "auto" => AuthMode::Auto,
+            "required" => AuthMode::Required,
+            "disabled" => AuthMode::Disabled,
+            other => {
+                return Err(Error::invalid(format!(
+                    "auth is {other:?}: use auto, required or disabled"
+                )))
+            }
+        };
+        let manager = ServerManager::new(
+            vm.clone(),
+            ServerConfig {
+                auth,
+                ..Default::default()
+            },
+        );
+        let addr = manager
+            .listen(options.addr.as_deref().unwrap_or("127.0.0.1:0"))
+            .await?;
+        lock(&self.inner.servers).push(Arc::new(manager));
+        Ok(Served {
+            url: format!("http://{addr}"),
+            ws_url: format!("ws://{addr}/ws"),
+            port: addr.port(),
+        })
+    }
+
+    /// Ends every stream and call of this handle, stops its servers, then stops the agents
+    /// and writes everything out (local) or closes the connection (remote). Idempotent.
+    pub async fn close(&self) {
+        if self.inner.closed.send_replace(true) {
+            return;
+        }
+        let streams = std::mem::take(&mut *lock(&self.inner.streams));
+        for s in streams.iter().filter_map(Weak::upgrade) {
+            s.close();
+        }
+        let servers = std::mem::take(&mut *lock(&self.inner.servers));
+        for s in servers {
+            s.close().await;
+        }
+        match &self.inner.target {
+            Target::Local(vm) => vm.close().await,
+            Target::Remote(r) => r.close().await,
+        }
+    }
+
+    /// Whether `close()` was called.
+    pub fn is_closed(&self) -> bool {
+        *self.inner.closed.borrow()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Cancelled("the runtime handle was closed".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `{"type", "data"}` strictly.
+fn parse_command(json: &str) -> Result<agentvm::Command> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Envelope {
+        #[serde(rename = "type")]
+        type_name: String,
+        #[serde(default)]
+        data: serde_json::Value,
+    }
+    let envelope: Envelope = serde_json::from_str(json)
+        .map_err(|e| Error::invalid(format!("Invalid request JSON: {e}")))?;
+    let kind = CommandKind::from_type_name(&envelope.type_name)
+        .ok_or_else(|| Error::invalid(format!("Unknown request type: {}", envelope.type_name)))?;
+    let mut data = envelope.data;
+    if let Some(o) = data.as_object_mut() {
+        o.remove("requestId");
+    }
+    kind.parse_strict(data)
+}

@@ -1,0 +1,211 @@
+//! The embedding layer as a binding uses it: blocking calls from a plain thread.
+#![allow(clippy::unwrap_used)] // helpers of tests: a failed unwrap is a failed assertion
+
+use agentvm::ErrorKind;
+use agentvm_embed::process::block_on;
+use agentvm_embed::{Embed, EmbedOptions, ServeOptions, SubscribeOptions};
+use serde_json::Value;
+use std::time::Duration;
+
+fn open() -> Embed {
+    block_on(Embed::open(
+        EmbedOptions::from_json(r#"{"llm":"mock"}"#).unwrap(),
+    ))
+    .unwrap()
+    .unwrap()
+}
+
+fn request(vm: &Embed, json: &str) -> agentvm::Result<Value> {
+    block_on(vm.request(json))
+        .unwrap()
+        .map(|s| serde_json::from_str(&s).unwrap())
+}
+
+#[test]
+fn a_message_streams_to_conversation_end_and_history_has_both_sides() {
+    let vm = open();
+    let image = request(
+        &vm,
+        r#"{"type":"image_create_request","data":{"containerId":"c1"}}"#,
+    )
+    .unwrap();
+    let session = image["record"]["sessionId"].as_str().unwrap().to_string();
+    let image_id = image["record"]["imageId"].as_str().unwrap().to_string();
+    let sub = block_on(
+        vm.subscribe(
+            SubscribeOptions::from_json(&format!(
+                r#"{{"sessions":[{{"sessionId":"{session}"}}]}}"#
+            ))
+            .unwrap(),
+        ),
+    )
+    .unwrap()
+    .unwrap();
+    request(
+        &vm,
+        &format!(
+            r#"{{"type":"message_send_request","data":{{"imageId":"{image_id}","content":"hi"}}}}"#
+        ),
+    )
+    .unwrap();
+    let (mut deltas, mut ended) = (0, false);
+    while !ended {
+        let batch = block_on(sub.next_batch(64, Some(Duration::from_secs(10))))
+            .unwrap()
+            .expect("events before the timeout");
+        let items: Vec<Value> = serde_json::from_str(&batch).unwrap();
+        for e in items {
+            assert!(e["cursor"].is_u64(), "{e}");
+            match e["type"].as_str().unwrap() {
+                "text_delta" => deltas += 1,
+                "conversation_end" => ended = true,
+                _ => {}
+            }
+        }
+    }
+    assert!(deltas > 0);
+    let history = request(
+        &vm,
+        &format!(r#"{{"type":"session_messages_request","data":{{"sessionId":"{session}"}}}}"#),
+    )
+    .unwrap();
+    let roles: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["role"].as_str())
+        .collect();
+    assert!(
+        roles.contains(&"user") && roles.contains(&"assistant"),
+        "{history}"
+    );
+    block_on(vm.close()).unwrap();
+    assert!(block_on(sub.next_batch(1, None)).unwrap().is_none());
+}
+
+#[test]
+fn bad_requests_are_invalid_input_naming_the_problem() {
+    let vm = open();
+    let e = request(&vm, "{not json").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.chain().contains("Invalid request JSON"), "{e}");
+    let e = request(&vm, r#"{"type":"frobnicate_request","data":{}}"#).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e
+        .chain()
+        .contains("Unknown request type: frobnicate_request"));
+    let e = request(
+        &vm,
+        r#"{"type":"image_get_request","data":{"imageId":"x","bogus":1}}"#,
+    )
+    .unwrap_err();
+    assert!(e.chain().contains("bogus"), "{e}");
+    let e = request(
+        &vm,
+        r#"{"type":"container_get_request","data":{"containerId":"nope","requestId":"r1"}}"#,
+    );
+    assert!(e.is_ok(), "requestId is accepted: {e:?}");
+    block_on(vm.close()).unwrap();
+    let e = request(&vm, r#"{"type":"image_list_request","data":{}}"#).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+}
+
+#[test]
+fn calls_end_on_timeout_or_cancel_by_id() {
+    let vm = open();
+    let e = block_on(vm.call(
+        None,
+        Some(Duration::from_millis(20)),
+        std::future::pending::<agentvm::Result<()>>(),
+    ))
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    assert!(e.to_string().contains("timed out after 20 ms"), "{e}");
+
+    let canceller = vm.clone();
+    let t = std::thread::spawn(move || {
+        while !canceller.cancel(7) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let e = block_on(vm.call(Some(7), None, std::future::pending::<agentvm::Result<()>>()))
+        .unwrap()
+        .unwrap_err();
+    t.join().unwrap();
+    assert!(
+        e.to_string().contains("cancelled by the caller (id 7)"),
+        "{e}"
+    );
+    assert!(!vm.cancel(7), "the id is free once the call ended");
+    block_on(vm.close()).unwrap();
+}
+
+#[test]
+fn a_slow_subscriber_resumes_without_losing_session_events() {
+    let vm = open();
+    let image = request(
+        &vm,
+        r#"{"type":"image_create_request","data":{"containerId":"c2"}}"#,
+    )
+    .unwrap();
+    let session = image["record"]["sessionId"].as_str().unwrap().to_string();
+    let image_id = image["record"]["imageId"].as_str().unwrap().to_string();
+    // A queue of 1: the bus overflows this subscriber at once; the stream resumes.
+    let sub = block_on(
+        vm.subscribe(
+            SubscribeOptions::from_json(&format!(
+                r#"{{"sessions":[{{"sessionId":"{session}"}}],"queue":1}}"#
+            ))
+            .unwrap(),
+        ),
+    )
+    .unwrap()
+    .unwrap();
+    request(
+        &vm,
+        &format!(
+            r#"{{"type":"message_send_request","data":{{"imageId":"{image_id}","content":"hi"}}}}"#
+        ),
+    )
+    .unwrap();
+    let mut cursors = Vec::new();
+    let mut ended = false;
+    while !ended {
+        let batch = block_on(sub.next_batch(1, Some(Duration::from_secs(10))))
+            .unwrap()
+            .expect("events");
+        for e in serde_json::from_str::<Vec<Value>>(&batch).unwrap() {
+            assert_ne!(
+                e["type"], "subscription_gap",
+                "the ring still holds them: {e}"
+            );
+            cursors.push(e["cursor"].as_u64().unwrap());
+            ended |= e["type"] == "conversation_end";
+        }
+    }
+    let mut sorted = cursors.clone();
+    sorted.dedup();
+    assert_eq!(sorted, cursors, "no duplicates, in order");
+    assert!(cursors.windows(2).all(|w| w[0] < w[1]));
+    block_on(vm.close()).unwrap();
+}
+
+#[test]
+fn serve_then_connect_answers_the_same_commands() {
+    let vm = open();
+    let served = block_on(vm.serve(ServeOptions::default()))
+        .unwrap()
+        .unwrap();
+    let remote = block_on(Embed::connect(
+        agentvm_embed::options::parse_connect(&format!(r#"{{"url":"{}"}}"#, served.ws_url))
+            .unwrap(),
+    ))
+    .unwrap()
+    .unwrap();
+    assert!(!remote.is_local());
+    let list = request(&remote, r#"{"type":"container_list_request","data":{}}"#).unwrap();
+    assert!(list.is_object(), "{list}");
+    block_on(remote.close()).unwrap();
+    block_on(vm.close()).unwrap();
+}

@@ -1,0 +1,3 @@
+module github.com/agentvm/agentvm/bindings/go
+
+go 1.19
