@@ -44,7 +44,8 @@ pub trait ConnectionHandler: Send + Sync + 'static {
     fn on_open(&self, _conn: &ConnectionInfo) -> Result<()> {
         Ok(())
     }
-    /// A request arrived. An error vetoes it and is sent as its error response.
+    /// A request arrived. An error vetoes it and is sent as its error response. REST requests
+    /// come here too, each as a connection of its own (`rest_<n>`, never opened or closed).
     fn on_request(&self, _conn: &ConnectionInfo, _command: &Command) -> Result<()> {
         Ok(())
     }
