@@ -34,6 +34,9 @@ __all__ = [
 
 class AgentVmError(Exception):
     kind: str
+    #: The provider's code (``not_configured``, ``authentication``, ...) of a turn that ended
+    #: in error (raised by ``ask()``); None on every other error.
+    error_code: Optional[str]
 
 class NotFoundError(AgentVmError): ...
 class AlreadyExistsError(AgentVmError): ...

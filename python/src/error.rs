@@ -156,6 +156,9 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         class.setattr("kind", kind)?;
         m.add(name, class)?;
     }
+    // The provider's error code of a failed turn (`ask()` sets it); None on every other error.
+    py.get_type::<AgentVmError>()
+        .setattr("error_code", py.None())?;
     m.add_function(wrap_pyfunction!(_raise_error, m)?)?;
     Ok(())
 }
