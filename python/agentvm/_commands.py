@@ -208,9 +208,57 @@ def token_create(containers: Optional[list[str]]) -> Command:
     return ({"type": "token_create_request", "data": {"containers": containers}}, "token")
 
 
-def reply_text(event: dict[str, Any], parts: list[str]) -> bool:
-    """Collects a reply from its events; True once the turn ended."""
-    t = event["type"]
-    if t == "text_delta":
-        parts.append(event["data"]["text"])
-    return bool(t == "conversation_end")
+#: The kind of a failed turn, from the provider's error code (``errorCode`` of ``error_received``);
+#: any other code (``rate_limit``, ``overloaded``, ``timeout``, ``network``, ``mock_error``, ...)
+#: or none is ``unavailable``: the model could not give an answer now.
+TURN_ERROR_KINDS = {
+    "not_configured": "unavailable",
+    "authentication": "unauthorized",
+    "invalid_request": "invalid_input",
+}
+
+
+def turn_error(message: str, error_code: Optional[str]) -> Exception:
+    """The exception of a turn that ended in error: the class of its kind (the one mapping in
+    ``_native``), the message, and the provider's code as ``error_code``."""
+    from . import _native
+
+    kind = TURN_ERROR_KINDS.get(error_code or "", "unavailable")
+    try:
+        _native._raise_error(kind, message)
+    except _native.AgentVmError as e:
+        e.error_code = error_code
+        return e
+    raise AssertionError("unreachable: _raise_error always raises")
+
+
+class Reply:
+    """Collects a reply from a turn's events."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.error_message: Optional[str] = None
+        self.error_code: Optional[str] = None
+
+    def feed(self, event: dict[str, Any]) -> bool:
+        """Takes one event; True once the turn ended. Raises the turn's error when it ended in
+        ``conversation_end {reason: "error"}``; an interrupted turn ends without error (the
+        text so far is the reply)."""
+        t = event["type"]
+        data = event.get("data") or {}
+        if t == "text_delta":
+            self.parts.append(data["text"])
+        elif t == "error_received":
+            self.error_message = data.get("message")
+            self.error_code = data.get("errorCode")
+        elif t == "error_message" and self.error_message is None:
+            self.error_message = data.get("content")
+            self.error_code = data.get("errorCode")
+        elif t == "conversation_end":
+            if data.get("reason") == "error":
+                raise turn_error(self.error_message or "the turn ended in error", self.error_code)
+            return True
+        return False
+
+    def text(self) -> str:
+        return "".join(self.parts)

@@ -216,7 +216,15 @@ class Agents(_Group):
         session_id: Optional[str] = None,
         timeout: Optional[float] = None,
     ) -> str:
-        """Sends a message and waits for the whole reply; returns its text."""
+        """Sends a message and waits for the whole reply; returns its text.
+
+        A turn that ends in error raises the :class:`AgentVmError` subclass of its kind, with
+        the message and the provider's code as ``error_code``: no LLM configured
+        (``not_configured``) is :class:`UnavailableError`, a refused key (``authentication``)
+        :class:`UnauthorizedError`, a rejected request (``invalid_request``)
+        :class:`InvalidInputError`, any other failure (rate limit, network, timeout, ...)
+        :class:`UnavailableError`. An interrupted turn is not an error: it returns the text
+        streamed before the interrupt (maybe ``""``)."""
         import asyncio
 
         if session_id is None:
@@ -226,17 +234,17 @@ class Agents(_Group):
             if record is None:
                 raise _native.NotFoundError(f"Image not found: {image_id}")
             session_id = record["sessionId"]
-        parts: list[str] = []
+        reply = c.Reply()
         with self._rt.subscribe(session_id=session_id) as events:
             await self.send(content, image_id=image_id, session_id=None if image_id else session_id)
 
             async def collect() -> None:
                 async for event in events:
-                    if c.reply_text(event, parts):
+                    if reply.feed(event):
                         return
 
             await asyncio.wait_for(collect(), timeout)
-        return "".join(parts)
+        return reply.text()
 
     async def start(self, image_id: str) -> "Agent":
         """Runs an image's agent and returns a handle on it."""
@@ -264,7 +272,8 @@ class Agent:
         return await Agents(self._rt).send(content, image_id=self.image_id)
 
     async def ask(self, content: Content, timeout: Optional[float] = None) -> str:
-        """Sends a message and returns the whole reply's text."""
+        """Sends a message and returns the whole reply's text; raises like
+        :meth:`Agents.ask` when the turn ends in error."""
         return await Agents(self._rt).ask(content, image_id=self.image_id, timeout=timeout)
 
     async def interrupt(self) -> Record:

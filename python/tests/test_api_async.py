@@ -151,6 +151,47 @@ async def test_ask_and_agent_handle(vm: agentvm.AgentVm) -> None:
     await agent.stop()
 
 
+async def test_ask_raises_the_kind_of_a_failed_turn(vm: agentvm.AgentVm) -> None:
+    img = await vm.images.create("c1", model="mock:error")
+    with pytest.raises(agentvm.UnavailableError, match="the scenario 'error' always fails") as e:
+        await vm.agents.ask("hi", image_id=img["imageId"], timeout=10)
+    assert e.value.kind == "unavailable"
+    assert e.value.error_code == "mock_error"
+    agent = await vm.agents.start(img["imageId"])
+    with pytest.raises(agentvm.UnavailableError):
+        await agent.ask("again", timeout=10)
+    # A normal turn still returns its text; other errors carry no error_code.
+    ok = await vm.images.create("c1", model="mock:instant")
+    assert await vm.agents.ask("hi", image_id=ok["imageId"], timeout=10) == "Instant response"
+    with pytest.raises(agentvm.NotFoundError) as missing:
+        await vm.agents.ask("hi", image_id="nope", timeout=10)
+    assert missing.value.error_code is None
+
+
+async def test_ask_without_an_llm_raises_not_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LLM_PROVIDER", raising=False)
+    v = await agentvm.open()
+    try:
+        img = await v.images.create("c1")
+        with pytest.raises(agentvm.UnavailableError, match="LLM_PROVIDER") as e:
+            await v.agents.ask("hi", image_id=img["imageId"], timeout=10)
+        assert e.value.error_code == "not_configured"
+    finally:
+        await v.close()
+
+
+async def test_ask_interrupted_returns_the_text_so_far(vm: agentvm.AgentVm) -> None:
+    img = await vm.images.create("c1", model="mock:slow-stream")
+    with vm.events(img["sessionId"]) as events:
+        task = asyncio.create_task(vm.agents.ask("go", image_id=img["imageId"], timeout=10))
+        async for e in events:
+            if e["type"] == "text_delta":
+                break
+        await vm.agents.interrupt(image_id=img["imageId"])
+        text = await task
+    assert isinstance(text, str)
+
+
 async def test_raw_request(vm: agentvm.AgentVm) -> None:
     resp = await vm.request({"type": "container_list_request", "data": {}})
     assert resp == {"type": "container_list_response", "data": {"containerIds": []}}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 import agentvm
 from conftest import collect_turn_sync, types
 
@@ -65,6 +67,30 @@ def test_ask_interrupt_and_agent(sync_vm: agentvm.sync.AgentVm) -> None:
     agent.interrupt()
     assert collect_turn_sync(events)[-1]["data"]["reason"] == "interrupted"
     agent.stop()
+
+
+def test_ask_raises_the_kind_of_a_failed_turn(sync_vm: agentvm.sync.AgentVm) -> None:
+    vm = sync_vm
+    img = vm.images.create("c1", model="mock:error")
+    with pytest.raises(agentvm.UnavailableError, match="the scenario 'error' always fails") as e:
+        vm.agents.ask("hi", image_id=img["imageId"], timeout=10)
+    assert e.value.error_code == "mock_error"
+    with pytest.raises(agentvm.UnavailableError):
+        vm.agents.start(img["imageId"]).ask("again", timeout=10)
+    ok = vm.images.create("c1", model="mock:instant")
+    assert vm.agents.ask("hi", image_id=ok["imageId"], timeout=10) == "Instant response"
+
+
+def test_ask_without_an_llm_raises_not_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LLM_PROVIDER", raising=False)
+    vm = agentvm.open_sync()
+    try:
+        img = vm.images.create("c1")
+        with pytest.raises(agentvm.UnavailableError, match="LLM_PROVIDER") as e:
+            vm.agents.ask("hi", image_id=img["imageId"], timeout=10)
+        assert e.value.error_code == "not_configured"
+    finally:
+        vm.close()
 
 
 def test_iterator_wakes_on_close_from_another_thread(sync_vm: agentvm.sync.AgentVm) -> None:
