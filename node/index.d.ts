@@ -92,6 +92,14 @@ export interface AgentVmError extends Error {
   retryAfterMs?: number
 }
 
+/** The rejection of `agents.ask()` when the turn ends in error. */
+export interface TurnError extends AgentVmError {
+  /** The provider's code: `not_configured`, `authentication`, `rate_limit`, ...; null when none. */
+  errorCode: string | null
+  /** The send's response (the turn's ids). */
+  response: { imageId: string; agentId: string; sessionId: string; messageId: string }
+}
+
 /** Message content: a string, or parts (text, base64 image, base64 file). */
 export type Content =
   | string
@@ -247,12 +255,18 @@ export declare class AgentVm {
     }>
     /**
      * Sends, then waits for the end of the turn: resolves with the send's response, the end
-     * reason and the stored reply (`assistant_message` or `error_message` data). The wait keeps
+     * reason and the stored reply (`assistant_message` data; `null` when none). The wait keeps
      * Node running, so handlers registered with `on()` see the whole reply.
+     *
+     * A turn that ends in error rejects with a {@link TurnError}: `code` its kind (no LLM
+     * configured, `errorCode: 'not_configured'`: `Unavailable`; `authentication`:
+     * `Unauthorized`; `invalid_request`: `InvalidInput`; any other failure: `Unavailable`), the
+     * provider's message and `errorCode`. An interrupted turn is not an error: it resolves
+     * with `reason: 'interrupted'` and the partial reply (or `null`).
      */
     ask(message: { imageId?: string; sessionId?: string; agentId?: string; content: Content }): Promise<{
       response: { imageId: string; agentId: string; sessionId: string; messageId: string }
-      reason: 'completed' | 'interrupted' | 'error'
+      reason: 'completed' | 'interrupted'
       message: Message | null
     }>
     /** Stops the current turn (an offline image is a success without agentId). */

@@ -29,6 +29,26 @@ function invalidInput(message) {
   return e
 }
 
+/**
+ * The `code` of a failed turn, from the provider's error code (`errorCode` of
+ * `error_received` / `error_message`); any other code (`rate_limit`, `overloaded`, `timeout`,
+ * `network`, `mock_error`, ...) or none is `Unavailable`: the model could not answer now.
+ */
+const TURN_ERROR_CODES = Object.freeze({
+  not_configured: ErrorCode.Unavailable,
+  authentication: ErrorCode.Unauthorized,
+  invalid_request: ErrorCode.InvalidInput,
+})
+
+/** The Error of a turn that ended in error: `code` the kind, `errorCode` the provider's. */
+function turnError(message, errorCode, response) {
+  const e = new Error(message || 'the turn ended in error')
+  e.code = TURN_ERROR_CODES[errorCode] ?? ErrorCode.Unavailable
+  e.errorCode = errorCode ?? null
+  e.response = response
+  return e
+}
+
 /** Parses a native JSON answer, which is the value itself or a Promise of it. */
 async function json(answer) {
   const text = typeof answer === 'string' ? answer : await answer
@@ -252,10 +272,17 @@ class AgentVm {
     try {
       const response = await this.agents.send(message)
       let reply = null
+      let failure = null
       for await (const e of events) {
         if (e.context?.sessionId !== response.sessionId) continue
-        if (e.type === 'assistant_message' || e.type === 'error_message') reply = e.data
-        if (e.type === 'conversation_end') return { response, reason: e.data.reason, message: reply }
+        if (e.type === 'assistant_message') reply = e.data
+        if (e.type === 'error_received') failure = { message: e.data.message, errorCode: e.data.errorCode }
+        if (e.type === 'error_message' && !failure) failure = { message: e.data.content, errorCode: e.data.errorCode }
+        if (e.type === 'conversation_end') {
+          // An interrupted turn is not an error: it resolves with the partial reply, if any.
+          if (e.data.reason === 'error') throw turnError(failure?.message, failure?.errorCode, response)
+          return { response, reason: e.data.reason, message: reply }
+        }
       }
       const err = new Error('the event stream ended before the turn did (runtime closed?)')
       err.code = ErrorCode.Cancelled

@@ -104,3 +104,51 @@ test('Protocol: a server that does not speak the Channel', async (t) => {
     return true
   })
 })
+
+test('ask() rejects with the kind of a failed turn, its message and errorCode', async (t) => {
+  const vm = await mockVm(t)
+  const image = await vm.images.create('c1', { model: 'mock:error' })
+  await assert.rejects(vm.agents.ask({ imageId: image.imageId, content: 'hi' }), (err) => {
+    assert.ok(err instanceof Error)
+    assert.equal(err.code, ErrorCode.Unavailable)
+    assert.match(err.message, /the scenario 'error' always fails/)
+    assert.equal(err.errorCode, 'mock_error')
+    assert.equal(err.response.imageId, image.imageId)
+    return true
+  })
+  // A normal turn still resolves with the reply.
+  const ok = await vm.images.create('c1', { model: 'mock:instant' })
+  const { reason, message } = await vm.agents.ask({ imageId: ok.imageId, content: 'hi' })
+  assert.equal(reason, 'completed')
+  assert.equal(message.content, 'Instant response')
+})
+
+test('ask() without an LLM rejects saying how to configure one (not_configured)', async (t) => {
+  const saved = process.env.LLM_PROVIDER
+  delete process.env.LLM_PROVIDER
+  t.after(() => {
+    if (saved !== undefined) process.env.LLM_PROVIDER = saved
+  })
+  const vm = await agentvm.open()
+  t.after(() => vm.close())
+  const image = await vm.images.create('c1')
+  await assert.rejects(vm.agents.ask({ imageId: image.imageId, content: 'hi' }), (err) => {
+    assert.equal(err.code, ErrorCode.Unavailable)
+    assert.equal(err.errorCode, 'not_configured')
+    assert.match(err.message, /LLM_PROVIDER/)
+    return true
+  })
+})
+
+test('ask() resolves an interrupted turn (not an error)', async (t) => {
+  const vm = await mockVm(t)
+  const image = await vm.images.create('c1', { model: 'mock:slow-stream' })
+  const events = vm.events({ sessionId: image.sessionId })
+  const asked = vm.agents.ask({ imageId: image.imageId, content: 'go' })
+  for await (const e of events) {
+    if (e.type === 'text_delta') break
+  }
+  await vm.interrupt({ imageId: image.imageId })
+  const { reason } = await asked
+  assert.equal(reason, 'interrupted')
+})
