@@ -159,7 +159,22 @@ impl Embed {
     pub async fn request(&self, json: &str) -> Result<String> {
         let command = parse_command(json)?;
         self.check_open()?;
+        let response_type = command.response_type();
         let response = self.inner.target.runtime().request(command).await?;
+        // Fast path: serde_json writes the adjacently tagged response as
+        // `{"type":"<response_type>","data":<data>}`; cut `<data>` out of that text instead
+        // of building a `Value` tree and writing it again (most of this call's cost).
+        let text = serde_json::to_string(&response)
+            .map_err(|e| Error::Internal(format!("serializing a response: {e}")))?;
+        let prefix_len = r#"{"type":""#.len() + response_type.len() + r#"","data":"#.len();
+        if text.len() > prefix_len
+            && text.starts_with(r#"{"type":""#)
+            && text[r#"{"type":""#.len()..].starts_with(response_type)
+            && text[..prefix_len].ends_with(r#"","data":"#)
+            && text.ends_with('}')
+        {
+            return Ok(text[prefix_len..text.len() - 1].to_string());
+        }
         let mut value = serde_json::to_value(&response)
             .map_err(|e| Error::Internal(format!("serializing a response: {e}")))?;
         let data = value
