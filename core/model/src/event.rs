@@ -6,6 +6,7 @@ use serde_json::Value;
 
 /// Where an event comes from (the envelope's `source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// A command request or response.
@@ -24,6 +25,7 @@ pub enum Source {
 
 /// The envelope's `category`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     /// A command request.
@@ -46,6 +48,7 @@ pub enum Category {
 
 /// The envelope's `intent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Intent {
     /// A request.
@@ -58,6 +61,7 @@ pub enum Intent {
 
 /// The ids an event concerns. Agent events carry all four.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EventContext {
     /// The container.
@@ -79,6 +83,7 @@ pub struct EventContext {
 
 /// Why a conversation turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     /// The model finished.
@@ -91,6 +96,7 @@ pub enum EndReason {
 
 /// The type and data of an event. The serde tag is the wire `type`, the content is `data`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventPayload {
@@ -529,6 +535,7 @@ impl EventPayload {
 
 /// One event: the payload in the protocol's envelope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Event {
     /// `type` and `data`.
     #[serde(flatten)]
