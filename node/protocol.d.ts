@@ -98,6 +98,7 @@ export interface AgentRegisteredEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: AgentRegisteredEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -127,6 +128,7 @@ export interface AgentUnregisteredEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: AgentUnregisteredEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -193,6 +195,7 @@ export interface AssistantMessageEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: Message;
   /** Always `notification` for events. */
   intent: Intent;
@@ -221,6 +224,7 @@ export interface ConnectionStateEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: ConnectionStateEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -265,6 +269,7 @@ export interface ContainerCreatedEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: ContainerCreatedEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -304,6 +309,7 @@ export interface ContainerDeletedEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: ContainerDeletedEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -385,6 +391,7 @@ export interface ConversationEndEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: ConversationEndEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -408,6 +415,7 @@ export interface ConversationRespondingEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: ConversationRespondingEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -428,6 +436,7 @@ export interface ConversationStartEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: ConversationStartEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -508,6 +517,7 @@ export interface ErrorMessageEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: Message;
   /** Always `notification` for events. */
   intent: Intent;
@@ -525,6 +535,7 @@ export interface ErrorOccurredEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: ErrorOccurredEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -552,6 +563,7 @@ export interface ErrorReceivedEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: ErrorReceivedEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -955,6 +967,7 @@ export interface InputJsonDeltaEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: InputJsonDeltaEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -981,6 +994,7 @@ export interface InterruptedEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: InterruptedEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -1036,6 +1050,7 @@ export interface MessageDeltaEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: MessageDeltaEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -1083,6 +1098,7 @@ export interface MessageStartEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: MessageStartEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -1108,6 +1124,7 @@ export interface MessageStopEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: MessageStopEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -1259,6 +1276,7 @@ export interface NodeStatusChangedEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: NodeStatusChangedEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -1430,6 +1448,7 @@ export interface SandboxAdoptedEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: SandboxAdoptedEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -1455,6 +1474,7 @@ export interface SandboxClaimedEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: SandboxClaimedEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -1489,6 +1509,7 @@ export interface SandboxCreatedEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: SandboxCreatedEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -1547,6 +1568,7 @@ export interface SandboxExecFinishedEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: SandboxExecFinishedEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -1585,6 +1607,7 @@ export interface SandboxExecOutputEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: SandboxExecOutputEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -1651,6 +1674,7 @@ export interface SandboxExecStartedEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: SandboxExecStartedEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -1777,6 +1801,7 @@ export interface SandboxReadyEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: SandboxReadyEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -1843,6 +1868,7 @@ export interface SandboxTerminatedEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: SandboxTerminatedEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -1977,6 +2003,7 @@ export interface SessionDestroyedEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: SessionDestroyedEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -2096,6 +2123,7 @@ export interface SystemErrorEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: SystemErrorEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -2320,6 +2348,7 @@ export interface TextDeltaEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: TextDeltaEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -2424,6 +2453,7 @@ export interface ToolCallMessageEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: Message;
   /** Always `notification` for events. */
   intent: Intent;
@@ -2441,6 +2471,7 @@ export interface ToolCompletedEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: ToolCompletedEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -2466,6 +2497,7 @@ export interface ToolExecutingEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: ToolExecutingEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -2493,6 +2525,7 @@ export interface ToolFailedEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: ToolFailedEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -2520,6 +2553,7 @@ export interface ToolPlannedEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: ToolPlannedEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -2557,6 +2591,7 @@ export interface ToolResultEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: ToolResultEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -2584,6 +2619,7 @@ export interface ToolResultMessageEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: Message;
   /** Always `notification` for events. */
   intent: Intent;
@@ -2601,6 +2637,7 @@ export interface ToolUseStartEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: ToolUseStartEventData;
   /** Always `notification` for events. */
   intent: Intent;
@@ -2626,6 +2663,7 @@ export interface ToolUseStopEvent {
   category: Category;
   /** The ids it concerns. */
   context?: EventContext | null;
+  /** What happened: the event's data. */
   data: ToolUseStopEventData;
   /** Always `notification` for events. */
   intent: Intent;

@@ -379,6 +379,7 @@ class AgentRegisteredEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "AgentRegisteredEventData"
 
     #: Always `notification` for events.
@@ -419,6 +420,7 @@ class AgentUnregisteredEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "AgentUnregisteredEventData"
 
     #: Always `notification` for events.
@@ -453,6 +455,7 @@ class AssistantMessageEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "Message"
 
     #: Always `notification` for events.
@@ -477,6 +480,7 @@ class ConnectionStateEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "ConnectionStateEventData"
 
     #: Always `notification` for events.
@@ -532,6 +536,7 @@ class ContainerCreatedEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "ContainerCreatedEventData"
 
     #: Always `notification` for events.
@@ -583,6 +588,7 @@ class ContainerDeletedEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "ContainerDeletedEventData"
 
     #: Always `notification` for events.
@@ -681,6 +687,7 @@ class ConversationEndEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "ConversationEndEventData"
 
     #: Always `notification` for events.
@@ -712,6 +719,7 @@ class ConversationRespondingEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "ConversationRespondingEventData"
 
     #: Always `notification` for events.
@@ -740,6 +748,7 @@ class ConversationStartEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "ConversationStartEventData"
 
     #: Always `notification` for events.
@@ -837,6 +846,7 @@ class ErrorMessageEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "Message"
 
     #: Always `notification` for events.
@@ -861,6 +871,7 @@ class ErrorOccurredEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "ErrorOccurredEventData"
 
     #: Always `notification` for events.
@@ -898,6 +909,7 @@ class ErrorReceivedEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "ErrorReceivedEventData"
 
     #: Always `notification` for events.
@@ -1337,6 +1349,7 @@ class InputJsonDeltaEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "InputJsonDeltaEventData"
 
     #: Always `notification` for events.
@@ -1368,6 +1381,7 @@ class InterruptedEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "InterruptedEventData"
 
     #: Always `notification` for events.
@@ -1438,6 +1452,7 @@ class MessageDeltaEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "MessageDeltaEventData"
 
     #: Always `notification` for events.
@@ -1501,6 +1516,7 @@ class MessageStartEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "MessageStartEventData"
 
     #: Always `notification` for events.
@@ -1535,6 +1551,7 @@ class MessageStopEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "MessageStopEventData"
 
     #: Always `notification` for events.
@@ -1711,6 +1728,7 @@ class NodeStatusChangedEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "NodeStatusChangedEventData"
 
     #: Always `notification` for events.
@@ -1905,7 +1923,7 @@ class Sandbox(TypedDict):
 
     #: The numeric uid and gid of `user` inside the container (asked by the readiness exec):
     #: uploaded files are owned by them, so commands can change what was uploaded.
-    uidGid: NotRequired[Optional[list[Union[int, int]]]]
+    uidGid: NotRequired[Optional[list[int]]]
 
     #: The user commands run as (`uid:gid` or a name from the image's /etc/passwd).
     user: str
@@ -1926,6 +1944,7 @@ class SandboxAdoptedEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "SandboxAdoptedEventData"
 
     #: Always `notification` for events.
@@ -1960,6 +1979,7 @@ class SandboxClaimedEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "SandboxClaimedEventData"
 
     #: Always `notification` for events.
@@ -2001,6 +2021,7 @@ class SandboxCreatedEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "SandboxCreatedEventData"
 
     #: Always `notification` for events.
@@ -2074,6 +2095,7 @@ class SandboxExecFinishedEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "SandboxExecFinishedEventData"
 
     #: Always `notification` for events.
@@ -2125,6 +2147,7 @@ class SandboxExecOutputEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "SandboxExecOutputEventData"
 
     #: Always `notification` for events.
@@ -2208,6 +2231,7 @@ class SandboxExecStartedEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "SandboxExecStartedEventData"
 
     #: Always `notification` for events.
@@ -2367,6 +2391,7 @@ class SandboxReadyEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "SandboxReadyEventData"
 
     #: Always `notification` for events.
@@ -2447,6 +2472,7 @@ class SandboxTerminatedEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "SandboxTerminatedEventData"
 
     #: Always `notification` for events.
@@ -2623,6 +2649,7 @@ class SessionDestroyedEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "SessionDestroyedEventData"
 
     #: Always `notification` for events.
@@ -2767,6 +2794,7 @@ class SystemErrorEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "SystemErrorEventData"
 
     #: Always `notification` for events.
@@ -3033,6 +3061,7 @@ class TextDeltaEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "TextDeltaEventData"
 
     #: Always `notification` for events.
@@ -3169,6 +3198,7 @@ class ToolCallMessageEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "Message"
 
     #: Always `notification` for events.
@@ -3193,6 +3223,7 @@ class ToolCompletedEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "ToolCompletedEventData"
 
     #: Always `notification` for events.
@@ -3227,6 +3258,7 @@ class ToolExecutingEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "ToolExecutingEventData"
 
     #: Always `notification` for events.
@@ -3264,6 +3296,7 @@ class ToolFailedEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "ToolFailedEventData"
 
     #: Always `notification` for events.
@@ -3301,6 +3334,7 @@ class ToolPlannedEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "ToolPlannedEventData"
 
     #: Always `notification` for events.
@@ -3351,6 +3385,7 @@ class ToolResultEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "ToolResultEventData"
 
     #: Always `notification` for events.
@@ -3388,6 +3423,7 @@ class ToolResultMessageEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "Message"
 
     #: Always `notification` for events.
@@ -3412,6 +3448,7 @@ class ToolUseStartEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "ToolUseStartEventData"
 
     #: Always `notification` for events.
@@ -3446,6 +3483,7 @@ class ToolUseStopEvent(TypedDict):
     #: The ids it concerns.
     context: NotRequired[Optional["EventContext"]]
 
+    #: What happened: the event's data.
     data: "ToolUseStopEventData"
 
     #: Always `notification` for events.
@@ -3624,7 +3662,11 @@ Liveness: TypeAlias = Literal["probe", "heartbeat"]
 
 
 #: A sandbox's network.
-NetworkPolicy: TypeAlias = Union["NetworkPolicyNone", "NetworkPolicyBridge", "NetworkPolicyAllowlist"]
+NetworkPolicy: TypeAlias = Union[
+    "NetworkPolicyNone",
+    "NetworkPolicyBridge",
+    "NetworkPolicyAllowlist",
+]
 
 
 #: A sandbox's network.
@@ -3644,7 +3686,14 @@ Role: TypeAlias = Literal["user", "assistant", "tool", "error"]
 
 
 #: Where a sandbox is in its life.
-SandboxStatus: TypeAlias = Literal["creating", "running", "completed", "failed", "timeout", "terminated"]
+SandboxStatus: TypeAlias = Literal[
+    "creating",
+    "running",
+    "completed",
+    "failed",
+    "timeout",
+    "terminated",
+]
 
 
 #: Where an event comes from (the envelope's `source`).

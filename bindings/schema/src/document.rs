@@ -266,6 +266,13 @@ fn spell_out_events(defs: &mut BTreeMap<String, Value>, event: &Value) -> Result
             "type".into(),
             json!({"type": "string", "const": type_name, "description": "The event's type."}),
         );
+        let mut data = data;
+        if let Some(map) = data.as_object_mut() {
+            map.insert(
+                "description".into(),
+                json!("What happened: the event's data."),
+            );
+        }
         properties.insert("data".into(), data);
         let mut required = envelope_required.clone();
         required.extend([json!("type"), json!("data")]);

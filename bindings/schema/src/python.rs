@@ -180,7 +180,7 @@ fn write_def(out: &mut String, def: &Def) {
             let value = match ty {
                 // A bare name is not quoted: it is defined above, and the alias is the class.
                 Ty::Ref(name) => name.clone(),
-                other => render_wrapped(other),
+                other => render_wrapped(other, def.name.len() + ": TypeAlias = ".len()),
             };
             let _ = writeln!(out, "{}: TypeAlias = {value}", def.name);
         }
@@ -196,10 +196,11 @@ fn field_ty(ty: &Ty, required: bool) -> String {
     }
 }
 
-/// A long union or literal union, one member a line.
-fn render_wrapped(ty: &Ty) -> String {
+/// A union or literal union that would make a line longer than 99 characters (after `indent`
+/// characters), one member a line.
+fn render_wrapped(ty: &Ty, indent: usize) -> String {
     let flat = render(ty);
-    if flat.len() < 80 {
+    if indent + flat.len() <= 99 {
         return flat;
     }
     let Some((head, inner)) = flat.strip_suffix(']').and_then(|f| f.split_once('[')) else {
@@ -256,7 +257,7 @@ pub fn render(ty: &Ty) -> String {
         Ty::Ref(name) => quote(name),
         Ty::Array(t) => format!("list[{}]", render(t)),
         // JSON has no tuples: a fixed-length array arrives as a list.
-        Ty::Tuple(ts) => format!("list[{}]", render(&Ty::Union(ts.clone()))),
+        Ty::Tuple(ts) => format!("list[{}]", render(&Ty::union(ts.clone()))),
         Ty::Map(t) => format!("dict[str, {}]", render(t)),
         Ty::Union(_) => {
             let (rest, nullable) = ty.split_null();
@@ -302,7 +303,7 @@ fn write_commands(out: &mut String, commands: &[CommandTypes]) {
     let _ = writeln!(
         out,
         "CommandName: TypeAlias = {}",
-        render_wrapped(&Ty::Union(names))
+        render_wrapped(&Ty::Union(names), "CommandName: TypeAlias = ".len())
     );
     out.push_str(
         r#"
@@ -340,4 +341,66 @@ COMMANDS: Final[dict[CommandName, CommandSpec]] = {
         );
     }
     out.push_str("}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unions_merge_literals_and_say_optional() {
+        let t = Ty::Union(vec![
+            Ty::Literal("a".into()),
+            Ty::Ref("Foo".into()),
+            Ty::Literal("b".into()),
+            Ty::Null,
+        ]);
+        assert_eq!(render(&t), r#"Union[Literal["a", "b"], "Foo", None]"#);
+        let t = Ty::Union(vec![Ty::Array(Box::new(Ty::Str)), Ty::Null]);
+        assert_eq!(render(&t), "Optional[list[str]]");
+        assert_eq!(
+            render(&Ty::Tuple(vec![Ty::Int, Ty::Int])),
+            "list[int]",
+            "JSON arrays arrive as lists"
+        );
+        assert_eq!(render(&Ty::Map(Box::new(Ty::Any))), "dict[str, Any]");
+    }
+
+    #[test]
+    fn keys_that_are_not_names_take_the_functional_syntax() {
+        assert!(is_name("imageId"));
+        assert!(!is_name("class"), "a keyword");
+        assert!(!is_name("tool-call"));
+        let def = Def {
+            name: "Odd".into(),
+            doc: Some("An odd one.".into()),
+            shape: Shape::Object(vec![crate::types::Field {
+                name: "from".into(),
+                ty: Ty::Str,
+                required: false,
+                doc: None,
+            }]),
+        };
+        let mut out = String::new();
+        write_def(&mut out, &def);
+        assert_eq!(
+            out,
+            "#: An odd one.\nOdd = TypedDict(\n    \"Odd\",\n    {\n        \"from\": NotRequired[str],\n    },\n)\n"
+        );
+    }
+
+    #[test]
+    fn long_unions_wrap_one_member_a_line() {
+        let t = Ty::Union((0..12).map(|i| Ty::Literal(format!("value_{i}"))).collect());
+        let wrapped = render_wrapped(&t, 20);
+        assert!(
+            wrapped.starts_with("Literal[\n    \"value_0\",\n"),
+            "{wrapped}"
+        );
+        assert!(wrapped.ends_with("    \"value_11\",\n]"), "{wrapped}");
+        assert_eq!(
+            render_wrapped(&Ty::Literal("a".into()), 20),
+            "Literal[\"a\"]"
+        );
+    }
 }

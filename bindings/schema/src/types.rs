@@ -47,7 +47,8 @@ impl Ty {
         }
     }
 
-    fn union(items: Vec<Ty>) -> Ty {
+    /// The union of `items`, nested unions flattened and repeats dropped; one item is itself.
+    pub fn union(items: Vec<Ty>) -> Ty {
         let mut flat: Vec<Ty> = Vec::new();
         for item in items {
             match item {
@@ -391,5 +392,99 @@ fn check_refs(def: &Def, known: &[&str]) -> Result<(), String> {
             .iter()
             .try_for_each(|f| walk(&f.ty, known, &format!("{}.{}", def.name, f.name))),
         Shape::Alias(ty) => walk(ty, known, &def.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn schemars_shapes_read_as_types() {
+        let option_ref = json!({"anyOf": [{"$ref": "#/$defs/Foo"}, {"type": "null"}]});
+        assert_eq!(
+            read_ty(&option_ref, "x"),
+            Ok(Ty::Union(vec![Ty::Ref("Foo".into()), Ty::Null]))
+        );
+        let nullable = json!({"type": ["array", "null"], "items": {"type": "string"}});
+        assert_eq!(
+            read_ty(&nullable, "x"),
+            Ok(Ty::Union(vec![Ty::Array(Box::new(Ty::Str)), Ty::Null]))
+        );
+        let pair =
+            json!({"type": "array", "prefixItems": [{"type": "integer"}, {"type": "integer"}]});
+        assert_eq!(read_ty(&pair, "x"), Ok(Ty::Tuple(vec![Ty::Int, Ty::Int])));
+        let map = json!({"type": "object", "additionalProperties": {"type": "string"}});
+        assert_eq!(read_ty(&map, "x"), Ok(Ty::Map(Box::new(Ty::Str))));
+        assert_eq!(read_ty(&json!(true), "x"), Ok(Ty::Any));
+        assert_eq!(
+            read_ty(&json!({"description": "anything"}), "x"),
+            Ok(Ty::Any)
+        );
+        let literals =
+            json!({"oneOf": [{"type": "string", "const": "a"}, {"type": "string", "const": "b"}]});
+        assert_eq!(
+            read_ty(&literals, "x"),
+            Ok(Ty::Union(vec![
+                Ty::Literal("a".into()),
+                Ty::Literal("b".into())
+            ]))
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_printed_is_an_error_naming_where() {
+        let inline = json!({"type": "object", "properties": {"a": {"type": "string"}}});
+        let e = read_ty(&inline, "Foo.bar").unwrap_err();
+        assert!(
+            e.starts_with("Foo.bar: an object type without a name"),
+            "{e}"
+        );
+        let e = read_ty(&json!({"not": {"type": "string"}}), "Foo.baz").unwrap_err();
+        assert!(e.contains("Foo.baz") && e.contains("not"), "{e}");
+        let e = read_ty(&json!({"$ref": "other.json#/Foo"}), "Foo.ext").unwrap_err();
+        assert!(e.contains("Foo.ext"), "{e}");
+    }
+
+    #[test]
+    fn objects_keep_which_keys_are_required() {
+        let def = read_def(
+            "Foo",
+            &json!({
+                "type": "object",
+                "description": "A foo.",
+                "properties": {"a": {"type": "string"}, "b": {"type": "integer", "description": "B."}},
+                "required": ["a"],
+            }),
+        )
+        .expect("reads");
+        assert_eq!(def.doc.as_deref(), Some("A foo."));
+        let Shape::Object(fields) = def.shape else {
+            panic!("an object")
+        };
+        assert_eq!(
+            fields,
+            vec![
+                Field {
+                    name: "a".into(),
+                    ty: Ty::Str,
+                    required: true,
+                    doc: None
+                },
+                Field {
+                    name: "b".into(),
+                    ty: Ty::Int,
+                    required: false,
+                    doc: Some("B.".into())
+                },
+            ]
+        );
+        let empty = read_def(
+            "Empty",
+            &json!({"type": "object", "additionalProperties": false}),
+        )
+        .expect("reads");
+        assert_eq!(empty.shape, Shape::Object(vec![]));
     }
 }

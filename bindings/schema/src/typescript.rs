@@ -150,3 +150,62 @@ pub fn render(ty: &Ty) -> String {
         Ty::Union(items) => items.iter().map(render).collect::<Vec<_>>().join(" | "),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_render_as_typescript() {
+        let t = Ty::Array(Box::new(Ty::Union(vec![Ty::Str, Ty::Ref("Part".into())])));
+        assert_eq!(render(&t), "(string | Part)[]");
+        assert_eq!(
+            render(&Ty::Tuple(vec![Ty::Int, Ty::Int])),
+            "[number, number]"
+        );
+        assert_eq!(
+            render(&Ty::Map(Box::new(Ty::Any))),
+            "Record<string, unknown>"
+        );
+        assert_eq!(
+            render(&Ty::Union(vec![Ty::Literal("a\"b".into()), Ty::Null])),
+            r#""a\"b" | null"#
+        );
+    }
+
+    #[test]
+    fn objects_become_interfaces_with_optional_keys() {
+        let def = Def {
+            name: "Thing".into(),
+            doc: Some("A thing.\n\nTwo paragraphs, */ escaped.".into()),
+            shape: Shape::Object(vec![
+                crate::types::Field {
+                    name: "__subscriptions".into(),
+                    ty: Ty::Array(Box::new(Ty::Str)),
+                    required: true,
+                    doc: Some("Topics.".into()),
+                },
+                crate::types::Field {
+                    name: "tool-call".into(),
+                    ty: Ty::Bool,
+                    required: false,
+                    doc: None,
+                },
+            ]),
+        };
+        let mut out = String::new();
+        write_def(&mut out, &def);
+        assert_eq!(
+            out,
+            "/**\n * A thing.\n *\n * Two paragraphs, *\\/ escaped.\n */\nexport interface Thing {\n  /** Topics. */\n  __subscriptions: string[];\n  \"tool-call\"?: boolean;\n}\n"
+        );
+        let empty = Def {
+            name: "Nothing".into(),
+            doc: None,
+            shape: Shape::Object(vec![]),
+        };
+        let mut out = String::new();
+        write_def(&mut out, &empty);
+        assert_eq!(out, "export type Nothing = Record<string, never>;\n");
+    }
+}
