@@ -54,6 +54,7 @@ fi
 # How bindings use the types, mistakes included (they must stay errors).
 MYPYPATH=python/agentvm "$tools/venv/bin/python" -m mypy --strict --no-incremental \
     bindings/schema/tests/typing/use_protocol.py
+PYTHONPATH=python/agentvm "$tools/venv/bin/python" bindings/schema/tests/typing/use_protocol.py
 "$tools/tsc/node_modules/.bin/tsc" --noEmit --strict --target es2022 node/protocol.d.ts \
     bindings/schema/tests/typing/use_protocol.ts
 echo "ok: python/agentvm/_protocol.py and node/protocol.d.ts type-check"

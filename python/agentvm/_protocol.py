@@ -3821,10 +3821,10 @@ class CommandSpec(NamedTuple):
     response_type: str
 
     #: The TypedDict of the request's ``data`` (``ImageGetRequest``).
-    request: object
+    request: type[Any]
 
     #: The TypedDict of the response's ``data`` (``ImageGetResponse``).
-    response: object
+    response: type[Any]
 
 
 #: Every command by name, in name order.

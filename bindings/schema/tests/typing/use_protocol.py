@@ -2,8 +2,11 @@
 
 Each `# type: ignore[...]` marks a mistake the types must catch: under --strict an ignore that
 is not needed is an error, so these lines fail the check when the types get looser.
-Checked by scripts/test-bindings.sh with MYPYPATH=python/agentvm.
+Checked by scripts/test-bindings.sh with MYPYPATH=python/agentvm, then run (PYTHONPATH) for
+what the module holds at run time.
 """
+
+from typing import get_args
 
 from _protocol import (
     COMMANDS,
@@ -55,3 +58,16 @@ wrong: ImageGetRequest = {"imageId": 5}  # type: ignore[typeddict-item]
 unknown: ImageGetRequest = {"imageId": "i", "imageID": "i"}  # type: ignore[typeddict-unknown-key]
 bad_part: ContentPart = {"type": "video", "data": ""}  # type: ignore[assignment]
 bad_name: CommandName = "image_fetch"  # type: ignore[assignment]
+
+# At run time: the TypedDicts know their optional keys, COMMANDS has every command.
+assert ImageGetRequest.__required_keys__ == frozenset({"imageId"})
+assert ImageGetResponse.__optional_keys__ == frozenset({"__subscriptions"})
+assert set(COMMANDS) == set(get_args(CommandName)) and len(COMMANDS) > 50
+assert COMMANDS["image_build"].response is ImageBuildResponse
+assert COMMANDS["sandbox_create"] == (
+    "sandbox_create_request",
+    "sandbox_create_response",
+    SandboxCreateRequest,
+    COMMANDS["sandbox_terminate"].response,
+)
+print(f"ok: {len(COMMANDS)} commands")
