@@ -2995,6 +2995,16 @@ export interface CommandMap {
 /** The name of a command (`image_get`); its wire types add `_request`, `_response`. */
 export type CommandName = keyof CommandMap;
 
+/** A command as the wire carries it: `{"type": "<name>_request", "data": ...}`. */
+export type AgentvmCommand = {
+  [K in CommandName]: { type: `${K}_request`; data: CommandMap[K]["request"] };
+}[CommandName];
+
+/** A successful response as the wire carries it: `{"type": "<name>_response", "data": ...}`. */
+export type AgentvmResponse = {
+  [K in CommandName]: { type: `${K}_response`; data: CommandMap[K]["response"] };
+}[CommandName];
+
 /** Every event by its `type`. */
 export interface AgentvmEventMap {
   agent_registered: AgentRegisteredEvent;

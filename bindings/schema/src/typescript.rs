@@ -19,7 +19,13 @@ const HEADER: &str = "\
 ";
 
 /// Names the file declares besides the schema's types.
-const TAKEN: &[&str] = &["CommandMap", "CommandName", "AgentvmEventMap"];
+const TAKEN: &[&str] = &[
+    "CommandMap",
+    "CommandName",
+    "AgentvmCommand",
+    "AgentvmResponse",
+    "AgentvmEventMap",
+];
 
 /// The declarations' text.
 pub fn write(protocol: &Protocol) -> Result<String, String> {
@@ -53,6 +59,16 @@ pub fn write(protocol: &Protocol) -> Result<String, String> {
         "\n/** The name of a command (`image_get`); its wire types add `_request`, `_response`. */\n",
     );
     out.push_str("export type CommandName = keyof CommandMap;\n");
+    out.push_str(
+        "\n/** A command as the wire carries it: `{\"type\": \"<name>_request\", \"data\": ...}`. */\n\
+         export type AgentvmCommand = {\n  \
+         [K in CommandName]: { type: `${K}_request`; data: CommandMap[K][\"request\"] };\n\
+         }[CommandName];\n\
+         \n/** A successful response as the wire carries it: `{\"type\": \"<name>_response\", \"data\": ...}`. */\n\
+         export type AgentvmResponse = {\n  \
+         [K in CommandName]: { type: `${K}_response`; data: CommandMap[K][\"response\"] };\n\
+         }[CommandName];\n",
+    );
 
     out.push_str("\n/** Every event by its `type`. */\nexport interface AgentvmEventMap {\n");
     for (type_name, def) in &protocol.events {

@@ -3,7 +3,9 @@
 // line compiles, so the types cannot get looser unnoticed. Checked by scripts/test-bindings.sh.
 
 import type {
+  AgentvmCommand,
   AgentvmEvent,
+  AgentvmResponse,
   AgentvmEventMap,
   CommandMap,
   CommandName,
@@ -62,3 +64,14 @@ export const parts: ContentPart[] = [
 
 // @ts-expect-error: imageId is a string
 export const wrong: ImageGetRequest = { imageId: 5 };
+
+export const command: AgentvmCommand = { type: "image_get_request", data: { imageId: "img_1" } };
+// @ts-expect-error: the data of another command
+export const mixed: AgentvmCommand = { type: "image_get_request", data: { containerId: "c" } };
+
+export function recordOf(response: AgentvmResponse): string | undefined {
+  if (response.type === "image_get_response") {
+    return response.data.record?.imageId;
+  }
+  return undefined;
+}
