@@ -511,6 +511,22 @@ export interface DefinitionRegisterResponse {
 /** Why a conversation turn ended. */
 export type EndReason = "completed" | "interrupted" | "error";
 
+/**
+ * The stable classification of an [`Error`]. Bindings map from this, in one place each:
+ * a Python exception class, a Node `code`, a C result code.
+ */
+export type ErrorKind =
+  | "not_found"
+  | "already_exists"
+  | "invalid_input"
+  | "conflict"
+  | "unavailable"
+  | "storage"
+  | "protocol"
+  | "cancelled"
+  | "unauthorized"
+  | "internal";
+
 /** `error_message`: A stored error. */
 export interface ErrorMessageEvent {
   /** Its category. */
@@ -579,6 +595,11 @@ export interface ErrorReceivedEvent {
 export interface ErrorReceivedEventData {
   /** `rate_limit`, `overloaded`, `authentication`, `invalid_request`, `timeout`, `network`, ... */
   errorCode?: string | null;
+  /**
+   * The stable error kind a binding raises for the failed turn
+   * ([`ErrorKind::of_turn_error`] of `error_code`; an extension of the AgentX event).
+   */
+  errorKind: ErrorKind;
   /** What went wrong. */
   message: string;
 }

@@ -73,6 +73,7 @@ __all__ = [
     "DefinitionRegisterRequest",
     "DefinitionRegisterResponse",
     "EndReason",
+    "ErrorKind",
     "ErrorMessageEvent",
     "ErrorOccurredEvent",
     "ErrorOccurredEventData",
@@ -930,6 +931,10 @@ class ErrorReceivedEventData(TypedDict):
 
     #: `rate_limit`, `overloaded`, `authentication`, `invalid_request`, `timeout`, `network`, ...
     errorCode: NotRequired[Optional[str]]
+
+    #: The stable error kind a binding raises for the failed turn
+    #: ([`ErrorKind::of_turn_error`] of `error_code`; an extension of the AgentX event).
+    errorKind: "ErrorKind"
 
     #: What went wrong.
     message: str
@@ -3588,6 +3593,22 @@ ContentPart: TypeAlias = Union["ContentPartText", "ContentPartImage", "ContentPa
 
 #: Why a conversation turn ended.
 EndReason: TypeAlias = Literal["completed", "interrupted", "error"]
+
+
+#: The stable classification of an [`Error`]. Bindings map from this, in one place each:
+#: a Python exception class, a Node `code`, a C result code.
+ErrorKind: TypeAlias = Literal[
+    "not_found",
+    "already_exists",
+    "invalid_input",
+    "conflict",
+    "unavailable",
+    "storage",
+    "protocol",
+    "cancelled",
+    "unauthorized",
+    "internal",
+]
 
 
 #: The `type` of an event.
