@@ -6,6 +6,7 @@
 # blocking calls (the thread waits, the GVL released). Run by scripts/test-uniffi.sh with the
 # generated code on the load path. AGENTVM_SKIP_DOCKER=1 skips the sandbox parts.
 
+# Ruby 3.1 (Debian 12) has IO#wait_readable, which the generated async calls use, only here.
 require 'io/wait'
 require 'json'
 require 'minitest/autorun'
