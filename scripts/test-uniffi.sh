@@ -44,6 +44,9 @@ for generated in kotlin/uniffi/agentvm_uniffi/agentvm_uniffi.kt swift/agentvm_un
     python/agentvm_uniffi.py ruby/agentvm_uniffi.rb; do
     grep -q 'AgentVm' "$out/$generated" || { echo "missing or empty: $out/$generated" >&2; exit 1; }
 done
+# uniffi.toml is read (library mode finds it through cargo metadata): Kotlin's close is renamed.
+grep -q 'suspend fun `shutdown`' "$out/kotlin/uniffi/agentvm_uniffi/agentvm_uniffi.kt" \
+    || { echo "Kotlin: AgentVm.close was not renamed to shutdown (bindings/uniffi/uniffi.toml)" >&2; exit 1; }
 ls -R "$out" | sed 's/^/  /'
 
 step "ruby flow (minitest, bindings/uniffi/tests/ruby)"
