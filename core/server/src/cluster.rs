@@ -313,3 +313,31 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| Error::Internal(format!("a store call panicked: {e}")))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentvm::ErrorKind;
+
+    #[tokio::test]
+    async fn a_store_no_other_server_can_share_is_refused() {
+        let vm = AgentVm::builder().open().await.unwrap();
+        let err = LeaseManager::start(&vm, ClusterConfig::new("http://127.0.0.1:1"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("--store postgres://"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_ttl_not_longer_than_its_renewal_is_refused() {
+        let vm = AgentVm::builder().open().await.unwrap();
+        let mut config = ClusterConfig::new("http://127.0.0.1:1");
+        config.renew_interval = config.lease_ttl;
+        let err = LeaseManager::start(&vm, config).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        let config = ClusterConfig::new("u").with_lease_ttl(Duration::from_secs(3));
+        assert_eq!(config.renew_interval, Duration::from_secs(1));
+        assert!(config.server_id.starts_with("srv_"));
+    }
+}

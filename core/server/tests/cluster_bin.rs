@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agentvm-server");
 /// Short, so the test waits seconds, not the default 10.
-const TTL_MS: u64 = 2000;
+const TTL_MS: u64 = 3000;
 
 struct Server {
     child: Child,
