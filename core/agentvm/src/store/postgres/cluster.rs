@@ -69,12 +69,7 @@ impl Fencing {
         let Some(me) = self.member_id() else {
             return Ok(None);
         };
-        let Some(mine) = self.held().get(container_id).copied() else {
-            return Err(Error::Conflict(format!(
-                "server {me} holds no lease on container {container_id}; it must acquire one \
-                 before writing"
-            )));
-        };
+        let mine = self.held().get(container_id).copied();
         let rows = super::query(
             db,
             tx,
@@ -93,10 +88,9 @@ impl Fencing {
             ),
             None => (String::new(), 0, false, None),
         };
-        if owner == me && epoch == mine && live {
+        if owner == me && Some(epoch) == mine && live {
             return Ok(Some(Stamp { owner, epoch }));
         }
-        self.forget(container_id, mine);
         let holder = if owner.is_empty() {
             "no server".to_string()
         } else {
@@ -104,9 +98,15 @@ impl Fencing {
             let state = if live { "" } else { ", expired" };
             format!("server {owner}{at} (epoch {epoch}{state})")
         };
+        let ours = match mine {
+            Some(mine) => {
+                self.forget(container_id, mine);
+                format!("this server's lease (epoch {mine}) was lost")
+            }
+            None => format!("server {me} holds no lease on it and must acquire one first"),
+        };
         Err(Error::Conflict(format!(
-            "container {container_id} is owned by {holder}; this server's lease (epoch {mine}) \
-             was lost, nothing was written"
+            "container {container_id} is owned by {holder}; {ours}; nothing was written"
         )))
     }
 

@@ -109,7 +109,7 @@ fn a_live_lease_is_refused_to_others_and_an_expired_one_moves_with_a_new_epoch()
     let text = err.to_string();
     assert!(
         text.contains("owned by server srv_b at http://srv_b.example:8080 (epoch 2)")
-            && text.contains("lease (epoch 1) was lost"),
+            && text.contains("lease (epoch 1) was lost; nothing was written"),
         "{text}"
     );
     let (i2, s2) = image("c", "2");
@@ -184,7 +184,8 @@ fn a_member_writes_nothing_for_a_container_it_holds_no_lease_on() {
     let err = a.create_container("c", None, 1).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
     assert!(
-        err.to_string().contains("holds no lease on container c"),
+        err.to_string()
+            .contains("owned by no server; server srv_a holds no lease on it"),
         "{err}"
     );
     assert_eq!(b.get_container("c").unwrap(), None);
@@ -232,4 +233,69 @@ fn racing_servers_get_an_expired_lease_once() {
             .count();
         assert_eq!(winners, 1, "round {round}: {ra:?} / {rb:?}");
     }
+}
+
+#[test]
+fn servers_contending_for_a_container_never_share_an_epoch_nor_write_after_losing_it() {
+    let Some((_dir, url, a, b)) = two_servers() else {
+        return;
+    };
+    let ttl = Duration::from_millis(150);
+    let setup = held(a.acquire_lease("c", "srv_a", ttl).unwrap());
+    let (i, s) = image("c", "1");
+    a.create_image(&i, &s).unwrap();
+    assert!(a.release_lease(&setup).unwrap());
+
+    // Each server takes the lease whenever it can, writes a few messages, then stalls past the
+    // TTL (a pause) and tries once more: by then the other may have taken the container over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let contend = |store: &PostgresStore, me: &str| {
+        let (mut written, mut refused) = (0u32, 0u32);
+        while std::time::Instant::now() < deadline {
+            let LeaseClaim::Held(_) = store.acquire_lease("c", me, ttl).unwrap() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            for n in 0..4 {
+                if n == 3 {
+                    std::thread::sleep(ttl + Duration::from_millis(100));
+                }
+                match store.append_message("ses_1", &message(&format!("{me}-{written}"))) {
+                    Ok(_) => written += 1,
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+                        refused += 1;
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        (written, refused)
+    };
+    let ((wa, ra), (wb, rb)) = std::thread::scope(|s| {
+        let ta = s.spawn(|| contend(&a, "srv_a"));
+        let tb = s.spawn(|| contend(&b, "srv_b"));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert!(
+        wa > 0 && wb > 0,
+        "both servers held the container: {wa} / {wb}"
+    );
+    eprintln!("written {wa} / {wb}, refused {ra} / {rb}");
+
+    // From the store: in message order, epochs never go back (no write of a server that had
+    // lost the container landed after its successor's), and each epoch has one writer.
+    let stamps = stamps(&url);
+    assert_eq!(stamps.len() as u32, wa + wb);
+    let mut owner_of = std::collections::HashMap::new();
+    let mut last = 0;
+    for (owner, epoch) in stamps {
+        let (owner, epoch) = (owner.unwrap(), epoch.unwrap());
+        assert!(epoch >= last, "epoch {epoch} written after epoch {last}");
+        last = epoch;
+        let first = owner_of.entry(epoch).or_insert_with(|| owner.clone());
+        assert_eq!(*first, owner, "two servers wrote in epoch {epoch}");
+    }
+    assert!(owner_of.len() >= 2);
 }
