@@ -9,6 +9,10 @@
 //! - [`MemoryStore`]: maps behind a lock, for ephemeral runtimes and tests;
 //! - `PostgresStore` (feature `postgres`): a PostgreSQL database several servers can share.
 //!
+//! Servers sharing a database coordinate through the store too: cluster membership and
+//! container leases with fencing epochs (`store/lease.rs`, `docs/cluster.md`); a store that
+//! joined a cluster refuses container writes it holds no live lease for.
+//!
 //! Each backend runs the same conformance suite (`store/conformance.rs`,
 //! `store_conformance_tests!`): a backend that needs a different expectation means the
 //! contract written here is wrong, not the backend. The trait names no backend type, so a
