@@ -13,8 +13,6 @@
 //! Backends used by one process (redb, memory) have no one to share with: the trait's default
 //! methods grant every lease to the caller at once and fence nothing.
 
-use std::time::Duration;
-
 /// A server of a cluster, as it registers itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterMember {
@@ -84,9 +82,4 @@ pub(crate) fn local_lease(container_id: &str, server_id: &str) -> Lease {
         owner: server_id.to_string(),
         epoch: 1,
     }
-}
-
-/// A TTL as whole milliseconds for SQL (at least 1).
-pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
 }

@@ -13,7 +13,6 @@
 
 use super::{AtServer, Db};
 use crate::error::{Error, Result};
-use crate::store::lease::ttl_ms;
 use crate::store::{ClusterMember, Lease, LeaseClaim, LeaseRecord, MemberRecord};
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
@@ -117,6 +116,11 @@ impl Fencing {
             held.remove(container_id);
         }
     }
+}
+
+/// A TTL as whole milliseconds for SQL (at least 1).
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
 /// Registers (or refreshes) `member` and turns fencing on.
