@@ -6,6 +6,7 @@
 //! is this crate with a command line around it.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod cluster;
 mod connection;
 mod exec_stream;
 mod http;
@@ -14,6 +15,7 @@ pub mod node_agent;
 mod openapi;
 mod rest;
 
+pub use cluster::{ClusterConfig, LeaseManager};
 pub use connection::{ConnectionHandler, ConnectionInfo};
 pub use metrics::Metrics;
 
