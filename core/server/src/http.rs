@@ -154,7 +154,11 @@ async fn ws(
     }
     let admission = match presented_token(&headers, &q) {
         Some(token) => match state.authorize(Some(&token)) {
-            Ok((scope, token_id)) => Admission::Granted { scope, token_id },
+            Ok((scope, token_id)) => Admission::Granted {
+                scope,
+                token_id,
+                token_hash: Some(crate::auth::hash_token(&token)),
+            },
             Err(e) => return error_response(&e),
         },
         None if state
@@ -166,6 +170,7 @@ async fn ws(
         None => Admission::Granted {
             scope: crate::runtime::Scope::All,
             token_id: None,
+            token_hash: None,
         },
     };
     let max = state.config.max_frame_bytes;

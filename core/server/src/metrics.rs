@@ -14,6 +14,7 @@ pub struct Metrics {
     events_sent: AtomicU64,
     frames_refused: AtomicU64,
     overflows: AtomicU64,
+    over_budget: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -137,6 +138,15 @@ impl Metrics {
         self.frames_refused.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn over_budget(&self) {
+        self.over_budget.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// WebSocket connections closed for going over one of their budgets.
+    pub fn over_budget_closes(&self) -> u64 {
+        self.over_budget.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn overflowed(&self) {
         self.overflows.fetch_add(1, Ordering::Relaxed);
     }
@@ -185,6 +195,13 @@ impl Metrics {
             "Connections that fell behind and were resumed from their cursor.",
             "counter",
             self.overflows.load(Ordering::Relaxed),
+        );
+        g(
+            &mut out,
+            "agentvm_connections_over_budget_total",
+            "WebSocket connections closed for going over a budget (close code 4008).",
+            "counter",
+            self.over_budget.load(Ordering::Relaxed),
         );
         g(
             &mut out,

@@ -259,7 +259,9 @@ async fn run(
         Access::Token => state.rest_caller(token)?,
         Access::Node => state.node_caller(token)?,
     };
-    let response = state.vm.dispatch(command, &caller).await?;
+    let response = state.vm.dispatch(command, &caller).await;
+    state.after_dispatch(&response);
+    let response = response?;
     let mut v = serde_json::to_value(&response)
         .map_err(|e| Error::Internal(format!("encoding a response: {e}")))?;
     Ok(v.get_mut("data").map(Value::take).unwrap_or(Value::Null))
