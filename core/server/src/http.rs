@@ -146,12 +146,8 @@ async fn ws(
     if *state.shutdown.borrow() {
         return error_response(&Error::unavailable("the server is shutting down"));
     }
-    if state.metrics.connections_open() as usize >= state.config.max_connections {
-        return error_response(&Error::unavailable(format!(
-            "too many connections (limit {}); retry later",
-            state.config.max_connections
-        )));
-    }
+    // The connection limit is applied at accept, to every socket (see `listener`): an
+    // upgrade happens on a socket already counted.
     let admission = match presented_token(&headers, &q) {
         Some(token) => match state.authorize(Some(&token)) {
             Ok((scope, token_id)) => Admission::Granted {

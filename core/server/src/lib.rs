@@ -9,6 +9,7 @@
 mod connection;
 mod exec_stream;
 mod http;
+mod listener;
 pub mod metrics;
 pub mod node_agent;
 mod openapi;
@@ -371,28 +372,8 @@ impl ServerManager {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let app = http::router(state.clone(), extra);
-        let mut shutdown = self.shutdown_tx.subscribe();
-        let task = tokio::spawn(async move {
-            use axum::serve::ListenerExt;
-            // Small frames (a text_delta is ~300 bytes) must not wait for Nagle's algorithm:
-            // without this a stream stalls ~40 ms at a time.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY");
-                }
-            });
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|s| *s).await;
-            })
-            .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the server stopped");
-            }
-        });
+        let shutdown = self.shutdown_tx.subscribe();
+        let task = tokio::spawn(listener::run(listener, app, state.clone(), shutdown));
         *self.task.lock().await = Some(task);
         tracing::info!(%local, auth = state.require_auth.load(Ordering::Relaxed), "agentvm listening (WebSocket at /ws)");
         Ok(())

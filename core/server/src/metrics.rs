@@ -15,6 +15,7 @@ pub struct Metrics {
     frames_refused: AtomicU64,
     overflows: AtomicU64,
     over_budget: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -138,6 +139,10 @@ impl Metrics {
         self.frames_refused.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn connection_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn over_budget(&self) {
         self.over_budget.fetch_add(1, Ordering::Relaxed);
     }
@@ -202,6 +207,13 @@ impl Metrics {
             "WebSocket connections closed for going over a budget (close code 4008).",
             "counter",
             self.over_budget.load(Ordering::Relaxed),
+        );
+        g(
+            &mut out,
+            "agentvm_connections_refused_total",
+            "Sockets closed at accept because max_connections sockets were open.",
+            "counter",
+            self.refused.load(Ordering::Relaxed),
         );
         g(
             &mut out,
