@@ -577,13 +577,19 @@ impl Connection {
                 {
                     return Flow::Close;
                 }
+                // Metrics labels come from the fixed set of commands, never from the client:
+                // a type the server does not know is counted as `unknown`.
+                if fe.unknown_type {
+                    self.state.metrics.unknown_request();
+                } else if let Some(t) = &fe.response_type {
+                    let request_type = format!("{}_request", t.trim_end_matches("_response"));
+                    if let Some(kind) = CommandKind::from_type_name(&request_type) {
+                        self.state.vm.request_metrics().record_invalid(kind);
+                    }
+                }
                 match (&fe.response_type, rid) {
                     (Some(t), Some(_)) => {
                         let v = codec::error_response_value(t, rid, &fe.error);
-                        let request_type = format!("{}_request", t.trim_end_matches("_response"));
-                        if let Some(kind) = CommandKind::from_type_name(&request_type) {
-                            self.state.vm.request_metrics().record_invalid(kind);
-                        }
                         self.send_text(socket, &v.to_string()).await
                     }
                     _ => Flow::Continue,

@@ -70,11 +70,11 @@ pub struct ServerConfig {
     /// Requests one WebSocket connection may have running beside its loop at once
     /// (`sandbox_exec_request`s); the others run one at a time in order.
     pub max_requests_in_flight: usize,
-    /// How long a new socket has to send a complete request head (HTTP headers).
+    /// How long a socket has to send a complete request head (HTTP headers): from the accept
+    /// for its first request, from the previous response for the next one on a kept-alive
+    /// connection. It is the handshake timeout and the idle timeout of every socket that is
+    /// not an upgraded WebSocket (those have `ping_interval`).
     pub header_timeout: Duration,
-    /// How long a socket that is not an upgraded WebSocket may stay silent (no byte read or
-    /// written) before it is closed.
-    pub idle_timeout: Duration,
     /// Longest a request may take before it is answered with a timeout error.
     pub request_timeout: Duration,
     /// How often the server pings; a connection that missed the previous pong is dropped.
@@ -97,7 +97,6 @@ impl Default for ServerConfig {
             max_subscriptions: 256,
             max_requests_in_flight: 64,
             header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(30),
             auth_timeout: Duration::from_secs(10),
