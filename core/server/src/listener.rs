@@ -16,7 +16,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 /// What a socket accepted over the limit is told before it is closed.
-const OVER_LIMIT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 66\r\nconnection: close\r\n\r\n{\"error\":\"too many connections: retry later\",\"kind\":\"unavailable\"}";
+fn over_limit_response(limit: usize) -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": format!("too many connections (limit {limit}); retry later"),
+        "kind": "unavailable",
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
 
 /// A socket and the permit it holds until it is dropped (after an upgrade too: the
 /// WebSocket owns it then).
@@ -73,6 +84,7 @@ pub(crate) async fn run(
     state: Arc<ServerState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let over_limit = over_limit_response(state.config.max_connections);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
@@ -91,7 +103,7 @@ pub(crate) async fn run(
             state.metrics.connection_refused();
             tracing::debug!(%remote, limit = state.config.max_connections, "connection limit reached: refusing a socket");
             // Best effort, never waiting: the socket is closed right after.
-            let _ = tcp.try_write(OVER_LIMIT);
+            let _ = tcp.try_write(&over_limit);
             continue;
         };
         // Small frames (a text_delta is ~300 bytes) must not wait for Nagle's algorithm:
