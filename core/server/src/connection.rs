@@ -5,7 +5,12 @@
 //! sandbox topics it joined — wrapped with `__msgId` and, for topic events, `__cursor`. The
 //! subscription's bounded queue is the connection's send queue: a consumer too slow to keep up
 //! overflows it, and the connection then resumes from the last cursor it sent (replayed from
-//! the log), so nothing is lost and the server never waits on a client.
+//! the log, a page at a time), so nothing is lost and the server never waits on a client.
+//!
+//! Budgets bound what one connection can make the server hold: a write waits at most
+//! `send_timeout`, at most `max_subscriptions` topics and `max_requests_in_flight` requests
+//! beside the loop; over one, the connection is closed with 4008 and the budget named (WARN).
+//! Revoking the connection's token closes it with 1008 and fails its requests in flight.
 //!
 //! A `sandbox_exec_request` runs beside the loop for as long as its command does (its own
 //! timeout bounds it), so its output streams and other requests (a cancel) are answered
@@ -531,15 +536,13 @@ impl Connection {
         match frame {
             Ok(ClientFrame::Ack(_)) => Flow::Continue,
             Ok(ClientFrame::Auth { .. }) => Flow::Continue, // already authenticated
-            Ok(ClientFrame::Subscribe {
-                session_id,
-                after_cursor,
-            }) if self.joins_over_budget(&session_id) => {
+            Ok(ClientFrame::Subscribe { session_id, .. })
+                if self.joins_over_budget(&session_id) =>
+            {
                 let reason = format!(
                     "subscription budget: more than {} topics",
                     self.state.config.max_subscriptions
                 );
-                let _ = after_cursor;
                 self.over_budget(socket, &reason).await
             }
             Ok(ClientFrame::Subscribe {
