@@ -1060,4 +1060,62 @@ mod tests {
         }
         assert_eq!(got, (1..20).map(|i| i.to_string()).collect::<Vec<_>>());
     }
+
+    #[tokio::test]
+    async fn a_long_replay_is_walked_a_page_at_a_time_and_unsubscribing_drops_it() {
+        let n = REPLAY_PAGE * 4 + 7;
+        let bus = Bus::new(
+            BusConfig {
+                ring_capacity: 16,
+                ..Default::default()
+            },
+            Some(Arc::new(crate::store::MemoryStore::new())),
+        )
+        .unwrap();
+        for i in 0..n {
+            bus.publish(delta("s", &i.to_string()));
+        }
+        bus.flush().await;
+        let mut sub = bus
+            .subscribe(EventFilter {
+                sessions: vec![("s".into(), Some(0))],
+                ..Default::default()
+            })
+            .unwrap();
+        // Nothing is loaded until it is asked for, and never more than a page.
+        assert!(sub.pending.is_empty());
+        let mut got = Vec::new();
+        while let Some(item) = sub.try_recv() {
+            assert!(sub.pending.len() < REPLAY_PAGE);
+            got.push(text(item));
+        }
+        // Every event once, in order, across the store's pages and the ring.
+        assert_eq!(got, (0..n).map(|i| i.to_string()).collect::<Vec<_>>());
+        // Events published during a walk arrive live, after it, once.
+        let mut sub = bus
+            .subscribe(EventFilter {
+                sessions: vec![("s".into(), Some(0))],
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(sub.try_recv().is_some());
+        bus.publish(delta("s", "live"));
+        let mut rest = Vec::new();
+        while let Some(item) = sub.try_recv() {
+            rest.push(text(item));
+        }
+        assert_eq!(rest.len(), n);
+        assert_eq!(rest.last().map(String::as_str), Some("live"));
+        // Leaving the topic drops what is left of its replay.
+        let mut sub = bus
+            .subscribe(EventFilter {
+                sessions: vec![("s".into(), Some(0))],
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(sub.try_recv().is_some());
+        sub.leave("s");
+        assert!(sub.walks.is_empty() && sub.pending.is_empty());
+        assert!(sub.try_recv().is_none());
+    }
 }
