@@ -152,6 +152,10 @@ struct FileConfig {
     max_connections: Option<usize>,
     request_timeout_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
+    send_timeout_ms: Option<u64>,
+    header_timeout_ms: Option<u64>,
+    max_subscriptions: Option<usize>,
+    max_requests_in_flight: Option<usize>,
     #[serde(default)]
     llm: LlmFileConfig,
     cluster: Option<ClusterFileConfig>,
@@ -355,6 +359,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     if let Some(v) = file.shutdown_grace_ms {
         config.shutdown_grace = Duration::from_millis(v);
+    }
+    if let Some(v) = file.send_timeout_ms {
+        config.send_timeout = Duration::from_millis(v);
+    }
+    if let Some(v) = file.header_timeout_ms {
+        config.header_timeout = Duration::from_millis(v);
+    }
+    if let Some(v) = file.max_subscriptions {
+        config.max_subscriptions = v;
+    }
+    if let Some(v) = file.max_requests_in_flight {
+        config.max_requests_in_flight = v;
     }
     let server = ServerManager::new(vm.clone(), config);
     // Bound before the cluster is joined (the advertised URL defaults to the bound address),
