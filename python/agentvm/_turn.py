@@ -1,0 +1,67 @@
+"""A turn's reply collected from its events, for ``ask()``."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from . import _native
+
+#: The kind of a failed turn, from the provider's error code (``errorCode`` of
+#: ``error_received``); any other code (``rate_limit``, ``overloaded``, ``timeout``,
+#: ``network``, ``mock_error``, ...) or none is ``unavailable``: the model could not give an
+#: answer now. Used only when the event carries no ``errorKind``.
+TURN_ERROR_KINDS = {
+    "not_configured": "unavailable",
+    "authentication": "unauthorized",
+    "invalid_request": "invalid_input",
+}
+
+
+def turn_error(message: str, kind: Optional[str], error_code: Optional[str]) -> Exception:
+    """The exception of a turn that ended in error: the class of its kind (the one mapping in
+    ``_native``), the message, and the provider's code as ``error_code``."""
+    if kind is None:
+        kind = TURN_ERROR_KINDS.get(error_code or "", "unavailable")
+    try:
+        _native._raise_error(kind, message)
+    except _native.AgentVmError as e:
+        e.error_code = error_code
+        return e
+    raise AssertionError("unreachable: _raise_error always raises")
+
+
+class Reply:
+    """Collects a reply from a turn's events."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.error_message: Optional[str] = None
+        self.error_code: Optional[str] = None
+        self.error_kind: Optional[str] = None
+
+    def _error(self, data: dict[str, Any], message: Optional[str]) -> None:
+        self.error_message = message
+        self.error_code = data.get("errorCode")
+        self.error_kind = data.get("errorKind")
+
+    def feed(self, event: dict[str, Any]) -> bool:
+        """Takes one event; True once the turn ended. Raises the turn's error when it ended in
+        ``conversation_end {reason: "error"}``; an interrupted turn ends without error (the
+        text so far is the reply)."""
+        t = event["type"]
+        data = event.get("data") or {}
+        if t == "text_delta":
+            self.parts.append(data["text"])
+        elif t == "error_received":
+            self._error(data, data.get("message"))
+        elif t == "error_message" and self.error_message is None:
+            self._error(data, data.get("content"))
+        elif t == "conversation_end":
+            if data.get("reason") == "error":
+                message = self.error_message or "the turn ended in error"
+                raise turn_error(message, self.error_kind, self.error_code)
+            return True
+        return False
+
+    def text(self) -> str:
+        return "".join(self.parts)
