@@ -6,24 +6,13 @@ from typing import Any, Optional
 
 from . import _native
 
-#: The kind of a failed turn, from the provider's error code (``errorCode`` of
-#: ``error_received``); any other code (``rate_limit``, ``overloaded``, ``timeout``,
-#: ``network``, ``mock_error``, ...) or none is ``unavailable``: the model could not give an
-#: answer now. Used only when the event carries no ``errorKind``.
-TURN_ERROR_KINDS = {
-    "not_configured": "unavailable",
-    "authentication": "unauthorized",
-    "invalid_request": "invalid_input",
-}
-
 
 def turn_error(message: str, kind: Optional[str], error_code: Optional[str]) -> Exception:
-    """The exception of a turn that ended in error: the class of its kind (the one mapping in
-    ``_native``), the message, and the provider's code as ``error_code``."""
-    if kind is None:
-        kind = TURN_ERROR_KINDS.get(error_code or "", "unavailable")
+    """The exception of a turn that ended in error: the class of its kind (``errorKind`` of
+    ``error_received``, decided by the core; ``unavailable`` when the event carries none), the
+    message, and the provider's code as ``error_code``."""
     try:
-        _native._raise_error(kind, message)
+        _native._raise_error(kind or "unavailable", message)
     except _native.AgentVmError as e:
         e.error_code = error_code
         return e

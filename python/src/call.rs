@@ -191,11 +191,10 @@ impl Call {
                 finish(py, result)
             }
             State::Running(handle) => {
-                let future =
-                    pyo3_async_runtimes::generic::future_into_py::<AgentVmRuntime, _, Out>(
-                        py,
-                        async move { joined(handle.await) },
-                    )?;
+                let future = pyo3_async_runtimes::generic::future_into_py::<AgentVmRuntime, _, Out>(
+                    py,
+                    async move { joined(handle.await) },
+                )?;
                 let iter = future.call_method0("__await__")?;
                 *state = State::Awaiting(iter.clone().unbind());
                 drop(state);

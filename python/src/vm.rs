@@ -30,9 +30,9 @@ fn invalid(message: impl Into<String>) -> PyErr {
 
 /// The command a dict `{"type": "<name>_request", "data": {...}}` is, parsed by embed.
 fn command(command: &Bound<'_, PyAny>) -> PyResult<agentvm_embed::agentvm::Command> {
-    let dict = command
-        .cast::<PyDict>()
-        .map_err(|_| invalid("a command is a dict {\"type\": \"<name>_request\", \"data\": {...}}"))?;
+    let dict = command.cast::<PyDict>().map_err(|_| {
+        invalid("a command is a dict {\"type\": \"<name>_request\", \"data\": {...}}")
+    })?;
     let mut type_name = None;
     let mut data = serde_json::Value::Null;
     for (key, value) in dict.iter() {
@@ -113,11 +113,7 @@ impl Runtime {
         let options = ServeOptions::from_json(options).map_err(to_py)?;
         let embed = self.embed.clone();
         Call::start(Box::pin(async move {
-            embed
-                .serve(options)
-                .await
-                .map(Out::Served)
-                .map_err(to_py)
+            embed.serve(options).await.map(Out::Served).map_err(to_py)
         }))
     }
 
@@ -162,10 +158,7 @@ impl Runtime {
 pub(crate) fn open(options: &str) -> PyResult<Call> {
     let options = EmbedOptions::from_json(options).map_err(to_py)?;
     Call::start(Box::pin(async move {
-        Embed::open(options)
-            .await
-            .map(Out::Runtime)
-            .map_err(to_py)
+        Embed::open(options).await.map(Out::Runtime).map_err(to_py)
     }))
 }
 
