@@ -47,6 +47,19 @@ impl ErrorKind {
         }
     }
 
+    /// The kind of a turn that failed with the LLM error code `code` (`errorCode` of
+    /// `error_received`): a missing LLM (`not_configured`) or any transient failure
+    /// (`rate_limit`, `overloaded`, `timeout`, `network`, none, ...) is `Unavailable`, a refused
+    /// key (`authentication`) `Unauthorized`, a request the provider rejected
+    /// (`invalid_request`) `InvalidInput`.
+    pub fn of_turn_error(code: Option<&str>) -> ErrorKind {
+        match code {
+            Some("authentication") => ErrorKind::Unauthorized,
+            Some("invalid_request") => ErrorKind::InvalidInput,
+            _ => ErrorKind::Unavailable,
+        }
+    }
+
     /// Parses a name produced by [`ErrorKind::as_str`]; unknown names are `Internal`.
     pub fn parse(name: &str) -> ErrorKind {
         match name {
@@ -237,6 +250,22 @@ impl From<std::io::Error> for Error {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn turn_errors_map_to_stable_kinds() {
+        use super::ErrorKind as K;
+        assert_eq!(K::of_turn_error(Some("authentication")), K::Unauthorized);
+        assert_eq!(K::of_turn_error(Some("invalid_request")), K::InvalidInput);
+        for code in [
+            Some("not_configured"),
+            Some("rate_limit"),
+            Some("timeout"),
+            Some("x"),
+            None,
+        ] {
+            assert_eq!(K::of_turn_error(code), K::Unavailable, "{code:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -1,5 +1,6 @@
 //! Events: everything that happens, as the Channel protocol carries it (PROTOCOL.md §2, §5).
 
+use super::error::ErrorKind;
 use super::message::{Message, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -164,6 +165,10 @@ pub enum EventPayload {
         /// `rate_limit`, `overloaded`, `authentication`, `invalid_request`, `timeout`, `network`, ...
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error_code: Option<String>,
+        /// The stable error kind a binding raises for the failed turn
+        /// ([`ErrorKind::of_turn_error`] of `error_code`; an extension of the AgentX event).
+        #[serde(default = "unavailable")]
+        error_kind: ErrorKind,
     },
 
     // --- state ---
@@ -605,6 +610,11 @@ impl Event {
     }
 }
 
+/// The default kind of a stored `error_received` without one: the turn could not be answered.
+fn unavailable() -> ErrorKind {
+    ErrorKind::Unavailable
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,6 +645,31 @@ mod tests {
         );
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn error_received_carries_the_kind_and_old_records_default_it() {
+        let e = EventPayload::ErrorReceived {
+            message: "invalid x-api-key".into(),
+            error_code: Some("authentication".into()),
+            error_kind: ErrorKind::of_turn_error(Some("authentication")),
+        };
+        let v = serde_json::to_value(Event::new(e, None)).unwrap();
+        assert_eq!(
+            v["data"],
+            json!({"message":"invalid x-api-key","errorCode":"authentication","errorKind":"unauthorized"})
+        );
+        // Replay logs written before the field existed still read.
+        let old: EventPayload =
+            serde_json::from_value(json!({"type":"error_received","data":{"message":"boom"}}))
+                .unwrap();
+        assert!(matches!(
+            old,
+            EventPayload::ErrorReceived {
+                error_kind: ErrorKind::Unavailable,
+                ..
+            }
+        ));
     }
 
     #[test]
