@@ -5,6 +5,7 @@ use std::fmt;
 /// The stable classification of an [`Error`]. Bindings map from this, in one place each:
 /// a Python exception class, a Node `code`, a C result code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {

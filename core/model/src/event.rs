@@ -7,6 +7,7 @@ use serde_json::Value;
 
 /// Where an event comes from (the envelope's `source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// A command request or response.
@@ -25,6 +26,7 @@ pub enum Source {
 
 /// The envelope's `category`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     /// A command request.
@@ -47,6 +49,7 @@ pub enum Category {
 
 /// The envelope's `intent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Intent {
     /// A request.
@@ -59,6 +62,7 @@ pub enum Intent {
 
 /// The ids an event concerns. Agent events carry all four.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EventContext {
     /// The container.
@@ -80,6 +84,7 @@ pub struct EventContext {
 
 /// Why a conversation turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     /// The model finished.
@@ -92,6 +97,7 @@ pub enum EndReason {
 
 /// The type and data of an event. The serde tag is the wire `type`, the content is `data`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventPayload {
@@ -534,6 +540,7 @@ impl EventPayload {
 
 /// One event: the payload in the protocol's envelope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Event {
     /// `type` and `data`.
     #[serde(flatten)]
