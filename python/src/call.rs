@@ -22,13 +22,54 @@ use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::prelude::*;
 use pyo3_async_runtimes::generic::{ContextExt, JoinError, Runtime as GenericRuntime};
 use pyo3_async_runtimes::TaskLocals;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
+
+/// Bumped on fork (`_after_fork`, registered with `os.register_at_fork`) and at exit
+/// (`_shutdown`): a thread's cached handle from an earlier generation is stale.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's handle on embed's runtime and the generation it was taken in: a call
+    /// then costs no lock and no `getpid` (embed's check that the runtime is this process's),
+    /// a good part of a local command's round trip. A handle does not keep the runtime alive.
+    static RUNTIME: RefCell<Option<(u64, Handle)>> = const { RefCell::new(None) };
+}
+
+/// A handle on embed's runtime of the process, through this thread's cache.
+pub(crate) fn runtime() -> PyResult<Handle> {
+    let generation = GENERATION.load(Ordering::Acquire);
+    RUNTIME.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if let Some((g, handle)) = cached.as_ref() {
+            if *g == generation {
+                return Ok(handle.clone());
+            }
+        }
+        let handle = agentvm_embed::process::handle().map_err(to_py)?;
+        *cached = Some((generation, handle.clone()));
+        Ok(handle)
+    })
+}
+
+/// In a forked child: every thread's cached handle is the parent's, and so is embed's runtime.
+pub(crate) fn after_fork() {
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+    agentvm_embed::process::after_fork();
+}
+
+/// At interpreter exit: stops embed's runtime; cached handles are stale.
+pub(crate) fn shutdown(grace: Duration) {
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+    agentvm_embed::process::shutdown(grace);
+}
 
 /// How often a blocking wait wakes up to let Python handle signals (Ctrl-C).
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
@@ -94,7 +135,7 @@ pub struct Call {
 impl Call {
     /// Starts `fut`: polled once here, on the runtime if it has to wait.
     pub(crate) fn start(fut: CallFuture) -> PyResult<Call> {
-        let rt = agentvm_embed::process::runtime().map_err(to_py)?;
+        let rt = runtime()?;
         let mut fut = fut;
         let state = {
             let _guard = rt.enter();
@@ -125,7 +166,7 @@ fn joined(result: Result<PyResult<Out>, tokio::task::JoinError>) -> PyResult<Out
 /// Waits for `handle` on this thread, GIL released, checking for signals every
 /// [`SIGNAL_CHECK`]; a signal handler that raises ends the wait (the task runs on).
 fn wait(py: Python<'_>, mut handle: JoinHandle<PyResult<Out>>) -> PyResult<Out> {
-    let rt = agentvm_embed::process::runtime().map_err(to_py)?;
+    let rt = runtime()?;
     loop {
         let step = py.detach(|| {
             rt.block_on(async { tokio::time::timeout(SIGNAL_CHECK, &mut handle).await })
@@ -272,11 +313,11 @@ impl Future for TaskHandle {
 }
 
 /// A handle to spawn on: the current one inside a worker, else the process runtime's.
-fn handle() -> tokio::runtime::Handle {
-    if let Ok(h) = tokio::runtime::Handle::try_current() {
+fn handle() -> Handle {
+    if let Ok(h) = Handle::try_current() {
         return h;
     }
-    match agentvm_embed::process::handle() {
+    match runtime() {
         Ok(h) => h,
         // Building a runtime failed (no threads left): nothing can run; say so loudly.
         Err(e) => panic!("agentvm: {e}"),

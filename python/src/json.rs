@@ -5,34 +5,63 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{Map, Number, Value};
-
-/// JSON text (a response, a batch of events from embed) as Python objects, built while
-/// reading: no intermediate value tree.
+use std::cell::RefCell;
+use std::collections::HashMap;
+/// JSON text (a batch of events from embed) as Python objects, built while reading: no
+/// intermediate value tree. Object keys and short strings repeat across the events of a batch
+/// (`type`, `context`, ids, `text_delta`...): each distinct one becomes one Python str, shared.
 pub(crate) fn parse<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
     use serde::de::DeserializeSeed;
+    let strings = RefCell::new(HashMap::new());
     let mut de = serde_json::Deserializer::from_str(text);
-    let value = PySeed { py }
-        .deserialize(&mut de)
-        .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| {
-            crate::error::to_py(agentvm_embed::agentvm::Error::Internal(format!(
-                "reading agentvm's JSON: {e}"
-            )))
-        })?;
+    let value = PySeed {
+        py,
+        strings: &strings,
+    }
+    .deserialize(&mut de)
+    .and_then(|v| de.end().map(|()| v))
+    .map_err(|e| {
+        crate::error::to_py(agentvm_embed::agentvm::Error::Internal(format!(
+            "reading agentvm's JSON: {e}"
+        )))
+    })?;
     Ok(value)
+}
+
+/// Strings longer than this are not shared (they are message text, rarely repeated).
+const SHARED_STRING_MAX: usize = 64;
+
+/// The Python strs made so far in one `parse`, by their text.
+type Strings<'de, 'py> = RefCell<HashMap<&'de str, Bound<'py, PyString>>>;
+
+/// The Python str for `v`: shared when it is short and seen before in this parse.
+fn shared_str<'de, 'py>(
+    py: Python<'py>,
+    strings: &Strings<'de, 'py>,
+    v: &'de str,
+) -> Bound<'py, PyString> {
+    if v.len() > SHARED_STRING_MAX {
+        return PyString::new(py, v);
+    }
+    strings
+        .borrow_mut()
+        .entry(v)
+        .or_insert_with(|| PyString::new(py, v))
+        .clone()
 }
 
 /// Reads one JSON value into a Python object.
 #[derive(Clone, Copy)]
-struct PySeed<'py> {
+struct PySeed<'a, 'de, 'py> {
     py: Python<'py>,
+    strings: &'a Strings<'de, 'py>,
 }
 
 fn de_err<E: serde::de::Error>(e: PyErr) -> E {
     E::custom(e)
 }
 
-impl<'de, 'py> serde::de::DeserializeSeed<'de> for PySeed<'py> {
+impl<'de, 'py> serde::de::DeserializeSeed<'de> for PySeed<'_, 'de, 'py> {
     type Value = Bound<'py, PyAny>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
@@ -40,7 +69,7 @@ impl<'de, 'py> serde::de::DeserializeSeed<'de> for PySeed<'py> {
     }
 }
 
-impl<'de, 'py> serde::de::Visitor<'de> for PySeed<'py> {
+impl<'de, 'py> serde::de::Visitor<'de> for PySeed<'_, 'de, 'py> {
     type Value = Bound<'py, PyAny>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,6 +90,9 @@ impl<'de, 'py> serde::de::Visitor<'de> for PySeed<'py> {
     }
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
         Ok(PyFloat::new(self.py, v).into_any())
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(shared_str(self.py, self.strings, v).into_any())
     }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
         Ok(PyString::new(self.py, v).into_any())
@@ -83,7 +115,7 @@ impl<'de, 'py> serde::de::Visitor<'de> for PySeed<'py> {
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let dict = PyDict::new(self.py);
-        while let Some(key) = map.next_key_seed(KeySeed { py: self.py })? {
+        while let Some(key) = map.next_key_seed(KeySeed(self))? {
             let value = map.next_value_seed(self)?;
             dict.set_item(key, value).map_err(de_err)?;
         }
@@ -91,13 +123,10 @@ impl<'de, 'py> serde::de::Visitor<'de> for PySeed<'py> {
     }
 }
 
-/// Reads an object's key as an interned Python str: the protocol's keys repeat in every
-/// event, and interned keys make the dicts' lookups cheaper too.
-struct KeySeed<'py> {
-    py: Python<'py>,
-}
+/// Reads an object's key as a (shared) Python str.
+struct KeySeed<'a, 'de, 'py>(PySeed<'a, 'de, 'py>);
 
-impl<'de, 'py> serde::de::DeserializeSeed<'de> for KeySeed<'py> {
+impl<'de, 'py> serde::de::DeserializeSeed<'de> for KeySeed<'_, 'de, 'py> {
     type Value = Bound<'py, PyString>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
@@ -105,14 +134,17 @@ impl<'de, 'py> serde::de::DeserializeSeed<'de> for KeySeed<'py> {
     }
 }
 
-impl<'de, 'py> serde::de::Visitor<'de> for KeySeed<'py> {
+impl<'de, 'py> serde::de::Visitor<'de> for KeySeed<'_, 'de, 'py> {
     type Value = Bound<'py, PyString>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("an object key")
     }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(shared_str(self.0.py, self.0.strings, v))
+    }
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(PyString::intern(self.py, v))
+        Ok(PyString::new(self.0.py, v))
     }
 }
 

@@ -36,7 +36,7 @@ fn init_logging() {
 /// runtime is forgotten without touching its threads; the child builds its own on first use.
 #[pyfunction]
 fn _after_fork() {
-    agentvm_embed::process::after_fork();
+    call::after_fork();
 }
 
 /// How long blocking work may take to finish at interpreter exit.
@@ -47,7 +47,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500
 /// finalization, when taking the GIL ends the thread and crashes the process.
 #[pyfunction]
 fn _shutdown(py: Python<'_>) {
-    py.detach(|| agentvm_embed::process::shutdown(SHUTDOWN_GRACE));
+    py.detach(|| call::shutdown(SHUTDOWN_GRACE));
 }
 
 #[pymodule]

@@ -5,7 +5,7 @@
 //! text once, and falls back to the slow, careful path for anything unusual (which is also the
 //! one that words the errors).
 
-use agentvm::{Command, CommandKind, Error, Response, Result};
+use agentvm::{Command, Error, Response, Result};
 
 /// Parses `{"type": "<name>_request", "data": {...}}` strictly: an unknown type or field is
 /// `InvalidInput` naming it; `data` may carry the envelope's `requestId`.
