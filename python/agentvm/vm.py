@@ -3,7 +3,8 @@
 
 Every helper builds a protocol command (``{"type": "<name>_request", "data": {...}}``, see
 docs/commands.md), sends it through the native runtime (the embedding layer) and returns part
-of the response as plain Python data (dicts with the protocol's camelCase keys).
+of the response as plain Python data (dicts with the protocol's camelCase keys), typed with the
+generated TypedDicts of :mod:`agentvm._protocol` (``ImageListItem``, ``SessionRecord``, ...).
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ import json
 import os
 import re
 import time
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from . import _native
 from ._turn import Reply
 from .events import Event, Subscription
 from .scheduler import Scheduler
 
-Record = dict[str, Any]
-Content = Union[str, builtins.list[dict[str, Any]]]
+if TYPE_CHECKING:
+    # Types only (annotations are not evaluated at run time).
+    from . import _protocol as p
+    from ._protocol import Content
+
 
 __all__ = ["Agent", "AgentVm", "Event", "Server", "Subscription", "connect", "open"]
 
@@ -81,7 +85,7 @@ class Images(_Group):
         tools: Optional[builtins.list[str]] = None,
         mcp_servers: Optional[dict[str, Any]] = None,
         definition: Optional[Union[str, dict[str, Any]]] = None,
-    ) -> Record:
+    ) -> p.ImageListItem:
         """Creates an image and its first session (creating the container if missing)."""
         config = _config(
             name=name, description=description, system_prompt=system_prompt, model=model,
@@ -89,25 +93,25 @@ class Images(_Group):
         )
         return await self._call("image_create", "record", containerId=container_id, config=config)  # type: ignore[no-any-return]
 
-    async def build(self, container_id: str, definition_name: str, **config: Any) -> Record:
+    async def build(self, container_id: str, definition_name: str, **config: Any) -> p.ImageListItem:
         """Builds an image from a registered definition (keyword args as in ``create``)."""
         return await self._call(  # type: ignore[no-any-return]
             "image_build", "record", containerId=container_id, definitionName=definition_name,
             config=_config(**config),
         )
 
-    async def get(self, image_id: str) -> Optional[Record]:
+    async def get(self, image_id: str) -> Optional[p.ImageListItem]:
         """An image record, or None when unknown."""
         answer = await self._rt.request({"type": "image_get_request", "data": {"imageId": image_id}})
         return answer.get("record")  # type: ignore[no-any-return]
 
-    async def list(self, container_id: Optional[str] = None) -> builtins.list[Record]:
+    async def list(self, container_id: Optional[str] = None) -> builtins.list[p.ImageListItem]:
         """Images of one container, or of every visible one."""
         return await self._call("image_list", "records", containerId=container_id)  # type: ignore[no-any-return]
 
     async def update(
         self, image_id: str, *, name: Optional[str] = None, description: Optional[str] = None
-    ) -> Record:
+    ) -> p.ImageListItem:
         """Renames or re-describes an image."""
         updates = _config(name=name, description=description)
         return await self._call("image_update", "record", imageId=image_id, updates=updates)  # type: ignore[no-any-return]
@@ -116,7 +120,7 @@ class Images(_Group):
         """Deletes an image with its sessions, messages and workdir."""
         await self._call("image_delete", None, imageId=image_id)
 
-    async def run(self, image_id: str) -> Record:
+    async def run(self, image_id: str) -> p.ImageRunResponse:
         """Starts (or reuses) the image's agent: ``{imageId, agentId, reused}``."""
         return await self._call("image_run", None, imageId=image_id)  # type: ignore[no-any-return]
 
@@ -124,7 +128,7 @@ class Images(_Group):
         """Stops the image's agent (the image stays)."""
         await self._call("image_stop", None, imageId=image_id)
 
-    async def messages(self, image_id: str) -> builtins.list[Record]:
+    async def messages(self, image_id: str) -> builtins.list[p.Message]:
         """The stored history of the image's first session, oldest first."""
         return await self._call("image_messages", "messages", imageId=image_id)  # type: ignore[no-any-return]
 
@@ -132,19 +136,19 @@ class Images(_Group):
 class Sessions(_Group):
     """Sessions: conversations on an image."""
 
-    async def create(self, image_id: str, title: Optional[str] = None) -> Record:
+    async def create(self, image_id: str, title: Optional[str] = None) -> p.SessionRecord:
         """Another conversation on an image."""
         return await self._call("session_create", "session", imageId=image_id, title=title)  # type: ignore[no-any-return]
 
-    async def list(self, image_id: str) -> builtins.list[Record]:
+    async def list(self, image_id: str) -> builtins.list[p.SessionRecord]:
         """The sessions of an image."""
         return await self._call("session_list", "sessions", imageId=image_id)  # type: ignore[no-any-return]
 
-    async def get(self, session_id: str) -> Optional[Record]:
+    async def get(self, session_id: str) -> Optional[p.SessionRecord]:
         """A session, or None when unknown."""
         return await self._call("session_get", "session", sessionId=session_id)  # type: ignore[no-any-return]
 
-    async def update(self, session_id: str, title: Optional[str]) -> Record:
+    async def update(self, session_id: str, title: Optional[str]) -> p.SessionRecord:
         """Sets (or clears) a session's title."""
         return await self._call("session_update", "session", sessionId=session_id, title=title)  # type: ignore[no-any-return]
 
@@ -152,11 +156,11 @@ class Sessions(_Group):
         """Deletes a session and its messages."""
         await self._call("session_delete", None, sessionId=session_id)
 
-    async def resume(self, session_id: str) -> Record:
+    async def resume(self, session_id: str) -> p.SessionResumeResponse:
         """Starts (or reuses) the session's agent."""
         return await self._call("session_resume", None, sessionId=session_id)  # type: ignore[no-any-return]
 
-    async def messages(self, session_id: str) -> builtins.list[Record]:
+    async def messages(self, session_id: str) -> builtins.list[p.Message]:
         """The session's history, oldest first."""
         return await self._call("session_messages", "messages", sessionId=session_id)  # type: ignore[no-any-return]
 
@@ -181,11 +185,11 @@ class Definitions(_Group):
         )
         return bool(await self._call("definition_register", "replaced", definition=d))
 
-    async def list(self) -> builtins.list[Record]:
+    async def list(self) -> builtins.list[p.Definition]:
         """Registered definitions."""
         return await self._call("definition_list", "definitions")  # type: ignore[no-any-return]
 
-    async def get(self, name: str) -> Optional[Record]:
+    async def get(self, name: str) -> Optional[p.Definition]:
         """A definition by name, or None."""
         return await self._call("definition_get", "definition", name=name)  # type: ignore[no-any-return]
 
@@ -200,7 +204,7 @@ class Agents(_Group):
         image_id: Optional[str] = None,
         agent_id: Optional[str] = None,
         session_id: Optional[str] = None,
-    ) -> Record:
+    ) -> p.MessageSendResponse:
         """Sends a user message (starting the agent if needed) and returns at once with
         ``{imageId, agentId, sessionId, messageId}``; the reply streams as events."""
         return await self._call(  # type: ignore[no-any-return]
@@ -214,17 +218,17 @@ class Agents(_Group):
         image_id: Optional[str] = None,
         agent_id: Optional[str] = None,
         session_id: Optional[str] = None,
-    ) -> Record:
+    ) -> p.AgentInterruptResponse:
         """Stops the current turn (a success when the image is offline)."""
         return await self._call(  # type: ignore[no-any-return]
             "agent_interrupt", None, imageId=image_id, agentId=agent_id, sessionId=session_id
         )
 
-    async def get(self, agent_id: str) -> Record:
+    async def get(self, agent_id: str) -> p.AgentGetResponse:
         """``{agentId?, containerId?, exists}``."""
         return await self._call("agent_get", None, agentId=agent_id)  # type: ignore[no-any-return]
 
-    async def list(self, container_id: Optional[str] = None) -> builtins.list[Record]:
+    async def list(self, container_id: Optional[str] = None) -> builtins.list[p.AgentInfo]:
         """Running agents, of one container or all."""
         return await self._call("agent_list", "agents", containerId=container_id)  # type: ignore[no-any-return]
 
@@ -296,7 +300,7 @@ class Agent:
         #: The session it talks in.
         self.session_id = session_id
 
-    async def send(self, content: Content) -> Record:
+    async def send(self, content: Content) -> p.MessageSendResponse:
         """Sends a user message; the reply streams as events."""
         return await Agents(self._rt).send(content, image_id=self.image_id)
 
@@ -305,7 +309,7 @@ class Agent:
         :meth:`Agents.ask` when the turn ends in error."""
         return await Agents(self._rt).ask(content, image_id=self.image_id, timeout=timeout)
 
-    async def interrupt(self) -> Record:
+    async def interrupt(self) -> p.AgentInterruptResponse:
         """Stops the current turn."""
         return await Agents(self._rt).interrupt(image_id=self.image_id)
 
@@ -313,7 +317,7 @@ class Agent:
         """Stops the agent (the image and its history stay)."""
         await Images(self._rt).stop(self.image_id)
 
-    async def messages(self) -> builtins.list[Record]:
+    async def messages(self) -> builtins.list[p.Message]:
         """The stored history."""
         return await Images(self._rt).messages(self.image_id)
 
