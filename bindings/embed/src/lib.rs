@@ -27,10 +27,13 @@
 //! # }).unwrap().unwrap();
 //! ```
 
+mod calls;
 pub mod events;
 pub mod options;
 pub mod process;
 mod wire;
+
+pub use calls::cancel_opening;
 
 /// The core crate, for bindings that name its types (errors, kinds).
 pub use agentvm;
@@ -41,6 +44,7 @@ use agentvm::{
     AgentVm, Command, CommandKind, Error, EventFilter, RemoteRuntime, Response, Result, Runtime,
 };
 use agentvm_server::{AuthMode, ServerConfig, ServerManager};
+use calls::lock;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
@@ -69,7 +73,9 @@ impl Target {
 struct Inner {
     target: Target,
     /// Calls in progress that a caller named by an id: `cancel(id)` sets their flag.
-    cancels: Mutex<HashMap<u64, watch::Sender<bool>>>,
+    cancels: calls::Registry,
+    /// The process runtime this handle was opened on (blocking calls enter it directly).
+    runtime: Arc<tokio::runtime::Runtime>,
     /// Streams to end on `close()`.
     streams: Mutex<Vec<Weak<events::Shared>>>,
     /// Servers started by `serve` and the port each listens on, stopped by `stop_serving`
@@ -107,49 +113,79 @@ pub struct Served {
     pub port: u16,
 }
 
-/// Removes a call's cancel entry when the call ends, however it ends.
-struct CancelEntry<'a> {
-    inner: &'a Inner,
-    id: Option<u64>,
-}
-
-impl Drop for CancelEntry<'_> {
-    fn drop(&mut self) {
-        if let Some(id) = self.id {
-            lock(&self.inner.cancels).remove(&id);
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Embed {
-    fn new(target: Target) -> Self {
-        Embed {
+    fn new(target: Target) -> Result<Self> {
+        Ok(Embed {
             inner: Arc::new(Inner {
                 target,
                 cancels: Mutex::new(HashMap::new()),
+                runtime: process::runtime()?,
                 streams: Mutex::new(Vec::new()),
                 servers: Mutex::new(Vec::new()),
                 closed: watch::channel(false).0,
             }),
-        }
+        })
     }
 
     /// Opens a local runtime. Must run on the process runtime ([`process::block_on`] or a
     /// task spawned on [`process::handle`]).
     pub async fn open(options: EmbedOptions) -> Result<Embed> {
         let vm = options.builder()?.open().await?;
-        Ok(Embed::new(Target::Local(vm)))
+        Embed::new(Target::Local(vm))
+    }
+
+    /// [`open`](Self::open) bounded by `timeout` and cancellable by
+    /// [`cancel_opening(id)`](cancel_opening) when `cancel_id` is given (`Cancelled` either way).
+    pub async fn open_with(
+        options: EmbedOptions,
+        cancel_id: Option<u64>,
+        timeout: Option<Duration>,
+    ) -> Result<Embed> {
+        calls::bounded(
+            calls::opening(),
+            None,
+            cancel_id,
+            timeout,
+            Embed::open(options),
+        )
+        .await
     }
 
     /// Connects to an agentvm server.
     pub async fn connect(options: ConnectOptions) -> Result<Embed> {
         let core = options.core()?;
         let remote = agentvm::connect(&options.url, core).await?;
-        Ok(Embed::new(Target::Remote(remote)))
+        Embed::new(Target::Remote(remote))
+    }
+
+    /// [`connect`](Self::connect) bounded by `timeout` and cancellable by
+    /// [`cancel_opening(id)`](cancel_opening) when `cancel_id` is given: a server that is down
+    /// or slow to answer can be given up on from another thread.
+    pub async fn connect_with(
+        options: ConnectOptions,
+        cancel_id: Option<u64>,
+        timeout: Option<Duration>,
+    ) -> Result<Embed> {
+        calls::bounded(
+            calls::opening(),
+            None,
+            cancel_id,
+            timeout,
+            Embed::connect(options),
+        )
+        .await
+    }
+
+    /// Runs `fut` to completion on this handle's runtime, blocking the calling thread (the
+    /// entry of blocking bindings such as the C ABI). A thread of the runtime itself may not
+    /// block on it (that would deadlock a worker): it gets `Internal`.
+    pub fn block_on<F: Future>(&self, fut: F) -> Result<F::Output> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::Internal(
+                "a blocking agentvm call was made from inside the agentvm runtime (an async context); use the async API there".into(),
+            ));
+        }
+        Ok(self.inner.runtime.block_on(fut))
     }
 
     /// Whether this handle drives a runtime in this process.
@@ -190,54 +226,20 @@ impl Embed {
     where
         F: Future<Output = Result<T>>,
     {
-        let mut cancelled = {
-            let (tx, rx) = watch::channel(false);
-            if let Some(id) = cancel_id {
-                let mut cancels = lock(&self.inner.cancels);
-                if cancels.contains_key(&id) {
-                    return Err(Error::invalid(format!(
-                        "cancel id {id} is in use by another call"
-                    )));
-                }
-                cancels.insert(id, tx);
-            }
-            rx
-        };
-        let _entry = CancelEntry {
-            inner: &self.inner,
-            id: cancel_id,
-        };
-        let mut closed = self.inner.closed.subscribe();
-        let deadline = async {
-            match timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = fut => r,
-            _ = deadline => Err(Error::Cancelled(format!(
-                "timed out after {} ms",
-                timeout.map(|t| t.as_millis()).unwrap_or_default()
-            ))),
-            _ = cancelled.wait_for(|c| *c), if cancel_id.is_some() => Err(Error::Cancelled(format!(
-                "cancelled by the caller (id {})",
-                cancel_id.unwrap_or_default()
-            ))),
-            _ = closed.wait_for(|c| *c) => Err(Error::Cancelled("the runtime handle was closed".into())),
-        }
+        calls::bounded(
+            &self.inner.cancels,
+            Some(self.inner.closed.subscribe()),
+            cancel_id,
+            timeout,
+            fut,
+        )
+        .await
     }
 
     /// Cancels the call running with `id`; `false` when none is (it finished, or never
     /// started). Any thread.
     pub fn cancel(&self, id: u64) -> bool {
-        match lock(&self.inner.cancels).get(&id) {
-            Some(tx) => {
-                tx.send_replace(true);
-                true
-            }
-            None => false,
-        }
+        calls::fire(&self.inner.cancels, id)
     }
 
     /// Subscribes to events. Events caused after this returns are never missed.
