@@ -40,7 +40,9 @@ pub use agentvm;
 pub use events::EventStream;
 pub use options::{ConnectOptions, EmbedOptions, ServeOptions, SubscribeOptions};
 
-use agentvm::{AgentVm, Error, EventFilter, RemoteRuntime, Result, Runtime};
+use agentvm::{
+    AgentVm, Command, CommandKind, Error, EventFilter, RemoteRuntime, Response, Result, Runtime,
+};
 use agentvm_server::{AuthMode, ServerConfig, ServerManager};
 use calls::lock;
 use std::collections::HashMap;
@@ -76,8 +78,9 @@ struct Inner {
     runtime: Arc<tokio::runtime::Runtime>,
     /// Streams to end on `close()`.
     streams: Mutex<Vec<Weak<events::Shared>>>,
-    /// Servers started by `serve`, stopped on `close()`.
-    servers: Mutex<Vec<Arc<ServerManager>>>,
+    /// Servers started by `serve` and the port each listens on, stopped by `stop_serving`
+    /// or `close()`.
+    servers: Mutex<Vec<(u16, Arc<ServerManager>)>>,
     /// Set by `close()`: later calls fail with `Cancelled`.
     closed: watch::Sender<bool>,
 }
@@ -195,9 +198,17 @@ impl Embed {
     /// is `InvalidInput` naming it. `data` may carry the envelope's `requestId`.
     pub async fn request(&self, json: &str) -> Result<String> {
         let command = wire::parse_command(json)?;
-        self.check_open()?;
-        let response = self.inner.target.runtime().request(command).await?;
+        let response = self.request_command(command).await?;
         wire::response_data(&response)
+    }
+
+    /// Runs a command already parsed (by [`parse_command_parts`]) and returns the typed
+    /// response: for bindings that convert their language's values straight to and from the
+    /// serde types instead of going through JSON text. Same checks and errors as
+    /// [`request`](Self::request).
+    pub async fn request_command(&self, command: Command) -> Result<Response> {
+        self.check_open()?;
+        self.inner.target.runtime().request(command).await
     }
 
     /// Runs `fut` bounded by `timeout` and cancellable by [`cancel(id)`](Self::cancel) when
@@ -282,12 +293,30 @@ impl Embed {
         let addr = manager
             .listen(options.addr.as_deref().unwrap_or("127.0.0.1:0"))
             .await?;
-        lock(&self.inner.servers).push(Arc::new(manager));
+        lock(&self.inner.servers).push((addr.port(), Arc::new(manager)));
         Ok(Served {
             url: format!("http://{addr}"),
             ws_url: format!("ws://{addr}/ws"),
             port: addr.port(),
         })
+    }
+
+    /// Stops the server [`serve`](Self::serve) started on `port`: it stops accepting, lets
+    /// running turns finish (up to a grace period) and writes everything out; the runtime
+    /// stays open. `false` when no server of this handle listens there.
+    pub async fn stop_serving(&self, port: u16) -> bool {
+        let server = {
+            let mut servers = lock(&self.inner.servers);
+            let at = servers.iter().position(|(p, _)| *p == port);
+            at.map(|i| servers.remove(i).1)
+        };
+        match server {
+            Some(s) => {
+                s.close().await;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Ends every stream and call of this handle, stops its servers, then stops the agents
@@ -301,7 +330,7 @@ impl Embed {
             s.close();
         }
         let servers = std::mem::take(&mut *lock(&self.inner.servers));
-        for s in servers {
+        for (_, s) in servers {
             s.close().await;
         }
         match &self.inner.target {
@@ -321,4 +350,15 @@ impl Embed {
         }
         Ok(())
     }
+}
+/// Parses a command from its wire type (`image_get_request`) and `data`, strictly, as
+/// [`Embed::request`] does: an unknown type or field is `InvalidInput` naming it; `data` may
+/// carry the envelope's `requestId`.
+pub fn parse_command_parts(type_name: &str, mut data: serde_json::Value) -> Result<Command> {
+    let kind = CommandKind::from_type_name(type_name)
+        .ok_or_else(|| Error::invalid(format!("Unknown request type: {type_name}")))?;
+    if let Some(o) = data.as_object_mut() {
+        o.remove("requestId");
+    }
+    kind.parse_strict(data)
 }

@@ -255,5 +255,57 @@ fn serve_then_connect_answers_the_same_commands() {
     let list = request(&remote, r#"{"type":"container_list_request","data":{}}"#).unwrap();
     assert!(list.is_object(), "{list}");
     block_on(remote.close()).unwrap();
+    // stop_serving ends that server only: the runtime answers on, a new connection is refused.
+    assert!(block_on(vm.stop_serving(served.port)).unwrap());
+    assert!(!block_on(vm.stop_serving(served.port)).unwrap());
+    let refused = block_on(Embed::connect(
+        agentvm_embed::options::parse_connect(&format!(
+            r#"{{"url":"{}","timeoutMs":2000}}"#,
+            served.ws_url
+        ))
+        .unwrap(),
+    ))
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Unavailable, "{refused}");
+    request(&vm, r#"{"type":"container_list_request","data":{}}"#).unwrap();
     block_on(vm.close()).unwrap();
+}
+
+#[test]
+fn a_parsed_command_runs_with_the_same_checks_as_json() {
+    let vm = open();
+    let command = agentvm_embed::parse_command_parts(
+        "image_create_request",
+        serde_json::json!({"containerId": "c1", "requestId": "r1"}),
+    )
+    .unwrap();
+    let response = block_on(vm.request_command(command)).unwrap().unwrap();
+    assert_eq!(
+        serde_json::to_value(&response).unwrap()["type"],
+        "image_create_response"
+    );
+    let e = agentvm_embed::parse_command_parts(
+        "image_get_request",
+        serde_json::json!({"imageId": "x", "bogus": 1}),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("bogus"), "{e}");
+    let e =
+        agentvm_embed::parse_command_parts("nope_request", serde_json::Value::Null).unwrap_err();
+    assert!(
+        e.to_string().contains("Unknown request type: nope_request"),
+        "{e}"
+    );
+    block_on(vm.close()).unwrap();
+    let closed = block_on(
+        vm.request_command(
+            agentvm_embed::parse_command_parts("container_list_request", serde_json::Value::Null)
+                .unwrap(),
+        ),
+    )
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(closed.kind(), ErrorKind::Cancelled);
 }
