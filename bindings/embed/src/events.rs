@@ -4,7 +4,8 @@
 //!
 //! A subscriber that falls behind is resumed from the last cursor it received, transparently:
 //! no event of a joined topic is lost or repeated. When the replay log can no longer fill the
-//! gap (the events left memory before reaching the persisted log, or older than its retention),
+//! gap (the events left memory before reaching the persisted log, or its retention trimmed
+//! them — also for a topic joined with an `afterCursor` the retention has passed),
 //! or the subscription also received events that are never replayed (`global`, or sessions
 //! seen only through `allSessions`), the stream carries exactly one event for that overflow,
 //!
@@ -129,6 +130,12 @@ fn gap_json(topics: &[String], last_cursors: &HashMap<String, u64>) -> String {
 /// Pulls from `sub` into the buffer until the subscription ends or the stream is closed.
 async fn pump(mut sub: Subscription, wide: (bool, bool), shared: Arc<Shared>) {
     let (global, all_sessions) = wide;
+    // Joined after a cursor the log's retention has already passed: say so before anything.
+    let trimmed = sub.trimmed();
+    if !trimmed.is_empty() {
+        let cursors: HashMap<String, u64> = sub.last_cursors().clone();
+        shared.push(vec![gap_json(&trimmed, &cursors)]);
+    }
     loop {
         if shared.closed.load(std::sync::atomic::Ordering::Acquire) {
             break;
@@ -324,6 +331,52 @@ mod tests {
                 ..Default::default()
             }),
         )
+    }
+
+    #[test]
+    fn joining_after_a_cursor_the_retention_passed_starts_with_one_gap_then_what_is_left() {
+        crate::process::block_on(async {
+            let store: std::sync::Arc<dyn agentvm::store::Store> =
+                std::sync::Arc::new(agentvm::store::MemoryStore::new());
+            let bus = Bus::new(
+                BusConfig {
+                    ring_capacity: 1,
+                    ..Default::default()
+                },
+                Some(store.clone()),
+            )
+            .unwrap();
+            for t in ["a", "b", "c", "d"] {
+                bus.publish(delta(t));
+            }
+            bus.flush().await;
+            assert_eq!(store.trim_replay(2, 0).unwrap(), 2, "a and b trimmed");
+            let sub = bus
+                .subscribe(EventFilter {
+                    sessions: vec![("s1".into(), Some(0))],
+                    ..Default::default()
+                })
+                .unwrap();
+            let (stream, _) = EventStream::start(sub, false, false).unwrap();
+            let mut items = Vec::new();
+            while items.len() < 3 {
+                let batch = stream
+                    .next_batch(16, Some(Duration::from_secs(5)))
+                    .await
+                    .expect("items");
+                items.extend(serde_json::from_str::<Vec<serde_json::Value>>(&batch).unwrap());
+            }
+            assert_eq!(items[0]["type"], "subscription_gap");
+            assert_eq!(items[0]["data"]["topics"], serde_json::json!(["s1"]));
+            assert_eq!(items[0]["data"]["lastCursors"]["s1"], 0);
+            let texts: Vec<&str> = items[1..]
+                .iter()
+                .map(|e| e["data"]["text"].as_str().unwrap())
+                .collect();
+            assert_eq!(texts, ["c", "d"]);
+            stream.close();
+        })
+        .unwrap();
     }
 
     #[test]

@@ -171,6 +171,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// than `min_ts`, in one atomic write. Returns how many were removed.
     fn trim_replay(&self, keep: usize, min_ts: i64) -> Result<u64>;
 
+    /// The highest cursor of `topic` that trimming removed (0 when none was): a replay after
+    /// an older cursor has lost what lies between. Survives restarts with the log.
+    fn replay_floor(&self, topic: &str) -> Result<u64>;
+
     // ----- tokens -----
 
     /// Stores a token record, keyed by its hash (replacing one with the same hash).

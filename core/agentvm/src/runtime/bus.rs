@@ -518,6 +518,21 @@ impl Bus {
         Ok(out)
     }
 
+    /// Whether the persisted log's retention removed events of `topic` after `after`. A
+    /// store that cannot answer is logged and taken as no gap.
+    fn trimmed_past(&self, topic: &str, after: u64) -> bool {
+        let Some(store) = &self.inner.store else {
+            return false;
+        };
+        match store.replay_floor(topic) {
+            Ok(floor) => floor > after,
+            Err(e) => {
+                tracing::warn!(topic, error = %e.chain(), "reading the replay floor");
+                false
+            }
+        }
+    }
+
     /// Waits until every event published so far is in the store.
     pub async fn flush(&self) {
         let Some(tx) = &self.inner.persist_tx else {
@@ -611,6 +626,11 @@ impl Subscription {
             .entry(topic.to_string())
             .or_insert(after.unwrap_or(now));
         Ok(now)
+    }
+
+    /// The last cursor received (or joined after) per session topic: where a resume starts.
+    pub fn last_cursors(&self) -> &HashMap<String, u64> {
+        &self.last_cursors
     }
 
     /// Whether this subscription has joined `topic`.
@@ -714,9 +734,10 @@ impl Subscription {
     }
 
     /// The joined session topics whose events after the last cursor received can no longer
-    /// all be replayed (they left memory without reaching the persisted log), so a
-    /// [`resume`](Self::resume) would have a gap. Events of `global` and of sessions seen only
-    /// through `all_sessions` are never replayed; this does not list them.
+    /// all be replayed — they left memory without reaching the persisted log, or the log's
+    /// retention (count or age) trimmed them — so a [`resume`](Self::resume) would have a gap.
+    /// Events of `global` and of sessions seen only through `all_sessions` are never
+    /// replayed; this does not list them.
     pub fn unreplayable(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .topics
@@ -725,7 +746,23 @@ impl Subscription {
                 let after = self.last_cursors.get(*t).copied().unwrap_or(0);
                 let state = self.bus.topic(t);
                 let lost = lock(&state).lost_upto;
-                lost.is_some_and(|l| l > after)
+                lost.is_some_and(|l| l > after) || self.bus.trimmed_past(t, after)
+            })
+            .cloned()
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The joined session topics the persisted log's retention has already trimmed past the
+    /// cursor they were joined after (or last received): their replay starts with a gap.
+    pub fn trimmed(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|t| {
+                let after = self.last_cursors.get(*t).copied().unwrap_or(0);
+                self.bus.trimmed_past(t, after)
             })
             .cloned()
             .collect();
@@ -910,6 +947,42 @@ mod tests {
             kept.recv().await.unwrap();
         }
         assert_eq!(kept.unreplayable(), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn events_the_logs_retention_trimmed_are_reported_unreplayable() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
+        let bus = Bus::new(
+            BusConfig {
+                ring_capacity: 1,
+                ..Default::default()
+            },
+            Some(store.clone()),
+        )
+        .unwrap();
+        let cursors: Vec<u64> = ["a", "b", "c", "d"]
+            .iter()
+            .filter_map(|t| bus.publish(delta("s1", t)).cursor)
+            .collect();
+        bus.flush().await;
+        // Retention keeps the newest two: the first two are gone from the log.
+        assert_eq!(store.trim_replay(2, 0).unwrap(), 2);
+        let from_start = bus
+            .subscribe(EventFilter {
+                sessions: vec![("s1".into(), Some(0))],
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(from_start.unreplayable(), vec!["s1".to_string()]);
+        assert_eq!(from_start.trimmed(), vec!["s1".to_string()]);
+        let after_trimmed = bus
+            .subscribe(EventFilter {
+                sessions: vec![("s1".into(), Some(cursors[1]))],
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(after_trimmed.unreplayable(), Vec::<String>::new());
+        assert_eq!(after_trimmed.trimmed(), Vec::<String>::new());
     }
 
     fn text(item: BusItem) -> String {

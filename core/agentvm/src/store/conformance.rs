@@ -73,6 +73,7 @@ macro_rules! store_conformance_tests {
                 max_replay_cursor_spans_topics,
                 trim_replay_by_count_keeps_the_newest_per_topic,
                 trim_replay_by_age_drops_older_entries,
+                trimming_raises_each_topics_replay_floor,
                 tokens_put_find_list_and_revoke,
                 scheduler_instance_is_stable_and_shared,
                 scheduler_nodes_put_get_list_delete,
@@ -779,6 +780,32 @@ pub(super) fn trim_replay_by_age_drops_older_entries(store: &dyn Store) {
     assert_eq!(store.trim_replay(5, 7).unwrap(), 3);
     assert_eq!(cursors(store, "t"), [7, 8, 9, 10]);
     assert_eq!(cursors(store, "u"), [12]);
+}
+
+pub(super) fn trimming_raises_each_topics_replay_floor(store: &dyn Store) {
+    assert_eq!(store.replay_floor("t").unwrap(), 0, "nothing trimmed yet");
+    let t: Vec<ReplayEntry> = (1..=10).map(|c| replay("t", c, 100)).collect();
+    store.append_replay(&t).unwrap();
+    store
+        .append_replay(&[replay("u", 20, 100), replay("u", 21, 100)])
+        .unwrap();
+    assert_eq!(store.trim_replay(4, 0).unwrap(), 6);
+    assert_eq!(
+        store.replay_floor("t").unwrap(),
+        6,
+        "cursors 1..=6 are gone"
+    );
+    assert_eq!(store.replay_floor("u").unwrap(), 0, "u kept everything");
+    assert_eq!(store.trim_replay(1, 0).unwrap(), 4);
+    assert_eq!(store.replay_floor("t").unwrap(), 9);
+    assert_eq!(store.replay_floor("u").unwrap(), 20);
+    assert_eq!(store.trim_replay(1, 0).unwrap(), 0);
+    assert_eq!(
+        store.replay_floor("t").unwrap(),
+        9,
+        "a no-op trim keeps the floor"
+    );
+    assert_eq!(store.replay_floor("nope").unwrap(), 0);
 }
 
 // ----- tokens -----

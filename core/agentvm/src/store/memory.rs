@@ -32,6 +32,8 @@ struct Tables {
     messages: HashMap<String, Vec<Message>>,
     /// By topic, then cursor: (timestamp, event JSON).
     replay: BTreeMap<String, BTreeMap<u64, (i64, Vec<u8>)>>,
+    /// By topic: the highest cursor trimming removed.
+    replay_floors: HashMap<String, u64>,
     /// By hash.
     tokens: BTreeMap<String, TokenRecord>,
 }
@@ -360,7 +362,8 @@ impl Store for MemoryStore {
     fn trim_replay(&self, keep: usize, min_ts: i64) -> Result<u64> {
         let mut t = self.tables();
         let mut removed = 0u64;
-        for log in t.replay.values_mut() {
+        let mut floors: Vec<(String, u64)> = Vec::new();
+        for (topic, log) in t.replay.iter_mut() {
             let before = log.len();
             let excess = before.saturating_sub(keep);
             let doomed: Vec<u64> = log
@@ -369,13 +372,24 @@ impl Store for MemoryStore {
                 .filter(|(n, (_, (ts, _)))| *n < excess || *ts < min_ts)
                 .map(|(_, (cursor, _))| *cursor)
                 .collect();
+            if let Some(highest) = doomed.iter().max() {
+                floors.push((topic.clone(), *highest));
+            }
             for cursor in doomed {
                 log.remove(&cursor);
             }
             removed += (before - log.len()) as u64;
         }
         t.replay.retain(|_, log| !log.is_empty());
+        for (topic, highest) in floors {
+            let floor = t.replay_floors.entry(topic).or_default();
+            *floor = (*floor).max(highest);
+        }
         Ok(removed)
+    }
+
+    fn replay_floor(&self, topic: &str) -> Result<u64> {
+        Ok(self.tables().replay_floors.get(topic).copied().unwrap_or(0))
     }
 
     // ----- tokens -----

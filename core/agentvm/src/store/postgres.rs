@@ -734,17 +734,51 @@ impl Store for PostgresStore {
     fn trim_replay(&self, keep: usize, min_ts: i64) -> Result<u64> {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
         let db = &*self.db;
-        // One statement: atomic on its own.
-        db.run(db.execute(
-            "WITH ranked AS ( \
-                 SELECT topic, cursor, timestamp, \
-                        row_number() OVER (PARTITION BY topic ORDER BY cursor DESC) AS newer \
-                 FROM replay) \
-             DELETE FROM replay r USING ranked d \
-             WHERE r.topic = d.topic AND r.cursor = d.cursor \
-               AND (d.newer > $1 OR d.timestamp < $2)",
-            &[&keep, &min_ts],
-        ))
+        // One statement, atomic on its own: the delete, then each topic's floor raised to the
+        // highest cursor it lost.
+        db.run(async {
+            let client = db.client().await?;
+            let row = client
+                .query_one(
+                    "WITH ranked AS ( \
+                         SELECT topic, cursor, timestamp, \
+                                row_number() OVER (PARTITION BY topic ORDER BY cursor DESC) AS newer \
+                         FROM replay), \
+                     gone AS ( \
+                         DELETE FROM replay r USING ranked d \
+                         WHERE r.topic = d.topic AND r.cursor = d.cursor \
+                           AND (d.newer > $1 OR d.timestamp < $2) \
+                         RETURNING r.topic, r.cursor), \
+                     floors AS ( \
+                         INSERT INTO replay_floors (topic, cursor) \
+                         SELECT topic, MAX(cursor) FROM gone GROUP BY topic \
+                         ON CONFLICT (topic) DO UPDATE \
+                         SET cursor = GREATEST(replay_floors.cursor, EXCLUDED.cursor)) \
+                     SELECT COUNT(*)::int8 FROM gone",
+                    &[&keep, &min_ts],
+                )
+                .await
+                .at(db)?;
+            Ok(seq(row.try_get(0).at(db)?))
+        })
+    }
+
+    fn replay_floor(&self, topic: &str) -> Result<u64> {
+        let db = &*self.db;
+        db.run(async {
+            let client = db.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT cursor FROM replay_floors WHERE topic = $1",
+                    &[&topic],
+                )
+                .await
+                .at(db)?;
+            match row {
+                Some(row) => Ok(seq(row.try_get(0).at(db)?)),
+                None => Ok(0),
+            }
+        })
     }
 
     // ----- tokens -----

@@ -35,6 +35,8 @@ const SESSIONS_BY_IMAGE: TableDefinition<'_, (&str, &str), ()> =
     TableDefinition::new("sessions_by_image");
 const MESSAGES: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("messages");
 const REPLAY: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("replay");
+/// By topic: the highest cursor trimming removed from the replay log.
+const REPLAY_FLOORS: TableDefinition<'_, &str, u64> = TableDefinition::new("replay_floors");
 
 /// The store in a redb database file.
 pub struct RedbStore {
@@ -657,10 +659,39 @@ impl Store for RedbStore {
             for (topic, cursor) in &doomed {
                 t.remove((topic.as_str(), *cursor)).map_err(db)?;
             }
+            let mut highest: std::collections::HashMap<&str, u64> = Default::default();
+            for (topic, cursor) in &doomed {
+                let h = highest.entry(topic.as_str()).or_default();
+                *h = (*h).max(*cursor);
+            }
+            let mut floors = txn.open_table(REPLAY_FLOORS).map_err(db)?;
+            for (topic, cursor) in highest {
+                let old = floors
+                    .get(topic)
+                    .map_err(db)?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
+                floors.insert(topic, old.max(cursor)).map_err(db)?;
+            }
             doomed.len() as u64
         };
         txn.commit().map_err(db)?;
         Ok(removed)
+    }
+
+    fn replay_floor(&self, topic: &str) -> Result<u64> {
+        let txn = self.db.begin_read().map_err(db)?;
+        // A file from before the table existed has no floors.
+        let floors = match txn.open_table(REPLAY_FLOORS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(db(e)),
+        };
+        Ok(floors
+            .get(topic)
+            .map_err(db)?
+            .map(|v| v.value())
+            .unwrap_or(0))
     }
 
     // ----- tokens -----

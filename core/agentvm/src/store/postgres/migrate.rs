@@ -15,6 +15,11 @@ use deadpool_postgres::Object;
 pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "cluster", include_str!("migrations/0002_cluster.sql")),
+    (
+        3,
+        "replay_floors",
+        include_str!("migrations/0003_replay_floors.sql"),
+    ),
 ];
 
 /// The key of the advisory lock that serializes migrations ("agentvm" in ASCII).
