@@ -64,13 +64,17 @@ impl Target {
 
 /// What the clones of a handle share.
 struct Inner {
-    target: Target,
+    /// `None` after `close()`: dropping it releases the store (its file lock) at once, even
+    /// while the binding's handle object lives on.
+    target: std::sync::RwLock<Option<Target>>,
+    /// Whether `target` was local (kept after close).
+    local: bool,
     /// Calls in progress that a caller named by an id: `cancel(id)` sets their flag.
     cancels: Mutex<HashMap<u64, watch::Sender<bool>>>,
     /// Streams to end on `close()`.
     streams: Mutex<Vec<Weak<events::Shared>>>,
-    /// Servers started by `serve`, stopped on `close()`.
-    servers: Mutex<Vec<Arc<ServerManager>>>,
+    /// Servers started by `serve`, by port: stopped by `stop_serving` or on `close()`.
+    servers: Mutex<Vec<(u16, Arc<ServerManager>)>>,
     /// Set by `close()`: later calls fail with `Cancelled`.
     closed: watch::Sender<bool>,
 }
@@ -84,9 +88,10 @@ pub struct Embed {
 
 impl std::fmt::Debug for Embed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.inner.target {
-            Target::Local(vm) => write!(f, "Embed(local {:?})", vm.data_dir()),
-            Target::Remote(r) => write!(f, "Embed({r:?})"),
+        match self.target() {
+            Ok(Target::Local(vm)) => write!(f, "Embed(local {:?})", vm.data_dir()),
+            Ok(Target::Remote(r)) => write!(f, "Embed({r:?})"),
+            Err(_) => write!(f, "Embed(closed)"),
         }
     }
 }
@@ -125,7 +130,8 @@ impl Embed {
     fn new(target: Target) -> Self {
         Embed {
             inner: Arc::new(Inner {
-                target,
+                local: matches!(target, Target::Local(_)),
+                target: std::sync::RwLock::new(Some(target)),
                 cancels: Mutex::new(HashMap::new()),
                 streams: Mutex::new(Vec::new()),
                 servers: Mutex::new(Vec::new()),
@@ -150,7 +156,7 @@ impl Embed {
 
     /// Whether this handle drives a runtime in this process.
     pub fn is_local(&self) -> bool {
-        matches!(self.inner.target, Target::Local(_))
+        self.inner.local
     }
 
     /// Runs one command given as JSON `{"type": "<name>_request", "data": {...}}` and returns
@@ -160,7 +166,7 @@ impl Embed {
         let command = parse_command(json)?;
         self.check_open()?;
         let response_type = command.response_type();
-        let response = self.inner.target.runtime().request(command).await?;
+        let response = self.target()?.runtime().request(command).await?;
         // Fast path: serde_json writes the adjacently tagged response as
         // `{"type":"<response_type>","data":<data>}`; cut `<data>` out of that text instead
         // of building a `Value` tree and writing it again (most of this call's cost).
@@ -264,7 +270,7 @@ impl Embed {
             queue: options.queue,
             ..Default::default()
         };
-        let sub = self.inner.target.runtime().subscribe(filter).await?;
+        let sub = self.target()?.runtime().subscribe(filter).await?;
         let (stream, shared) = EventStream::start(sub, options.global, options.all_sessions)?;
         let mut streams = lock(&self.inner.streams);
         streams.retain(|w| w.strong_count() > 0);
@@ -276,7 +282,7 @@ impl Embed {
     /// the scheduler's routes and counters when it was opened with one. `close()` stops it.
     pub async fn serve(&self, options: ServeOptions) -> Result<Served> {
         self.check_open()?;
-        let Target::Local(vm) = &self.inner.target else {
+        let Target::Local(vm) = &self.target()? else {
             return Err(Error::invalid(
                 "serve needs a local runtime (open), not a connected one",
             ));
@@ -301,7 +307,7 @@ impl Embed {
         let addr = manager
             .listen(options.addr.as_deref().unwrap_or("127.0.0.1:0"))
             .await?;
-        lock(&self.inner.servers).push(Arc::new(manager));
+        lock(&self.inner.servers).push((addr.port(), Arc::new(manager)));
         Ok(Served {
             url: format!("http://{addr}"),
             ws_url: format!("ws://{addr}/ws"),
@@ -309,8 +315,27 @@ impl Embed {
         })
     }
 
+    /// Stops the server [`serve`](Self::serve) started on `port`: it stops accepting, and
+    /// running turns get the grace period to finish. `false` when there is none (already
+    /// stopped, or never started here).
+    pub async fn stop_serving(&self, port: u16) -> bool {
+        let server = {
+            let mut servers = lock(&self.inner.servers);
+            let found = servers.iter().position(|(p, _)| *p == port);
+            found.map(|i| servers.remove(i).1)
+        };
+        match server {
+            Some(s) => {
+                s.close().await;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Ends every stream and call of this handle, stops its servers, then stops the agents
-    /// and writes everything out (local) or closes the connection (remote). Idempotent.
+    /// and writes everything out (local; the store is released, so the data dir can be opened
+    /// again at once) or closes the connection (remote). Idempotent.
     pub async fn close(&self) {
         if self.inner.closed.send_replace(true) {
             return;
@@ -320,18 +345,35 @@ impl Embed {
             s.close();
         }
         let servers = std::mem::take(&mut *lock(&self.inner.servers));
-        for s in servers {
+        for (_, s) in servers {
             s.close().await;
         }
-        match &self.inner.target {
-            Target::Local(vm) => vm.close().await,
-            Target::Remote(r) => r.close().await,
+        let target = self
+            .inner
+            .target
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match target {
+            Some(Target::Local(vm)) => vm.close().await,
+            Some(Target::Remote(r)) => r.close().await,
+            None => {}
         }
     }
 
     /// Whether `close()` was called.
     pub fn is_closed(&self) -> bool {
         *self.inner.closed.borrow()
+    }
+
+    /// What this handle drives; `Cancelled` after `close()`.
+    fn target(&self) -> Result<Target> {
+        self.inner
+            .target
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| Error::Cancelled("the runtime handle was closed".into()))
     }
 
     fn check_open(&self) -> Result<()> {
