@@ -325,8 +325,33 @@ function picker(pick) {
   return (data) => data[pick]
 }
 
-/** Builds the frozen groups of `table` as methods sending their command through `send`. */
-function groups(table, send) {
+/**
+ * Sends `{type, data}` on a native runtime; resolves with `answer(data of the response)`.
+ * The native call answers at once (a string) when the command finished on its first poll,
+ * else with a Promise of the string.
+ */
+function send(nativeRuntime, type, data, answer) {
+  let text
+  try {
+    // `type` is a command name (no characters to escape): only `data` needs JSON.stringify.
+    text = nativeRuntime.request(`{"type":"${type}","data":${JSON.stringify(data ?? {})}}`)
+  } catch (e) {
+    return Promise.reject(e)
+  }
+  if (typeof text === 'string') {
+    try {
+      return Promise.resolve(answer(JSON.parse(text)))
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+  return text.then((t) => answer(JSON.parse(t)))
+}
+
+const whole = (data) => data
+
+/** Builds the frozen groups of `table` as methods sending their command to `vm`. */
+function groups(table, vm) {
   const out = {}
   for (const [group, methods] of Object.entries(table)) {
     const g = {}
@@ -340,7 +365,7 @@ function groups(table, send) {
         } catch (e) {
           return Promise.reject(e)
         }
-        return send(type, data).then(answer)
+        return send(vm._native, type, data, answer)
       }
     }
     out[group] = Object.freeze(g)
@@ -356,8 +381,7 @@ class AgentVm {
   constructor(nativeRuntime) {
     this._native = nativeRuntime
     this._servers = new Set()
-    const send = (type, data) => this._send(type, data)
-    Object.assign(this, groups(COMMANDS, send))
+    Object.assign(this, groups(COMMANDS, this))
     this.agents = Object.freeze({ ...this.agents, ask: (message) => this._ask(message) })
     /** The Docker sandbox scheduler (embedded with `open({scheduler})`, or the server's). */
     this.scheduler = new Scheduler(this)
@@ -365,18 +389,14 @@ class AgentVm {
 
   /** Sends `{type, data}` and resolves with the response's data. */
   _send(type, data, options) {
-    let answer
+    if (options === undefined) return send(this._native, type, data, whole)
+    let command
     try {
-      const command = JSON.stringify({ type, data })
-      if (options === undefined) {
-        answer = this._native.request(command)
-      } else {
-        return this._sendWith(command, options)
-      }
+      command = JSON.stringify({ type, data })
     } catch (e) {
       return Promise.reject(e)
     }
-    return typeof answer === 'string' ? Promise.resolve(JSON.parse(answer)) : answer.then(JSON.parse)
+    return this._sendWith(command, options)
   }
 
   async _sendWith(command, { timeoutMs, signal }) {
@@ -639,7 +659,7 @@ class ExecStream {
 class Scheduler {
   constructor(vm) {
     this._vm = vm
-    Object.assign(this, groups(SCHEDULER_COMMANDS, (type, data) => vm._send(type, data)))
+    Object.assign(this, groups(SCHEDULER_COMMANDS, vm))
   }
 
   /**

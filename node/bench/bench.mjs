@@ -120,7 +120,8 @@ for (const name of ['memory', 'file']) {
   )
   if (dir) rmSync(dir, { recursive: true, force: true })
 }
-for (const mode of ['iterator', 'batches', 'on', 'backlog']) {
+const MODES = (process.env.AGENTVM_BENCH_EVENTS ?? "iterator,batches,on,backlog").split(",").filter(Boolean)
+for (const mode of MODES) {
   const r = await events(mode)
   console.log(
     `events/${mode}: ${r.count.toLocaleString('en')} events, ${Math.round(r.perSec).toLocaleString('en')} events/s into Node ` +
