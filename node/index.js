@@ -28,6 +28,8 @@ const ErrorCode = Object.freeze({
 
 /** The `kind` of a `code`: embed's stable snake_case kind (`not_found`, ...). */
 const kindOf = (code) => code.replace(/[A-Z]/g, (c, i) => (i ? '_' : '') + c.toLowerCase())
+/** The `code` of a `kind`: `not_found` → `NotFound`. */
+const codeOf = (kind) => kind.replace(/(?:^|_)([a-z])/g, (_, c) => c.toUpperCase())
 
 function agentError(code, message, Type = Error) {
   const e = new Type(message)
@@ -39,19 +41,12 @@ function agentError(code, message, Type = Error) {
 const invalidInput = (message) => agentError(ErrorCode.InvalidInput, message, TypeError)
 
 /**
- * The `code` of a failed turn, from the provider's error code (`errorCode` of
- * `error_received` / `error_message`); any other code (`rate_limit`, `overloaded`, `timeout`,
- * `network`, `mock_error`, ...) or none is `Unavailable`: the model could not answer now.
+ * The Error of a turn that ended in error: `kind` is the core's (`errorKind` of its
+ * `error_received` event; `unavailable` when the turn ended without one), `errorCode` the
+ * provider's.
  */
-const TURN_ERROR_CODES = Object.freeze({
-  not_configured: ErrorCode.Unavailable,
-  authentication: ErrorCode.Unauthorized,
-  invalid_request: ErrorCode.InvalidInput,
-})
-
-/** The Error of a turn that ended in error: `kind`/`code` the kind, `errorCode` the provider's. */
 function turnError(failure, response) {
-  const code = TURN_ERROR_CODES[failure?.errorCode] ?? ErrorCode.Unavailable
+  const code = codeOf(failure?.errorKind ?? 'unavailable')
   const e = agentError(code, failure?.message || 'the turn ended in error')
   e.errorCode = failure?.errorCode ?? null
   e.response = response
@@ -429,7 +424,9 @@ class AgentVm {
       for await (const e of events) {
         if (e.context?.sessionId !== response.sessionId) continue
         if (e.type === 'assistant_message') reply = e.data
-        if (e.type === 'error_received') failure = { message: e.data.message, errorCode: e.data.errorCode }
+        if (e.type === 'error_received') {
+          failure = { message: e.data.message, errorCode: e.data.errorCode, errorKind: e.data.errorKind }
+        }
         if (e.type === 'error_message' && !failure) failure = { message: e.data.content, errorCode: e.data.errorCode }
         if (e.type === 'conversation_end') {
           // An interrupted turn is not an error: it resolves with the partial reply, if any.

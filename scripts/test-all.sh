@@ -72,6 +72,9 @@ cargo test --workspace --locked
 step "C and Go bindings: header drift, C flow + valgrind, go test (scripts/test-bindings.sh)"
 bash scripts/test-bindings.sh
 
+step "uniffi bindings: generate Kotlin/Swift/Python/Ruby, Ruby and Python flows (scripts/test-uniffi.sh)"
+bash scripts/test-uniffi.sh
+
 step "node package (scripts/test-node.sh)"
 bash scripts/test-node.sh
 

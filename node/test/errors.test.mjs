@@ -130,6 +130,7 @@ test('ask() rejects with the kind of a failed turn, its message and errorCode', 
   await assert.rejects(vm.agents.ask({ imageId: image.imageId, content: 'hi' }), (err) => {
     assert.ok(err instanceof Error)
     assert.equal(err.code, ErrorCode.Unavailable)
+    assert.equal(err.kind, 'unavailable', 'the errorKind of the error_received event')
     assert.match(err.message, /the scenario 'error' always fails/)
     assert.equal(err.errorCode, 'mock_error')
     assert.equal(err.response.imageId, image.imageId)
@@ -153,6 +154,7 @@ test('ask() without an LLM rejects saying how to configure one (not_configured)'
   const image = await vm.images.create('c1')
   await assert.rejects(vm.agents.ask({ imageId: image.imageId, content: 'hi' }), (err) => {
     assert.equal(err.code, ErrorCode.Unavailable)
+    assert.equal(err.kind, 'unavailable')
     assert.equal(err.errorCode, 'not_configured')
     assert.match(err.message, /LLM_PROVIDER/)
     return true

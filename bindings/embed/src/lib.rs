@@ -30,13 +30,14 @@
 pub mod events;
 pub mod options;
 pub mod process;
+mod wire;
 
 /// The core crate, for bindings that name its types (errors, kinds).
 pub use agentvm;
 pub use events::EventStream;
 pub use options::{ConnectOptions, EmbedOptions, ServeOptions, SubscribeOptions};
 
-use agentvm::{AgentVm, CommandKind, Error, EventFilter, RemoteRuntime, Result, Runtime};
+use agentvm::{AgentVm, Error, EventFilter, RemoteRuntime, Result, Runtime};
 use agentvm_server::{AuthMode, ServerConfig, ServerManager};
 use std::collections::HashMap;
 use std::future::Future;
@@ -163,32 +164,10 @@ impl Embed {
     /// the response's `data` as JSON. The request is parsed strictly: an unknown type or field
     /// is `InvalidInput` naming it. `data` may carry the envelope's `requestId`.
     pub async fn request(&self, json: &str) -> Result<String> {
-        let command = parse_command(json)?;
+        let command = wire::parse_command(json)?;
         self.check_open()?;
-        let response_type = command.response_type();
         let response = self.target()?.runtime().request(command).await?;
-        // Fast path: serde_json writes the adjacently tagged response as
-        // `{"type":"<response_type>","data":<data>}`; cut `<data>` out of that text instead
-        // of building a `Value` tree and writing it again (most of this call's cost).
-        let text = serde_json::to_string(&response)
-            .map_err(|e| Error::Internal(format!("serializing a response: {e}")))?;
-        let prefix_len = r#"{"type":""#.len() + response_type.len() + r#"","data":"#.len();
-        if text.len() > prefix_len
-            && text.starts_with(r#"{"type":""#)
-            && text[r#"{"type":""#.len()..].starts_with(response_type)
-            && text[..prefix_len].ends_with(r#"","data":"#)
-            && text.ends_with('}')
-        {
-            return Ok(text[prefix_len..text.len() - 1].to_string());
-        }
-        let mut value = serde_json::to_value(&response)
-            .map_err(|e| Error::Internal(format!("serializing a response: {e}")))?;
-        let data = value
-            .get_mut("data")
-            .map(serde_json::Value::take)
-            .unwrap_or(serde_json::Value::Null);
-        serde_json::to_string(&data)
-            .map_err(|e| Error::Internal(format!("serializing a response: {e}")))
+        wire::response_data(&response)
     }
 
     /// Runs `fut` bounded by `timeout` and cancellable by [`cancel(id)`](Self::cancel) when
@@ -382,25 +361,4 @@ impl Embed {
         }
         Ok(())
     }
-}
-
-/// Parses `{"type", "data"}` strictly.
-fn parse_command(json: &str) -> Result<agentvm::Command> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Envelope {
-        #[serde(rename = "type")]
-        type_name: String,
-        #[serde(default)]
-        data: serde_json::Value,
-    }
-    let envelope: Envelope = serde_json::from_str(json)
-        .map_err(|e| Error::invalid(format!("Invalid request JSON: {e}")))?;
-    let kind = CommandKind::from_type_name(&envelope.type_name)
-        .ok_or_else(|| Error::invalid(format!("Unknown request type: {}", envelope.type_name)))?;
-    let mut data = envelope.data;
-    if let Some(o) = data.as_object_mut() {
-        o.remove("requestId");
-    }
-    kind.parse_strict(data)
 }

@@ -48,6 +48,7 @@ macro_rules! commands {
         /// Every command of the protocol, by its wire `type`. Deliberately exhaustive: a new
         /// command does not compile until the dispatcher handles it.
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
         #[serde(tag = "type", content = "data")]
         pub enum Command {
             $( $(#[$doc])* #[serde(rename = $req_name)] $variant($req), )*
@@ -55,6 +56,7 @@ macro_rules! commands {
 
         /// The successful response of every command.
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
         #[serde(tag = "type", content = "data")]
         pub enum Response {
             $( $(#[$doc])* #[serde(rename = $resp_name)] $variant($resp), )*
@@ -81,6 +83,11 @@ macro_rules! commands {
                 match self { $( CommandKind::$variant => $req_name, )* }
             }
 
+            /// The wire type of the response (`image_get_response`).
+            pub fn response_type(self) -> &'static str {
+                match self { $( CommandKind::$variant => $resp_name, )* }
+            }
+
             /// The kind of a wire request type, if it is one.
             pub fn from_type_name(type_name: &str) -> Option<CommandKind> {
                 match type_name { $( $req_name => Some(CommandKind::$variant), )* _ => None }
@@ -97,6 +104,20 @@ macro_rules! commands {
                 match self {
                     $( CommandKind::$variant => strict::<$req>($req_name, data).map(Command::$variant), )*
                 }
+            }
+        }
+
+        #[cfg(feature = "schema")]
+        impl CommandKind {
+            /// The JSON Schema of this command's request `data`, as `generator` makes it (a
+            /// `$ref` into its definitions): feature `schema`.
+            pub fn request_schema(self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                match self { $( CommandKind::$variant => generator.subschema_for::<$req>(), )* }
+            }
+
+            /// The JSON Schema of this command's response `data` (feature `schema`).
+            pub fn response_schema(self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                match self { $( CommandKind::$variant => generator.subschema_for::<$resp>(), )* }
             }
         }
 
@@ -266,6 +287,7 @@ commands! {
 
 /// `container_create_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerCreateRequest {
     /// The container to get or create.
@@ -277,6 +299,7 @@ pub struct ContainerCreateRequest {
 }
 /// `container_create_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerCreateResponse {
     /// The container.
@@ -285,6 +308,7 @@ pub struct ContainerCreateResponse {
 
 /// `container_get_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerGetRequest {
     /// The container.
@@ -292,6 +316,7 @@ pub struct ContainerGetRequest {
 }
 /// `container_get_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerGetResponse {
     /// The container, when it exists.
@@ -306,9 +331,11 @@ pub struct ContainerGetResponse {
 
 /// `container_list_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ContainerListRequest {}
 /// `container_list_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerListResponse {
     /// Visible container ids, sorted.
@@ -317,6 +344,7 @@ pub struct ContainerListResponse {
 
 /// `container_delete_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerDeleteRequest {
     /// The container.
@@ -324,6 +352,7 @@ pub struct ContainerDeleteRequest {
 }
 /// `container_delete_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerDeleteResponse {
     /// The container.
@@ -334,6 +363,7 @@ pub struct ContainerDeleteResponse {
 
 /// `image_create_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageCreateRequest {
     /// The owning container (created if missing).
@@ -344,6 +374,7 @@ pub struct ImageCreateRequest {
 }
 /// `image_create_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageCreateResponse {
     /// The new image.
@@ -355,6 +386,7 @@ pub struct ImageCreateResponse {
 
 /// `image_build_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageBuildRequest {
     /// The owning container (created if missing).
@@ -370,6 +402,7 @@ pub type ImageBuildResponse = ImageCreateResponse;
 
 /// `image_get_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageGetRequest {
     /// The image.
@@ -377,6 +410,7 @@ pub struct ImageGetRequest {
 }
 /// `image_get_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageGetResponse {
     /// The image, `null` when unknown.
@@ -392,6 +426,7 @@ pub struct ImageGetResponse {
 
 /// `image_list_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageListRequest {
     /// One container; `None`: every container the caller may see.
@@ -400,6 +435,7 @@ pub struct ImageListRequest {
 }
 /// `image_list_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageListResponse {
     /// The images, oldest first.
@@ -411,6 +447,7 @@ pub struct ImageListResponse {
 
 /// `updates` of `image_update_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageUpdates {
     /// New name.
@@ -422,6 +459,7 @@ pub struct ImageUpdates {
 }
 /// `image_update_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageUpdateRequest {
     /// The image.
@@ -431,6 +469,7 @@ pub struct ImageUpdateRequest {
 }
 /// `image_update_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageUpdateResponse {
     /// The updated image.
@@ -439,6 +478,7 @@ pub struct ImageUpdateResponse {
 
 /// `image_delete_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageDeleteRequest {
     /// The image.
@@ -446,6 +486,7 @@ pub struct ImageDeleteRequest {
 }
 /// `image_delete_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageDeleteResponse {
     /// The image.
@@ -454,6 +495,7 @@ pub struct ImageDeleteResponse {
 
 /// `image_run_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageRunRequest {
     /// The image.
@@ -461,6 +503,7 @@ pub struct ImageRunRequest {
 }
 /// `image_run_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageRunResponse {
     /// The image.
@@ -473,6 +516,7 @@ pub struct ImageRunResponse {
 
 /// `image_stop_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageStopRequest {
     /// The image.
@@ -480,6 +524,7 @@ pub struct ImageStopRequest {
 }
 /// `image_stop_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageStopResponse {
     /// The image.
@@ -488,6 +533,7 @@ pub struct ImageStopResponse {
 
 /// `image_messages_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageMessagesRequest {
     /// The image.
@@ -495,6 +541,7 @@ pub struct ImageMessagesRequest {
 }
 /// `image_messages_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageMessagesResponse {
     /// The image.
@@ -505,6 +552,7 @@ pub struct ImageMessagesResponse {
 
 /// `message_send_request`: one of `imageId`, `agentId`, `sessionId` names the conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MessageSendRequest {
     /// The image (its first session).
@@ -521,6 +569,7 @@ pub struct MessageSendRequest {
 }
 /// `message_send_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct MessageSendResponse {
     /// The image.
@@ -535,6 +584,7 @@ pub struct MessageSendResponse {
 
 /// `agent_interrupt_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentInterruptRequest {
     /// The image.
@@ -549,6 +599,7 @@ pub struct AgentInterruptRequest {
 }
 /// `agent_interrupt_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentInterruptResponse {
     /// The image.
@@ -561,6 +612,7 @@ pub struct AgentInterruptResponse {
 
 /// `agent_get_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentGetRequest {
     /// The agent.
@@ -568,6 +620,7 @@ pub struct AgentGetRequest {
 }
 /// `agent_get_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentGetResponse {
     /// The agent, when running.
@@ -582,6 +635,7 @@ pub struct AgentGetResponse {
 
 /// `agent_list_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentListRequest {
     /// One container; `None`: all the caller may see.
@@ -590,6 +644,7 @@ pub struct AgentListRequest {
 }
 /// A running agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentInfo {
     /// The agent.
@@ -603,6 +658,7 @@ pub struct AgentInfo {
 }
 /// `agent_list_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentListResponse {
     /// Running agents.
@@ -611,6 +667,7 @@ pub struct AgentListResponse {
 
 /// `agent_destroy_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentDestroyRequest {
     /// The agent.
@@ -618,6 +675,7 @@ pub struct AgentDestroyRequest {
 }
 /// `agent_destroy_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentDestroyResponse {
     /// The agent.
@@ -628,6 +686,7 @@ pub struct AgentDestroyResponse {
 
 /// `agent_destroy_all_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentDestroyAllRequest {
     /// The container.
@@ -635,6 +694,7 @@ pub struct AgentDestroyAllRequest {
 }
 /// `agent_destroy_all_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AgentDestroyAllResponse {
     /// The container.
@@ -643,9 +703,11 @@ pub struct AgentDestroyAllResponse {
 
 /// `definition_list_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DefinitionListRequest {}
 /// `definition_list_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DefinitionListResponse {
     /// Registered definitions, by name.
@@ -654,6 +716,7 @@ pub struct DefinitionListResponse {
 
 /// `definition_get_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DefinitionGetRequest {
     /// The definition's name.
@@ -661,6 +724,7 @@ pub struct DefinitionGetRequest {
 }
 /// `definition_get_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DefinitionGetResponse {
     /// The definition, `null` when unknown.
@@ -669,6 +733,7 @@ pub struct DefinitionGetResponse {
 
 /// `definition_register_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DefinitionRegisterRequest {
     /// The definition; replaces one of the same name. Existing images keep their snapshot.
@@ -676,6 +741,7 @@ pub struct DefinitionRegisterRequest {
 }
 /// `definition_register_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DefinitionRegisterResponse {
     /// The definition's name.
@@ -686,6 +752,7 @@ pub struct DefinitionRegisterResponse {
 
 /// `session_create_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionCreateRequest {
     /// The image to talk to.
@@ -696,6 +763,7 @@ pub struct SessionCreateRequest {
 }
 /// `session_create_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionCreateResponse {
     /// The new session.
@@ -707,6 +775,7 @@ pub struct SessionCreateResponse {
 
 /// `session_list_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionListRequest {
     /// The image.
@@ -714,6 +783,7 @@ pub struct SessionListRequest {
 }
 /// `session_list_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionListResponse {
     /// Its sessions, oldest first.
@@ -722,6 +792,7 @@ pub struct SessionListResponse {
 
 /// `session_get_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionGetRequest {
     /// The session.
@@ -729,6 +800,7 @@ pub struct SessionGetRequest {
 }
 /// `session_get_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionGetResponse {
     /// The session, `null` when unknown.
@@ -737,6 +809,7 @@ pub struct SessionGetResponse {
 
 /// `session_update_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionUpdateRequest {
     /// The session.
@@ -746,6 +819,7 @@ pub struct SessionUpdateRequest {
 }
 /// `session_update_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionUpdateResponse {
     /// The updated session.
@@ -754,6 +828,7 @@ pub struct SessionUpdateResponse {
 
 /// `session_delete_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionDeleteRequest {
     /// The session.
@@ -761,6 +836,7 @@ pub struct SessionDeleteRequest {
 }
 /// `session_delete_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionDeleteResponse {
     /// The session.
@@ -769,6 +845,7 @@ pub struct SessionDeleteResponse {
 
 /// `session_resume_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionResumeRequest {
     /// The session.
@@ -776,6 +853,7 @@ pub struct SessionResumeRequest {
 }
 /// `session_resume_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionResumeResponse {
     /// The session.
@@ -790,6 +868,7 @@ pub struct SessionResumeResponse {
 
 /// `session_messages_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionMessagesRequest {
     /// The session.
@@ -797,6 +876,7 @@ pub struct SessionMessagesRequest {
 }
 /// `session_messages_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionMessagesResponse {
     /// The session.

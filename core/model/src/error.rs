@@ -5,6 +5,7 @@ use std::fmt;
 /// The stable classification of an [`Error`]. Bindings map from this, in one place each:
 /// a Python exception class, a Node `code`, a C result code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -44,6 +45,19 @@ impl ErrorKind {
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// The kind of a turn that failed with the LLM error code `code` (`errorCode` of
+    /// `error_received`): a missing LLM (`not_configured`) or any transient failure
+    /// (`rate_limit`, `overloaded`, `timeout`, `network`, none, ...) is `Unavailable`, a refused
+    /// key (`authentication`) `Unauthorized`, a request the provider rejected
+    /// (`invalid_request`) `InvalidInput`.
+    pub fn of_turn_error(code: Option<&str>) -> ErrorKind {
+        match code {
+            Some("authentication") => ErrorKind::Unauthorized,
+            Some("invalid_request") => ErrorKind::InvalidInput,
+            _ => ErrorKind::Unavailable,
         }
     }
 
@@ -237,6 +251,22 @@ impl From<std::io::Error> for Error {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn turn_errors_map_to_stable_kinds() {
+        use super::ErrorKind as K;
+        assert_eq!(K::of_turn_error(Some("authentication")), K::Unauthorized);
+        assert_eq!(K::of_turn_error(Some("invalid_request")), K::InvalidInput);
+        for code in [
+            Some("not_configured"),
+            Some("rate_limit"),
+            Some("timeout"),
+            Some("x"),
+            None,
+        ] {
+            assert_eq!(K::of_turn_error(code), K::Unavailable, "{code:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -1,11 +1,13 @@
 //! Events: everything that happens, as the Channel protocol carries it (PROTOCOL.md §2, §5).
 
+use super::error::ErrorKind;
 use super::message::{Message, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Where an event comes from (the envelope's `source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// A command request or response.
@@ -24,6 +26,7 @@ pub enum Source {
 
 /// The envelope's `category`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     /// A command request.
@@ -46,6 +49,7 @@ pub enum Category {
 
 /// The envelope's `intent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Intent {
     /// A request.
@@ -58,6 +62,7 @@ pub enum Intent {
 
 /// The ids an event concerns. Agent events carry all four.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EventContext {
     /// The container.
@@ -79,6 +84,7 @@ pub struct EventContext {
 
 /// Why a conversation turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     /// The model finished.
@@ -91,6 +97,7 @@ pub enum EndReason {
 
 /// The type and data of an event. The serde tag is the wire `type`, the content is `data`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventPayload {
@@ -164,6 +171,10 @@ pub enum EventPayload {
         /// `rate_limit`, `overloaded`, `authentication`, `invalid_request`, `timeout`, `network`, ...
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error_code: Option<String>,
+        /// The stable error kind a binding raises for the failed turn
+        /// ([`ErrorKind::of_turn_error`] of `error_code`; an extension of the AgentX event).
+        #[serde(default = "unavailable")]
+        error_kind: ErrorKind,
     },
 
     // --- state ---
@@ -529,6 +540,7 @@ impl EventPayload {
 
 /// One event: the payload in the protocol's envelope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Event {
     /// `type` and `data`.
     #[serde(flatten)]
@@ -605,6 +617,11 @@ impl Event {
     }
 }
 
+/// The default kind of a stored `error_received` without one: the turn could not be answered.
+fn unavailable() -> ErrorKind {
+    ErrorKind::Unavailable
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,6 +652,31 @@ mod tests {
         );
         let back: Event = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn error_received_carries_the_kind_and_old_records_default_it() {
+        let e = EventPayload::ErrorReceived {
+            message: "invalid x-api-key".into(),
+            error_code: Some("authentication".into()),
+            error_kind: ErrorKind::of_turn_error(Some("authentication")),
+        };
+        let v = serde_json::to_value(Event::new(e, None)).unwrap();
+        assert_eq!(
+            v["data"],
+            json!({"message":"invalid x-api-key","errorCode":"authentication","errorKind":"unauthorized"})
+        );
+        // Replay logs written before the field existed still read.
+        let old: EventPayload =
+            serde_json::from_value(json!({"type":"error_received","data":{"message":"boom"}}))
+                .unwrap();
+        assert!(matches!(
+            old,
+            EventPayload::ErrorReceived {
+                error_kind: ErrorKind::Unavailable,
+                ..
+            }
+        ));
     }
 
     #[test]

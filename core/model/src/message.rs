@@ -5,6 +5,7 @@ use serde_json::Value;
 
 /// Who produced a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The human (or calling program).
@@ -19,6 +20,7 @@ pub enum Role {
 
 /// The finer kind of a message (AgentX's `subtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Subtype {
     /// A user message.
     #[serde(rename = "user")]
@@ -39,6 +41,7 @@ pub enum Subtype {
 
 /// One part of a multi-part content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentPart {
     /// Text.
@@ -69,6 +72,7 @@ pub enum ContentPart {
 
 /// Message content: a string or an array of parts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum Content {
     /// Plain text.
@@ -130,6 +134,7 @@ impl From<String> for Content {
 
 /// Token usage of one model reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
     /// Prompt tokens.
@@ -140,6 +145,7 @@ pub struct Usage {
 
 /// A tool call made by the assistant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ToolCall {
     /// The provider's id for the call; pairs it with its result.
@@ -152,6 +158,7 @@ pub struct ToolCall {
 
 /// The result of a tool call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ToolResult {
     /// The call this answers.
@@ -168,6 +175,7 @@ pub struct ToolResult {
 /// A message of a conversation. One flat shape for every subtype keeps the stored format and the
 /// wire format identical; the optional fields belong to the subtypes named on them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     /// `msg_…`

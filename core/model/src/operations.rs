@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 /// Operator only. snake_case names of the seed's `/internal/runtime/nodes/register` body are
 /// accepted as aliases.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeRegisterRequest {
     /// Unique id.
@@ -81,6 +82,7 @@ pub struct NodeRegisterRequest {
 
 /// `node_register_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NodeRegisterResponse {
     /// The node with its load (snake_case, as REST returns it).
@@ -89,6 +91,7 @@ pub struct NodeRegisterResponse {
 
 /// `node_heartbeat_request`: a node agent says its node is alive. Operator only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeHeartbeatRequest {
     /// The node.
@@ -118,11 +121,13 @@ pub type NodeHeartbeatResponse = NodeRegisterResponse;
 
 /// `node_list_request`. Operator only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NodeListRequest {}
 
 /// `node_list_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NodeListResponse {
     /// Every node with its load, by id.
@@ -131,6 +136,7 @@ pub struct NodeListResponse {
 
 /// `node_get_request`. Operator only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeGetRequest {
     /// The node.
@@ -139,6 +145,7 @@ pub struct NodeGetRequest {
 
 /// `node_get_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NodeGetResponse {
     /// The node, `null` when unknown.
@@ -147,6 +154,7 @@ pub struct NodeGetResponse {
 
 /// `node_update_request`: what an operator wants of a node. Operator only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeUpdateRequest {
     /// The node.
@@ -161,6 +169,7 @@ pub type NodeUpdateResponse = NodeRegisterResponse;
 
 /// `node_delete_request`: removes a node that runs no sandboxes. Operator only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeDeleteRequest {
     /// The node.
@@ -169,6 +178,7 @@ pub struct NodeDeleteRequest {
 
 /// `node_delete_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NodeDeleteResponse {
     /// The node removed.
@@ -179,6 +189,7 @@ pub struct NodeDeleteResponse {
 /// `POST /internal/runtime/containers/ready`). Operators and runtime nodes only. The seed's
 /// snake_case names (`container_id`, `session_id`, `executor_url`) are accepted too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecutorReadyRequest {
     /// The Docker container id (or name) of the sandbox.
@@ -204,6 +215,7 @@ pub struct ExecutorReadyRequest {
 
 /// `executor_ready_response`, `executor_exited_response`: the sandbox as it is now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutorReadyResponse {
     /// The sandbox.
@@ -216,6 +228,7 @@ pub type ExecutorExitedResponse = ExecutorReadyResponse;
 /// `executor_exited_request`: a sandbox's main process ended (the seed's
 /// `POST /internal/runtime/containers/exited`). Operators and runtime nodes only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecutorExitedRequest {
     /// The Docker container id (or name) of the sandbox.
@@ -242,6 +255,7 @@ macro_rules! template_request {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
         #[serde(rename_all = "camelCase", deny_unknown_fields)]
         pub struct $name {
             /// The template's id (letters, digits, `-`, `_`, `.`); `id` is accepted too (the
@@ -342,6 +356,7 @@ template_request!(
 
 /// `template_create_response`, `template_update_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TemplateCreateResponse {
     /// The template (camelCase, as REST returns it).
@@ -353,6 +368,7 @@ pub type TemplateUpdateResponse = TemplateCreateResponse;
 
 /// `template_get_request`. Every caller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TemplateGetRequest {
     /// The template.
@@ -361,6 +377,7 @@ pub struct TemplateGetRequest {
 
 /// `template_get_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TemplateGetResponse {
     /// The template, `null` when unknown.
@@ -369,11 +386,13 @@ pub struct TemplateGetResponse {
 
 /// `template_list_request`. Every caller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TemplateListRequest {}
 
 /// `template_list_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TemplateListResponse {
     /// Every template, by id.
@@ -383,6 +402,7 @@ pub struct TemplateListResponse {
 /// `template_delete_request`: deletes a template and drains its warm pool; sandboxes made
 /// from it keep running. Operator only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TemplateDeleteRequest {
     /// The template.
@@ -391,6 +411,7 @@ pub struct TemplateDeleteRequest {
 
 /// `template_delete_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TemplateDeleteResponse {
     /// The template deleted.
@@ -406,6 +427,7 @@ pub type SandboxCreateRequest = crate::scheduler::SandboxRequest;
 
 /// `sandbox_create_response`, `sandbox_terminate_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxCreateResponse {
     /// The sandbox (camelCase, as REST returns it).
@@ -417,6 +439,7 @@ pub type SandboxTerminateResponse = SandboxCreateResponse;
 
 /// `sandbox_get_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SandboxGetRequest {
     /// The sandbox.
@@ -425,6 +448,7 @@ pub struct SandboxGetRequest {
 
 /// `sandbox_get_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxGetResponse {
     /// The sandbox, `null` when unknown or outside the caller's scope.
@@ -433,6 +457,7 @@ pub struct SandboxGetResponse {
 
 /// `sandbox_list_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SandboxListRequest {
     /// Only this owner's sandboxes (it must be in the caller's scope).
@@ -442,6 +467,7 @@ pub struct SandboxListRequest {
 
 /// `sandbox_list_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxListResponse {
     /// The sandboxes the caller may see (unclaimed warm ones left out), oldest first.
@@ -451,6 +477,7 @@ pub struct SandboxListResponse {
 /// `sandbox_terminate_request`: stops and removes the sandbox's Docker container; the record
 /// stays (`terminated`, reason `requested`). An ended sandbox is returned unchanged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SandboxTerminateRequest {
     /// The sandbox.
@@ -460,6 +487,7 @@ pub struct SandboxTerminateRequest {
 /// `sandbox_delete_request`: terminates the sandbox if it is live, then deletes its record
 /// and its executions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SandboxDeleteRequest {
     /// The sandbox.
@@ -468,6 +496,7 @@ pub struct SandboxDeleteRequest {
 
 /// `sandbox_delete_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxDeleteResponse {
     /// The sandbox deleted.
@@ -477,6 +506,7 @@ pub struct SandboxDeleteResponse {
 /// `sandbox_exec_request`: runs a command; its output streams as `sandbox_exec_output` events
 /// on the sandbox's topic, and the response is the finished execution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SandboxExecRequest {
     /// The sandbox.
@@ -529,6 +559,7 @@ impl SandboxExecRequest {
 
 /// `sandbox_exec_response`, `execution_get_response` of a known execution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxExecResponse {
     /// The finished execution: status, exit code, the (capped) stdout and stderr.
@@ -537,6 +568,7 @@ pub struct SandboxExecResponse {
 
 /// `sandbox_exec_cancel_request`: stops a running execution (kills its process group).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SandboxExecCancelRequest {
     /// The execution (from `sandbox_exec_started` or `execution_list_response`).
@@ -545,6 +577,7 @@ pub struct SandboxExecCancelRequest {
 
 /// `sandbox_exec_cancel_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxExecCancelResponse {
     /// The execution as it ended (status `cancelled` when this request stopped it).
@@ -555,6 +588,7 @@ pub struct SandboxExecCancelResponse {
 
 /// `execution_get_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecutionGetRequest {
     /// The execution.
@@ -563,6 +597,7 @@ pub struct ExecutionGetRequest {
 
 /// `execution_get_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionGetResponse {
     /// The execution (a running one as it started), `null` when unknown or outside the
@@ -572,6 +607,7 @@ pub struct ExecutionGetResponse {
 
 /// `execution_list_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecutionListRequest {
     /// The sandbox.
@@ -580,6 +616,7 @@ pub struct ExecutionListRequest {
 
 /// `execution_list_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionListResponse {
     /// Its executions, oldest first.
@@ -588,6 +625,7 @@ pub struct ExecutionListResponse {
 
 /// How file content travels in `sandbox_file_*` commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum FileEncoding {
     /// The content is the text itself (UTF-8).
@@ -599,6 +637,7 @@ pub enum FileEncoding {
 
 /// `sandbox_file_read_request`: a regular file's content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SandboxFileReadRequest {
     /// The sandbox.
@@ -612,6 +651,7 @@ pub struct SandboxFileReadRequest {
 
 /// `sandbox_file_read_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxFileReadResponse {
     /// The path as asked.
@@ -626,6 +666,7 @@ pub struct SandboxFileReadResponse {
 
 /// `sandbox_file_write_request`: writes (creates or replaces) a file; its directory must exist.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SandboxFileWriteRequest {
     /// The sandbox.
@@ -641,6 +682,7 @@ pub struct SandboxFileWriteRequest {
 
 /// `sandbox_file_write_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxFileWriteResponse {
     /// The path as given.
@@ -651,6 +693,7 @@ pub struct SandboxFileWriteResponse {
 
 /// `sandbox_file_list_request`: one level of a directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SandboxFileListRequest {
     /// The sandbox.
@@ -662,6 +705,7 @@ pub struct SandboxFileListRequest {
 
 /// `sandbox_file_list_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxFileListResponse {
     /// The entries, by name.
@@ -671,6 +715,7 @@ pub struct SandboxFileListResponse {
 /// `sandbox_file_delete_request`: deletes a file or symbolic link, or a directory with
 /// `recursive`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SandboxFileDeleteRequest {
     /// The sandbox.
@@ -684,6 +729,7 @@ pub struct SandboxFileDeleteRequest {
 
 /// `sandbox_file_delete_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxFileDeleteResponse {
     /// The path as given.
@@ -692,11 +738,13 @@ pub struct SandboxFileDeleteResponse {
 
 /// `scheduler_metrics_request`. Operator only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SchedulerMetricsRequest {}
 
 /// `scheduler_metrics_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SchedulerMetricsResponse {
     /// The counters and gauges now (as `/v1/metrics` returns them).
@@ -707,6 +755,7 @@ pub struct SchedulerMetricsResponse {
 
 /// A token as operators see it: never the secret, never its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TokenInfo {
     /// `tok_…`, to revoke it.
@@ -721,6 +770,7 @@ pub struct TokenInfo {
 
 /// `token_create_request`. Operator only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenCreateRequest {
     /// The containers the token may use; absent or `null`: all (an operator token).
@@ -730,6 +780,7 @@ pub struct TokenCreateRequest {
 
 /// `token_create_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TokenCreateResponse {
     /// The secret (`avm_…`), shown this once: only its hash is kept.
@@ -741,11 +792,13 @@ pub struct TokenCreateResponse {
 
 /// `token_list_request`. Operator only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenListRequest {}
 
 /// `token_list_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TokenListResponse {
     /// Every token, revoked ones included, oldest first.
@@ -754,6 +807,7 @@ pub struct TokenListResponse {
 
 /// `token_revoke_request`: the token is refused from now on. Operator only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenRevokeRequest {
     /// The token's id (`tok_…`).
@@ -762,6 +816,7 @@ pub struct TokenRevokeRequest {
 
 /// `token_revoke_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct TokenRevokeResponse {
     /// The token, with `revokedAt` set (the first revocation's time); its fields sit beside

@@ -6,6 +6,7 @@ use serde_json::Value;
 /// A named agent template, the Dockerfile of the analogy: what an agent is before it is built
 /// into an image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Definition {
     /// Unique name; images record which definition they came from by this name.
@@ -29,6 +30,7 @@ pub struct Definition {
 
 /// The `config` of `image_create_request` / `image_build_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageConfig {
     /// Display name; defaults to `"New Conversation"`.
@@ -56,6 +58,7 @@ pub struct ImageConfig {
 
 /// A built image as stored: the configuration an agent runs with, frozen at build time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageRecord {
     /// `img_…`
@@ -84,6 +87,7 @@ pub struct ImageRecord {
 /// An image as the protocol shows it (AgentX's `ImageListItem`): the record plus whether an
 /// agent is running for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ImageListItem {
     /// `img_…`
@@ -139,6 +143,7 @@ impl ImageListItem {
 
 /// A container: one tenant's isolation unit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerRecord {
     /// Caller-chosen id (`user-alice`).
@@ -153,6 +158,7 @@ pub struct ContainerRecord {
 
 /// One conversation on an image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SessionRecord {
     /// `sess_…`

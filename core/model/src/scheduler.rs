@@ -18,6 +18,7 @@ pub use template::{NetworkPolicy, SandboxRequest, SecurityPolicy, Template, Temp
 
 /// A snapshot of the scheduler's counters and gauges (served on `/v1/metrics`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SchedulerMetrics {
     /// Creates served from a warm pool.
@@ -52,6 +53,7 @@ pub struct SchedulerMetrics {
 /// Python and Node `open()` options and the C ABI pass (one set of names and defaults
 /// everywhere). Durations are milliseconds; every field is optional (the default is used).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SchedulerOptions {
     /// Runtime nodes registered at start-up (Docker engines).

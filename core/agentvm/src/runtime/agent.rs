@@ -552,6 +552,7 @@ mod tests {
             EventPayload::ErrorReceived {
                 message: "the agent stopped after 1 model calls without finishing its turn".into(),
                 error_code: Some("max_turns".into()),
+                error_kind: crate::ErrorKind::Unavailable,
             }
         );
         let history = vm.images().messages(&image.image_id).await.unwrap();

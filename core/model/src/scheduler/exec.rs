@@ -7,6 +7,7 @@ use std::time::Duration;
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecRequest {
     /// The argv to run (no shell unless you name one).
@@ -85,6 +86,7 @@ impl ExecRequest {
 
 /// Where an execution is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ExecStatus {
     /// Accepted, not started.
@@ -105,6 +107,7 @@ pub enum ExecStatus {
 
 /// One execution, as stored and as the last line of a stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Execution {
     /// `exec_…`.
@@ -143,6 +146,7 @@ pub struct Execution {
 
 /// Which output stream a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OutputStream {
     /// Standard output.
@@ -153,6 +157,7 @@ pub enum OutputStream {
 
 /// One item of an exec stream: output as it comes, then the finished execution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum ExecEvent {
     /// A chunk of output (whole UTF-8 characters; invalid bytes become U+FFFD).

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /internal/runtime/containers/ready`: an executor inside a sandbox is up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub struct ContainerReady {
     /// The Docker container id (or name).
@@ -24,6 +25,7 @@ pub struct ContainerReady {
 
 /// `POST /internal/runtime/containers/exited`: a sandbox's main process ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub struct ContainerExited {
     /// The Docker container id (or name).

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 /// A node's status as clients see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum NodeStatus {
     /// Healthy and accepting sandboxes.
@@ -35,6 +36,7 @@ impl NodeStatus {
 
 /// How agentvm learns that a node is alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Liveness {
     /// agentvm pings the node's Docker endpoint itself every heartbeat interval (static nodes).
@@ -46,6 +48,7 @@ pub enum Liveness {
 
 /// Client certificate files for a `tcp://` Docker endpoint with TLS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TlsFiles {
     /// The CA that signed the daemon's certificate.
     pub ca: PathBuf,
@@ -57,6 +60,7 @@ pub struct TlsFiles {
 
 /// A Docker engine sandboxes run on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub struct RuntimeNode {
     /// Unique id (`docker-local`).
@@ -114,6 +118,7 @@ pub struct RuntimeNode {
 /// Registers (or updates) a node: the body of `POST /internal/runtime/nodes/register` and of
 /// static registration. snake_case as the executors send it; camelCase is accepted too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub struct NodeRegistration {
     /// Unique id.
@@ -218,6 +223,7 @@ impl NodeRegistration {
 
 /// A node agent's heartbeat: the body of `POST /internal/runtime/heartbeat`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub struct Heartbeat {
     /// The node.

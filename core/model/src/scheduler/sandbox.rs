@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 /// Where a sandbox is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SandboxStatus {
     /// Placed; the container is being created, started and checked.
@@ -56,6 +57,7 @@ impl std::fmt::Display for SandboxStatus {
 
 /// Why a sandbox ended. Every termination has one; nothing is reaped silently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TerminationReason {
     /// A caller asked (terminate or delete).
@@ -120,6 +122,7 @@ impl TerminationReason {
 
 /// How a sandbox ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Termination {
     /// Why, in one stable word; the status follows from it.
@@ -136,6 +139,7 @@ pub struct Termination {
 
 /// The resources a sandbox holds on its node, as applied to its container.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
     /// Cpu quota in cores (`cpu.cfs_quota_us / cpu.cfs_period_us`), counted against the node.
@@ -151,6 +155,7 @@ pub struct Resources {
 
 /// A sandbox: one hardened container on one runtime node, and what agentvm knows about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Sandbox {
     /// `sbx_…`; also the `agentvm.sandbox` label and part of the container name.

@@ -26,6 +26,7 @@ pub const ALLOWED_CAPABILITIES: &[&str] = &[
 
 /// A sandbox's network.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum NetworkPolicy {
     /// No network at all (the default).
@@ -48,6 +49,7 @@ pub enum NetworkPolicy {
 
 /// How a sandbox's container is locked down. `--cap-drop ALL` is always applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecurityPolicy {
     /// The user to run as. `None`: the image's `agentvm.sandbox-user` label, else its
@@ -94,6 +96,7 @@ impl Default for SecurityPolicy {
 
 /// What a template is made of; the input of create and update.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TemplateSpec {
     /// Display name.
@@ -287,6 +290,7 @@ fn validate_env(env: &BTreeMap<String, String>) -> Result<()> {
 
 /// A stored template.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Template {
     /// Caller-chosen id (`python-basic`); sandboxes name it.
@@ -316,6 +320,7 @@ pub fn validate_template_id(id: &str) -> Result<()> {
 
 /// A request for a sandbox. Everything but the template is optional and overrides its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SandboxRequest {
     /// The template.

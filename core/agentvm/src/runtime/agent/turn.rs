@@ -18,7 +18,9 @@
 //!   when it stores the message.
 
 use crate::llm::LlmEvent;
-use crate::model::{new_id, EndReason, EventPayload, Message, ToolCall, ToolResult, Usage};
+use crate::model::{
+    new_id, EndReason, ErrorKind, EventPayload, Message, ToolCall, ToolResult, Usage,
+};
 use crate::runtime::tools::ToolOutcome;
 
 /// One thing for the actor to do.
@@ -367,6 +369,7 @@ impl TurnState {
             Effect::Emit(EventPayload::ErrorReceived {
                 message: message.clone(),
                 error_code: code.clone(),
+                error_kind: ErrorKind::of_turn_error(code.as_deref()),
             }),
             Effect::Emit(EventPayload::ErrorOccurred {
                 code: code.clone().unwrap_or_else(|| "llm_error".into()),
@@ -658,6 +661,7 @@ mod tests {
                 emit(EventPayload::ErrorReceived {
                     message: "slow down".into(),
                     error_code: Some("rate_limit".into()),
+                    error_kind: ErrorKind::Unavailable,
                 }),
                 emit(EventPayload::ErrorOccurred {
                     code: "rate_limit".into(),
@@ -690,6 +694,7 @@ mod tests {
                 emit(EventPayload::ErrorReceived {
                     message: "boom".into(),
                     error_code: None,
+                    error_kind: ErrorKind::Unavailable,
                 }),
                 emit(EventPayload::ErrorOccurred {
                     code: "llm_error".into(),
@@ -718,6 +723,7 @@ mod tests {
             emit(EventPayload::ErrorReceived {
                 message: "the model's reply ended before it was complete".into(),
                 error_code: Some("network".into()),
+                error_kind: ErrorKind::Unavailable,
             })
         );
 
@@ -730,6 +736,7 @@ mod tests {
                     "the model sent nothing for 2s; the request was cancelled (request timeout)"
                         .into(),
                 error_code: Some("timeout".into()),
+                error_kind: ErrorKind::Unavailable,
             })
         );
         assert_eq!(

@@ -1,0 +1,141 @@
+//! The JSON in and out of [`Embed::request`](crate::Embed::request): a command parsed
+//! strictly from its envelope, and a response's `data` cut out of its serialized form.
+//!
+//! Both sit on the hot path of every binding call, so each has a fast path that touches the
+//! text once, and falls back to the slow, careful path for anything unusual (which is also the
+//! one that words the errors).
+
+use agentvm::{Command, CommandKind, Error, Response, Result};
+
+/// Parses `{"type": "<name>_request", "data": {...}}` strictly: an unknown type or field is
+/// `InvalidInput` naming it; `data` may carry the envelope's `requestId`.
+pub(crate) fn parse_command(json: &str) -> Result<Command> {
+    match parse_direct(json) {
+        Some(command) => Ok(command),
+        None => parse_checked(json),
+    }
+}
+
+/// One pass from the text straight into the typed command. `None` for anything but a clean
+/// envelope whose data has no field beyond the request's own (and `requestId`): the checked
+/// path then finds and words the problem.
+fn parse_direct(json: &str) -> Option<Command> {
+    let mut foreign = false;
+    let mut de = serde_json::Deserializer::from_str(json);
+    let command: Command = serde_ignored::deserialize(&mut de, |path| {
+        // Only the envelope's own request id may ride along in `data`.
+        if path.to_string() != "data.requestId" {
+            foreign = true;
+        }
+    })
+    .ok()?;
+    de.end().ok()?;
+    (!foreign).then_some(command)
+}
+
+/// The careful path: the envelope first (so an unknown type is named as such), then the data
+/// against its request type, naming every unknown field.
+fn parse_checked(json: &str) -> Result<Command> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Envelope {
+        #[serde(rename = "type")]
+        type_name: String,
+        #[serde(default)]
+        data: serde_json::Value,
+    }
+    let envelope: Envelope = serde_json::from_str(json)
+        .map_err(|e| Error::invalid(format!("Invalid request JSON: {e}")))?;
+    let kind = CommandKind::from_type_name(&envelope.type_name)
+        .ok_or_else(|| Error::invalid(format!("Unknown request type: {}", envelope.type_name)))?;
+    let mut data = envelope.data;
+    if let Some(o) = data.as_object_mut() {
+        o.remove("requestId");
+    }
+    kind.parse_strict(data)
+}
+
+/// The response's `data` as JSON text.
+pub(crate) fn response_data(response: &Response) -> Result<String> {
+    let failed = |e: serde_json::Error| Error::Internal(format!("serializing a response: {e}"));
+    // serde_json writes the adjacently tagged response as `{"type":"<type>","data":<data>}`:
+    // cut `<data>` out of that text in place instead of building a `Value` tree and writing
+    // it again.
+    let mut text = serde_json::to_string(response).map_err(failed)?;
+    let head = format!(r#"{{"type":"{}","data":"#, response.type_name());
+    if text.len() > head.len() && text.starts_with(&head) && text.ends_with('}') {
+        text.truncate(text.len() - 1);
+        text.drain(..head.len());
+        return Ok(text);
+    }
+    let mut value = serde_json::to_value(response).map_err(failed)?;
+    let data = value
+        .get_mut("data")
+        .map(serde_json::Value::take)
+        .unwrap_or(serde_json::Value::Null);
+    serde_json::to_string(&data).map_err(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentvm::ErrorKind;
+
+    fn refused(json: &str) -> String {
+        let e = parse_command(json).expect_err(json);
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{json}: {e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn both_paths_agree_on_good_commands() {
+        for json in [
+            r#"{"type":"image_get_request","data":{"imageId":"img_1"}}"#,
+            r#"{"type":"image_get_request","data":{"imageId":"img_1","requestId":"r1"}}"#,
+            r#"{"data":{"imageId":"img_1"},"type":"image_get_request"}"#,
+            r#"{"type":"container_list_request","data":{}}"#,
+            r#" {"type":"message_send_request","data":{"imageId":"i","content":"héllo \u0041"}} "#,
+        ] {
+            let direct = parse_direct(json);
+            let checked = parse_checked(json).expect(json);
+            assert_eq!(direct.as_ref(), Some(&checked), "{json}");
+        }
+    }
+
+    #[test]
+    fn what_the_direct_path_declines_the_checked_path_accepts_or_words() {
+        // No data, or null data: the request's defaults.
+        for json in [
+            r#"{"type":"container_list_request"}"#,
+            r#"{"type":"container_list_request","data":null}"#,
+        ] {
+            assert!(parse_command(json).is_ok(), "{json}");
+        }
+        assert!(
+            refused(r#"{"type":"image_get_request","data":{"imageId":"i","bogus":1}}"#)
+                .contains("unknown field `bogus`")
+        );
+        assert!(
+            refused(r#"{"type":"image_get_request","data":{"imageId":"i"},"x":1}"#)
+                .contains("Invalid request JSON")
+        );
+        assert!(refused(r#"{"type":"nope_request","data":{}}"#)
+            .contains("Unknown request type: nope_request"));
+        assert!(refused(r#"{"type":"image_get_request","data":{}}"#).contains("imageId"));
+        assert!(
+            refused(r#"{"type":"image_get_request","data":{"imageId":"i"}} trailing"#)
+                .contains("Invalid request JSON")
+        );
+        assert!(refused("not json").contains("Invalid request JSON"));
+    }
+
+    #[test]
+    fn response_data_is_the_data_alone() {
+        let response = Response::ContainerList(agentvm::ContainerListResponse {
+            container_ids: vec!["a".into(), "b\"c".into()],
+        });
+        let data = response_data(&response).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(v, serde_json::json!({"containerIds": ["a", "b\"c"]}));
+    }
+}
