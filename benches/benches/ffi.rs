@@ -85,7 +85,7 @@ fn bench_c(c: &mut Criterion, name: &str, dir: Option<&Path>) {
     let opts = CString::new(options(dir)).unwrap();
     let mut rt: *mut AgentvmRuntime = std::ptr::null_mut();
     // SAFETY: `opts` is NUL-terminated; `rt` is a local valid for a write.
-    let rc = unsafe { agentvm_open(opts.as_ptr(), &mut rt) };
+    let rc = unsafe { agentvm_open(opts.as_ptr(), -1, 0, &mut rt) };
     assert_eq!(rc, AgentvmResult::Ok, "agentvm_open failed");
     let create = CString::new(image_create_json()).unwrap();
     let image_id = image_id_of(&c_answer(rt, &create));

@@ -23,11 +23,11 @@ static char *avm_err(AgentvmResult rc) {
 	const char *m = agentvm_last_error();
 	return m ? strdup(m) : NULL;
 }
-static AgentvmResult avm_open(const char *o, AgentvmRuntime **out, char **err) {
-	AgentvmResult rc = agentvm_open(o, out); *err = avm_err(rc); return rc;
+static AgentvmResult avm_open(const char *o, int64_t t, uint64_t id, AgentvmRuntime **out, char **err) {
+	AgentvmResult rc = agentvm_open(o, t, id, out); *err = avm_err(rc); return rc;
 }
-static AgentvmResult avm_connect(const char *o, AgentvmRuntime **out, char **err) {
-	AgentvmResult rc = agentvm_connect(o, out); *err = avm_err(rc); return rc;
+static AgentvmResult avm_connect(const char *o, int64_t t, uint64_t id, AgentvmRuntime **out, char **err) {
+	AgentvmResult rc = agentvm_connect(o, t, id, out); *err = avm_err(rc); return rc;
 }
 static AgentvmResult avm_request(AgentvmRuntime *rt, const char *j, int64_t t, uint64_t id, char **out, char **err) {
 	AgentvmResult rc = agentvm_request(rt, j, t, id, out); *err = avm_err(rc); return rc;
@@ -112,29 +112,98 @@ type Runtime struct {
 	nextID uint64
 }
 
-func wrap(open func(*C.char, **C.AgentvmRuntime, **C.char) C.AgentvmResult, options string) (*Runtime, error) {
+// openingID names open and connect calls for agentvm_cancel(NULL, id); process-wide, in a
+// range of its own.
+var openingID uint64 = 1 << 62
+
+func wrap(ctx context.Context, open func(*C.char, C.int64_t, C.uint64_t, **C.AgentvmRuntime, **C.char) C.AgentvmResult, options string) (*Runtime, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, &Error{Code: Cancelled, Message: err.Error()}
+	}
 	copts := C.CString(options)
 	defer C.free(unsafe.Pointer(copts))
+	id := atomic.AddUint64(&openingID, 1)
+	stop := watchCancel(ctx, id, func(id uint64) bool {
+		return C.agentvm_cancel(nil, C.uint64_t(id)) == C.AGENTVM_RESULT_OK
+	})
+	defer stop()
 	var rt *C.AgentvmRuntime
 	var msg *C.char
-	if rc := open(copts, &rt, &msg); rc != C.AGENTVM_RESULT_OK {
+	if rc := open(copts, C.int64_t(deadlineMs(ctx)), C.uint64_t(id), &rt, &msg); rc != C.AGENTVM_RESULT_OK {
 		return nil, failure(rc, msg)
 	}
 	return &Runtime{rt: rt}, nil
 }
 
+// deadlineMs is the context's deadline as a C timeout: -1 for none.
+func deadlineMs(ctx context.Context) int64 {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return -1
+	}
+	if ms := time.Until(deadline).Milliseconds(); ms > 0 {
+		return ms
+	}
+	return 0
+}
+
+// watchCancel cancels the call named id (through cancel) when ctx ends before it does; the
+// returned stop ends the watch and waits for it, so it must run before the handle may go.
+func watchCancel(ctx context.Context, id uint64, cancel func(uint64) bool) (stop func()) {
+	if ctx.Done() == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var watcher sync.WaitGroup
+	watcher.Add(1)
+	go func() {
+		defer watcher.Done()
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+		}
+		// The call may not have registered its id yet: retry until it ends.
+		for {
+			if cancel(id) {
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		watcher.Wait()
+	}
+}
+
 // Open opens a local runtime: optionsJSON as agentvm_open takes it
 // (`{"llm": "mock", "dataDir": "/tmp/x"}`; "" for the defaults).
 func Open(optionsJSON string) (*Runtime, error) {
-	return wrap(func(o *C.char, out **C.AgentvmRuntime, msg **C.char) C.AgentvmResult {
-		return C.avm_open(o, out, msg)
+	return OpenContext(context.Background(), optionsJSON)
+}
+
+// OpenContext is Open bounded by the context's deadline and cancelled with it.
+func OpenContext(ctx context.Context, optionsJSON string) (*Runtime, error) {
+	return wrap(ctx, func(o *C.char, t C.int64_t, id C.uint64_t, out **C.AgentvmRuntime, msg **C.char) C.AgentvmResult {
+		return C.avm_open(o, t, id, out, msg)
 	}, optionsJSON)
 }
 
 // Connect connects to an agentvm server: `{"url": "ws://host:port/ws", "token": "..."}`.
 func Connect(optionsJSON string) (*Runtime, error) {
-	return wrap(func(o *C.char, out **C.AgentvmRuntime, msg **C.char) C.AgentvmResult {
-		return C.avm_connect(o, out, msg)
+	return ConnectContext(context.Background(), optionsJSON)
+}
+
+// ConnectContext is Connect bounded by the context's deadline and cancelled with it: a server
+// that does not answer can be given up on.
+func ConnectContext(ctx context.Context, optionsJSON string) (*Runtime, error) {
+	return wrap(ctx, func(o *C.char, t C.int64_t, id C.uint64_t, out **C.AgentvmRuntime, msg **C.char) C.AgentvmResult {
+		return C.avm_connect(o, t, id, out, msg)
 	}, optionsJSON)
 }
 
@@ -152,45 +221,16 @@ func (r *Runtime) Request(ctx context.Context, requestJSON string) (string, erro
 	if r.rt == nil {
 		return "", errClosed
 	}
-	timeout := int64(-1)
-	if deadline, ok := ctx.Deadline(); ok {
-		timeout = time.Until(deadline).Milliseconds()
-		if timeout < 0 {
-			timeout = 0
-		}
-	}
 	id := atomic.AddUint64(&r.nextID, 1)
-	done := make(chan struct{})
-	var canceller sync.WaitGroup
-	// The canceller uses the handle: it must have stopped before the read lock is released.
-	defer canceller.Wait()
-	defer close(done)
-	if ctx.Done() != nil {
-		canceller.Add(1)
-		go func() {
-			defer canceller.Done()
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-			}
-			// The call may not have registered its id yet: retry until it ends.
-			for {
-				if C.agentvm_cancel(r.rt, C.uint64_t(id)) == C.AGENTVM_RESULT_OK {
-					return
-				}
-				select {
-				case <-done:
-					return
-				case <-time.After(2 * time.Millisecond):
-				}
-			}
-		}()
-	}
+	// The watcher uses the handle: it must have stopped before the read lock is released.
+	stop := watchCancel(ctx, id, func(id uint64) bool {
+		return C.agentvm_cancel(r.rt, C.uint64_t(id)) == C.AGENTVM_RESULT_OK
+	})
+	defer stop()
 	creq := C.CString(requestJSON)
 	defer C.free(unsafe.Pointer(creq))
 	var out, msg *C.char
-	if rc := C.avm_request(r.rt, creq, C.int64_t(timeout), C.uint64_t(id), &out, &msg); rc != C.AGENTVM_RESULT_OK {
+	if rc := C.avm_request(r.rt, creq, C.int64_t(deadlineMs(ctx)), C.uint64_t(id), &out, &msg); rc != C.AGENTVM_RESULT_OK {
 		return "", failure(rc, msg)
 	}
 	return take(out), nil

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -191,5 +193,36 @@ func TestContextCancellation(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not end a waiting Next")
+	}
+}
+
+// A server that accepts TCP but never answers the WebSocket handshake: ConnectContext ends
+// when its context does, by deadline or by cancel, and hands out no runtime.
+func TestConnectToAStalledServerEndsWithItsContext(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	options := fmt.Sprintf(`{"url":"ws://%s/ws","timeoutMs":60000}`, silent.Addr())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	started := time.Now()
+	var e *Error
+	if rt, err := ConnectContext(ctx, options); !errors.As(err, &e) || e.Code != Cancelled || rt != nil {
+		t.Fatalf("connect past its deadline: %v, %v", rt, err)
+	}
+	if waited := time.Since(started); waited > 5*time.Second {
+		t.Fatalf("the deadline did not end the connect: %v", waited)
+	}
+
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	go func() { time.Sleep(100 * time.Millisecond); cancel2() }()
+	if rt, err := ConnectContext(ctx2, options); !errors.As(err, &e) || e.Code != Cancelled || rt != nil {
+		t.Fatalf("connect cancelled by its context: %v, %v", rt, err)
+	}
+	if !strings.Contains(e.Message, "cancelled by the caller") {
+		t.Fatalf("the message says why: %q", e.Message)
 	}
 }

@@ -15,11 +15,12 @@ Async (asyncio)::
             break
 
 Blocking (scripts): ``vm = agentvm.open_sync(...)`` (or ``agentvm.sync.open``) has the same
-methods without ``await`` and a plain iterator for events. Remote: ``await
-agentvm.connect("ws://host:port/ws", token=...)`` returns the same API. Server in-process:
-``server = await vm.serve("127.0.0.1", 8080)``; ``python -m agentvm serve``. Sandboxes:
-``vm = await agentvm.open(scheduler={"nodes": [...]})`` embeds the Docker scheduler, driven
-through ``vm.scheduler`` (:mod:`agentvm.scheduler`).
+methods without ``await`` and a plain iterator for events; it is derived from the async API
+(:mod:`agentvm.sync`). Remote: ``await agentvm.connect("ws://host:port/ws", token=...)``
+returns the same API. Server in-process: ``server = await vm.serve("127.0.0.1", 8080)``;
+``python -m agentvm serve``. Sandboxes: ``vm = await agentvm.open(scheduler={"nodes":
+[...]})`` embeds the Docker scheduler, driven through ``vm.scheduler``
+(:mod:`agentvm.scheduler`).
 
 Errors raise :class:`AgentVmError` subclasses, one per kind: :class:`NotFoundError`,
 :class:`AlreadyExistsError`, :class:`InvalidInputError`, :class:`ConflictError`,
@@ -42,14 +43,13 @@ from ._native import (
     InvalidInputError,
     NotFoundError,
     ProtocolError,
-    Server,
     StorageError,
-    Subscription,
     UnauthorizedError,
     UnavailableError,
 )
-from .scheduler import ExecStream, Scheduler, SyncExecStream, SyncScheduler
-from .vm import Agent, AgentVm, connect, open
+from .events import Subscription
+from .scheduler import ExecStream, Scheduler
+from .vm import Agent, AgentVm, Server, connect, open
 
 __version__: str = _native.__version__
 
@@ -57,6 +57,10 @@ __version__: str = _native.__version__
 open_sync = sync.open
 #: The blocking :func:`connect` (same as ``agentvm.sync.connect``).
 connect_sync = sync.connect
+#: The blocking :class:`Scheduler` (``vm.scheduler`` of :func:`open_sync`).
+SyncScheduler = sync.Scheduler
+#: The blocking :class:`ExecStream` (from ``SyncScheduler.exec``).
+SyncExecStream = sync.ExecStream
 
 # tokio's threads do not survive fork(): a child builds its own runtime on first use.
 if hasattr(_os, "register_at_fork"):

@@ -21,26 +21,30 @@ accepted too); the core checks them and refuses unknown ones.
 Every method here is one command of the runtime (``template_create_request``,
 ``sandbox_exec_request``, ...; see docs/commands.md), so the same calls work on a runtime from
 :func:`agentvm.connect` when its server embeds a scheduler. :class:`Scheduler` is the asyncio
-API, :class:`SyncScheduler` the blocking one; records are the JSON the REST API serves
+API; the blocking one (``agentvm.SyncScheduler``, ``vm.scheduler`` of
+:func:`agentvm.open_sync`) is derived from it. Records are the JSON the REST API serves
 (camelCase keys; node records keep their snake_case).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import secrets
-import threading
 import time
-from typing import Any, AsyncGenerator, Generator, Optional, Union, cast
+from typing import Any, AsyncGenerator, Optional, Union, cast
 
 from . import _native
+from .events import Subscription
 
 Record = dict[str, Any]
 
 #: After the execution's response, how long to wait for its last output events (they are
 #: published before the response, so they are normally queued already).
 _TAIL_WAIT = 2.0
+
+#: While the command runs, how often the stream looks whether its response has come (output
+#: is read as soon as it comes; this only bounds how late a failed request is noticed).
+_POLL = 0.05
 
 _MOVED = (
     "Scheduler.open() was removed: the scheduler is embedded in the runtime. Open it with "
@@ -115,30 +119,13 @@ def _exec_event(event: dict[str, Any], execution_id: str) -> tuple[Optional[Reco
     return None, t == "sandbox_exec_finished"
 
 
-async def _next_event(events: _native.Subscription) -> Optional[dict[str, Any]]:
-    try:
-        return await events.__anext__()
-    except StopAsyncIteration:
-        return None
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
-
-
-def _retrieve(task: "asyncio.Future[Any]") -> None:
-    # A request whose stream was abandoned: its outcome is nobody's, and must not be logged
-    # as "never retrieved".
-    if not task.cancelled():
-        task.exception()
-
-
 class ExecStream:
     """A command running in a sandbox (from :meth:`Scheduler.exec`). ``async for chunk in
     stream`` yields ``{"stream": "stdout" | "stderr", "data": str}`` as the command writes;
     after the last one, :attr:`execution` holds the finished execution (``status``,
-    ``exitCode``, ``stdout``, ``stderr``, ...). The command started when ``exec`` was called
-    and runs to its end (or timeout) even if the stream is not read."""
+    ``exitCode``, ``stdout``, ``stderr``, ...). On a local runtime the command starts when
+    ``exec`` is called (on a connected one, once the sandbox's events are subscribed: at the
+    first read) and runs to its end (or timeout) even if the stream is not read."""
 
     def __init__(self, rt: _native.Runtime, data: dict[str, Any]) -> None:
         #: The execution's id (for :meth:`Scheduler.cancel_exec` and ``get_execution``).
@@ -147,10 +134,13 @@ class ExecStream:
         self.sandbox_id: str = data["sandboxId"]
         #: The finished execution; None until the stream has ended.
         self.execution: Optional[Record] = None
+        self._rt = rt
+        self._command = _command("sandbox_exec", data)
         # Subscribed before the command is sent, so no output is missed.
-        self._events = rt.subscribe(session_id=self.sandbox_id)
-        request = rt.request(_command("sandbox_exec", data), "execution")
-        self._request: asyncio.Future[Any] = asyncio.get_running_loop().create_task(_awaited(request))
+        self._events = Subscription(rt, {"sessions": [{"sessionId": self.sandbox_id}]})
+        self._request: Optional[_native.Call] = None
+        if self._events._starting is None or self._events._starting.done():
+            self._request = rt.request(self._command)
         self._chunks = self._run()
 
     def __aiter__(self) -> "ExecStream":
@@ -171,115 +161,32 @@ class ExecStream:
         return self.execution
 
     async def _run(self) -> AsyncGenerator[Record, None]:
-        request = self._request
-        reading: Optional[asyncio.Future[Optional[dict[str, Any]]]] = None
-        finished = False
         try:
+            await self._events.ready()
+            request = self._request or self._rt.request(self._command)
+            finished = False
+            tail_until: Optional[float] = None
             while not finished:
-                if request.done() and request.exception() is not None:
-                    request.result()  # failed: there is no output to wait for
-                if reading is None:
-                    reading = asyncio.ensure_future(_next_event(self._events))
-                if not request.done():
-                    await asyncio.wait({request, reading}, return_when=asyncio.FIRST_COMPLETED)
-                    if not reading.done():
-                        # The response came first. After a success the last events are
-                        # queued already (they are published before it): read them.
-                        continue
-                else:
-                    done, _ = await asyncio.wait({reading}, timeout=_TAIL_WAIT)
-                    if not done:
-                        break
-                event = reading.result()
-                reading = None
-                if event is None:
-                    break
-                chunk, finished = _exec_event(event, self.execution_id)
-                if chunk is not None:
-                    yield chunk
-            self.execution = await request
-        finally:
-            if reading is not None:
-                reading.cancel()
-            self._events.close()
-            if not request.done():
-                request.add_done_callback(_retrieve)
-
-
-class SyncExecStream:
-    """A command running in a sandbox (from :meth:`SyncScheduler.exec`), blocking:
-    ``for chunk in stream`` yields ``{"stream", "data"}`` as the command writes; then
-    :attr:`execution` holds the finished execution."""
-
-    def __init__(self, rt: _native.Runtime, data: dict[str, Any]) -> None:
-        #: The execution's id.
-        self.execution_id: str = data["executionId"]
-        #: The sandbox it runs in.
-        self.sandbox_id: str = data["sandboxId"]
-        #: The finished execution; None until the stream has ended.
-        self.execution: Optional[Record] = None
-        self._events = rt.subscribe(session_id=self.sandbox_id)
-        self._outcome: Optional[tuple[Optional[Record], Optional[BaseException]]] = None
-        command = _command("sandbox_exec", data)
-
-        def send() -> None:
-            try:
-                self._outcome = (rt.request_blocking(command, "execution"), None)
-            except BaseException as e:  # handed to the reader
-                self._outcome = (None, e)
-
-        # The request answers only once the command has ended: it waits on its own thread
-        # (GIL released) while this one reads the output events.
-        self._sender = threading.Thread(target=send, name="agentvm-exec", daemon=True)
-        self._sender.start()
-        self._chunks = self._run()
-
-    def __iter__(self) -> "SyncExecStream":
-        return self
-
-    def __next__(self) -> Record:
-        return next(self._chunks)
-
-    def close(self) -> None:
-        """Stops reading (the command goes on running)."""
-        self._chunks.close()
-
-    def wait(self) -> Record:
-        """Reads the rest of the output and returns the finished execution."""
-        for _ in self:
-            pass
-        assert self.execution is not None
-        return self.execution
-
-    def _result(self) -> Record:
-        self._sender.join()
-        assert self._outcome is not None
-        execution, error = self._outcome
-        if error is not None:
-            raise error
-        return cast(Record, execution)
-
-    def _run(self) -> Generator[Record, None, None]:
-        finished = False
-        deadline: Optional[float] = None
-        try:
-            while not finished:
-                if deadline is None and not self._sender.is_alive():
-                    if self._outcome is not None and self._outcome[1] is not None:
-                        break  # failed: there is no output to wait for
-                    deadline = time.monotonic() + _TAIL_WAIT
-                wait = 0.1 if deadline is None else deadline - time.monotonic()
+                if self.execution is None and request.done():
+                    # Raises when the command failed: there is no output to wait for then.
+                    self.execution = cast(Record, (await request)["execution"])
+                    tail_until = time.monotonic() + _TAIL_WAIT
+                wait = _POLL if tail_until is None else tail_until - time.monotonic()
                 if wait <= 0:
                     break
-                event = self._events.next_blocking(wait)
-                if event is None:
+                batch = await self._events.next_batch(timeout=wait)
+                if batch is None:
                     if self._events.closed:
                         break
                     continue
-                chunk, finished = _exec_event(event, self.execution_id)
-                if chunk is not None:
-                    yield chunk
-            self.execution = self._result()
+                for event in batch:
+                    chunk, finished = _exec_event(event, self.execution_id)
+                    if chunk is not None:
+                        yield chunk
+                    if finished:
+                        break
+            if self.execution is None:
+                self.execution = cast(Record, (await request)["execution"])
         finally:
             self._events.close()
 
@@ -299,8 +206,8 @@ class Scheduler:
         """Removed: use ``agentvm.open(..., scheduler={...})`` and ``vm.scheduler``."""
         raise RuntimeError(_MOVED)
 
-    async def _call(self, name: str, pick: Optional[str], data: dict[str, Any]) -> Any:
-        return await self._rt.request(_command(name, data), pick)
+    async def _call(self, name: str, pick: str, data: dict[str, Any]) -> Any:
+        return (await self._rt.request(_command(name, data))).get(pick)
 
     # nodes
     async def register_node(self, node_id: str, api_endpoint: str, **extra: Any) -> Record:
@@ -396,8 +303,7 @@ class Scheduler:
     ) -> ExecStream:
         """Starts a command (a str runs with ``/bin/sh -c``) or ``code`` in ``language``;
         ``async for chunk in ...`` yields ``{"stream", "data"}`` as output comes, then
-        ``.execution`` holds the result (``status``, ``exitCode``, ``stdout``, ``stderr``).
-        Call it in a running event loop."""
+        ``.execution`` holds the result (``status``, ``exitCode``, ``stdout``, ``stderr``)."""
         data = _exec_data(
             sandbox_id, command, code, language, env, workdir, timeout,
             execution_id or _new_execution_id(),
@@ -457,154 +363,3 @@ class Scheduler:
     async def metrics(self) -> Record:
         """Counters and gauges (pool hits, cold starts, live sandboxes, nodes online...)."""
         return cast(Record, await self._call("scheduler_metrics", "metrics", {}))
-
-
-class SyncScheduler:
-    """The sandbox scheduler of a runtime, blocking: ``vm.scheduler`` of
-    :func:`agentvm.open_sync`. Same methods as :class:`Scheduler`, without ``await``."""
-
-    __slots__ = ("_rt",)
-
-    def __init__(self, rt: _native.Runtime) -> None:
-        self._rt = rt
-
-    @classmethod
-    def open(cls, *_args: Any, **_kwargs: Any) -> "SyncScheduler":
-        """Removed: use ``agentvm.open_sync(..., scheduler={...})`` and ``vm.scheduler``."""
-        raise RuntimeError(_MOVED)
-
-    def _call(self, name: str, pick: Optional[str], data: dict[str, Any]) -> Any:
-        return self._rt.request_blocking(_command(name, data), pick)
-
-    def register_node(self, node_id: str, api_endpoint: str, **extra: Any) -> Record:
-        """Registers (or updates) a Docker node."""
-        data = {"nodeId": node_id, "apiEndpoint": api_endpoint, **extra}
-        return cast(Record, self._call("node_register", "node", data))
-
-    def heartbeat(self, node_id: str, **extra: Any) -> Record:
-        """A node agent's heartbeat."""
-        return cast(Record, self._call("node_heartbeat", "node", {"nodeId": node_id, **extra}))
-
-    def list_nodes(self) -> list[Record]:
-        """Every node."""
-        return cast(list[Record], self._call("node_list", "nodes", {}))
-
-    def get_node(self, node_id: str) -> Optional[Record]:
-        """A node, or None."""
-        return cast(Optional[Record], self._call("node_get", "node", {"nodeId": node_id}))
-
-    def set_node_status(self, node_id: str, status: str) -> Record:
-        """``online``, ``draining`` or ``maintenance``."""
-        return cast(Record, self._call("node_update", "node", {"nodeId": node_id, "status": status}))
-
-    def remove_node(self, node_id: str) -> None:
-        """Removes a node."""
-        self._call("node_delete", "nodeId", {"nodeId": node_id})
-
-    def create_template(self, template_id: str, spec: dict[str, Any]) -> Record:
-        """Creates a template."""
-        return cast(Record, self._call("template_create", "template", {**spec, "templateId": template_id}))
-
-    def update_template(self, template_id: str, spec: dict[str, Any]) -> Record:
-        """Replaces a template's spec."""
-        return cast(Record, self._call("template_update", "template", {**spec, "templateId": template_id}))
-
-    def get_template(self, template_id: str) -> Optional[Record]:
-        """A template, or None."""
-        return cast(Optional[Record], self._call("template_get", "template", {"templateId": template_id}))
-
-    def list_templates(self) -> list[Record]:
-        """Every template."""
-        return cast(list[Record], self._call("template_list", "templates", {}))
-
-    def delete_template(self, template_id: str) -> None:
-        """Deletes a template."""
-        self._call("template_delete", "templateId", {"templateId": template_id})
-
-    def create_sandbox(self, template_id: str, **request: Any) -> Record:
-        """Places and starts a sandbox."""
-        return cast(Record, self._call("sandbox_create", "sandbox", {**request, "templateId": template_id}))
-
-    def get_sandbox(self, sandbox_id: str) -> Optional[Record]:
-        """A sandbox, or None."""
-        return cast(Optional[Record], self._call("sandbox_get", "sandbox", {"sandboxId": sandbox_id}))
-
-    def list_sandboxes(self, owner: Optional[str] = None) -> list[Record]:
-        """Every sandbox (of one owner when given)."""
-        return cast(list[Record], self._call("sandbox_list", "sandboxes", {"owner": owner}))
-
-    def terminate_sandbox(self, sandbox_id: str) -> Record:
-        """Stops a sandbox."""
-        return cast(Record, self._call("sandbox_terminate", "sandbox", {"sandboxId": sandbox_id}))
-
-    def delete_sandbox(self, sandbox_id: str) -> None:
-        """Deletes a sandbox."""
-        self._call("sandbox_delete", "sandboxId", {"sandboxId": sandbox_id})
-
-    def exec(
-        self,
-        sandbox_id: str,
-        command: Union[str, list[str], None] = None,
-        *,
-        code: Optional[str] = None,
-        language: Optional[str] = None,
-        env: Optional[dict[str, str]] = None,
-        workdir: Optional[str] = None,
-        timeout: Optional[float] = None,
-        execution_id: Optional[str] = None,
-    ) -> SyncExecStream:
-        """Starts a command; ``for chunk in ...`` yields its output as it comes, then
-        ``.execution`` holds the result."""
-        data = _exec_data(
-            sandbox_id, command, code, language, env, workdir, timeout,
-            execution_id or _new_execution_id(),
-        )
-        return SyncExecStream(self._rt, data)
-
-    def run(
-        self,
-        sandbox_id: str,
-        command: Union[str, list[str], None] = None,
-        *,
-        code: Optional[str] = None,
-        language: Optional[str] = None,
-        env: Optional[dict[str, str]] = None,
-        workdir: Optional[str] = None,
-        timeout: Optional[float] = None,
-    ) -> Record:
-        """Runs a command to the end and returns the execution."""
-        data = _exec_data(sandbox_id, command, code, language, env, workdir, timeout)
-        return cast(Record, self._call("sandbox_exec", "execution", data))
-
-    def cancel_exec(self, execution_id: str) -> Record:
-        """Kills a running execution; returns it."""
-        return cast(Record, self._call("sandbox_exec_cancel", "execution", {"executionId": execution_id}))
-
-    def get_execution(self, execution_id: str) -> Optional[Record]:
-        """An execution, or None."""
-        return cast(Optional[Record], self._call("execution_get", "execution", {"executionId": execution_id}))
-
-    def list_executions(self, sandbox_id: str) -> list[Record]:
-        """The executions of a sandbox."""
-        return cast(list[Record], self._call("execution_list", "executions", {"sandboxId": sandbox_id}))
-
-    def write_file(self, sandbox_id: str, path: str, data: Union[bytes, str]) -> None:
-        """Writes a file."""
-        self._call("sandbox_file_write", "size", _file_write_data(sandbox_id, path, data))
-
-    def read_file(self, sandbox_id: str, path: str) -> bytes:
-        """Reads a file."""
-        return _decode(self._call("sandbox_file_read", "content", _file_read_data(sandbox_id, path)))
-
-    def list_files(self, sandbox_id: str, path: str = ".") -> list[Record]:
-        """Lists a directory."""
-        return cast(list[Record], self._call("sandbox_file_list", "files", {"sandboxId": sandbox_id, "path": path}))
-
-    def delete_file(self, sandbox_id: str, path: str, *, recursive: bool = False) -> None:
-        """Deletes a file or link; a directory only with ``recursive=True``."""
-        data = {"sandboxId": sandbox_id, "path": path, "recursive": recursive or None}
-        self._call("sandbox_file_delete", "path", data)
-
-    def metrics(self) -> Record:
-        """Counters and gauges."""
-        return cast(Record, self._call("scheduler_metrics", "metrics", {}))

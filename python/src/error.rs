@@ -1,6 +1,6 @@
 //! The exceptions: `AgentVmError` and one subclass per [`ErrorKind`], raised from one mapping.
 
-use agentvm::{Error, ErrorKind};
+use agentvm_embed::agentvm::{Error, ErrorKind};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -94,18 +94,6 @@ pub(crate) fn from_kind(kind: ErrorKind, message: String) -> PyErr {
         ErrorKind::Internal => InternalError::new_err(message),
         // ErrorKind is non-exhaustive: a kind added later is still an AgentVmError.
         _ => AgentVmError::new_err(message),
-    }
-}
-
-/// `Result<T, agentvm::Error>` into `PyResult<T>`.
-pub(crate) trait IntoPyResult<T> {
-    /// Maps the error through [`to_py`].
-    fn py(self) -> PyResult<T>;
-}
-
-impl<T> IntoPyResult<T> for agentvm::Result<T> {
-    fn py(self) -> PyResult<T> {
-        self.map_err(to_py)
     }
 }
 

@@ -5,37 +5,171 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{Map, Number, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
+/// JSON text (a batch of events from embed) as Python objects, built while reading: no
+/// intermediate value tree. Object keys and short strings repeat across the events of a batch
+/// (`type`, `context`, ids, `text_delta`...): each distinct one becomes one Python str, shared.
+pub(crate) fn parse<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+    use serde::de::DeserializeSeed;
+    let strings = RefCell::new(HashMap::new());
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = PySeed {
+        py,
+        strings: &strings,
+    }
+    .deserialize(&mut de)
+    .and_then(|v| de.end().map(|()| v))
+    .map_err(|e| {
+        crate::error::to_py(agentvm_embed::agentvm::Error::Internal(format!(
+            "reading agentvm's JSON: {e}"
+        )))
+    })?;
+    Ok(value)
+}
 
-/// A JSON value as a Python object.
-pub(crate) fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match value {
-        Value::Null => py.None().into_bound(py),
-        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                i.into_pyobject(py)?.into_any()
-            } else if let Some(u) = n.as_u64() {
-                u.into_pyobject(py)?.into_any()
-            } else {
-                n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any()
-            }
+/// Strings longer than this are not shared (they are message text, rarely repeated).
+const SHARED_STRING_MAX: usize = 64;
+
+/// The Python strs made so far in one `parse`, by their text.
+type Strings<'de, 'py> = RefCell<HashMap<&'de str, Bound<'py, PyString>>>;
+
+/// The Python str for `v`: shared when it is short and seen before in this parse.
+fn shared_str<'de, 'py>(
+    py: Python<'py>,
+    strings: &Strings<'de, 'py>,
+    v: &'de str,
+) -> Bound<'py, PyString> {
+    if v.len() > SHARED_STRING_MAX {
+        return PyString::new(py, v);
+    }
+    strings
+        .borrow_mut()
+        .entry(v)
+        .or_insert_with(|| PyString::new(py, v))
+        .clone()
+}
+
+/// Reads one JSON value into a Python object.
+#[derive(Clone, Copy)]
+struct PySeed<'a, 'de, 'py> {
+    py: Python<'py>,
+    strings: &'a Strings<'de, 'py>,
+}
+
+fn de_err<E: serde::de::Error>(e: PyErr) -> E {
+    E::custom(e)
+}
+
+impl<'de, 'py> serde::de::DeserializeSeed<'de> for PySeed<'_, 'de, 'py> {
+    type Value = Bound<'py, PyAny>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, 'py> serde::de::Visitor<'de> for PySeed<'_, 'de, 'py> {
+    type Value = Bound<'py, PyAny>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(PyBool::new(self.py, v).to_owned().into_any())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        v.into_pyobject(self.py)
+            .map(Bound::into_any)
+            .map_err(|e| de_err(e.into()))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        v.into_pyobject(self.py)
+            .map(Bound::into_any)
+            .map_err(|e| de_err(e.into()))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(PyFloat::new(self.py, v).into_any())
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(shared_str(self.py, self.strings, v).into_any())
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(PyString::new(self.py, v).into_any())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(self.py.None().into_bound(self.py))
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let list = PyList::empty(self.py);
+        while let Some(item) = seq.next_element_seed(self)? {
+            list.append(item).map_err(de_err)?;
         }
-        Value::String(s) => PyString::new(py, s).into_any(),
-        Value::Array(items) => {
-            let list = PyList::empty(py);
-            for item in items {
-                list.append(to_py(py, item)?)?;
-            }
-            list.into_any()
+        Ok(list.into_any())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let dict = PyDict::new(self.py);
+        while let Some(key) = map.next_key_seed(KeySeed(self))? {
+            let value = map.next_value_seed(self)?;
+            dict.set_item(key, value).map_err(de_err)?;
         }
-        Value::Object(map) => {
-            let dict = PyDict::new(py);
-            for (k, v) in map {
-                dict.set_item(PyString::new(py, k), to_py(py, v)?)?;
-            }
-            dict.into_any()
-        }
-    })
+        Ok(dict.into_any())
+    }
+}
+
+/// Reads an object's key as a (shared) Python str.
+struct KeySeed<'a, 'de, 'py>(PySeed<'a, 'de, 'py>);
+
+impl<'de, 'py> serde::de::DeserializeSeed<'de> for KeySeed<'_, 'de, 'py> {
+    type Value = Bound<'py, PyString>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, 'py> serde::de::Visitor<'de> for KeySeed<'_, 'de, 'py> {
+    type Value = Bound<'py, PyString>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(shared_str(self.0.py, self.0.strings, v))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(PyString::new(self.0.py, v))
+    }
+}
+
+/// A command's response as Python objects: its `data` only (what the caller asked for).
+pub(crate) fn response_data<'py>(
+    py: Python<'py>,
+    response: &agentvm_embed::agentvm::Response,
+) -> PyResult<Bound<'py, PyAny>> {
+    let whole = serialize(py, response)?;
+    let data = match whole.cast::<PyDict>() {
+        Ok(d) => d.get_item(pyo3::intern!(py, "data"))?,
+        Err(_) => None,
+    };
+    Ok(data.unwrap_or_else(|| py.None().into_bound(py)))
+}
+
+/// Checks that a value converts to JSON and back unchanged (used by tests of the boundary).
+#[pyfunction]
+pub(crate) fn _json_round_trip<'py>(
+    py: Python<'py>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let v = from_py(value)?;
+    let text = serde_json::to_string(&v).map_err(|e| PyTypeError::new_err(e.to_string()))?;
+    parse(py, &text)
 }
 
 /// A Python object as a JSON value. Dict keys must be strings; tuples count as lists.
@@ -89,12 +223,6 @@ pub(crate) fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
         "cannot send a {} as JSON: use dict, list, str, int, float, bool or None",
         obj.get_type().name()?
     )))
-}
-
-/// A Python object as a serde type (for example a `Command` from a dict).
-pub(crate) fn from_py_as<T: serde::de::DeserializeOwned>(obj: &Bound<'_, PyAny>) -> PyResult<T> {
-    let value = from_py(obj)?;
-    serde_json::from_value(value).map_err(|e| crate::error::to_py(agentvm::Error::from(e)))
 }
 
 /// A serde type as a Python object directly, without an intermediate JSON value (the hot

@@ -1,18 +1,21 @@
-//! `agentvm._native`: the Python binding of agentvm, kept thin.
+//! `agentvm._native`: the Python binding of agentvm. It only converts between Python and the
+//! embedding layer (`agentvm-embed`): options go in as embed's JSON, commands as dicts
+//! (converted straight to the core's serde types), responses and event batches come out as
+//! Python objects, errors as one exception class per kind.
 //!
-//! Commands, responses and events cross the boundary as the protocol's JSON (Python dicts)
-//! through the same serde types the WebSocket speaks; a few handle classes hold the Rust
-//! objects: [`vm::Runtime`] (local or remote), [`events::Subscription`], [`server::Server`].
-//! Every method comes as an awaitable (asyncio) and as `*_blocking` (GIL released, Ctrl-C
-//! honoured); the Python package (`python/agentvm/`) builds the typed, documented API on top,
-//! the sandbox scheduler's included: it is commands (`sandbox_create_request`, ...) like the
-//! rest, and `open(scheduler=...)` only hands its options to the core.
+//! - [`vm::Runtime`]: an [`agentvm_embed::Embed`] handle (`request`, `subscribe`, `cancel`,
+//!   `serve`, `stop_serving`, `close`).
+//! - [`events::EventStream`]: embed's event stream, taken in batches (`next_batch`).
+//! - [`call::Call`]: what every waiting method returns. Awaited in asyncio, it is an
+//!   awaitable; inside [`call::run_blocking`] (how the package derives its blocking API from
+//!   the async one) it waits on the calling thread, GIL released, Ctrl-C honoured.
+//!
+//! Everything runs on embed's one tokio runtime of the process.
 
+mod call;
 mod error;
 mod events;
 mod json;
-mod runtime;
-mod server;
 mod vm;
 
 use pyo3::prelude::*;
@@ -29,21 +32,37 @@ fn init_logging() {
     }
 }
 
+/// Called in a forked child (`os.register_at_fork(after_in_child=...)`): the parent's
+/// runtime is forgotten without touching its threads; the child builds its own on first use.
+#[pyfunction]
+fn _after_fork() {
+    call::after_fork();
+}
+
+/// How long blocking work may take to finish at interpreter exit.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Called at interpreter exit (`atexit`): stops the runtime's threads while Python still
+/// runs normally. Left running, a worker could complete an asyncio future during
+/// finalization, when taking the GIL ends the thread and crashes the process.
+#[pyfunction]
+fn _shutdown(py: Python<'_>) {
+    py.detach(|| call::shutdown(SHUTDOWN_GRACE));
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     error::register(m)?;
     m.add_class::<vm::Runtime>()?;
-    m.add_class::<events::Subscription>()?;
-    m.add_class::<server::Server>()?;
-    m.add_class::<runtime::Ready>()?;
+    m.add_class::<events::EventStream>()?;
+    m.add_class::<call::Call>()?;
     m.add_function(wrap_pyfunction!(vm::open, m)?)?;
-    m.add_function(wrap_pyfunction!(vm::open_blocking, m)?)?;
     m.add_function(wrap_pyfunction!(vm::connect, m)?)?;
-    m.add_function(wrap_pyfunction!(vm::connect_blocking, m)?)?;
-    m.add_function(wrap_pyfunction!(vm::_json_round_trip, m)?)?;
-    m.add_function(wrap_pyfunction!(runtime::_after_fork, m)?)?;
-    m.add_function(wrap_pyfunction!(runtime::_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(call::run_blocking, m)?)?;
+    m.add_function(wrap_pyfunction!(json::_json_round_trip, m)?)?;
+    m.add_function(wrap_pyfunction!(_after_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(_shutdown, m)?)?;
     m.add_function(wrap_pyfunction!(init_logging, m)?)?;
     Ok(())
 }

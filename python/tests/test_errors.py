@@ -123,3 +123,16 @@ async def test_remote_runtime_refuses_local_only_calls(vm: agentvm.AgentVm) -> N
         remote.create_token()
     await remote.close()
     await server.close()
+
+
+def test_a_failed_turn_raises_the_kind_the_core_put_on_the_event() -> None:
+    from agentvm._turn import Reply
+
+    reply = Reply()
+    reply.feed({"type": "text_delta", "data": {"text": "par"}})
+    reply.feed({"type": "error_received", "data": {"message": "no", "errorCode": "rate_limit", "errorKind": "unauthorized"}})
+    with pytest.raises(agentvm.UnauthorizedError, match="no") as e:
+        reply.feed({"type": "conversation_end", "data": {"reason": "error"}})
+    assert e.value.error_code == "rate_limit"
+    done = Reply()
+    assert done.feed({"type": "conversation_end", "data": {"reason": "interrupted"}})

@@ -42,7 +42,7 @@ def test_sync_serve_and_connect() -> None:
     remote.agents.send("hi", image_id=img["imageId"])
     assert types(collect_turn_sync(events))[-1] == "conversation_end"
     remote.close()
-    server.close_blocking()
+    server.close()
     vm.close()
 
 

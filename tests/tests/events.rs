@@ -147,12 +147,14 @@ async fn error_scenario_reports_and_stores_the_error() {
     let EventPayload::ErrorReceived {
         message,
         error_code,
+        error_kind,
     } = &events[0].payload
     else {
         panic!()
     };
     assert!(message.contains("Mock error"));
     assert_eq!(error_code.as_deref(), Some("mock_error"));
+    assert_eq!(*error_kind, agentvm::ErrorKind::Unavailable);
     assert_eq!(
         events[3].payload,
         EventPayload::ConversationEnd {
@@ -367,10 +369,16 @@ async fn no_llm_configured_fails_the_turn_with_a_message_saying_what_to_do() {
     let EventPayload::ErrorReceived {
         message,
         error_code,
+        error_kind,
     } = &events[0].payload
     else {
         panic!()
     };
     assert!(message.contains("LLM_PROVIDER"), "{message}");
     assert_eq!(error_code.as_deref(), Some("not_configured"));
+    assert_eq!(
+        *error_kind,
+        agentvm::ErrorKind::Unavailable,
+        "no LLM: unavailable"
+    );
 }

@@ -217,10 +217,12 @@ async fn a_stalled_stream_times_out_with_error_code_timeout() {
     let EventPayload::ErrorReceived {
         error_code,
         message,
+        error_kind,
     } = &events[4].payload
     else {
         panic!()
     };
+    assert_eq!(*error_kind, agentvm::ErrorKind::Unavailable);
     assert_eq!(error_code.as_deref(), Some("timeout"), "{message}");
     assert!(
         server

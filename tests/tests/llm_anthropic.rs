@@ -310,10 +310,12 @@ async fn an_error_after_200_through_the_runtime_keeps_the_partial_reply() {
     let EventPayload::ErrorReceived {
         message,
         error_code,
+        error_kind,
     } = &events[4].payload
     else {
         panic!()
     };
+    assert_eq!(*error_kind, agentvm::ErrorKind::Unavailable);
     assert_eq!(error_code.as_deref(), Some("overloaded"));
     assert!(message.contains("Overloaded"), "{message}");
     let stored = vm.images().messages(&img.image_id).await.unwrap();

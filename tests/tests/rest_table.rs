@@ -11,8 +11,14 @@ use serde_json::{json, Value};
 
 /// A router miss (no route, or no such method on it) rather than an answer of a route: axum
 /// answers those with an empty body, while every route answers JSON (or bytes / NDJSON).
+/// A path or method the router does not have: a JSON 404 `no route for …` or 405.
 fn is_router_miss(status: u16, body: &str) -> bool {
-    (status == 404 || status == 405) && body.is_empty()
+    let error = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    (status == 404 && error.starts_with("no route for "))
+        || (status == 405 && error == "Method Not Allowed")
 }
 
 #[tokio::test]

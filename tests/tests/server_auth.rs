@@ -247,3 +247,66 @@ async fn a_non_loopback_bind_turns_auth_on() {
     assert_eq!(st, 401, "{body}");
     server.close().await;
 }
+
+#[tokio::test]
+async fn revoking_a_token_closes_its_open_connections_with_1008() {
+    let s = auth_server().await;
+    let (admin, _) = token(&s, None);
+    let (t1, id1) = token(&s, Some(vec!["c"]));
+    let (t2, id2) = token(&s, Some(vec!["c"]));
+    let mut operator = WsClient::try_connect(&s.ws_url(), Some(&admin))
+        .await
+        .unwrap();
+    let mut victim = WsClient::try_connect(&s.ws_url(), Some(&t1)).await.unwrap();
+    let r = victim
+        .request(
+            "image_create_request",
+            json!({"containerId":"c","config":{}}),
+        )
+        .await;
+    assert!(r["data"]["error"].is_null(), "{r}");
+    // Another token's connection is not touched.
+    let mut bystander = WsClient::try_connect(&s.ws_url(), Some(&t2)).await.unwrap();
+
+    // Revoked over the WebSocket: the connection is told, then closed with 1008.
+    let r = operator
+        .request("token_revoke_request", json!({"tokenId": id1}))
+        .await;
+    assert_eq!(r["data"]["revoked"], true, "{r}");
+    let frames = victim.frames_until("__close").await;
+    let close = frames.last().expect("close").payload.clone();
+    assert_eq!(close["code"], 1008, "{close}");
+    assert_eq!(close["reason"], "token revoked");
+    assert!(frames.iter().any(|f| f.type_name() == "system_error"
+        && f.payload["data"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("revoked")));
+    // Nothing more runs on it: the socket is closed.
+    assert!(matches!(
+        victim.read_frame_within(Duration::from_secs(2)).await,
+        Ok(None) | Err(())
+    ));
+    let images = s.vm.store().list_images("c").unwrap();
+    assert_eq!(images.len(), 1, "an image was created after the revoke");
+
+    // Revoked over REST: the same.
+    let (st, body) = http(
+        s.addr,
+        "DELETE",
+        &format!("/v1/tokens/{id2}"),
+        &[("Authorization", &format!("Bearer {admin}"))],
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let close = bystander
+        .frames_until("__close")
+        .await
+        .pop()
+        .expect("close");
+    assert_eq!(close.payload["code"], 1008);
+    // The operator's connection is still fine.
+    let r = operator.request("container_list_request", json!({})).await;
+    assert!(r["data"]["error"].is_null(), "{r}");
+}

@@ -89,18 +89,28 @@ const char *agentvm_last_error(void);
 // `{"dataDir"?, "llm"?: "mock" | "env" | "anthropic" | {"provider", "apiKey", "url", "model"},
 // "scheduler"?: {...}, "limits"?: {...}, "localTools"?, "definitions"?, "maxTokens"?}`;
 // unknown fields are `AGENTVM_RESULT_INVALID_INPUT`. On success `*out` is the handle
-// (free it with `agentvm_runtime_free`); on failure NULL. Blocks.
+// (free it with `agentvm_runtime_free`); on failure NULL. Blocks at most `timeout_ms`
+// (negative: no limit); `cancel_id` (0: none) names the call for `agentvm_cancel(NULL, id)`
+// from another thread (`AGENTVM_RESULT_CANCELLED`, and no handle).
 //
 // # Safety
 // `options_json` is NULL or a NUL-terminated string; `out` is valid for a write.
-enum AgentvmResult agentvm_open(const char *options_json, struct AgentvmRuntime **out);
+enum AgentvmResult agentvm_open(const char *options_json,
+                                int64_t timeout_ms,
+                                uint64_t cancel_id,
+                                struct AgentvmRuntime **out);
 
 // Connects to an agentvm server: `{"url": "ws://host:port/ws", "token"?, "timeoutMs"?}`. The
-// handle answers the same commands as a local one. Blocks.
+// handle answers the same commands as a local one. Blocks at most `timeout_ms` (negative: no
+// limit beyond the options' `timeoutMs`); `cancel_id` (0: none) names the call for
+// `agentvm_cancel(NULL, id)` from another thread (`AGENTVM_RESULT_CANCELLED`, and no handle).
 //
 // # Safety
 // `options_json` is a NUL-terminated string; `out` is valid for a write.
-enum AgentvmResult agentvm_connect(const char *options_json, struct AgentvmRuntime **out);
+enum AgentvmResult agentvm_connect(const char *options_json,
+                                   int64_t timeout_ms,
+                                   uint64_t cancel_id,
+                                   struct AgentvmRuntime **out);
 
 // Runs one command: `request_json` is `{"type": "<name>_request", "data": {...}}`; on
 // success `*out_json` is the response's `data` (free it with `agentvm_string_free`), on
@@ -118,11 +128,12 @@ enum AgentvmResult agentvm_request(const struct AgentvmRuntime *rt,
                                    char **out_json);
 
 // Cancels the call running on `rt` with `cancel_id`: it returns `AGENTVM_RESULT_CANCELLED`.
+// With `rt` NULL, cancels the `agentvm_open` / `agentvm_connect` running with `cancel_id`.
 // `AGENTVM_RESULT_NOT_FOUND` when no call runs with that id (it ended, or has not started).
 // Any thread.
 //
 // # Safety
-// `rt` is a live handle.
+// `rt` is NULL or a live handle.
 enum AgentvmResult agentvm_cancel(const struct AgentvmRuntime *rt, uint64_t cancel_id);
 
 // Serves a local runtime in this process (WebSocket `/ws`, REST `/v1`, `/health`,

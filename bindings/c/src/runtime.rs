@@ -15,11 +15,19 @@ pub struct AgentvmRuntime {
     pub(crate) embed: Embed,
 }
 
-/// Runs a blocking step on the process runtime, mapping errors.
+/// Runs a blocking step on the process runtime, mapping errors (before a handle exists).
 pub(crate) fn wait<T>(
     fut: impl std::future::Future<Output = agentvm_embed::agentvm::Result<T>>,
 ) -> Result<T, Failure> {
     Ok(block_on(fut)??)
+}
+
+/// Runs a blocking step of `rt` on its runtime, mapping errors.
+pub(crate) fn wait_on<T>(
+    rt: &AgentvmRuntime,
+    fut: impl std::future::Future<Output = agentvm_embed::agentvm::Result<T>>,
+) -> Result<T, Failure> {
+    Ok(rt.embed.block_on(fut)??)
 }
 
 /// The handle behind `rt`, or `NullArgument`.
@@ -48,13 +56,17 @@ fn hand_out(out: *mut *mut AgentvmRuntime, embed: Embed) -> Result<AgentvmResult
 /// `{"dataDir"?, "llm"?: "mock" | "env" | "anthropic" | {"provider", "apiKey", "url", "model"},
 /// "scheduler"?: {...}, "limits"?: {...}, "localTools"?, "definitions"?, "maxTokens"?}`;
 /// unknown fields are `AGENTVM_RESULT_INVALID_INPUT`. On success `*out` is the handle
-/// (free it with `agentvm_runtime_free`); on failure NULL. Blocks.
+/// (free it with `agentvm_runtime_free`); on failure NULL. Blocks at most `timeout_ms`
+/// (negative: no limit); `cancel_id` (0: none) names the call for `agentvm_cancel(NULL, id)`
+/// from another thread (`AGENTVM_RESULT_CANCELLED`, and no handle).
 ///
 /// # Safety
 /// `options_json` is NULL or a NUL-terminated string; `out` is valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn agentvm_open(
     options_json: *const c_char,
+    timeout_ms: i64,
+    cancel_id: u64,
     out: *mut *mut AgentvmRuntime,
 ) -> AgentvmResult {
     guard(|| {
@@ -62,19 +74,24 @@ pub unsafe extern "C" fn agentvm_open(
         unsafe { clear_out(out, "out") }?;
         let json = unsafe { read_opt(options_json, "options_json") }?.unwrap_or("");
         let options = EmbedOptions::from_json(json)?;
-        let embed = wait(Embed::open(options))?;
+        let cancel = (cancel_id != 0).then_some(cancel_id);
+        let embed = wait(Embed::open_with(options, cancel, timeout_of(timeout_ms)))?;
         hand_out(out, embed)
     })
 }
 
 /// Connects to an agentvm server: `{"url": "ws://host:port/ws", "token"?, "timeoutMs"?}`. The
-/// handle answers the same commands as a local one. Blocks.
+/// handle answers the same commands as a local one. Blocks at most `timeout_ms` (negative: no
+/// limit beyond the options' `timeoutMs`); `cancel_id` (0: none) names the call for
+/// `agentvm_cancel(NULL, id)` from another thread (`AGENTVM_RESULT_CANCELLED`, and no handle).
 ///
 /// # Safety
 /// `options_json` is a NUL-terminated string; `out` is valid for a write.
 #[no_mangle]
 pub unsafe extern "C" fn agentvm_connect(
     options_json: *const c_char,
+    timeout_ms: i64,
+    cancel_id: u64,
     out: *mut *mut AgentvmRuntime,
 ) -> AgentvmResult {
     guard(|| {
@@ -82,7 +99,8 @@ pub unsafe extern "C" fn agentvm_connect(
         unsafe { clear_out(out, "out") }?;
         let json = unsafe { read(options_json, "options_json") }?;
         let options = ConnectOptions::from_json(json)?;
-        let embed = wait(Embed::connect(options))?;
+        let cancel = (cancel_id != 0).then_some(cancel_id);
+        let embed = wait(Embed::connect_with(options, cancel, timeout_of(timeout_ms)))?;
         hand_out(out, embed)
     })
 }
@@ -111,7 +129,10 @@ pub unsafe extern "C" fn agentvm_request(
         let json = unsafe { read(request_json, "request_json") }?;
         let cancel = (cancel_id != 0).then_some(cancel_id);
         let embed = &rt.embed;
-        let data = wait(embed.call(cancel, timeout_of(timeout_ms), embed.request(json)))?;
+        let data = wait_on(
+            rt,
+            embed.call(cancel, timeout_of(timeout_ms), embed.request(json)),
+        )?;
         // SAFETY: checked non-NULL above.
         unsafe { put(out_json, "out_json", give(data)) }?;
         Ok(AgentvmResult::Ok)
@@ -119,20 +140,25 @@ pub unsafe extern "C" fn agentvm_request(
 }
 
 /// Cancels the call running on `rt` with `cancel_id`: it returns `AGENTVM_RESULT_CANCELLED`.
+/// With `rt` NULL, cancels the `agentvm_open` / `agentvm_connect` running with `cancel_id`.
 /// `AGENTVM_RESULT_NOT_FOUND` when no call runs with that id (it ended, or has not started).
 /// Any thread.
 ///
 /// # Safety
-/// `rt` is a live handle.
+/// `rt` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn agentvm_cancel(
     rt: *const AgentvmRuntime,
     cancel_id: u64,
 ) -> AgentvmResult {
     guard(|| {
-        // SAFETY: the header's contract for `rt`.
-        let rt = unsafe { runtime(rt) }?;
-        if rt.embed.cancel(cancel_id) {
+        let fired = if rt.is_null() {
+            agentvm_embed::cancel_opening(cancel_id)
+        } else {
+            // SAFETY: the header's contract for `rt`.
+            unsafe { runtime(rt) }?.embed.cancel(cancel_id)
+        };
+        if fired {
             Ok(AgentvmResult::Ok)
         } else {
             Err(Failure::new(
@@ -162,7 +188,7 @@ pub unsafe extern "C" fn agentvm_serve(
         unsafe { clear_out(out_json, "out_json") }?;
         let rt = unsafe { runtime(rt) }?;
         let json = unsafe { read_opt(options_json, "options_json") }?.unwrap_or("");
-        let served = wait(rt.embed.serve(ServeOptions::from_json(json)?))?;
+        let served = wait_on(rt, rt.embed.serve(ServeOptions::from_json(json)?))?;
         let text = serde_json::to_string(&served)
             .map_err(|e| Failure::new(AgentvmResult::Internal, e.to_string()))?;
         // SAFETY: checked non-NULL above.
@@ -183,7 +209,7 @@ pub unsafe extern "C" fn agentvm_close(rt: *const AgentvmRuntime) -> AgentvmResu
     guard(|| {
         // SAFETY: the header's contract for `rt`.
         let rt = unsafe { runtime(rt) }?;
-        block_on(rt.embed.close())?;
+        rt.embed.block_on(rt.embed.close())?;
         Ok(AgentvmResult::Ok)
     })
 }

@@ -2,7 +2,7 @@
 
 use crate::error::{AgentvmResult, Failure};
 use crate::panic::{guard, guard_void};
-use crate::runtime::{runtime, timeout_of, wait, AgentvmRuntime};
+use crate::runtime::{runtime, timeout_of, wait_on, AgentvmRuntime};
 use crate::strings::{clear_out, give, put, read_opt};
 use agentvm_embed::process::block_on;
 use agentvm_embed::{EventStream, SubscribeOptions};
@@ -90,7 +90,7 @@ pub unsafe extern "C" fn agentvm_subscribe(
         let rt = unsafe { runtime(rt) }?;
         let json = unsafe { read_opt(options_json, "options_json") }?.unwrap_or("");
         let options = SubscribeOptions::from_json(json)?;
-        let stream = wait(rt.embed.subscribe(options))?;
+        let stream = wait_on(rt, rt.embed.subscribe(options))?;
         let wake = Arc::new(wake_pipe().map_err(|e| {
             Failure::new(
                 AgentvmResult::Internal,

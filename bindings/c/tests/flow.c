@@ -7,7 +7,11 @@
  */
 #include "agentvm.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,7 +220,7 @@ static int remote(AgentvmRuntime *rt) {
     char options[512];
     snprintf(options, sizeof options, "{\"url\":\"%s\",\"timeoutMs\":10000}", ws);
     AgentvmRuntime *far = NULL;
-    OK(agentvm_connect(options, &far));
+    OK(agentvm_connect(options, 10000, 0, &far));
     char *answer = NULL;
     AgentvmResult rc = agentvm_request(far, "{\"type\":\"container_list_request\",\"data\":{}}",
                                        10000, 0, &answer);
@@ -225,6 +229,43 @@ static int remote(AgentvmRuntime *rt) {
     agentvm_runtime_free(far);
     CHECK(listed, "the remote handle lists the container made locally (rc %d)", rc);
     printf("ok: serve and connect\n");
+    return 0;
+}
+
+static void *cancel_opening_later(void *id) {
+    usleep(150 * 1000);
+    agentvm_cancel(NULL, *(uint64_t *)id);
+    return NULL;
+}
+
+/* A server that accepts TCP but never answers the WebSocket handshake: a connect ends at its
+ * timeout, or when another thread cancels it by id, with CANCELLED and no handle. */
+static int stalled_connect(void) {
+    int silent = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof addr;
+    CHECK(silent >= 0 && bind(silent, (struct sockaddr *)&addr, sizeof addr) == 0 &&
+              listen(silent, 4) == 0 && getsockname(silent, (struct sockaddr *)&addr, &len) == 0,
+          "a silent listener");
+    char options[256];
+    snprintf(options, sizeof options, "{\"url\":\"ws://127.0.0.1:%d/ws\",\"timeoutMs\":60000}",
+             ntohs(addr.sin_port));
+    AgentvmRuntime *far = NULL;
+    AgentvmResult rc = agentvm_connect(options, 200, 0, &far);
+    CHECK(rc == AGENTVM_RESULT_CANCELLED && far == NULL, "a stalled connect times out (rc %d)", rc);
+    CHECK(strstr(agentvm_last_error(), "timed out") != NULL, "and says so: %s", agentvm_last_error());
+
+    uint64_t id = 7001;
+    pthread_t canceller;
+    CHECK(pthread_create(&canceller, NULL, cancel_opening_later, &id) == 0, "a canceller thread");
+    rc = agentvm_connect(options, -1, id, &far);
+    pthread_join(canceller, NULL);
+    CHECK(rc == AGENTVM_RESULT_CANCELLED && far == NULL, "a stalled connect is cancelled (rc %d)", rc);
+    CHECK(strstr(agentvm_last_error(), "cancelled by the caller") != NULL, "and says so: %s",
+          agentvm_last_error());
+    CHECK(agentvm_cancel(NULL, id) == AGENTVM_RESULT_NOT_FOUND, "the id is free again");
+    close(silent);
+    printf("ok: stalled connect: timeout and cancel\n");
     return 0;
 }
 
@@ -244,10 +285,10 @@ int main(void) {
                     : "");
 
     AgentvmRuntime *rt = NULL;
-    CHECK(agentvm_open("{\"bogus\":1}", &rt) == AGENTVM_RESULT_INVALID_INPUT && rt == NULL,
+    CHECK(agentvm_open("{\"bogus\":1}", -1, 0, &rt) == AGENTVM_RESULT_INVALID_INPUT && rt == NULL,
           "unknown open option is refused");
-    OK(agentvm_open(options, &rt));
-    if (chat(rt) || errors(rt) || remote(rt)) goto done;
+    OK(agentvm_open(options, 30000, 0, &rt));
+    if (chat(rt) || errors(rt) || remote(rt) || stalled_connect()) goto done;
     if (docker) {
         if (sandbox(rt)) goto done;
     } else {

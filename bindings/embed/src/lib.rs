@@ -27,18 +27,24 @@
 //! # }).unwrap().unwrap();
 //! ```
 
+mod calls;
 pub mod events;
 pub mod options;
 pub mod process;
 mod wire;
+
+pub use calls::cancel_opening;
 
 /// The core crate, for bindings that name its types (errors, kinds).
 pub use agentvm;
 pub use events::EventStream;
 pub use options::{ConnectOptions, EmbedOptions, ServeOptions, SubscribeOptions};
 
-use agentvm::{AgentVm, Error, EventFilter, RemoteRuntime, Result, Runtime};
+use agentvm::{
+    AgentVm, Command, CommandKind, Error, EventFilter, RemoteRuntime, Response, Result, Runtime,
+};
 use agentvm_server::{AuthMode, ServerConfig, ServerManager};
+use calls::lock;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
@@ -71,10 +77,13 @@ struct Inner {
     /// Whether `target` was local (kept after close).
     local: bool,
     /// Calls in progress that a caller named by an id: `cancel(id)` sets their flag.
-    cancels: Mutex<HashMap<u64, watch::Sender<bool>>>,
+    cancels: calls::Registry,
+    /// The process runtime this handle was opened on (blocking calls enter it directly).
+    runtime: Arc<tokio::runtime::Runtime>,
     /// Streams to end on `close()`.
     streams: Mutex<Vec<Weak<events::Shared>>>,
-    /// Servers started by `serve`, by port: stopped by `stop_serving` or on `close()`.
+    /// Servers started by `serve` and the port each listens on, stopped by `stop_serving`
+    /// or `close()`.
     servers: Mutex<Vec<(u16, Arc<ServerManager>)>>,
     /// Set by `close()`: later calls fail with `Cancelled`.
     closed: watch::Sender<bool>,
@@ -109,50 +118,80 @@ pub struct Served {
     pub port: u16,
 }
 
-/// Removes a call's cancel entry when the call ends, however it ends.
-struct CancelEntry<'a> {
-    inner: &'a Inner,
-    id: Option<u64>,
-}
-
-impl Drop for CancelEntry<'_> {
-    fn drop(&mut self) {
-        if let Some(id) = self.id {
-            lock(&self.inner.cancels).remove(&id);
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Embed {
-    fn new(target: Target) -> Self {
-        Embed {
+    fn new(target: Target) -> Result<Self> {
+        Ok(Embed {
             inner: Arc::new(Inner {
                 local: matches!(target, Target::Local(_)),
                 target: std::sync::RwLock::new(Some(target)),
                 cancels: Mutex::new(HashMap::new()),
+                runtime: process::runtime()?,
                 streams: Mutex::new(Vec::new()),
                 servers: Mutex::new(Vec::new()),
                 closed: watch::channel(false).0,
             }),
-        }
+        })
     }
 
     /// Opens a local runtime. Must run on the process runtime ([`process::block_on`] or a
     /// task spawned on [`process::handle`]).
     pub async fn open(options: EmbedOptions) -> Result<Embed> {
         let vm = options.builder()?.open().await?;
-        Ok(Embed::new(Target::Local(vm)))
+        Embed::new(Target::Local(vm))
+    }
+
+    /// [`open`](Self::open) bounded by `timeout` and cancellable by
+    /// [`cancel_opening(id)`](cancel_opening) when `cancel_id` is given (`Cancelled` either way).
+    pub async fn open_with(
+        options: EmbedOptions,
+        cancel_id: Option<u64>,
+        timeout: Option<Duration>,
+    ) -> Result<Embed> {
+        calls::bounded(
+            calls::opening(),
+            None,
+            cancel_id,
+            timeout,
+            Embed::open(options),
+        )
+        .await
     }
 
     /// Connects to an agentvm server.
     pub async fn connect(options: ConnectOptions) -> Result<Embed> {
         let core = options.core()?;
         let remote = agentvm::connect(&options.url, core).await?;
-        Ok(Embed::new(Target::Remote(remote)))
+        Embed::new(Target::Remote(remote))
+    }
+
+    /// [`connect`](Self::connect) bounded by `timeout` and cancellable by
+    /// [`cancel_opening(id)`](cancel_opening) when `cancel_id` is given: a server that is down
+    /// or slow to answer can be given up on from another thread.
+    pub async fn connect_with(
+        options: ConnectOptions,
+        cancel_id: Option<u64>,
+        timeout: Option<Duration>,
+    ) -> Result<Embed> {
+        calls::bounded(
+            calls::opening(),
+            None,
+            cancel_id,
+            timeout,
+            Embed::connect(options),
+        )
+        .await
+    }
+
+    /// Runs `fut` to completion on this handle's runtime, blocking the calling thread (the
+    /// entry of blocking bindings such as the C ABI). A thread of the runtime itself may not
+    /// block on it (that would deadlock a worker): it gets `Internal`.
+    pub fn block_on<F: Future>(&self, fut: F) -> Result<F::Output> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::Internal(
+                "a blocking agentvm call was made from inside the agentvm runtime (an async context); use the async API there".into(),
+            ));
+        }
+        Ok(self.inner.runtime.block_on(fut))
     }
 
     /// Whether this handle drives a runtime in this process.
@@ -165,9 +204,17 @@ impl Embed {
     /// is `InvalidInput` naming it. `data` may carry the envelope's `requestId`.
     pub async fn request(&self, json: &str) -> Result<String> {
         let command = wire::parse_command(json)?;
-        self.check_open()?;
-        let response = self.target()?.runtime().request(command).await?;
+        let response = self.request_command(command).await?;
         wire::response_data(&response)
+    }
+
+    /// Runs a command already parsed (by [`parse_command_parts`]) and returns the typed
+    /// response: for bindings that convert their language's values straight to and from the
+    /// serde types instead of going through JSON text. Same checks and errors as
+    /// [`request`](Self::request).
+    pub async fn request_command(&self, command: Command) -> Result<Response> {
+        self.check_open()?;
+        self.target()?.runtime().request(command).await
     }
 
     /// Runs `fut` bounded by `timeout` and cancellable by [`cancel(id)`](Self::cancel) when
@@ -185,54 +232,20 @@ impl Embed {
     where
         F: Future<Output = Result<T>>,
     {
-        let mut cancelled = {
-            let (tx, rx) = watch::channel(false);
-            if let Some(id) = cancel_id {
-                let mut cancels = lock(&self.inner.cancels);
-                if cancels.contains_key(&id) {
-                    return Err(Error::invalid(format!(
-                        "cancel id {id} is in use by another call"
-                    )));
-                }
-                cancels.insert(id, tx);
-            }
-            rx
-        };
-        let _entry = CancelEntry {
-            inner: &self.inner,
-            id: cancel_id,
-        };
-        let mut closed = self.inner.closed.subscribe();
-        let deadline = async {
-            match timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = fut => r,
-            _ = deadline => Err(Error::Cancelled(format!(
-                "timed out after {} ms",
-                timeout.map(|t| t.as_millis()).unwrap_or_default()
-            ))),
-            _ = cancelled.wait_for(|c| *c), if cancel_id.is_some() => Err(Error::Cancelled(format!(
-                "cancelled by the caller (id {})",
-                cancel_id.unwrap_or_default()
-            ))),
-            _ = closed.wait_for(|c| *c) => Err(Error::Cancelled("the runtime handle was closed".into())),
-        }
+        calls::bounded(
+            &self.inner.cancels,
+            Some(self.inner.closed.subscribe()),
+            cancel_id,
+            timeout,
+            fut,
+        )
+        .await
     }
 
     /// Cancels the call running with `id`; `false` when none is (it finished, or never
     /// started). Any thread.
     pub fn cancel(&self, id: u64) -> bool {
-        match lock(&self.inner.cancels).get(&id) {
-            Some(tx) => {
-                tx.send_replace(true);
-                true
-            }
-            None => false,
-        }
+        calls::fire(&self.inner.cancels, id)
     }
 
     /// Subscribes to events. Events caused after this returns are never missed.
@@ -294,14 +307,14 @@ impl Embed {
         })
     }
 
-    /// Stops the server [`serve`](Self::serve) started on `port`: it stops accepting, and
-    /// running turns get the grace period to finish. `false` when there is none (already
-    /// stopped, or never started here).
+    /// Stops the server [`serve`](Self::serve) started on `port`: it stops accepting, lets
+    /// running turns finish (up to a grace period) and writes everything out; the runtime
+    /// stays open. `false` when no server of this handle listens there.
     pub async fn stop_serving(&self, port: u16) -> bool {
         let server = {
             let mut servers = lock(&self.inner.servers);
-            let found = servers.iter().position(|(p, _)| *p == port);
-            found.map(|i| servers.remove(i).1)
+            let at = servers.iter().position(|(p, _)| *p == port);
+            at.map(|i| servers.remove(i).1)
         };
         match server {
             Some(s) => {
@@ -361,4 +374,15 @@ impl Embed {
         }
         Ok(())
     }
+}
+/// Parses a command from its wire type (`image_get_request`) and `data`, strictly, as
+/// [`Embed::request`] does: an unknown type or field is `InvalidInput` naming it; `data` may
+/// carry the envelope's `requestId`.
+pub fn parse_command_parts(type_name: &str, mut data: serde_json::Value) -> Result<Command> {
+    let kind = CommandKind::from_type_name(type_name)
+        .ok_or_else(|| Error::invalid(format!("Unknown request type: {type_name}")))?;
+    if let Some(o) = data.as_object_mut() {
+        o.remove("requestId");
+    }
+    kind.parse_strict(data)
 }

@@ -1,7 +1,7 @@
 //! The one tokio runtime of the process, owned by the embedding layer.
 //!
-//! The core never builds a runtime; every binding (C, Go through C, and later Python and
-//! Node) runs everything on this one, so a process that loads two bindings still has one.
+//! The core never builds a runtime; every binding (C, Go through C, Python, and later Node)
+//! runs everything on this one, so a process that loads two bindings still has one.
 //!
 //! Fork safety: tokio's worker threads do not survive `fork()`. The runtime remembers the pid
 //! that built it; in a forked child the parent's runtime is leaked without being touched (its
@@ -71,4 +71,24 @@ pub fn block_on<F: Future>(fut: F) -> Result<F::Output> {
         ));
     }
     Ok(runtime()?.block_on(fut))
+}
+
+/// Stops the runtime's threads, giving blocking work up to `grace` to finish: for bindings
+/// whose host is about to exit (Python's `atexit`), where a worker left running could call
+/// into a host that is being torn down. Running tasks are dropped; the next use builds a new
+/// runtime. A runtime still in use by a call on another thread, or one built by a parent
+/// process, is left alone.
+pub fn shutdown(grace: std::time::Duration) {
+    let taken = SLOT.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let Some(slot) = taken else {
+        return;
+    };
+    if slot.pid != std::process::id() {
+        std::mem::forget(slot.runtime);
+        return;
+    }
+    match Arc::try_unwrap(slot.runtime) {
+        Ok(rt) => rt.shutdown_timeout(grace),
+        Err(shared) => std::mem::forget(shared),
+    }
 }

@@ -5,7 +5,7 @@
 //! text once, and falls back to the slow, careful path for anything unusual (which is also the
 //! one that words the errors).
 
-use agentvm::{Command, CommandKind, Error, Response, Result};
+use agentvm::{Command, Error, Response, Result};
 
 /// Parses `{"type": "<name>_request", "data": {...}}` strictly: an unknown type or field is
 /// `InvalidInput` naming it; `data` may carry the envelope's `requestId`.
@@ -46,13 +46,7 @@ fn parse_checked(json: &str) -> Result<Command> {
     }
     let envelope: Envelope = serde_json::from_str(json)
         .map_err(|e| Error::invalid(format!("Invalid request JSON: {e}")))?;
-    let kind = CommandKind::from_type_name(&envelope.type_name)
-        .ok_or_else(|| Error::invalid(format!("Unknown request type: {}", envelope.type_name)))?;
-    let mut data = envelope.data;
-    if let Some(o) = data.as_object_mut() {
-        o.remove("requestId");
-    }
-    kind.parse_strict(data)
+    crate::parse_command_parts(&envelope.type_name, envelope.data)
 }
 
 /// The response's `data` as JSON text.

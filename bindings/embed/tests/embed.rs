@@ -142,6 +142,54 @@ fn calls_end_on_timeout_or_cancel_by_id() {
 }
 
 #[test]
+fn a_connect_to_a_server_that_never_answers_ends_by_timeout_or_cancel() {
+    // Accepts TCP (the kernel's backlog) but never answers the WebSocket handshake.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let options = || {
+        agentvm_embed::ConnectOptions::from_json(&format!(
+            r#"{{"url":"ws://{}/ws","timeoutMs":60000}}"#,
+            silent.local_addr().unwrap()
+        ))
+        .unwrap()
+    };
+    let e = block_on(Embed::connect_with(
+        options(),
+        None,
+        Some(Duration::from_millis(100)),
+    ))
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    assert!(e.to_string().contains("timed out after 100 ms"), "{e}");
+
+    let t = std::thread::spawn(|| {
+        while !agentvm_embed::cancel_opening(41) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let e = block_on(Embed::connect_with(options(), Some(41), None))
+        .unwrap()
+        .unwrap_err();
+    t.join().unwrap();
+    assert!(
+        e.to_string().contains("cancelled by the caller (id 41)"),
+        "{e}"
+    );
+    assert!(!agentvm_embed::cancel_opening(41), "the id is free again");
+
+    // An open that finishes in time frees its id.
+    let vm = block_on(Embed::open_with(
+        EmbedOptions::from_json(r#"{"llm":"mock"}"#).unwrap(),
+        Some(42),
+        Some(Duration::from_secs(30)),
+    ))
+    .unwrap()
+    .unwrap();
+    assert!(!agentvm_embed::cancel_opening(42), "the open finished");
+    block_on(vm.close()).unwrap();
+}
+
+#[test]
 fn a_slow_subscriber_resumes_without_losing_session_events() {
     let vm = open();
     let image = request(
@@ -207,7 +255,59 @@ fn serve_then_connect_answers_the_same_commands() {
     let list = request(&remote, r#"{"type":"container_list_request","data":{}}"#).unwrap();
     assert!(list.is_object(), "{list}");
     block_on(remote.close()).unwrap();
+    // stop_serving ends that server only: the runtime answers on, a new connection is refused.
+    assert!(block_on(vm.stop_serving(served.port)).unwrap());
+    assert!(!block_on(vm.stop_serving(served.port)).unwrap());
+    let refused = block_on(Embed::connect(
+        agentvm_embed::options::parse_connect(&format!(
+            r#"{{"url":"{}","timeoutMs":2000}}"#,
+            served.ws_url
+        ))
+        .unwrap(),
+    ))
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Unavailable, "{refused}");
+    request(&vm, r#"{"type":"container_list_request","data":{}}"#).unwrap();
     block_on(vm.close()).unwrap();
+}
+
+#[test]
+fn a_parsed_command_runs_with_the_same_checks_as_json() {
+    let vm = open();
+    let command = agentvm_embed::parse_command_parts(
+        "image_create_request",
+        serde_json::json!({"containerId": "c1", "requestId": "r1"}),
+    )
+    .unwrap();
+    let response = block_on(vm.request_command(command)).unwrap().unwrap();
+    assert_eq!(
+        serde_json::to_value(&response).unwrap()["type"],
+        "image_create_response"
+    );
+    let e = agentvm_embed::parse_command_parts(
+        "image_get_request",
+        serde_json::json!({"imageId": "x", "bogus": 1}),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("bogus"), "{e}");
+    let e =
+        agentvm_embed::parse_command_parts("nope_request", serde_json::Value::Null).unwrap_err();
+    assert!(
+        e.to_string().contains("Unknown request type: nope_request"),
+        "{e}"
+    );
+    block_on(vm.close()).unwrap();
+    let closed = block_on(
+        vm.request_command(
+            agentvm_embed::parse_command_parts("container_list_request", serde_json::Value::Null)
+                .unwrap(),
+        ),
+    )
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(closed.kind(), ErrorKind::Cancelled);
 }
 
 #[test]

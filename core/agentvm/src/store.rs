@@ -9,6 +9,10 @@
 //! - [`MemoryStore`]: maps behind a lock, for ephemeral runtimes and tests;
 //! - `PostgresStore` (feature `postgres`): a PostgreSQL database several servers can share.
 //!
+//! Servers sharing a database coordinate through the store too: cluster membership and
+//! container leases with fencing epochs (`store/lease.rs`, `docs/cluster.md`); a store that
+//! joined a cluster refuses container writes it holds no live lease for.
+//!
 //! Each backend runs the same conformance suite (`store/conformance.rs`,
 //! `store_conformance_tests!`): a backend that needs a different expectation means the
 //! contract written here is wrong, not the backend. The trait names no backend type, so a
@@ -19,6 +23,7 @@
 //! is visible, also after a crash) and durable: when it returns `Ok`, every later call on any
 //! thread sees it, and a persistent backend keeps it through a crash.
 
+mod lease;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -28,6 +33,7 @@ mod redb;
 mod conformance;
 
 pub use self::redb::RedbStore;
+pub use lease::{ClusterMember, Lease, LeaseClaim, LeaseRecord, MemberRecord};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
@@ -37,6 +43,7 @@ use crate::model::{ContainerRecord, Definition, ImageRecord, Message, SessionRec
 use agentvm_scheduler::SchedulerStore;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The version of the record schema this build reads and writes. A persistent backend
 /// records it and refuses to open data written by a newer schema.
@@ -178,6 +185,66 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Marks the token with id `id` revoked at `now` (a revoked token keeps its first
     /// revocation time). Returns false when there is no such token.
     fn revoke_token(&self, id: &str, now: i64) -> Result<bool>;
+
+    // ----- cluster membership and container leases (see `store/lease.rs`) -----
+
+    /// Registers this store's server as a cluster member (or refreshes it: heartbeat now, not
+    /// draining) and from then on fences every write that belongs to a container: it commits
+    /// only under a live lease this server holds. Single-process backends accept and ignore it.
+    fn join_cluster(&self, member: &ClusterMember) -> Result<()> {
+        let _ = member;
+        Ok(())
+    }
+
+    /// Records a heartbeat of this store's member (database time). Marks it draining when
+    /// `draining`, so others know it is handing its leases over.
+    fn heartbeat(&self, draining: bool) -> Result<()> {
+        let _ = draining;
+        Ok(())
+    }
+
+    /// The registered servers, by id (empty for single-process backends).
+    fn cluster_members(&self) -> Result<Vec<MemberRecord>> {
+        Ok(Vec::new())
+    }
+
+    /// Takes the lease of `container_id` for `server_id` for `ttl`: a new lease at epoch 1, an
+    /// expired or released one at its epoch + 1, or the caller's own live one extended at the
+    /// same epoch; one atomic statement, database time. [`LeaseClaim::Taken`] when another
+    /// server holds a live lease. Single-process backends always grant it (epoch 1).
+    fn acquire_lease(
+        &self,
+        container_id: &str,
+        server_id: &str,
+        ttl: Duration,
+    ) -> Result<LeaseClaim> {
+        let _ = ttl;
+        Ok(LeaseClaim::Held(lease::local_lease(
+            container_id,
+            server_id,
+        )))
+    }
+
+    /// Extends a held lease by `ttl` if it is still this owner's, at this epoch, and not
+    /// expired. `false` (and fencing forgets it) when it was lost: the holder must step down.
+    fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+        let _ = (lease, ttl);
+        Ok(true)
+    }
+
+    /// Gives a held lease up at once (it expires now), so another server can take it without
+    /// waiting for its TTL. `false` when it was not held any more.
+    fn release_lease(&self, lease: &Lease) -> Result<bool> {
+        let _ = lease;
+        Ok(true)
+    }
+
+    /// A container's lease as stored; `None` when it never had one (always, for
+    /// single-process backends).
+    fn get_lease(&self, container_id: &str) -> Result<Option<LeaseRecord>> {
+        let _ = container_id;
+        Ok(None)
+    }
 }
 
 /// One stored replay-log entry: a session event and its cursor.

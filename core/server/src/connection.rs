@@ -5,7 +5,12 @@
 //! sandbox topics it joined — wrapped with `__msgId` and, for topic events, `__cursor`. The
 //! subscription's bounded queue is the connection's send queue: a consumer too slow to keep up
 //! overflows it, and the connection then resumes from the last cursor it sent (replayed from
-//! the log), so nothing is lost and the server never waits on a client.
+//! the log, a page at a time), so nothing is lost and the server never waits on a client.
+//!
+//! Budgets bound what one connection can make the server hold: a write waits at most
+//! `send_timeout`, at most `max_subscriptions` topics and `max_requests_in_flight` requests
+//! beside the loop; over one, the connection is closed with 4008 and the budget named (WARN).
+//! Revoking the connection's token closes it with 1008 and fails its requests in flight.
 //!
 //! A `sandbox_exec_request` runs beside the loop for as long as its command does (its own
 //! timeout bounds it), so its output streams and other requests (a cancel) are answered
@@ -17,11 +22,16 @@ use crate::model::{Command, CommandKind, Event, Response};
 use crate::runtime::{
     AgentVm, BusItem, Caller, EventFilter, RequestHook, Scope, ScopedRuntime, Subscription,
 };
-use crate::{ServerState, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TOO_BIG};
+use crate::{ServerState, CLOSE_GOING_AWAY, CLOSE_OVER_BUDGET, CLOSE_POLICY, CLOSE_TOO_BIG};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::SinkExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long a connection being closed waits for its close frame to be written.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Who is on a connection, for [`ConnectionHandler`]s.
 #[derive(Debug, Clone)]
@@ -63,6 +73,8 @@ pub(crate) enum Admission {
     Granted {
         scope: Scope,
         token_id: Option<String>,
+        /// The hash of the token presented, if any.
+        token_hash: Option<String>,
     },
     /// Auth is required and no token came with the upgrade: the first frame must be `auth`.
     AwaitAuthFrame,
@@ -79,6 +91,13 @@ struct Connection {
     done_tx: tokio::sync::mpsc::UnboundedSender<Outcome>,
     /// The loop's end of `done_tx`.
     done_rx: tokio::sync::mpsc::UnboundedReceiver<Outcome>,
+    /// Requests running beside the loop (bounded by `max_requests_in_flight`).
+    in_flight: usize,
+    /// Turns `true` when the connection's token is revoked through this server.
+    revoked: watch::Receiver<bool>,
+    /// The hash of the token the connection authenticated with, to see a revocation made
+    /// elsewhere (another server on the same store) at each ping.
+    token_hash: Option<String>,
 }
 
 /// A request that ended, with what its response needs.
@@ -111,8 +130,12 @@ pub(crate) async fn serve(
     remote_addr: Option<SocketAddr>,
 ) {
     let conn_id = state.next_connection_id();
-    let (scope, token_id) = match admission {
-        Admission::Granted { scope, token_id } => (scope, token_id),
+    let (scope, token_id, token_hash) = match admission {
+        Admission::Granted {
+            scope,
+            token_id,
+            token_hash,
+        } => (scope, token_id, token_hash),
         Admission::AwaitAuthFrame => match await_auth(&mut socket, &state).await {
             Some(granted) => granted,
             None => return,
@@ -161,6 +184,10 @@ pub(crate) async fn serve(
         })),
     };
     let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let revoked = match &info.token_id {
+        Some(id) => state.watch_token(id),
+        None => watch::channel(false).1,
+    };
     let mut conn = Connection {
         state: state.clone(),
         info,
@@ -169,6 +196,9 @@ pub(crate) async fn serve(
         sent: 0,
         done_tx,
         done_rx,
+        in_flight: 0,
+        revoked,
+        token_hash,
     };
     conn.run(&mut socket).await;
     state.metrics.connection_closed();
@@ -186,7 +216,7 @@ fn state_frame(conn_id: &str, n: u64, event: &Event) -> String {
 async fn await_auth(
     socket: &mut WebSocket,
     state: &ServerState,
-) -> Option<(Scope, Option<String>)> {
+) -> Option<(Scope, Option<String>, Option<String>)> {
     let refuse = |message: String| {
         let e = Error::Unauthorized(message);
         state_frame("auth", 0, &codec::system_error(&e, None))
@@ -217,7 +247,7 @@ async fn await_auth(
         }
     };
     match crate::auth::verify_token(&**state.vm.store(), &token) {
-        Ok((record, scope)) => Some((scope, Some(record.id))),
+        Ok((record, scope)) => Some((scope, Some(record.id), Some(record.hash))),
         Err(e) => {
             let _ = socket
                 .send(Message::Text(refuse(e.to_string()).into()))
@@ -233,6 +263,18 @@ enum Flow {
     Close,
 }
 
+/// Resolves once the token is revoked (never, for a connection without one).
+async fn wait_revoked(revoked: &mut watch::Receiver<bool>) {
+    if revoked.wait_for(|r| *r).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The error of a request whose connection's token was revoked while it ran.
+fn revoked_error() -> Error {
+    Error::Unauthorized("the connection's token has been revoked".into())
+}
+
 impl Connection {
     async fn run(&mut self, socket: &mut WebSocket) {
         let mut shutdown = self.state.shutdown.clone();
@@ -243,7 +285,11 @@ impl Connection {
             tokio::select! {
                 biased;
                 _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
-                    let _ = socket.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
+                    let _ = tokio::time::timeout(CLOSE_WAIT, socket.send(close(CLOSE_GOING_AWAY, "server shutting down"))).await;
+                    return;
+                }
+                _ = wait_revoked(&mut self.revoked) => {
+                    self.close_revoked(socket).await;
                     return;
                 }
                 incoming = socket.recv() => {
@@ -253,7 +299,7 @@ impl Connection {
                             if is_too_big(&e) {
                                 self.state.metrics.frame_refused();
                                 let reason = format!("frame larger than {} bytes", self.state.config.max_frame_bytes);
-                                let _ = socket.send(close(CLOSE_TOO_BIG, &reason)).await;
+                                let _ = tokio::time::timeout(CLOSE_WAIT, socket.send(close(CLOSE_TOO_BIG, &reason))).await;
                             }
                             Flow::Close
                         }
@@ -277,7 +323,7 @@ impl Connection {
                 item = self.sub.recv() => {
                     match item {
                         Some(BusItem::Event(p)) => {
-                            if self.forward(socket, p).await.is_err() {
+                            if matches!(self.forward(socket, p).await, Flow::Close) {
                                 return;
                             }
                         }
@@ -286,7 +332,8 @@ impl Connection {
                     }
                 }
                 Some(outcome) = self.done_rx.recv() => {
-                    if self.drain_events(socket).await.is_err() {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    if matches!(self.drain_events(socket).await, Flow::Close) {
                         return;
                     }
                     if matches!(self.respond(socket, outcome).await, Flow::Close) {
@@ -299,7 +346,11 @@ impl Connection {
                         return;
                     }
                     awaiting_pong = true;
-                    if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    if self.token_revoked_in_store() {
+                        self.close_revoked(socket).await;
+                        return;
+                    }
+                    if matches!(self.write(socket, Message::Ping(Vec::new().into())).await, Flow::Close) {
                         return;
                     }
                 }
@@ -312,7 +363,8 @@ impl Connection {
         &mut self,
         socket: &mut WebSocket,
         first: Arc<crate::runtime::Published>,
-    ) -> std::result::Result<(), axum::Error> {
+    ) -> Flow {
+        let budget = self.state.config.send_timeout;
         let mut next = Some(first);
         let mut batch = 0;
         while let Some(p) = next.take() {
@@ -323,7 +375,11 @@ impl Connection {
                 .unwrap_or(true)
             {
                 let frame = codec::wrap_escaped(&self.msg_id(), p.escaped_json(), p.cursor);
-                socket.feed(Message::Text(frame.into())).await?;
+                match tokio::time::timeout(budget, socket.feed(Message::Text(frame.into()))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Flow::Close,
+                    Err(_) => return self.send_stalled(socket).await,
+                }
                 self.state.metrics.event_sent();
                 batch += 1;
             }
@@ -335,23 +391,110 @@ impl Connection {
                 }
             }
         }
-        socket.flush().await
+        match tokio::time::timeout(budget, socket.flush()).await {
+            Ok(Ok(())) => Flow::Continue,
+            Ok(Err(_)) => Flow::Close,
+            Err(_) => self.send_stalled(socket).await,
+        }
+    }
+
+    /// Writes one message within the send budget.
+    async fn write(&mut self, socket: &mut WebSocket, message: Message) -> Flow {
+        match tokio::time::timeout(self.state.config.send_timeout, socket.send(message)).await {
+            Ok(Ok(())) => Flow::Continue,
+            Ok(Err(_)) => Flow::Close,
+            Err(_) => self.send_stalled(socket).await,
+        }
+    }
+
+    /// A write waited the whole send budget: the client is not reading.
+    async fn send_stalled(&mut self, socket: &mut WebSocket) -> Flow {
+        let reason = format!(
+            "send budget: nothing read for {} ms",
+            self.state.config.send_timeout.as_millis()
+        );
+        self.over_budget(socket, &reason).await
+    }
+
+    /// Closes the connection with [`CLOSE_OVER_BUDGET`] and `reason`, logged at WARN.
+    async fn over_budget(&mut self, socket: &mut WebSocket, reason: &str) -> Flow {
+        tracing::warn!(
+            conn = %self.info.id,
+            remote = ?self.info.remote_addr,
+            reason,
+            "closing a connection over its budget"
+        );
+        self.state.metrics.over_budget();
+        // The close frame goes out after what the client has not read yet; what it sent
+        // meanwhile is read and dropped, so closing does not reset the connection (a reset
+        // would discard the close frame on the client's side).
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            if socket.send(close(CLOSE_OVER_BUDGET, reason)).await.is_ok() {
+                while let Some(Ok(m)) = socket.recv().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+        Flow::Close
+    }
+
+    /// Whether the connection's token is revoked in the store (by anyone, anywhere).
+    fn token_revoked_in_store(&self) -> bool {
+        let Some(hash) = &self.token_hash else {
+            return false;
+        };
+        match self.state.vm.store().token_by_hash(hash) {
+            Ok(Some(record)) => record.revoked_at.is_some(),
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!(conn = %self.info.id, error = %e.chain(), "checking a connection's token");
+                false
+            }
+        }
+    }
+
+    /// The connection's token was revoked: a policy close.
+    async fn close_revoked(&mut self, socket: &mut WebSocket) {
+        tracing::info!(conn = %self.info.id, token = ?self.info.token_id, "token revoked: closing its connection");
+        let e = Error::Unauthorized("the connection's token has been revoked".into());
+        let _ = tokio::time::timeout(
+            CLOSE_WAIT,
+            socket.send(Message::Text(
+                state_frame(&self.info.id, 0, &codec::system_error(&e, None)).into(),
+            )),
+        )
+        .await;
+        let _ = tokio::time::timeout(
+            CLOSE_WAIT,
+            socket.send(close(CLOSE_POLICY, "token revoked")),
+        )
+        .await;
+    }
+
+    /// Whether joining `topic` would take the connection over its subscription budget.
+    fn joins_over_budget(&self, topic: &str) -> bool {
+        !self.sub.has_topic(topic)
+            && self.sub.topics().count() >= self.state.config.max_subscriptions
     }
 
     /// Sends the events queued right now (at most about a queue's worth), so a response that
     /// follows comes after the events its request published.
-    async fn drain_events(
-        &mut self,
-        socket: &mut WebSocket,
-    ) -> std::result::Result<(), axum::Error> {
+    async fn drain_events(&mut self, socket: &mut WebSocket) -> Flow {
         for _ in 0..=self.state.config.send_queue {
             match self.sub.try_recv() {
-                Some(BusItem::Event(p)) => self.forward(socket, p).await?,
+                Some(BusItem::Event(p)) => {
+                    if matches!(self.forward(socket, p).await, Flow::Close) {
+                        return Flow::Close;
+                    }
+                }
                 Some(BusItem::Overflowed { .. }) => self.resume_after_overflow(),
                 None => break,
             }
         }
-        Ok(())
+        Flow::Continue
     }
 
     /// The queue overflowed: continue from the last cursor sent, replayed from the log.
@@ -371,10 +514,7 @@ impl Connection {
 
     async fn send_text(&mut self, socket: &mut WebSocket, payload_json: &str) -> Flow {
         let frame = codec::wrap(&self.msg_id(), payload_json, None);
-        match socket.send(Message::Text(frame.into())).await {
-            Ok(()) => Flow::Continue,
-            Err(_) => Flow::Close,
-        }
+        self.write(socket, Message::Text(frame.into())).await
     }
 
     async fn send_event(&mut self, socket: &mut WebSocket, event: &Event) -> Flow {
@@ -386,13 +526,25 @@ impl Connection {
         let Decoded { ack, frame } = codec::decode_client_frame(text);
         if let Some(id) = ack {
             let ack = serde_json::json!({ "__ack": id }).to_string();
-            if socket.send(Message::Text(ack.into())).await.is_err() {
+            if matches!(
+                self.write(socket, Message::Text(ack.into())).await,
+                Flow::Close
+            ) {
                 return Flow::Close;
             }
         }
         match frame {
             Ok(ClientFrame::Ack(_)) => Flow::Continue,
             Ok(ClientFrame::Auth { .. }) => Flow::Continue, // already authenticated
+            Ok(ClientFrame::Subscribe { session_id, .. })
+                if self.joins_over_budget(&session_id) =>
+            {
+                let reason = format!(
+                    "subscription budget: more than {} topics",
+                    self.state.config.max_subscriptions
+                );
+                self.over_budget(socket, &reason).await
+            }
             Ok(ClientFrame::Subscribe {
                 session_id,
                 after_cursor,
@@ -428,13 +580,19 @@ impl Connection {
                 {
                     return Flow::Close;
                 }
+                // Metrics labels come from the fixed set of commands, never from the client:
+                // a type the server does not know is counted as `unknown`.
+                if fe.unknown_type {
+                    self.state.metrics.unknown_request();
+                } else if let Some(t) = &fe.response_type {
+                    let request_type = format!("{}_request", t.trim_end_matches("_response"));
+                    if let Some(kind) = CommandKind::from_type_name(&request_type) {
+                        self.state.vm.request_metrics().record_invalid(kind);
+                    }
+                }
                 match (&fe.response_type, rid) {
                     (Some(t), Some(_)) => {
                         let v = codec::error_response_value(t, rid, &fe.error);
-                        let request_type = format!("{}_request", t.trim_end_matches("_response"));
-                        if let Some(kind) = CommandKind::from_type_name(&request_type) {
-                            self.state.vm.request_metrics().record_invalid(kind);
-                        }
                         self.send_text(socket, &v.to_string()).await
                     }
                     _ => Flow::Continue,
@@ -459,9 +617,24 @@ impl Connection {
         // Join the topic the command will publish on before it runs — a message_send's
         // session (PROTOCOL.md FIX), a sandbox_exec's sandbox — so nothing is missed.
         if let Some(topic) = self.state.vm.topic_of(&command, &self.info.scope).await {
+            if self.joins_over_budget(&topic) {
+                let reason = format!(
+                    "subscription budget: more than {} topics",
+                    self.state.config.max_subscriptions
+                );
+                return self.over_budget(socket, &reason).await;
+            }
             let _ = self.sub.join(&topic, None);
         }
         if matches!(command, Command::SandboxExec(_)) {
+            if self.in_flight >= self.state.config.max_requests_in_flight {
+                let reason = format!(
+                    "request budget: more than {} requests in flight",
+                    self.state.config.max_requests_in_flight
+                );
+                return self.over_budget(socket, &reason).await;
+            }
+            self.in_flight += 1;
             // Runs beside the loop, so its output streams and a cancel sent on this connection
             // is answered; bounded by the exec's own timeout, not the request timeout.
             let vm = self.state.vm.clone();
@@ -470,8 +643,14 @@ impl Connection {
                 ..self.caller.clone()
             };
             let done = self.done_tx.clone();
+            let mut revoked = self.revoked.clone();
+            let state = self.state.clone();
             tokio::spawn(async move {
-                let result = vm.dispatch(command, &caller).await;
+                let result = tokio::select! {
+                    r = vm.dispatch(command, &caller) => r,
+                    _ = wait_revoked(&mut revoked) => Err(revoked_error()),
+                };
+                state.after_dispatch(&result);
                 let _ = done.send(Outcome {
                     request_id,
                     response_type,
@@ -480,7 +659,12 @@ impl Connection {
             });
             return Flow::Continue;
         }
-        let result = self.state.vm.dispatch(command, &self.caller).await;
+        let mut revoked = self.revoked.clone();
+        let result = tokio::select! {
+            r = self.state.vm.dispatch(command, &self.caller) => r,
+            _ = wait_revoked(&mut revoked) => Err(revoked_error()),
+        };
+        self.state.after_dispatch(&result);
         self.respond(
             socket,
             Outcome {

@@ -50,7 +50,7 @@ fn classify(item: BusItem, execution_id: &str) -> Seen {
 
 pub(crate) async fn respond(
     state: &Arc<ServerState>,
-    token: Option<&str>,
+    caller: crate::runtime::Caller,
     command: Command,
 ) -> Result<Response, ApiError> {
     let Command::SandboxExec(mut request) = command else {
@@ -58,9 +58,6 @@ pub(crate) async fn respond(
             "the exec route runs sandbox_exec_request".into(),
         )));
     };
-    let mut caller = state.rest_caller(token)?;
-    // Bounded by the exec's own timeout, like on the Channel.
-    caller.deadline = None;
     let execution_id = request
         .execution_id
         .get_or_insert_with(|| new_id("exec"))

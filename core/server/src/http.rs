@@ -31,7 +31,67 @@ pub(crate) fn router(state: Arc<ServerState>, extra: Option<Router>) -> Router {
     if let Some(extra) = extra {
         app = app.merge(extra);
     }
-    app
+    app.fallback(not_found)
+        .layer(axum::middleware::map_response(json_errors))
+}
+
+/// An unknown path: a JSON 404 like every other error.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    error_response(&Error::Remote {
+        kind: ErrorKind::NotFound,
+        message: format!("no route for {}", quoted(uri.path(), 128)),
+    })
+}
+
+/// `input` cut to `max` characters (with its length when cut), for an error message.
+fn quoted(input: &str, max: usize) -> String {
+    match input.char_indices().nth(max) {
+        None => input.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes)", &input[..end], input.len()),
+    }
+}
+
+/// Every error reply is JSON: the routes' own are already; a rejection of the framework (a
+/// path, query or body it could not extract, a method not allowed, a body too large) is
+/// rewritten as `{"error", "kind"}` with its status and headers kept and its text cut short.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        quoted(&text, 256)
+    };
+    let kind = match status {
+        StatusCode::NOT_FOUND => ErrorKind::NotFound,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Unauthorized,
+        StatusCode::CONFLICT => ErrorKind::Conflict,
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => ErrorKind::Unavailable,
+        s if s.is_client_error() => ErrorKind::InvalidInput,
+        _ => ErrorKind::Internal,
+    };
+    let body = json!({ "error": message, "kind": kind.as_str() }).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// The one error → HTTP status table, for every route of the server.
@@ -63,7 +123,8 @@ impl From<Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let kind = self.0.kind();
-        let mut body = json!({ "error": self.0.to_string(), "kind": kind.as_str() });
+        // Messages may quote client input: never more than 1 KiB of it.
+        let mut body = json!({ "error": quoted(&self.0.to_string(), 1024), "kind": kind.as_str() });
         let retry = self.0.retry_after();
         if let Some(r) = retry {
             body["retryAfterMs"] = json!(r.as_millis() as u64);
@@ -146,15 +207,15 @@ async fn ws(
     if *state.shutdown.borrow() {
         return error_response(&Error::unavailable("the server is shutting down"));
     }
-    if state.metrics.connections_open() as usize >= state.config.max_connections {
-        return error_response(&Error::unavailable(format!(
-            "too many connections (limit {}); retry later",
-            state.config.max_connections
-        )));
-    }
+    // The connection limit is applied at accept, to every socket (see `listener`): an
+    // upgrade happens on a socket already counted.
     let admission = match presented_token(&headers, &q) {
         Some(token) => match state.authorize(Some(&token)) {
-            Ok((scope, token_id)) => Admission::Granted { scope, token_id },
+            Ok((scope, token_id)) => Admission::Granted {
+                scope,
+                token_id,
+                token_hash: Some(crate::auth::hash_token(&token)),
+            },
             Err(e) => return error_response(&e),
         },
         None if state
@@ -166,6 +227,7 @@ async fn ws(
         None => Admission::Granted {
             scope: crate::runtime::Scope::All,
             token_id: None,
+            token_hash: None,
         },
     };
     let max = state.config.max_frame_bytes;

@@ -6,14 +6,17 @@
 //! is this crate with a command line around it.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod cluster;
 mod connection;
 mod exec_stream;
 mod http;
+mod listener;
 pub mod metrics;
 pub mod node_agent;
 mod openapi;
 mod rest;
 
+pub use cluster::{ClusterConfig, LeaseManager};
 pub use connection::{ConnectionHandler, ConnectionInfo};
 pub use metrics::Metrics;
 
@@ -34,6 +37,10 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_POLICY: u16 = 1008;
 /// WebSocket close code: message too big.
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code: the connection went over one of its budgets (a client that does
+/// not read what it is sent, too many topics joined, too many requests running at once).
+/// The close reason names the budget.
+pub const CLOSE_OVER_BUDGET: u16 = 4008;
 
 /// When clients must authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,10 +59,24 @@ pub enum AuthMode {
 pub struct ServerConfig {
     /// Largest WebSocket message accepted; larger ones close the connection with 1009.
     pub max_frame_bytes: usize,
-    /// Connections accepted at once; more get HTTP 503.
+    /// Sockets open at once, upgraded WebSockets and plain HTTP alike; a socket accepted
+    /// beyond it is closed at once.
     pub max_connections: usize,
     /// Events queued per connection before it is resumed from its cursor.
     pub send_queue: usize,
+    /// Longest a write to a WebSocket client may wait: a client that reads nothing for this
+    /// long is over its send budget and is closed with [`CLOSE_OVER_BUDGET`].
+    pub send_timeout: Duration,
+    /// Session and sandbox topics one WebSocket connection may have joined at once.
+    pub max_subscriptions: usize,
+    /// Requests one WebSocket connection may have running beside its loop at once
+    /// (`sandbox_exec_request`s); the others run one at a time in order.
+    pub max_requests_in_flight: usize,
+    /// How long a socket has to send a complete request head (HTTP headers): from the accept
+    /// for its first request, from the previous response for the next one on a kept-alive
+    /// connection. It is the handshake timeout and the idle timeout of every socket that is
+    /// not an upgraded WebSocket (those have `ping_interval`).
+    pub header_timeout: Duration,
     /// Longest a request may take before it is answered with a timeout error.
     pub request_timeout: Duration,
     /// How often the server pings; a connection that missed the previous pong is dropped.
@@ -74,6 +95,10 @@ impl Default for ServerConfig {
             max_frame_bytes: 4 * 1024 * 1024,
             max_connections: 10_000,
             send_queue: 4096,
+            send_timeout: Duration::from_secs(30),
+            max_subscriptions: 256,
+            max_requests_in_flight: 64,
+            header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(30),
             auth_timeout: Duration::from_secs(10),
@@ -95,6 +120,12 @@ pub(crate) struct ServerState {
     next_conn: AtomicU64,
     /// Extra Prometheus text (scheduler counters), rendered after ours.
     pub extra_metrics: RwLock<Vec<Arc<dyn Fn() -> String + Send + Sync>>>,
+    /// The open WebSocket connections of each token id: revoking the token tells them
+    /// (`true`) so they close and fail their requests in flight.
+    by_token: std::sync::Mutex<std::collections::HashMap<String, Vec<watch::Sender<bool>>>>,
+    /// Sockets accepted and not yet closed, plain HTTP and WebSocket alike (the connection
+    /// limit): a permit per socket.
+    pub sockets: Arc<tokio::sync::Semaphore>,
 }
 
 impl ServerState {
@@ -103,6 +134,37 @@ impl ServerState {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Registers a connection opened with `token_id`; the receiver turns `true` when the
+    /// token is revoked through this server.
+    pub(crate) fn watch_token(&self, token_id: &str) -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(false);
+        let mut by_token = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
+        let conns = by_token.entry(token_id.to_string()).or_default();
+        conns.retain(|t| !t.is_closed());
+        conns.push(tx);
+        rx
+    }
+
+    /// Tells every open connection of `token_id` that it was revoked.
+    pub(crate) fn token_revoked(&self, token_id: &str) {
+        let conns = self
+            .by_token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(token_id);
+        for tx in conns.unwrap_or_default() {
+            let _ = tx.send(true);
+        }
+    }
+
+    /// Runs what follows a dispatched command on the server: a revoked token's connections
+    /// are closed.
+    pub(crate) fn after_dispatch(&self, result: &Result<crate::model::Response>) {
+        if let Ok(crate::model::Response::TokenRevoke(r)) = result {
+            self.token_revoked(&r.record.id);
+        }
     }
 
     pub(crate) fn next_connection_id(&self) -> String {
@@ -217,6 +279,9 @@ impl ServerManager {
     /// A server for `vm`. Nothing listens until [`ServerManager::listen`].
     pub fn new(vm: AgentVm, config: ServerConfig) -> Self {
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let config_max_sockets = config
+            .max_connections
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
         ServerManager {
             state: Arc::new(ServerState {
                 vm,
@@ -227,6 +292,8 @@ impl ServerManager {
                 handler: RwLock::new(None),
                 next_conn: AtomicU64::new(1),
                 extra_metrics: RwLock::new(Vec::new()),
+                by_token: std::sync::Mutex::new(std::collections::HashMap::new()),
+                sockets: Arc::new(tokio::sync::Semaphore::new(config_max_sockets)),
             }),
             shutdown_tx,
             extra_routes: std::sync::Mutex::new(None),
@@ -306,28 +373,8 @@ impl ServerManager {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let app = http::router(state.clone(), extra);
-        let mut shutdown = self.shutdown_tx.subscribe();
-        let task = tokio::spawn(async move {
-            use axum::serve::ListenerExt;
-            // Small frames (a text_delta is ~300 bytes) must not wait for Nagle's algorithm:
-            // without this a stream stalls ~40 ms at a time.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY");
-                }
-            });
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = shutdown.wait_for(|s| *s).await;
-            })
-            .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "the server stopped");
-            }
-        });
+        let shutdown = self.shutdown_tx.subscribe();
+        let task = tokio::spawn(listener::run(listener, app, state.clone(), shutdown));
         *self.task.lock().await = Some(task);
         tracing::info!(%local, auth = state.require_auth.load(Ordering::Relaxed), "agentvm listening (WebSocket at /ws)");
         Ok(())

@@ -6,6 +6,22 @@ use agentvm::runtime::RequestMetrics;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// A label value as the text exposition format wants it: `\`, `"` and newlines escaped.
+/// Every label value goes through here, though all of them come from fixed sets (command
+/// names, outcomes, the crate version), never from a client.
+pub fn label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Counters the server keeps. Cheap to update from any task.
 #[derive(Default)]
 pub struct Metrics {
@@ -14,6 +30,9 @@ pub struct Metrics {
     events_sent: AtomicU64,
     frames_refused: AtomicU64,
     overflows: AtomicU64,
+    over_budget: AtomicU64,
+    refused: AtomicU64,
+    unknown_requests: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -137,6 +156,23 @@ impl Metrics {
         self.frames_refused.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn unknown_request(&self) {
+        self.unknown_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn over_budget(&self) {
+        self.over_budget.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// WebSocket connections closed for going over one of their budgets.
+    pub fn over_budget_closes(&self) -> u64 {
+        self.over_budget.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn overflowed(&self) {
         self.overflows.fetch_add(1, Ordering::Relaxed);
     }
@@ -145,6 +181,11 @@ impl Metrics {
     /// caller's, by command and outcome) and `agents_running`, then `extra`.
     pub fn render(&self, requests: &RequestMetrics, agents_running: usize, extra: &str) -> String {
         let mut out = String::with_capacity(4096);
+        let _ = writeln!(
+            out,
+            "# HELP agentvm_build_info The server's version.\n# TYPE agentvm_build_info gauge\nagentvm_build_info{{version=\"{}\"}} 1",
+            label_value(env!("CARGO_PKG_VERSION"))
+        );
         let g = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
             let _ = writeln!(
                 out,
@@ -188,16 +229,39 @@ impl Metrics {
         );
         g(
             &mut out,
+            "agentvm_connections_over_budget_total",
+            "WebSocket connections closed for going over a budget (close code 4008).",
+            "counter",
+            self.over_budget.load(Ordering::Relaxed),
+        );
+        g(
+            &mut out,
+            "agentvm_connections_refused_total",
+            "Sockets closed at accept because max_connections sockets were open.",
+            "counter",
+            self.refused.load(Ordering::Relaxed),
+        );
+        g(
+            &mut out,
             "agentvm_agents_running",
             "Agents running.",
             "gauge",
             agents_running as u64,
         );
-        let _ = writeln!(out, "# HELP agentvm_requests_total Requests by type and outcome.\n# TYPE agentvm_requests_total counter");
+        let _ = writeln!(out, "# HELP agentvm_requests_total Requests by type and outcome (type `unknown`: a request type the server does not know).\n# TYPE agentvm_requests_total counter");
         for (kind, outcome, n) in requests.counts() {
             let _ = writeln!(
                 out,
-                "agentvm_requests_total{{type=\"{kind}\",outcome=\"{outcome}\"}} {n}"
+                "agentvm_requests_total{{type=\"{}\",outcome=\"{}\"}} {n}",
+                label_value(kind),
+                label_value(outcome)
+            );
+        }
+        let unknown = self.unknown_requests.load(Ordering::Relaxed);
+        if unknown > 0 {
+            let _ = writeln!(
+                out,
+                "agentvm_requests_total{{type=\"unknown\",outcome=\"invalid\"}} {unknown}"
             );
         }
         let _ = writeln!(out, "# HELP agentvm_request_duration_seconds Request latency.\n# TYPE agentvm_request_duration_seconds histogram");
@@ -221,5 +285,25 @@ impl Metrics {
         let _ = writeln!(out, "agentvm_request_duration_seconds_count {count}");
         out.push_str(extra);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(label_value("image_get"), "image_get");
+    }
+
+    #[test]
+    fn build_info_is_rendered() {
+        let text = Metrics::default().render(&RequestMetrics::default(), 0, "");
+        assert!(text.contains(&format!(
+            "agentvm_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
     }
 }

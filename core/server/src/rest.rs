@@ -61,6 +61,12 @@ async fn openapi() -> Json<Value> {
 
 /// `POST /v1/commands`: any command as `{type, data}`.
 async fn command(State(s): St, h: HeaderMap, Query(q): Query<TokenQuery>, b: Bytes) -> Response {
+    // Who is asking comes before what is asked: a stranger's malformed body is a 401.
+    let token = presented_token(&h, &q);
+    let caller = match s.rest_caller(token.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return ApiError(e).into_response(),
+    };
     let envelope: Value = match json_body(&b) {
         Ok(v) => v,
         Err(e) => return e.into_response(),
@@ -71,8 +77,7 @@ async fn command(State(s): St, h: HeaderMap, Query(q): Query<TokenQuery>, b: Byt
         Ok(c) => c,
         Err(e) => return ApiError(e).into_response(),
     };
-    let token = presented_token(&h, &q);
-    match run(&s, token.as_deref(), Access::Token, command).await {
+    match run(&s, caller, command).await {
         Ok(data) => Json(strip_internal(data)).into_response(),
         Err(e) => e.into_response(),
     }
@@ -101,6 +106,17 @@ async fn serve_inner(
     query: &HashMap<String, String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // Who is asking comes before what is asked: a stranger's malformed body is a 401.
+    let token = presented_token(
+        headers,
+        &TokenQuery {
+            token: query.get("token").cloned(),
+        },
+    );
+    let mut caller = match route.access {
+        Access::Token => state.rest_caller(token.as_deref())?,
+        Access::Node => state.node_caller(token.as_deref())?,
+    };
     let data = command_data(route, param.as_deref(), query, body)?;
     let type_name = match route.command {
         Target::One(t) => t,
@@ -122,16 +138,12 @@ async fn serve_inner(
         state.vm.request_metrics().record_invalid(kind);
         ApiError(e)
     })?;
-    let token = presented_token(
-        headers,
-        &TokenQuery {
-            token: query.get("token").cloned(),
-        },
-    );
     if let Output::ExecStream = route.output {
-        return crate::exec_stream::respond(state, token.as_deref(), command).await;
+        // Bounded by the exec's own timeout, like on the Channel.
+        caller.deadline = None;
+        return crate::exec_stream::respond(state, caller, command).await;
     }
-    let data = run(state, token.as_deref(), route.access, command).await?;
+    let data = run(state, caller, command).await?;
     let status = StatusCode::from_u16(route.status).unwrap_or(StatusCode::OK);
     Ok(match route.output {
         Output::Data => (status, Json(strip_internal(data))).into_response(),
@@ -248,18 +260,15 @@ fn set(data: &mut Map<String, Value>, field: &str, value: Value) -> Result<(), A
     }
 }
 
-/// Runs a command through the dispatcher as the presented token's caller.
+/// Runs a command through the dispatcher as `caller` (the presented token's).
 async fn run(
     state: &Arc<ServerState>,
-    token: Option<&str>,
-    access: Access,
+    caller: crate::runtime::Caller,
     command: Command,
 ) -> Result<Value, ApiError> {
-    let caller = match access {
-        Access::Token => state.rest_caller(token)?,
-        Access::Node => state.node_caller(token)?,
-    };
-    let response = state.vm.dispatch(command, &caller).await?;
+    let response = state.vm.dispatch(command, &caller).await;
+    state.after_dispatch(&response);
+    let response = response?;
     let mut v = serde_json::to_value(&response)
         .map_err(|e| Error::Internal(format!("encoding a response: {e}")))?;
     Ok(v.get_mut("data").map(Value::take).unwrap_or(Value::Null))

@@ -49,6 +49,8 @@ pub struct FrameError {
     pub request_id: Option<String>,
     /// The response type to answer with, when the frame named a request type.
     pub response_type: Option<String>,
+    /// The frame named a type the server does not know (counted as `unknown`, never by name).
+    pub unknown_type: bool,
 }
 
 /// What decoding one text frame gave.
@@ -69,6 +71,20 @@ fn frame_error(
         error: Error::invalid(message),
         request_id,
         response_type: type_name.and_then(response_type_of),
+        unknown_type: false,
+    }
+}
+
+/// The longest frame type accepted; every real one is far shorter.
+pub const MAX_TYPE_LEN: usize = 128;
+
+/// Client input quoted in an error message: at most 64 characters, with how long it was when
+/// it was cut, so an error never echoes a large input back.
+pub fn quoted(input: &str) -> String {
+    const MAX: usize = 64;
+    match input.char_indices().nth(MAX) {
+        None => input.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes)", &input[..end], input.len()),
     }
 }
 
@@ -178,6 +194,20 @@ fn decode_object(mut obj: Map<String, Value>) -> std::result::Result<ClientFrame
         .and_then(Value::as_str)
         .map(str::to_string);
     let type_name = match obj.get("type") {
+        Some(Value::String(t)) if t.len() > MAX_TYPE_LEN => {
+            // No typed response: it would echo the whole name back.
+            return Err(FrameError {
+                unknown_type: true,
+                ..frame_error(
+                    format!(
+                        "Unknown frame type: {} (longer than {MAX_TYPE_LEN} bytes)",
+                        quoted(t)
+                    ),
+                    request_id,
+                    None,
+                )
+            });
+        }
         Some(Value::String(t)) => t.clone(),
         Some(_) => return Err(frame_error("\"type\" must be a string", request_id, None)),
         None => return Err(frame_error("frame has no \"type\"", request_id, None)),
@@ -229,13 +259,17 @@ fn decode_object(mut obj: Map<String, Value>) -> std::result::Result<ClientFrame
                 error,
                 request_id,
                 response_type: response_type_of(t),
+                unknown_type: crate::model::CommandKind::from_type_name(t).is_none(),
             }),
         },
-        other => Err(frame_error(
-            format!("Unknown frame type: {other}"),
-            request_id,
-            None,
-        )),
+        other => Err(FrameError {
+            unknown_type: true,
+            ..frame_error(
+                format!("Unknown frame type: {}", quoted(other)),
+                request_id,
+                None,
+            )
+        }),
     }
 }
 
@@ -423,6 +457,22 @@ pub fn decode_response(payload: &Value) -> Result<Response> {
 mod tests {
     use super::*;
     use crate::model::{ImageGetRequest, ImageGetResponse};
+
+    #[test]
+    fn long_frame_types_are_refused_without_being_echoed() {
+        let long = format!("{}_request", "t".repeat(100_000));
+        let d = decode_client_frame(
+            &serde_json::json!({"type": long, "data": {"requestId": "r"}}).to_string(),
+        );
+        let e = d.frame.unwrap_err();
+        assert_eq!(e.response_type, None);
+        assert!(e.unknown_type);
+        assert_eq!(e.request_id.as_deref(), Some("r"));
+        let message = e.error.to_string();
+        assert!(message.len() < 200, "{message}");
+        assert!(message.contains("100008 bytes"), "{message}");
+        assert_eq!(quoted("short"), "short");
+    }
 
     #[test]
     fn decodes_requests_acks_subscribes_and_auth() {

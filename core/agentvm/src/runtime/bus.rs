@@ -459,6 +459,7 @@ impl Bus {
             slot,
             rx,
             pending: VecDeque::new(),
+            walks: VecDeque::new(),
             topics: HashSet::new(),
             last_cursors: HashMap::new(),
             done: false,
@@ -469,24 +470,30 @@ impl Bus {
         Ok(sub)
     }
 
-    fn replay(
+    /// One page of a topic's replay: up to `limit` events with a cursor in `(after, upto]`,
+    /// oldest first, from the persisted log for what left memory and from the ring for the
+    /// rest. An empty page means the walk is over.
+    fn replay_page(
         &self,
         topic: &str,
-        st: &TopicState,
         after: u64,
+        upto: u64,
+        limit: usize,
     ) -> crate::Result<Vec<Arc<Published>>> {
+        let state = self.topic(topic);
+        let st = lock(&state);
         let ring_start = st.ring.front().and_then(|p| p.cursor);
         let mut out: Vec<Arc<Published>> = Vec::new();
-        // Older than the ring: from the store.
+        // Older than the ring: from the store, a page at a time.
         let need_log = match ring_start {
-            Some(start) => start > after + 1,
+            Some(start) => start > after.saturating_add(1),
             None => true,
         };
         if need_log {
             if let Some(store) = &self.inner.store {
-                let upto = ring_start.unwrap_or(u64::MAX);
-                for e in store.read_replay(topic, after, usize::MAX)? {
-                    if e.cursor >= upto {
+                let below = ring_start.unwrap_or(u64::MAX);
+                for e in store.read_replay(topic, after, limit)? {
+                    if e.cursor >= below || e.cursor > upto {
                         break;
                     }
                     match serde_json::from_slice::<Event>(&e.json) {
@@ -496,12 +503,16 @@ impl Bus {
                         }
                     }
                 }
+                if !out.is_empty() {
+                    return Ok(out);
+                }
             }
         }
         out.extend(
             st.ring
                 .iter()
-                .filter(|p| p.cursor.unwrap_or(0) > after)
+                .filter(|p| p.cursor.is_some_and(|c| c > after && c <= upto))
+                .take(limit)
                 .cloned(),
         );
         Ok(out)
@@ -534,13 +545,28 @@ impl Bus {
     }
 }
 
+/// Events a replay loads from the store at a time.
+const REPLAY_PAGE: usize = 256;
+
+/// A replay in progress: the events of `topic` after `after`, up to `upto` (the newest cursor
+/// when the topic was joined; later ones arrive live).
+#[derive(Debug)]
+struct ReplayWalk {
+    topic: String,
+    after: u64,
+    upto: u64,
+}
+
 /// A stream of events from the bus.
 pub struct Subscription {
     bus: Bus,
     slot: Arc<Slot>,
     rx: mpsc::Receiver<Arc<Published>>,
-    /// Replayed events, delivered before the live queue.
+    /// The current page of a replay, delivered before the live queue. At most
+    /// [`REPLAY_PAGE`] events: a replay is a walk of the log, never all of it in memory.
     pending: VecDeque<Arc<Published>>,
+    /// Replays not yet delivered, one per joined topic, walked a page at a time.
+    walks: VecDeque<ReplayWalk>,
     topics: HashSet<String>,
     last_cursors: HashMap<String, u64>,
     done: bool,
@@ -566,8 +592,15 @@ impl Subscription {
         let mut st = lock(&state);
         let now = self.bus.current_cursor();
         if let Some(after) = after {
-            let replayed = self.bus.replay(topic, &st, after)?;
-            self.pending.extend(replayed);
+            // Every event of the topic up to `now` is in the ring or the store (cursors are
+            // handed out under this lock); later ones reach the queue pushed below.
+            if after < now {
+                self.walks.push_back(ReplayWalk {
+                    topic: topic.to_string(),
+                    after,
+                    upto: now,
+                });
+            }
         }
         if !self.slot.all_sessions {
             st.subscribers.push(self.slot.clone());
@@ -590,6 +623,34 @@ impl Subscription {
         if self.topics.remove(topic) {
             let state = self.bus.topic(topic);
             lock(&state).subscribers.retain(|s| s.id != self.slot.id);
+            self.walks.retain(|w| w.topic != topic);
+            self.pending.retain(|p| p.event.topic() != Some(topic));
+        }
+    }
+
+    /// The next replayed event, loading the next page of a walk when the current one is spent.
+    fn next_replayed(&mut self) -> Option<Arc<Published>> {
+        loop {
+            if let Some(p) = self.pending.pop_front() {
+                return Some(p);
+            }
+            let walk = self.walks.front_mut()?;
+            match self
+                .bus
+                .replay_page(&walk.topic, walk.after, walk.upto, REPLAY_PAGE)
+            {
+                Ok(page) if !page.is_empty() => {
+                    walk.after = page.last().and_then(|p| p.cursor).unwrap_or(walk.upto);
+                    self.pending.extend(page);
+                }
+                Ok(_) => {
+                    self.walks.pop_front();
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %walk.topic, error = %e.chain(), "replaying a topic: the rest of its replay is skipped");
+                    self.walks.pop_front();
+                }
+            }
         }
     }
 
@@ -603,7 +664,7 @@ impl Subscription {
         if self.done {
             return None;
         }
-        if let Some(p) = self.pending.pop_front() {
+        if let Some(p) = self.next_replayed() {
             return Some(self.seen(p));
         }
         match self.rx.try_recv() {
@@ -623,7 +684,7 @@ impl Subscription {
         if self.done {
             return None;
         }
-        if let Some(p) = self.pending.pop_front() {
+        if let Some(p) = self.next_replayed() {
             return Some(self.seen(p));
         }
         match self.rx.try_recv() {
@@ -998,5 +1059,63 @@ mod tests {
             got.push(text(item));
         }
         assert_eq!(got, (1..20).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_long_replay_is_walked_a_page_at_a_time_and_unsubscribing_drops_it() {
+        let n = REPLAY_PAGE * 4 + 7;
+        let bus = Bus::new(
+            BusConfig {
+                ring_capacity: 16,
+                ..Default::default()
+            },
+            Some(Arc::new(crate::store::MemoryStore::new())),
+        )
+        .unwrap();
+        for i in 0..n {
+            bus.publish(delta("s", &i.to_string()));
+        }
+        bus.flush().await;
+        let mut sub = bus
+            .subscribe(EventFilter {
+                sessions: vec![("s".into(), Some(0))],
+                ..Default::default()
+            })
+            .unwrap();
+        // Nothing is loaded until it is asked for, and never more than a page.
+        assert!(sub.pending.is_empty());
+        let mut got = Vec::new();
+        while let Some(item) = sub.try_recv() {
+            assert!(sub.pending.len() < REPLAY_PAGE);
+            got.push(text(item));
+        }
+        // Every event once, in order, across the store's pages and the ring.
+        assert_eq!(got, (0..n).map(|i| i.to_string()).collect::<Vec<_>>());
+        // Events published during a walk arrive live, after it, once.
+        let mut sub = bus
+            .subscribe(EventFilter {
+                sessions: vec![("s".into(), Some(0))],
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(sub.try_recv().is_some());
+        bus.publish(delta("s", "live"));
+        let mut rest = Vec::new();
+        while let Some(item) = sub.try_recv() {
+            rest.push(text(item));
+        }
+        assert_eq!(rest.len(), n);
+        assert_eq!(rest.last().map(String::as_str), Some("live"));
+        // Leaving the topic drops what is left of its replay.
+        let mut sub = bus
+            .subscribe(EventFilter {
+                sessions: vec![("s".into(), Some(0))],
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(sub.try_recv().is_some());
+        sub.leave("s");
+        assert!(sub.walks.is_empty() && sub.pending.is_empty());
+        assert!(sub.try_recv().is_none());
     }
 }

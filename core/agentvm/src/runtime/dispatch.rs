@@ -55,6 +55,16 @@ pub trait RequestHook: Send + Sync + 'static {
     fn on_request(&self, caller: &Caller, command: &Command) -> Result<()>;
 }
 
+/// Decides, before a command runs, whether this process may serve the container the command
+/// touches: a cluster's lease manager takes the container's lease here, or refuses with the
+/// owner's address. Installed with [`AgentVm::set_container_gate`]; without one every
+/// container is served.
+#[async_trait::async_trait]
+pub trait ContainerGate: Send + Sync + 'static {
+    /// `Ok` when this process may serve `container_id` now; the error is the command's.
+    async fn admit(&self, container_id: &str) -> Result<()>;
+}
+
 /// Latency buckets of [`RequestMetrics`], seconds.
 pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -198,7 +208,10 @@ impl AgentVm {
         // In-process callers (no hook, no deadline) take the handler directly; the rest is
         // boxed so that its timer does not enlarge every request's future.
         let result = if caller.hook.is_none() && caller.deadline.is_none() {
-            self.handle(command, &caller.scope).await
+            match self.admit(&command).await {
+                Ok(()) => self.handle(command, &caller.scope).await,
+                Err(e) => Err(e),
+            }
         } else {
             Box::pin(self.dispatch_inner(command, caller)).await
         };
@@ -213,6 +226,7 @@ impl AgentVm {
         if let Some(hook) = &caller.hook {
             hook.on_request(caller, &command)?;
         }
+        self.admit(&command).await?;
         match caller.deadline {
             None => self.handle(command, &caller.scope).await,
             Some(limit) => {
@@ -226,6 +240,64 @@ impl AgentVm {
                 }
             }
         }
+    }
+
+    /// Installs the gate every command's container passes (see [`ContainerGate`]). The
+    /// runtime keeps only a weak reference: the gate lives as long as its owner keeps it.
+    /// Refused (`Conflict`) when one is installed already.
+    pub fn set_container_gate(&self, gate: &Arc<dyn ContainerGate>) -> Result<()> {
+        self.inner
+            .gate
+            .set(Arc::downgrade(gate))
+            .map_err(|_| Error::Conflict("this runtime has a container gate already".into()))
+    }
+
+    /// Passes the command's container through the gate, if there is one and the command
+    /// belongs to a container.
+    async fn admit(&self, command: &Command) -> Result<()> {
+        let Some(gate) = self.inner.gate.get().and_then(std::sync::Weak::upgrade) else {
+            return Ok(());
+        };
+        match self.container_of(command).await {
+            Some(container_id) => gate.admit(&container_id).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The container a command belongs to, from the first of its `containerId`, `imageId`,
+    /// `sessionId` or `agentId` that names an existing record; `None` for commands of no
+    /// container (definitions, tokens, nodes) or naming nothing that exists (the handler then
+    /// reports it).
+    pub async fn container_of(&self, command: &Command) -> Option<String> {
+        let value = serde_json::to_value(command).ok()?;
+        let data = value.get("data")?;
+        let field = |name: &str| data.get(name).and_then(|v| v.as_str()).map(str::to_string);
+        if let Some(c) = field("containerId") {
+            return Some(c);
+        }
+        let store = self.inner.store.clone();
+        let (image, session) = (field("imageId"), field("sessionId"));
+        if image.is_some() || session.is_some() {
+            let found = tokio::task::spawn_blocking(move || {
+                if let Some(i) = image.and_then(|i| store.get_image(&i).ok().flatten()) {
+                    return Some(i.container_id);
+                }
+                session
+                    .and_then(|s| store.get_session(&s).ok().flatten())
+                    .map(|s| s.container_id)
+            })
+            .await
+            .ok()
+            .flatten();
+            if found.is_some() {
+                return found;
+            }
+        }
+        let agent = field("agentId")?;
+        self.inner
+            .manager
+            .get(&agent)
+            .map(|a| a.container_id().to_string())
     }
 
     /// The topic a command will publish its results on, when the caller should be subscribed

@@ -198,6 +198,7 @@ impl AgentVmBuilder {
                 limits: self.limits,
                 scheduler,
                 metrics: super::dispatch::RequestMetrics::default(),
+                gate: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -219,6 +220,9 @@ pub(crate) struct Inner {
     pub scheduler: Option<Scheduler>,
     /// Requests by command and outcome, for every caller.
     pub metrics: super::dispatch::RequestMetrics,
+    /// Who decides whether this process may serve a container (a cluster's lease manager);
+    /// weak, so the runtime does not keep its owner alive. Unset: every container is served.
+    pub gate: std::sync::OnceLock<std::sync::Weak<dyn super::dispatch::ContainerGate>>,
 }
 
 /// The local runtime: agents, sessions and their store in this process. Cheap to clone.

@@ -78,7 +78,8 @@ macro_rules! store_conformance_tests {
                 scheduler_nodes_put_get_list_delete,
                 scheduler_templates_put_get_list_delete,
                 scheduler_delete_sandbox_removes_its_executions,
-                scheduler_executions_list_oldest_first_per_sandbox
+                scheduler_executions_list_oldest_first_per_sandbox,
+                a_lone_member_holds_its_leases_and_writes_under_them
             );
 
             $(
@@ -124,6 +125,14 @@ store_conformance_tests!(
 );
 
 // ----- fixtures -----
+
+/// The cluster member of the lease cases.
+fn member(id: &str) -> crate::store::ClusterMember {
+    crate::store::ClusterMember {
+        id: id.into(),
+        url: format!("http://{id}.invalid:8080"),
+    }
+}
 
 fn image(
     container: &str,
@@ -1091,4 +1100,51 @@ pub(super) fn scheduler_tables_survive_reopen<S: Store>(open: impl Fn() -> S) {
         sched.list_executions("sbx_1").unwrap(),
         [execution("exec_1", "sbx_1", 1)]
     );
+}
+
+// ----- cluster membership and container leases -----
+
+/// One server alone: every lease it asks for is its own, kept at one epoch while it renews,
+/// and its writes under it succeed. (Contention between servers is PostgreSQL's alone:
+/// `store/postgres/cluster/tests.rs`.)
+pub(super) fn a_lone_member_holds_its_leases_and_writes_under_them(store: &dyn Store) {
+    use crate::store::LeaseClaim;
+    use std::time::Duration;
+    let ttl = Duration::from_secs(30);
+    store.join_cluster(&member("srv_a")).unwrap();
+    store.heartbeat(false).unwrap();
+    let LeaseClaim::Held(lease) = store.acquire_lease("c1", "srv_a", ttl).unwrap() else {
+        panic!("a lone server must get the lease of c1");
+    };
+    assert_eq!(
+        (lease.container_id.as_str(), lease.owner.as_str()),
+        ("c1", "srv_a")
+    );
+    assert!(lease.epoch >= 1);
+    populated(store, "c1", "i1", "s1", 1);
+    assert_eq!(message_ids(store, "s1"), ["m0", "m1"]);
+    assert!(
+        store.renew_lease(&lease, ttl).unwrap(),
+        "a held lease renews"
+    );
+    assert_eq!(
+        store.acquire_lease("c1", "srv_a", ttl).unwrap(),
+        LeaseClaim::Held(lease.clone()),
+        "asking again for one's own live lease keeps its epoch"
+    );
+    store.append_message("s1", &message("m2")).unwrap();
+    assert_eq!(store.count_messages("s1").unwrap(), 3);
+    if let Some(stored) = store.get_lease("c1").unwrap() {
+        assert_eq!(
+            (stored.owner.as_str(), stored.epoch, stored.live),
+            ("srv_a", lease.epoch, true)
+        );
+    }
+    assert!(
+        store.release_lease(&lease).unwrap(),
+        "a held lease is released"
+    );
+    for m in store.cluster_members().unwrap() {
+        assert_eq!((m.id.as_str(), m.draining), ("srv_a", false));
+    }
 }

@@ -21,6 +21,7 @@
 //! synchronous trait waits for the async client is in `postgres/bridge.rs`.
 
 use super::{check_new_image, check_same_parent, Removed, ReplayEntry, Store, TokenRecord};
+use super::{ClusterMember, Lease, LeaseClaim, LeaseRecord, MemberRecord};
 use crate::error::{Error, Result};
 use crate::model::{ContainerRecord, Definition, ImageRecord, Message, SessionRecord};
 use agentvm_scheduler::SchedulerStore;
@@ -31,11 +32,13 @@ use std::time::Duration;
 use tokio_postgres::NoTls;
 
 mod bridge;
+mod cluster;
 mod db;
 mod migrate;
 mod scheduler;
 
 use bridge::Bridge;
+use cluster::Fencing;
 use db::{bigint, delete_topics, describe, ensure_container, execute, json, query, record, seq};
 use db::{AtServer, Db};
 use scheduler::PostgresSchedulerStore;
@@ -51,6 +54,8 @@ pub struct PostgresStore {
     db: Arc<Db>,
     /// The scheduler's tables in the same database: one handle shared by every caller.
     scheduler: Arc<PostgresSchedulerStore>,
+    /// This server's cluster membership and leases: what container writes are fenced by.
+    fencing: Fencing,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -105,6 +110,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             scheduler: Arc::new(PostgresSchedulerStore::new(db.clone())),
             db,
+            fencing: Fencing::default(),
         })
     }
 
@@ -146,6 +152,7 @@ impl Store for PostgresStore {
         db.run(async {
             let mut client = db.client().await?;
             let tx = client.transaction().await.at(db)?;
+            self.fencing.check(db, &tx, container_id).await?;
             let fresh = ContainerRecord {
                 container_id: container_id.to_string(),
                 created_at: now,
@@ -203,6 +210,7 @@ impl Store for PostgresStore {
         db.run(async {
             let mut client = db.client().await?;
             let tx = client.transaction().await.at(db)?;
+            self.fencing.check(db, &tx, container_id).await?;
             let locked = query(
                 db,
                 &tx,
@@ -288,6 +296,7 @@ impl Store for PostgresStore {
             let mut client = db.client().await?;
             // An early return drops `tx` uncommitted: nothing of it is written.
             let tx = client.transaction().await.at(db)?;
+            self.fencing.check(db, &tx, &image.container_id).await?;
             let container = ContainerRecord {
                 container_id: image.container_id.clone(),
                 created_at: image.created_at,
@@ -370,6 +379,7 @@ impl Store for PostgresStore {
                 return Err(Error::not_found("Image", image.image_id.clone()));
             };
             let stored: ImageRecord = record(db, row, 0)?;
+            self.fencing.check(db, &tx, &stored.container_id).await?;
             let id = &image.image_id;
             check_same_parent("image", id, &stored.container_id, &image.container_id)?;
             check_same_parent("image", id, &stored.session_id, &image.session_id)?;
@@ -401,6 +411,7 @@ impl Store for PostgresStore {
                 return Ok(None);
             };
             let image: ImageRecord = record(db, row, 0)?;
+            self.fencing.check(db, &tx, &image.container_id).await?;
             let rows = query(
                 db,
                 &tx,
@@ -454,6 +465,7 @@ impl Store for PostgresStore {
                 &container_id,
                 &session.container_id,
             )?;
+            self.fencing.check(db, &tx, &container_id).await?;
             let inserted = execute(
                 db,
                 &tx,
@@ -511,6 +523,7 @@ impl Store for PostgresStore {
                 return Err(Error::not_found("Session", session.session_id.clone()));
             };
             let stored: SessionRecord = record(db, row, 0)?;
+            self.fencing.check(db, &tx, &stored.container_id).await?;
             let id = &session.session_id;
             check_same_parent("session", id, &stored.image_id, &session.image_id)?;
             check_same_parent("session", id, &stored.container_id, &session.container_id)?;
@@ -531,6 +544,18 @@ impl Store for PostgresStore {
         db.run(async {
             let mut client = db.client().await?;
             let tx = client.transaction().await.at(db)?;
+            if let Some(row) = query(
+                db,
+                &tx,
+                "SELECT container_id FROM sessions WHERE session_id = $1",
+                &[&session_id],
+            )
+            .await?
+            .first()
+            {
+                let container_id: String = row.try_get(0).at(db)?;
+                self.fencing.check(db, &tx, &container_id).await?;
+            }
             // Messages go with it (ON DELETE CASCADE).
             let rows = query(
                 db,
@@ -554,27 +579,47 @@ impl Store for PostgresStore {
     fn append_message(&self, session_id: &str, message: &Message) -> Result<u64> {
         let db = &*self.db;
         db.run(async {
-            let client = db.client().await?;
-            // One statement, so one transaction: the UPDATE locks the session's row until
-            // the message is inserted, so concurrent appends take consecutive numbers.
-            let statement = client
-                .prepare_cached(
-                    "WITH next AS ( \
-                         UPDATE sessions SET next_seq = next_seq + 1 WHERE session_id = $1 \
-                         RETURNING next_seq - 1 AS seq) \
-                     INSERT INTO messages (session_id, seq, message) \
-                     SELECT $1, seq, $2 FROM next RETURNING seq",
+            let mut client = db.client().await?;
+            // The UPDATE locks the session's row until the message is inserted, so concurrent
+            // appends take consecutive numbers. In a cluster the lease is checked first, in the
+            // same transaction, and the message is stamped with the epoch it was written in.
+            let tx = client.transaction().await.at(db)?;
+            let mut stamp = None;
+            if self.fencing.active() {
+                let rows = query(
+                    db,
+                    &tx,
+                    "SELECT container_id FROM sessions WHERE session_id = $1",
+                    &[&session_id],
                 )
-                .await
-                .at(db)?;
-            match client
-                .query_opt(&statement, &[&session_id, &json(message)])
-                .await
-                .at(db)?
-            {
-                Some(row) => Ok(seq(row.try_get(0).at(db)?)),
-                None => Err(Error::not_found("Session", session_id)),
+                .await?;
+                let Some(row) = rows.first() else {
+                    return Err(Error::not_found("Session", session_id));
+                };
+                let container_id: String = row.try_get(0).at(db)?;
+                stamp = self.fencing.check(db, &tx, &container_id).await?;
             }
+            let (owner, epoch) = match &stamp {
+                Some(s) => (Some(s.owner.as_str()), Some(s.epoch)),
+                None => (None, None),
+            };
+            let rows = query(
+                db,
+                &tx,
+                "WITH next AS ( \
+                     UPDATE sessions SET next_seq = next_seq + 1 WHERE session_id = $1 \
+                     RETURNING next_seq - 1 AS seq) \
+                 INSERT INTO messages (session_id, seq, message, lease_owner, lease_epoch) \
+                 SELECT $1, seq, $2, $3, $4 FROM next RETURNING seq",
+                &[&session_id, &json(message), &owner, &epoch],
+            )
+            .await?;
+            let Some(row) = rows.first() else {
+                return Err(Error::not_found("Session", session_id));
+            };
+            let seq = seq(row.try_get(0).at(db)?);
+            tx.commit().await.at(db)?;
+            Ok(seq)
         })
     }
 
@@ -753,6 +798,54 @@ impl Store for PostgresStore {
             tx.commit().await.at(db)?;
             Ok(!rows.is_empty())
         })
+    }
+
+    // ----- cluster membership and container leases -----
+
+    fn join_cluster(&self, member: &ClusterMember) -> Result<()> {
+        let db = &*self.db;
+        db.run(cluster::join(db, &self.fencing, member))
+    }
+
+    fn heartbeat(&self, draining: bool) -> Result<()> {
+        let db = &*self.db;
+        db.run(cluster::heartbeat(db, &self.fencing, draining))
+    }
+
+    fn cluster_members(&self) -> Result<Vec<MemberRecord>> {
+        let db = &*self.db;
+        db.run(cluster::members(db))
+    }
+
+    fn acquire_lease(
+        &self,
+        container_id: &str,
+        server_id: &str,
+        ttl: Duration,
+    ) -> Result<LeaseClaim> {
+        let db = &*self.db;
+        db.run(cluster::acquire(
+            db,
+            &self.fencing,
+            container_id,
+            server_id,
+            ttl,
+        ))
+    }
+
+    fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
+        let db = &*self.db;
+        db.run(cluster::renew(db, &self.fencing, lease, ttl))
+    }
+
+    fn release_lease(&self, lease: &Lease) -> Result<bool> {
+        let db = &*self.db;
+        db.run(cluster::release(db, &self.fencing, lease))
+    }
+
+    fn get_lease(&self, container_id: &str) -> Result<Option<LeaseRecord>> {
+        let db = &*self.db;
+        db.run(cluster::get(db, container_id))
     }
 }
 

@@ -1,7 +1,7 @@
 //! `agentvm-server`: the agentvm runtime behind one port (Channel WebSocket, REST, metrics).
 
 use agentvm::{AgentVm, LlmDriver, RedbStore, Store};
-use agentvm_server::{AuthMode, ServerConfig, ServerManager};
+use agentvm_server::{AuthMode, ClusterConfig, LeaseManager, ServerConfig, ServerManager};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -74,6 +74,21 @@ struct ServeArgs {
     /// confined to each image's workdir. Off by default: bash on the host is not a sandbox.
     #[arg(long)]
     local_tools: bool,
+    /// Join a cluster of servers sharing the `--store` PostgreSQL database: each container is
+    /// served by one server at a time, through a lease (docs/cluster.md).
+    #[arg(long)]
+    cluster: bool,
+    /// The URL other servers name when they refuse a container this one serves
+    /// (default `http://<bound address>`). Implies --cluster.
+    #[arg(long, env = "AGENTVM_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// This server's id in the cluster (default: a new `srv_…` at each start).
+    #[arg(long, env = "AGENTVM_SERVER_ID")]
+    server_id: Option<String>,
+    /// How long a container lease lasts without renewal, in milliseconds (default 10000);
+    /// renewed every third of it.
+    #[arg(long)]
+    lease_ttl_ms: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -137,8 +152,22 @@ struct FileConfig {
     max_connections: Option<usize>,
     request_timeout_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
+    send_timeout_ms: Option<u64>,
+    header_timeout_ms: Option<u64>,
+    max_subscriptions: Option<usize>,
+    max_requests_in_flight: Option<usize>,
     #[serde(default)]
     llm: LlmFileConfig,
+    cluster: Option<ClusterFileConfig>,
+}
+
+/// `[cluster]` in the config file: its presence joins the cluster.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFileConfig {
+    advertise_url: Option<String>,
+    server_id: Option<String>,
+    lease_ttl_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -331,11 +360,53 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(v) = file.shutdown_grace_ms {
         config.shutdown_grace = Duration::from_millis(v);
     }
+    if let Some(v) = file.send_timeout_ms {
+        config.send_timeout = Duration::from_millis(v);
+    }
+    if let Some(v) = file.header_timeout_ms {
+        config.header_timeout = Duration::from_millis(v);
+    }
+    if let Some(v) = file.max_subscriptions {
+        config.max_subscriptions = v;
+    }
+    if let Some(v) = file.max_requests_in_flight {
+        config.max_requests_in_flight = v;
+    }
     let server = ServerManager::new(vm.clone(), config);
-    let addr = server
-        .listen((host.as_str(), port))
+    // Bound before the cluster is joined (the advertised URL defaults to the bound address),
+    // served after it (no request may reach a container before the lease gate is in place).
+    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
         .await
-        .map_err(|e| e.chain())?;
+        .map_err(|e| format!("cannot listen on {host}:{port}: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("the bound address: {e}"))?;
+    let in_file = file.cluster.is_some();
+    let file_cluster = file.cluster.unwrap_or_default();
+    let cluster = if args.cluster || args.advertise_url.is_some() || in_file {
+        if store_url.is_none() {
+            return Err("--cluster needs a shared store: --store postgres://...".into());
+        }
+        let url = args
+            .advertise_url
+            .or(file_cluster.advertise_url)
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let mut config = ClusterConfig::new(url);
+        if let Some(id) = args.server_id.or(file_cluster.server_id) {
+            config.server_id = id;
+        }
+        if let Some(ms) = args.lease_ttl_ms.or(file_cluster.lease_ttl_ms) {
+            config = config.with_lease_ttl(Duration::from_millis(ms));
+        }
+        Some(
+            LeaseManager::start(&vm, config)
+                .await
+                .map_err(|e| e.chain())?,
+        )
+    } else {
+        None
+    };
+    server.serve(listener).await.map_err(|e| e.chain())?;
     // Catch SIGTERM before announcing the address: a script that stops the server as soon as
     // it reads the line must get a clean shutdown, not the default action of the signal.
     let shutdown = shutdown_signal();
@@ -344,6 +415,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     shutdown.await;
     tracing::info!("shutting down: letting running turns finish");
     server.close().await;
+    if let Some(cluster) = &cluster {
+        // After the turns finished (their replies are written under the leases), before exit.
+        cluster.drain().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -12,8 +12,10 @@ use crate::store::SCHEMA_VERSION;
 use deadpool_postgres::Object;
 
 /// The migrations, in order: (version, name, SQL). Never edit a released one; add the next.
-pub(super) const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("migrations/0001_init.sql"))];
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("migrations/0001_init.sql")),
+    (2, "cluster", include_str!("migrations/0002_cluster.sql")),
+];
 
 /// The key of the advisory lock that serializes migrations ("agentvm" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0061_6765_6e74_766d;
