@@ -1,15 +1,18 @@
 // agentvm for Node.js: the Promise API over the native module (agentvm.node).
 //
-// The native module moves commands, responses and events as the JSON of the Channel protocol
-// (PROTOCOL.md); this file gives them their typed shape: vm.images.create(...),
-// vm.events({sessionId}), vm.on(type, handler), vm.serve(...), connect(url), vm.scheduler.
-// The sandbox scheduler is commands like the rest: vm.scheduler sends them with vm.request.
-// Types and documentation: index.d.ts.
+// The native module only converts between JavaScript and agentvm-embed: options go to embed
+// as JSON text (embed parses and checks them: dataDir, llm, scheduler, limits, localTools,
+// definitions, maxTokens; sessions, allSessions, global, queue; addr, auth; url, token,
+// timeoutMs), a command `{type, data}` goes in as JSON text and the response's data comes back
+// as JSON text, events come in batches of JSON. This file gives that its Promise shape:
+// vm.request(command) for any command, groups of convenience methods that are each one
+// command (the COMMANDS table), vm.events() / vm.on(), vm.agents.ask(), vm.scheduler.exec(),
+// vm.serve(), connect(url). Types and documentation: index.d.ts.
 'use strict'
 
 const native = require('./agentvm.node')
 
-/** The `code` of every error agentvm throws: the kind of the core's error. */
+/** The `code` of every error agentvm throws: the kind of the core's error, in PascalCase. */
 const ErrorCode = Object.freeze({
   NotFound: 'NotFound',
   AlreadyExists: 'AlreadyExists',
@@ -23,37 +26,35 @@ const ErrorCode = Object.freeze({
   Internal: 'Internal',
 })
 
-function invalidInput(message) {
-  const e = new TypeError(message)
-  e.code = ErrorCode.InvalidInput
+/** The `kind` of a `code`: embed's stable snake_case kind (`not_found`, ...). */
+const kindOf = (code) => code.replace(/[A-Z]/g, (c, i) => (i ? '_' : '') + c.toLowerCase())
+/** The `code` of a `kind`: `not_found` → `NotFound`. */
+const codeOf = (kind) => kind.replace(/(?:^|_)([a-z])/g, (_, c) => c.toUpperCase())
+
+function agentError(code, message, Type = Error) {
+  const e = new Type(message)
+  e.kind = kindOf(code)
+  e.code = code
   return e
 }
 
-/**
- * The `code` of a failed turn, from the provider's error code (`errorCode` of
- * `error_received` / `error_message`); any other code (`rate_limit`, `overloaded`, `timeout`,
- * `network`, `mock_error`, ...) or none is `Unavailable`: the model could not answer now.
- */
-const TURN_ERROR_CODES = Object.freeze({
-  not_configured: ErrorCode.Unavailable,
-  authentication: ErrorCode.Unauthorized,
-  invalid_request: ErrorCode.InvalidInput,
-})
+const invalidInput = (message) => agentError(ErrorCode.InvalidInput, message, TypeError)
 
-/** The Error of a turn that ended in error: `code` the kind, `errorCode` the provider's. */
-function turnError(message, errorCode, response) {
-  const e = new Error(message || 'the turn ended in error')
-  e.code = TURN_ERROR_CODES[errorCode] ?? ErrorCode.Unavailable
-  e.errorCode = errorCode ?? null
+/**
+ * The Error of a turn that ended in error: `kind` is the core's (`errorKind` of its
+ * `error_received` event; `unavailable` when the turn ended without one), `errorCode` the
+ * provider's.
+ */
+function turnError(failure, response) {
+  const code = codeOf(failure?.errorKind ?? 'unavailable')
+  const e = agentError(code, failure?.message || 'the turn ended in error')
+  e.errorCode = failure?.errorCode ?? null
   e.response = response
   return e
 }
 
-/** Parses a native JSON answer, which is the value itself or a Promise of it. */
-async function json(answer) {
-  const text = typeof answer === 'string' ? answer : await answer
-  return JSON.parse(text)
-}
+/** Options as the JSON text embed parses (`undefined`/`null`: the defaults). */
+const optionsJson = (options) => (options === undefined || options === null ? undefined : JSON.stringify(options))
 
 /** An async iterator over a native stream of JSON batches. */
 class EventStream {
@@ -66,8 +67,8 @@ class EventStream {
       this._native = open()
     } catch (e) {
       this._native = Promise.reject(e)
-      this._native.catch(() => {})
     }
+    if (this._native && typeof this._native.then === 'function') this._native.catch(() => {})
   }
 
   async _stream() {
@@ -77,7 +78,7 @@ class EventStream {
     return this._native
   }
 
-  /** The next item, waiting for it; `{done: true}` once the stream ended or was closed. */
+  /** The next event, waiting for it; `{done: true}` once the stream ended or was closed. */
   async next() {
     if (this._index < this._buffer.length) {
       return { value: this._buffer[this._index++], done: false }
@@ -93,6 +94,28 @@ class EventStream {
     this._buffer = JSON.parse(batch)
     this._index = 1
     return { value: this._buffer[0], done: false }
+  }
+
+  /**
+   * The next batch of events (an array, at least one), waiting at most `timeoutMs` for the
+   * first; `null` when the time ran out or the stream ended. Faster than one event at a time.
+   */
+  async nextBatch(options = {}) {
+    if (this._index < this._buffer.length) {
+      const rest = this._buffer.slice(this._index)
+      this._buffer = []
+      this._index = 0
+      return rest
+    }
+    if (this._done) return null
+    const stream = await this._stream()
+    const answer = stream.nextBatch(options.max, options.timeoutMs)
+    const batch = typeof answer === 'string' || answer === null ? answer : await answer
+    if (batch === null) {
+      if (stream.ended) this._done = true
+      return null
+    }
+    return JSON.parse(batch)
   }
 
   /** Ends the stream (what `break` in `for await` calls). */
@@ -119,7 +142,7 @@ class EventStream {
   }
 }
 
-/** Calls `handler(event)` for matching events from a native stream; weak (does not keep Node running). */
+/** Calls `handler(event)` for matching events pushed by a native stream; weak (does not keep Node running). */
 function listen(openStream, type, handler) {
   const matches = type === '*' ? () => true : (e) => e.type === type
   const dispatch = (batch) => {
@@ -158,105 +181,230 @@ function listen(openStream, type, handler) {
   }
 }
 
+/** `image_get` or `image_get_request` → `image_get_request`. */
 function requestType(type) {
   if (typeof type !== 'string' || !type) throw invalidInput('request type must be a non-empty string')
   return type.endsWith('_request') ? type : `${type}_request`
 }
 
+/** The target of a message or an interrupt: an image id, or `{imageId | sessionId | agentId}`. */
 function target(t, what) {
   if (typeof t === 'string') return { imageId: t }
   if (!t || typeof t !== 'object') throw invalidInput(`${what} needs {imageId}, {sessionId} or {agentId}`)
+  const { imageId, sessionId, agentId } = t
+  return { imageId, sessionId, agentId }
+}
+
+function fileContent(data) {
+  if (typeof data === 'string') return { content: data, encoding: 'utf8' }
+  if (data instanceof Uint8Array) return { content: Buffer.from(data).toString('base64'), encoding: 'base64' }
+  throw invalidInput('file data must be a string, a Buffer or a Uint8Array')
+}
+
+/** The data of a sandbox_exec_request: a shell script, an argv, or a full request. */
+function execData(sandboxId, request) {
+  if (typeof request === 'string') return { sandboxId, command: ['/bin/sh', '-c', request] }
+  if (Array.isArray(request)) return { sandboxId, command: request }
+  if (!request || typeof request !== 'object') {
+    throw invalidInput('exec needs a shell string, an argv array or {command | code, ...}')
+  }
+  return { ...request, sandboxId }
+}
+
+const id = (name) => (value) => ({ [name]: value })
+const optional = (name) => (value) => (value === undefined ? {} : { [name]: value })
+const none = () => ({})
+
+/**
+ * The convenience methods: every one is exactly one command (docs/commands.md), described as
+ * `[command, arguments → data, what to return]`; the last is a field of the response's data
+ * (`'record?'`: that field or null), `null` for nothing, absent for the whole data. Commands
+ * without an entry are reached with `vm.request({type, data})`; nothing here is native code.
+ */
+const COMMANDS = {
+  containers: {
+    create: ['container_create', id('containerId'), 'containerId'],
+    get: ['container_get', id('containerId')],
+    exists: ['container_get', id('containerId'), 'exists'],
+    list: ['container_list', none, 'containerIds'],
+    delete: ['container_delete', id('containerId'), 'deleted'],
+  },
+  images: {
+    create: ['image_create', (containerId, config = {}) => ({ containerId, config }), 'record'],
+    build: ['image_build', (containerId, definitionName, config = {}) => ({ containerId, definitionName, config }), 'record'],
+    get: ['image_get', id('imageId'), 'record?'],
+    list: ['image_list', optional('containerId'), 'records'],
+    update: ['image_update', (imageId, updates) => ({ imageId, updates }), 'record'],
+    delete: ['image_delete', id('imageId'), null],
+    run: ['image_run', id('imageId')],
+    stop: ['image_stop', id('imageId'), null],
+    messages: ['image_messages', id('imageId'), 'messages'],
+  },
+  sessions: {
+    create: ['session_create', (imageId, options = {}) => ({ imageId, title: options.title }), 'session'],
+    list: ['session_list', id('imageId'), 'sessions'],
+    get: ['session_get', id('sessionId'), 'session?'],
+    update: ['session_update', (sessionId, updates = {}) => ({ sessionId, title: updates.title ?? null }), 'session'],
+    delete: ['session_delete', id('sessionId'), null],
+    resume: ['session_resume', id('sessionId')],
+    messages: ['session_messages', id('sessionId'), 'messages'],
+  },
+  definitions: {
+    register: ['definition_register', id('definition'), 'replaced'],
+    list: ['definition_list', none, 'definitions'],
+    get: ['definition_get', id('name'), 'definition?'],
+  },
+  agents: {
+    send: ['message_send', (m) => ({ ...target(m, 'send'), content: m.content })],
+    interrupt: ['agent_interrupt', (t) => target(t, 'interrupt')],
+    get: ['agent_get', id('agentId')],
+    list: ['agent_list', optional('containerId'), 'agents'],
+    destroy: ['agent_destroy', id('agentId'), 'success'],
+    destroyAll: ['agent_destroy_all', id('containerId'), null],
+  },
+  tokens: {
+    create: ['token_create', (o = {}) => ({ containers: o.containerIds ?? null }), 'token'],
+  },
+}
+
+/** The scheduler's groups (`vm.scheduler.*`), the same pattern. */
+const SCHEDULER_COMMANDS = {
+  nodes: {
+    register: ['node_register', (registration) => registration, 'node'],
+    heartbeat: ['node_heartbeat', (h) => (typeof h === 'string' ? { nodeId: h } : h), 'node'],
+    list: ['node_list', none, 'nodes'],
+    get: ['node_get', id('nodeId'), 'node?'],
+    setStatus: ['node_update', (nodeId, status) => ({ nodeId, status }), 'node'],
+    remove: ['node_delete', id('nodeId'), null],
+  },
+  templates: {
+    create: ['template_create', (templateId, spec) => ({ ...spec, templateId }), 'template'],
+    get: ['template_get', id('templateId'), 'template?'],
+    list: ['template_list', none, 'templates'],
+    update: ['template_update', (templateId, spec) => ({ ...spec, templateId }), 'template'],
+    delete: ['template_delete', id('templateId'), null],
+  },
+  sandboxes: {
+    create: ['sandbox_create', (r) => (typeof r === 'string' ? { templateId: r } : r), 'sandbox'],
+    get: ['sandbox_get', id('sandboxId'), 'sandbox?'],
+    list: ['sandbox_list', (o = {}) => (o.owner ? { owner: o.owner } : {}), 'sandboxes'],
+    terminate: ['sandbox_terminate', id('sandboxId'), 'sandbox'],
+    delete: ['sandbox_delete', id('sandboxId'), null],
+  },
+  executions: {
+    get: ['execution_get', id('executionId'), 'execution?'],
+    list: ['execution_list', id('sandboxId'), 'executions'],
+    cancel: ['sandbox_exec_cancel', id('executionId'), 'execution'],
+  },
+  files: {
+    write: ['sandbox_file_write', (sandboxId, path, data) => ({ sandboxId, path, ...fileContent(data) }), null],
+    read: ['sandbox_file_read', (sandboxId, path) => ({ sandboxId, path, encoding: 'base64' }), (d) => Buffer.from(d.content, 'base64')],
+    list: ['sandbox_file_list', (sandboxId, path) => (path === undefined ? { sandboxId } : { sandboxId, path }), 'files'],
+    delete: [
+      'sandbox_file_delete',
+      (sandboxId, path, options = {}) => (options.recursive ? { sandboxId, path, recursive: true } : { sandboxId, path }),
+      null,
+    ],
+  },
+}
+
+/** The function that picks the answer of a convenience method from the response's data. */
+function picker(pick) {
+  if (pick === undefined) return (data) => data
+  if (pick === null) return () => undefined
+  if (typeof pick === 'function') return pick
+  if (pick.endsWith('?')) {
+    const field = pick.slice(0, -1)
+    return (data) => data[field] ?? null
+  }
+  return (data) => data[pick]
+}
+
+/**
+ * Sends `{type, data}` on a native runtime; resolves with `answer(data of the response)`.
+ * The native call answers at once (a string) when the command finished on its first poll,
+ * else with a Promise of the string.
+ */
+function send(nativeRuntime, type, data, answer) {
+  let text
+  try {
+    // `type` is a command name (no characters to escape): only `data` needs JSON.stringify.
+    text = nativeRuntime.request(`{"type":"${type}","data":${JSON.stringify(data ?? {})}}`)
+  } catch (e) {
+    return Promise.reject(e)
+  }
+  if (typeof text === 'string') {
+    try {
+      return Promise.resolve(answer(JSON.parse(text)))
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+  return text.then((t) => answer(JSON.parse(t)))
+}
+
+const whole = (data) => data
+
+/** Builds the frozen groups of `table` as methods sending their command to `vm`. */
+function groups(table, vm) {
   const out = {}
-  if (t.imageId !== undefined) out.imageId = t.imageId
-  if (t.sessionId !== undefined) out.sessionId = t.sessionId
-  if (t.agentId !== undefined) out.agentId = t.agentId
+  for (const [group, methods] of Object.entries(table)) {
+    const g = {}
+    for (const [name, [command, toData, pick]] of Object.entries(methods)) {
+      const type = `${command}_request`
+      const answer = picker(pick)
+      g[name] = (...args) => {
+        let data
+        try {
+          data = toData(...args)
+        } catch (e) {
+          return Promise.reject(e)
+        }
+        return send(vm._native, type, data, answer)
+      }
+    }
+    out[group] = Object.freeze(g)
+  }
   return out
 }
+
+/** Cancel ids of this process's requests with an AbortSignal. */
+let nextCancelId = 1
 
 /** An agentvm runtime: local (from `open()`) or remote (from `connect()`), same API. */
 class AgentVm {
   constructor(nativeRuntime) {
     this._native = nativeRuntime
     this._servers = new Set()
-    const call = (type, data) => this._call(type, data)
-
-    this.containers = Object.freeze({
-      create: async (containerId) => (await call('container_create_request', { containerId })).containerId,
-      get: (containerId) => call('container_get_request', { containerId }),
-      exists: async (containerId) => (await call('container_get_request', { containerId })).exists,
-      list: async () => (await call('container_list_request', {})).containerIds,
-      delete: async (containerId) => (await call('container_delete_request', { containerId })).deleted,
-    })
-
-    this.images = Object.freeze({
-      create: async (containerId, config = {}) =>
-        (await call('image_create_request', { containerId, config })).record,
-      build: async (containerId, definitionName, config = {}) =>
-        (await call('image_build_request', { containerId, definitionName, config })).record,
-      get: async (imageId) => (await call('image_get_request', { imageId })).record ?? null,
-      list: async (containerId) =>
-        (await call('image_list_request', containerId === undefined ? {} : { containerId })).records,
-      update: async (imageId, updates) => (await call('image_update_request', { imageId, updates })).record,
-      delete: async (imageId) => {
-        await call('image_delete_request', { imageId })
-      },
-      run: (imageId) => call('image_run_request', { imageId }),
-      stop: async (imageId) => {
-        await call('image_stop_request', { imageId })
-      },
-      messages: async (imageId) => (await call('image_messages_request', { imageId })).messages,
-    })
-
-    this.sessions = Object.freeze({
-      create: async (imageId, options = {}) =>
-        (await call('session_create_request', { imageId, title: options.title })).session,
-      list: async (imageId) => (await call('session_list_request', { imageId })).sessions,
-      get: async (sessionId) => (await call('session_get_request', { sessionId })).session ?? null,
-      update: async (sessionId, updates = {}) =>
-        (await call('session_update_request', { sessionId, title: updates.title ?? null })).session,
-      delete: async (sessionId) => {
-        await call('session_delete_request', { sessionId })
-      },
-      resume: (sessionId) => call('session_resume_request', { sessionId }),
-      messages: async (sessionId) => (await call('session_messages_request', { sessionId })).messages,
-    })
-
-    this.definitions = Object.freeze({
-      register: async (definition) => (await call('definition_register_request', { definition })).replaced,
-      list: async () => (await call('definition_list_request', {})).definitions,
-      get: async (name) => (await call('definition_get_request', { name })).definition ?? null,
-    })
-
-    this.agents = Object.freeze({
-      send: (message) => {
-        if (!message || typeof message !== 'object') {
-          return Promise.reject(invalidInput('send needs {imageId | sessionId | agentId, content}'))
-        }
-        return call('message_send_request', { ...target(message, 'send'), content: message.content })
-      },
-      ask: (message) => this._ask(message),
-      interrupt: (t) => call('agent_interrupt_request', target(t, 'interrupt')),
-      get: (agentId) => call('agent_get_request', { agentId }),
-      list: async (containerId) =>
-        (await call('agent_list_request', containerId === undefined ? {} : { containerId })).agents,
-      destroy: async (agentId) => (await call('agent_destroy_request', { agentId })).success,
-      destroyAll: async (containerId) => {
-        await call('agent_destroy_all_request', { containerId })
-      },
-    })
-
-    this.tokens = Object.freeze({
-      create: async (options = {}) => {
-        // The token commands work remotely for operators; kept in-process as before.
-        if (this.kind !== 'local') {
-          throw invalidInput('tokens.create() runs in-process only: call it on the runtime from open(), not connect()')
-        }
-        return (await call('token_create_request', { containers: options.containerIds ?? null })).token
-      },
-    })
-
+    Object.assign(this, groups(COMMANDS, this))
+    this.agents = Object.freeze({ ...this.agents, ask: (message) => this._ask(message) })
     /** The Docker sandbox scheduler (embedded with `open({scheduler})`, or the server's). */
     this.scheduler = new Scheduler(this)
+  }
+
+  /** Sends `{type, data}` and resolves with the response's data. */
+  _send(type, data, options) {
+    if (options === undefined) return send(this._native, type, data, whole)
+    let command
+    try {
+      command = JSON.stringify({ type, data })
+    } catch (e) {
+      return Promise.reject(e)
+    }
+    return this._sendWith(command, options)
+  }
+
+  async _sendWith(command, { timeoutMs, signal }) {
+    if (signal?.aborted) throw agentError(ErrorCode.Cancelled, 'cancelled by the caller (AbortSignal)')
+    const cancelId = signal ? nextCancelId++ : undefined
+    if (nextCancelId > 0xffff_fff0) nextCancelId = 1
+    const abort = () => this._native.cancel(cancelId)
+    signal?.addEventListener('abort', abort, { once: true })
+    try {
+      return JSON.parse(await this._native.request(command, timeoutMs, cancelId))
+    } finally {
+      signal?.removeEventListener('abort', abort)
+    }
   }
 
   async _ask(message) {
@@ -268,7 +416,7 @@ class AgentVm {
       sessionId = image.sessionId
     }
     // Subscribe before sending, so even an instant reply is seen.
-    const events = this.events(sessionId ? { sessionId } : { allSessions: true })
+    const events = this.events(sessionId ? { sessions: [{ sessionId }] } : { allSessions: true })
     try {
       const response = await this.agents.send(message)
       let reply = null
@@ -276,24 +424,20 @@ class AgentVm {
       for await (const e of events) {
         if (e.context?.sessionId !== response.sessionId) continue
         if (e.type === 'assistant_message') reply = e.data
-        if (e.type === 'error_received') failure = { message: e.data.message, errorCode: e.data.errorCode }
+        if (e.type === 'error_received') {
+          failure = { message: e.data.message, errorCode: e.data.errorCode, errorKind: e.data.errorKind }
+        }
         if (e.type === 'error_message' && !failure) failure = { message: e.data.content, errorCode: e.data.errorCode }
         if (e.type === 'conversation_end') {
           // An interrupted turn is not an error: it resolves with the partial reply, if any.
-          if (e.data.reason === 'error') throw turnError(failure?.message, failure?.errorCode, response)
+          if (e.data.reason === 'error') throw turnError(failure, response)
           return { response, reason: e.data.reason, message: reply }
         }
       }
-      const err = new Error('the event stream ended before the turn did (runtime closed?)')
-      err.code = ErrorCode.Cancelled
-      throw err
+      throw agentError(ErrorCode.Cancelled, 'the event stream ended before the turn did (runtime closed?)')
     } finally {
       await events.close()
     }
-  }
-
-  async _call(type, data) {
-    return (await json(this._native.request(type, JSON.stringify(data)))).data
   }
 
   /** `"local"` or `"remote"`. */
@@ -301,10 +445,14 @@ class AgentVm {
     return this._native.kind
   }
 
-  /** Sends a raw command `{type, data}` and resolves with the response's data. */
-  async request(command) {
+  /**
+   * Sends any command `{type, data}` (`type` with or without `_request`) and resolves with the
+   * response's data. `options.timeoutMs` bounds it; `options.signal` (an AbortSignal) cancels
+   * it; both reject with `Cancelled`.
+   */
+  async request(command, options) {
     if (!command || typeof command !== 'object') throw invalidInput('request needs {type, data}')
-    return this._call(requestType(command.type), command.data ?? {})
+    return this._send(requestType(command.type), command.data ?? {}, options)
   }
 
   /** Interrupts the current turn of an image's (or an agent's) agent. */
@@ -312,26 +460,30 @@ class AgentVm {
     return this.agents.interrupt(t)
   }
 
-  /** Events as an async iterator: `for await (const e of vm.events({sessionId}))`. */
+  /**
+   * Events as an async iterator: `for await (const e of vm.events({sessions: [{sessionId}]}))`.
+   * The options are embed's: `sessions`, `allSessions`, `global`, `queue`.
+   */
   events(options) {
-    return new EventStream(() => this._native.subscribe(options ?? null))
+    return new EventStream(() => this._native.subscribe(optionsJson(options)))
   }
 
-  /** Calls `handler(event)` for every event of `type` (`'*'`: all); returns the unsubscribe function. */
+  /** Calls `handler(event)` for every event of `type` (`'*'`: all) that `options` subscribes to; returns the unsubscribe function. */
   on(type, handler, options) {
-    if (typeof type !== 'string') throw invalidInput('on(type, handler): type must be a string')
-    if (typeof handler !== 'function') throw invalidInput('on(type, handler): handler must be a function')
-    return listen(() => this._native.subscribe({ queue: 65536, ...(options ?? {}) }), type, handler)
+    if (typeof type !== 'string') throw invalidInput('on(type, handler, options): type must be a string')
+    if (typeof handler !== 'function') throw invalidInput('on(type, handler, options): handler must be a function')
+    return listen(() => this._native.subscribe(optionsJson(options)), type, handler)
   }
 
-  /** Serves this runtime on `host:port` (WebSocket Channel at `/ws`, and the scheduler's routes). */
-  async serve(options = {}) {
-    const server = new Server(await this._native.serve(options), this)
+  /** Serves this runtime (embed's serve options: `addr`, `auth`): WebSocket `/ws`, REST, metrics. */
+  async serve(options) {
+    const served = JSON.parse(await this._native.serve(optionsJson(options)))
+    const server = new Server(served, this)
     this._servers.add(server)
     return server
   }
 
-  /** Ends streams and listeners, closes servers, stops agents and releases the repository. */
+  /** Ends streams and listeners, closes servers, stops agents and releases the store. */
   async close() {
     for (const s of this._servers) s._release()
     this._servers.clear()
@@ -345,26 +497,27 @@ class AgentVm {
 
 /** A listening server. It keeps Node running until `close()` (or `unref()`). */
 class Server {
-  constructor(nativeServer, vm) {
-    this._native = nativeServer
+  constructor(served, vm) {
+    this._served = served
     this._vm = vm
-    // The native server runs on the tokio runtime, which Node does not see: this handle is
-    // what keeps the process alive while the server listens.
+    // The server runs on the tokio runtime, which Node does not see: this handle is what
+    // keeps the process alive while the server listens.
     this._keepAlive = setInterval(() => {}, 2 ** 31 - 1)
   }
 
+  /** The bound port. */
   get port() {
-    return this._native.port
+    return this._served.port
   }
 
+  /** The bound address. */
   get host() {
-    return this._native.host
+    return new URL(this._served.url).hostname.replace(/^\[|\]$/g, '')
   }
 
   /** The WebSocket URL to `connect()` to. */
   get url() {
-    const host = this.host.includes(':') ? `[${this.host}]` : this.host
-    return `ws://${host}:${this.port}/ws`
+    return this._served.wsUrl
   }
 
   /** Lets Node exit while the server listens. */
@@ -387,19 +540,8 @@ class Server {
   /** Stops accepting and lets running turns finish within the grace period. */
   async close() {
     this._release()
-    this._vm?._servers.delete(this)
-    await this._native.close()
+    if (this._vm._servers.delete(this)) await this._vm._native.stopServing(this.port)
   }
-}
-
-/** The data of a sandbox_exec_request: a shell script, an argv, or a full request. */
-function execData(sandboxId, request) {
-  if (typeof request === 'string') return { sandboxId, command: ['/bin/sh', '-c', request] }
-  if (Array.isArray(request)) return { sandboxId, command: request }
-  if (!request || typeof request !== 'object') {
-    throw invalidInput('exec needs a shell string, an argv array or {command | code, ...}')
-  }
-  return { ...request, sandboxId }
 }
 
 function newExecutionId() {
@@ -423,14 +565,14 @@ class ExecStream {
     this.sandboxId = data.sandboxId
     /** The finished execution; null until the stream has ended. */
     this.execution = null
-    this._events = vm.events({ sessionId: data.sandboxId })
+    this._events = vm.events({ sessions: [{ sessionId: data.sandboxId }] })
     this._reading = null
     this._finished = false
     this._done = false
     // Send once subscribed (a remote runtime subscribes with a round trip).
     this._response = this._events
       ._stream()
-      .then(() => vm._call('sandbox_exec_request', data))
+      .then(() => vm._send('sandbox_exec_request', data))
       .then((d) => d.execution)
     this._settled = null
     this._response.then(
@@ -506,68 +648,15 @@ class ExecStream {
   }
 }
 
-function fileContent(data) {
-  if (typeof data === 'string') return { content: data, encoding: 'utf8' }
-  if (data instanceof Uint8Array) return { content: Buffer.from(data).toString('base64'), encoding: 'base64' }
-  throw invalidInput('file data must be a string, a Buffer or a Uint8Array')
-}
-
 /**
- * The Docker sandbox scheduler of a runtime (`vm.scheduler`). Every method is one command
- * (docs/commands.md); a runtime opened without `scheduler` answers them with `Unavailable`.
- * Records have the shapes of the REST API under `/v1`.
+ * The Docker sandbox scheduler of a runtime (`vm.scheduler`): groups of commands
+ * (SCHEDULER_COMMANDS), plus `exec` (streamed output), `run` and `metrics`. A runtime opened
+ * without `scheduler` answers them with `Unavailable`. Records have the shapes of the REST API.
  */
 class Scheduler {
   constructor(vm) {
-    const call = (type, data) => vm._call(type, data)
     this._vm = vm
-    this.nodes = Object.freeze({
-      register: async (registration) => (await call('node_register_request', registration)).node,
-      heartbeat: async (heartbeat) =>
-        (await call('node_heartbeat_request', typeof heartbeat === 'string' ? { nodeId: heartbeat } : heartbeat)).node,
-      list: async () => (await call('node_list_request', {})).nodes,
-      get: async (nodeId) => (await call('node_get_request', { nodeId })).node ?? null,
-      setStatus: async (nodeId, status) => (await call('node_update_request', { nodeId, status })).node,
-      remove: async (nodeId) => {
-        await call('node_delete_request', { nodeId })
-      },
-    })
-    this.templates = Object.freeze({
-      create: async (templateId, spec) => (await call('template_create_request', { ...spec, templateId })).template,
-      get: async (templateId) => (await call('template_get_request', { templateId })).template ?? null,
-      list: async () => (await call('template_list_request', {})).templates,
-      update: async (templateId, spec) => (await call('template_update_request', { ...spec, templateId })).template,
-      delete: async (templateId) => {
-        await call('template_delete_request', { templateId })
-      },
-    })
-    this.sandboxes = Object.freeze({
-      create: async (request) =>
-        (await call('sandbox_create_request', typeof request === 'string' ? { templateId: request } : request)).sandbox,
-      get: async (sandboxId) => (await call('sandbox_get_request', { sandboxId })).sandbox ?? null,
-      list: async (options = {}) => (await call('sandbox_list_request', options.owner ? { owner: options.owner } : {})).sandboxes,
-      terminate: async (sandboxId) => (await call('sandbox_terminate_request', { sandboxId })).sandbox,
-      delete: async (sandboxId) => {
-        await call('sandbox_delete_request', { sandboxId })
-      },
-    })
-    this.executions = Object.freeze({
-      get: async (executionId) => (await call('execution_get_request', { executionId })).execution ?? null,
-      list: async (sandboxId) => (await call('execution_list_request', { sandboxId })).executions,
-      cancel: async (executionId) => (await call('sandbox_exec_cancel_request', { executionId })).execution,
-    })
-    this.files = Object.freeze({
-      write: async (sandboxId, path, data) => {
-        await call('sandbox_file_write_request', { sandboxId, path, ...fileContent(data) })
-      },
-      read: async (sandboxId, path) =>
-        Buffer.from((await call('sandbox_file_read_request', { sandboxId, path, encoding: 'base64' })).content, 'base64'),
-      list: async (sandboxId, path) =>
-        (await call('sandbox_file_list_request', path === undefined ? { sandboxId } : { sandboxId, path })).files,
-      delete: async (sandboxId, path, options = {}) => {
-        await call('sandbox_file_delete_request', options.recursive ? { sandboxId, path, recursive: true } : { sandboxId, path })
-      },
-    })
+    Object.assign(this, groups(SCHEDULER_COMMANDS, vm))
   }
 
   /**
@@ -583,26 +672,24 @@ class Scheduler {
 
   /** Runs a command to its end and resolves with the execution (no streaming). */
   async run(sandboxId, request) {
-    return (await this._vm._call('sandbox_exec_request', execData(sandboxId, request))).execution
+    return (await this._vm._send('sandbox_exec_request', execData(sandboxId, request))).execution
   }
 
   /** Counters and gauges (pool hits, cold starts, live sandboxes, nodes online, ...). */
   async metrics() {
-    return (await this._vm._call('scheduler_metrics_request', {})).metrics
+    return (await this._vm._send('scheduler_metrics_request', {})).metrics
   }
 }
 
-/** Opens an in-process runtime; `scheduler` (an object of the core's scheduler options) embeds the sandbox scheduler. */
-async function open(options = {}) {
-  const { scheduler, ...rest } = options ?? {}
-  if (scheduler !== undefined && scheduler !== null) rest.scheduler = JSON.stringify(scheduler)
-  return new AgentVm(await native.open(rest))
+/** Opens an in-process runtime with embed's open options (dataDir, llm, scheduler, limits, localTools, definitions, maxTokens). */
+async function open(options) {
+  return new AgentVm(await native.open(optionsJson(options)))
 }
 
-/** Connects to an agentvm server (`ws://host:port/ws`); the runtime has the same API. */
+/** Connects to an agentvm server (`ws://host:port/ws`; options: token, timeoutMs); the runtime has the same API. */
 async function connect(url, options = {}) {
   if (typeof url !== 'string') throw invalidInput('connect(url): url must be a ws:// URL string')
-  return new AgentVm(await native.connect(url, options))
+  return new AgentVm(await native.connect(JSON.stringify({ ...options, url })))
 }
 
 module.exports = {

@@ -57,7 +57,10 @@ MYPYPATH=python/agentvm "$tools/venv/bin/python" -m mypy --strict --no-increment
 PYTHONPATH=python/agentvm "$tools/venv/bin/python" bindings/schema/tests/typing/use_protocol.py
 "$tools/tsc/node_modules/.bin/tsc" --noEmit --strict --target es2022 node/protocol.d.ts \
     bindings/schema/tests/typing/use_protocol.ts
-echo "ok: python/agentvm/_protocol.py and node/protocol.d.ts type-check"
+# The Node package's API over them (node/index.d.ts), used as a TypeScript caller would.
+"$tools/tsc/node_modules/.bin/tsc" --noEmit --strict --target es2022 --lib esnext \
+    --moduleResolution node --module commonjs node/index.d.ts node/test/typing/use_index.ts
+echo "ok: python/agentvm/_protocol.py, node/protocol.d.ts and node/index.d.ts type-check"
 
 step "build libagentvm (bindings/c)"
 cargo build --locked -p agentvm-ffi

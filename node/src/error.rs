@@ -1,12 +1,14 @@
 //! The one place where agentvm errors become JavaScript errors.
 //!
-//! Every error that crosses the boundary is a plain `Error` whose `code` is the PascalCase name
-//! of the core's [`ErrorKind`] (`NotFound`, `AlreadyExists`, `InvalidInput`, `Conflict`,
-//! `Unavailable`, `Storage`, `Protocol`, `Cancelled`, `Unauthorized`, `Internal`) and whose
-//! message is the error followed by its source chain, one `Caused by: ...` line per cause (the
-//! layout of lancedb's `nodejs/src/error.rs`). A `Busy` refusal also carries `retryAfterMs`.
+//! Every error that crosses the boundary is a plain `Error` with
+//! - `kind`: the stable snake_case kind of embed and the core (`not_found`, `already_exists`,
+//!   `invalid_input`, `conflict`, `unavailable`, `storage`, `protocol`, `cancelled`,
+//!   `unauthorized`, `internal`), the same in every binding;
+//! - `code`: the same kind in PascalCase (`NotFound`, ...), the package's `ErrorCode`;
+//! - `message`: the error followed by its cause chain ([`agentvm::Error::chain`]);
+//! - `retryAfterMs` when the core says when to retry (a `Busy` refusal).
 
-use agentvm::ErrorKind;
+use agentvm_embed::agentvm::{self, ErrorKind};
 use napi::bindgen_prelude::*;
 
 /// The JavaScript `code` of a kind: the variant's name, stable across releases.
@@ -27,28 +29,14 @@ pub(crate) fn code(kind: ErrorKind) -> &'static str {
     }
 }
 
-/// The message with the whole cause chain.
-pub(crate) fn message(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        // Errors that print their source inline would repeat it: skip exact repeats.
-        if !text.contains(&line) {
-            text.push_str("\nCaused by: ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-/// The error that leaves the binding: an `Error` object with `code` (and `retryAfterMs` when
-/// the core says when to retry), wrapped so napi throws or rejects with that very object.
+/// The error that leaves the binding: an `Error` object with `kind`, `code` (and
+/// `retryAfterMs`), wrapped so napi throws or rejects with that very object.
 pub(crate) fn to_js(env: &Env, error: &agentvm::Error) -> napi::Error {
+    let message = error.chain();
     let build = || -> napi::Result<napi::Error> {
         let mut object =
-            env.create_error(napi::Error::new(Status::GenericFailure, message(error)))?;
+            env.create_error(napi::Error::new(Status::GenericFailure, message.clone()))?;
+        object.set("kind", error.kind().as_str())?;
         object.set("code", code(error.kind()))?;
         if let Some(after) = error.retry_after() {
             object.set("retryAfterMs", after.as_millis() as f64)?;
@@ -60,19 +48,9 @@ pub(crate) fn to_js(env: &Env, error: &agentvm::Error) -> napi::Error {
     build().unwrap_or_else(|e| {
         napi::Error::new(
             Status::GenericFailure,
-            format!("{} ({}; {e})", message(error), code(error.kind())),
+            format!("{message} ({}; {e})", error.kind().as_str()),
         )
     })
-}
-
-/// An agentvm error built on the binding's side (bad arguments, a closed handle).
-pub(crate) fn invalid(message: impl Into<String>) -> agentvm::Error {
-    agentvm::Error::invalid(message)
-}
-
-/// The error of a call on a handle after `close()`.
-pub(crate) fn closed(what: &str) -> agentvm::Error {
-    agentvm::Error::unavailable(format!("the {what} is closed"))
 }
 
 /// A panic caught at the boundary, reported as an `Internal` error instead of aborting Node.
@@ -90,7 +68,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_kind_has_a_distinct_pascal_case_code() {
+    fn every_kind_has_a_distinct_code_and_kind_name() {
         let kinds = [
             ErrorKind::NotFound,
             ErrorKind::AlreadyExists,
@@ -105,17 +83,9 @@ mod tests {
         ];
         let codes: std::collections::HashSet<_> = kinds.iter().map(|k| code(*k)).collect();
         assert_eq!(codes.len(), kinds.len());
-    }
-
-    #[test]
-    fn message_lists_causes() {
-        let io = std::io::Error::other("disk on fire");
-        let e = agentvm::Error::storage("writing a message", io);
-        let text = message(&e);
-        assert!(
-            text.starts_with("storage error: writing a message"),
-            "{text}"
-        );
-        assert!(text.ends_with("Caused by: disk on fire"), "{text}");
+        for k in kinds {
+            // The code is the kind's name in PascalCase.
+            assert_eq!(code(k).to_lowercase(), k.as_str().replace('_', ""));
+        }
     }
 }

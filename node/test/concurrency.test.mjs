@@ -8,12 +8,16 @@ test('1,000 concurrent sends over 100 images are all answered and stored', async
   const images = await Promise.all(Array.from({ length: 100 }, (_, i) => vm.images.create(`tenant-${i % 10}`)))
   let ends = 0
   const allEnded = new Promise((resolve) => {
-    const off = vm.on('conversation_end', () => {
-      if (++ends === 1000) {
-        off()
-        resolve()
-      }
-    })
+    const off = vm.on(
+      'conversation_end',
+      () => {
+        if (++ends === 1000) {
+          off()
+          resolve()
+        }
+      },
+      { allSessions: true },
+    )
   })
   const keepAlive = setInterval(() => {}, 1000) // on() is weak; the test waits on it
   const started = Date.now()

@@ -38,6 +38,11 @@ test('InvalidInput', async (t) => {
   await rejectsWithCode(assert, vm.containers.create(''), 'InvalidInput')
   await rejectsWithCode(assert, agentvm.open({ llm: 'mock:nope' }), 'InvalidInput', /unknown mock scenario/)
   await rejectsWithCode(assert, vm.serve({ auth: 'sometimes' }), 'InvalidInput')
+  // Options are embed's, parsed there: an unknown name is refused, naming it.
+  await rejectsWithCode(assert, agentvm.open({ dataDirectory: '/tmp' }), 'InvalidInput', /unknown field `dataDirectory`/)
+  await rejectsWithCode(assert, vm.events({ sessionId: 'x' }).next(), 'InvalidInput', /unknown field `sessionId`/)
+  await rejectsWithCode(assert, vm.serve({ port: 0 }), 'InvalidInput', /unknown field `port`/)
+  await rejectsWithCode(assert, agentvm.connect('ws://127.0.0.1:9/ws', { reconnect: false }), 'InvalidInput', /reconnect/)
   assert.throws(() => vm.on(5, () => {}), { code: 'InvalidInput' })
 })
 
@@ -55,11 +60,25 @@ test('AlreadyExists: a template id is taken', async (t) => {
   await rejectsWithCode(assert, scheduler.templates.create('busybox', spec), 'AlreadyExists', /busybox/)
 })
 
-test('Unavailable: a closed runtime, a server that is not there', async (t) => {
+test('Cancelled: a closed runtime (embed refuses calls on a closed handle)', async () => {
   const vm = await agentvm.open({ llm: 'mock' })
   await vm.close()
-  await rejectsWithCode(assert, vm.images.list(), 'Unavailable', /closed/)
-  await rejectsWithCode(assert, agentvm.connect('ws://127.0.0.1:9/ws', { reconnect: false, connectTimeoutMs: 2000 }), 'Unavailable')
+  await rejectsWithCode(assert, vm.images.list(), 'Cancelled', /closed/)
+  await rejectsWithCode(assert, vm.request({ type: 'container_list' }, { timeoutMs: 1000 }), 'Cancelled', /closed/)
+})
+
+test('Cancelled: a request timed out or aborted', async (t) => {
+  const vm = await mockVm(t)
+  const aborted = new AbortController()
+  aborted.abort()
+  await rejectsWithCode(assert, vm.request({ type: 'container_list' }, { signal: aborted.signal }), 'Cancelled', /cancelled/)
+  // A live signal and a timeout that does not fire: the answer comes through.
+  const live = new AbortController()
+  assert.deepEqual(await vm.request({ type: 'container_list' }, { signal: live.signal, timeoutMs: 10_000 }), { containerIds: [] })
+})
+
+test('Unavailable: a server that is not there', async () => {
+  await rejectsWithCode(assert, agentvm.connect('ws://127.0.0.1:9/ws', { timeoutMs: 2000 }), 'Unavailable')
 })
 
 test('Unauthorized: a server that requires a token', async (t) => {
@@ -69,7 +88,7 @@ test('Unauthorized: a server that requires a token', async (t) => {
   // Refused at connect, or at the first request (the server may wait for an auth frame).
   for (const options of [{}, { token: 'avm_wrong' }]) {
     const attempt = agentvm
-      .connect(server.url, { ...options, reconnect: false, requestTimeoutMs: 3000 })
+      .connect(server.url, { ...options, timeoutMs: 3000 })
       .then(async (remote) => {
         try {
           await remote.containers.list()
@@ -99,7 +118,7 @@ test('Protocol: a server that does not speak the Channel', async (t) => {
   await new Promise((resolve) => http.listen(0, '127.0.0.1', resolve))
   t.after(() => http.close())
   const url = `ws://127.0.0.1:${http.address().port}/ws`
-  await assert.rejects(agentvm.connect(url, { reconnect: false, connectTimeoutMs: 2000 }), (err) => {
+  await assert.rejects(agentvm.connect(url, { timeoutMs: 2000 }), (err) => {
     assert.ok(['Protocol', 'Unavailable'].includes(err.code), `${err.code}: ${err.message}`)
     return true
   })
@@ -111,6 +130,7 @@ test('ask() rejects with the kind of a failed turn, its message and errorCode', 
   await assert.rejects(vm.agents.ask({ imageId: image.imageId, content: 'hi' }), (err) => {
     assert.ok(err instanceof Error)
     assert.equal(err.code, ErrorCode.Unavailable)
+    assert.equal(err.kind, 'unavailable', 'the errorKind of the error_received event')
     assert.match(err.message, /the scenario 'error' always fails/)
     assert.equal(err.errorCode, 'mock_error')
     assert.equal(err.response.imageId, image.imageId)
@@ -134,6 +154,7 @@ test('ask() without an LLM rejects saying how to configure one (not_configured)'
   const image = await vm.images.create('c1')
   await assert.rejects(vm.agents.ask({ imageId: image.imageId, content: 'hi' }), (err) => {
     assert.equal(err.code, ErrorCode.Unavailable)
+    assert.equal(err.kind, 'unavailable')
     assert.equal(err.errorCode, 'not_configured')
     assert.match(err.message, /LLM_PROVIDER/)
     return true
@@ -143,7 +164,7 @@ test('ask() without an LLM rejects saying how to configure one (not_configured)'
 test('ask() resolves an interrupted turn (not an error)', async (t) => {
   const vm = await mockVm(t)
   const image = await vm.images.create('c1', { model: 'mock:slow-stream' })
-  const events = vm.events({ sessionId: image.sessionId })
+  const events = vm.events({ sessions: [{ sessionId: image.sessionId }] })
   const asked = vm.agents.ask({ imageId: image.imageId, content: 'go' })
   for await (const e of events) {
     if (e.type === 'text_delta') break

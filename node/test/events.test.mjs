@@ -7,7 +7,7 @@ import { mockVm, collectUntil } from './helpers.mjs'
 test('a streamed reply arrives in protocol order with cursors (async iterator)', async (t) => {
   const vm = await mockVm(t)
   const image = await vm.images.create('user-alice', { model: 'mock:long-stream' })
-  const events = vm.events({ sessionId: image.sessionId })
+  const events = vm.events({ sessions: [{ sessionId: image.sessionId }] })
   await vm.agents.send({ imageId: image.imageId, content: 'stream please' })
   const got = await collectUntil(events, (e) => e.type === 'conversation_end')
   const types = got.map((e) => e.type)
@@ -34,8 +34,8 @@ test('on(type, handler) receives events until unsubscribed', async (t) => {
   const image = await vm.images.create('user-alice', { model: 'mock:multi-delta' })
   const deltas = []
   const all = []
-  const offDeltas = vm.on('text_delta', (e) => deltas.push(e.data.text))
-  const offAll = vm.on('*', (e) => all.push(e.type))
+  const offDeltas = vm.on('text_delta', (e) => deltas.push(e.data.text), { allSessions: true })
+  const offAll = vm.on('*', (e) => all.push(e.type), { allSessions: true, global: true })
   // Listeners are weak: ask() (send + wait for the turn) is what keeps Node running.
   const { reason, message } = await vm.agents.ask({ imageId: image.imageId, content: 'hi' })
   assert.equal(reason, 'completed')
@@ -60,7 +60,7 @@ test('on() with a session filter', async (t) => {
   const a = await vm.images.create('user-alice')
   const b = await vm.images.create('user-alice')
   const seen = new Set()
-  const off = vm.on('*', (e) => seen.add(e.context?.sessionId), { sessionId: b.sessionId })
+  const off = vm.on('*', (e) => seen.add(e.context?.sessionId), { sessions: [{ sessionId: b.sessionId }] })
   t.after(off)
   await vm.agents.ask({ imageId: a.imageId, content: 'to a' })
   await vm.agents.ask({ imageId: b.imageId, content: 'to b' })
@@ -71,11 +71,11 @@ test('on() with a session filter', async (t) => {
 test('events after a cursor are replayed, without duplicates', async (t) => {
   const vm = await mockVm(t)
   const image = await vm.images.create('user-alice', { model: 'mock:multi-delta' })
-  const live = vm.events({ sessionId: image.sessionId })
+  const live = vm.events({ sessions: [{ sessionId: image.sessionId }] })
   await vm.agents.send({ imageId: image.imageId, content: 'one' })
   const first = await collectUntil(live, (e) => e.type === 'conversation_end')
   const middle = first[3]
-  const replay = vm.events({ sessionId: image.sessionId, afterCursor: middle.cursor })
+  const replay = vm.events({ sessions: [{ sessionId: image.sessionId, afterCursor: middle.cursor }] })
   const replayed = await collectUntil(replay, (e) => e.type === 'conversation_end')
   assert.deepEqual(
     replayed.map((e) => e.cursor),
@@ -86,7 +86,7 @@ test('events after a cursor are replayed, without duplicates', async (t) => {
 test('interrupt stops a streaming turn: conversation_end says interrupted', async (t) => {
   const vm = await mockVm(t)
   const image = await vm.images.create('user-alice', { model: 'mock:slow-stream' })
-  const events = vm.events({ sessionId: image.sessionId })
+  const events = vm.events({ sessions: [{ sessionId: image.sessionId }] })
   await vm.agents.send({ imageId: image.imageId, content: 'slowly' })
   const got = []
   for await (const e of events) {
@@ -107,4 +107,37 @@ test('closing the runtime ends its streams', async (t) => {
   const pending = stream.next()
   await vm.close()
   assert.deepEqual(await pending, { value: undefined, done: true })
+})
+
+test('a subscriber that falls behind resumes without losing or repeating events (embed overflow policy)', async (t) => {
+  const vm = await mockVm(t)
+  const image = await vm.images.create('user-alice', { model: 'mock:long-stream' })
+  // A queue of 1 and nobody reading while two turns stream: the bus overflows this subscriber.
+  const events = vm.events({ sessions: [{ sessionId: image.sessionId }], queue: 1 })
+  await vm.agents.ask({ imageId: image.imageId, content: 'one' })
+  await vm.agents.ask({ imageId: image.imageId, content: 'two' })
+  const got = []
+  let ends = 0
+  for await (const e of events) {
+    got.push(e)
+    if (e.type === 'conversation_end' && ++ends === 2) break
+  }
+  const types = new Set(got.map((e) => e.type))
+  assert.ok(!types.has('subscription_overflowed'), 'no invented end-of-stream event')
+  assert.ok(!types.has('subscription_gap'), 'the replay log holds every session event')
+  assert.equal(got.filter((e) => e.type === 'text_delta').length, 200)
+  const cursors = got.map((e) => e.cursor)
+  assert.ok(cursors.every((c, i) => i === 0 || c > cursors[i - 1]), 'cursors strictly increase: no duplicates')
+})
+
+test('nextBatch() returns several events in one call', async (t) => {
+  const vm = await mockVm(t)
+  const image = await vm.images.create('user-alice', { model: 'mock:long-stream' })
+  const events = vm.events({ sessions: [{ sessionId: image.sessionId }] })
+  t.after(() => events.close())
+  await vm.agents.ask({ imageId: image.imageId, content: 'stream please' })
+  const batch = await events.nextBatch({ timeoutMs: 5000 })
+  assert.ok(Array.isArray(batch) && batch.length > 100, `one batch holds the backlog, got ${batch?.length}`)
+  assert.equal(batch[0].type, 'message_start')
+  assert.equal(await events.nextBatch({ timeoutMs: 50 }) ?? 'timed out', 'timed out')
 })

@@ -40,11 +40,15 @@ export async function collectUntil(stream, stop, ms = 10_000) {
   return events
 }
 
-/** Asserts that `promise` rejects with an error whose `code` is `code`. */
+/** embed's snake_case kind of a PascalCase code: `NotFound` → `not_found`. */
+export const kindOf = (code) => code.replace(/([a-z])([A-Z])/g, '$1_$2').toLowerCase()
+
+/** Asserts that `promise` rejects with an error whose `code` is `code` (and `kind` its kind). */
 export async function rejectsWithCode(assert, promise, code, messagePart) {
   await assert.rejects(promise, (err) => {
     assert.ok(err instanceof Error, `an Error, got ${err}`)
     assert.equal(err.code, code, `code of: ${err.message}`)
+    assert.equal(err.kind, kindOf(code), `kind of: ${err.message}`)
     if (messagePart) assert.match(err.message, messagePart)
     return true
   })

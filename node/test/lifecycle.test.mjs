@@ -39,7 +39,7 @@ test('exits after close()', async () => {
 test('exits when its work ends, even without close() and with listeners registered', async () => {
   const r = await run(`
     const vm = await agentvm.open({ llm: 'mock' })
-    vm.on('*', () => {})
+    vm.on('*', () => {}, { allSessions: true, global: true })
     const image = await vm.images.create('c')
     const { message } = await vm.agents.ask({ imageId: image.imageId, content: 'hi' })
     console.log(message.content)`)
@@ -51,14 +51,14 @@ test('exits when its work ends, even without close() and with listeners register
 test('a listening server keeps the process alive until it is closed', async () => {
   const r = await run(`
     const vm = await agentvm.open({ llm: 'mock' })
-    const server = await vm.serve({ port: 0 })
+    const server = await vm.serve()
     setTimeout(async () => { await server.close(); console.log('closed') }, 500)`)
   assert.equal(r.code, 0, r.stderr)
   assert.equal(r.stdout.trim(), 'closed')
   assert.ok(r.ms >= 500, `ended after ${r.ms} ms, before the server closed`)
 
   const hang = await run(
-    `const vm = await agentvm.open({ llm: 'mock' }); await vm.serve({ port: 0 }); console.log('listening')`,
+    `const vm = await agentvm.open({ llm: 'mock' }); await vm.serve(); console.log('listening')`,
     1500,
   )
   assert.equal(hang.signal, 'SIGKILL', 'still serving when killed')
@@ -66,7 +66,7 @@ test('a listening server keeps the process alive until it is closed', async () =
 
   const unref = await run(`
     const vm = await agentvm.open({ llm: 'mock' })
-    const server = (await vm.serve({ port: 0 })).unref()
+    const server = (await vm.serve()).unref()
     console.log(server.port > 0)`)
   assert.equal(unref.code, 0, unref.stderr)
 })
@@ -74,7 +74,7 @@ test('a listening server keeps the process alive until it is closed', async () =
 test('vm.close() ends a pending event iterator, closes servers, and the process exits', async () => {
   const r = await run(`
     const vm = await agentvm.open({ llm: 'mock' })
-    await vm.serve({ port: 0 })
+    await vm.serve()
     setTimeout(() => vm.close(), 200)
     let n = 0
     for await (const e of vm.events()) n++
@@ -87,7 +87,7 @@ test('vm.close() ends a pending event iterator, closes servers, and the process 
 test('a remote runtime exits after close()', async () => {
   const r = await run(`
     const vm = await agentvm.open({ llm: 'mock' })
-    const server = await vm.serve({ port: 0 })
+    const server = await vm.serve()
     const remote = await agentvm.connect(server.url)
     await remote.containers.create('c')
     console.log((await remote.containers.list()).join(','))

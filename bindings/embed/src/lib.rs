@@ -71,7 +71,11 @@ impl Target {
 
 /// What the clones of a handle share.
 struct Inner {
-    target: Target,
+    /// `None` after `close()`: dropping it releases the store (its file lock) at once, even
+    /// while the binding's handle object lives on.
+    target: std::sync::RwLock<Option<Target>>,
+    /// Whether `target` was local (kept after close).
+    local: bool,
     /// Calls in progress that a caller named by an id: `cancel(id)` sets their flag.
     cancels: calls::Registry,
     /// The process runtime this handle was opened on (blocking calls enter it directly).
@@ -94,9 +98,10 @@ pub struct Embed {
 
 impl std::fmt::Debug for Embed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.inner.target {
-            Target::Local(vm) => write!(f, "Embed(local {:?})", vm.data_dir()),
-            Target::Remote(r) => write!(f, "Embed({r:?})"),
+        match self.target() {
+            Ok(Target::Local(vm)) => write!(f, "Embed(local {:?})", vm.data_dir()),
+            Ok(Target::Remote(r)) => write!(f, "Embed({r:?})"),
+            Err(_) => write!(f, "Embed(closed)"),
         }
     }
 }
@@ -117,7 +122,8 @@ impl Embed {
     fn new(target: Target) -> Result<Self> {
         Ok(Embed {
             inner: Arc::new(Inner {
-                target,
+                local: matches!(target, Target::Local(_)),
+                target: std::sync::RwLock::new(Some(target)),
                 cancels: Mutex::new(HashMap::new()),
                 runtime: process::runtime()?,
                 streams: Mutex::new(Vec::new()),
@@ -190,7 +196,7 @@ impl Embed {
 
     /// Whether this handle drives a runtime in this process.
     pub fn is_local(&self) -> bool {
-        matches!(self.inner.target, Target::Local(_))
+        self.inner.local
     }
 
     /// Runs one command given as JSON `{"type": "<name>_request", "data": {...}}` and returns
@@ -208,7 +214,7 @@ impl Embed {
     /// [`request`](Self::request).
     pub async fn request_command(&self, command: Command) -> Result<Response> {
         self.check_open()?;
-        self.inner.target.runtime().request(command).await
+        self.target()?.runtime().request(command).await
     }
 
     /// Runs `fut` bounded by `timeout` and cancellable by [`cancel(id)`](Self::cancel) when
@@ -256,7 +262,7 @@ impl Embed {
             queue: options.queue,
             ..Default::default()
         };
-        let sub = self.inner.target.runtime().subscribe(filter).await?;
+        let sub = self.target()?.runtime().subscribe(filter).await?;
         let (stream, shared) = EventStream::start(sub, options.global, options.all_sessions)?;
         let mut streams = lock(&self.inner.streams);
         streams.retain(|w| w.strong_count() > 0);
@@ -268,7 +274,7 @@ impl Embed {
     /// the scheduler's routes and counters when it was opened with one. `close()` stops it.
     pub async fn serve(&self, options: ServeOptions) -> Result<Served> {
         self.check_open()?;
-        let Target::Local(vm) = &self.inner.target else {
+        let Target::Local(vm) = &self.target()? else {
             return Err(Error::invalid(
                 "serve needs a local runtime (open), not a connected one",
             ));
@@ -320,7 +326,8 @@ impl Embed {
     }
 
     /// Ends every stream and call of this handle, stops its servers, then stops the agents
-    /// and writes everything out (local) or closes the connection (remote). Idempotent.
+    /// and writes everything out (local; the store is released, so the data dir can be opened
+    /// again at once) or closes the connection (remote). Idempotent.
     pub async fn close(&self) {
         if self.inner.closed.send_replace(true) {
             return;
@@ -333,15 +340,32 @@ impl Embed {
         for (_, s) in servers {
             s.close().await;
         }
-        match &self.inner.target {
-            Target::Local(vm) => vm.close().await,
-            Target::Remote(r) => r.close().await,
+        let target = self
+            .inner
+            .target
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match target {
+            Some(Target::Local(vm)) => vm.close().await,
+            Some(Target::Remote(r)) => r.close().await,
+            None => {}
         }
     }
 
     /// Whether `close()` was called.
     pub fn is_closed(&self) -> bool {
         *self.inner.closed.borrow()
+    }
+
+    /// What this handle drives; `Cancelled` after `close()`.
+    fn target(&self) -> Result<Target> {
+        self.inner
+            .target
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| Error::Cancelled("the runtime handle was closed".into()))
     }
 
     fn check_open(&self) -> Result<()> {

@@ -309,3 +309,50 @@ fn a_parsed_command_runs_with_the_same_checks_as_json() {
     .unwrap_err();
     assert_eq!(closed.kind(), ErrorKind::Cancelled);
 }
+
+#[test]
+fn stop_serving_stops_one_server_and_refuses_new_connections() {
+    let vm = open();
+    let served = block_on(vm.serve(ServeOptions::default()))
+        .unwrap()
+        .unwrap();
+    let addr = format!("127.0.0.1:{}", served.port);
+    assert!(std::net::TcpStream::connect(&addr).is_ok(), "listening");
+    assert!(block_on(vm.stop_serving(served.port)).unwrap());
+    assert!(
+        !block_on(vm.stop_serving(served.port)).unwrap(),
+        "already stopped"
+    );
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "no longer listening on {addr}"
+    );
+    // The runtime itself goes on.
+    let list = request(&vm, r#"{"type":"container_list_request","data":{}}"#).unwrap();
+    assert!(list.is_object(), "{list}");
+    block_on(vm.close()).unwrap();
+}
+
+#[test]
+fn close_releases_the_data_dir_while_the_handle_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || {
+        EmbedOptions::from_json(&serde_json::json!({ "dataDir": dir.path() }).to_string()).unwrap()
+    };
+    let first = block_on(Embed::open(options())).unwrap().unwrap();
+    request(
+        &first,
+        r#"{"type":"container_create_request","data":{"containerId":"kept"}}"#,
+    )
+    .unwrap();
+    block_on(first.close()).unwrap();
+    // `first` is still alive (a binding's handle object may outlive close): the store's lock
+    // must be gone anyway.
+    let again = block_on(Embed::open(options())).unwrap().unwrap();
+    let list = request(&again, r#"{"type":"container_list_request","data":{}}"#).unwrap();
+    assert_eq!(list["containerIds"], serde_json::json!(["kept"]));
+    let e = request(&first, r#"{"type":"container_list_request","data":{}}"#).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    block_on(again.close()).unwrap();
+    drop(first);
+}
