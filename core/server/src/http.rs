@@ -27,6 +27,10 @@ pub(crate) fn router(state: Arc<ServerState>, extra: Option<Router>) -> Router {
         .route("/ws", get(ws))
         .route("/metrics", get(metrics))
         .merge(rest::router())
+        // One limit for a request body and a WebSocket message (see `ServerConfig`).
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.max_frame_bytes,
+        ))
         .with_state(state);
     if let Some(extra) = extra {
         app = app.merge(extra);
@@ -43,8 +47,11 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     })
 }
 
+/// The most characters of client input an error message quotes (REST and WebSocket alike).
+pub(crate) const QUOTE_MAX: usize = 1024;
+
 /// `input` cut to `max` characters (with its length when cut), for an error message.
-fn quoted(input: &str, max: usize) -> String {
+pub(crate) fn quoted(input: &str, max: usize) -> String {
     match input.char_indices().nth(max) {
         None => input.to_string(),
         Some((end, _)) => format!("{}… ({} bytes)", &input[..end], input.len()),
@@ -124,7 +131,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let kind = self.0.kind();
         // Messages may quote client input: never more than 1 KiB of it.
-        let mut body = json!({ "error": quoted(&self.0.to_string(), 1024), "kind": kind.as_str() });
+        let mut body =
+            json!({ "error": quoted(&self.0.to_string(), QUOTE_MAX), "kind": kind.as_str() });
         let retry = self.0.retry_after();
         if let Some(r) = retry {
             body["retryAfterMs"] = json!(r.as_millis() as u64);
