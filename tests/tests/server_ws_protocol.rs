@@ -219,6 +219,15 @@ async fn malformed_frames_are_closed_with_1002() {
         raw.answer_close().await;
         assert!(raw.ends().await);
     }
+    // A client frame without a mask.
+    let mut raw = RawWs::connect(s.addr).await;
+    raw.tcp
+        .write_all(&[0x80 | OP_TEXT, 2, b'{', b'}'])
+        .await
+        .expect("write");
+    let (code, reason) = raw.close_frame().await.expect("a close frame");
+    assert_eq!(code, 1002, "{reason}");
+    assert!(reason.contains("unmasked frame"), "{reason}");
     still_serves(&s).await;
 }
 
@@ -368,7 +377,10 @@ async fn the_largest_content_fits_rest_and_websocket_alike() {
     assert_eq!(st, 413, "{text}");
     let v: Value = serde_json::from_str(&text).expect("JSON");
     assert_eq!(v["kind"], "invalid_input", "{text}");
-    assert!(text.len() < 2048, "{} bytes", text.len());
+    assert_eq!(
+        v["error"],
+        format!("request body larger than {max_frame} bytes (max_frame_bytes, the WebSocket message limit too)")
+    );
 
     let mut raw = RawWs::connect(s.addr).await;
     let frame = vec![b' '; max_frame + 1];

@@ -22,6 +22,7 @@ pub(crate) struct TokenQuery {
 }
 
 pub(crate) fn router(state: Arc<ServerState>, extra: Option<Router>) -> Router {
+    let limit = state.config.max_frame_bytes;
     let mut app = Router::new()
         .route("/health", get(health))
         .route("/ws", get(ws))
@@ -36,7 +37,9 @@ pub(crate) fn router(state: Arc<ServerState>, extra: Option<Router>) -> Router {
         app = app.merge(extra);
     }
     app.fallback(not_found)
-        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::map_response(move |r: Response| {
+            json_errors(r, limit)
+        }))
 }
 
 /// An unknown path: a JSON 404 like every other error.
@@ -61,7 +64,8 @@ pub(crate) fn quoted(input: &str, max: usize) -> String {
 /// Every error reply is JSON: the routes' own are already; a rejection of the framework (a
 /// path, query or body it could not extract, a method not allowed, a body too large) is
 /// rewritten as `{"error", "kind"}` with its status and headers kept and its text cut short.
-async fn json_errors(response: Response) -> Response {
+/// A body over the limit (`max_frame_bytes`, the same as a WebSocket message's) says so.
+async fn json_errors(response: Response, body_limit: usize) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
@@ -79,7 +83,9 @@ async fn json_errors(response: Response) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         .unwrap_or_default();
-    let message = if text.is_empty() {
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!("request body larger than {body_limit} bytes (max_frame_bytes, the WebSocket message limit too)")
+    } else if text.is_empty() {
         status.canonical_reason().unwrap_or("error").to_string()
     } else {
         quoted(&text, 256)
