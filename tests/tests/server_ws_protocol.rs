@@ -390,3 +390,35 @@ async fn the_largest_content_fits_rest_and_websocket_alike() {
     assert_eq!(reason, format!("message larger than {max_frame} bytes"));
     still_serves(&s).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_authenticating_too_a_close_is_answered_and_a_bad_frame_is_1002() {
+    let s = TestServer::start_with(
+        agentvm_server::ServerConfig {
+            auth: agentvm_server::AuthMode::Required,
+            ..Default::default()
+        },
+        agentvm::MockDriver::default(),
+    )
+    .await;
+    // The connection awaits its `auth` frame; the client closes instead.
+    let mut raw = RawWs::connect(s.addr).await;
+    let mut payload = 1001u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"leaving");
+    raw.write_frame(0x80 | OP_CLOSE, &payload).await;
+    assert_eq!(raw.close_frame().await, Some((1001, "leaving".into())));
+    assert!(raw.ends().await);
+
+    // An oversized ping instead of the `auth` frame: a protocol error, not a failed auth.
+    let mut raw = RawWs::connect(s.addr).await;
+    raw.write_frame(0x80 | OP_PING, &[0; 200]).await;
+    let (code, reason) = raw.close_frame().await.expect("a close frame");
+    assert_eq!(code, 1002, "{reason}");
+    assert!(reason.contains("125 bytes"), "{reason}");
+    raw.answer_close().await;
+    assert!(raw.ends().await);
+
+    // Other clients are still served (and still need a token).
+    let (st, _) = http(s.addr, "GET", "/health", &[], None).await;
+    assert_eq!(st, 200);
+}

@@ -136,11 +136,11 @@ fn close_for_read_error(e: &axum::Error, max_frame_bytes: usize) -> Option<(u16,
         WsError::Protocol(p) => (CLOSE_PROTOCOL, format!("protocol error: {p}")),
         _ => return None,
     };
-    Some((code, codec_reason(reason)))
+    Some((code, close_reason(reason)))
 }
 
 /// `reason` cut (on a character boundary) to the 123 bytes a close frame can carry.
-fn codec_reason(mut reason: String) -> String {
+fn close_reason(mut reason: String) -> String {
     if reason.len() > 123 {
         let mut end = 123;
         while !reason.is_char_boundary(end) {
@@ -279,7 +279,18 @@ async fn await_auth(
     let first = tokio::time::timeout(state.config.auth_timeout, socket.recv()).await;
     let text = match first {
         Ok(Some(Ok(Message::Text(t)))) => t,
-        Ok(Some(Ok(_))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => {
+        // Gone before authenticating: the handshake and the protocol still hold.
+        Ok(Some(Ok(Message::Close(_)))) => {
+            let _ = tokio::time::timeout(CLOSE_WAIT, socket.flush()).await;
+            return None;
+        }
+        Ok(Some(Err(e))) => {
+            if let Some((code, reason)) = close_for_read_error(&e, state.config.max_frame_bytes) {
+                close_handshake(socket, code, &reason).await;
+            }
+            return None;
+        }
+        Ok(Some(Ok(_))) | Ok(None) | Err(_) => {
             let _ = socket
                 .send(Message::Text(refuse("authentication required: send a bearer token in the Authorization header, ?token=, or a first {\"type\":\"auth\"} frame".into()).into()))
                 .await;
