@@ -22,7 +22,10 @@ use crate::model::{Command, CommandKind, Event, Response};
 use crate::runtime::{
     AgentVm, BusItem, Caller, EventFilter, RequestHook, Scope, ScopedRuntime, Subscription,
 };
-use crate::{ServerState, CLOSE_GOING_AWAY, CLOSE_OVER_BUDGET, CLOSE_POLICY, CLOSE_TOO_BIG};
+use crate::{
+    ServerState, CLOSE_GOING_AWAY, CLOSE_INVALID_DATA, CLOSE_OVER_BUDGET, CLOSE_POLICY,
+    CLOSE_PROTOCOL, CLOSE_TOO_BIG,
+};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::SinkExt;
 use std::net::SocketAddr;
@@ -117,9 +120,61 @@ fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
-fn is_too_big(e: &axum::Error) -> bool {
-    let text = e.to_string();
-    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+/// The close frame a read error calls for: `None` when the peer is gone (a reset, an I/O
+/// error), so there is nobody to tell. The reason fits a close frame (at most 123 bytes).
+fn close_for_read_error(e: &axum::Error, max_frame_bytes: usize) -> Option<(u16, String)> {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let ws = std::error::Error::source(e).and_then(|s| s.downcast_ref::<WsError>())?;
+    let (code, reason) = match ws {
+        WsError::Capacity(_) => (
+            CLOSE_TOO_BIG,
+            format!("message larger than {max_frame_bytes} bytes"),
+        ),
+        WsError::Utf8(_) => (CLOSE_INVALID_DATA, "invalid UTF-8 in a text frame".into()),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return None,
+        WsError::Protocol(p) => (CLOSE_PROTOCOL, format!("protocol error: {p}")),
+        _ => return None,
+    };
+    Some((code, close_reason(reason)))
+}
+
+/// `reason` cut (on a character boundary) to the 123 bytes a close frame can carry.
+fn close_reason(mut reason: String) -> String {
+    if reason.len() > 123 {
+        let mut end = 123;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
+/// `e` as the client may see it: the same kind, its message quoting at most a short prefix of
+/// the client's input (a 3 MB invalid value is not sent back, let alone twice).
+fn for_client(e: &Error) -> Error {
+    Error::Remote {
+        kind: e.kind(),
+        message: crate::http::quoted(&e.to_string(), crate::http::QUOTE_MAX),
+    }
+}
+
+/// Sends a close frame and, as RFC 6455 asks, waits (at most [`CLOSE_WAIT`]) for the client's
+/// Close before the connection is dropped; what the client sends meanwhile is read and
+/// dropped, so closing does not reset the connection (a reset would discard the close frame
+/// on the client's side).
+async fn close_handshake(socket: &mut WebSocket, code: u16, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        if socket.send(close(code, reason)).await.is_ok() {
+            while let Some(Ok(m)) = socket.recv().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 /// Runs one connection until it closes.
@@ -153,7 +208,7 @@ pub(crate) async fn serve(
         if let Err(e) = h.on_open(&info) {
             let _ = socket
                 .send(Message::Text(
-                    state_frame(&info.id, 0, &codec::system_error(&e, None)).into(),
+                    state_frame(&info.id, 0, &codec::system_error(&for_client(&e), None)).into(),
                 ))
                 .await;
             let _ = socket.send(close(CLOSE_POLICY, "refused")).await;
@@ -219,12 +274,23 @@ async fn await_auth(
 ) -> Option<(Scope, Option<String>, Option<String>)> {
     let refuse = |message: String| {
         let e = Error::Unauthorized(message);
-        state_frame("auth", 0, &codec::system_error(&e, None))
+        state_frame("auth", 0, &codec::system_error(&for_client(&e), None))
     };
     let first = tokio::time::timeout(state.config.auth_timeout, socket.recv()).await;
     let text = match first {
         Ok(Some(Ok(Message::Text(t)))) => t,
-        Ok(Some(Ok(_))) | Ok(Some(Err(_))) | Ok(None) | Err(_) => {
+        // Gone before authenticating: the handshake and the protocol still hold.
+        Ok(Some(Ok(Message::Close(_)))) => {
+            let _ = tokio::time::timeout(CLOSE_WAIT, socket.flush()).await;
+            return None;
+        }
+        Ok(Some(Err(e))) => {
+            if let Some((code, reason)) = close_for_read_error(&e, state.config.max_frame_bytes) {
+                close_handshake(socket, code, &reason).await;
+            }
+            return None;
+        }
+        Ok(Some(Ok(_))) | Ok(None) | Err(_) => {
             let _ = socket
                 .send(Message::Text(refuse("authentication required: send a bearer token in the Authorization header, ?token=, or a first {\"type\":\"auth\"} frame".into()).into()))
                 .await;
@@ -296,10 +362,10 @@ impl Connection {
                     let flow = match incoming {
                         None => Flow::Close,
                         Some(Err(e)) => {
-                            if is_too_big(&e) {
+                            if let Some((code, reason)) = close_for_read_error(&e, self.state.config.max_frame_bytes) {
                                 self.state.metrics.frame_refused();
-                                let reason = format!("frame larger than {} bytes", self.state.config.max_frame_bytes);
-                                let _ = tokio::time::timeout(CLOSE_WAIT, socket.send(close(CLOSE_TOO_BIG, &reason))).await;
+                                tracing::info!(conn = %self.info.id, code, reason, "closing a connection that broke the protocol");
+                                close_handshake(socket, code, &reason).await;
                             }
                             Flow::Close
                         }
@@ -314,7 +380,11 @@ impl Connection {
                             Flow::Continue
                         }
                         Some(Ok(Message::Ping(_))) => Flow::Continue,
-                        Some(Ok(Message::Close(_))) => Flow::Close,
+                        Some(Ok(Message::Close(_))) => {
+                            // The reply echoing the client's code is queued: write it, then end.
+                            let _ = tokio::time::timeout(CLOSE_WAIT, socket.flush()).await;
+                            Flow::Close
+                        }
                     };
                     if matches!(flow, Flow::Close) {
                         return;
@@ -425,19 +495,8 @@ impl Connection {
             "closing a connection over its budget"
         );
         self.state.metrics.over_budget();
-        // The close frame goes out after what the client has not read yet; what it sent
-        // meanwhile is read and dropped, so closing does not reset the connection (a reset
-        // would discard the close frame on the client's side).
-        let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            if socket.send(close(CLOSE_OVER_BUDGET, reason)).await.is_ok() {
-                while let Some(Ok(m)) = socket.recv().await {
-                    if matches!(m, Message::Close(_)) {
-                        break;
-                    }
-                }
-            }
-        })
-        .await;
+        // The close frame goes out after what the client has not read yet.
+        close_handshake(socket, CLOSE_OVER_BUDGET, reason).await;
         Flow::Close
     }
 
@@ -559,7 +618,7 @@ impl Connection {
                     self.send_text(socket, &reply.to_string()).await
                 }
                 Err(e) => {
-                    self.send_event(socket, &codec::system_error(&e, None))
+                    self.send_event(socket, &codec::system_error(&for_client(&e), None))
                         .await
                 }
             },
@@ -575,7 +634,7 @@ impl Connection {
                 self.state.metrics.frame_refused();
                 let rid = fe.request_id.as_deref();
                 if let Flow::Close = self
-                    .send_event(socket, &codec::system_error(&fe.error, rid))
+                    .send_event(socket, &codec::system_error(&for_client(&fe.error), rid))
                     .await
                 {
                     return Flow::Close;
@@ -592,7 +651,7 @@ impl Connection {
                 }
                 match (&fe.response_type, rid) {
                     (Some(t), Some(_)) => {
-                        let v = codec::error_response_value(t, rid, &fe.error);
+                        let v = codec::error_response_value(t, rid, &for_client(&fe.error));
                         self.send_text(socket, &v.to_string()).await
                     }
                     _ => Flow::Continue,
@@ -690,10 +749,13 @@ impl Connection {
                 self.send_text(socket, &v.to_string()).await
             }
             Err(e) => {
-                if let Flow::Close = self.send_event(socket, &codec::system_error(&e, rid)).await {
+                if let Flow::Close = self
+                    .send_event(socket, &codec::system_error(&for_client(&e), rid))
+                    .await
+                {
                     return Flow::Close;
                 }
-                let v = codec::error_response_value(response_type, rid, &e);
+                let v = codec::error_response_value(response_type, rid, &for_client(&e));
                 self.send_text(socket, &v.to_string()).await
             }
         }

@@ -22,17 +22,24 @@ pub(crate) struct TokenQuery {
 }
 
 pub(crate) fn router(state: Arc<ServerState>, extra: Option<Router>) -> Router {
+    let limit = state.config.max_frame_bytes;
     let mut app = Router::new()
         .route("/health", get(health))
         .route("/ws", get(ws))
         .route("/metrics", get(metrics))
         .merge(rest::router())
+        // One limit for a request body and a WebSocket message (see `ServerConfig`).
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.max_frame_bytes,
+        ))
         .with_state(state);
     if let Some(extra) = extra {
         app = app.merge(extra);
     }
     app.fallback(not_found)
-        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::map_response(move |r: Response| {
+            json_errors(r, limit)
+        }))
 }
 
 /// An unknown path: a JSON 404 like every other error.
@@ -43,8 +50,11 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     })
 }
 
+/// The most characters of client input an error message quotes (REST and WebSocket alike).
+pub(crate) const QUOTE_MAX: usize = 1024;
+
 /// `input` cut to `max` characters (with its length when cut), for an error message.
-fn quoted(input: &str, max: usize) -> String {
+pub(crate) fn quoted(input: &str, max: usize) -> String {
     match input.char_indices().nth(max) {
         None => input.to_string(),
         Some((end, _)) => format!("{}… ({} bytes)", &input[..end], input.len()),
@@ -54,7 +64,8 @@ fn quoted(input: &str, max: usize) -> String {
 /// Every error reply is JSON: the routes' own are already; a rejection of the framework (a
 /// path, query or body it could not extract, a method not allowed, a body too large) is
 /// rewritten as `{"error", "kind"}` with its status and headers kept and its text cut short.
-async fn json_errors(response: Response) -> Response {
+/// A body over the limit (`max_frame_bytes`, the same as a WebSocket message's) says so.
+async fn json_errors(response: Response, body_limit: usize) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
@@ -72,7 +83,9 @@ async fn json_errors(response: Response) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         .unwrap_or_default();
-    let message = if text.is_empty() {
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!("request body larger than {body_limit} bytes (max_frame_bytes, the WebSocket message limit too)")
+    } else if text.is_empty() {
         status.canonical_reason().unwrap_or("error").to_string()
     } else {
         quoted(&text, 256)
@@ -124,7 +137,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let kind = self.0.kind();
         // Messages may quote client input: never more than 1 KiB of it.
-        let mut body = json!({ "error": quoted(&self.0.to_string(), 1024), "kind": kind.as_str() });
+        let mut body =
+            json!({ "error": quoted(&self.0.to_string(), QUOTE_MAX), "kind": kind.as_str() });
         let retry = self.0.retry_after();
         if let Some(r) = retry {
             body["retryAfterMs"] = json!(r.as_millis() as u64);

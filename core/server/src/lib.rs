@@ -35,8 +35,13 @@ use tokio::sync::watch;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// WebSocket close code: policy violation (authentication failed).
 pub const CLOSE_POLICY: u16 = 1008;
-/// WebSocket close code: message too big.
+/// WebSocket close code: message too big (larger than `max_frame_bytes`).
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code: protocol error (a malformed frame, a control frame over 125 bytes,
+/// a fragmented control frame, an unknown opcode, an unmasked client frame).
+pub const CLOSE_PROTOCOL: u16 = 1002;
+/// WebSocket close code: invalid data (a text frame that is not UTF-8).
+pub const CLOSE_INVALID_DATA: u16 = 1007;
 /// WebSocket close code: the connection went over one of its budgets (a client that does
 /// not read what it is sent, too many topics joined, too many requests running at once).
 /// The close reason names the budget.
@@ -57,7 +62,10 @@ pub enum AuthMode {
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Largest WebSocket message accepted; larger ones close the connection with 1009.
+    /// Largest WebSocket message and largest REST request body accepted: one limit for both
+    /// doors, so whatever fits one fits the other. A larger WebSocket message closes the
+    /// connection with 1009; a larger body gets a 413. It must leave room for the largest
+    /// content the runtime accepts (`Limits::max_content_bytes`, 3 MiB) and its JSON envelope.
     pub max_frame_bytes: usize,
     /// Sockets open at once, upgraded WebSockets and plain HTTP alike; a socket accepted
     /// beyond it is closed at once.
