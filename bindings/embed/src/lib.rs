@@ -154,7 +154,7 @@ impl Embed {
     /// Connects to an agentvm server.
     pub async fn connect(options: ConnectOptions) -> Result<Embed> {
         let core = options.core()?;
-        let remote = agentvm::connect(&options.url, core).await?;
+        let remote = agentvm::connect(options.url(), core).await?;
         Embed::new(Target::Remote(remote))
     }
 
