@@ -599,9 +599,17 @@ async function open(options = {}) {
   return new AgentVm(await native.open(rest))
 }
 
-/** Connects to an agentvm server (`ws://host:port/ws`); the runtime has the same API. */
+/**
+ * Connects to an agentvm server (`ws://host:port/ws`); the runtime has the same API. An array of
+ * URLs (the servers of one cluster) connects to the first that answers and fails over to the
+ * next in turn when the connection drops.
+ */
 async function connect(url, options = {}) {
-  if (typeof url !== 'string') throw invalidInput('connect(url): url must be a ws:// URL string')
+  if (Array.isArray(url)) {
+    if (!url.every((u) => typeof u === 'string')) throw invalidInput('connect(urls): every URL must be a ws:// URL string')
+    return new AgentVm(await native.connect('', { ...options, urls: url }))
+  }
+  if (typeof url !== 'string') throw invalidInput('connect(url): url must be a ws:// URL string or an array of them')
   return new AgentVm(await native.connect(url, options))
 }
 

@@ -37,6 +37,11 @@ export interface OpenOptions {
 
 /** Options of `connect()`. */
 export interface ConnectOptions {
+  /**
+   * The servers of one cluster, for failover: the first that answers, in order, then the
+   * next in turn after each lost connection (`connect()` fills it from a list of URLs).
+   */
+  urls?: Array<string>
   /** Bearer token, sent in the `Authorization` header of the WebSocket upgrade. */
   token?: string
   /** How long a request may wait for its response, in milliseconds (default 30000). */
@@ -93,7 +98,10 @@ export declare class NativeRuntime {
 /** Opens an in-process runtime. */
 export declare function open(options?: OpenOptions | undefined | null): Promise<NativeRuntime>
 
-/** Connects to an agentvm server's Channel (`ws://host:port/ws`). */
+/**
+ * Connects to an agentvm server's Channel (`ws://host:port/ws`), or with `url` empty to the
+ * first of `options.urls` that answers.
+ */
 export declare function connect(url: string, options?: ConnectOptions | undefined | null): Promise<NativeRuntime>
 
 /** Options of `serve()`. */

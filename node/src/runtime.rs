@@ -45,6 +45,9 @@ pub struct OpenOptions {
 #[napi(object)]
 #[derive(Default)]
 pub struct ConnectOptions {
+    /// The servers of one cluster, for failover: the first that answers, in order, then the
+    /// next in turn after each lost connection (`connect()` fills it from a list of URLs).
+    pub urls: Option<Vec<String>>,
     /// Bearer token, sent in the `Authorization` header of the WebSocket upgrade.
     pub token: Option<String>,
     /// How long a request may wait for its response, in milliseconds (default 30000).
@@ -312,7 +315,8 @@ pub fn open<'env>(
     })
 }
 
-/// Connects to an agentvm server's Channel (`ws://host:port/ws`).
+/// Connects to an agentvm server's Channel (`ws://host:port/ws`), or with `url` empty to the
+/// first of `options.urls` that answers.
 #[napi]
 pub fn connect<'env>(
     env: &'env Env,
@@ -322,6 +326,7 @@ pub fn connect<'env>(
     spawn(env, async move {
         let o = options.unwrap_or_default();
         let mut options = agentvm::ConnectOptions {
+            urls: o.urls.unwrap_or_default(),
             token: o.token,
             ..Default::default()
         };

@@ -41,3 +41,17 @@ test('serve + connect: a round trip of every group and a streamed reply', async 
   await assert.rejects(remote.serve(), { code: 'InvalidInput' })
   await assert.rejects(remote.tokens.create(), { code: 'InvalidInput' })
 })
+
+test('connect with a list of URLs fails over when its server stops', async (t) => {
+  const vm = await mockVm(t)
+  const a = await vm.serve({ host: '127.0.0.1', port: 0 })
+  const b = await vm.serve({ host: '127.0.0.1', port: 0 })
+  t.after(() => b.close())
+  const remote = await agentvm.connect([a.url, b.url], { requestTimeoutMs: 10000 })
+  t.after(() => remote.close())
+  await remote.containers.create('c1')
+  await a.close() // the server it is on stops: the next request is answered by the other
+  assert.deepEqual(await remote.containers.list(), ['c1'])
+  await assert.rejects(agentvm.connect([]), { code: 'InvalidInput', message: /no server/ })
+  await assert.rejects(agentvm.connect(['http://127.0.0.1:1/ws']), { code: 'InvalidInput' })
+})
