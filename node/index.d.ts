@@ -554,7 +554,7 @@ export declare class Scheduler {
 
 /** Opens an in-process runtime. */
 export declare function open(options?: OpenOptions): Promise<AgentVm>
-/** Connects to an agentvm server's Channel (`ws://host:port/ws`). */
-export declare function connect(url: string, options?: ConnectOptions): Promise<AgentVm>
+/** Connects to an agentvm server's Channel (`ws://host:port/ws`), or to the first of a list (cluster failover). */
+export declare function connect(url: string | string[], options?: ConnectOptions): Promise<AgentVm>
 /** The version of the native module. */
 export declare function version(): string

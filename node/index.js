@@ -686,9 +686,14 @@ async function open(options) {
   return new AgentVm(await native.open(optionsJson(options)))
 }
 
-/** Connects to an agentvm server (`ws://host:port/ws`; options: token, timeoutMs); the runtime has the same API. */
+/**
+ * Connects to an agentvm server (`ws://host:port/ws`), or to the first that answers of a list
+ * of a cluster's servers, failing over between them (options: token, timeoutMs); the runtime
+ * has the same API.
+ */
 async function connect(url, options = {}) {
-  if (typeof url !== 'string') throw invalidInput('connect(url): url must be a ws:// URL string')
+  if (Array.isArray(url)) return new AgentVm(await native.connect(JSON.stringify({ ...options, urls: url })))
+  if (typeof url !== 'string') throw invalidInput('connect(url): url must be a ws:// URL string or a list of them')
   return new AgentVm(await native.connect(JSON.stringify({ ...options, url })))
 }
 

@@ -242,8 +242,13 @@ export interface ConnectionStateEventData {
   attempt?: number | null;
   /** Why the connection was lost, when it was. */
   error?: string | null;
-  /** `connecting`, `connected`, `reconnecting` or `closed`. */
+  /** `connecting`, `connected`, `disconnected`, `reconnecting` or `closed`. */
   state: string;
+  /**
+   * The server this state is about: the one connected to (`connected`), being tried
+   * (`connecting`, `reconnecting`) or lost (`disconnected`).
+   */
+  url?: string | null;
 }
 
 /** `container_create_request`. */

@@ -194,7 +194,8 @@ func OpenContext(ctx context.Context, optionsJSON string) (*Runtime, error) {
 	}, optionsJSON)
 }
 
-// Connect connects to an agentvm server: `{"url": "ws://host:port/ws", "token": "..."}`.
+// Connect connects to an agentvm server: `{"url": "ws://host:port/ws", "token": "..."}`, or to
+// the servers of a cluster with `"urls": [...]` instead of `"url"` (failover).
 func Connect(optionsJSON string) (*Runtime, error) {
 	return ConnectContext(context.Background(), optionsJSON)
 }

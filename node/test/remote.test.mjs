@@ -44,3 +44,18 @@ test('serve + connect: a round trip of every group and a streamed reply', async 
   assert.equal(typeof token, 'string')
   assert.ok(token.length > 10, token)
 })
+
+test('connect with a list of URLs fails over when its server stops', async (t) => {
+  const vm = await mockVm(t)
+  const a = await vm.serve({ addr: '127.0.0.1:0' })
+  const b = await vm.serve({ addr: '127.0.0.1:0' })
+  t.after(() => b.close())
+  const remote = await agentvm.connect([a.url, b.url], { timeoutMs: 10000 })
+  t.after(() => remote.close())
+  await remote.containers.create('c1')
+  await a.close() // the server it is on stops: the next request is answered by the other
+  assert.deepEqual(await vm.containers.list(), ['c1'], 'stopping a server keeps the runtime open')
+  assert.deepEqual(await remote.containers.list(), ['c1'])
+  await assert.rejects(agentvm.connect([]), { code: 'InvalidInput', message: /no server/ })
+  await assert.rejects(agentvm.connect(['http://127.0.0.1:1/ws']), { code: 'InvalidInput' })
+})

@@ -506,8 +506,12 @@ class ConnectionStateEventData(TypedDict):
     #: Why the connection was lost, when it was.
     error: NotRequired[Optional[str]]
 
-    #: `connecting`, `connected`, `reconnecting` or `closed`.
+    #: `connecting`, `connected`, `disconnected`, `reconnecting` or `closed`.
     state: str
+
+    #: The server this state is about: the one connected to (`connected`), being tried
+    #: (`connecting`, `reconnecting`) or lost (`disconnected`).
+    url: NotRequired[Optional[str]]
 
 
 class ContainerCreateRequest(TypedDict):

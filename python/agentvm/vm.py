@@ -14,7 +14,7 @@ import json
 import os
 import re
 import time
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from . import _native
 from ._turn import Reply
@@ -493,10 +493,18 @@ async def open(
     return AgentVm(native)
 
 
-async def connect(url: str, *, token: Optional[str] = None, timeout: Optional[float] = None) -> AgentVm:
+async def connect(
+    url: Union[str, Sequence[str]], *, token: Optional[str] = None, timeout: Optional[float] = None
+) -> AgentVm:
     """Connects to an agentvm server (``ws://host:port/ws``); same API as a local runtime.
-    ``timeout`` (seconds) bounds the connection and each request."""
-    options: dict[str, Any] = {"url": url, "token": token}
+    A list of URLs (the servers of one cluster) connects to the first that answers and fails
+    over to the next in turn when the connection drops. ``timeout`` (seconds) bounds the
+    connection and each request."""
+    options: dict[str, Any] = {"token": token}
+    if isinstance(url, str):
+        options["url"] = url
+    else:
+        options["urls"] = list(url)
     if timeout is not None:
         options["timeoutMs"] = max(0, round(timeout * 1000))
     native = await _native.connect(json.dumps({k: v for k, v in options.items() if v is not None}))

@@ -67,3 +67,20 @@ def test_python_m_agentvm_serve(tmp_path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert os.path.exists(tmp_path / "d" / "agentvm.redb")
+
+
+async def test_connect_with_several_urls_fails_over(vm: agentvm.AgentVm) -> None:
+    a = await vm.serve("127.0.0.1", 0)
+    b = await vm.serve("127.0.0.1", 0)
+    remote = await agentvm.connect([a.ws_url, b.ws_url], timeout=10)
+    await remote.containers.create("c1")
+    await a.close()  # the server it is on stops: the next request is answered by the other
+    assert await remote.containers.list() == ["c1"]
+    await remote.close()
+    await b.close()
+    try:
+        await agentvm.connect([])
+    except agentvm.InvalidInputError as e:
+        assert "urls is empty" in str(e)
+    else:
+        raise AssertionError("an empty list connected")

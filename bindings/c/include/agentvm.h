@@ -100,8 +100,9 @@ enum AgentvmResult agentvm_open(const char *options_json,
                                 uint64_t cancel_id,
                                 struct AgentvmRuntime **out);
 
-// Connects to an agentvm server: `{"url": "ws://host:port/ws", "token"?, "timeoutMs"?}`. The
-// handle answers the same commands as a local one. Blocks at most `timeout_ms` (negative: no
+// Connects to an agentvm server: `{"url": "ws://host:port/ws", "token"?, "timeoutMs"?}`, or to
+// the servers of a cluster with `"urls": [...]` instead of `"url"` (the first that answers, then
+// the next in turn when the connection drops). The handle answers the same commands as a local one. Blocks at most `timeout_ms` (negative: no
 // limit beyond the options' `timeoutMs`); `cancel_id` (0: none) names the call for
 // `agentvm_cancel(NULL, id)` from another thread (`AGENTVM_RESULT_CANCELLED`, and no handle).
 //

@@ -160,7 +160,7 @@ impl Embed {
     /// Connects to an agentvm server.
     pub async fn connect(options: ConnectOptions) -> Result<Embed> {
         let core = options.core()?;
-        let remote = agentvm::connect(&options.url, core).await?;
+        let remote = agentvm::connect(options.url(), core).await?;
         Embed::new(Target::Remote(remote))
     }
 
@@ -317,8 +317,9 @@ impl Embed {
             at.map(|i| servers.remove(i).1)
         };
         match server {
+            // `stop`, not `close`: the runtime stays open for the handle and its other servers.
             Some(s) => {
-                s.close().await;
+                s.stop().await;
                 true
             }
             None => false,

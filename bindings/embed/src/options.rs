@@ -246,12 +246,18 @@ fn driver(llm: Option<&LlmOption>) -> Result<Option<Arc<dyn LlmDriver>>> {
     config.driver().map(Some)
 }
 
-/// How to connect to an agentvm server (`{"url": "ws://host:port/ws", "token"?, "timeoutMs"?}`).
+/// How to connect to an agentvm server (`{"url": "ws://host:port/ws", "token"?, "timeoutMs"?}`)
+/// or to the servers of one cluster (`{"urls": ["ws://a:8080/ws", "ws://b:8080/ws"], ...}`):
+/// the first that answers, in order, then the next in turn whenever the connection drops.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectOptions {
     /// `ws://host:port/ws`.
-    pub url: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Several servers of one cluster (one shared store), for failover; instead of `url`.
+    #[serde(default)]
+    pub urls: Option<Vec<String>>,
     /// A bearer token.
     #[serde(default)]
     pub token: Option<String>,
@@ -271,9 +277,33 @@ impl ConnectOptions {
         parse_connect(json)
     }
 
+    /// The URL for the core's `connect`: `url`, or empty when `urls` names the servers.
+    pub(crate) fn url(&self) -> &str {
+        self.url.as_deref().unwrap_or("")
+    }
+
     /// The core's connect options.
     pub(crate) fn core(&self) -> Result<agentvm::ConnectOptions> {
+        let urls = match (&self.url, &self.urls) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "Invalid connect options: give either url or urls, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(Error::invalid(
+                    "Invalid connect options: give url (\"ws://host:port/ws\") or urls (a list of them)",
+                ))
+            }
+            (None, Some(urls)) if urls.is_empty() => {
+                return Err(Error::invalid(
+                    "Invalid connect options: urls is empty; list at least one ws:// URL",
+                ))
+            }
+            (_, urls) => urls.clone().unwrap_or_default(),
+        };
         let mut options = agentvm::ConnectOptions {
+            urls,
             token: self.token.clone(),
             ..Default::default()
         };
@@ -370,6 +400,30 @@ mod tests {
         assert!(driver(Some(&LlmOption::Name("mock".into())))
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn connect_takes_url_or_urls() {
+        let o = ConnectOptions::from_json(r#"{"url":"ws://a/ws"}"#).unwrap();
+        assert_eq!(o.url(), "ws://a/ws");
+        assert!(o.core().unwrap().urls.is_empty());
+        let o = ConnectOptions::from_json(r#"{"urls":["ws://a/ws","ws://b/ws"]}"#).unwrap();
+        assert_eq!(o.url(), "");
+        assert_eq!(o.core().unwrap().urls, ["ws://a/ws", "ws://b/ws"]);
+        for (json, names) in [
+            (r#"{"url":"ws://a/ws","urls":["ws://b/ws"]}"#, "url or urls"),
+            (r#"{"urls":[]}"#, "urls is empty"),
+            (r#"{"token":"t"}"#, "give url"),
+        ] {
+            let e = ConnectOptions::from_json(json)
+                .and_then(|o| o.core())
+                .unwrap_err();
+            assert_eq!(e.kind(), agentvm::ErrorKind::InvalidInput, "{json}");
+            assert!(e.to_string().contains(names), "{json}: {e}");
+        }
+        let e = ConnectOptions::from_json(r#"{"urls":"ws://a/ws"}"#).unwrap_err();
+        assert_eq!(e.kind(), agentvm::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("sequence"), "{e}");
     }
 
     #[test]

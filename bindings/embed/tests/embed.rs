@@ -273,6 +273,37 @@ fn serve_then_connect_answers_the_same_commands() {
 }
 
 #[test]
+fn connect_with_urls_fails_over_when_its_server_stops() {
+    let vm = open();
+    let a = block_on(vm.serve(ServeOptions::default()))
+        .unwrap()
+        .unwrap();
+    let b = block_on(vm.serve(ServeOptions::default()))
+        .unwrap()
+        .unwrap();
+    let remote = block_on(Embed::connect(
+        agentvm_embed::options::parse_connect(&format!(
+            r#"{{"urls":["{}","{}"],"timeoutMs":5000}}"#,
+            a.ws_url, b.ws_url
+        ))
+        .unwrap(),
+    ))
+    .unwrap()
+    .unwrap();
+    request(
+        &remote,
+        r#"{"type":"container_create_request","data":{"containerId":"c1"}}"#,
+    )
+    .unwrap();
+    // The server it is on stops; the next request is answered by the other one.
+    assert!(block_on(vm.stop_serving(a.port)).unwrap());
+    let list = request(&remote, r#"{"type":"container_list_request","data":{}}"#).unwrap();
+    assert!(list.to_string().contains("c1"), "{list}");
+    block_on(remote.close()).unwrap();
+    block_on(vm.close()).unwrap();
+}
+
+#[test]
 fn a_parsed_command_runs_with_the_same_checks_as_json() {
     let vm = open();
     let command = agentvm_embed::parse_command_parts(

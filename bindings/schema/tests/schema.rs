@@ -514,6 +514,7 @@ fn events() -> Vec<Event> {
             state: "reconnecting".into(),
             attempt: Some(2),
             error: None,
+            url: Some("ws://127.0.0.1:8080/ws".into()),
         },
         EventPayload::SandboxCreated {
             sandbox_id: "sbx_1".into(),

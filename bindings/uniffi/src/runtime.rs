@@ -48,7 +48,8 @@ impl AgentVm {
         .await
     }
 
-    /// Connects to an agentvm server: `{"url": "ws://host:port/ws", "token"?, "timeoutMs"?}`.
+    /// Connects to an agentvm server: `{"url": "ws://host:port/ws", "token"?, "timeoutMs"?}`,
+    /// or to the servers of a cluster with `"urls": [...]` instead of `"url"` (failover).
     #[uniffi::constructor]
     pub async fn connect(options_json: String) -> Result<Arc<AgentVm>, AgentVmError> {
         on_runtime(async move {

@@ -304,7 +304,7 @@ pub enum EventPayload {
     /// The remote runtime's connection changed state (local to the remote runtime).
     #[serde(rename_all = "camelCase")]
     ConnectionState {
-        /// `connecting`, `connected`, `reconnecting` or `closed`.
+        /// `connecting`, `connected`, `disconnected`, `reconnecting` or `closed`.
         state: String,
         /// Reconnection attempt number, when reconnecting.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -312,6 +312,10 @@ pub enum EventPayload {
         /// Why the connection was lost, when it was.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// The server this state is about: the one connected to (`connected`), being tried
+        /// (`connecting`, `reconnecting`) or lost (`disconnected`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
     },
 
     // --- sandboxes (source `sandbox`; context.containerId is the sandbox's owner) ---

@@ -388,6 +388,16 @@ impl ServerManager {
         Ok(())
     }
 
+    /// Stops accepting and closes every connection (`1001 server shutting down`), leaving the
+    /// runtime open and its turns running: for a runtime served by more than one server, where
+    /// the others keep serving it. [`ServerManager::close`] also closes the runtime.
+    pub async fn stop(&self) {
+        let _ = self.shutdown_tx.send(true);
+        if let Some(task) = self.task.lock().await.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
     /// Stops accepting, lets running turns finish up to the grace period, interrupts the rest
     /// (their partial replies are stored), writes everything out and returns.
     pub async fn close(&self) {

@@ -6,6 +6,11 @@
 //! When the connection drops the task reconnects with exponential backoff, re-subscribes
 //! every session from the last cursor it received, and drops anything it already had — no
 //! loss, no duplicates. Connection changes are published as `connection_state` events.
+//!
+//! A client may know several servers of one cluster ([`ConnectOptions::urls`]): servers on one
+//! shared store hand out the same cursors, so the task connects to the first URL that answers
+//! (in the order given) and, when that connection drops, reconnects to the next URL in turn
+//! and resumes every subscription there from its last cursor.
 
 use super::codec;
 use crate::error::{Error, Result};
@@ -16,7 +21,7 @@ use futures::{SinkExt, StreamExt};
 use rand::Rng;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -28,6 +33,10 @@ use tokio_tungstenite::tungstenite::Message;
 /// How to connect.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
+    /// The servers of one cluster (on one shared store), for failover: tried in this order at
+    /// connect, then in turn after each lost connection. When set, pass `""` as `connect`'s
+    /// `url`; giving both is an error.
+    pub urls: Vec<String>,
     /// Bearer token, sent in the `Authorization` header of the upgrade.
     pub token: Option<String>,
     /// How long a request may wait for its response (and for a connection).
@@ -47,6 +56,7 @@ pub struct ConnectOptions {
 impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
+            urls: Vec::new(),
             token: None,
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
@@ -68,19 +78,14 @@ impl ConnectOptions {
     }
 }
 
-/// Connects to an agentvm server's Channel (`ws://host:port/ws`).
+/// Connects to an agentvm server's Channel (`ws://host:port/ws`), or with `url` empty to the
+/// first of [`ConnectOptions::urls`] that answers.
 pub async fn connect(url: &str, options: ConnectOptions) -> Result<RemoteRuntime> {
-    if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-        return Err(Error::invalid(format!(
-            "{url:?} is not a ws:// or wss:// URL"
-        )));
-    }
-    if url.starts_with("wss://") {
-        return Err(Error::invalid("wss:// is not supported by this build: put a TLS proxy in front or use ws:// on a trusted network"));
-    }
+    let urls = server_urls(url, &options.urls)?;
     let (close_tx, close_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
-        url: url.to_string(),
+        urls,
+        current: AtomicUsize::new(0),
         options,
         bus: Bus::in_memory(BusConfig::default()),
         pending: Mutex::new(HashMap::new()),
@@ -111,8 +116,40 @@ pub async fn connect(url: &str, options: ConnectOptions) -> Result<RemoteRuntime
     }
 }
 
+/// The URLs to use: `url`, or `urls` when `url` is empty; each a `ws://` URL.
+fn server_urls(url: &str, urls: &[String]) -> Result<Vec<String>> {
+    let urls = match (url.trim().is_empty(), urls.is_empty()) {
+        (false, false) => {
+            return Err(Error::invalid(
+                "give either url or urls (a list of servers), not both",
+            ))
+        }
+        (true, true) => {
+            return Err(Error::invalid(
+                "no server to connect to: give url, or urls with at least one URL",
+            ))
+        }
+        (false, true) => vec![url.trim().to_string()],
+        (true, false) => urls.iter().map(|u| u.trim().to_string()).collect(),
+    };
+    for url in &urls {
+        if url.starts_with("wss://") {
+            return Err(Error::invalid(format!("{url:?}: wss:// is not supported by this build: put a TLS proxy in front or use ws:// on a trusted network")));
+        }
+        if !url.starts_with("ws://") {
+            return Err(Error::invalid(format!(
+                "{url:?} is not a ws:// or wss:// URL"
+            )));
+        }
+    }
+    Ok(urls)
+}
+
 struct Shared {
-    url: String,
+    /// The servers, in the order they are tried.
+    urls: Vec<String>,
+    /// Index in `urls` of the server connected to (or being tried).
+    current: AtomicUsize,
     options: ConnectOptions,
     /// Local mirror of the server's events, with the server's cursors.
     bus: Bus,
@@ -126,6 +163,13 @@ struct Shared {
     last_error: Mutex<Option<String>>,
     /// Set when the server closed with a policy violation (authentication): final, no retry.
     refused: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// The server connected to, or being tried.
+    fn url(&self) -> &str {
+        &self.urls[self.current.load(Ordering::Relaxed) % self.urls.len()]
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -154,12 +198,17 @@ pub struct RemoteRuntime {
 impl std::fmt::Debug for RemoteRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteRuntime")
-            .field("url", &self.shared.url)
+            .field("urls", &self.shared.urls)
             .finish_non_exhaustive()
     }
 }
 
 impl RemoteRuntime {
+    /// The server connected to now (or being tried while disconnected).
+    pub fn current_url(&self) -> String {
+        self.shared.url().to_string()
+    }
+
     /// Whether the connection is up right now.
     pub fn is_connected(&self) -> bool {
         *self.shared.connected.borrow()
@@ -205,7 +254,7 @@ impl RemoteRuntime {
                     .unwrap_or_else(|| "not connected".into());
                 Err(Error::unavailable(format!(
                     "not connected to {}: {why}",
-                    self.shared.url
+                    self.shared.url()
                 )))
             }
         }
@@ -251,7 +300,7 @@ impl Runtime for RemoteRuntime {
             lock(&self.shared.pending).remove(&request_id);
             return Err(Error::unavailable(format!(
                 "connection to {} lost before sending {type_name}",
-                self.shared.url
+                self.shared.url()
             )));
         }
         let payload = match tokio::time::timeout(self.shared.options.request_timeout, rx).await {
@@ -262,7 +311,7 @@ impl Runtime for RemoteRuntime {
                 }
                 return Err(Error::unavailable(format!(
                     "connection to {} lost before the response to {type_name}; it may or may not have run",
-                    self.shared.url
+                    self.shared.url()
                 )));
             }
             Err(_) => {
@@ -301,15 +350,61 @@ impl Runtime for RemoteRuntime {
     }
 }
 
-fn publish_state(shared: &Shared, state: &str, attempt: Option<u32>, error: Option<String>) {
+fn publish_state(
+    shared: &Shared,
+    state: &str,
+    attempt: Option<u32>,
+    error: Option<String>,
+    url: Option<&str>,
+) {
     shared.bus.publish(Event::new(
         EventPayload::ConnectionState {
             state: state.into(),
             attempt,
             error,
+            url: url.map(str::to_string),
         },
         None,
     ));
+}
+
+/// Connects to the first of the URLs that answers, in order; an authentication refusal ends
+/// the search (the servers of one cluster share their tokens).
+async fn first_connection(shared: &Shared, close_rx: &watch::Receiver<bool>) -> Result<Ws> {
+    let mut failures = Vec::new();
+    for i in 0..shared.urls.len() {
+        if *close_rx.borrow() {
+            break;
+        }
+        shared.current.store(i, Ordering::Relaxed);
+        publish_state(shared, "connecting", None, None, Some(shared.url()));
+        match open(shared, shared.url()).await {
+            Ok(ws) => return Ok(ws),
+            Err(e) => {
+                *lock(&shared.last_error) = Some(e.to_string());
+                if matches!(e, Error::Unauthorized(_)) || shared.urls.len() == 1 {
+                    return Err(e);
+                }
+                failures.push(e.to_string());
+            }
+        }
+    }
+    Err(Error::unavailable(format!(
+        "none of the {} servers answered: {}",
+        shared.urls.len(),
+        failures.join("; ")
+    )))
+}
+
+/// The delay before reconnection attempt `attempt` (1, 2, ...): exponential with jitter.
+fn backoff(options: &ConnectOptions, attempt: u32) -> Duration {
+    let base = options.min_backoff.as_millis() as u64;
+    let cap = options.max_backoff.as_millis() as u64;
+    let exp = base
+        .saturating_mul(1u64 << attempt.min(16).saturating_sub(1))
+        .min(cap);
+    let jitter = rand::rng().random_range(0..=exp / 4 + 1);
+    Duration::from_millis(exp + jitter)
 }
 
 async fn connection_loop(
@@ -317,75 +412,67 @@ async fn connection_loop(
     mut close_rx: watch::Receiver<bool>,
     first: oneshot::Sender<Result<()>>,
 ) {
-    let mut first = Some(first);
-    let mut attempt: u32 = 0;
-    loop {
-        if *close_rx.borrow() {
+    let mut ws = match first_connection(&shared, &close_rx).await {
+        Ok(ws) => {
+            let _ = first.send(Ok(()));
+            ws
+        }
+        Err(e) => {
+            let _ = first.send(Err(e));
+            return;
+        }
+    };
+    'connected: loop {
+        let error = run_connection(&shared, ws, &mut close_rx).await;
+        *lock(&shared.last_error) = error.clone();
+        let _ = shared.connected.send_replace(false);
+        *lock(&shared.sender) = None;
+        // Requests in flight cannot be answered on another connection.
+        lock(&shared.pending).clear();
+        if *close_rx.borrow() || lock(&shared.refused).is_some() {
             break;
         }
-        publish_state(
-            &shared,
-            if attempt == 0 {
-                "connecting"
-            } else {
-                "reconnecting"
-            },
-            (attempt > 0).then_some(attempt),
-            None,
-        );
-        match open(&shared).await {
-            Ok(ws) => {
-                attempt = 0;
-                if let Some(f) = first.take() {
-                    let _ = f.send(Ok(()));
-                }
-                let error = run_connection(&shared, ws, &mut close_rx).await;
-                *lock(&shared.last_error) = error.clone();
-                let _ = shared.connected.send_replace(false);
-                *lock(&shared.sender) = None;
-                // Requests in flight cannot be answered on another connection.
-                lock(&shared.pending).clear();
-                if *close_rx.borrow() || lock(&shared.refused).is_some() {
-                    break;
-                }
-                publish_state(&shared, "disconnected", None, error);
-            }
-            Err(e) => {
-                *lock(&shared.last_error) = Some(e.to_string());
-                if let Some(f) = first.take() {
-                    let _ = f.send(Err(e));
-                    return;
-                }
-            }
-        }
+        publish_state(&shared, "disconnected", None, error, Some(shared.url()));
         if !shared.options.reconnect {
             break;
         }
-        attempt = attempt.saturating_add(1);
-        let base = shared.options.min_backoff.as_millis() as u64;
-        let cap = shared.options.max_backoff.as_millis() as u64;
-        let exp = base
-            .saturating_mul(1u64 << attempt.min(16).saturating_sub(1))
-            .min(cap);
-        let jitter = rand::rng().random_range(0..=exp / 4 + 1);
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(exp + jitter)) => {}
-            _ = async { let _ = close_rx.wait_for(|c| *c).await; } => break,
+        // Reconnect: the next server in turn at every attempt, after the backoff.
+        let mut attempt: u32 = 0;
+        loop {
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff(&shared.options, attempt)) => {}
+                _ = async { let _ = close_rx.wait_for(|c| *c).await; } => break 'connected,
+            }
+            let next = (shared.current.load(Ordering::Relaxed) + 1) % shared.urls.len();
+            shared.current.store(next, Ordering::Relaxed);
+            publish_state(
+                &shared,
+                "reconnecting",
+                Some(attempt),
+                None,
+                Some(shared.url()),
+            );
+            match open(&shared, shared.url()).await {
+                Ok(connected) => {
+                    ws = connected;
+                    continue 'connected;
+                }
+                Err(e) => *lock(&shared.last_error) = Some(e.to_string()),
+            }
         }
     }
     let _ = shared.connected.send_replace(false);
-    publish_state(&shared, "closed", None, None);
+    publish_state(&shared, "closed", None, None, None);
 }
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn open(shared: &Shared) -> Result<Ws> {
-    let mut request = shared
-        .url
-        .as_str()
+async fn open(shared: &Shared, url: &str) -> Result<Ws> {
+    let mut request = url
         .into_client_request()
-        .map_err(|e| Error::invalid(format!("bad URL {}: {e}", shared.url)))?;
+        .map_err(|e| Error::invalid(format!("bad URL {url}: {e}")))?;
     if let Some(token) = &shared.options.token {
         let value = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| Error::invalid("the token contains characters not allowed in a header"))?;
@@ -411,22 +498,22 @@ async fn open(shared: &Shared) -> Result<Ws> {
             if status.as_u16() == 401 || status.as_u16() == 403 {
                 Err(Error::Unauthorized(format!(
                     "{} refused the connection: {message}",
-                    shared.url
+                    url
                 )))
             } else {
                 Err(Error::unavailable(format!(
                     "{} answered HTTP {status}: {message}",
-                    shared.url
+                    url
                 )))
             }
         }
         Ok(Err(e)) => Err(Error::Unavailable {
-            message: format!("cannot connect to {}: {e}", shared.url),
+            message: format!("cannot connect to {}: {e}", url),
             source: Some(Box::new(e)),
         }),
         Err(_) => Err(Error::unavailable(format!(
             "cannot connect to {}: no answer within {} ms",
-            shared.url,
+            url,
             shared.options.connect_timeout.as_millis()
         ))),
     }
@@ -450,7 +537,7 @@ async fn run_connection(
     }
     *lock(&shared.sender) = Some(tx.clone());
     let _ = shared.connected.send_replace(true);
-    publish_state(shared, "connected", None, None);
+    publish_state(shared, "connected", None, None, Some(shared.url()));
     loop {
         tokio::select! {
             _ = async { let _ = close_rx.wait_for(|c| *c).await; } => {
@@ -478,7 +565,7 @@ async fn run_connection(
                         if u16::from(f.code) == 1008 {
                             *lock(&shared.refused) = Some(format!(
                                 "{} refused the connection: {} (connect with a token)",
-                                shared.url, f.reason
+                                shared.url(), f.reason
                             ));
                         }
                     }
@@ -557,5 +644,47 @@ fn on_frame(shared: &Shared, tx: &mpsc::UnboundedSender<Message>, text: &str) {
         _ => {
             shared.bus.publish(event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn urls(list: &[&str]) -> Vec<String> {
+        list.iter().map(|u| u.to_string()).collect()
+    }
+
+    #[test]
+    fn one_url_or_a_list_of_ws_urls() {
+        assert_eq!(server_urls("ws://a/ws", &[]).unwrap(), ["ws://a/ws"]);
+        assert_eq!(
+            server_urls(" ", &urls(&["ws://a/ws", " ws://b/ws "])).unwrap(),
+            ["ws://a/ws", "ws://b/ws"]
+        );
+        for (url, list, says) in [
+            ("ws://a/ws", urls(&["ws://b/ws"]), "not both"),
+            ("", vec![], "no server"),
+            ("", urls(&["ws://a/ws", "http://b/ws"]), "\"http://b/ws\""),
+            ("", urls(&["wss://a/ws"]), "wss:// is not supported"),
+            ("a:8080", vec![], "not a ws://"),
+        ] {
+            let e = server_urls(url, &list).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::InvalidInput, "{url} {list:?}");
+            assert!(e.to_string().contains(says), "{url} {list:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_cap() {
+        let options = ConnectOptions {
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let ms = |attempt| backoff(&options, attempt).as_millis();
+        assert!((100..=126).contains(&ms(1)), "{}", ms(1));
+        assert!((200..=251).contains(&ms(2)), "{}", ms(2));
+        assert!((500..=626).contains(&ms(9)), "{}", ms(9));
     }
 }
