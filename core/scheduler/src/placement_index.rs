@@ -5,23 +5,26 @@
 //! committed fraction *now* (`committed_now`: adding a demand only raises each fraction). So
 //! the index keeps the schedulable nodes ordered by `committed_now` and walks them from the
 //! least committed up, stopping as soon as the next node's `committed_now` exceeds the best
-//! score found: nothing beyond it can win, not even on the id tie-break. Image affinity is a
-//! second ordered set per image, walked first; only when no node holding the image has room
-//! does the walk over all nodes run. The answer is exactly the linear scan's (same scores,
-//! same f64 arithmetic, same tie-break), which a property test checks on random fleets.
+//! score found: nothing beyond it can win, not even on the id tie-break. Nodes with the same
+//! numbers (totals and committed cpu, memory and count) form one load class, scored once and
+//! represented by its smallest id, so a uniform fleet (all empty, or all alike after a
+//! round-robin burst) costs a few classes, not every node. Image affinity is a second ordered
+//! map per image, walked first; only when no node holding the image has room does the walk over
+//! all nodes run. The answer is exactly the linear scan's (same scores, same f64 arithmetic,
+//! same tie-break), which a property test checks on random fleets.
 //!
 //! Sampling (power of k choices) was the other candidate: O(k) always, but it answers
 //! differently from the rule (affinity and the least-committed choice become likely, not
 //! certain), and bursts onto an empty fleet no longer spread deterministically.
 //!
-//! Cost: an update (heartbeat, allocation, release, status change) is two B-tree operations
-//! per set the node is in, O(log n) each. A decision walks the nodes whose `committed_now`
-//! lies within one demand's worth of the least committed node: a handful on a fleet with
-//! varied load. The worst case is many nodes with the same load (an empty, uniform fleet),
-//! where the walk covers all of them: no worse than the scan, plus the tree walk.
+//! Cost: an update (heartbeat, allocation, release, status change) is a few B-tree operations
+//! per map the node is in, O(log n) each. A decision walks the classes whose `committed_now`
+//! lies within one demand's worth of the least committed one: a handful on a fleet with varied
+//! load. The worst case is many *distinct* loads packed within one demand of the minimum, where
+//! the walk covers them all: no worse than the scan, plus the tree walk.
 
 use crate::placement::{explain, Demand, NoPlacement, NodeLoad};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A node's numbers as the index keeps them: [`NodeLoad`] without the borrowed parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,15 +89,51 @@ impl NodeState {
     }
 }
 
-/// Position in an ordered set: `committed_now` as bits (non-negative f64s order like their
-/// bit patterns), then the slot.
-type Key = (u64, usize);
+/// A load class: `committed_now` as bits (non-negative f64s order like their bit patterns)
+/// first, then every number placement reads (totals, then committed cpu, memory and count).
+/// Nodes of one class get the same answer from `has_room_for` and `committed_after` for any
+/// demand, so a walk scores a class once and takes its smallest id.
+type Class = (u64, u64, u64, u32, u64, u64, u32);
+
+/// Classes in walk order, each with its node ids (smallest first).
+type Classes = BTreeMap<Class, BTreeSet<String>>;
+
+fn class_of(n: &NodeLoad<'_>) -> Class {
+    (
+        n.committed_now().to_bits(),
+        n.total_cpu_millis,
+        n.total_memory_mb,
+        n.max_containers,
+        n.allocated_cpu_millis
+            .saturating_add(n.in_flight_cpu_millis),
+        n.allocated_memory_mb.saturating_add(n.in_flight_memory_mb),
+        n.running.saturating_add(n.in_flight),
+    )
+}
+
+/// A node of class `c` (only the numbers placement reads).
+fn representative<'a>(c: &Class, node_id: &'a str) -> NodeLoad<'a> {
+    NodeLoad {
+        node_id,
+        schedulable: true,
+        total_cpu_millis: c.1,
+        total_memory_mb: c.2,
+        max_containers: c.3,
+        allocated_cpu_millis: c.4,
+        allocated_memory_mb: c.5,
+        running: c.6,
+        in_flight_cpu_millis: 0,
+        in_flight_memory_mb: 0,
+        in_flight: 0,
+        images: &[],
+    }
+}
 
 struct Slot {
     node_id: String,
     state: NodeState,
-    /// The key it is filed under, when schedulable.
-    key: Option<Key>,
+    /// The class it is filed under, when schedulable.
+    class: Option<Class>,
 }
 
 /// The fleet, ordered for placement. See the module docs.
@@ -103,10 +142,10 @@ pub struct PlacementIndex {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     by_id: HashMap<String, usize>,
-    /// Schedulable nodes by `committed_now`.
-    all: BTreeSet<Key>,
-    /// Schedulable nodes holding an image (normalised to carry a tag), by `committed_now`.
-    holders: HashMap<String, BTreeSet<Key>>,
+    /// Schedulable nodes by class.
+    all: Classes,
+    /// Schedulable nodes holding an image (normalised to carry a tag), by class.
+    holders: HashMap<String, Classes>,
 }
 
 /// `image` with `:latest` added when it has no tag or digest, so that equal strings mean
@@ -156,7 +195,7 @@ impl PlacementIndex {
         self.slots[slot] = Some(Slot {
             node_id: node_id.to_string(),
             state,
-            key: None,
+            class: None,
         });
         self.file(slot);
     }
@@ -197,13 +236,13 @@ impl PlacementIndex {
     pub fn place(&self, demand: &Demand<'_>) -> Result<&str, NoPlacement> {
         let image = normalise(demand.image);
         if let Some(set) = self.holders.get(image.as_ref()) {
-            if let Some(i) = self.walk(set, demand) {
-                return Ok(self.id_of(i));
+            if let Some(id) = walk(set, demand) {
+                return Ok(id);
             }
         }
         // No holder has room: every candidate left lacks the image, so only load decides.
-        match self.walk(&self.all, demand) {
-            Some(i) => Ok(self.id_of(i)),
+        match walk(&self.all, demand) {
+            Some(id) => Ok(id),
             None => {
                 let loads: Vec<NodeLoad<'_>> = self
                     .slots
@@ -216,58 +255,24 @@ impl PlacementIndex {
         }
     }
 
-    fn id_of(&self, slot: usize) -> &str {
-        self.slots[slot]
-            .as_ref()
-            .map(|s| s.node_id.as_str())
-            .unwrap_or_default()
-    }
-
-    /// Branch and bound over `set`, least committed first.
-    fn walk(&self, set: &BTreeSet<Key>, demand: &Demand<'_>) -> Option<usize> {
-        // (slot, node id, score)
-        let mut best: Option<(usize, &str, f64)> = None;
-        for &(bits, i) in set {
-            if let Some((_, _, score)) = best {
-                if f64::from_bits(bits) > score {
-                    break;
-                }
-            }
-            let Some(s) = self.slots[i].as_ref() else {
-                continue;
-            };
-            let n = s.state.load(&s.node_id);
-            if !n.has_room_for(demand) {
-                continue;
-            }
-            let score = n.committed_after(demand);
-            let better = match best {
-                None => true,
-                Some((_, id, b)) => score < b || (score == b && s.node_id.as_str() < id),
-            };
-            if better {
-                best = Some((i, &s.node_id, score));
-            }
-        }
-        best.map(|(i, _, _)| i)
-    }
-
     fn file(&mut self, i: usize) {
         let Some(s) = self.slots[i].as_mut() else {
             return;
         };
         if !s.state.schedulable {
-            s.key = None;
+            s.class = None;
             return;
         }
-        let key = (s.state.load(&s.node_id).committed_now().to_bits(), i);
-        s.key = Some(key);
-        self.all.insert(key);
+        let class = class_of(&s.state.load(&s.node_id));
+        s.class = Some(class);
+        self.all.entry(class).or_default().insert(s.node_id.clone());
         for image in &s.state.images {
             self.holders
                 .entry(normalise(image).into_owned())
                 .or_default()
-                .insert(key);
+                .entry(class)
+                .or_default()
+                .insert(s.node_id.clone());
         }
     }
 
@@ -275,20 +280,58 @@ impl PlacementIndex {
         let Some(s) = self.slots[i].as_mut() else {
             return;
         };
-        let Some(key) = s.key.take() else {
+        let Some(class) = s.class.take() else {
             return;
         };
-        self.all.remove(&key);
+        take_out(&mut self.all, &class, &s.node_id);
         for image in &s.state.images {
             let image = normalise(image);
             if let Some(set) = self.holders.get_mut(image.as_ref()) {
-                set.remove(&key);
+                take_out(set, &class, &s.node_id);
                 if set.is_empty() {
                     self.holders.remove(image.as_ref());
                 }
             }
         }
     }
+}
+
+fn take_out(classes: &mut Classes, class: &Class, node_id: &str) {
+    if let Some(ids) = classes.get_mut(class) {
+        ids.remove(node_id);
+        if ids.is_empty() {
+            classes.remove(class);
+        }
+    }
+}
+
+/// Branch and bound over `classes`, least committed first: the chosen node's id.
+fn walk<'a>(classes: &'a Classes, demand: &Demand<'_>) -> Option<&'a str> {
+    // (node id, score)
+    let mut best: Option<(&str, f64)> = None;
+    for (class, ids) in classes {
+        if let Some((_, score)) = best {
+            if f64::from_bits(class.0) > score {
+                break;
+            }
+        }
+        let Some(id) = ids.first() else {
+            continue;
+        };
+        let n = representative(class, id);
+        if !n.has_room_for(demand) {
+            continue;
+        }
+        let score = n.committed_after(demand);
+        let better = match best {
+            None => true,
+            Some((bid, b)) => score < b || (score == b && id.as_str() < bid),
+        };
+        if better {
+            best = Some((id, score));
+        }
+    }
+    best.map(|(id, _)| id)
 }
 
 #[cfg(test)]
