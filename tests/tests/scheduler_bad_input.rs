@@ -62,6 +62,56 @@ async fn unknown_templates_and_limits_beyond_capacity() {
     );
 }
 
+/// Sizes that overflow (`memoryMb: 2^64-1` once the node holds a sandbox used to wrap around in
+/// placement and reach Docker as a negative limit) are refused as invalid input naming the
+/// field, and no container is made for them.
+#[tokio::test]
+async fn sizes_that_would_overflow_are_refused_before_docker() {
+    if !require_docker().await {
+        return;
+    }
+    let s = local_scheduler(fast_config()).await;
+    s.create_template("busybox", busybox_spec()).await.unwrap();
+    let held = s
+        .create_sandbox(SandboxRequest::new("busybox"))
+        .await
+        .unwrap();
+    let d = local().await;
+    let before = containers_of(&d, s.instance()).await;
+    assert_eq!(before.len(), 1);
+    for (field, request) in [
+        (
+            "memoryMb",
+            SandboxRequest {
+                memory_mb: Some(u64::MAX),
+                ..SandboxRequest::new("busybox")
+            },
+        ),
+        (
+            "diskMb",
+            SandboxRequest {
+                disk_mb: Some(u64::MAX),
+                ..SandboxRequest::new("busybox")
+            },
+        ),
+        (
+            "cpuCores",
+            SandboxRequest {
+                cpu_cores: Some(1e300),
+                ..SandboxRequest::new("busybox")
+            },
+        ),
+    ] {
+        let e = s.create_sandbox(request).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{field}: {e}");
+        assert!(e.to_string().starts_with(field), "{e}");
+        assert!(e.to_string().contains("too large"), "{e}");
+    }
+    assert_eq!(containers_of(&d, s.instance()).await, before);
+    assert_eq!(s.list_sandboxes().await.unwrap().len(), 1);
+    s.delete_sandbox(&held.id).await.unwrap();
+}
+
 #[tokio::test]
 async fn unsupported_options_are_refused_not_dropped() {
     if !require_docker().await {

@@ -84,7 +84,11 @@ pub(crate) fn container_body(
         .collect();
     env.push(format!("AGENTVM_SANDBOX_ID={}", sandbox.id));
     let r = &sandbox.resources;
-    let memory = (r.memory_mb as i64).saturating_mul(1024 * 1024);
+    // Admission caps memory at i64::MAX bytes; the clamp keeps a value that slipped past it
+    // from wrapping negative.
+    let memory = i64::try_from(r.memory_mb)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1024 * 1024);
     let mut tmpfs = HashMap::new();
     let mut storage_opt = HashMap::new();
     let mut volumes = Vec::new();

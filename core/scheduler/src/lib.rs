@@ -29,6 +29,7 @@ mod hardening;
 pub mod node;
 mod owner;
 pub mod placement;
+pub mod placement_index;
 mod pool;
 mod provision;
 pub mod reconcile;
@@ -308,7 +309,7 @@ impl SchedulerBuilder {
                 events: self.events,
                 config: self.config,
                 instance,
-                nodes: Mutex::new(HashMap::new()),
+                nodes: Mutex::new(Registry::default()),
                 live: Mutex::new(HashMap::new()),
                 pools: Mutex::new(HashMap::new()),
                 owners: Mutex::new(HashMap::new()),
@@ -435,7 +436,7 @@ impl Scheduler {
         .await;
         match connected {
             Ok(d) => {
-                if let Some(entry) = lock(&self.inner.nodes).get_mut(node_id) {
+                if let Some(mut entry) = lock(&self.inner.nodes).get_mut(node_id) {
                     entry.docker = Some(d.clone());
                 }
                 Ok(d)
@@ -466,15 +467,16 @@ impl Scheduler {
     pub(crate) fn set_health(&self, node_id: &str, healthy: bool, message: Option<String>) {
         let changed = {
             let mut nodes = lock(&self.inner.nodes);
-            match nodes.get_mut(node_id) {
-                Some(entry) => {
+            let changed = match nodes.get_mut(node_id) {
+                Some(mut entry) => {
                     if healthy {
                         entry.node.last_heartbeat_at = Some(crate::model::now_ms());
                     }
                     entry.set_healthy(healthy, message.clone())
                 }
                 None => None,
-            }
+            };
+            changed
         };
         if let Some((before, after)) = changed {
             if after == NodeStatus::Offline {

@@ -2,7 +2,8 @@
 //! that keeps each node's load, its Docker connection and its admission gate.
 
 use super::admission::Admission;
-use super::placement::{cores_to_millis, Demand, NodeLoad};
+use super::placement::{cores_to_millis, Demand, NoPlacement, NodeLoad};
+use super::placement_index::{NodeState, PlacementIndex};
 pub use agentvm_model::scheduler::node::*;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -93,9 +94,9 @@ impl NodeEntry {
 
 /// The registry's load operations, in exact units. `Demand` carries the amounts.
 pub(crate) fn reserve(entry: &mut NodeEntry, d: &Demand<'_>) {
-    entry.in_flight += 1;
-    entry.in_flight_cpu_millis += d.cpu_millis;
-    entry.in_flight_memory_mb += d.memory_mb;
+    entry.in_flight = entry.in_flight.saturating_add(1);
+    entry.in_flight_cpu_millis = entry.in_flight_cpu_millis.saturating_add(d.cpu_millis);
+    entry.in_flight_memory_mb = entry.in_flight_memory_mb.saturating_add(d.memory_mb);
 }
 
 /// Ends an in-flight placement; `created` moves it to the node's allocation.
@@ -110,9 +111,9 @@ pub(crate) fn settle(entry: &mut NodeEntry, d: &Demand<'_>, created: bool) {
 
 /// Counts a created sandbox against the node.
 pub(crate) fn allocate(entry: &mut NodeEntry, d: &Demand<'_>) {
-    entry.running += 1;
-    entry.allocated_cpu_millis += d.cpu_millis;
-    entry.allocated_memory_mb += d.memory_mb;
+    entry.running = entry.running.saturating_add(1);
+    entry.allocated_cpu_millis = entry.allocated_cpu_millis.saturating_add(d.cpu_millis);
+    entry.allocated_memory_mb = entry.allocated_memory_mb.saturating_add(d.memory_mb);
 }
 
 /// Frees a destroyed sandbox's share of the node.
@@ -122,8 +123,89 @@ pub(crate) fn free(entry: &mut NodeEntry, d: &Demand<'_>) {
     entry.allocated_memory_mb = entry.allocated_memory_mb.saturating_sub(d.memory_mb);
 }
 
-/// The node map. A `BTreeMap` would also do; placement sorts by id itself.
-pub(crate) type Registry = HashMap<String, NodeEntry>;
+/// The node map and the placement index over it. Reads go through `Deref` to the map; every
+/// change goes through a method here or an [`EntryMut`], which refiles the node in the index
+/// when dropped, so the index cannot fall behind heartbeats, allocations and releases.
+#[derive(Default)]
+pub(crate) struct Registry {
+    map: HashMap<String, NodeEntry>,
+    index: PlacementIndex,
+}
+
+/// A node being changed; the index learns its new load when this is dropped.
+pub(crate) struct EntryMut<'a> {
+    entry: &'a mut NodeEntry,
+    index: &'a mut PlacementIndex,
+}
+
+impl Drop for EntryMut<'_> {
+    fn drop(&mut self) {
+        let load = self.entry.load();
+        self.index.upsert(load.node_id, NodeState::of(&load));
+    }
+}
+
+impl std::ops::Deref for EntryMut<'_> {
+    type Target = NodeEntry;
+    fn deref(&self) -> &NodeEntry {
+        self.entry
+    }
+}
+
+impl std::ops::DerefMut for EntryMut<'_> {
+    fn deref_mut(&mut self) -> &mut NodeEntry {
+        self.entry
+    }
+}
+
+impl std::ops::Deref for Registry {
+    type Target = HashMap<String, NodeEntry>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl Registry {
+    /// The node to change, if registered.
+    pub(crate) fn get_mut(&mut self, node_id: &str) -> Option<EntryMut<'_>> {
+        let entry = self.map.get_mut(node_id)?;
+        Some(EntryMut {
+            entry,
+            index: &mut self.index,
+        })
+    }
+
+    /// The node to change, made with `new` when absent.
+    pub(crate) fn get_or_insert_with(
+        &mut self,
+        node_id: &str,
+        new: impl FnOnce() -> NodeEntry,
+    ) -> EntryMut<'_> {
+        let entry = self.map.entry(node_id.to_string()).or_insert_with(new);
+        EntryMut {
+            entry,
+            index: &mut self.index,
+        }
+    }
+
+    /// Adds or replaces a node.
+    pub(crate) fn insert(&mut self, node_id: String, entry: NodeEntry) {
+        let load = entry.load();
+        self.index.upsert(&node_id, NodeState::of(&load));
+        self.map.insert(node_id, entry);
+    }
+
+    /// Forgets a node.
+    pub(crate) fn remove(&mut self, node_id: &str) -> Option<NodeEntry> {
+        self.index.remove(node_id);
+        self.map.remove(node_id)
+    }
+
+    /// The node for `demand` among all registered nodes (see [`PlacementIndex`]).
+    pub(crate) fn place(&self, demand: &Demand<'_>) -> Result<&str, NoPlacement> {
+        self.index.place(demand)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -38,23 +38,51 @@ pub struct NodeLoad<'a> {
 }
 
 impl NodeLoad<'_> {
+    // All sums saturate: a saturated sum is larger than any total, so an absurd demand finds
+    // no room instead of wrapping around to a small number that fits (admission refuses such
+    // demands earlier; this keeps placement sound on its own).
     fn committed_cpu(&self) -> u64 {
-        self.allocated_cpu_millis + self.in_flight_cpu_millis
+        self.allocated_cpu_millis
+            .saturating_add(self.in_flight_cpu_millis)
     }
 
     fn committed_memory(&self) -> u64 {
-        self.allocated_memory_mb + self.in_flight_memory_mb
+        self.allocated_memory_mb
+            .saturating_add(self.in_flight_memory_mb)
     }
 
     fn committed_count(&self) -> u32 {
-        self.running + self.in_flight
+        self.running.saturating_add(self.in_flight)
     }
 
-    /// Whether the node can take `demand` on top of what it has committed.
+    /// Whether the node can take `demand` on top of what it has committed. Overflowing sums
+    /// mean no room.
     pub fn has_room_for(&self, demand: &Demand<'_>) -> bool {
-        self.committed_cpu() + demand.cpu_millis <= self.total_cpu_millis
-            && self.committed_memory() + demand.memory_mb <= self.total_memory_mb
-            && self.committed_count() < self.max_containers
+        let fits = |used: u64, more: u64, total: u64| {
+            used.checked_add(more).is_some_and(|sum| sum <= total)
+        };
+        fits(
+            self.committed_cpu(),
+            demand.cpu_millis,
+            self.total_cpu_millis,
+        ) && fits(
+            self.committed_memory(),
+            demand.memory_mb,
+            self.total_memory_mb,
+        ) && self.committed_count() < self.max_containers
+    }
+
+    /// The committed fraction now, before any demand: the highest of cpu, memory and count.
+    /// Never more than [`committed_after`](Self::committed_after) for any demand, which is
+    /// what lets [`PlacementIndex`](crate::placement_index::PlacementIndex) stop early.
+    pub fn committed_now(&self) -> f64 {
+        let cpu = frac(self.committed_cpu(), self.total_cpu_millis);
+        let mem = frac(self.committed_memory(), self.total_memory_mb);
+        let count = frac(
+            u64::from(self.committed_count()),
+            u64::from(self.max_containers),
+        );
+        cpu.max(mem).max(count)
     }
 
     /// Whether the node could take `demand` at all, were it empty.
@@ -66,19 +94,12 @@ impl NodeLoad<'_> {
 
     /// The committed fraction after adding `demand`: the highest of cpu, memory and count.
     pub fn committed_after(&self, demand: &Demand<'_>) -> f64 {
-        let frac = |used: u64, total: u64| {
-            if total == 0 {
-                1.0
-            } else {
-                used as f64 / total as f64
-            }
-        };
         let cpu = frac(
-            self.committed_cpu() + demand.cpu_millis,
+            self.committed_cpu().saturating_add(demand.cpu_millis),
             self.total_cpu_millis,
         );
         let mem = frac(
-            self.committed_memory() + demand.memory_mb,
+            self.committed_memory().saturating_add(demand.memory_mb),
             self.total_memory_mb,
         );
         let count = frac(
@@ -91,6 +112,15 @@ impl NodeLoad<'_> {
     /// Whether the node holds `image`. A name without a tag means `:latest`.
     pub fn holds(&self, image: &str) -> bool {
         self.images.iter().any(|i| same_image(i, image))
+    }
+}
+
+/// `used / total`, with an empty total counting as full.
+fn frac(used: u64, total: u64) -> f64 {
+    if total == 0 {
+        1.0
+    } else {
+        used as f64 / total as f64
     }
 }
 
@@ -183,7 +213,7 @@ pub fn place(nodes: &[NodeLoad<'_>], demand: &Demand<'_>) -> Result<usize, NoPla
 }
 
 /// Why nothing was placed.
-fn explain(nodes: &[NodeLoad<'_>], demand: &Demand<'_>) -> NoPlacement {
+pub(crate) fn explain(nodes: &[NodeLoad<'_>], demand: &Demand<'_>) -> NoPlacement {
     if nodes.is_empty() {
         return NoPlacement::NoNodes;
     }
@@ -341,6 +371,27 @@ mod tests {
             chosen.push(nodes[i].node_id);
         }
         assert_eq!(chosen, ["a", "b", "c", "a", "b", "c"]);
+    }
+
+    #[test]
+    fn overflowing_demands_find_no_room_instead_of_wrapping() {
+        let mut a = node("a", 4000, 4096, 10);
+        a.allocated_memory_mb = 256;
+        a.allocated_cpu_millis = 100;
+        // 256 + (2^64 - 1) wraps to 255, which would "fit" in 4096.
+        assert!(!a.has_room_for(&demand(100, u64::MAX)));
+        assert!(!a.has_room_for(&demand(u64::MAX, 64)));
+        assert_eq!(
+            place(&[a], &demand(100, u64::MAX)),
+            Err(NoPlacement::TooLarge {
+                largest_cpu_millis: 4000,
+                largest_memory_mb: 4096
+            })
+        );
+        assert_eq!(
+            a.committed_after(&demand(100, u64::MAX)),
+            u64::MAX as f64 / 4096.0
+        );
     }
 
     #[test]

@@ -237,30 +237,23 @@ impl Scheduler {
         only_node: Option<&str>,
     ) -> Result<Arc<super::admission::Admission>> {
         let mut nodes = lock(&self.inner.nodes);
-        if let Some(n) = only_node {
-            if !nodes.contains_key(n) {
-                return Err(Error::not_found("Node", n));
-            }
-        }
-        let ids: Vec<&String> = nodes
-            .keys()
-            .filter(|k| only_node.map(|n| n == k.as_str()).unwrap_or(true))
-            .collect();
-        let loads: Vec<_> = ids
-            .iter()
-            .filter_map(|k| nodes.get(*k))
-            .map(|e| e.load())
-            .collect();
         let demand = demand_of(record);
-        let chosen = placement::place(&loads, &demand).map(|i| loads[i].node_id.to_string());
+        let chosen = match only_node {
+            // Pinned to one node: the rule on that node alone.
+            Some(n) => match nodes.get(n) {
+                Some(e) => placement::place(&[e.load()], &demand).map(|_| n.to_string()),
+                None => return Err(Error::not_found("Node", n)),
+            },
+            None => nodes.place(&demand).map(str::to_string),
+        };
         let chosen = match chosen {
             Ok(id) => id,
             Err(why) => return Err(self.no_placement(why, record, &nodes)),
         };
-        let entry = nodes
+        let mut entry = nodes
             .get_mut(&chosen)
             .ok_or_else(|| Error::Internal("a placed node vanished".into()))?;
-        node::reserve(entry, &demand_of(record));
+        node::reserve(&mut entry, &demand_of(record));
         record.node_id = chosen;
         Ok(entry.admission.clone())
     }
@@ -312,8 +305,8 @@ impl Scheduler {
 
     /// Ends an in-flight placement of `record`; `created` counts it against the node.
     fn settle(&self, record: &Sandbox, created: bool) {
-        if let Some(e) = lock(&self.inner.nodes).get_mut(&record.node_id) {
-            node::settle(e, &demand_of(record), created);
+        if let Some(mut e) = lock(&self.inner.nodes).get_mut(&record.node_id) {
+            node::settle(&mut e, &demand_of(record), created);
         }
     }
 
@@ -568,8 +561,8 @@ impl Scheduler {
             return;
         }
         if free {
-            if let Some(e) = lock(&self.inner.nodes).get_mut(&record.node_id) {
-                node::free(e, &demand_of(record));
+            if let Some(mut e) = lock(&self.inner.nodes).get_mut(&record.node_id) {
+                node::free(&mut e, &demand_of(record));
             }
         }
         if let Err(e) = self.persist(record).await {

@@ -270,9 +270,9 @@ impl Scheduler {
         r.docker_container_id = Some(c.docker_id.clone());
         r.last_activity_at = now;
         self.persist(&r).await?;
-        if let Some(e) = lock(&self.inner.nodes).get_mut(&r.node_id) {
+        if let Some(mut e) = lock(&self.inner.nodes).get_mut(&r.node_id) {
             super::node::allocate(
-                e,
+                &mut e,
                 &super::placement::Demand {
                     cpu_millis: super::placement::cores_to_millis(r.resources.cpu_cores),
                     memory_mb: r.resources.memory_mb,

@@ -83,7 +83,7 @@ impl Scheduler {
         let snapshot = {
             let mut nodes = lock(&self.inner.nodes);
             let gate = self.new_gate(&reg.node_id);
-            let entry = nodes.entry(reg.node_id.clone()).or_insert_with(|| {
+            let mut guard = nodes.get_or_insert_with(&reg.node_id, || {
                 NodeEntry::new(
                     RuntimeNode {
                         node_id: reg.node_id.clone(),
@@ -111,6 +111,7 @@ impl Scheduler {
                     gate,
                 )
             });
+            let entry: &mut NodeEntry = &mut guard;
             let n = &mut entry.node;
             if n.api_endpoint != reg.api_endpoint || n.tls != reg.tls {
                 entry.docker = None;
@@ -144,7 +145,7 @@ impl Scheduler {
     pub async fn heartbeat(&self, hb: Heartbeat) -> Result<RuntimeNode> {
         {
             let mut nodes = lock(&self.inner.nodes);
-            let entry = nodes
+            let mut entry = nodes
                 .get_mut(&hb.node_id)
                 .ok_or_else(|| Error::not_found("Node", hb.node_id.clone()))?;
             if let Some(images) = hb.cached_images {
@@ -183,7 +184,7 @@ impl Scheduler {
         }
         let healthy = {
             let mut nodes = lock(&self.inner.nodes);
-            let entry = nodes
+            let mut entry = nodes
                 .get_mut(node_id)
                 .ok_or_else(|| Error::not_found("Node", node_id))?;
             entry.node.admin_status = status;

@@ -200,7 +200,9 @@ impl TemplateSpec {
             self.default_cpu_cores,
             self.default_memory_mb,
             self.security.pids_limit,
+            ["defaultCpuCores", "defaultMemoryMb"],
         )?;
+        validate_disk("defaultDiskMb", self.default_disk_mb)?;
         if self.default_timeout_s == 0 {
             return Err(Error::invalid("defaultTimeoutS must be at least 1 second"));
         }
@@ -250,15 +252,34 @@ impl TemplateSpec {
     }
 }
 
-fn validate_resources(cpu: f64, memory_mb: u64, pids: u32) -> Result<()> {
+/// The most cpu a sandbox may ask for, cores: Docker takes nano-cpus as an `i64`, and
+/// placement counts millicores in a `u64`; one million cores is far beyond any node.
+pub const MAX_CPU_CORES: f64 = 1_000_000.0;
+
+/// The most memory or disk a sandbox may ask for, MiB: Docker takes bytes as an `i64`, so
+/// anything above `i64::MAX` bytes would wrap; placement sums these in a `u64`.
+pub const MAX_MB: u64 = (i64::MAX as u64) >> 20;
+
+fn validate_resources(cpu: f64, memory_mb: u64, pids: u32, names: [&str; 2]) -> Result<()> {
+    let [cpu_name, memory_name] = names;
     if !cpu.is_finite() || cpu < 0.01 {
         return Err(Error::invalid(format!(
             "cpu of {cpu} cores is not allowed; at least 0.01"
         )));
     }
+    if cpu > MAX_CPU_CORES {
+        return Err(Error::invalid(format!(
+            "{cpu_name} of {cpu} cores is too large; at most {MAX_CPU_CORES}"
+        )));
+    }
     if memory_mb < 6 {
         return Err(Error::invalid(format!(
             "memory of {memory_mb} MiB is not allowed; Docker needs at least 6 MiB"
+        )));
+    }
+    if memory_mb > MAX_MB {
+        return Err(Error::invalid(format!(
+            "{memory_name} of {memory_mb} MiB is too large; at most {MAX_MB} MiB (i64 bytes)"
         )));
     }
     if pids < 8 {
@@ -267,6 +288,15 @@ fn validate_resources(cpu: f64, memory_mb: u64, pids: u32) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn validate_disk(name: &str, disk_mb: Option<u64>) -> Result<()> {
+    match disk_mb {
+        Some(d) if d > MAX_MB => Err(Error::invalid(format!(
+            "{name} of {d} MiB is too large; at most {MAX_MB} MiB (i64 bytes)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn validate_env(env: &BTreeMap<String, String>) -> Result<()> {
@@ -390,7 +420,13 @@ pub fn resolve(template: &Template, request: &SandboxRequest) -> Result<SandboxP
     let spec = &template.spec;
     let cpu = request.cpu_cores.unwrap_or(spec.default_cpu_cores);
     let memory = request.memory_mb.unwrap_or(spec.default_memory_mb);
-    validate_resources(cpu, memory, spec.security.pids_limit)?;
+    validate_resources(
+        cpu,
+        memory,
+        spec.security.pids_limit,
+        ["cpuCores", "memoryMb"],
+    )?;
+    validate_disk("diskMb", request.disk_mb)?;
     validate_env(&request.env)?;
     let lifetime = request.timeout_s.unwrap_or(spec.default_timeout_s);
     if lifetime == 0 {
@@ -467,6 +503,40 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("unknown field `privileged`"), "{e}");
+    }
+
+    #[test]
+    fn sizes_that_would_overflow_are_refused_naming_the_field() {
+        let t = template(TemplateSpec::new("t", "img"));
+        let refused = |r: SandboxRequest| resolve(&t, &r).unwrap_err();
+        let mut r = SandboxRequest::new("t");
+        r.memory_mb = Some(u64::MAX);
+        let e = refused(r);
+        assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("memoryMb of 18446744073709551615 MiB is too large"),
+            "{e}"
+        );
+        let mut r = SandboxRequest::new("t");
+        r.memory_mb = Some(MAX_MB + 1);
+        assert!(refused(r).to_string().contains("memoryMb"));
+        let mut r = SandboxRequest::new("t");
+        r.memory_mb = Some(MAX_MB);
+        assert!(resolve(&t, &r).is_ok());
+        let mut r = SandboxRequest::new("t");
+        r.cpu_cores = Some(1e300);
+        assert!(refused(r).to_string().starts_with("cpuCores of"));
+        let mut r = SandboxRequest::new("t");
+        r.disk_mb = Some(u64::MAX);
+        assert!(refused(r).to_string().starts_with("diskMb of"));
+        let mut s = TemplateSpec::new("t", "img");
+        s.default_memory_mb = u64::MAX;
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("defaultMemoryMb of"));
     }
 
     #[test]

@@ -1,0 +1,326 @@
+//! Fleet simulator (a bench binary, not a test): the scheduler's server side at 1,000 and
+//! 10,000 runtime nodes, without Docker.
+//!
+//! What runs, in one process against one scheduler (a cluster of servers sharing scheduler
+//! state does not exist yet, so this is the single-server number):
+//!
+//! 1. Heartbeats: N nodes are registered on a real `Scheduler` (redb store, background loops
+//!    off) with `liveness: heartbeat`, then each sends `Scheduler::heartbeat` every 5 s, spread
+//!    evenly (a 10 ms tick sends N/500), in real time for `FLEET_HB_SECONDS` (default 10: two
+//!    rounds of every node). The process CPU time (`/proc/self/stat` utime + stime) over that
+//!    window, less the same window idle, is the heartbeat cost. Heartbeats are in-process calls:
+//!    the HTTP and JSON of a real agent's heartbeat are not counted.
+//! 2. Placements: sandbox creates arrive at `FLEET_RATE` per second (default 5,000) for
+//!    `FLEET_SECONDS` (default 5). Each is a decision of the `PlacementIndex` the scheduler's
+//!    registry keeps (behind a mutex, as in the registry) plus the in-flight reservation; its
+//!    record is then written durably (one redb commit per record, by one writer thread, as
+//!    the scheduler's store does). The scheduler has no engine trait yet, so Docker is
+//!    replaced here, after the placement, by a fake engine: a 5 ms sleep for create + start,
+//!    after which the reservation becomes an allocation; each sandbox is released 2 s later.
+//!    Reported: placement latency p50/p99/max (decision + reservation, under the mutex) and
+//!    durable placements per second achieved against the offered rate.
+//!
+//! `FLEET_NODES=1000,10000` picks the fleet sizes.
+
+use agentvm::scheduler::placement::Demand;
+use agentvm::scheduler::placement_index::{NodeState, PlacementIndex};
+use agentvm::scheduler::{
+    Heartbeat, Liveness, NodeRegistration, RedbSchedulerStore, Resources, Sandbox, SandboxStatus,
+    Scheduler, SchedulerConfig, SchedulerStore,
+};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "agentvm-test/busybox:latest";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Process cpu time (user + system), from `/proc/self/stat` (USER_HZ = 100 ticks/s).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime");
+    Duration::from_millis(ticks * 10)
+}
+
+fn store() -> (tempfile::TempDir, Arc<RedbSchedulerStore>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = redb::Database::create(dir.path().join("fleet.redb")).expect("redb");
+    let store = RedbSchedulerStore::open(Arc::new(db)).expect("store");
+    (dir, Arc::new(store))
+}
+
+fn images() -> Vec<String> {
+    vec![IMAGE.to_string(), "python:3.11".to_string()]
+}
+
+async fn heartbeats(n: usize, seconds: u64) {
+    let (_dir, store) = store();
+    let config = SchedulerConfig {
+        background: false,
+        docker_timeout: Duration::from_millis(200),
+        ..SchedulerConfig::default()
+    };
+    let s = Scheduler::builder()
+        .store(store)
+        .config(config)
+        .open()
+        .await
+        .expect("scheduler");
+    let t = Instant::now();
+    for i in 0..n {
+        let mut reg = NodeRegistration::new(
+            format!("node-{i:05}"),
+            "unix:///nonexistent/agentvm-fleet/docker.sock",
+        );
+        reg.liveness = Liveness::Heartbeat;
+        reg.total_cpu_cores = Some(16.0);
+        reg.total_memory_mb = Some(65_536);
+        reg.max_containers = 100;
+        reg.cached_images = Some(images());
+        s.register_node(reg).await.expect("register");
+    }
+    let registered = t.elapsed();
+    let beats: Vec<Heartbeat> = (0..n)
+        .map(|i| Heartbeat {
+            node_id: format!("node-{i:05}"),
+            container_id: None,
+            timestamp: None,
+            cached_images: Some(images()),
+        })
+        .collect();
+    // One round first, untimed: it turns every node online (registration could not reach the
+    // made-up Docker endpoint), which publishes a status event per node.
+    for hb in &beats {
+        s.heartbeat(hb.clone()).await.expect("heartbeat");
+    }
+    // The same window idle, to subtract the runtime's own ticking.
+    let window = Duration::from_secs(seconds);
+    let tick = Duration::from_millis(10);
+    let ticks = window.as_millis() / tick.as_millis();
+    let per_tick = n as f64 * tick.as_secs_f64() / 5.0;
+    let idle = {
+        let c = cpu_time();
+        let mut iv = tokio::time::interval(tick);
+        for _ in 0..ticks {
+            iv.tick().await;
+        }
+        cpu_time() - c
+    };
+    let c = cpu_time();
+    let start = Instant::now();
+    let mut iv = tokio::time::interval(tick);
+    let (mut sent, mut due, mut next) = (0usize, 0.0f64, 0usize);
+    for _ in 0..ticks {
+        iv.tick().await;
+        due += per_tick;
+        while (sent as f64) < due {
+            let hb = beats[next].clone();
+            next = (next + 1) % n;
+            s.heartbeat(hb).await.expect("heartbeat");
+            sent += 1;
+        }
+    }
+    let wall = start.elapsed();
+    let busy = (cpu_time() - c).saturating_sub(idle);
+    let online = s
+        .list_nodes()
+        .iter()
+        .filter(|n| n.status == agentvm::scheduler::NodeStatus::Online)
+        .count();
+    println!(
+        "fleet/{n} heartbeats: {sent} in {:.1} s ({:.0}/s, each node every 5 s), {online} online; \
+         server cpu {:.2}% of one core ({} ms, idle {} ms subtracted), {:.1} µs per heartbeat, \
+         {:.3} ms cpu per node per minute (registration of {n} took {:.1} s)",
+        wall.as_secs_f64(),
+        sent as f64 / wall.as_secs_f64(),
+        100.0 * busy.as_secs_f64() / wall.as_secs_f64(),
+        busy.as_millis(),
+        idle.as_millis(),
+        busy.as_secs_f64() * 1e6 / sent.max(1) as f64,
+        busy.as_secs_f64() * 1e3 / n as f64 * 60.0 / wall.as_secs_f64(),
+        registered.as_secs_f64(),
+    );
+}
+
+fn record(k: usize, node_id: &str) -> Sandbox {
+    let now = 1_700_000_000_000;
+    Sandbox {
+        id: format!("sbx_fleet_{k:08}"),
+        template_id: "busybox".into(),
+        docker_image: IMAGE.into(),
+        node_id: node_id.into(),
+        docker_container_id: None,
+        docker_container_name: format!("agentvm-sbx_fleet_{k:08}"),
+        status: SandboxStatus::Creating,
+        resources: Resources {
+            cpu_cores: 0.5,
+            memory_mb: 512,
+            disk_mb: None,
+            pids_limit: 256,
+        },
+        env: BTreeMap::new(),
+        user: "1000:1000".into(),
+        uid_gid: None,
+        workdir: "/workspace".into(),
+        network: "none".into(),
+        read_only_root: true,
+        owner: None,
+        warm: false,
+        lifetime_s: 600,
+        idle_timeout_s: None,
+        expires_at: now + 600_000,
+        created_at: now,
+        ready_at: None,
+        last_activity_at: now,
+        executor_url: None,
+        termination: None,
+    }
+}
+
+async fn placements(n: usize, rate: u64, seconds: u64) {
+    let (_dir, store) = store();
+    let mut index = PlacementIndex::new();
+    for i in 0..n {
+        index.upsert(
+            &format!("node-{i:05}"),
+            NodeState {
+                schedulable: true,
+                total_cpu_millis: 16_000,
+                total_memory_mb: 65_536,
+                max_containers: 100,
+                allocated_cpu_millis: 0,
+                allocated_memory_mb: 0,
+                running: 0,
+                in_flight_cpu_millis: 0,
+                in_flight_memory_mb: 0,
+                in_flight: 0,
+                images: if i % 2 == 0 { images() } else { Vec::new() },
+            },
+        );
+    }
+    let index = Arc::new(Mutex::new(index));
+    let demand = Demand {
+        cpu_millis: 500,
+        memory_mb: 512,
+        image: IMAGE,
+    };
+    // The durable writer: one redb commit per record, in arrival order.
+    let (tx, rx) = std::sync::mpsc::channel::<(Sandbox, Instant)>();
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut done = 0u64;
+            let mut last = None;
+            let mut worst = Duration::ZERO;
+            for (r, queued) in rx {
+                store.put_sandbox(&r).expect("durable put");
+                done += 1;
+                last = Some(Instant::now());
+                worst = worst.max(queued.elapsed());
+            }
+            (done, last, worst)
+        })
+    };
+    let lat = Arc::new(Mutex::new(Vec::<Duration>::with_capacity(
+        (rate * seconds) as usize,
+    )));
+    let total = (rate * seconds) as usize;
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for k in 0..total {
+        let due = start + Duration::from_secs_f64(k as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let (index, lat, tx) = (index.clone(), lat.clone(), tx.clone());
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let node = {
+                let mut ix = index.lock().expect("index");
+                let node = ix.place(&demand).expect("room").to_string();
+                ix.update(&node, |s| {
+                    s.in_flight += 1;
+                    s.in_flight_cpu_millis += demand.cpu_millis;
+                    s.in_flight_memory_mb += demand.memory_mb;
+                });
+                node
+            };
+            lat.lock().expect("lat").push(t.elapsed());
+            tx.send((record(k, &node), Instant::now())).expect("writer");
+            // The fake engine: create + start.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            index.lock().expect("index").update(&node, |s| {
+                s.in_flight -= 1;
+                s.in_flight_cpu_millis -= demand.cpu_millis;
+                s.in_flight_memory_mb -= demand.memory_mb;
+                s.running += 1;
+                s.allocated_cpu_millis += demand.cpu_millis;
+                s.allocated_memory_mb += demand.memory_mb;
+            });
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            index.lock().expect("index").update(&node, |s| {
+                s.running -= 1;
+                s.allocated_cpu_millis -= demand.cpu_millis;
+                s.allocated_memory_mb -= demand.memory_mb;
+            });
+        }));
+    }
+    let offered_for = start.elapsed();
+    drop(tx);
+    let (durable, last, worst_queue) = tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .expect("join")
+        .expect("writer");
+    let durable_for = last.map(|l| l - start).unwrap_or_default();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let mut lat = lat.lock().expect("lat").clone();
+    lat.sort();
+    let p = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+    println!(
+        "fleet/{n} placements: offered {total} at {rate}/s over {:.2} s; placement p50 {:?} p99 {:?} \
+         max {:?}; {durable} durable records (redb, one commit each) in {:.2} s = {:.0} durable \
+         placements/s (longest wait for the writer {:?})",
+        offered_for.as_secs_f64(),
+        p(0.5),
+        p(0.99),
+        lat[lat.len() - 1],
+        durable_for.as_secs_f64(),
+        durable as f64 / durable_for.as_secs_f64(),
+        worst_queue,
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is taken from the command line.
+    let sizes: Vec<usize> = std::env::var("FLEET_NODES")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let rate = env_or("FLEET_RATE", 5_000u64);
+    let seconds = env_or("FLEET_SECONDS", 5u64);
+    let hb_seconds = env_or("FLEET_HB_SECONDS", 10u64);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "fleet simulator: one process, one scheduler, {} cpus online, no Docker (see the file's docs)",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    for n in sizes {
+        rt.block_on(heartbeats(n, hb_seconds));
+        rt.block_on(placements(n, rate, seconds));
+    }
+}
