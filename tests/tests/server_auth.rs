@@ -232,6 +232,31 @@ async fn out_of_scope_requests_are_refused_and_tenants_never_see_each_other() {
 }
 
 #[tokio::test]
+async fn metrics_need_a_token_for_all_containers_when_auth_is_on() {
+    let s = auth_server().await;
+    let (tenant, _) = token(&s, Some(vec!["c-a"]));
+    let (operator, _) = token(&s, None);
+    let get = |t: String| async move {
+        http(
+            s.addr,
+            "GET",
+            "/metrics",
+            &[("Authorization", &format!("Bearer {t}"))],
+            None,
+        )
+        .await
+    };
+    assert_eq!(http(s.addr, "GET", "/metrics", &[], None).await.0, 401);
+    let (status, body) = get(tenant).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("needs a token for all containers"), "{body}");
+    assert!(!body.contains("agentvm_"), "no counter leaks: {body}");
+    let (status, body) = get(operator).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("agentvm_build_info"), "{body}");
+}
+
+#[tokio::test]
 async fn a_non_loopback_bind_turns_auth_on() {
     let dir = tempfile::tempdir().unwrap();
     let vm = agentvm::AgentVm::builder()

@@ -4,6 +4,7 @@ use super::{rest, ServerState};
 use crate::channel::codec;
 use crate::connection::{serve, Admission};
 use crate::error::{Error, ErrorKind};
+use crate::runtime::Scope;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -187,8 +188,20 @@ async fn metrics(
     headers: HeaderMap,
     Query(q): Query<TokenQuery>,
 ) -> Response {
-    if let Err(e) = state.authorize(presented_token(&headers, &q).as_deref()) {
-        return error_response(&e);
+    // Server-wide counters: with auth on, only a token for all containers may read them.
+    match state.authorize(presented_token(&headers, &q).as_deref()) {
+        Err(e) => return error_response(&e),
+        Ok((scope, _))
+            if state
+                .require_auth
+                .load(std::sync::atomic::Ordering::Relaxed)
+                && scope != Scope::All =>
+        {
+            return error_response(&Error::Unauthorized(
+                "/metrics is server-wide: it needs a token for all containers".into(),
+            ));
+        }
+        Ok(_) => {}
     }
     let mut extra: String = state
         .vm
