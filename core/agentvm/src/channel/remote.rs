@@ -290,19 +290,29 @@ fn subscribe_frame(session_id: &str, after: Option<u64>) -> String {
 #[async_trait]
 impl Runtime for RemoteRuntime {
     async fn request(&self, command: Command) -> Result<Response> {
-        self.wait_connected().await?;
         let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let request_id = format!("req_{}_{n}", now_ms());
-        let (tx, rx) = oneshot::channel();
-        lock(&self.shared.pending).insert(request_id.clone(), tx);
         let type_name = command.type_name();
-        if !self.send_frame(codec::encode_request(&command, &request_id)) {
+        let frame = codec::encode_request(&command, &request_id);
+        let deadline = tokio::time::Instant::now() + self.shared.options.request_timeout;
+        let rx = loop {
+            self.wait_connected().await?;
+            let (tx, rx) = oneshot::channel();
+            lock(&self.shared.pending).insert(request_id.clone(), tx);
+            if self.send_frame(frame.clone()) {
+                break rx;
+            }
+            // The connection went down between the check and the send: nothing reached the
+            // server, so the request waits for the next connection (failover) and is sent there.
             lock(&self.shared.pending).remove(&request_id);
-            return Err(Error::unavailable(format!(
-                "connection to {} lost before sending {type_name}",
-                self.shared.url()
-            )));
-        }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::unavailable(format!(
+                    "connection to {} lost before sending {type_name}",
+                    self.shared.url()
+                )));
+            }
+            tokio::task::yield_now().await;
+        };
         let payload = match tokio::time::timeout(self.shared.options.request_timeout, rx).await {
             Ok(Ok(p)) => p,
             Ok(Err(_)) => {
@@ -525,7 +535,6 @@ async fn run_connection(
     ws: Ws,
     close_rx: &mut watch::Receiver<bool>,
 ) -> Option<String> {
-    let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
     // Re-join every session from the last cursor received.
     let sessions: Vec<(String, Option<u64>)> = lock(&shared.sessions)
@@ -538,6 +547,22 @@ async fn run_connection(
     *lock(&shared.sender) = Some(tx.clone());
     let _ = shared.connected.send_replace(true);
     publish_state(shared, "connected", None, None, Some(shared.url()));
+    let why = serve_connection(shared, ws, tx, &mut rx, close_rx).await;
+    // Marked down before the receiver goes: a request that finds no live sender then waits
+    // for the next connection instead of seeing a connection that is "up" but cannot send.
+    let _ = shared.connected.send_replace(false);
+    *lock(&shared.sender) = None;
+    why
+}
+
+async fn serve_connection(
+    shared: &Arc<Shared>,
+    ws: Ws,
+    tx: mpsc::UnboundedSender<Message>,
+    rx: &mut mpsc::UnboundedReceiver<Message>,
+    close_rx: &mut watch::Receiver<bool>,
+) -> Option<String> {
+    let (mut sink, mut stream) = ws.split();
     loop {
         tokio::select! {
             _ = async { let _ = close_rx.wait_for(|c| *c).await; } => {
