@@ -376,8 +376,12 @@ export declare class AgentVm {
     destroyAll(containerId: string): Promise<void>
   }
   readonly tokens: {
-    /** Creates an access token for server clients (`token_create`: needs operator rights on a server). */
-    create(options?: { containerIds?: string[] }): Promise<string>
+    /**
+     * Creates an access token for server clients (`token_create`: needs operator rights on a
+     * server): for `containerIds`, or for every container with `all: true` (over a server, that
+     * needs an operator token).
+     */
+    create(options: { containerIds: string[] } | { all: true }): Promise<string>
   }
   /**
    * Sends any command (`type` with or without the `_request` suffix; docs/commands.md) and

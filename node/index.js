@@ -263,7 +263,7 @@ const COMMANDS = {
     destroyAll: ['agent_destroy_all', id('containerId'), null],
   },
   tokens: {
-    create: ['token_create', (o = {}) => ({ containers: o.containerIds ?? null }), 'token'],
+    create: ['token_create', (o = {}) => (o.all ? { all: true } : { containers: o.containerIds ?? null }), 'token'],
   },
 }
 

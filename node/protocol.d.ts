@@ -2404,7 +2404,13 @@ export interface TlsFiles {
 
 /** `token_create_request`. Operator only. */
 export interface TokenCreateRequest {
-  /** The containers the token may use; absent or `null`: all (an operator token). */
+  /**
+   * An operator token, for every container: said explicitly, never implied by a missing
+   * `containers`. Over a server it needs an operator token (a client without one, on a
+   * loopback server with auth off, cannot mint it).
+   */
+  all?: boolean;
+  /** The containers the token may use. Give either these or `all`. */
   containers?: string[] | null;
 }
 

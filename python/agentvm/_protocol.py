@@ -3109,7 +3109,12 @@ class TlsFiles(TypedDict):
 class TokenCreateRequest(TypedDict):
     """`token_create_request`. Operator only."""
 
-    #: The containers the token may use; absent or `null`: all (an operator token).
+    #: An operator token, for every container: said explicitly, never implied by a missing
+    #: `containers`. Over a server it needs an operator token (a client without one, on a
+    #: loopback server with auth off, cannot mint it).
+    all: NotRequired[bool]
+
+    #: The containers the token may use. Give either these or `all`.
     containers: NotRequired[Optional[list[str]]]
 
 

@@ -414,15 +414,17 @@ class AgentVm:
         served = await self.native.serve(json.dumps({"addr": f"{host}:{port}", "auth": auth}))
         return Server(self.native, served)
 
-    def create_token(self, containers: Optional[builtins.list[str]] = None) -> str:
-        """Creates an access token for ``containers`` (None: all); shown once. Local
-        runtimes only."""
+    def create_token(
+        self, containers: Optional[builtins.list[str]] = None, *, all: bool = False
+    ) -> str:
+        """Creates an access token for ``containers``, or for every container with
+        ``all=True`` (said explicitly); shown once. Local runtimes only."""
         if not self.native.is_local:
             raise _native.InvalidInputError(
                 "create_token needs a local runtime (agentvm.open), not a connected one"
             )
-        # `containers` is sent even when None: null asks for an operator token.
-        command = {"type": "token_create_request", "data": {"containers": containers}}
+        data: dict[str, object] = {"all": True} if all else {"containers": containers}
+        command = {"type": "token_create_request", "data": data}
         return _native.run_blocking(self.native.request(command))["token"]  # type: ignore[no-any-return]
 
     async def close(self) -> None:

@@ -136,3 +136,9 @@ def test_a_failed_turn_raises_the_kind_the_core_put_on_the_event() -> None:
     assert e.value.error_code == "rate_limit"
     done = Reply()
     assert done.feed({"type": "conversation_end", "data": {"reason": "interrupted"}})
+
+
+async def test_create_token_says_which_containers_or_all(vm: agentvm.AgentVm) -> None:
+    with pytest.raises(agentvm.InvalidInputError, match="say which containers"):
+        vm.create_token()
+    assert vm.create_token(all=True).startswith("avm_")

@@ -335,3 +335,61 @@ async fn revoking_a_token_closes_its_open_connections_with_1008() {
     let r = operator.request("container_list_request", json!({})).await;
     assert!(r["data"]["error"].is_null(), "{r}");
 }
+
+#[tokio::test]
+async fn a_token_for_every_container_is_asked_for_explicitly_and_only_by_a_token_holder() {
+    // A loopback server with auth off: every client is an operator, but none without a token
+    // may mint a token for every container (it would open the server once auth is on).
+    let s = TestServer::start().await;
+    let mut c = WsClient::connect(&s.ws_url()).await;
+    let r = c.request("token_create_request", json!({})).await;
+    assert_eq!(r["data"]["errorKind"], "invalid_input", "{r}");
+    assert!(
+        r["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("say which containers the token may use"),
+        "{r}"
+    );
+    let r = c
+        .request("token_create_request", json!({"all": true}))
+        .await;
+    assert_eq!(r["data"]["errorKind"], "unauthorized", "{r}");
+    assert!(
+        r["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("agentvm-server token create --all"),
+        "{r}"
+    );
+    let (status, body) = http(s.addr, "POST", "/v1/tokens", &[], Some(r#"{"all":true}"#)).await;
+    assert_eq!(status, 401, "{body}");
+    // Scoped tokens are still made by anyone the server lets in.
+    let r = c
+        .request("token_create_request", json!({"containers": ["a"]}))
+        .await;
+    assert!(
+        r["data"]["token"].as_str().unwrap().starts_with("avm_"),
+        "{r}"
+    );
+    assert!(s.vm.store().list_tokens().unwrap().len() == 1);
+
+    // With an operator token, `all: true` mints one.
+    let (op, _) = token(&s, None);
+    let mut o = WsClient::try_connect(&s.ws_url(), Some(&op)).await.unwrap();
+    let r = o
+        .request("token_create_request", json!({"all": true}))
+        .await;
+    assert!(
+        r["data"]["token"].as_str().unwrap().starts_with("avm_"),
+        "{r}"
+    );
+    assert!(r["data"]["containers"].is_null(), "{r}");
+    let r = o
+        .request(
+            "token_create_request",
+            json!({"all": true, "containers": ["a"]}),
+        )
+        .await;
+    assert_eq!(r["data"]["errorKind"], "invalid_input", "{r}");
+}

@@ -235,9 +235,14 @@ fn commands() -> Vec<Command> {
         .into(),
         TokenCreateRequest {
             containers: Some(vec!["user-alice".into()]),
+            all: false,
         }
         .into(),
-        TokenCreateRequest { containers: None }.into(),
+        TokenCreateRequest {
+            containers: None,
+            all: true,
+        }
+        .into(),
     ]
 }
 

@@ -773,9 +773,14 @@ pub struct TokenInfo {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenCreateRequest {
-    /// The containers the token may use; absent or `null`: all (an operator token).
+    /// The containers the token may use. Give either these or `all`.
     #[serde(default)]
     pub containers: Option<Vec<String>>,
+    /// An operator token, for every container: said explicitly, never implied by a missing
+    /// `containers`. Over a server it needs an operator token (a client without one, on a
+    /// loopback server with auth off, cannot mint it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
 }
 
 /// `token_create_response`.

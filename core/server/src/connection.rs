@@ -769,7 +769,19 @@ pub(crate) struct ConnectionHook {
 }
 
 impl RequestHook for ConnectionHook {
-    fn on_request(&self, _caller: &Caller, command: &Command) -> Result<()> {
+    fn on_request(&self, caller: &Caller, command: &Command) -> Result<()> {
+        // With auth off every client is an operator, but a token for every container outlives
+        // that: it would open the server once auth is on. Only a token holder mints one.
+        if let Command::TokenCreate(r) = command {
+            if r.all && caller.token_id.is_none() {
+                return Err(Error::Unauthorized(
+                    "a token for all containers is created with an operator token \
+                     (Authorization: Bearer ...), or on the server's machine with \
+                     `agentvm-server token create --all`"
+                        .into(),
+                ));
+            }
+        }
         match self.state.handler() {
             Some(h) => h.on_request(&self.info, command),
             None => Ok(()),

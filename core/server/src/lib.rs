@@ -6,6 +6,7 @@
 //! is this crate with a command line around it.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod admin_socket;
 pub mod cluster;
 mod connection;
 mod exec_stream;
@@ -386,6 +387,18 @@ impl ServerManager {
         *self.task.lock().await = Some(task);
         tracing::info!(%local, auth = state.require_auth.load(Ordering::Relaxed), "agentvm listening (WebSocket at /ws)");
         Ok(())
+    }
+
+    /// Serves the operator socket at `path` (normally [`admin_socket::ADMIN_SOCKET`] in the
+    /// data dir) until the server stops: commands with all-containers rights for whoever may
+    /// open the file (mode 0600). `Conflict` when another server answers there.
+    pub async fn serve_admin_socket(&self, path: impl Into<std::path::PathBuf>) -> Result<()> {
+        admin_socket::serve(
+            self.state.clone(),
+            path.into(),
+            self.shutdown_tx.subscribe(),
+        )
+        .await
     }
 
     /// Stops accepting and closes every connection (`1001 server shutting down`), leaving the

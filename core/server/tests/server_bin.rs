@@ -228,17 +228,34 @@ async fn token_cli_scopes_and_revokes() {
         rt.containers().create("c").await.unwrap_err().kind(),
         ErrorKind::Unauthorized
     );
-    // While the server runs, the CLI cannot open the database and says what to do.
+    // While the server runs, the CLI works through the server's operator socket: a token
+    // created now works at once, and a revoke closes the connections that use the token.
     let out = Command::new(BIN)
-        .args(["token", "revoke", &id, "--data-dir"])
+        .args(["token", "create", "--containers", "z", "--data-dir"])
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("POST /v1/tokens"));
-    drop(rt);
-    sigterm(&server.child);
-    assert!(wait_exit(&mut server.child, Duration::from_secs(10)).success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("through the running server"));
+    let live = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let z = connect(&server.url, ConnectOptions::with_token(&live))
+        .await
+        .unwrap();
+    z.containers().create("z").await.unwrap();
+    let out = Command::new(BIN)
+        .args(["token", "list", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        listing.contains("active\ta,b") && listing.contains("active\tz"),
+        "{listing}"
+    );
     let out = Command::new(BIN)
         .args(["token", "revoke", &id, "--data-dir"])
         .arg(dir.path())
@@ -249,11 +266,96 @@ async fn token_cli_scopes_and_revokes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let e = rt.containers().list().await.unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::Unauthorized | ErrorKind::Unavailable),
+        "the revoked token's connection is closed: {e}"
+    );
+    let out = Command::new(BIN)
+        .args(["token", "revoke", "tok_nope", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Token not found: tok_nope"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(rt);
+    drop(z);
+    sigterm(&server.child);
+    assert!(wait_exit(&mut server.child, Duration::from_secs(10)).success());
+    assert!(
+        !dir.path().join("agentvm.sock").exists(),
+        "the operator socket goes with the server"
+    );
     let mut server = start(dir.path(), &["--require-auth"]);
     let e = connect(&server.url, ConnectOptions::with_token(&token))
         .await
         .unwrap_err();
     assert!(e.to_string().contains("revoked"), "{e}");
+    sigterm(&server.child);
+    assert!(wait_exit(&mut server.child, Duration::from_secs(10)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_token_is_printed_once_on_a_server_that_needs_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |dir: &Path| {
+        let child = Command::new(BIN)
+            .args([
+                "serve",
+                "--port",
+                "0",
+                "--require-auth",
+                "--bootstrap-token",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .env("LLM_PROVIDER", "mock")
+            .env("AGENTVM_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Owned at once: a failed assertion below still kills and reaps it.
+        let mut server = Server {
+            child,
+            url: String::new(),
+        };
+        let mut lines = BufReader::new(server.child.stdout.take().unwrap()).lines();
+        let mut before = Vec::new();
+        loop {
+            let line = lines.next().expect("a listening line").unwrap();
+            if line.contains("listening on") {
+                let addr = line
+                    .split("http://")
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next())
+                    .unwrap()
+                    .to_string();
+                server.url = format!("ws://{addr}/ws");
+                return (server, before);
+            }
+            before.push(line);
+        }
+    };
+    let (mut server, printed) = run(dir.path());
+    assert_eq!(printed.len(), 1, "{printed:?}");
+    let token = printed[0].split_whitespace().last().unwrap().to_string();
+    assert!(token.starts_with("avm_"), "{printed:?}");
+    // It is an operator token: it may create tokens for every container.
+    let rt = connect(&server.url, ConnectOptions::with_token(&token))
+        .await
+        .unwrap();
+    rt.containers().create("anything").await.unwrap();
+    drop(rt);
+    sigterm(&server.child);
+    assert!(wait_exit(&mut server.child, Duration::from_secs(10)).success());
+    // A store that holds a token gets no second one.
+    let (mut server, printed) = run(dir.path());
+    assert!(printed.is_empty(), "{printed:?}");
     sigterm(&server.child);
     assert!(wait_exit(&mut server.child, Duration::from_secs(10)).success());
 }

@@ -23,6 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
+    #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
     /// Run the node side of runtime-node registration: register this Docker engine with a
     /// control plane and heartbeat until stopped.
@@ -44,12 +45,31 @@ enum Command {
     },
 }
 
+/// What `serve --help` adds after the flags: the environment and the config file.
+const SERVE_HELP: &str = "\
+Environment:
+  LLM_PROVIDER          anthropic, openai or mock (no provider: agents answer with an error)
+  LLM_PROVIDER_KEY      the API key (alias LLM_API_KEY); required for anthropic
+  LLM_PROVIDER_URL      the base URL (default: the provider's public API; /v1 is added)
+  LLM_PROVIDER_MODEL    the model when an image names none (anthropic: claude-sonnet-4-20250514;
+                        openai: the first model the server's /v1/models lists)
+  LLM_MAX_RETRIES       retries of a failed LLM request (default 2)
+  LLM_TIMEOUT_SECS      wait for response headers, and the longest silence in a stream (600)
+  AGENTVM_LOG           log filter, e.g. info, debug, agentvm_server=debug (default info)
+  AGENTVM_DATA_DIR, AGENTVM_STORE, AGENTVM_ADVERTISE_URL, AGENTVM_SERVER_ID: as the flags
+
+Config file (--config agentvm.toml; flags and environment win; see agentvm.example.toml):
+  host, port, data_dir, store, require_auth, docker = [..], max_frame_bytes,
+  max_connections, request_timeout_ms, shutdown_grace_ms, send_timeout_ms, header_timeout_ms,
+  max_subscriptions, max_requests_in_flight, [llm] provider/key/url/model,
+  [cluster] advertise_url/server_id/lease_ttl_ms";
+
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to bind. A non-loopback address turns authentication on.
+    /// Address to bind (default 127.0.0.1). A non-loopback address turns authentication on.
     #[arg(long)]
     host: Option<String>,
-    /// Port to bind (0 picks a free one).
+    /// Port to bind (default 8080; 0 picks a free one).
     #[arg(long)]
     port: Option<u16>,
     /// Where agentvm.redb and the workdirs live (default ~/.agentvm).
@@ -74,6 +94,10 @@ struct ServeArgs {
     /// confined to each image's workdir. Off by default: bash on the host is not a sandbox.
     #[arg(long)]
     local_tools: bool,
+    /// When authentication is on and the store holds no active token, create one token for
+    /// all containers and print it once on stdout (the first start of a public server).
+    #[arg(long)]
+    bootstrap_token: bool,
     /// Join a cluster of servers sharing the `--store` PostgreSQL database: each container is
     /// served by one server at a time, through a lease (docs/cluster.md).
     #[arg(long)]
@@ -212,9 +236,12 @@ fn llm_driver(file: &LlmFileConfig) -> Result<Option<Arc<dyn LlmDriver>>, String
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTVM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never in a log file or a journal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 
@@ -372,12 +399,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(v) = file.max_requests_in_flight {
         config.max_requests_in_flight = v;
     }
+    let config_auth = config.auth;
     let server = ServerManager::new(vm.clone(), config);
     // Bound before the cluster is joined (the advertised URL defaults to the bound address),
     // served after it (no request may reach a container before the lease gate is in place).
     let listener = tokio::net::TcpListener::bind((host.as_str(), port))
         .await
-        .map_err(|e| format!("cannot listen on {host}:{port}: {e}"))?;
+        .map_err(|e| bind_error(&host, port, &e))?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("the bound address: {e}"))?;
@@ -406,7 +434,20 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     } else {
         None
     };
+    let auth_on = match config_auth {
+        AuthMode::Required => true,
+        AuthMode::Disabled => false,
+        AuthMode::Auto => !addr.ip().is_loopback(),
+    };
+    if args.bootstrap_token {
+        bootstrap_token(&vm, auth_on)?;
+    }
     server.serve(listener).await.map_err(|e| e.chain())?;
+    // `agentvm-server token ...` reaches a running server through this socket.
+    let socket = data_dir.join(agentvm_server::admin_socket::ADMIN_SOCKET);
+    if let Err(e) = server.serve_admin_socket(&socket).await {
+        tracing::warn!(error = %e.chain(), "no operator socket: `agentvm-server token` works only while the server is stopped");
+    }
     // Catch SIGTERM before announcing the address: a script that stops the server as soon as
     // it reads the line must get a clean shutdown, not the default action of the signal.
     let shutdown = shutdown_signal();
@@ -478,28 +519,34 @@ async fn token(
     data_dir: PathBuf,
     store_url: Option<String>,
 ) -> Result<(), String> {
+    if let TokenCommand::Create { containers, all } = &command {
+        if !*all && containers.is_empty() {
+            return Err(
+                "say which containers the token may use (--containers a,b) or --all".into(),
+            );
+        }
+    }
     let store: Arc<dyn Store> = match store_url {
         Some(url) => open_store(&url).await?.0,
         None => {
             let path = data_dir.join("agentvm.redb");
-            Arc::new(RedbStore::open(&path).map_err(|e| {
-                format!("{}. If the server is running on this data dir, manage tokens through its API instead (POST /v1/tokens).", e.chain())
-            })?)
+            match RedbStore::open(&path) {
+                Ok(store) => Arc::new(store),
+                Err(e) => {
+                    // The server holds the file: ask it, over its operator socket.
+                    let socket = data_dir.join(agentvm_server::admin_socket::ADMIN_SOCKET);
+                    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                        return token_through_server(command, &socket).await;
+                    }
+                    return Err(e.chain());
+                }
+            }
         }
     };
     let store = &*store;
     match command {
         TokenCommand::Create { containers, all } => {
-            let scope = if all || containers.is_empty() {
-                if !all {
-                    return Err(
-                        "say which containers the token may use (--containers a,b) or --all".into(),
-                    );
-                }
-                None
-            } else {
-                Some(containers)
-            };
+            let scope = if all { None } else { Some(containers) };
             let (token, record) =
                 agentvm::auth::create_token(store, scope).map_err(|e| e.to_string())?;
             eprintln!(
@@ -532,9 +579,169 @@ async fn token(
     Ok(())
 }
 
+/// One line naming the address, with what to do about the usual causes.
+fn bind_error(host: &str, port: u16, e: &std::io::Error) -> String {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            " (another process listens there, perhaps another agentvm-server: stop it or pick another --port)"
+        }
+        std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges: pick another --port)",
+        std::io::ErrorKind::AddrNotAvailable => " (this machine has no such address: check --host)",
+        _ => "",
+    };
+    format!("cannot listen on {host}:{port}: {e}{hint}")
+}
+
+/// `--bootstrap-token`: the first token of a server that needs one and has none.
+fn bootstrap_token(vm: &AgentVm, auth_on: bool) -> Result<(), String> {
+    if !auth_on {
+        tracing::info!(
+            "--bootstrap-token: authentication is off on this address; no token created"
+        );
+        return Ok(());
+    }
+    let store = vm.store();
+    let active = store
+        .list_tokens()
+        .map_err(|e| e.chain())?
+        .iter()
+        .any(|t| t.revoked_at.is_none());
+    if active {
+        tracing::info!("--bootstrap-token: the store already holds a token; none created");
+        return Ok(());
+    }
+    let (token, record) = agentvm::auth::create_token(&**store, None).map_err(|e| e.chain())?;
+    tracing::warn!(id = %record.id, "--bootstrap-token: created a token for all containers; it is printed once");
+    println!("agentvm-server bootstrap token (all containers, shown once): {token}");
+    Ok(())
+}
+
+/// The token commands through a running server's operator socket.
+async fn token_through_server(
+    command: TokenCommand,
+    socket: &std::path::Path,
+) -> Result<(), String> {
+    let (type_name, data) = match &command {
+        TokenCommand::Create { containers, all } => (
+            "token_create_request",
+            if *all {
+                serde_json::json!({ "all": true })
+            } else {
+                serde_json::json!({ "containers": containers })
+            },
+        ),
+        TokenCommand::List => ("token_list_request", serde_json::json!({})),
+        TokenCommand::Revoke { id } => {
+            ("token_revoke_request", serde_json::json!({ "tokenId": id }))
+        }
+    };
+    let frame = serde_json::json!({ "type": type_name, "data": data });
+    let answer = agentvm_server::admin_socket::request(socket, &frame)
+        .await
+        .map_err(|e| e.chain())?;
+    let data = &answer["data"];
+    if let Some(error) = data["error"].as_str() {
+        return Err(error.to_string());
+    }
+    let containers = |v: &serde_json::Value| -> Option<Vec<String>> {
+        v.as_array().map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect()
+        })
+    };
+    match command {
+        TokenCommand::Create { .. } => {
+            eprintln!(
+                "created {} for {} (through the running server)",
+                data["id"].as_str().unwrap_or("?"),
+                scope_text(&containers(&data["containers"]))
+            );
+            println!("{}", data["token"].as_str().unwrap_or_default());
+        }
+        TokenCommand::List => {
+            for t in data["tokens"].as_array().into_iter().flatten() {
+                let state = if t["revokedAt"].is_null() {
+                    "active"
+                } else {
+                    "revoked"
+                };
+                println!(
+                    "{}\t{}\t{}",
+                    t["id"].as_str().unwrap_or("?"),
+                    state,
+                    scope_text(&containers(&t["containers"]))
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => println!("revoked {id}"),
+    }
+    Ok(())
+}
+
 fn scope_text(containers: &Option<Vec<String>>) -> String {
     match containers {
         None => "all containers".into(),
         Some(c) => c.join(","),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_says_the_defaults() {
+        let file: FileConfig = toml::from_str(include_str!("../../../../agentvm.example.toml"))
+            .expect("agentvm.example.toml parses");
+        let defaults = ServerConfig::default();
+        assert_eq!(file.host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(file.port, Some(8080));
+        assert_eq!(file.max_frame_bytes, Some(defaults.max_frame_bytes));
+        assert_eq!(file.max_connections, Some(defaults.max_connections));
+        assert_eq!(
+            file.send_timeout_ms,
+            Some(defaults.send_timeout.as_millis() as u64)
+        );
+        assert_eq!(
+            file.header_timeout_ms,
+            Some(defaults.header_timeout.as_millis() as u64)
+        );
+        assert_eq!(file.max_subscriptions, Some(defaults.max_subscriptions));
+        assert_eq!(
+            file.max_requests_in_flight,
+            Some(defaults.max_requests_in_flight)
+        );
+        assert_eq!(
+            file.shutdown_grace_ms,
+            Some(defaults.shutdown_grace.as_millis() as u64)
+        );
+        assert_eq!(
+            file.request_timeout_ms,
+            Some(defaults.request_timeout.as_millis() as u64)
+        );
+        assert_eq!(
+            file.llm.model.as_deref(),
+            Some(agentvm::llm::config::DEFAULT_MODEL)
+        );
+        assert!(file.cluster.is_none(), "the example leaves the cluster off");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let e = toml::from_str::<FileConfig>("prot = 8080").expect_err("a typo is an error");
+        assert!(e.to_string().contains("prot"), "{e}");
+    }
+
+    #[test]
+    fn a_port_in_use_names_the_address_and_what_to_do() {
+        let e = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        let text = bind_error("127.0.0.1", 8080, &e);
+        assert!(
+            text.starts_with("cannot listen on 127.0.0.1:8080: "),
+            "{text}"
+        );
+        assert!(text.contains("--port"), "{text}");
+        assert_eq!(text.lines().count(), 1);
     }
 }

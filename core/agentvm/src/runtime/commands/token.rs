@@ -24,8 +24,21 @@ impl AgentVm {
         r: TokenCreateRequest,
     ) -> Result<TokenCreateResponse> {
         require_operator(scope, "token_create_request")?;
+        let containers = match (r.containers, r.all) {
+            (Some(_), true) => {
+                return Err(Error::invalid(
+                    "give either containers or all: true, not both",
+                ))
+            }
+            (None, false) => {
+                return Err(Error::invalid(
+                    "say which containers the token may use (containers: [..]) or all: true for every container",
+                ))
+            }
+            (containers, _) => containers,
+        };
         let (token, record) = self
-            .write(move |repo| crate::auth::create_token(repo, r.containers))
+            .write(move |repo| crate::auth::create_token(repo, containers))
             .await?;
         Ok(TokenCreateResponse {
             token,
