@@ -441,7 +441,8 @@ export type ExecRequest =
   | string
   | string[]
   | {
-      command?: string[]
+      /** An argv, or one string run with `/bin/sh -c`. */
+      command?: string | string[]
       code?: string
       language?: 'sh' | 'bash' | 'python' | 'node'
       env?: Record<string, string>

@@ -203,8 +203,8 @@ function fileContent(data) {
 
 /** The data of a sandbox_exec_request: a shell script, an argv, or a full request. */
 function execData(sandboxId, request) {
-  if (typeof request === 'string') return { sandboxId, command: ['/bin/sh', '-c', request] }
-  if (Array.isArray(request)) return { sandboxId, command: request }
+  // A string runs with /bin/sh -c: the core reads either form.
+  if (typeof request === 'string' || Array.isArray(request)) return { sandboxId, command: request }
   if (!request || typeof request !== 'object') {
     throw invalidInput('exec needs a shell string, an argv array or {command | code, ...}')
   }

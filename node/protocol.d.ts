@@ -218,6 +218,9 @@ export type Category =
   | "lifecycle"
   | "error";
 
+/** `command` in JSON: an argv array, or one string run with `/bin/sh -c`. */
+export type CommandLine = string[] | string;
+
 /** `connection_state`: The remote runtime's connection changed state (local to the remote runtime). */
 export interface ConnectionStateEvent {
   /** Its category. */
@@ -1664,8 +1667,11 @@ export interface SandboxExecOutputEventData {
 export interface SandboxExecRequest {
   /** Source code to run with `language`, instead of a command. */
   code?: string | null;
-  /** The argv to run (no shell unless you name one). */
-  command?: string[];
+  /**
+   * The argv to run (no shell unless you name one). In JSON also one string, run with
+   * `/bin/sh -c`.
+   */
+  command?: CommandLine;
   /** Extra environment of this exec. */
   env?: Record<string, string>;
   /**

@@ -38,6 +38,7 @@ __all__ = [
     "AssistantMessageEvent",
     "COMMANDS",
     "Category",
+    "CommandLine",
     "CommandName",
     "CommandSpec",
     "ConnectionStateEvent",
@@ -2196,8 +2197,9 @@ class SandboxExecRequest(TypedDict):
     #: Source code to run with `language`, instead of a command.
     code: NotRequired[Optional[str]]
 
-    #: The argv to run (no shell unless you name one).
-    command: NotRequired[list[str]]
+    #: The argv to run (no shell unless you name one). In JSON also one string, run with
+    #: `/bin/sh -c`.
+    command: NotRequired["CommandLine"]
 
     #: Extra environment of this exec.
     env: NotRequired[dict[str, str]]
@@ -3590,6 +3592,10 @@ Category: TypeAlias = Literal[
     "lifecycle",
     "error",
 ]
+
+
+#: `command` in JSON: an argv array, or one string run with `/bin/sh -c`.
+CommandLine: TypeAlias = Union[list[str], str]
 
 
 #: Message content: a string or an array of parts.

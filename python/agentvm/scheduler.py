@@ -68,10 +68,9 @@ def _exec_data(
     execution_id: Optional[str] = None,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {"sandboxId": sandbox_id}
-    if isinstance(command, str):
-        data["command"] = ["/bin/sh", "-c", command]
-    elif command is not None:
-        data["command"] = list(command)
+    if command is not None:
+        # A string runs with /bin/sh -c (the core reads either form).
+        data["command"] = command if isinstance(command, str) else list(command)
     if code is not None:
         data["code"] = code
     if language is not None:

@@ -95,6 +95,22 @@ async fn rest_exec_stream_files_and_errors() {
         (json!(0), json!("completed"))
     );
     let exec_id = last["id"].as_str().unwrap();
+    // One string is a shell line, as in every binding.
+    let text = c
+        .post(format!("{base}/v1/sandboxes/{id}/exec"))
+        .json(&json!({"command": "echo $((1+2)) | tr 3 x"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| serde_json::from_str::<Value>(l).unwrap()
+                == json!({"stream": "stdout", "data": "x\n"})),
+        "{text}"
+    );
     let stored: Value = c
         .get(format!("{base}/v1/executions/{exec_id}"))
         .send()
@@ -112,7 +128,7 @@ async fn rest_exec_stream_files_and_errors() {
         .json()
         .await
         .unwrap();
-    assert_eq!(listed.len(), 1);
+    assert_eq!(listed.len(), 2, "the argv exec and the shell line");
 
     // files
     let r = c
@@ -276,7 +292,7 @@ async fn rest_exec_stream_files_and_errors() {
         .json()
         .await
         .unwrap();
-    assert_eq!(m["executions"], 1);
+    assert_eq!(m["executions"], 2);
     assert!(containers_of(&local().await, s.instance()).await.is_empty());
 }
 

@@ -511,8 +511,14 @@ pub struct SandboxDeleteResponse {
 pub struct SandboxExecRequest {
     /// The sandbox.
     pub sandbox_id: String,
-    /// The argv to run (no shell unless you name one).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The argv to run (no shell unless you name one). In JSON also one string, run with
+    /// `/bin/sh -c`.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "argv_or_shell"
+    )]
+    #[cfg_attr(feature = "schema", schemars(with = "CommandLine"))]
     pub command: Vec<String>,
     /// Source code to run with `language`, instead of a command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -536,6 +542,43 @@ pub struct SandboxExecRequest {
     /// apart before the response arrives; one is made when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_id: Option<String>,
+}
+
+/// `command` in JSON: an argv array, or one string run with `/bin/sh -c`.
+#[cfg(feature = "schema")]
+#[derive(schemars::JsonSchema)]
+#[schemars(untagged)]
+#[allow(dead_code)]
+enum CommandLine {
+    /// The argv.
+    Argv(Vec<String>),
+    /// A shell command line.
+    Shell(String),
+}
+
+/// Reads `command`: an argv array as it is, a string as `["/bin/sh", "-c", line]`.
+fn argv_or_shell<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Argv;
+    impl<'de> serde::de::Visitor<'de> for Argv {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an argv array of strings, or one string run with /bin/sh -c")
+        }
+        fn visit_str<E: serde::de::Error>(self, line: &str) -> Result<Self::Value, E> {
+            Ok(vec!["/bin/sh".into(), "-c".into(), line.into()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut argv = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+            while let Some(arg) = seq.next_element::<String>()? {
+                argv.push(arg);
+            }
+            Ok(argv)
+        }
+    }
+    d.deserialize_any(Argv)
 }
 
 impl SandboxExecRequest {
@@ -858,6 +901,28 @@ mod tests {
             panic!("{c:?}")
         };
         assert_eq!(w.encoding, FileEncoding::Base64);
+    }
+
+    #[test]
+    fn exec_takes_an_argv_or_one_shell_line() {
+        let argv = |v: serde_json::Value| match Command::from_wire("sandbox_exec_request", v) {
+            Ok(Command::SandboxExec(e)) => Ok(e.command),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(
+            argv(json!({"sandboxId":"s","command":["echo","hi"]})).unwrap(),
+            ["echo", "hi"]
+        );
+        assert_eq!(
+            argv(json!({"sandboxId":"s","command":"echo hi | tr a-z A-Z"})).unwrap(),
+            ["/bin/sh", "-c", "echo hi | tr a-z A-Z"]
+        );
+        assert!(argv(json!({"sandboxId":"s"})).unwrap().is_empty());
+        let e = argv(json!({"sandboxId":"s","command":7})).unwrap_err();
+        assert!(e.contains("an argv array of strings, or one string"), "{e}");
+        let e = argv(json!({"sandboxId":"s","command":["a",1]})).unwrap_err();
+        assert!(e.contains("expected a string"), "{e}");
     }
 
     #[test]
