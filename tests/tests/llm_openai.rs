@@ -316,3 +316,61 @@ async fn tool_calls_through_the_runtime_send_back_tool_messages() {
         ]
     );
 }
+
+/// `LLM_PROVIDER=openai` without a model: the driver asks the server which model it serves
+/// (once), never sending another provider's model name; a server that lists none gets a clear
+/// error naming what to set.
+#[tokio::test]
+async fn without_a_model_the_server_is_asked_which_it_serves() {
+    let server = ReplayServer::start([
+        Reply::json(
+            200,
+            json!({"object": "list", "data": [{"id": "served-model", "object": "model"}]}),
+        ),
+        Reply::sse(fixture("openai/text.sse")),
+        Reply::sse(fixture("openai/text.sse")),
+    ])
+    .await;
+    let url = server.url();
+    let config = agentvm::llm::config::LlmConfig::from_vars(|k| match k {
+        "LLM_PROVIDER" => Some("openai".into()),
+        "LLM_PROVIDER_URL" => Some(url.clone()),
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!(config.model, None);
+    let driver = config.driver().unwrap();
+    assert_eq!(driver.default_model(), "");
+    for _ in 0..2 {
+        let events = collect(&*driver, request(driver.default_model(), "Hi")).await;
+        assert!(events.contains(&LlmEvent::MessageStop), "{events:?}");
+    }
+    let requests = server.requests();
+    let seen: Vec<_> = requests
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("GET", "/v1/models"),
+            ("POST", "/v1/chat/completions"),
+            ("POST", "/v1/chat/completions")
+        ]
+    );
+    assert_eq!(requests[1].json()["model"], "served-model");
+    assert_eq!(requests[2].json()["model"], "served-model");
+
+    let empty =
+        ReplayServer::start([Reply::json(200, json!({"object": "list", "data": []}))]).await;
+    let driver = agentvm::OpenAiDriver::new(agentvm_e2e::llm::settings(&empty.url()), "").unwrap();
+    let events = collect(&driver, request("", "Hi")).await;
+    match events.as_slice() {
+        [LlmEvent::Error { message, code }] => {
+            assert_eq!(code.as_deref(), Some("invalid_request"));
+            assert!(message.contains("/v1/models lists no model"), "{message}");
+            assert!(message.contains("LLM_PROVIDER_MODEL"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -230,7 +230,7 @@ fn driver(llm: Option<&LlmOption>) -> Result<Option<Arc<dyn LlmDriver>>> {
         config.base_url = settings.url;
     }
     if let Some(model) = settings.model {
-        config.model = model;
+        config.model = Some(model);
     }
     if let Some(n) = settings.max_retries {
         config.max_retries = n;

@@ -113,6 +113,10 @@ pub trait LlmDriver: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// The model used when an image names none.
     fn default_model(&self) -> &str;
+    /// Where requests go (a base URL, never a key), for logs; `None` for in-process drivers.
+    fn endpoint(&self) -> Option<&str> {
+        None
+    }
     /// Starts a reply. Errors are reported in the stream, as [`LlmEvent::Error`].
     fn stream(&self, request: LlmRequest) -> LlmStream;
 }

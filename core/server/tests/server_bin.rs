@@ -417,3 +417,96 @@ async fn node_join_registers_and_heartbeats() {
     let node = seen.expect("the joined node appears online");
     assert_eq!(node["api_endpoint"], "unix:///var/run/docker.sock");
 }
+
+/// A provider that refuses the key: the client sees `error_received`, and the operator sees one
+/// WARN line naming the provider and its URL, never the key; the log has no colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_failure_is_logged_at_warn_with_provider_and_url_not_the_key() {
+    use std::io::{Read, Write};
+    let provider = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let provider_url = format!("http://{}", provider.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in provider.incoming() {
+            let Ok(mut s) = stream else { return };
+            let mut buf = [0u8; 65536];
+            let _ = s.read(&mut buf);
+            let body = r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#;
+            let _ = write!(
+                s,
+                "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .env("LLM_PROVIDER", "openai")
+        .env("LLM_PROVIDER_URL", &provider_url)
+        .env("LLM_PROVIDER_MODEL", "some-model")
+        .env("LLM_PROVIDER_KEY", "sk-very-secret-key")
+        .env("AGENTVM_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut server = Server {
+        child,
+        url: String::new(),
+    };
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    server.url = format!("ws://{addr}/ws");
+    let rt = connect(&server.url, ConnectOptions::default())
+        .await
+        .unwrap();
+    let image = rt
+        .images()
+        .create("c", ImageConfig::default())
+        .await
+        .unwrap()
+        .record;
+    let mut sub = rt.sessions().events(&image.session_id).await.unwrap();
+    rt.agents()
+        .send_to_image(&image.image_id, "hello")
+        .await
+        .unwrap();
+    loop {
+        if let Some(BusItem::Event(p)) = sub.recv().await {
+            if matches!(p.event.payload, EventPayload::ErrorReceived { .. }) {
+                break;
+            }
+        }
+    }
+    drop(rt);
+    sigterm(&server.child);
+    assert!(wait_exit(&mut server.child, Duration::from_secs(10)).success());
+    let mut log = String::new();
+    BufReader::new(stderr).read_to_string(&mut log).unwrap();
+    let warn = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("LLM request failed"))
+        .unwrap_or_else(|| panic!("no WARN line for the failure in:\n{log}"));
+    assert!(
+        warn.contains("openai") && warn.contains(&provider_url),
+        "{warn}"
+    );
+    assert!(warn.contains("authentication"), "{warn}");
+    assert!(
+        !log.contains("sk-very-secret-key"),
+        "the key reached the log:\n{log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log that is not a terminal"
+    );
+}

@@ -64,6 +64,10 @@ impl LlmDriver for AnthropicDriver {
         &self.default_model
     }
 
+    fn endpoint(&self) -> Option<&str> {
+        Some(&self.settings.base_url)
+    }
+
     fn stream(&self, request: LlmRequest) -> LlmStream {
         let body = request_body(&request).to_string();
         let url = self.settings.endpoint("messages");

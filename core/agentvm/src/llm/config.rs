@@ -5,7 +5,7 @@
 //! | `LLM_PROVIDER` | `anthropic`, `openai` or `mock` | `anthropic` |
 //! | `LLM_PROVIDER_KEY` (alias `LLM_API_KEY`) | the API key | none; required for `anthropic` |
 //! | `LLM_PROVIDER_URL` | the base URL (`/v1` is added unless it ends with it) | the provider's public API |
-//! | `LLM_PROVIDER_MODEL` | the model when an image names none | `claude-sonnet-4-20250514` |
+//! | `LLM_PROVIDER_MODEL` | the model when an image names none | anthropic: `claude-sonnet-4-20250514`; openai: the first model the server's `/v1/models` lists |
 //! | `LLM_MAX_RETRIES` | retries of a failed request | 2 |
 //! | `LLM_TIMEOUT_SECS` | wait for response headers, and longest silence in a stream | 600 |
 //!
@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The model used when neither the environment nor the image names one.
+/// The Anthropic model used when neither the environment nor the image names one.
 pub const DEFAULT_MODEL: &str = "claude-sonnet-4-20250514";
 
 /// An LLM provider.
@@ -59,8 +59,10 @@ pub struct LlmConfig {
     pub api_key: Option<String>,
     /// The base URL; `None` is the provider's public API.
     pub base_url: Option<String>,
-    /// The model used when an image names none.
-    pub model: String,
+    /// The model used when an image names none; `None`: the provider's default (Anthropic:
+    /// [`DEFAULT_MODEL`]; an OpenAI-compatible server: the first model its `/v1/models`
+    /// lists, asked at the first turn — never another provider's model name).
+    pub model: Option<String>,
     /// Retries of a failed request.
     pub max_retries: u32,
     /// How long to wait for response headers, and the longest silence inside a stream.
@@ -73,7 +75,7 @@ impl Default for LlmConfig {
             provider: Provider::Anthropic,
             api_key: None,
             base_url: None,
-            model: DEFAULT_MODEL.into(),
+            model: None,
             max_retries: RetryPolicy::default().max_retries,
             timeout: Duration::from_secs(600),
         }
@@ -101,7 +103,7 @@ impl LlmConfig {
         config.api_key = get("LLM_PROVIDER_KEY").or_else(|| get("LLM_API_KEY"));
         config.base_url = get("LLM_PROVIDER_URL");
         if let Some(m) = get("LLM_PROVIDER_MODEL") {
-            config.model = m;
+            config.model = Some(m);
         }
         if let Some(n) = get("LLM_MAX_RETRIES") {
             config.max_retries = n.parse().map_err(|_| {
@@ -152,7 +154,10 @@ impl LlmConfig {
         }
         Ok(match self.provider {
             Provider::Mock => Arc::new(MockDriver::new(
-                MockScenario::parse(&self.model).unwrap_or(MockScenario::Default),
+                self.model
+                    .as_deref()
+                    .and_then(MockScenario::parse)
+                    .unwrap_or(MockScenario::Default),
             )),
             Provider::Anthropic => {
                 if self.api_key.is_none() {
@@ -163,11 +168,15 @@ impl LlmConfig {
                 }
                 Arc::new(AnthropicDriver::new(
                     self.http_settings(),
-                    self.model.clone(),
+                    self.model.clone().unwrap_or_else(|| DEFAULT_MODEL.into()),
                 )?)
             }
             Provider::OpenAi => {
-                Arc::new(OpenAiDriver::new(self.http_settings(), self.model.clone())?)
+                // No model: the driver asks the server's /v1/models at the first turn.
+                Arc::new(OpenAiDriver::new(
+                    self.http_settings(),
+                    self.model.clone().unwrap_or_default(),
+                )?)
             }
         })
     }
@@ -190,7 +199,7 @@ mod tests {
     fn defaults_and_aliases() {
         let c = config(&[]).unwrap();
         assert_eq!(c.provider, Provider::Anthropic);
-        assert_eq!(c.model, DEFAULT_MODEL);
+        assert_eq!(c.model, None);
         assert_eq!(c.max_retries, 2);
         let c = config(&[("LLM_API_KEY", "k1")]).unwrap();
         assert_eq!(c.api_key.as_deref(), Some("k1"));

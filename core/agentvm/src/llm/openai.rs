@@ -23,7 +23,10 @@ use super::retry::code_for_error_type;
 use super::sse::SseEvent;
 use super::{LlmDriver, LlmEvent, LlmRequest, LlmStream};
 use crate::model::{ContentPart, Message, Usage};
+use futures::StreamExt;
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The public API's base URL.
 pub const DEFAULT_URL: &str = "https://api.openai.com";
@@ -34,6 +37,8 @@ pub struct OpenAiDriver {
     client: reqwest::Client,
     default_model: String,
     token_limit_field: &'static str,
+    /// Without a default model: the one the server's `/v1/models` lists first, once known.
+    listed_model: Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl std::fmt::Debug for OpenAiDriver {
@@ -59,6 +64,7 @@ impl OpenAiDriver {
             } else {
                 "max_tokens"
             },
+            listed_model: Arc::new(tokio::sync::OnceCell::new()),
         })
     }
 }
@@ -72,28 +78,114 @@ impl LlmDriver for OpenAiDriver {
         &self.default_model
     }
 
-    fn stream(&self, request: LlmRequest) -> LlmStream {
-        let body = request_body(&request, self.token_limit_field).to_string();
-        let url = self.settings.endpoint("chat/completions");
-        let client = self.client.clone();
-        let key = self.settings.api_key.clone().filter(|k| !k.is_empty());
-        let build = move || {
-            let mut r = client
-                .post(&url)
-                .header("content-type", "application/json")
-                .header("accept", "text/event-stream");
-            if let Some(key) = &key {
-                r = r.bearer_auth(key);
-            }
-            r.body(body.clone())
-        };
-        http::reply_stream(
-            "OpenAI-compatible server",
-            &self.settings,
-            build,
-            OpenAiDecoder::default(),
-        )
+    fn endpoint(&self) -> Option<&str> {
+        Some(&self.settings.base_url)
     }
+
+    fn stream(&self, mut request: LlmRequest) -> LlmStream {
+        if !request.model.is_empty() {
+            return send(
+                &self.client,
+                &self.settings,
+                self.token_limit_field,
+                request,
+            );
+        }
+        // Neither the image nor LLM_PROVIDER_MODEL names a model: ask the server which it
+        // serves (Ollama, vLLM and llama.cpp list theirs), once.
+        let (client, settings, field) = (
+            self.client.clone(),
+            self.settings.clone(),
+            self.token_limit_field,
+        );
+        let listed = self.listed_model.clone();
+        futures::stream::once(async move {
+            match listed
+                .get_or_try_init(|| first_listed_model(&client, &settings))
+                .await
+            {
+                Ok(model) => {
+                    request.model = model.clone();
+                    send(&client, &settings, field, request)
+                }
+                Err(message) => futures::stream::iter([LlmEvent::Error {
+                    message,
+                    code: Some("invalid_request".into()),
+                }])
+                .boxed(),
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+}
+
+/// Streams one chat completion of `request` (its model named).
+fn send(
+    client: &reqwest::Client,
+    settings: &HttpSettings,
+    token_limit_field: &'static str,
+    request: LlmRequest,
+) -> LlmStream {
+    let body = request_body(&request, token_limit_field).to_string();
+    let url = settings.endpoint("chat/completions");
+    let client = client.clone();
+    let key = settings.api_key.clone().filter(|k| !k.is_empty());
+    let build = move || {
+        let mut r = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "text/event-stream");
+        if let Some(key) = &key {
+            r = r.bearer_auth(key);
+        }
+        r.body(body.clone())
+    };
+    http::reply_stream(
+        "OpenAI-compatible server",
+        settings,
+        build,
+        OpenAiDecoder::default(),
+    )
+}
+
+/// The first model `GET /v1/models` lists, or why there is none.
+async fn first_listed_model(
+    client: &reqwest::Client,
+    settings: &HttpSettings,
+) -> Result<String, String> {
+    let url = settings.endpoint("models");
+    let refuse = |why: String| {
+        format!(
+            "no model named: neither the image nor LLM_PROVIDER_MODEL names one, and {url} {why}; \
+             set LLM_PROVIDER_MODEL (or the image's model) to a model this server serves"
+        )
+    };
+    let mut r = client
+        .get(&url)
+        .timeout(settings.timeout.min(Duration::from_secs(30)));
+    if let Some(key) = settings.api_key.as_deref().filter(|k| !k.is_empty()) {
+        r = r.bearer_auth(key);
+    }
+    let response = r
+        .send()
+        .await
+        .map_err(|e| refuse(format!("could not be read ({e})")))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(refuse(format!("answered HTTP {status}")));
+    }
+    let listing: Value = response.json().await.map_err(|e| {
+        refuse(format!(
+            "answered with something other than a model list ({e})"
+        ))
+    })?;
+    listing["data"]
+        .as_array()
+        .and_then(|models| models.iter().find_map(|m| m["id"].as_str()))
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| refuse("lists no model".into()))
 }
 
 /// The JSON body of a streaming chat completions request. `token_limit_field` is

@@ -14,7 +14,7 @@
 //! reads the stream, publishes, stores, runs tools and watches for interrupts.
 
 use crate::error::{Error, Result};
-use crate::llm::{LlmDriver, LlmRequest};
+use crate::llm::{LlmDriver, LlmEvent, LlmRequest};
 use crate::model::{
     new_id, now_ms, Content, Event, EventContext, EventPayload, ImageRecord, Message, ToolCall,
 };
@@ -389,13 +389,31 @@ impl Actor {
             let Ok(next) = next else {
                 // A stalled reply: dropping the stream cancels the request.
                 drop(stream);
+                self.warn_llm_failure(
+                    &format!(
+                        "no reply within {} s",
+                        self.env.request_timeout.as_secs_f64()
+                    ),
+                    Some("timeout"),
+                );
                 let effects = state.on_timeout(self.env.request_timeout);
                 self.apply(turn_id, effects).await;
                 return ControlFlow::Break(Ended::Done);
             };
             let Decision { effects, then } = match next {
-                Some(event) => state.on_llm_event(event),
-                None => state.on_stream_end(),
+                Some(event) => {
+                    if let LlmEvent::Error { message, code } = &event {
+                        self.warn_llm_failure(message, code.as_deref());
+                    }
+                    state.on_llm_event(event)
+                }
+                None => {
+                    self.warn_llm_failure(
+                        "the reply ended before it was complete",
+                        Some("network"),
+                    );
+                    state.on_stream_end()
+                }
             };
             match then {
                 Then::Read => self.apply(turn_id, effects).await,
@@ -415,6 +433,18 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// A failed LLM request, at WARN for operators (the client sees `error_received`): which
+    /// provider and where, never the key; the retries already happened in the driver.
+    fn warn_llm_failure(&self, message: &str, code: Option<&str>) {
+        let driver = &self.env.driver;
+        tracing::warn!(
+            provider = driver.name(),
+            endpoint = driver.endpoint().unwrap_or("in-process"),
+            code = code.unwrap_or("unknown"),
+            "LLM request failed: {message}"
+        );
     }
 
     /// Runs a reply's tool calls in order, storing each result. Breaks when an interrupt or a

@@ -347,7 +347,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     match driver {
         Some(d) => {
-            tracing::info!(provider = d.name(), model = d.default_model(), "LLM provider configured");
+            let model = match d.default_model() {
+                "" => "the first model the server's /v1/models lists",
+                m => m,
+            };
+            tracing::info!(
+                provider = d.name(),
+                endpoint = d.endpoint().unwrap_or("in-process"),
+                model,
+                "LLM provider configured"
+            );
             builder = builder.llm(d);
         }
         None => tracing::warn!(
