@@ -192,3 +192,45 @@ async fn two_daemons_placement_and_heartbeat_loss() {
     assert_eq!(s.list_nodes().len(), 1);
     drop(second);
 }
+
+/// A node given at open whose Docker does not answer is listed `offline` with the reason (never
+/// dropped), gets no sandboxes, and comes online with its capacity once its Docker answers.
+#[tokio::test]
+async fn a_static_node_that_is_down_at_open_is_offline_then_comes_online() {
+    if !require_docker().await {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let s = Scheduler::builder()
+        .config(fast_config())
+        .node(NodeRegistration::new(
+            "late",
+            format!("unix://{}", socket.display()),
+        ))
+        .open()
+        .await
+        .expect("a node that is down does not keep the scheduler from opening");
+    let nodes = s.list_nodes();
+    assert_eq!(nodes.len(), 1, "the node is listed, not dropped: {nodes:?}");
+    assert_eq!(nodes[0].status, NodeStatus::Offline);
+    let why = nodes[0].status_message.clone().unwrap_or_default();
+    assert!(why.contains(&socket.display().to_string()), "{why}");
+    s.create_template("busybox", busybox_spec()).await.unwrap();
+    let e = s
+        .create_sandbox(SandboxRequest::new("busybox"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("late") || e.to_string().contains("online"),
+        "{e}"
+    );
+
+    // Its Docker answers now (the socket path leads to the real daemon).
+    let real = ENDPOINT.trim_start_matches("unix://");
+    std::os::unix::fs::symlink(real, &socket).unwrap();
+    s.check_nodes().await;
+    let n = s.get_node("late").unwrap().unwrap();
+    assert_eq!(n.status, NodeStatus::Online, "{n:?}");
+    assert!(n.total_memory_mb > 0 && n.total_cpu_cores > 0.0, "{n:?}");
+}

@@ -318,12 +318,22 @@ impl SchedulerBuilder {
             }),
         };
         scheduler.load_nodes()?;
-        // A static node whose daemon is down must not keep the runtime from starting: chats
-        // keep working, and the node can be registered again once its Docker answers.
+        // A static node whose daemon is down must not keep the runtime from starting (chats
+        // keep working), nor vanish: it is listed `offline` with the reason, and comes online
+        // when a probe reaches its Docker.
         for r in self.nodes {
             let node_id = r.node_id.clone();
-            if let Err(e) = scheduler.register_node(r).await {
-                tracing::warn!(node = %node_id, error = %e.chain(), "a static node could not be registered; it gets no sandboxes until it is registered again");
+            match scheduler.register_static_node(r).await {
+                Ok(n) if n.status == NodeStatus::Offline => tracing::warn!(
+                    node = %node_id,
+                    endpoint = %n.api_endpoint,
+                    reason = n.status_message.as_deref().unwrap_or("unknown"),
+                    "a node given at start is offline: no sandboxes are placed on it until its Docker answers"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(node = %node_id, error = %e.chain(), "a node given at start could not be registered")
+                }
             }
         }
         scheduler.check_nodes().await;

@@ -46,6 +46,17 @@ impl Scheduler {
     /// are asked from its Docker daemon; a daemon that does not answer then is `Unavailable`.
     /// A node agent's registration (liveness `heartbeat`) counts as its first heartbeat.
     pub async fn register_node(&self, reg: NodeRegistration) -> Result<RuntimeNode> {
+        self.register(reg, false).await
+    }
+
+    /// Registers a node given at open (the CLI's `--docker`, a config file, `Scheduler.open`):
+    /// one whose Docker does not answer is kept as an `offline` node saying why (listed, never
+    /// placed on), and comes online with its capacity once a probe reaches it.
+    pub(crate) async fn register_static_node(&self, reg: NodeRegistration) -> Result<RuntimeNode> {
+        self.register(reg, true).await
+    }
+
+    async fn register(&self, reg: NodeRegistration, offline_if_down: bool) -> Result<RuntimeNode> {
         reg.validate()?;
         let probe = super::docker::connect(
             &reg.node_id,
@@ -70,6 +81,11 @@ impl Scheduler {
                 .and_then(|i| i.mem_total)
                 .map(|b| (b.max(0) as u64) / (1024 * 1024))
         });
+        let (cpu, memory) = match (cpu, memory, &down) {
+            // Capacity unknown until Docker answers: none to place on meanwhile.
+            (None, _, Some(_)) | (_, None, Some(_)) if offline_if_down => (Some(0.0), Some(0)),
+            other => (other.0, other.1),
+        };
         let (Some(cpu), Some(memory)) = (cpu, memory) else {
             return Err(down.unwrap_or_else(|| {
                 Error::unavailable(format!(
@@ -284,11 +300,39 @@ impl Scheduler {
                     Err(e) => Err(e),
                 };
             match result {
-                Ok(()) => self.set_health(&id, true, None),
+                Ok(()) => {
+                    if let Some(reg) = self.capacity_unknown(&id) {
+                        // A static node that was down at open: ask Docker its capacity now.
+                        if let Err(e) = self.register(reg, true).await {
+                            self.set_health(&id, false, Some(e.to_string()));
+                            return;
+                        }
+                    }
+                    self.set_health(&id, true, None)
+                }
                 Err(e) => self.set_health(&id, false, Some(e.to_string())),
             }
         });
         futures::future::join_all(pings).await;
+    }
+
+    /// The registration of a node whose capacity was never learnt (its Docker was down when
+    /// it was registered), to register it again.
+    fn capacity_unknown(&self, id: &str) -> Option<NodeRegistration> {
+        let nodes = lock(&self.inner.nodes);
+        let n = &nodes.get(id)?.node;
+        if n.total_memory_mb != 0 || n.total_cpu_cores > 0.0 {
+            return None;
+        }
+        let mut reg = NodeRegistration::new(n.node_id.clone(), n.api_endpoint.clone());
+        reg.hostname = Some(n.hostname.clone());
+        reg.runtime_type = n.runtime_type.clone();
+        reg.ip_address = n.ip_address.clone();
+        reg.tls = n.tls.clone();
+        reg.max_containers = n.max_containers;
+        reg.labels = n.labels.clone();
+        reg.liveness = n.liveness;
+        Some(reg)
     }
 
     // ----- templates -----
