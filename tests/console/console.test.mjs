@@ -225,7 +225,7 @@ test('sign in with a token; a token for one container sees only that container',
   await page.context().close();
 });
 
-test('sandboxes: a template, a sandbox on the Docker node, echo hi, upload a file and list it', { skip: !DOCKER && 'AGENTVM_SKIP_DOCKER=1' }, async () => {
+test('sandboxes: template create, edit and delete, node drain, a sandbox on the Docker node, echo hi, a file uploaded and listed', { skip: !DOCKER && 'AGENTVM_SKIP_DOCKER=1' }, async () => {
   const { base } = await startServer(['--docker', 'unix:///var/run/docker.sock']);
   const page = await newPage();
   try {
@@ -241,7 +241,20 @@ test('sandboxes: a template, a sandbox on the Docker node, echo hi, upload a fil
     await page.getByLabel('Memory (MiB)').fill('128');
     await page.getByLabel('Workdir').fill('/workspace');
     await page.getByRole('button', { name: 'Create template' }).click();
-    await page.getByRole('region', { name: 'Templates' }).getByRole('cell', { name: 'BusyBox', exact: true }).waitFor();
+    const templates = page.getByRole('region', { name: 'Templates' });
+    await templates.getByRole('cell', { name: 'BusyBox', exact: true }).waitFor();
+    // Edit it: the form comes back filled, the id fixed.
+    await templates.getByRole('button', { name: 'Edit template busybox' }).click();
+    assert.equal(await page.getByLabel('Image', { exact: true }).inputValue(), TEST_IMAGE);
+    await page.getByLabel('Name', { exact: true }).fill('BusyBox small');
+    await page.getByRole('button', { name: 'Save busybox' }).click();
+    await templates.getByRole('cell', { name: 'BusyBox small', exact: true }).waitFor();
+
+    // Drain the node and bring it back.
+    await nodes.getByRole('button', { name: 'Drain' }).click();
+    await nodes.locator('.badge', { hasText: 'draining' }).waitFor();
+    await nodes.getByRole('button', { name: 'Undrain' }).click();
+    await nodes.getByRole('button', { name: 'Drain' }).waitFor();
 
     await page.getByRole('button', { name: 'Create sandbox' }).click();
     await page.waitForURL(/#\/sandboxes\/sbx_|#\/sandboxes\/.+/, { timeout: 60_000 });
@@ -268,6 +281,10 @@ test('sandboxes: a template, a sandbox on the Docker node, echo hi, upload a fil
 
     await page.getByRole('region', { name: 'Sandboxes' }).locator('.badge.running').waitFor();
     await shot(page, 'sandboxes', { fullPage: true });
+    // Deleting the template leaves its sandbox running.
+    await templates.getByRole('button', { name: 'Delete template busybox' }).click();
+    await templates.getByText('No template yet').waitFor();
+    await page.getByRole('region', { name: 'Sandboxes' }).locator('.badge.running').waitFor();
     assert.deepEqual(page.problems, []);
   } finally {
     // Leave no container behind on the shared daemon.

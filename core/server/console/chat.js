@@ -115,6 +115,7 @@ export function mount(root, { channel }, path) {
     const prompt = h('textarea', { name: 'systemPrompt', rows: 3, placeholder: 'You are a helpful assistant.' });
     const model = h('input', { name: 'model', placeholder: 'the server default', list: 'model-hints' });
     const tools = h('input', { name: 'tools', placeholder: 'bash, read_file, write_file' });
+    const mcp = h('textarea', { name: 'mcpServers', rows: 2, placeholder: '{"files": {"command": "mcp-files", "args": []}}', spellcheck: 'false' });
     const template = h('input', { name: 'sandboxTemplate', placeholder: 'none (local tools, if enabled)', list: 'template-hints' });
     const templateHints = h('datalist', { id: 'template-hints' });
     const formError = h('p', { class: 'error', role: 'alert', hidden: true });
@@ -126,6 +127,7 @@ export function mount(root, { channel }, path) {
       field('Model', model, 'A model your LLM provider knows; with the mock provider, a scenario such as with-tool or slow-stream.'),
       h('datalist', { id: 'model-hints' }, ['default', 'multi-delta', 'with-tool', 'slow-stream', 'error'].map((m) => h('option', { value: m }))),
       field('Tools', tools, 'Built-in tools, comma-separated.'),
+      field('MCP servers (JSON)', mcp, 'Optional: the servers whose tools the agent may call, as a JSON object.'),
       field('Sandbox template', template, "The container's agents run their tools in sandboxes of this template."),
       templateHints,
       formError,
@@ -141,6 +143,13 @@ export function mount(root, { channel }, path) {
         if (model.value.trim()) config.model = model.value.trim();
         const toolList = tools.value.split(',').map((t) => t.trim()).filter(Boolean);
         if (toolList.length) config.tools = toolList;
+        if (mcp.value.trim()) {
+          try {
+            config.mcpServers = JSON.parse(mcp.value);
+          } catch (e) {
+            throw new Error(`MCP servers: not JSON (${e.message})`);
+          }
+        }
         const { record } = await channel.request('image_create_request', { containerId: sel.container, config });
         imageDialog.hidden = true;
         go(sel.container, record.imageId, record.sessionId);
