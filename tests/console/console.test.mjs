@@ -70,6 +70,8 @@ async function newPage(options = {}) {
 
 async function shot(page, name, options = {}) {
   mkdirSync(SHOTS, { recursive: true });
+  // The header is sticky: a full-page shot taken scrolled down would draw it mid-page.
+  if (options.fullPage) await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: join(SHOTS, `${name}.png`), ...options });
 }
 
@@ -266,6 +268,13 @@ test('sandboxes: template create, edit and delete, node drain, a sandbox on the 
     await detail.locator('.output', { hasText: 'hi' }).waitFor();
     assert.equal((await detail.locator('.output').textContent()).trim(), 'hi');
     await detail.getByRole('status').filter({ hasText: 'completed, exit 0' }).waitFor();
+    // The output streams: the first line is there while the command still runs.
+    await page.getByLabel('Command (sh -c)').fill('echo first; sleep 2; echo second');
+    await page.getByRole('button', { name: 'Run' }).click();
+    await detail.locator('.output', { hasText: 'first' }).waitFor();
+    assert.equal(await detail.getByRole('status').filter({ hasText: 'Running…' }).count(), 1, 'still running');
+    assert.doesNotMatch(await detail.locator('.output').textContent(), /second/);
+    await detail.locator('.output', { hasText: 'second' }).waitFor();
 
     await page.getByLabel('Upload to this directory').setInputFiles({ name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('uploaded from the console\n') });
     await detail.getByRole('cell', { name: 'notes.txt', exact: true }).waitFor();
