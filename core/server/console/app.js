@@ -63,7 +63,9 @@ function showSignIn(message, allowAnonymous = false) {
     try {
       await http(token, '/v1/containers');
     } catch (e) {
-      return showError(error, e.status === 401 ? 'That token was refused: ' + e.message : e);
+      showError(error, e.status === 401 ? 'That token was refused: ' + e.message : e);
+      input.select(); // back to the field, to correct it
+      return;
     }
     sessionStorage.setItem(TOKEN_KEY, token);
     await start(token);
