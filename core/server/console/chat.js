@@ -9,6 +9,8 @@ export function mount(root, { channel }, path) {
   let images = [];
   let agentId = null;
   let busy = false;
+  // The streaming reply: one bubble filled by text_delta, replaced by the stored message.
+  let streaming = null;
 
   const error = h('p', { class: 'error', role: 'alert', hidden: true });
   const containerList = h('ul', { class: 'picker', 'aria-label': 'Containers' });
@@ -97,6 +99,7 @@ export function mount(root, { channel }, path) {
     if (session === sel.session && session) return;
     sel.session = session;
     agentId = null;
+    streaming = null; // a reply of the previous session streams into nothing shown
     setBusy(false);
     log.replaceChildren();
     input.disabled = send.disabled = !session;
@@ -199,9 +202,6 @@ export function mount(root, { channel }, path) {
     turnState.textContent = label;
     log.setAttribute('aria-busy', on ? 'true' : 'false');
   }
-
-  // The streaming reply: one bubble filled by text_delta, replaced by the stored message.
-  let streaming = null;
 
   function onEvent(event) {
     if (!sel.session || event.context?.sessionId !== sel.session) return;
