@@ -1,7 +1,8 @@
 //! The web console: a few static files embedded in the binary, served at `/` and `/console/`.
 //!
 //! The console is a client like any other: it speaks the Channel at `/ws`, reads `/health`
-//! and `/metrics`, and holds no privilege of its own, so its files need no authentication
+//! and `/metrics`, asks `GET /v1/containers` whether a token is needed, and holds no
+//! privilege of its own, so its files need no authentication
 //! (they hold no data; the token a user signs in with decides what the console can see).
 //! The files are plain ES modules, embedded with `include_str!`: no build step, no CDN, and
 //! a server that works offline. `core/server/console/README.md` says how they fit together.
