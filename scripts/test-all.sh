@@ -78,6 +78,9 @@ bash scripts/test-uniffi.sh
 step "node package (scripts/test-node.sh)"
 bash scripts/test-node.sh
 
+step "web console in a real browser (scripts/test-console.sh)"
+bash scripts/test-console.sh
+
 step "python package (scripts/test-python.sh)"
 bash scripts/test-python.sh
 

@@ -1,4 +1,4 @@
-//! The routes of the one port: `/health`, `/ws`, `/metrics`, `/v1/*`.
+//! The routes of the one port: `/health`, `/ws`, `/metrics`, `/v1/*`, and the console's.
 
 use super::{rest, ServerState};
 use crate::channel::codec;
@@ -29,6 +29,7 @@ pub(crate) fn router(state: Arc<ServerState>, extra: Option<Router>) -> Router {
         .route("/ws", get(ws))
         .route("/metrics", get(metrics))
         .merge(rest::router())
+        .merge(crate::console::router())
         // One limit for a request body and a WebSocket message (see `ServerConfig`).
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.max_frame_bytes,

@@ -1,5 +1,6 @@
 //! agentvm-server: one port for `GET /health`, the Channel at `/ws`, `GET /metrics`, and the
-//! REST API under `/v1` (with its OpenAPI document at `/v1/openapi.json`).
+//! REST API under `/v1` (with its OpenAPI document at `/v1/openapi.json`), and the web console
+//! at `/` (embedded static files; see `console`).
 //!
 //! Embedders own it through [`ServerManager`]: `listen(addr)`, `close()`, and
 //! `on_connection(handler)` to log, meter or veto per connection. The `agentvm-server` binary
@@ -9,6 +10,7 @@
 pub mod admin_socket;
 pub mod cluster;
 mod connection;
+mod console;
 mod exec_stream;
 mod http;
 mod listener;
