@@ -25,8 +25,10 @@ export function mount(root, { channel, http, recent }) {
   tokenForm.addEventListener('submit', (ev) => {
     ev.preventDefault();
     guarded(tokenError, async () => {
-      const data = {};
-      if (!all.checked) data.containers = containers.value.split(',').map((c) => c.trim()).filter(Boolean);
+      // A token for every container is asked for explicitly (the server wants `all: true`).
+      const data = all.checked
+        ? { all: true }
+        : { containers: containers.value.split(',').map((c) => c.trim()).filter(Boolean) };
       const r = await channel.request('token_create_request', data);
       const secret = h('code', { class: 'token-secret' }, r.token);
       fill(secretBox,
