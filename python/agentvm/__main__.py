@@ -32,11 +32,29 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"llama.cpp (SmolLM2-135M) at {local.url}", file=sys.stderr, flush=True)
     elif args.mock:
         llm = "mock"
+    elif not os.environ.get("LLM_PROVIDER", "").strip():
+        print(
+            "python -m agentvm: warning: no LLM provider configured, so every turn ends in an "
+            "error. Set LLM_PROVIDER=anthropic (or openai) and LLM_PROVIDER_KEY=..., or pass "
+            "--local-llm (llama.cpp on this machine) or --mock.",
+            file=sys.stderr,
+            flush=True,
+        )
     data_dir = os.path.expanduser(args.data_dir) if args.data_dir else None
-    if data_dir:
-        os.makedirs(data_dir, exist_ok=True)
-    vm = await agentvm.open(data_dir, llm=llm)
-    server = await vm.serve(args.host, args.port, auth=args.auth)
+    try:
+        if data_dir:
+            os.makedirs(data_dir, exist_ok=True)
+        vm = await agentvm.open(data_dir, llm=llm)
+    except (agentvm.AgentVmError, OSError) as e:
+        # One line for a person, not a traceback: the data dir in use, unwritable, ...
+        print(f"python -m agentvm: cannot open {data_dir or 'an in-memory runtime'}: {e}", file=sys.stderr)
+        return 1
+    try:
+        server = await vm.serve(args.host, args.port, auth=args.auth)
+    except agentvm.AgentVmError as e:
+        print(f"python -m agentvm: cannot serve on {args.host}:{args.port}: {e}", file=sys.stderr)
+        await vm.close()
+        return 1
     print(json.dumps({"url": server.url, "ws": server.ws_url, "port": server.port}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,63 +8,29 @@
 #![allow(clippy::unwrap_used)]
 
 use agentvm::{connect, ConnectOptions, ErrorKind, ImageConfig, RemoteRuntime, RuntimeExt};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentvm-server");
+mod common;
+use common::{fresh_schema, postgres_skipped, serve, signal, Server};
+
 /// Short, so the test waits seconds, not the default 10.
 const TTL_MS: u64 = 3000;
-
-struct Server {
-    child: Child,
-    url: String,
-    http: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        signal(self, "CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn signal(server: &Server, name: &str) {
-    let _ = Command::new("kill")
-        .args([&format!("-{name}"), &server.child.id().to_string()])
-        .stderr(Stdio::null())
-        .status();
-}
 
 /// Starts a cluster member `id` on `store`.
 fn start(dir: &std::path::Path, store: &str, id: &str) -> Server {
     let ttl = TTL_MS.to_string();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(dir.join(id))
-        .args(["--store", store, "--cluster", "--server-id", id])
-        .args(["--lease-ttl-ms", &ttl])
-        .env("LLM_PROVIDER", "mock")
-        .env("AGENTVM_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn agentvm-server");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
-    Server {
-        child,
-        url: format!("ws://{addr}/ws"),
-        http: format!("http://{addr}"),
-    }
+    serve(
+        &dir.join(id),
+        &[
+            "--store",
+            store,
+            "--cluster",
+            "--server-id",
+            id,
+            "--lease-ttl-ms",
+            &ttl,
+        ],
+    )
 }
 
 async fn client(url: &str) -> RemoteRuntime {
@@ -88,37 +54,6 @@ async fn send_and_wait(rt: &RemoteRuntime, image_id: &str, text: &str, count: us
         assert!(Instant::now() < deadline, "no reply stored: {history:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// `AGENTVM_TEST_POSTGRES` with a schema of its own, and a client on it.
-async fn fresh_schema(name: &str) -> Option<(String, tokio_postgres::Client)> {
-    if std::env::var("AGENTVM_SKIP_POSTGRES").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: PostgreSQL cluster test (AGENTVM_SKIP_POSTGRES=1)");
-        return None;
-    }
-    let server = std::env::var("AGENTVM_TEST_POSTGRES")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| {
-            panic!(
-                "AGENTVM_TEST_POSTGRES is not set: run `export AGENTVM_TEST_POSTGRES=\"$(bash \
-                 scripts/setup-postgres.sh)\"`, or set AGENTVM_SKIP_POSTGRES=1 to skip"
-            )
-        });
-    let schema = format!("bin_{name}_{}", std::process::id());
-    let (db, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    db.batch_execute(&format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; \
-         SET search_path = {schema}"
-    ))
-    .await
-    .unwrap();
-    let separator = if server.contains('?') { '&' } else { '?' };
-    let url = format!("{server}{separator}options=-c%20search_path%3D{schema}");
-    Some((url, db))
 }
 
 /// The lease row: (owner, epoch, live).
@@ -151,9 +86,10 @@ async fn writers(db: &tokio_postgres::Client, container: &str) -> Vec<(String, i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_owner_loses_its_container_and_cannot_write_and_sigterm_hands_it_over() {
-    let Some((store, db)) = fresh_schema("cluster").await else {
+    if postgres_skipped("PostgreSQL cluster test") {
         return;
-    };
+    }
+    let (store, db) = fresh_schema("cluster").await;
     let dir = tempfile::tempdir().unwrap();
     let a = start(dir.path(), &store, "srv_a");
     let mut b = start(dir.path(), &store, "srv_b");
@@ -180,7 +116,7 @@ async fn a_paused_owner_loses_its_container_and_cannot_write_and_sigterm_hands_i
     );
 
     // A freezes past its TTL: B takes the tenant over in a new epoch and serves it.
-    signal(&a, "STOP");
+    signal(&a.child, "STOP");
     tokio::time::sleep(Duration::from_millis(TTL_MS + 500)).await;
     let took_over = Instant::now();
     send_and_wait(&rt_b, &image.image_id, "hello B", 4).await;
@@ -188,7 +124,7 @@ async fn a_paused_owner_loses_its_container_and_cannot_write_and_sigterm_hands_i
     assert_eq!(lease(&db, tenant).await, ("srv_b".into(), 2, true));
 
     // A wakes up: whatever it still believes, nothing it does for the tenant is written.
-    signal(&a, "CONT");
+    signal(&a.child, "CONT");
     let rt_a = client(&a.url).await;
     let err = rt_a
         .agents()
@@ -227,7 +163,7 @@ async fn a_paused_owner_loses_its_container_and_cannot_write_and_sigterm_hands_i
 
     // SIGTERM on B releases the lease before B exits: it is not live a moment later, though
     // B renewed it less than a TTL ago, and A can take it at once.
-    signal(&b, "TERM");
+    signal(&b.child, "TERM");
     let deadline = Instant::now() + Duration::from_secs(15);
     while b.child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "B did not exit");

@@ -11,80 +11,25 @@ use agentvm::{
     connect, BusItem, ConnectOptions, EventPayload, ImageConfig, Published, RuntimeExt,
     Subscription,
 };
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentvm-server");
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::{fresh_schema, postgres_skipped, serve, sigterm, Server};
 
 fn start(dir: &std::path::Path, store: &str, id: &str) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(dir.join(id))
-        .args(["--store", store, "--cluster", "--server-id", id])
-        .args(["--lease-ttl-ms", "3000"])
-        .env("LLM_PROVIDER", "mock")
-        .env("AGENTVM_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn agentvm-server");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
-    Server {
-        child,
-        url: format!("ws://{addr}/ws"),
-    }
-}
-
-async fn fresh_schema(name: &str) -> Option<String> {
-    if std::env::var("AGENTVM_SKIP_POSTGRES").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: PostgreSQL failover test (AGENTVM_SKIP_POSTGRES=1)");
-        return None;
-    }
-    let server = std::env::var("AGENTVM_TEST_POSTGRES")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| {
-            panic!(
-                "AGENTVM_TEST_POSTGRES is not set: run `export AGENTVM_TEST_POSTGRES=\"$(bash \
-                 scripts/setup-postgres.sh)\"`, or set AGENTVM_SKIP_POSTGRES=1 to skip"
-            )
-        });
-    let schema = format!("bin_{name}_{}", std::process::id());
-    let (db, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    db.batch_execute(&format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-    ))
-    .await
-    .unwrap();
-    let separator = if server.contains('?') { '&' } else { '?' };
-    Some(format!(
-        "{server}{separator}options=-c%20search_path%3D{schema}"
-    ))
+    serve(
+        &dir.join(id),
+        &[
+            "--store",
+            store,
+            "--cluster",
+            "--server-id",
+            id,
+            "--lease-ttl-ms",
+            "3000",
+        ],
+    )
 }
 
 /// One turn's events, up to its `conversation_end`.
@@ -112,9 +57,10 @@ fn cursors(events: &[Arc<Published>]) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_on_both_servers_fails_over_when_its_server_stops() {
-    let Some(store) = fresh_schema("failover").await else {
+    if postgres_skipped("PostgreSQL failover test") {
         return;
-    };
+    }
+    let (store, _db) = fresh_schema("failover").await;
     let dir = tempfile::tempdir().unwrap();
     let a = start(dir.path(), &store, "srv_a");
     // B starts later, so the cursors it hands out are above A's.
@@ -143,10 +89,7 @@ async fn a_client_on_both_servers_fails_over_when_its_server_stops() {
 
     // A stops (SIGTERM: it writes everything out and releases its lease) and exits.
     let mut a = a;
-    Command::new("kill")
-        .args(["-TERM", &a.child.id().to_string()])
-        .status()
-        .unwrap();
+    sigterm(&a.child);
     assert!(a.child.wait().unwrap().success());
 
     // The next request goes to B, which takes the container over; the subscription goes on.

@@ -9,19 +9,15 @@
 #![allow(clippy::unwrap_used)]
 
 use agentvm::{connect, ConnectOptions, ErrorKind, ImageConfig, RemoteRuntime, Role, RuntimeExt};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentvm-server");
+mod common;
+use common::{fresh_schema, postgres_skipped, serve, sigterm, wait_exit, Server, BIN};
 
 fn skipped() -> bool {
-    if std::env::var("AGENTVM_SKIP_POSTGRES").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: PostgreSQL test (AGENTVM_SKIP_POSTGRES=1)");
-        return true;
-    }
-    false
+    postgres_skipped("PostgreSQL test")
 }
 
 fn missing(what: &str) -> ! {
@@ -32,18 +28,6 @@ fn missing(what: &str) -> ! {
     )
 }
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts the binary on the store `store` and a fresh data dir (its workdirs).
 fn start(dir: &Path, store: &str) -> Server {
     start_with(dir, &["--store", store])
@@ -51,44 +35,18 @@ fn start(dir: &Path, store: &str) -> Server {
 
 /// Starts the binary with `args` after `serve --port 0 --data-dir dir`.
 fn start_with(dir: &Path, args: &[&str]) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(dir)
-        .args(args)
-        .env("LLM_PROVIDER", "mock")
-        .env("AGENTVM_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn agentvm-server");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    assert!(line.contains("store PostgreSQL at"), "{line}");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
-    Server {
-        child,
-        url: format!("ws://{addr}/ws"),
-    }
+    let server = serve(dir, args);
+    assert!(
+        server.listening.contains("store PostgreSQL at"),
+        "{}",
+        server.listening
+    );
+    server
 }
 
 fn stop(server: &mut Server) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while server.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the server did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    sigterm(&server.child);
+    wait_exit(&mut server.child, Duration::from_secs(15));
 }
 
 async fn client(url: &str) -> RemoteRuntime {
@@ -124,33 +82,16 @@ async fn converse(rt: &RemoteRuntime, container: &str, text: &str) -> String {
 }
 
 /// `AGENTVM_TEST_POSTGRES` with a schema of its own.
-async fn fresh_schema(name: &str) -> Option<String> {
+async fn schema(name: &str) -> Option<String> {
     if skipped() {
         return None;
     }
-    let server = std::env::var("AGENTVM_TEST_POSTGRES")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| missing("AGENTVM_TEST_POSTGRES is not set"));
-    let schema = format!("bin_{name}_{}", std::process::id());
-    let (db, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to AGENTVM_TEST_POSTGRES ({server}): {e}"));
-    tokio::spawn(connection);
-    db.batch_execute(&format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-    ))
-    .await
-    .unwrap();
-    let separator = if server.contains('?') { '&' } else { '?' };
-    Some(format!(
-        "{server}{separator}options=-c%20search_path%3D{schema}"
-    ))
+    Some(fresh_schema(name).await.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_survives_a_restart_of_the_server() {
-    let Some(store) = fresh_schema("restart").await else {
+    let Some(store) = schema("restart").await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -184,7 +125,7 @@ async fn history_survives_a_restart_of_the_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_cli_uses_the_postgres_store() {
-    let Some(store) = fresh_schema("tokens").await else {
+    let Some(store) = schema("tokens").await else {
         return;
     };
     let cli = |args: &[&str]| {

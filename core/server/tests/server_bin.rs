@@ -6,74 +6,13 @@
 use agentvm::{
     connect, BusItem, ConnectOptions, ErrorKind, EventPayload, ImageConfig, Role, RuntimeExt,
 };
-use std::io::{BufRead, BufReader};
+use std::io::{BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_agentvm-server");
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    /// A failed assertion must not leave a server running (it would hold the test's pipes).
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--port", "0", "--data-dir"])
-        .arg(dir)
-        .args(extra)
-        .env("LLM_PROVIDER", "mock")
-        .env("AGENTVM_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn agentvm-server");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
-    Server {
-        child,
-        url: format!("ws://{addr}/ws"),
-    }
-}
-
-fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server did not exit within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+mod common;
+use common::{serve as start, sigterm, spawn, wait_exit, BIN};
 
 /// Connects, creates a `slow-stream` image in `container`, sends a message and returns once
 /// three deltas of the reply have arrived (the turn is mid-stream).
@@ -303,7 +242,8 @@ async fn token_cli_scopes_and_revokes() {
 async fn bootstrap_token_is_printed_once_on_a_server_that_needs_one() {
     let dir = tempfile::tempdir().unwrap();
     let run = |dir: &Path| {
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args([
                 "serve",
                 "--port",
@@ -315,31 +255,10 @@ async fn bootstrap_token_is_printed_once_on_a_server_that_needs_one() {
             .arg(dir)
             .env("LLM_PROVIDER", "mock")
             .env("AGENTVM_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Owned at once: a failed assertion below still kills and reaps it.
-        let mut server = Server {
-            child,
-            url: String::new(),
-        };
-        let mut lines = BufReader::new(server.child.stdout.take().unwrap()).lines();
-        let mut before = Vec::new();
-        loop {
-            let line = lines.next().expect("a listening line").unwrap();
-            if line.contains("listening on") {
-                let addr = line
-                    .split("http://")
-                    .nth(1)
-                    .and_then(|s| s.split_whitespace().next())
-                    .unwrap()
-                    .to_string();
-                server.url = format!("ws://{addr}/ws");
-                return (server, before);
-            }
-            before.push(line);
-        }
+            .stderr(Stdio::null());
+        let server = spawn(command);
+        let printed = server.before.clone();
+        (server, printed)
     };
     let (mut server, printed) = run(dir.path());
     assert_eq!(printed.len(), 1, "{printed:?}");
@@ -422,7 +341,7 @@ async fn node_join_registers_and_heartbeats() {
 /// WARN line naming the provider and its URL, never the key; the log has no colour codes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_llm_failure_is_logged_at_warn_with_provider_and_url_not_the_key() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let provider = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let provider_url = format!("http://{}", provider.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -439,7 +358,8 @@ async fn an_llm_failure_is_logged_at_warn_with_provider_and_url_not_the_key() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args(["serve", "--port", "0", "--data-dir"])
         .arg(dir.path())
         .env("LLM_PROVIDER", "openai")
@@ -447,25 +367,9 @@ async fn an_llm_failure_is_logged_at_warn_with_provider_and_url_not_the_key() {
         .env("LLM_PROVIDER_MODEL", "some-model")
         .env("LLM_PROVIDER_KEY", "sk-very-secret-key")
         .env("AGENTVM_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut server = Server {
-        child,
-        url: String::new(),
-    };
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    server.url = format!("ws://{addr}/ws");
+        .stderr(Stdio::piped());
+    let mut server = spawn(command);
+    let stderr = server.child.stderr.take().unwrap();
     let rt = connect(&server.url, ConnectOptions::default())
         .await
         .unwrap();
