@@ -162,6 +162,10 @@ impl LeaseManager {
         let claim = blocking(&self.store, move |s| s.acquire_lease(&id, &me, ttl)).await?;
         match claim {
             LeaseClaim::Held(lease) => {
+                // The container's events may have been numbered by another server, whose clock
+                // (and counter) may be ahead of ours: continue above every cursor in the log.
+                let newest = blocking(&self.store, |s| s.max_replay_cursor()).await?;
+                self.vm.bus().advance_past(newest);
                 tracing::info!(container = %container_id, epoch = lease.epoch, "lease acquired");
                 self.held.lock().unwrap_or_else(|p| p.into_inner()).insert(
                     container_id.to_string(),

@@ -62,10 +62,11 @@ async fn a_client_on_both_servers_fails_over_when_its_server_stops() {
     }
     let (store, _db) = fresh_schema("failover").await;
     let dir = tempfile::tempdir().unwrap();
-    let a = start(dir.path(), &store, "srv_a");
-    // B starts later, so the cursors it hands out are above A's.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // B starts first: a server that started earlier still numbers above what the later one
+    // handed out (cursors follow the clock and the shared log, not each server's start).
     let b = start(dir.path(), &store, "srv_b");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = start(dir.path(), &store, "srv_a");
     let options = ConnectOptions {
         urls: vec![a.url.clone(), b.url.clone()],
         min_backoff: Duration::from_millis(50),

@@ -5,7 +5,10 @@
 //!   the subscriber *overflowed*. It receives everything queued before that point, then
 //!   [`BusItem::Overflowed`] with the last cursor it saw per topic, and can resubscribe from there.
 //! - Every session event gets a cursor, unique across the process and increasing across
-//!   restarts (seeded from the clock and the persisted log).
+//!   restarts and across the servers of a cluster: a hybrid clock, the greater of the last
+//!   cursor + 1 and the time in microseconds (so a server that started earlier does not number
+//!   below one that started later), raised past the shared log's newest cursor when a server
+//!   takes a container over ([`Bus::advance_past`]).
 //! - Replay: a per-topic ring in memory for recent events, and the persisted log in the
 //!   store for older ones, written in batches by a background task. A ring only drops
 //!   events already persisted, so a replay has no gaps and no duplicates.
@@ -289,6 +292,26 @@ fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
+/// The next cursor of `next` (which holds the smallest cursor not yet handed out): at least
+/// the time in microseconds, so cursors of servers that started at different times still
+/// increase from one to the next. One clock read and (without contention) one CAS.
+fn next_hybrid(next: &AtomicU64) -> u64 {
+    let now = now_micros();
+    let mut current = next.load(Ordering::Relaxed);
+    loop {
+        let cursor = current.max(now);
+        match next.compare_exchange_weak(
+            current,
+            cursor.saturating_add(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return cursor,
+            Err(seen) => current = seen,
+        }
+    }
+}
+
 impl Bus {
     /// A bus with a persisted replay log in `store` (if given). Must be called inside a tokio
     /// runtime when `store` is given: it starts the persisting task.
@@ -374,6 +397,14 @@ impl Bus {
         }
     }
 
+    /// Every cursor handed out from now on is greater than `cursor`: a server taking over a
+    /// container whose events another server numbered calls this with the shared log's newest.
+    pub fn advance_past(&self, cursor: u64) {
+        self.inner
+            .next_cursor
+            .fetch_max(cursor.saturating_add(1), Ordering::Relaxed);
+    }
+
     /// The newest cursor handed out so far: every later event has a greater one.
     pub fn current_cursor(&self) -> u64 {
         self.inner
@@ -394,7 +425,7 @@ impl Bus {
                 self.inner.next_cursor.fetch_max(c + 1, Ordering::Relaxed);
                 c
             }
-            None => self.inner.next_cursor.fetch_add(1, Ordering::Relaxed),
+            None => next_hybrid(&self.inner.next_cursor),
         };
         let p = Arc::new(Published::new(event, Some(cursor)));
         st.last_publish = Some(Instant::now());
@@ -916,6 +947,38 @@ mod tests {
                 ..Default::default()
             }),
         )
+    }
+
+    #[test]
+    fn cursors_follow_the_clock_so_a_server_that_started_earlier_does_not_number_lower() {
+        // Two servers: A started later than B (its counter is ahead), A numbered a session, B
+        // takes it over. B's next cursor is above A's, from the clock and from advance_past.
+        let a = Bus::in_memory(BusConfig::default());
+        let b = Bus::in_memory(BusConfig::default());
+        a.advance_past(now_micros() + 5_000_000); // A's clock runs 5 s ahead
+        let on_a = a.publish(delta("s", "on a")).cursor.unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let on_b = b.publish(delta("s", "on b")).cursor.unwrap();
+        assert!(on_b < on_a, "clock skew alone would number lower");
+        b.advance_past(on_a);
+        let after = b.publish(delta("s", "after the takeover")).cursor.unwrap();
+        assert!(after > on_a, "{after} after {on_a}");
+        // Idle for a while: the next cursor is at least the clock, not last + 1.
+        let before = now_micros();
+        std::thread::sleep(Duration::from_millis(2));
+        let c = Bus::in_memory(BusConfig::default());
+        let first = c.publish(delta("t", "x")).cursor.unwrap();
+        std::thread::sleep(Duration::from_millis(3));
+        let second = c.publish(delta("t", "y")).cursor.unwrap();
+        assert!(
+            first >= before && second >= first + 3_000,
+            "{first} {second}"
+        );
+        // Many at once stay unique and increasing.
+        let burst: Vec<u64> = (0..10_000)
+            .map(|i| c.publish(delta("t", &i.to_string())).cursor.unwrap())
+            .collect();
+        assert!(burst.windows(2).all(|w| w[1] > w[0]));
     }
 
     #[tokio::test]

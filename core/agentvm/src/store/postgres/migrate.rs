@@ -20,6 +20,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "replay_floors",
         include_str!("migrations/0003_replay_floors.sql"),
     ),
+    (
+        4,
+        "replay_by_cursor",
+        include_str!("migrations/0004_replay_by_cursor.sql"),
+    ),
 ];
 
 /// The key of the advisory lock that serializes migrations ("agentvm" in ASCII).
