@@ -1,5 +1,6 @@
 //! `agentvm-server`: the agentvm runtime behind one port (Channel WebSocket, REST, metrics).
 
+use agentvm::toolhost::local::{running_as_root, LocalToolsPolicy, ToolUser};
 use agentvm::{AgentVm, LlmDriver, RedbStore, Store};
 use agentvm_server::{AuthMode, ClusterConfig, LeaseManager, ServerConfig, ServerManager};
 use clap::{Args, Parser, Subcommand};
@@ -71,9 +72,19 @@ struct ServeArgs {
     #[arg(long = "docker")]
     docker: Vec<String>,
     /// Let agents whose image enables them run the built-in tools (bash, files) on this host,
-    /// confined to each image's workdir. Off by default: bash on the host is not a sandbox.
+    /// confined to each image's workdir, in the containers named by --local-tools-container.
+    /// Off by default: bash on the host is not a sandbox.
     #[arg(long)]
     local_tools: bool,
+    /// A container whose agents may use the local tools (repeatable; `*`: every container).
+    /// Other containers' tool calls are refused. Adds to the config file's
+    /// `local_tools_containers`.
+    #[arg(long = "local-tools-container")]
+    local_tools_containers: Vec<String>,
+    /// The user the local tools run as when the server runs as root: a name from /etc/passwd
+    /// or uid:gid (default `nobody`; config file `local_tools_user`).
+    #[arg(long)]
+    local_tools_user: Option<String>,
     /// Join a cluster of servers sharing the `--store` PostgreSQL database: each container is
     /// served by one server at a time, through a lease (docs/cluster.md).
     #[arg(long)]
@@ -157,6 +168,9 @@ struct FileConfig {
     max_subscriptions: Option<usize>,
     max_requests_in_flight: Option<usize>,
     #[serde(default)]
+    local_tools_containers: Vec<String>,
+    local_tools_user: Option<String>,
+    #[serde(default)]
     llm: LlmFileConfig,
     cluster: Option<ClusterFileConfig>,
 }
@@ -177,6 +191,44 @@ struct LlmFileConfig {
     key: Option<String>,
     url: Option<String>,
     model: Option<String>,
+}
+
+/// The operator's local tools policy: the containers named on the command line and in the
+/// config file, run as `local_tools_user` (default `nobody`) when the server is root.
+fn local_tools_policy(
+    flags: Vec<String>,
+    user: Option<String>,
+    file_containers: &[String],
+    file_user: Option<&str>,
+) -> Result<LocalToolsPolicy, String> {
+    let containers: Vec<String> = flags
+        .into_iter()
+        .chain(file_containers.iter().cloned())
+        .collect();
+    if containers.is_empty() {
+        tracing::warn!(
+            "--local-tools without --local-tools-container: no container may use the local tools"
+        );
+    }
+    let mut policy = LocalToolsPolicy::allow(containers.iter().cloned());
+    let user = user
+        .or_else(|| file_user.map(str::to_string))
+        .unwrap_or_else(|| "nobody".into());
+    if running_as_root() {
+        let u = ToolUser::resolve(&user).map_err(|e| e.to_string())?;
+        tracing::warn!(
+            containers = ?containers, user, uid = u.uid, gid = u.gid,
+            "local tools: agents' bash runs on this host as this user, confined only to its workdir"
+        );
+        policy = policy.run_as(u);
+    } else {
+        tracing::warn!(
+            containers = ?containers,
+            "local tools: the server is not root, so it cannot switch to local_tools_user ({user}); \
+             agents' bash runs as this server's user, confined only to its workdir"
+        );
+    }
+    Ok(policy)
 }
 
 fn default_data_dir() -> PathBuf {
@@ -315,8 +367,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         None => format!("data dir {}", data_dir.display()),
     };
     if args.local_tools {
-        tracing::warn!("--local-tools: agents' bash runs on this host as this user, confined only to its workdir");
-        builder = builder.local_tools();
+        builder = builder.local_tools_policy(local_tools_policy(
+            args.local_tools_containers,
+            args.local_tools_user,
+            &file.local_tools_containers,
+            file.local_tools_user.as_deref(),
+        )?);
     }
     match driver {
         Some(d) => {
