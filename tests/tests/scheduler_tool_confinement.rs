@@ -105,13 +105,30 @@ async fn file_tools_act_as_the_sandbox_user_inside_the_workspace() {
             "{e}"
         );
     }
+    // A large refused write is refused as fast (the script stops reading its stdin).
+    let big = vec![b'x'; 3 << 20];
+    let started = std::time::Instant::now();
+    let e = host
+        .write_file(&ws, "etc_link/big", &big)
+        .await
+        .expect_err("a large write through /etc");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(
         as_root(
             &container,
-            "ls /etc/agent_evil /root/evil 2>/dev/null; true"
+            "ls /etc/agent_evil /etc/big /root/evil 2>/dev/null; true"
         ),
         ""
     );
+    // And a large accepted one arrives whole.
+    host.write_file(&ws, "big.bin", &big).await.unwrap();
+    let back = host.read_file(&ws, "big.bin", 4 << 20).await.unwrap();
+    assert_eq!(back.data.len(), big.len());
 
     // Reads through a link out of the directory are refused, before any permission check.
     let e = host

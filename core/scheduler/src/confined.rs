@@ -338,14 +338,25 @@ impl Scheduler {
             Ok::<_, Error>(run)
         };
         let timeout = self.inner.config.default_exec_timeout;
-        let (_, run) = tokio::time::timeout(timeout, async { tokio::join!(feed, read) })
-            .await
-            .map_err(|_| {
-                Error::unavailable(format!(
-                    "a file operation in sandbox {sandbox_id} took longer than {} s",
-                    timeout.as_secs()
-                ))
-            })?;
+        // The output ends when the script does; a script that stopped reading its stdin
+        // (a refused write) must not leave the feed waiting, so it is dropped then.
+        let both = async {
+            tokio::pin!(feed);
+            tokio::pin!(read);
+            let mut fed = false;
+            loop {
+                tokio::select! {
+                    () = &mut feed, if !fed => fed = true,
+                    run = &mut read => return run,
+                }
+            }
+        };
+        let run = tokio::time::timeout(timeout, both).await.map_err(|_| {
+            Error::unavailable(format!(
+                "a file operation in sandbox {sandbox_id} took longer than {} s",
+                timeout.as_secs()
+            ))
+        })?;
         let mut run = run?;
         let inspected = d
             .inspect_exec(&created.id)
