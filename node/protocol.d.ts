@@ -2029,7 +2029,10 @@ export interface SessionDeleteResponse {
   sessionId: string;
 }
 
-/** `session_destroyed`: A session was deleted. */
+/**
+ * `session_destroyed`: A session was deleted. Its context carries the same ids (as AgentX's does); it goes to
+ * `global` all the same, the session's own topic being gone with it.
+ */
 export interface SessionDestroyedEvent {
   /** Its category. */
   category: Category;
@@ -2049,6 +2052,8 @@ export interface SessionDestroyedEvent {
 
 /** The `data` of `session_destroyed`. */
 export interface SessionDestroyedEventData {
+  /** The agent that was running it, stopped with it. */
+  agentId?: string | null;
   /** Its container. */
   containerId: string;
   /** Its image. */

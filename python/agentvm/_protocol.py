@@ -2652,7 +2652,9 @@ class SessionDeleteResponse(TypedDict):
 
 
 class SessionDestroyedEvent(TypedDict):
-    """`session_destroyed`: A session was deleted."""
+    """`session_destroyed`: A session was deleted. Its context carries the same ids (as AgentX's does); it goes to
+    `global` all the same, the session's own topic being gone with it.
+    """
 
     #: Its category.
     category: "Category"
@@ -2678,6 +2680,9 @@ class SessionDestroyedEvent(TypedDict):
 
 class SessionDestroyedEventData(TypedDict):
     """The `data` of `session_destroyed`."""
+
+    #: The agent that was running it, stopped with it.
+    agentId: NotRequired[Optional[str]]
 
     #: Its container.
     containerId: str

@@ -915,9 +915,12 @@ async fn bad_input_is_answered_clearly_and_the_connection_stays_usable() {
         // Still usable.
         ok(c.request("template_list_request", json!({})).await);
     }
-    // Unknown sandbox topics are refused like unknown sessions.
-    c.send_text(&json!({"type":"subscribe","sessionId": "sbx_missing"}).to_string())
-        .await;
+    // Unknown sandbox topics are refused like unknown sessions (to a client that asks).
+    c.send_text(
+        &json!({"type":"subscribe","sessionId": "sbx_missing","__subscribeResponse": true})
+            .to_string(),
+    )
+    .await;
     let f = c.next_frame().await;
     assert_eq!(
         f.payload["data"]["message"],

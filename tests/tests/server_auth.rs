@@ -162,8 +162,11 @@ async fn out_of_scope_requests_are_refused_and_tenants_never_see_each_other() {
         .await;
     assert_eq!(r["data"]["error"], format!("Image not found: {image_b}"));
     a.clear_backlog();
-    a.send_text(&json!({"type":"subscribe","sessionId": session_b, "afterCursor":"0"}).to_string())
-        .await;
+    a.send_text(
+        &json!({"type":"subscribe","sessionId": session_b, "afterCursor":"0","__subscribeResponse": true})
+            .to_string(),
+    )
+    .await;
     let f = a.next_frame().await;
     assert_eq!(f.type_name(), "system_error");
     assert_eq!(

@@ -117,7 +117,9 @@ async fn a_resubscribing_client_that_never_reads_is_closed_and_memory_stays_boun
             }
         })
     };
-    let subscribe = json!({"type":"subscribe","sessionId":session,"afterCursor":"0"}).to_string();
+    // Each subscribe asks for its `subscribe_response` (as agentvm's own client does), so the
+    // server has something to write for every one.
+    let subscribe = json!({"type":"subscribe","sessionId":session,"afterCursor":"0","__subscribeResponse":true}).to_string();
     let unsubscribe = json!({"type":"unsubscribe","sessionId":session}).to_string();
     let started = Instant::now();
     let mut frames_bytes = 0usize;
@@ -232,8 +234,10 @@ async fn joining_more_topics_than_the_budget_closes_with_4008() {
     }
     // Two topics fit the budget.
     for sid in &sessions[..2] {
-        c.send_text(&json!({"type":"subscribe","sessionId":sid}).to_string())
-            .await;
+        c.send_text(
+            &json!({"type":"subscribe","sessionId":sid,"__subscribeResponse": true}).to_string(),
+        )
+        .await;
         let f = c
             .frames_until("subscribe_response")
             .await

@@ -514,6 +514,7 @@ fn events() -> Vec<Event> {
             session_id: "sess_1".into(),
             image_id: "img_1".into(),
             container_id: "user-alice".into(),
+            agent_id: Some("agent_1".into()),
         },
         EventPayload::ConnectionState {
             state: "reconnecting".into(),

@@ -53,6 +53,11 @@ pub fn create_token(
     Ok((token, record))
 }
 
+/// Whether `token` is one agentvm issued (revoked or not), as opposed to a foreign one.
+pub fn is_issued(store: &dyn Store, token: &str) -> Result<bool> {
+    Ok(store.token_by_hash(&hash_token(token))?.is_some())
+}
+
 /// Checks a presented token and returns its scope. Unknown and revoked tokens are refused
 /// with `Unauthorized` and a message saying which.
 pub fn verify_token(store: &dyn Store, token: &str) -> Result<(TokenRecord, Scope)> {

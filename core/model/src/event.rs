@@ -290,7 +290,8 @@ pub enum EventPayload {
         /// Its container.
         container_id: String,
     },
-    /// A session was deleted.
+    /// A session was deleted. Its context carries the same ids (as AgentX's does); it goes to
+    /// `global` all the same, the session's own topic being gone with it.
     #[serde(rename_all = "camelCase")]
     SessionDestroyed {
         /// The session.
@@ -299,6 +300,9 @@ pub enum EventPayload {
         image_id: String,
         /// Its container.
         container_id: String,
+        /// The agent that was running it, stopped with it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_id: Option<String>,
     },
 
     /// The remote runtime's connection changed state (local to the remote runtime).
@@ -523,9 +527,11 @@ impl EventPayload {
             ContainerCreated { .. } | ContainerDeleted { .. } => {
                 (Source::Container, Category::Lifecycle)
             }
-            AgentRegistered { .. } | AgentUnregistered { .. } | Interrupted { .. } => {
-                (Source::Agent, Category::Lifecycle)
+            // AgentX's container registers and unregisters its agents.
+            AgentRegistered { .. } | AgentUnregistered { .. } => {
+                (Source::Container, Category::Lifecycle)
             }
+            Interrupted { .. } => (Source::Agent, Category::Lifecycle),
             SessionDestroyed { .. } => (Source::Session, Category::Lifecycle),
             ConnectionState { .. } => (Source::Environment, Category::Lifecycle),
             SandboxCreated { .. }
@@ -589,6 +595,9 @@ impl Event {
     /// The topic this event is published on, with a cursor: its session for agent events, its
     /// sandbox for exec events. `None`: the `global` topic.
     pub fn topic(&self) -> Option<&str> {
+        if let EventPayload::SessionDestroyed { .. } = self.payload {
+            return None;
+        }
         if let Some(s) = self.session_id() {
             return Some(s);
         }

@@ -354,6 +354,40 @@ impl Scheduler {
         }
     }
 
+    /// Kills every process a finished execution left behind (started in the background,
+    /// in a new session with `setsid`, or daemonised): each process still tagged with its id,
+    /// and its process group. Returns how many were found. Agents' tool calls end with it, so
+    /// a call leaves nothing running in the sandbox.
+    pub async fn reap_exec(&self, sandbox_id: &str, exec_id: &str) -> Result<usize> {
+        let sandbox = self.ready_sandbox(sandbox_id).await?;
+        let d = self.docker(&sandbox.node_id).await?;
+        let target = sandbox
+            .docker_container_id
+            .clone()
+            .unwrap_or(sandbox.docker_container_name.clone());
+        let mut found = 0;
+        // Twice over at most, to catch forks racing the first pass.
+        for _ in 0..3 {
+            let argv = vec!["/bin/sh", "-c", KILLER, "agentvm-kill", exec_id];
+            let (code, out) = self
+                .run_quiet(&d, &sandbox.node_id, &target, &sandbox.user, argv)
+                .await?;
+            if code != 0 {
+                return Err(Error::Conflict(format!(
+                    "the killer exec failed ({code}): {}",
+                    out.trim()
+                )));
+            }
+            let n: usize = out.trim().parse().unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            found += n;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(found)
+    }
+
     /// Runs `argv` to its end and returns its exit code and (capped) combined output.
     /// For the readiness check and the killer; no record, no stream.
     pub(crate) async fn run_quiet(

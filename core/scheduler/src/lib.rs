@@ -22,6 +22,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod admission;
+pub mod confined;
 pub mod docker;
 pub mod exec;
 pub mod files;

@@ -2,6 +2,7 @@
 //! owner's agents, reaped by the idle sweep; and [`SandboxRef`], the small surface a tool
 //! runner needs (exec with a timeout, read, write, list).
 
+use super::confined::ConfinedEntry;
 use super::exec::{ExecRequest, Execution};
 use super::files::FileEntry;
 use super::sandbox::{SandboxStatus, TerminationReason};
@@ -30,6 +31,40 @@ impl SandboxRef {
     pub async fn exec(&self, script: &str, timeout: Duration) -> Result<Execution> {
         self.scheduler
             .exec_collect(&self.id, ExecRequest::shell(script).timeout(timeout))
+            .await
+    }
+
+    /// Runs `script` as [`exec`](Self::exec) does, then kills whatever it left running.
+    pub async fn exec_reaped(&self, request: ExecRequest) -> Result<Execution> {
+        let run = self.scheduler.exec_collect(&self.id, request).await?;
+        if let Err(e) = self.scheduler.reap_exec(&self.id, &run.id).await {
+            tracing::warn!(sandbox = %self.id, exec = %run.id, error = %e.chain(), "reaping an exec's leftovers");
+        }
+        Ok(run)
+    }
+
+    /// Reads `rel` inside `root` as the sandbox's user (see [`confined`](super::confined)).
+    pub async fn read_file_confined(&self, root: &str, rel: &str) -> Result<Vec<u8>> {
+        self.scheduler.read_file_confined(&self.id, root, rel).await
+    }
+
+    /// Writes `rel` inside `root` as the sandbox's user, making parent directories.
+    pub async fn write_file_confined(&self, root: &str, rel: &str, data: Vec<u8>) -> Result<()> {
+        self.scheduler
+            .write_file_confined(&self.id, root, rel, data)
+            .await
+    }
+
+    /// Lists `rel` inside `root` as the sandbox's user.
+    pub async fn list_files_confined(
+        &self,
+        root: &str,
+        rel: &str,
+        recursive: bool,
+        max_entries: usize,
+    ) -> Result<Vec<ConfinedEntry>> {
+        self.scheduler
+            .list_files_confined(&self.id, root, rel, recursive, max_entries)
             .await
     }
 

@@ -107,6 +107,8 @@ struct Connection {
 struct Outcome {
     /// The client's id for it.
     request_id: Option<String>,
+    /// What an error response carries beside `error` (AgentX's fallback fields).
+    fallback: serde_json::Map<String, serde_json::Value>,
     /// `x_response`.
     response_type: &'static str,
     /// What it gave.
@@ -452,6 +454,17 @@ impl Connection {
                 }
                 self.state.metrics.event_sent();
                 batch += 1;
+                // AgentX follows every stored message with a `message_persisted` notice.
+                if let Some(notice) = codec::message_persisted(&p.event) {
+                    let frame = codec::wrap(&self.msg_id(), &notice.to_string(), None);
+                    match tokio::time::timeout(budget, socket.feed(Message::Text(frame.into())))
+                        .await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Flow::Close,
+                        Err(_) => return self.send_stalled(socket).await,
+                    }
+                }
             }
             if batch < 256 {
                 match self.sub.try_recv() {
@@ -607,7 +620,16 @@ impl Connection {
             Ok(ClientFrame::Subscribe {
                 session_id,
                 after_cursor,
+                respond,
             }) => match self.join(&session_id, after_cursor).await {
+                // AgentX answers no subscribe; agentvm's own client asks for the cursor.
+                Ok(_) if !respond => Flow::Continue,
+                Err(e) if !respond => {
+                    // AgentX accepts a subscribe to a session that is gone, silently; an
+                    // unknown and a forbidden session look the same.
+                    tracing::debug!(conn = %self.info.id, topic = %session_id, error = %e, "subscribe to a topic that cannot be joined: ignored");
+                    Flow::Continue
+                }
                 Ok(cursor) => {
                     let reply = serde_json::json!({
                         "type": "subscribe_response",
@@ -673,6 +695,7 @@ impl Connection {
         command: Command,
     ) -> Flow {
         let response_type = command.response_type();
+        let fallback = codec::error_fallback(response_type, Some(&command));
         // Join the topic the command will publish on before it runs — a message_send's
         // session (PROTOCOL.md FIX), a sandbox_exec's sandbox — so nothing is missed.
         if let Some(topic) = self.state.vm.topic_of(&command, &self.info.scope).await {
@@ -712,6 +735,7 @@ impl Connection {
                 state.after_dispatch(&result);
                 let _ = done.send(Outcome {
                     request_id,
+                    fallback,
                     response_type,
                     result,
                 });
@@ -728,6 +752,7 @@ impl Connection {
             socket,
             Outcome {
                 request_id,
+                fallback,
                 response_type,
                 result,
             },
@@ -739,6 +764,7 @@ impl Connection {
     async fn respond(&mut self, socket: &mut WebSocket, outcome: Outcome) -> Flow {
         let Outcome {
             request_id,
+            fallback,
             response_type,
             result,
         } = outcome;
@@ -746,7 +772,17 @@ impl Connection {
         match result {
             Ok(response) => {
                 let v = codec::response_value(&response, rid);
-                self.send_text(socket, &v.to_string()).await
+                if let Flow::Close = self.send_text(socket, &v.to_string()).await {
+                    return Flow::Close;
+                }
+                match &response {
+                    // AgentX reports the stored user message as it does every other one.
+                    Response::MessageSend(r) => {
+                        let notice = codec::user_message_persisted(r);
+                        self.send_text(socket, &notice.to_string()).await
+                    }
+                    _ => Flow::Continue,
+                }
             }
             Err(e) => {
                 if let Flow::Close = self
@@ -755,7 +791,7 @@ impl Connection {
                 {
                     return Flow::Close;
                 }
-                let v = codec::error_response_value(response_type, rid, &for_client(&e));
+                let v = codec::error_response_with(response_type, rid, &for_client(&e), fallback);
                 self.send_text(socket, &v.to_string()).await
             }
         }

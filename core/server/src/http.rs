@@ -241,8 +241,9 @@ async fn ws(
         Some(token) => match state.authorize(Some(&token)) {
             Ok((scope, token_id)) => Admission::Granted {
                 scope,
+                // A foreign token ignored with auth off is not tracked for revocation.
+                token_hash: token_id.as_ref().map(|_| crate::auth::hash_token(&token)),
                 token_id,
-                token_hash: Some(crate::auth::hash_token(&token)),
             },
             Err(e) => return error_response(&e),
         },

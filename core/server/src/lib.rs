@@ -258,13 +258,21 @@ impl ServerState {
     }
 
     /// The scope of a presented token; `None` token: all when auth is off.
+    ///
+    /// With auth off, a token agentvm never issued is ignored, as AgentX ignores every token
+    /// (deployments that send their own to a proxy can connect); an agentvm token still
+    /// narrows the scope, and a revoked one is still refused.
     pub(crate) fn authorize(&self, token: Option<&str>) -> Result<(Scope, Option<String>)> {
+        let required = self.require_auth.load(Ordering::Relaxed);
         match token {
+            Some(t) if !required && !crate::auth::is_issued(&**self.vm.store(), t)? => {
+                Ok((Scope::All, None))
+            }
             Some(t) => {
                 let (record, scope) = crate::auth::verify_token(&**self.vm.store(), t)?;
                 Ok((scope, Some(record.id)))
             }
-            None if self.require_auth.load(Ordering::Relaxed) => Err(Error::Unauthorized(
+            None if required => Err(Error::Unauthorized(
                 "authentication required: send 'Authorization: Bearer <token>' (create one with 'agentvm-server token create')".into(),
             )),
             None => Ok((Scope::All, None)),

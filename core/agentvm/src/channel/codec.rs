@@ -20,6 +20,10 @@ pub enum ClientFrame {
         session_id: String,
         /// Replay events after this cursor first.
         after_cursor: Option<u64>,
+        /// The client asked (`"__subscribeResponse": true`, an agentvm extension) for a
+        /// `subscribe_response {sessionId, cursor}`, or an error when the topic cannot be
+        /// joined. AgentX never answers a subscribe, so without it the server says nothing.
+        respond: bool,
     },
     /// Leave a session topic.
     Unsubscribe {
@@ -231,9 +235,11 @@ fn decode_object(mut obj: Map<String, Value>) -> std::result::Result<ClientFrame
             }
             let after_cursor = parse_cursor(field("afterCursor").as_ref())
                 .map_err(|m| frame_error(m, request_id.clone(), None))?;
+            let respond = field("__subscribeResponse").and_then(|v| v.as_bool()) == Some(true);
             Ok(ClientFrame::Subscribe {
                 session_id,
                 after_cursor,
+                respond,
             })
         }
         "auth" => {
@@ -326,9 +332,72 @@ pub fn response_value(response: &Response, request_id: Option<&str>) -> Value {
     )
 }
 
-/// An error response envelope: `data = {requestId, error, errorKind}`.
+/// An error response envelope: `data = {requestId, error, errorKind}` and the fallback fields
+/// AgentX 1.9 puts there for `response_type` ([`error_fallback`] without a request).
 pub fn error_response_value(response_type: &str, request_id: Option<&str>, error: &Error) -> Value {
-    let mut data = Map::new();
+    error_response_with(
+        response_type,
+        request_id,
+        error,
+        error_fallback(response_type, None),
+    )
+}
+
+/// The fields AgentX 1.9's command handlers put beside `error` in a failed response, so a
+/// client reading them finds what it expects: empty lists (`records`, `messages`),
+/// `success:false`, `reused:false`, `agentId:""` where a string is promised, and the ids of
+/// the request echoed (from `command` when there is one).
+pub fn error_fallback(response_type: &str, command: Option<&Command>) -> Map<String, Value> {
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Value| {
+        m.insert(k.to_string(), v);
+    };
+    match response_type {
+        "image_list_response" => put("records", json!([])),
+        "image_messages_response" => put("messages", json!([])),
+        "image_run_response" => {
+            put("agentId", json!(""));
+            put("reused", json!(false));
+        }
+        "agent_destroy_response" => put("success", json!(false)),
+        "message_send_response" => put("agentId", json!("")),
+        _ => {}
+    }
+    let mut echo = |k: &str, v: Option<&str>| {
+        if let Some(v) = v {
+            m.insert(k.to_string(), Value::String(v.to_string()));
+        }
+    };
+    match command {
+        Some(Command::ContainerCreate(r)) => echo("containerId", Some(&r.container_id)),
+        Some(Command::AgentDestroyAll(r)) => echo("containerId", Some(&r.container_id)),
+        Some(Command::AgentDestroy(r)) => echo("agentId", Some(&r.agent_id)),
+        Some(Command::ImageRun(r)) => echo("imageId", Some(&r.image_id)),
+        Some(Command::ImageStop(r)) => echo("imageId", Some(&r.image_id)),
+        Some(Command::ImageDelete(r)) => echo("imageId", Some(&r.image_id)),
+        Some(Command::ImageMessages(r)) => echo("imageId", Some(&r.image_id)),
+        Some(Command::MessageSend(r)) => {
+            echo("imageId", r.image_id.as_deref());
+            echo("agentId", r.agent_id.as_deref());
+        }
+        Some(Command::AgentInterrupt(r)) => {
+            echo("imageId", r.image_id.as_deref());
+            echo("agentId", r.agent_id.as_deref());
+        }
+        _ => {}
+    }
+    m
+}
+
+/// An error response envelope with `fallback` (see [`error_fallback`]) beside
+/// `{requestId, error, errorKind}`.
+pub fn error_response_with(
+    response_type: &str,
+    request_id: Option<&str>,
+    error: &Error,
+    fallback: Map<String, Value>,
+) -> Value {
+    let mut data = fallback;
     if let Some(id) = request_id {
         data.insert("requestId".into(), Value::String(id.into()));
     }
@@ -344,6 +413,51 @@ pub fn error_response_value(response_type: &str, request_id: Option<&str>, error
         "response",
         "result",
     )
+}
+
+/// AgentX's `message_persisted` notice for an event that carries a stored message
+/// (`assistant_message`, `tool_call_message`, `tool_result_message`, `error_message`: agentvm
+/// stores each before publishing it): `source:"session"`, `category:"persist"`,
+/// `intent:"result"`, `data {sessionId, messageId, savedAt}`. `None` for other events.
+pub fn message_persisted(event: &Event) -> Option<Value> {
+    let message = match &event.payload {
+        EventPayload::AssistantMessage(m)
+        | EventPayload::ToolCallMessage(m)
+        | EventPayload::ToolResultMessage(m)
+        | EventPayload::ErrorMessage(m) => m,
+        _ => return None,
+    };
+    let context = event.context.as_ref()?;
+    let session_id = context.session_id.as_deref()?;
+    Some(persisted_notice(
+        session_id,
+        &message.id,
+        event.timestamp,
+        serde_json::to_value(context).unwrap_or(Value::Null),
+    ))
+}
+
+/// AgentX's `message_persisted` for the user message a `message_send_request` stored.
+pub fn user_message_persisted(r: &crate::model::MessageSendResponse) -> Value {
+    persisted_notice(
+        &r.session_id,
+        &r.message_id,
+        now_ms(),
+        json!({ "imageId": r.image_id, "agentId": r.agent_id, "sessionId": r.session_id }),
+    )
+}
+
+fn persisted_notice(session_id: &str, message_id: &str, saved_at: i64, context: Value) -> Value {
+    let mut v = envelope(
+        "message_persisted",
+        json!({ "sessionId": session_id, "messageId": message_id, "savedAt": saved_at }),
+        "session",
+        "persist",
+        "result",
+    );
+    v["timestamp"] = json!(saved_at);
+    v["context"] = context;
+    v
 }
 
 /// The `system_error` event sent to one client before an error response.
@@ -504,9 +618,11 @@ mod tests {
             ClientFrame::Subscribe {
                 session_id,
                 after_cursor,
+                respond,
             } => {
                 assert_eq!(session_id, "s");
                 assert_eq!(after_cursor, Some(42));
+                assert!(!respond, "AgentX's subscribe asks for no response");
             }
             other => panic!("{other:?}"),
         }

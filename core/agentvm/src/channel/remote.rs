@@ -277,12 +277,17 @@ impl RemoteRuntime {
     }
 }
 
+/// A subscribe frame asking for the `subscribe_response` (an agentvm extension AgentX's server
+/// never sends) that tells this client the topic's cursor.
 fn subscribe_frame(session_id: &str, after: Option<u64>) -> String {
     match after {
-        Some(c) => {
-            json!({ "type": "subscribe", "sessionId": session_id, "afterCursor": c.to_string() })
+        Some(c) => json!({
+            "type": "subscribe", "sessionId": session_id, "afterCursor": c.to_string(),
+            "__subscribeResponse": true,
+        }),
+        None => {
+            json!({ "type": "subscribe", "sessionId": session_id, "__subscribeResponse": true })
         }
-        None => json!({ "type": "subscribe", "sessionId": session_id }),
     }
     .to_string()
 }

@@ -33,6 +33,8 @@ pub struct AgentVmBuilder {
     tools: Option<Arc<dyn ToolRunner>>,
     tool_host: Option<Arc<dyn ToolHost>>,
     local_tools: bool,
+    /// Who may use the local tools and as whom they run.
+    local_tools_policy: crate::toolhost::local::LocalToolsPolicy,
     /// The embedded scheduler, opened with this runtime's store and bus.
     scheduler: Option<SchedulerBuilder>,
     tool_limits: ToolLimits,
@@ -102,6 +104,15 @@ impl AgentVmBuilder {
         self
     }
 
+    /// Runs the built-in tools on this machine as [`local_tools`](Self::local_tools) does,
+    /// under `policy`: only the containers it names may use them, and `bash` runs as its user
+    /// when this process is root ([`LocalToolsPolicy`](crate::toolhost::local::LocalToolsPolicy)).
+    pub fn local_tools_policy(mut self, policy: crate::toolhost::local::LocalToolsPolicy) -> Self {
+        self.local_tools = true;
+        self.local_tools_policy = policy;
+        self
+    }
+
     /// Limits of the built-in tools (timeout, output and file sizes).
     pub fn tool_limits(mut self, limits: ToolLimits) -> Self {
         self.tool_limits = limits;
@@ -131,7 +142,9 @@ impl AgentVmBuilder {
         let data_dir = self.data_dir.clone();
         let sandbox = match (self.tool_host, self.local_tools, &data_dir) {
             (Some(s), _, _) => Some(s),
-            (None, true, Some(dir)) => Some(Arc::new(LocalToolHost::new(dir)) as Arc<dyn ToolHost>),
+            (None, true, Some(dir)) => Some(Arc::new(
+                LocalToolHost::new(dir).with_policy(self.local_tools_policy.clone()),
+            ) as Arc<dyn ToolHost>),
             (None, true, None) => {
                 return Err(Error::invalid(
                     "local_tools() needs a data_dir: the tools run in its containers/ workdirs",
@@ -261,6 +274,7 @@ impl AgentVm {
             tools: None,
             tool_host: None,
             local_tools: false,
+            local_tools_policy: Default::default(),
             tool_limits: ToolLimits::default(),
             scheduler: None,
             limits: Limits::default(),

@@ -7,10 +7,15 @@
 //! land inside the directory; a dangling one is refused. New components are created only under
 //! an already-checked directory.
 //!
-//! `bash` runs as the agentvm process's user with that directory as its working directory, in
-//! its own process group, which is killed (SIGKILL) when the command ends, times out or is
-//! cancelled, so nothing it started outlives it. It is not an isolation boundary: a command can
-//! still read what the process's user can read. Use a container backend for untrusted agents.
+//! `bash` runs with that directory as its working directory, in its own process group, which
+//! is killed (SIGKILL) when the command ends, times out or is cancelled. It runs as the agentvm
+//! process's user, or, under a [`LocalToolsPolicy`] naming a user and a process running as
+//! root, as that user (supplementary groups dropped); the file tools then run on a thread of
+//! their own with that user's credentials, so they can do what its `bash` can and no more, and
+//! the image's directory is given to it. The policy also names the containers allowed local
+//! tools at all. It is not an isolation boundary: a command can still read what its user can
+//! read, and a process that leaves the group (`setsid`) is not tracked. Use a container backend
+//! for untrusted agents.
 
 use super::{ToolCommand, ToolCommandOutput, ToolFileContent, ToolFileEntry, ToolHost, Workspace};
 use crate::error::{Error, Result};
@@ -25,18 +30,57 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// left the group could hold the pipes open).
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
+mod policy;
+pub use policy::{running_as_root, LocalToolsPolicy, ToolUser};
+
 /// Tools on this machine, in the runtime's data dir.
 #[derive(Debug, Clone)]
 pub struct LocalToolHost {
     data_dir: PathBuf,
+    /// Which containers may use the tools, and as whom they run.
+    policy: LocalToolsPolicy,
 }
 
 impl LocalToolHost {
-    /// A sandbox whose workspaces live under `data_dir/containers/`.
+    /// A sandbox whose workspaces live under `data_dir/containers/`, open to every container,
+    /// running as this process's user.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         LocalToolHost {
             data_dir: data_dir.into(),
+            policy: LocalToolsPolicy::default(),
         }
+    }
+
+    /// The same, under `policy`.
+    pub fn with_policy(mut self, policy: LocalToolsPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The user the tools switch to: the policy's, when this process can switch (is root).
+    fn switch_to(&self) -> Option<ToolUser> {
+        self.policy.run_as.filter(|_| running_as_root())
+    }
+
+    /// Runs a file operation: on a blocking thread, or, when the tools switch users, on a
+    /// thread of its own that takes the user's credentials first (Linux credentials are per
+    /// thread), so the kernel checks every path and permission as that user.
+    async fn file_op<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let Some(user) = self.switch_to() else {
+            return blocking(f).await;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("agentvm-local-file".into())
+            .spawn(move || {
+                let _ = tx.send(become_user(user).and_then(|()| f()));
+            })
+            .map_err(|e| Error::Internal(format!("starting a file thread: {e}")))?;
+        rx.await
+            .map_err(|_| Error::Internal("a file operation panicked".into()))?
     }
 
     /// The working directory of `ws` (not created).
@@ -61,12 +105,22 @@ impl LocalToolHost {
             .join(&ws.image_id))
     }
 
-    /// The working directory, created if missing, canonical.
+    /// The working directory, created if missing (and given to the tools' user), canonical.
+    /// Refused for a container the policy does not allow.
     async fn root(&self, ws: &Workspace) -> Result<PathBuf> {
+        self.policy.check(&ws.container_id)?;
         let dir = self.workdir(ws)?;
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| Error::storage(format!("creating the workdir {}", dir.display()), e))?;
+        if let Some(u) = self.switch_to() {
+            std::os::unix::fs::lchown(&dir, Some(u.uid), Some(u.gid)).map_err(|e| {
+                Error::storage(
+                    format!("giving the workdir {} to uid {}", dir.display(), u.uid),
+                    e,
+                )
+            })?;
+        }
         tokio::fs::canonicalize(&dir)
             .await
             .map_err(|e| Error::storage(format!("resolving the workdir {}", dir.display()), e))
@@ -148,6 +202,18 @@ fn relative(root: &Path, p: &Path) -> String {
     }
 }
 
+/// Takes `user`'s credentials on this thread only: no supplementary groups, then its gid,
+/// then its uid (real, effective and saved, so there is no way back).
+fn become_user(user: ToolUser) -> Result<()> {
+    use rustix::process::{Gid, Uid};
+    use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
+    let (uid, gid) = (Uid::from_raw(user.uid), Gid::from_raw(user.gid));
+    set_thread_groups(&[])
+        .and_then(|()| set_thread_res_gid(gid, gid, gid))
+        .and_then(|()| set_thread_res_uid(uid, uid, uid))
+        .map_err(|e| Error::Internal(format!("switching to uid {}: {e}", user.uid)))
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
@@ -198,7 +264,8 @@ impl ToolHost for LocalToolHost {
 
     async fn exec(&self, ws: &Workspace, request: ToolCommand) -> Result<ToolCommandOutput> {
         let root = self.root(ws).await?;
-        let mut child = tokio::process::Command::new("bash")
+        let mut command = tokio::process::Command::new("bash");
+        command
             .arg("-c")
             .arg(&request.command)
             .current_dir(&root)
@@ -207,12 +274,24 @@ impl ToolHost for LocalToolHost {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| Error::Unavailable {
-                message: "could not start bash".into(),
-                source: Some(Box::new(e)),
-            })?;
+            .kill_on_drop(true);
+        if let Some(u) = self.switch_to() {
+            // The child drops root's supplementary groups, then takes the gid and the uid
+            // before it changes into the workdir (which must be reachable by that user).
+            command.uid(u.uid).gid(u.gid);
+        }
+        let mut child = command.spawn().map_err(|e| Error::Unavailable {
+            message: match self.switch_to() {
+                Some(u) => format!(
+                    "could not start bash as uid {} in {} (every directory above it must be \
+                     searchable by that user)",
+                    u.uid,
+                    root.display()
+                ),
+                None => "could not start bash".into(),
+            },
+            source: Some(Box::new(e)),
+        })?;
         let mut killer = GroupKiller(
             child
                 .id()
@@ -259,7 +338,7 @@ impl ToolHost for LocalToolHost {
     ) -> Result<ToolFileContent> {
         let root = self.root(ws).await?;
         let path = path.to_string();
-        blocking(move || {
+        self.file_op(move || {
             use std::io::Read;
             let target = resolve(&root, &path)?;
             let file = std::fs::File::open(&target).map_err(|e| io_error(&path, e))?;
@@ -284,7 +363,7 @@ impl ToolHost for LocalToolHost {
     async fn write_file(&self, ws: &Workspace, path: &str, data: &[u8]) -> Result<()> {
         let root = self.root(ws).await?;
         let (path, data) = (path.to_string(), data.to_vec());
-        blocking(move || {
+        self.file_op(move || {
             let target = resolve(&root, &path)?;
             if target == root {
                 return Err(Error::invalid("write_file needs a file path"));
@@ -310,7 +389,7 @@ impl ToolHost for LocalToolHost {
         } else {
             path.to_string()
         };
-        blocking(move || {
+        self.file_op(move || {
             let start = resolve(&root, &path)?;
             let meta = std::fs::metadata(&start).map_err(|e| io_error(&path, e))?;
             if !meta.is_dir() {

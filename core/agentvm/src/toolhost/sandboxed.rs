@@ -5,6 +5,11 @@
 //! shared by every agent of the container, and reaped by the scheduler when idle. Each image
 //! works in its own directory inside it (`<sandbox workdir>/<imageId>`), as locally. Containers
 //! without a template fall back to the runtime's other sandbox (local tools), if any.
+//!
+//! Every tool runs as the sandbox's user: `bash` as an exec, the file tools as execs too
+//! (see [`confined`](crate::scheduler::confined)), so they see the permissions the agent's own
+//! shell sees, and a path whose symbolic links lead out of the image's directory is refused.
+//! A `bash` call leaves no process behind: what it started is killed when it returns.
 
 use super::{ToolCommand, ToolCommandOutput, ToolFileContent, ToolFileEntry, ToolHost, Workspace};
 use crate::error::{Error, Result};
@@ -28,8 +33,10 @@ impl std::fmt::Debug for SandboxToolHost {
     }
 }
 
-/// A path inside the image's directory: relative, no `..`, `/`-separated.
-fn inside(ws: &Workspace, path: &str) -> Result<String> {
+/// A path inside the image's directory, relative to it: no leading `/`, no `..`,
+/// `/`-separated, empty for the directory itself. Symbolic links are resolved (and refused
+/// when they leave the directory) inside the sandbox.
+fn inside(path: &str) -> Result<String> {
     if path.starts_with('/') {
         return Err(Error::invalid(format!(
             "{path:?} is absolute: paths are relative to the working directory"
@@ -47,12 +54,7 @@ fn inside(ws: &Workspace, path: &str) -> Result<String> {
             p => parts.push(p),
         }
     }
-    let mut out = ws.image_id.clone();
-    for p in parts {
-        out.push('/');
-        out.push_str(p);
-    }
-    Ok(out)
+    Ok(parts.join("/"))
 }
 
 /// Single-quotes `s` for `sh`.
@@ -110,7 +112,8 @@ impl ToolHost for SandboxToolHost {
         let script = format!("mkdir -p {dir} && cd {dir} && {}", request.command);
         let mut req = scheduler::ExecRequest::shell(script).timeout(request.timeout);
         req.max_output_bytes = Some(request.max_output_bytes);
-        let run = self.scheduler.exec_collect(sandbox.id(), req).await?;
+        // Whatever the command left running (`setsid … &` included) is killed with it.
+        let run = sandbox.exec_reaped(req).await?;
         Ok(ToolCommandOutput {
             stdout: run.stdout,
             stderr: run.stderr,
@@ -130,7 +133,8 @@ impl ToolHost for SandboxToolHost {
             Target::Fallback(f) => return f.read_file(ws, path, max_bytes).await,
             Target::Docker(s) => s,
         };
-        let mut data = sandbox.read_file(&inside(ws, path)?).await?;
+        let rel = inside(path)?;
+        let mut data = sandbox.read_file_confined(&ws.image_id, &rel).await?;
         let size = data.len() as u64;
         data.truncate(max_bytes);
         Ok(ToolFileContent { data, size })
@@ -141,22 +145,10 @@ impl ToolHost for SandboxToolHost {
             Target::Fallback(f) => return f.write_file(ws, path, data).await,
             Target::Docker(s) => s,
         };
-        let full = inside(ws, path)?;
-        if let Some((parent, _)) = full.rsplit_once('/') {
-            let made = sandbox
-                .exec(
-                    &format!("mkdir -p {}", quote(parent)),
-                    std::time::Duration::from_secs(30),
-                )
-                .await?;
-            if made.exit_code != Some(0) {
-                return Err(Error::unavailable(format!(
-                    "could not create {parent}: {}",
-                    made.stderr.trim()
-                )));
-            }
-        }
-        sandbox.write_file(&full, data.to_vec()).await
+        let rel = inside(path)?;
+        sandbox
+            .write_file_confined(&ws.image_id, &rel, data.to_vec())
+            .await
     }
 
     async fn list_files(
@@ -170,33 +162,22 @@ impl ToolHost for SandboxToolHost {
             Target::Fallback(f) => return f.list_files(ws, path, recursive, max_entries).await,
             Target::Docker(s) => s,
         };
-        let root = inside(ws, path)?;
-        let prefix = format!("{}/", ws.image_id);
-        let mut out = Vec::new();
-        let mut dirs = vec![root];
-        while let Some(dir) = dirs.pop() {
-            let mut entries = sandbox.list_files(&dir).await?;
-            entries.sort_by(|a, b| a.name.cmp(&b.name));
-            for e in entries {
-                let rel = format!("{dir}/{}", e.name);
-                let rel = rel.strip_prefix(&prefix).unwrap_or(&rel).to_string();
-                let is_dir = matches!(e.kind, scheduler::files::FileKind::Dir);
-                if is_dir && recursive {
-                    dirs.push(format!("{dir}/{}", e.name));
-                }
-                out.push(ToolFileEntry {
-                    path: rel,
-                    is_dir,
-                    size: e.size,
-                });
-                if out.len() >= max_entries {
-                    out.sort_by(|a, b| a.path.cmp(&b.path));
-                    return Ok(out);
-                }
-            }
-        }
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
+        let rel = inside(path)?;
+        let entries = sandbox
+            .list_files_confined(&ws.image_id, &rel, recursive, max_entries)
+            .await?;
+        Ok(entries
+            .into_iter()
+            .map(|e| ToolFileEntry {
+                path: if rel.is_empty() {
+                    e.path
+                } else {
+                    format!("{rel}/{}", e.path)
+                },
+                is_dir: e.is_dir,
+                size: e.size,
+            })
+            .collect())
     }
 }
 
@@ -206,15 +187,11 @@ mod tests {
 
     #[test]
     fn paths_stay_inside_the_image_directory() {
-        let ws = Workspace {
-            container_id: "c".into(),
-            image_id: "img_1".into(),
-        };
-        assert_eq!(inside(&ws, "a/./b.txt").unwrap(), "img_1/a/b.txt");
-        assert_eq!(inside(&ws, ".").unwrap(), "img_1");
-        assert!(inside(&ws, "../x").is_err());
-        assert!(inside(&ws, "a/../../x").is_err());
-        assert!(inside(&ws, "/etc/passwd").is_err());
+        assert_eq!(inside("a/./b.txt").unwrap(), "a/b.txt");
+        assert_eq!(inside(".").unwrap(), "");
+        assert!(inside("../x").is_err());
+        assert!(inside("a/../../x").is_err());
+        assert!(inside("/etc/passwd").is_err());
         assert_eq!(quote("it's"), "'it'\\''s'");
     }
 }

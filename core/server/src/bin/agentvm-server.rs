@@ -1,5 +1,6 @@
 //! `agentvm-server`: the agentvm runtime behind one port (Channel WebSocket, REST, metrics).
 
+use agentvm::toolhost::local::{running_as_root, LocalToolsPolicy, ToolUser};
 use agentvm::{AgentVm, LlmDriver, RedbStore, Store};
 use agentvm_server::{AuthMode, ClusterConfig, LeaseManager, ServerConfig, ServerManager};
 use clap::{Args, Parser, Subcommand};
@@ -59,7 +60,8 @@ Environment:
   AGENTVM_DATA_DIR, AGENTVM_STORE, AGENTVM_ADVERTISE_URL, AGENTVM_SERVER_ID: as the flags
 
 Config file (--config agentvm.toml; flags and environment win; see agentvm.example.toml):
-  host, port, data_dir, store, require_auth, docker = [..], max_frame_bytes,
+  host, port, data_dir, store, require_auth, docker = [..], local_tools_containers = [..],
+  local_tools_user, max_frame_bytes,
   max_connections, request_timeout_ms, shutdown_grace_ms, send_timeout_ms, header_timeout_ms,
   max_subscriptions, max_requests_in_flight, [llm] provider/key/url/model,
   [cluster] advertise_url/server_id/lease_ttl_ms";
@@ -91,13 +93,23 @@ struct ServeArgs {
     #[arg(long = "docker")]
     docker: Vec<String>,
     /// Let agents whose image enables them run the built-in tools (bash, files) on this host,
-    /// confined to each image's workdir. Off by default: bash on the host is not a sandbox.
+    /// confined to each image's workdir, in the containers named by --local-tools-container.
+    /// Off by default: bash on the host is not a sandbox.
     #[arg(long)]
     local_tools: bool,
     /// When authentication is on and the store holds no active token, create one token for
     /// all containers and print it once on stdout (the first start of a public server).
     #[arg(long)]
     bootstrap_token: bool,
+    /// A container whose agents may use the local tools (repeatable; `*`: every container).
+    /// Other containers' tool calls are refused. Adds to the config file's
+    /// `local_tools_containers`.
+    #[arg(long = "local-tools-container")]
+    local_tools_containers: Vec<String>,
+    /// The user the local tools run as when the server runs as root: a name from /etc/passwd
+    /// or uid:gid (default `nobody`; config file `local_tools_user`).
+    #[arg(long)]
+    local_tools_user: Option<String>,
     /// Join a cluster of servers sharing the `--store` PostgreSQL database: each container is
     /// served by one server at a time, through a lease (docs/cluster.md).
     #[arg(long)]
@@ -181,6 +193,9 @@ struct FileConfig {
     max_subscriptions: Option<usize>,
     max_requests_in_flight: Option<usize>,
     #[serde(default)]
+    local_tools_containers: Vec<String>,
+    local_tools_user: Option<String>,
+    #[serde(default)]
     llm: LlmFileConfig,
     cluster: Option<ClusterFileConfig>,
 }
@@ -201,6 +216,44 @@ struct LlmFileConfig {
     key: Option<String>,
     url: Option<String>,
     model: Option<String>,
+}
+
+/// The operator's local tools policy: the containers named on the command line and in the
+/// config file, run as `local_tools_user` (default `nobody`) when the server is root.
+fn local_tools_policy(
+    flags: Vec<String>,
+    user: Option<String>,
+    file_containers: &[String],
+    file_user: Option<&str>,
+) -> Result<LocalToolsPolicy, String> {
+    let containers: Vec<String> = flags
+        .into_iter()
+        .chain(file_containers.iter().cloned())
+        .collect();
+    if containers.is_empty() {
+        tracing::warn!(
+            "--local-tools without --local-tools-container: no container may use the local tools"
+        );
+    }
+    let mut policy = LocalToolsPolicy::allow(containers.iter().cloned());
+    let user = user
+        .or_else(|| file_user.map(str::to_string))
+        .unwrap_or_else(|| "nobody".into());
+    if running_as_root() {
+        let u = ToolUser::resolve(&user).map_err(|e| e.to_string())?;
+        tracing::warn!(
+            containers = ?containers, user, uid = u.uid, gid = u.gid,
+            "local tools: agents' bash runs on this host as this user, confined only to its workdir"
+        );
+        policy = policy.run_as(u);
+    } else {
+        tracing::warn!(
+            containers = ?containers,
+            "local tools: the server is not root, so it cannot switch to local_tools_user ({user}); \
+             agents' bash runs as this server's user, confined only to its workdir"
+        );
+    }
+    Ok(policy)
 }
 
 fn default_data_dir() -> PathBuf {
@@ -342,8 +395,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         None => format!("data dir {}", data_dir.display()),
     };
     if args.local_tools {
-        tracing::warn!("--local-tools: agents' bash runs on this host as this user, confined only to its workdir");
-        builder = builder.local_tools();
+        builder = builder.local_tools_policy(local_tools_policy(
+            args.local_tools_containers,
+            args.local_tools_user,
+            &file.local_tools_containers,
+            file.local_tools_user.as_deref(),
+        )?);
     }
     match driver {
         Some(d) => {

@@ -120,19 +120,27 @@ impl AgentVm {
                 .into_iter()
                 .map(|s| s.session_id)
                 .collect();
+            let agents: std::collections::HashMap<String, String> = sessions
+                .iter()
+                .filter_map(|s| {
+                    self.inner
+                        .manager
+                        .by_session(s)
+                        .map(|a| (s.clone(), a.id().to_string()))
+                })
+                .collect();
             self.inner.manager.destroy_sessions(&sessions).await;
             let id = image.image_id.clone();
             if let Some((_, removed)) = self.write(move |repo| repo.delete_image(&id)).await? {
                 self.remove_dir(self.workdir(&image.container_id, &image.image_id))
                     .await;
                 for session_id in removed.sessions {
-                    self.inner.bus.publish(Event::new(
-                        EventPayload::SessionDestroyed {
-                            session_id,
-                            image_id: image.image_id.clone(),
-                            container_id: image.container_id.clone(),
-                        },
-                        None,
+                    let agent_id = agents.get(&session_id).cloned();
+                    self.inner.bus.publish(session_destroyed(
+                        session_id,
+                        image.image_id.clone(),
+                        image.container_id.clone(),
+                        agent_id,
                     ));
                 }
             }
@@ -330,4 +338,29 @@ impl AgentVm {
             record: self.list_item(&image),
         })
     }
+}
+
+/// `session_destroyed` as AgentX sends it: the ids in `data` and in `context`.
+pub(super) fn session_destroyed(
+    session_id: String,
+    image_id: String,
+    container_id: String,
+    agent_id: Option<String>,
+) -> Event {
+    let context = EventContext {
+        container_id: Some(container_id.clone()),
+        image_id: Some(image_id.clone()),
+        agent_id: agent_id.clone(),
+        session_id: Some(session_id.clone()),
+        turn_id: None,
+    };
+    Event::new(
+        EventPayload::SessionDestroyed {
+            session_id,
+            image_id,
+            container_id,
+            agent_id,
+        },
+        Some(context),
+    )
 }

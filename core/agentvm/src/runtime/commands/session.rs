@@ -94,19 +94,22 @@ impl AgentVm {
                 session.session_id, session.image_id
             )));
         }
+        let agent_id = self
+            .inner
+            .manager
+            .by_session(&session.session_id)
+            .map(|a| a.id().to_string());
         self.inner
             .manager
             .destroy_sessions(std::slice::from_ref(&session.session_id))
             .await;
         let id = session.session_id.clone();
         self.write(move |repo| repo.delete_session(&id)).await?;
-        self.inner.bus.publish(Event::new(
-            EventPayload::SessionDestroyed {
-                session_id: session.session_id.clone(),
-                image_id: session.image_id.clone(),
-                container_id: session.container_id.clone(),
-            },
-            None,
+        self.inner.bus.publish(super::image::session_destroyed(
+            session.session_id.clone(),
+            session.image_id.clone(),
+            session.container_id.clone(),
+            agent_id,
         ));
         Ok(SessionDeleteResponse {
             session_id: r.session_id,

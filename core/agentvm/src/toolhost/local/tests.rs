@@ -194,3 +194,98 @@ async fn cancelling_exec_kills_the_command() {
         "the command ran on after its future was dropped"
     );
 }
+
+#[tokio::test]
+async fn only_the_containers_the_operator_allows_use_local_tools() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = LocalToolHost::new(dir.path()).with_policy(LocalToolsPolicy::allow(["allowed"]));
+    let ws = |c: &str| Workspace {
+        container_id: c.into(),
+        image_id: "img_1".into(),
+    };
+    let out = host
+        .exec(&ws("allowed"), exec("echo hi", 5000))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "hi\n");
+    let e = host
+        .exec(&ws("other"), exec("echo hi", 5000))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized);
+    assert!(
+        e.to_string().contains("not enabled for container other"),
+        "{e}"
+    );
+    for e in [
+        host.read_file(&ws("other"), "a", 10).await.unwrap_err(),
+        host.write_file(&ws("other"), "a", b"x").await.unwrap_err(),
+        host.list_files(&ws("other"), ".", false, 10)
+            .await
+            .unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+    }
+    // Nothing was made for the refused container.
+    assert!(!dir.path().join("containers/other").exists());
+}
+
+#[tokio::test]
+async fn local_tools_run_as_the_unprivileged_user_when_root() {
+    if !running_as_root() {
+        eprintln!(
+            "not root: local tools cannot switch users here (the server says so when it starts)"
+        );
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    // The tools' user must be able to reach its workdir.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody = ToolUser::resolve("nobody").unwrap();
+    assert_ne!(nobody.uid, 0);
+    let host =
+        LocalToolHost::new(dir.path()).with_policy(LocalToolsPolicy::allow(["c1"]).run_as(nobody));
+    let ws = Workspace {
+        container_id: "c1".into(),
+        image_id: "img_1".into(),
+    };
+    let out = host
+        .exec(&ws, exec("echo $(id -u):$(id -g):$(id -G)", 5000))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.stdout.trim(),
+        format!("{}:{}:{}", nobody.uid, nobody.gid, nobody.gid),
+        "root's groups are dropped: {out:?}"
+    );
+    // A root-only file in the workspace: neither bash nor read_file may read it.
+    let root = host.root(&ws).await.unwrap();
+    let secret = root.join("secret");
+    std::fs::write(&secret, "s3cret").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cat = host.exec(&ws, exec("cat secret", 5000)).await.unwrap();
+    assert_ne!(cat.exit_code, Some(0), "{cat:?}");
+    assert!(cat.stderr.contains("Permission denied"), "{cat:?}");
+    let e = host.read_file(&ws, "secret", 100).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+    let e = host.write_file(&ws, "secret", b"x").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "s3cret");
+    // What the tools write belongs to the user, so its bash can change it.
+    host.write_file(&ws, "d/note.txt", b"hi").await.unwrap();
+    let meta = std::fs::metadata(root.join("d/note.txt")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (nobody.uid, nobody.gid));
+    let out = host
+        .exec(&ws, exec("echo more >> d/note.txt && cat d/note.txt", 5000))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "himore\n", "{out:?}");
+    // Outside the workspace, root's files stay out of reach for bash.
+    let out = host
+        .exec(&ws, exec("touch /etc/agentvm_local_evil", 5000))
+        .await
+        .unwrap();
+    assert_ne!(out.exit_code, Some(0));
+    assert!(!std::path::Path::new("/etc/agentvm_local_evil").exists());
+}
