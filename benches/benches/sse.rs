@@ -152,7 +152,7 @@ async fn chunk_to_bus(label: &str, deltas: usize, replies: usize, pacing: Pacing
         provider: Provider::OpenAi,
         api_key: Some("bench-key".into()),
         base_url: Some(server.url().into()),
-        model: "gpt-bench".into(),
+        model: Some("gpt-bench".into()),
         ..Default::default()
     };
     let vm = AgentVm::builder()
