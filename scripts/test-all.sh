@@ -84,6 +84,9 @@ bash scripts/test-console.sh
 step "python package (scripts/test-python.sh)"
 bash scripts/test-python.sh
 
+step "README snippets, run as written (scripts/readme_snippets.py)"
+python3 scripts/readme_snippets.py
+
 step "benches compile"
 cargo bench -p agentvm-benches --no-run --locked
 
