@@ -263,7 +263,7 @@ export interface Message {
   [key: string]: unknown
 }
 
-/** An event (PROTOCOL.md §2, §5). Session events carry their `cursor`. */
+/** An event (docs/protocol.md §2, §5). Session events carry their `cursor`. */
 export interface AgentEvent {
   type: string
   timestamp: number

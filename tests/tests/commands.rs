@@ -1,4 +1,4 @@
-//! Every command of PROTOCOL.md §4 through `Runtime::request`, with the response JSON checked
+//! Every command of docs/protocol.md §4 through `Runtime::request`, with the response JSON checked
 //! field by field.
 
 use agentvm::*;

@@ -1,4 +1,4 @@
-//! Event order of PROTOCOL.md §5 for every mock scenario, through the local runtime.
+//! Event order of docs/protocol.md §5 for every mock scenario, through the local runtime.
 
 use agentvm::*;
 use agentvm_e2e::{collect_turn, mock_vm, text_of, types};

@@ -1,6 +1,6 @@
 //! The Anthropic driver against recorded SSE transcripts served by a real HTTP server on
 //! loopback, cut at many byte boundaries: exact `LlmEvent` sequences, the request on the wire,
-//! and exact PROTOCOL.md §5 event sequences through `AgentVm`.
+//! and exact docs/protocol.md §5 event sequences through `AgentVm`.
 
 use agentvm::*;
 use agentvm_e2e::llm::{anthropic, collect, request};

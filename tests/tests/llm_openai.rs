@@ -1,6 +1,6 @@
 //! The OpenAI-compatible driver against transcripts in the shapes OpenAI, vLLM, llama.cpp and
 //! Ollama stream, served by a real HTTP server on loopback and cut at many byte boundaries:
-//! exact `LlmEvent` sequences, the request on the wire, and PROTOCOL.md §5 sequences through
+//! exact `LlmEvent` sequences, the request on the wire, and docs/protocol.md §5 sequences through
 //! `AgentVm`.
 
 use agentvm::*;

@@ -68,7 +68,7 @@ async fn acceptance_serve_health_connect_create_send_stream() {
         )
         .await;
 
-    // The reply streams in PROTOCOL.md's order, right after the response.
+    // The reply streams in docs/protocol.md's order, right after the response.
     let mut frames = Vec::new();
     loop {
         let f = c.next_frame().await;

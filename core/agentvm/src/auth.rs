@@ -1,4 +1,4 @@
-//! Access tokens: creation, verification and their scopes (PROTOCOL.md §1).
+//! Access tokens: creation, verification and their scopes (docs/protocol.md §1).
 //!
 //! A token is shown once, at creation; the store keeps only its SHA-256. A token is
 //! scoped to a set of containers or to all.

@@ -1,4 +1,4 @@
-//! The Channel: PROTOCOL.md over one WebSocket.
+//! The Channel: docs/protocol.md over one WebSocket.
 //!
 //! - [`codec`]: frames in and out — pure, no I/O, so it can be tested and benched alone.
 //! - [`remote`]: the remote runtime, `agentvm::connect(url)`, a [`crate::Runtime`] over the wire.

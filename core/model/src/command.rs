@@ -1,4 +1,4 @@
-//! Commands and their responses (PROTOCOL.md §4).
+//! Commands and their responses (docs/protocol.md §4).
 //!
 //! A [`Command`] serializes as `{"type":"<name>_request","data":{...}}` and a [`Response`] as
 //! `{"type":"<name>_response","data":{...}}`; the envelope fields and `requestId` are added by

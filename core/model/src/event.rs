@@ -1,4 +1,4 @@
-//! Events: everything that happens, as the Channel protocol carries it (PROTOCOL.md §2, §5).
+//! Events: everything that happens, as the Channel protocol carries it (docs/protocol.md §2, §5).
 
 use super::error::ErrorKind;
 use super::message::{Message, Usage};

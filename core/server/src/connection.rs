@@ -697,7 +697,7 @@ impl Connection {
         let response_type = command.response_type();
         let fallback = codec::error_fallback(response_type, Some(&command));
         // Join the topic the command will publish on before it runs — a message_send's
-        // session (PROTOCOL.md FIX), a sandbox_exec's sandbox — so nothing is missed.
+        // session (docs/protocol.md FIX), a sandbox_exec's sandbox — so nothing is missed.
         if let Some(topic) = self.state.vm.topic_of(&command, &self.info.scope).await {
             if self.joins_over_budget(&topic) {
                 let reason = format!(

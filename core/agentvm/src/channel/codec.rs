@@ -1,4 +1,4 @@
-//! Frames of the Channel protocol (PROTOCOL.md §2–§3), decoded and encoded without I/O.
+//! Frames of the Channel protocol (docs/protocol.md §2–§3), decoded and encoded without I/O.
 //!
 //! Client → server: command requests (`{"type":"x_request","data":{...,"requestId"}}`),
 //! `{"__ack":id}`, `{"type":"subscribe","sessionId",afterCursor?}`, `{"type":"auth",...}`,

@@ -1,4 +1,4 @@
-//! The mock driver: the scenarios of PROTOCOL.md §6, for tests and offline demos.
+//! The mock driver: the scenarios of docs/protocol.md §6, for tests and offline demos.
 //!
 //! A scenario is chosen per request by the model name (`mock:long-stream` or just
 //! `long-stream`), else the driver's default.

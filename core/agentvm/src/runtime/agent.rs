@@ -5,7 +5,7 @@
 //! the session topic, runs tool calls and feeds their results back until the model ends its
 //! turn, and stores each finished message exactly once, before announcing it.
 //!
-//! Event order for a plain reply (PROTOCOL.md §5): `message_start`, `conversation_start`,
+//! Event order for a plain reply (docs/protocol.md §5): `message_start`, `conversation_start`,
 //! (`text_delta`, `conversation_responding`) × N, [`message_delta` when usage is known],
 //! `message_stop`, `assistant_message`, `conversation_end`.
 //!
