@@ -12,16 +12,20 @@
 //! durable commit. The scheduler's tables live in the same file ([`RedbSchedulerStore`]).
 
 use super::SCHEMA_VERSION;
-use super::{check_new_image, check_same_parent, Removed, ReplayEntry, Store, TokenRecord};
+use super::{
+    check_new_image, check_same_parent, MessagePage, MessagePageRequest, Removed, ReplayEntry,
+    Store, TokenRecord,
+};
 use crate::error::{Error, Result};
 use crate::model::{ContainerRecord, Definition, ImageRecord, Message, SessionRecord};
 use agentvm_scheduler::{RedbSchedulerStore, SchedulerStore};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 mod file;
+mod health;
 mod tokens;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
@@ -40,8 +44,11 @@ const REPLAY_FLOORS: TableDefinition<'_, &str, u64> = TableDefinition::new("repl
 
 /// The store in a redb database file.
 pub struct RedbStore {
-    /// Shared with the scheduler's tables, which live in the same file.
-    db: Arc<Database>,
+    /// Shared with the scheduler's tables, which live in the same file. `None` while a reopen
+    /// after a failed write has not succeeded yet (see `redb/health.rs`).
+    db: RwLock<Option<Arc<Database>>>,
+    /// Whether writes fail now, and whether the file must be reopened first.
+    health: health::Health,
     /// The file, for messages and `Debug`.
     path: PathBuf,
     /// The scheduler's tables in `db`, opened on first use (creating them is a durable write a
@@ -80,7 +87,8 @@ impl RedbStore {
         let database = Arc::new(database);
         init(&database)?;
         Ok(RedbStore {
-            db: database,
+            db: RwLock::new(Some(database)),
+            health: health::Health::default(),
             path: path.to_path_buf(),
             scheduler: OnceLock::new(),
         })
@@ -91,12 +99,92 @@ impl RedbStore {
         &self.path
     }
 
+    /// The open database, reopened first when a failed write left redb refusing transactions.
+    fn database(&self) -> Result<Arc<Database>> {
+        if !self.health.needs_reopen() {
+            let slot = self.db.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(database) = slot.as_ref() {
+                return Ok(database.clone());
+            }
+        }
+        self.reopen()
+    }
+
+    /// Closes and opens the database file again (redb's way out of `PreviousIo`). Fails while
+    /// someone else still holds the old handle (the scheduler's tables, a transaction in
+    /// flight): the next call tries again.
+    fn reopen(&self) -> Result<Arc<Database>> {
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if !self.health.needs_reopen() {
+            if let Some(database) = slot.as_ref() {
+                return Ok(database.clone());
+            }
+        }
+        if let Some(old) = slot.take() {
+            match Arc::try_unwrap(old) {
+                Ok(old) => drop(old),
+                Err(shared) => {
+                    *slot = Some(shared);
+                    return Err(Error::Storage {
+                        message: format!(
+                            "{} must be reopened after a failed write but is still in use; retry",
+                            self.path.display()
+                        ),
+                        source: None,
+                    });
+                }
+            }
+        }
+        let database = Arc::new(file::open(&self.path).map_err(|e| self.open_failed(e))?);
+        tracing::info!(path = %self.path.display(), "reopened the store after a failed write");
+        self.health.reopened();
+        *slot = Some(database.clone());
+        Ok(database)
+    }
+
+    /// A failed reopen while the disk is full is still `StorageFull`.
+    fn open_failed(&self, e: Error) -> Error {
+        if self.health.failing() && e.kind() == crate::error::ErrorKind::Storage {
+            return health::full_error(&self.path, e);
+        }
+        e
+    }
+
+    /// Starts a write transaction (reopening the file first if a write failed).
+    fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        self.database()?
+            .begin_write()
+            .map_err(|e| self.health.failed(&self.path, e))
+    }
+
+    /// Commits `txn`; a failure is classified (a full disk is `StorageFull`) and logged once.
+    fn commit(&self, txn: redb::WriteTransaction) -> Result<()> {
+        txn.commit()
+            .map_err(|e| self.health.failed(&self.path, e))?;
+        self.health.wrote(&self.path);
+        Ok(())
+    }
+
+    /// Whether writes work: `Ok` at once while no write failed; during a failure episode,
+    /// one small durable write decides (and ends the episode when it succeeds).
+    fn probe_write(&self) -> Result<()> {
+        if !self.health.failing() {
+            return Ok(());
+        }
+        let txn = self.begin_write()?;
+        txn.open_table(META)
+            .map_err(db)?
+            .insert("write_probe", crate::model::now_ms().max(0) as u64)
+            .map_err(db)?;
+        self.commit(txn)
+    }
+
     fn get_json<T: DeserializeOwned>(
         &self,
         table: TableDefinition<'_, &str, &[u8]>,
         id: &str,
     ) -> Result<Option<T>> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let t = txn.open_table(table).map_err(db)?;
         match t.get(id).map_err(db)? {
             Some(v) => Ok(Some(decode(v.value())?)),
@@ -108,7 +196,7 @@ impl RedbStore {
         &self,
         table: TableDefinition<'_, &str, &[u8]>,
     ) -> Result<Vec<T>> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let t = txn.open_table(table).map_err(db)?;
         let mut out = Vec::new();
         for row in t.iter().map_err(db)? {
@@ -128,7 +216,7 @@ impl RedbStore {
         check: impl FnOnce(&T) -> Result<()>,
     ) -> Result<()> {
         let bytes = encode(value)?;
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         {
             let mut t = txn.open_table(table).map_err(db)?;
             let stored: T = match t.get(id).map_err(db)? {
@@ -138,7 +226,7 @@ impl RedbStore {
             check(&stored)?;
             t.insert(id, bytes.as_slice()).map_err(db)?;
         }
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(())
     }
 }
@@ -180,7 +268,7 @@ fn init(database: &Database) -> Result<()> {
 
 impl Store for RedbStore {
     fn schema_version(&self) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let meta = txn.open_table(META).map_err(db)?;
         Ok(meta
             .get("schema_version")
@@ -193,7 +281,7 @@ impl Store for RedbStore {
         if let Some(scheduler) = self.scheduler.get() {
             return Ok(scheduler.clone());
         }
-        let opened = Arc::new(RedbSchedulerStore::open(self.db.clone())?);
+        let opened = Arc::new(RedbSchedulerStore::open(self.database()?)?);
         Ok(self.scheduler.get_or_init(|| opened).clone())
     }
 
@@ -205,7 +293,7 @@ impl Store for RedbStore {
         sandbox_template: Option<&str>,
         now: i64,
     ) -> Result<(ContainerRecord, bool)> {
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         let out = {
             let mut t = txn.open_table(CONTAINERS).map_err(db)?;
             let (mut record, created) = ensure_container(&mut t, container_id, now)?;
@@ -218,7 +306,7 @@ impl Store for RedbStore {
             }
             (record, created)
         };
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(out)
     }
 
@@ -231,7 +319,7 @@ impl Store for RedbStore {
     }
 
     fn delete_container(&self, container_id: &str) -> Result<Option<Removed>> {
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         let removed = {
             let mut containers = txn.open_table(CONTAINERS).map_err(db)?;
             if containers.remove(container_id).map_err(db)?.is_none() {
@@ -257,7 +345,7 @@ impl Store for RedbStore {
                 Some(removed)
             }
         };
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(removed)
     }
 
@@ -265,7 +353,7 @@ impl Store for RedbStore {
 
     fn put_definition(&self, definition: &Definition) -> Result<bool> {
         let bytes = encode(definition)?;
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         let replaced = {
             let mut t = txn.open_table(DEFINITIONS).map_err(db)?;
             let r = t
@@ -274,7 +362,7 @@ impl Store for RedbStore {
                 .is_some();
             r
         };
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(replaced)
     }
 
@@ -292,7 +380,7 @@ impl Store for RedbStore {
         check_new_image(image, session)?;
         let image_bytes = encode(image)?;
         let session_bytes = encode(session)?;
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         // An early return drops `txn` uncommitted: nothing of it is written.
         let created = {
             let mut images = txn.open_table(IMAGES).map_err(db)?;
@@ -332,7 +420,7 @@ impl Store for RedbStore {
                 .map_err(db)?;
             created
         };
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(created)
     }
 
@@ -341,7 +429,7 @@ impl Store for RedbStore {
     }
 
     fn list_images(&self, container_id: &str) -> Result<Vec<ImageRecord>> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let index = txn.open_table(IMAGES_BY_CONTAINER).map_err(db)?;
         let images = txn.open_table(IMAGES).map_err(db)?;
         let mut out: Vec<ImageRecord> = Vec::new();
@@ -383,7 +471,7 @@ impl Store for RedbStore {
     }
 
     fn delete_image(&self, image_id: &str) -> Result<Option<(ImageRecord, Removed)>> {
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         let out = {
             let images = txn.open_table(IMAGES).map_err(db)?;
             let record: Option<ImageRecord> = match images.get(image_id).map_err(db)? {
@@ -404,7 +492,7 @@ impl Store for RedbStore {
                 }
             }
         };
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(out)
     }
 
@@ -412,7 +500,7 @@ impl Store for RedbStore {
 
     fn create_session(&self, session: &SessionRecord) -> Result<()> {
         let bytes = encode(session)?;
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         // An early return drops `txn` uncommitted: nothing of it is written.
         {
             let image: ImageRecord = match txn
@@ -449,7 +537,7 @@ impl Store for RedbStore {
                 .insert((session.image_id.as_str(), session.session_id.as_str()), ())
                 .map_err(db)?;
         }
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -458,7 +546,7 @@ impl Store for RedbStore {
     }
 
     fn list_sessions(&self, image_id: &str) -> Result<Vec<SessionRecord>> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let index = txn.open_table(SESSIONS_BY_IMAGE).map_err(db)?;
         let sessions = txn.open_table(SESSIONS).map_err(db)?;
         let mut out: Vec<SessionRecord> = Vec::new();
@@ -500,7 +588,7 @@ impl Store for RedbStore {
     }
 
     fn delete_session(&self, session_id: &str) -> Result<Option<SessionRecord>> {
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         let out = {
             let mut sessions = txn.open_table(SESSIONS).map_err(db)?;
             let record: Option<SessionRecord> = match sessions.remove(session_id).map_err(db)? {
@@ -517,7 +605,7 @@ impl Store for RedbStore {
             }
             record
         };
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(out)
     }
 
@@ -525,7 +613,7 @@ impl Store for RedbStore {
 
     fn append_message(&self, session_id: &str, message: &Message) -> Result<u64> {
         let bytes = encode(message)?;
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         let seq = {
             if txn
                 .open_table(SESSIONS)
@@ -548,12 +636,12 @@ impl Store for RedbStore {
             t.insert((session_id, seq), bytes.as_slice()).map_err(db)?;
             seq
         };
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(seq)
     }
 
     fn list_messages(&self, session_id: &str) -> Result<Vec<Message>> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let t = txn.open_table(MESSAGES).map_err(db)?;
         let mut out = Vec::new();
         for row in t
@@ -566,8 +654,24 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    fn page_messages(&self, session_id: &str, page: &MessagePageRequest) -> Result<MessagePage> {
+        let Some((lo, hi)) = page.range() else {
+            return Ok(MessagePage::default());
+        };
+        let txn = self.database()?.begin_read().map_err(db)?;
+        let t = txn.open_table(MESSAGES).map_err(db)?;
+        let range = t.range((session_id, lo)..=(session_id, hi)).map_err(db)?;
+        let size = |v: &redb::AccessGuard<'_, &'static [u8]>| v.value().len();
+        let decode = |v: redb::AccessGuard<'_, &'static [u8]>| decode(v.value());
+        if page.backward() {
+            page.collect(range.rev().map(message_row), size, decode)
+        } else {
+            page.collect(range.map(message_row), size, decode)
+        }
+    }
+
     fn count_messages(&self, session_id: &str) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let t = txn.open_table(MESSAGES).map_err(db)?;
         Ok(t.range((session_id, 0u64)..=(session_id, u64::MAX))
             .map_err(db)?
@@ -580,7 +684,7 @@ impl Store for RedbStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut txn = self.db.begin_write().map_err(db)?;
+        let mut txn = self.begin_write()?;
         txn.set_durability(Durability::None)
             .map_err(|e| Error::storage("setting durability", e))?;
         {
@@ -594,12 +698,12 @@ impl Store for RedbStore {
                     .map_err(db)?;
             }
         }
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(())
     }
 
     fn read_replay(&self, topic: &str, after: u64, limit: usize) -> Result<Vec<ReplayEntry>> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let t = txn.open_table(REPLAY).map_err(db)?;
         let mut out = Vec::new();
         if after == u64::MAX {
@@ -617,7 +721,7 @@ impl Store for RedbStore {
     }
 
     fn max_replay_cursor(&self) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let t = txn.open_table(REPLAY).map_err(db)?;
         let mut max = 0;
         for row in t.iter().map_err(db)? {
@@ -628,7 +732,7 @@ impl Store for RedbStore {
     }
 
     fn trim_replay(&self, keep: usize, min_ts: i64) -> Result<u64> {
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         let removed = {
             let mut t = txn.open_table(REPLAY).map_err(db)?;
             // Count per topic first, then remove the oldest beyond `keep` and the too-old.
@@ -675,12 +779,12 @@ impl Store for RedbStore {
             }
             doomed.len() as u64
         };
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(removed)
     }
 
     fn replay_floor(&self, topic: &str) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         // A file from before the table existed has no floors.
         let floors = match txn.open_table(REPLAY_FLOORS) {
             Ok(t) => t,
@@ -694,10 +798,18 @@ impl Store for RedbStore {
             .unwrap_or(0))
     }
 
+    // ----- health -----
+
+    fn check_writable(&self) -> Result<()> {
+        self.probe_write()
+    }
+
     // ----- tokens -----
 
     fn put_token(&self, token: &TokenRecord) -> Result<()> {
-        tokens::put(&self.db, token)
+        let txn = self.begin_write()?;
+        tokens::put(&txn, token)?;
+        self.commit(txn)
     }
 
     fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
@@ -711,8 +823,26 @@ impl Store for RedbStore {
     }
 
     fn revoke_token(&self, id: &str, now: i64) -> Result<bool> {
-        tokens::revoke(&self.db, id, now)
+        let txn = self.begin_write()?;
+        let found = tokens::revoke(&txn, id, now)?;
+        self.commit(txn)?;
+        Ok(found)
     }
+}
+
+/// A row of `MESSAGES` as `(seq, stored bytes)`.
+#[allow(clippy::type_complexity)]
+fn message_row<'a>(
+    row: std::result::Result<
+        (
+            redb::AccessGuard<'a, (&'static str, u64)>,
+            redb::AccessGuard<'a, &'static [u8]>,
+        ),
+        redb::StorageError,
+    >,
+) -> Result<(u64, redb::AccessGuard<'a, &'static [u8]>)> {
+    let (k, v) = row.map_err(db)?;
+    Ok((k.value().1, v))
 }
 
 fn split_replay(topic: &str, cursor: u64, raw: &[u8]) -> Result<ReplayEntry> {

@@ -89,6 +89,10 @@ struct ServeArgs {
     /// renewed every third of it.
     #[arg(long)]
     lease_ttl_ms: Option<u64>,
+    /// The largest user message content accepted, in bytes (default 1048576); larger content
+    /// is refused with `invalid_input`. Keep it under `max_frame_bytes`.
+    #[arg(long, env = "AGENTVM_MAX_CONTENT_BYTES")]
+    max_content_bytes: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -149,6 +153,7 @@ struct FileConfig {
     #[serde(default)]
     docker: Vec<String>,
     max_frame_bytes: Option<usize>,
+    max_content_bytes: Option<usize>,
     max_connections: Option<usize>,
     request_timeout_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
@@ -302,6 +307,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .unwrap_or_else(default_data_dir);
     let driver = llm_driver(&file.llm)?;
     let mut builder = AgentVm::builder().data_dir(&data_dir);
+    if let Some(max) = args.max_content_bytes.or(file.max_content_bytes) {
+        builder = builder.limits(agentvm::Limits {
+            max_content_bytes: max,
+            ..Default::default()
+        });
+    }
     let store_url = args.store.or(file.store);
     let store_text = match &store_url {
         Some(url) => {
@@ -413,6 +424,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // One line on stdout that scripts (and tests) can wait for.
     println!("agentvm-server listening on http://{addr} (WebSocket ws://{addr}/ws, {store_text})");
     shutdown.await;
+    // Not ready first, while connections are still served.
+    server.drain();
     tracing::info!("shutting down: letting running turns finish");
     server.close().await;
     if let Some(cluster) = &cluster {
