@@ -546,8 +546,8 @@ pub const MESSAGE_PAGE_MAX_BYTES: usize = 8 * 1024 * 1024;
 pub struct ImageMessagesRequest {
     /// The image.
     pub image_id: String,
-    /// At most this many messages (default [`MESSAGE_PAGE_DEFAULT`], at most
-    /// [`MESSAGE_PAGE_MAX`]); a page also stops at [`MESSAGE_PAGE_MAX_BYTES`] of messages.
+    /// At most this many messages (default 100, at most 1000); a page also stops once it
+    /// holds 8 MiB of messages (at least one is always returned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
     /// Only messages after this cursor (a `nextCursor` of a forward page): pages forward.
@@ -900,8 +900,8 @@ pub struct SessionResumeResponse {
 pub struct SessionMessagesRequest {
     /// The session.
     pub session_id: String,
-    /// At most this many messages (default [`MESSAGE_PAGE_DEFAULT`], at most
-    /// [`MESSAGE_PAGE_MAX`]); a page also stops at [`MESSAGE_PAGE_MAX_BYTES`] of messages.
+    /// At most this many messages (default 100, at most 1000); a page also stops once it
+    /// holds 8 MiB of messages (at least one is always returned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
     /// Only messages after this cursor (a `nextCursor` of a forward page): pages forward.
