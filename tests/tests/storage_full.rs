@@ -85,6 +85,8 @@ async fn a_full_disk_is_storage_full_then_recovers_without_a_restart() {
     let vm = AgentVm::builder()
         .data_dir(&data_dir)
         .llm(Arc::new(MockDriver::default()))
+        // As the server binary runs: with a scheduler, whose tables share the redb file.
+        .scheduler(agentvm::Scheduler::builder())
         .open()
         .await
         .unwrap();

@@ -9,7 +9,7 @@
 //!
 //! Every write commits with redb's `Immediate` durability (it survives a crash once it returns),
 //! except [`Store::append_replay`], which commits with none: it becomes durable with the next
-//! durable commit. The scheduler's tables live in the same file ([`RedbSchedulerStore`]).
+//! durable commit. The scheduler's tables live in the same file (`agentvm_scheduler::RedbSchedulerStore`).
 
 use super::SCHEMA_VERSION;
 use super::{
@@ -18,15 +18,20 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::model::{ContainerRecord, Definition, ImageRecord, Message, SessionRecord};
-use agentvm_scheduler::{RedbSchedulerStore, SchedulerStore};
+use agentvm_scheduler::SchedulerStore;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 mod file;
+mod handle;
 mod health;
+mod scheduler;
 mod tokens;
+
+use handle::Handle;
+use scheduler::SchedulerTables;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const CONTAINERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("containers");
@@ -44,22 +49,18 @@ const REPLAY_FLOORS: TableDefinition<'_, &str, u64> = TableDefinition::new("repl
 
 /// The store in a redb database file.
 pub struct RedbStore {
-    /// Shared with the scheduler's tables, which live in the same file. `None` while a reopen
-    /// after a failed write has not succeeded yet (see `redb/health.rs`).
-    db: RwLock<Option<Arc<Database>>>,
-    /// Whether writes fail now, and whether the file must be reopened first.
-    health: health::Health,
-    /// The file, for messages and `Debug`.
-    path: PathBuf,
-    /// The scheduler's tables in `db`, opened on first use (creating them is a durable write a
-    /// runtime without a scheduler should not pay on every start), then shared.
-    scheduler: OnceLock<Arc<RedbSchedulerStore>>,
+    /// The open database, shared with the scheduler's tables (which live in the same file),
+    /// reopened after a failed write (see `redb/handle.rs`).
+    handle: Arc<Handle>,
+    /// The scheduler's tables in the same file, opened on first use (creating them is a
+    /// durable write a runtime without a scheduler should not pay on every start), then shared.
+    scheduler: OnceLock<Arc<SchedulerTables>>,
 }
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedbStore")
-            .field("path", &self.path)
+            .field("path", &self.handle.path)
             .finish_non_exhaustive()
     }
 }
@@ -87,88 +88,35 @@ impl RedbStore {
         let database = Arc::new(database);
         init(&database)?;
         Ok(RedbStore {
-            db: RwLock::new(Some(database)),
-            health: health::Health::default(),
-            path: path.to_path_buf(),
+            handle: Arc::new(Handle::new(database, path.to_path_buf())),
             scheduler: OnceLock::new(),
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.handle.path
     }
 
-    /// The open database, reopened first when a failed write left redb refusing transactions.
+    /// The open database (see [`Handle::database`]).
     fn database(&self) -> Result<Arc<Database>> {
-        if !self.health.needs_reopen() {
-            let slot = self.db.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(database) = slot.as_ref() {
-                return Ok(database.clone());
-            }
-        }
-        self.reopen()
-    }
-
-    /// Closes and opens the database file again (redb's way out of `PreviousIo`). Fails while
-    /// someone else still holds the old handle (the scheduler's tables, a transaction in
-    /// flight): the next call tries again.
-    fn reopen(&self) -> Result<Arc<Database>> {
-        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
-        if !self.health.needs_reopen() {
-            if let Some(database) = slot.as_ref() {
-                return Ok(database.clone());
-            }
-        }
-        if let Some(old) = slot.take() {
-            match Arc::try_unwrap(old) {
-                Ok(old) => drop(old),
-                Err(shared) => {
-                    *slot = Some(shared);
-                    return Err(Error::Storage {
-                        message: format!(
-                            "{} must be reopened after a failed write but is still in use; retry",
-                            self.path.display()
-                        ),
-                        source: None,
-                    });
-                }
-            }
-        }
-        let database = Arc::new(file::open(&self.path).map_err(|e| self.open_failed(e))?);
-        tracing::info!(path = %self.path.display(), "reopened the store after a failed write");
-        self.health.reopened();
-        *slot = Some(database.clone());
-        Ok(database)
-    }
-
-    /// A failed reopen while the disk is full is still `StorageFull`.
-    fn open_failed(&self, e: Error) -> Error {
-        if self.health.failing() && e.kind() == crate::error::ErrorKind::Storage {
-            return health::full_error(&self.path, e);
-        }
-        e
+        self.handle.database()
     }
 
     /// Starts a write transaction (reopening the file first if a write failed).
     fn begin_write(&self) -> Result<redb::WriteTransaction> {
-        self.database()?
-            .begin_write()
-            .map_err(|e| self.health.failed(&self.path, e))
+        self.handle.begin_write()
     }
 
     /// Commits `txn`; a failure is classified (a full disk is `StorageFull`) and logged once.
     fn commit(&self, txn: redb::WriteTransaction) -> Result<()> {
-        txn.commit()
-            .map_err(|e| self.health.failed(&self.path, e))?;
-        self.health.wrote(&self.path);
-        Ok(())
+        self.handle.commit(txn)
     }
 
     /// Whether writes work: `Ok` at once while no write failed; during a failure episode,
     /// one small durable write decides (and ends the episode when it succeeds).
     fn probe_write(&self) -> Result<()> {
-        if !self.health.failing() {
+        if !self.handle.health.failing() {
             return Ok(());
         }
         let txn = self.begin_write()?;
@@ -281,7 +229,7 @@ impl Store for RedbStore {
         if let Some(scheduler) = self.scheduler.get() {
             return Ok(scheduler.clone());
         }
-        let opened = Arc::new(RedbSchedulerStore::open(self.database()?)?);
+        let opened = Arc::new(SchedulerTables::open(self.handle.clone())?);
         Ok(self.scheduler.get_or_init(|| opened).clone())
     }
 
