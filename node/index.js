@@ -20,6 +20,7 @@ const ErrorCode = Object.freeze({
   Conflict: 'Conflict',
   Unavailable: 'Unavailable',
   Storage: 'Storage',
+  StorageFull: 'StorageFull',
   Protocol: 'Protocol',
   Cancelled: 'Cancelled',
   Unauthorized: 'Unauthorized',
@@ -214,6 +215,8 @@ function execData(sandboxId, request) {
 const id = (name) => (value) => ({ [name]: value })
 const optional = (name) => (value) => (value === undefined ? {} : { [name]: value })
 const none = () => ({})
+/** The page options of a messages request: `{limit, after, before}`, as given. */
+const pageOf = ({ limit, after, before } = {}) => ({ limit, after, before })
 
 /**
  * The convenience methods: every one is exactly one command (docs/commands.md), described as
@@ -238,7 +241,8 @@ const COMMANDS = {
     delete: ['image_delete', id('imageId'), null],
     run: ['image_run', id('imageId')],
     stop: ['image_stop', id('imageId'), null],
-    messages: ['image_messages', id('imageId'), 'messages'],
+    messages: ['image_messages', (imageId, page = {}) => ({ imageId, ...pageOf(page) }), 'messages'],
+    messagesPage: ['image_messages', (imageId, page = {}) => ({ imageId, ...pageOf(page) })],
   },
   sessions: {
     create: ['session_create', (imageId, options = {}) => ({ imageId, title: options.title }), 'session'],
@@ -247,7 +251,8 @@ const COMMANDS = {
     update: ['session_update', (sessionId, updates = {}) => ({ sessionId, title: updates.title ?? null }), 'session'],
     delete: ['session_delete', id('sessionId'), null],
     resume: ['session_resume', id('sessionId')],
-    messages: ['session_messages', id('sessionId'), 'messages'],
+    messages: ['session_messages', (sessionId, page = {}) => ({ sessionId, ...pageOf(page) }), 'messages'],
+    messagesPage: ['session_messages', (sessionId, page = {}) => ({ sessionId, ...pageOf(page) })],
   },
   definitions: {
     register: ['definition_register', id('definition'), 'replaced'],

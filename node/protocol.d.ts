@@ -530,6 +530,7 @@ export type ErrorKind =
   | "conflict"
   | "unavailable"
   | "storage"
+  | "storage_full"
   | "protocol"
   | "cancelled"
   | "unauthorized"
@@ -928,16 +929,36 @@ export interface ImageListResponse {
 
 /** `image_messages_request`. */
 export interface ImageMessagesRequest {
+  /** Only messages after this cursor (a `nextCursor` of a forward page): pages forward. */
+  after?: number | null;
+  /**
+   * Only messages before this cursor (a `nextCursor` of a backward page): pages backward,
+   * newest first; the page itself is still oldest first. Without `after` or `before` the
+   * first page starts at the oldest message.
+   */
+  before?: number | null;
   /** The image. */
   imageId: string;
+  /**
+   * At most this many messages (default 100, at most 1000); a page also stops once it
+   * holds 8 MiB of messages (at least one is always returned).
+   */
+  limit?: number | null;
 }
 
 /** `image_messages_response`. */
 export interface ImageMessagesResponse {
+  /** Whether more messages lie beyond this page in its direction. */
+  hasMore: boolean;
   /** The image. */
   imageId: string;
   /** Oldest first. */
   messages: Message[];
+  /**
+   * With `hasMore`: the cursor to pass as `after` (forward) or `before` (backward) for the
+   * next page.
+   */
+  nextCursor?: number | null;
 }
 
 /** `image_run_request`. */
@@ -2088,14 +2109,34 @@ export interface SessionListResponse {
 
 /** `session_messages_request`. */
 export interface SessionMessagesRequest {
+  /** Only messages after this cursor (a `nextCursor` of a forward page): pages forward. */
+  after?: number | null;
+  /**
+   * Only messages before this cursor (a `nextCursor` of a backward page): pages backward,
+   * newest first; the page itself is still oldest first. Without `after` or `before` the
+   * first page starts at the oldest message.
+   */
+  before?: number | null;
+  /**
+   * At most this many messages (default 100, at most 1000); a page also stops once it
+   * holds 8 MiB of messages (at least one is always returned).
+   */
+  limit?: number | null;
   /** The session. */
   sessionId: string;
 }
 
 /** `session_messages_response`. */
 export interface SessionMessagesResponse {
+  /** Whether more messages lie beyond this page in its direction. */
+  hasMore: boolean;
   /** Oldest first. */
   messages: Message[];
+  /**
+   * With `hasMore`: the cursor to pass as `after` (forward) or `before` (backward) for the
+   * next page.
+   */
+  nextCursor?: number | null;
   /** The session. */
   sessionId: string;
 }

@@ -57,7 +57,7 @@ import (
 	"unsafe"
 )
 
-// Code is a result code of the C ABI; the codes 1–10 are agentvm's stable error kinds.
+// Code is a result code of the C ABI; the codes 1–10 and 16 are agentvm's stable error kinds.
 type Code int
 
 // The error kinds, as result codes.
@@ -68,6 +68,7 @@ const (
 	Conflict      Code = C.AGENTVM_RESULT_CONFLICT
 	Unavailable   Code = C.AGENTVM_RESULT_UNAVAILABLE
 	Storage       Code = C.AGENTVM_RESULT_STORAGE
+	StorageFull   Code = C.AGENTVM_RESULT_STORAGE_FULL
 	Protocol      Code = C.AGENTVM_RESULT_PROTOCOL
 	Cancelled     Code = C.AGENTVM_RESULT_CANCELLED
 	Unauthorized  Code = C.AGENTVM_RESULT_UNAUTHORIZED

@@ -2,7 +2,7 @@
 //!
 //! Every error that crosses the boundary is a plain `Error` with
 //! - `kind`: the stable snake_case kind of embed and the core (`not_found`, `already_exists`,
-//!   `invalid_input`, `conflict`, `unavailable`, `storage`, `protocol`, `cancelled`,
+//!   `invalid_input`, `conflict`, `unavailable`, `storage`, `storage_full`, `protocol`, `cancelled`,
 //!   `unauthorized`, `internal`), the same in every binding;
 //! - `code`: the same kind in PascalCase (`NotFound`, ...), the package's `ErrorCode`;
 //! - `message`: the error followed by its cause chain ([`agentvm::Error::chain`]);
@@ -20,6 +20,7 @@ pub(crate) fn code(kind: ErrorKind) -> &'static str {
         ErrorKind::Conflict => "Conflict",
         ErrorKind::Unavailable => "Unavailable",
         ErrorKind::Storage => "Storage",
+        ErrorKind::StorageFull => "StorageFull",
         ErrorKind::Protocol => "Protocol",
         ErrorKind::Cancelled => "Cancelled",
         ErrorKind::Unauthorized => "Unauthorized",
@@ -76,6 +77,7 @@ mod tests {
             ErrorKind::Conflict,
             ErrorKind::Unavailable,
             ErrorKind::Storage,
+            ErrorKind::StorageFull,
             ErrorKind::Protocol,
             ErrorKind::Cancelled,
             ErrorKind::Unauthorized,

@@ -51,6 +51,12 @@ test('images: create, get, list, update, run, stop, messages, delete', async (t)
   const messages = await vm.images.messages(image.imageId)
   assert.deepEqual(messages.map((m) => m.role), ['user', 'assistant'])
   assert.equal(messages[0].content, 'Hello')
+  // Pages: limit and a cursor, passed through as given.
+  const page = await vm.images.messagesPage(image.imageId, { limit: 1 })
+  assert.deepEqual(page.messages.map((m) => m.role), ['user'])
+  assert.equal(page.hasMore, true)
+  const next = await vm.images.messages(image.imageId, { after: page.nextCursor })
+  assert.deepEqual(next.map((m) => m.role), ['assistant'])
 
   await vm.images.delete(image.imageId)
   assert.equal(await vm.images.get(image.imageId), null)

@@ -15,6 +15,7 @@ test('ErrorCode lists every kind', () => {
     'Conflict',
     'Unavailable',
     'Storage',
+    'StorageFull',
     'Protocol',
     'Cancelled',
     'Unauthorized',

@@ -24,7 +24,7 @@ returns the same API. Server in-process: ``server = await vm.serve("127.0.0.1", 
 
 Errors raise :class:`AgentVmError` subclasses, one per kind: :class:`NotFoundError`,
 :class:`AlreadyExistsError`, :class:`InvalidInputError`, :class:`ConflictError`,
-:class:`UnavailableError`, :class:`StorageError`, :class:`ProtocolError`,
+:class:`UnavailableError`, :class:`StorageError` (and its :class:`StorageFullError`), :class:`ProtocolError`,
 :class:`CancelledError`, :class:`UnauthorizedError`, :class:`InternalError`.
 """
 
@@ -44,6 +44,7 @@ from ._native import (
     NotFoundError,
     ProtocolError,
     StorageError,
+    StorageFullError,
     UnauthorizedError,
     UnavailableError,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "Scheduler",
     "Server",
     "StorageError",
+    "StorageFullError",
     "Subscription",
     "SyncExecStream",
     "SyncScheduler",

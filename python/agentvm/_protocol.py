@@ -1275,18 +1275,37 @@ ImageListResponse = TypedDict(
 class ImageMessagesRequest(TypedDict):
     """`image_messages_request`."""
 
+    #: Only messages after this cursor (a `nextCursor` of a forward page): pages forward.
+    after: NotRequired[Optional[int]]
+
+    #: Only messages before this cursor (a `nextCursor` of a backward page): pages backward,
+    #: newest first; the page itself is still oldest first. Without `after` or `before` the
+    #: first page starts at the oldest message.
+    before: NotRequired[Optional[int]]
+
     #: The image.
     imageId: str
+
+    #: At most this many messages (default 100, at most 1000); a page also stops once it
+    #: holds 8 MiB of messages (at least one is always returned).
+    limit: NotRequired[Optional[int]]
 
 
 class ImageMessagesResponse(TypedDict):
     """`image_messages_response`."""
+
+    #: Whether more messages lie beyond this page in its direction.
+    hasMore: bool
 
     #: The image.
     imageId: str
 
     #: Oldest first.
     messages: list["Message"]
+
+    #: With `hasMore`: the cursor to pass as `after` (forward) or `before` (backward) for the
+    #: next page.
+    nextCursor: NotRequired[Optional[int]]
 
 
 class ImageRunRequest(TypedDict):
@@ -2725,6 +2744,18 @@ class SessionListResponse(TypedDict):
 class SessionMessagesRequest(TypedDict):
     """`session_messages_request`."""
 
+    #: Only messages after this cursor (a `nextCursor` of a forward page): pages forward.
+    after: NotRequired[Optional[int]]
+
+    #: Only messages before this cursor (a `nextCursor` of a backward page): pages backward,
+    #: newest first; the page itself is still oldest first. Without `after` or `before` the
+    #: first page starts at the oldest message.
+    before: NotRequired[Optional[int]]
+
+    #: At most this many messages (default 100, at most 1000); a page also stops once it
+    #: holds 8 MiB of messages (at least one is always returned).
+    limit: NotRequired[Optional[int]]
+
     #: The session.
     sessionId: str
 
@@ -2732,8 +2763,15 @@ class SessionMessagesRequest(TypedDict):
 class SessionMessagesResponse(TypedDict):
     """`session_messages_response`."""
 
+    #: Whether more messages lie beyond this page in its direction.
+    hasMore: bool
+
     #: Oldest first.
     messages: list["Message"]
+
+    #: With `hasMore`: the cursor to pass as `after` (forward) or `before` (backward) for the
+    #: next page.
+    nextCursor: NotRequired[Optional[int]]
 
     #: The session.
     sessionId: str
@@ -3624,6 +3662,7 @@ ErrorKind: TypeAlias = Literal[
     "conflict",
     "unavailable",
     "storage",
+    "storage_full",
     "protocol",
     "cancelled",
     "unauthorized",

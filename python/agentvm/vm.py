@@ -128,9 +128,31 @@ class Images(_Group):
         """Stops the image's agent (the image stays)."""
         await self._call("image_stop", None, imageId=image_id)
 
-    async def messages(self, image_id: str) -> builtins.list[p.Message]:
-        """The stored history of the image's first session, oldest first."""
-        return await self._call("image_messages", "messages", imageId=image_id)  # type: ignore[no-any-return]
+    async def messages(
+        self,
+        image_id: str,
+        *,
+        limit: Optional[int] = None,
+        after: Optional[int] = None,
+        before: Optional[int] = None,
+    ) -> builtins.list[p.Message]:
+        """A page of the stored history of the image's first session, oldest first (100
+        messages unless ``limit``; ``after``/``before`` a ``nextCursor``)."""
+        page = await self.messages_page(image_id, limit=limit, after=after, before=before)
+        return page["messages"]
+
+    async def messages_page(
+        self,
+        image_id: str,
+        *,
+        limit: Optional[int] = None,
+        after: Optional[int] = None,
+        before: Optional[int] = None,
+    ) -> p.ImageMessagesResponse:
+        """The same page with ``hasMore`` and ``nextCursor``, to read the next one."""
+        return await self._call(  # type: ignore[no-any-return]
+            "image_messages", None, imageId=image_id, limit=limit, after=after, before=before
+        )
 
 
 class Sessions(_Group):
@@ -160,9 +182,31 @@ class Sessions(_Group):
         """Starts (or reuses) the session's agent."""
         return await self._call("session_resume", None, sessionId=session_id)  # type: ignore[no-any-return]
 
-    async def messages(self, session_id: str) -> builtins.list[p.Message]:
-        """The session's history, oldest first."""
-        return await self._call("session_messages", "messages", sessionId=session_id)  # type: ignore[no-any-return]
+    async def messages(
+        self,
+        session_id: str,
+        *,
+        limit: Optional[int] = None,
+        after: Optional[int] = None,
+        before: Optional[int] = None,
+    ) -> builtins.list[p.Message]:
+        """A page of the session's history, oldest first (100 messages unless ``limit``;
+        ``after``/``before`` a ``nextCursor``)."""
+        page = await self.messages_page(session_id, limit=limit, after=after, before=before)
+        return page["messages"]
+
+    async def messages_page(
+        self,
+        session_id: str,
+        *,
+        limit: Optional[int] = None,
+        after: Optional[int] = None,
+        before: Optional[int] = None,
+    ) -> p.SessionMessagesResponse:
+        """The same page with ``hasMore`` and ``nextCursor``, to read the next one."""
+        return await self._call(  # type: ignore[no-any-return]
+            "session_messages", None, sessionId=session_id, limit=limit, after=after, before=before
+        )
 
 
 class Definitions(_Group):

@@ -49,6 +49,12 @@ create_exception!(
 );
 create_exception!(
     agentvm._native,
+    StorageFullError,
+    StorageError,
+    "The store's disk is full; writes succeed again once space is freed."
+);
+create_exception!(
+    agentvm._native,
     ProtocolError,
     AgentVmError,
     "A peer spoke the wire protocol wrongly."
@@ -88,6 +94,7 @@ pub(crate) fn from_kind(kind: ErrorKind, message: String) -> PyErr {
         ErrorKind::Conflict => ConflictError::new_err(message),
         ErrorKind::Unavailable => UnavailableError::new_err(message),
         ErrorKind::Storage => StorageError::new_err(message),
+        ErrorKind::StorageFull => StorageFullError::new_err(message),
         ErrorKind::Protocol => ProtocolError::new_err(message),
         ErrorKind::Cancelled => CancelledError::new_err(message),
         ErrorKind::Unauthorized => UnauthorizedError::new_err(message),
@@ -127,6 +134,11 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
             "unavailable",
         ),
         ("StorageError", py.get_type::<StorageError>(), "storage"),
+        (
+            "StorageFullError",
+            py.get_type::<StorageFullError>(),
+            "storage_full",
+        ),
         ("ProtocolError", py.get_type::<ProtocolError>(), "protocol"),
         (
             "CancelledError",

@@ -17,6 +17,7 @@ KINDS = {
     "conflict": agentvm.ConflictError,
     "unavailable": agentvm.UnavailableError,
     "storage": agentvm.StorageError,
+    "storage_full": agentvm.StorageFullError,
     "protocol": agentvm.ProtocolError,
     "cancelled": agentvm.CancelledError,
     "unauthorized": agentvm.UnauthorizedError,
@@ -31,6 +32,11 @@ def test_every_kind_maps_to_its_class(kind: str) -> None:
     assert isinstance(info.value, agentvm.AgentVmError)
     assert info.value.kind == kind
     assert str(info.value) == f"a {kind} error"
+
+
+def test_storage_full_is_a_storage_error() -> None:
+    with pytest.raises(agentvm.StorageError):
+        _native._raise_error("storage_full", "no space left for the data dir /x")
 
 
 def test_unknown_kind_is_internal() -> None:

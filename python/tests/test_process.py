@@ -150,7 +150,15 @@ async def test_100_tasks_on_one_image_queue_their_turns(vm: agentvm.AgentVm) -> 
                 if ends == 100:
                     return
     await asyncio.wait_for(count(), 60)
-    assert len(await vm.images.messages(img["imageId"])) == 200
+    # One page is 100 messages unless a limit says otherwise; the cursor reads the rest.
+    first = await vm.images.messages_page(img["imageId"])
+    assert len(first["messages"]) == 100 and first["hasMore"]
+    rest = await vm.images.messages(img["imageId"], after=first["nextCursor"])
+    assert len(rest) == 100
+    every = await vm.images.messages(img["imageId"], limit=1000)
+    assert len(every) == 200
+    newest = await vm.images.messages(img["imageId"], limit=2, before=2**53 - 1)
+    assert newest == every[-2:]
 
 
 def test_sys_executable_is_the_test_venv() -> None:

@@ -209,7 +209,10 @@ async fn image_commands() {
     assert!(d["record"].get("agentId").is_none());
 
     let d = wire(&vm, "image_messages_request", json!({"imageId": image_id})).await;
-    assert_eq!(d, json!({"imageId": image_id, "messages": []}));
+    assert_eq!(
+        d,
+        json!({"imageId": image_id, "messages": [], "hasMore": false})
+    );
 
     let d = wire(&vm, "image_delete_request", json!({"imageId": image_id})).await;
     assert_eq!(d, json!({"imageId": image_id}));

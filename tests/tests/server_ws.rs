@@ -362,7 +362,7 @@ async fn every_command_over_the_wire_with_protocol_field_names() {
         .request("image_messages_request", json!({"imageId": image}))
         .await["data"]
         .clone();
-    assert_eq!(keys(&d), ["imageId", "messages", "requestId"]);
+    assert_eq!(keys(&d), ["hasMore", "imageId", "messages", "requestId"]);
     assert_eq!(d["messages"].as_array().unwrap().len(), 2);
     let d = c
         .request("agent_interrupt_request", json!({"imageId": image}))

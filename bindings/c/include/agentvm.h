@@ -27,7 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// What an agentvm call did. `AGENTVM_RESULT_OK` is 0; the error codes 1–10 are the stable
+// What an agentvm call did. `AGENTVM_RESULT_OK` is 0; the error codes 1–10 and 16 are the stable
 // error kinds; the message (with its causes) is in `agentvm_last_error()`.
 typedef enum AgentvmResult {
   // Success.
@@ -64,6 +64,9 @@ typedef enum AgentvmResult {
   AGENTVM_RESULT_INVALID_UTF8 = 14,
   // agentvm panicked inside this call (a bug); the panic did not cross the boundary.
   AGENTVM_RESULT_PANIC = 15,
+  // The store's disk is full; writes succeed again once space is freed (an error kind
+  // added after the first ten, so it follows the non-error codes).
+  AGENTVM_RESULT_STORAGE_FULL = 16,
 } AgentvmResult;
 
 // A runtime: local (`agentvm_open`) or remote (`agentvm_connect`). Thread-safe: any number

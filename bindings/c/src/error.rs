@@ -4,7 +4,7 @@ use agentvm_embed::agentvm::{Error, ErrorKind};
 use std::cell::RefCell;
 use std::ffi::{c_char, CString};
 
-/// What an agentvm call did. `AGENTVM_RESULT_OK` is 0; the error codes 1–10 are the stable
+/// What an agentvm call did. `AGENTVM_RESULT_OK` is 0; the error codes 1–10 and 16 are the stable
 /// error kinds; the message (with its causes) is in `agentvm_last_error()`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,9 @@ pub enum AgentvmResult {
     InvalidUtf8 = 14,
     /// agentvm panicked inside this call (a bug); the panic did not cross the boundary.
     Panic = 15,
+    /// The store's disk is full; writes succeed again once space is freed (an error kind
+    /// added after the first ten, so it follows the non-error codes).
+    StorageFull = 16,
 }
 
 /// The one mapping from an error kind to a result code.
@@ -54,6 +57,7 @@ pub(crate) fn code_of(kind: ErrorKind) -> AgentvmResult {
         ErrorKind::Conflict => AgentvmResult::Conflict,
         ErrorKind::Unavailable => AgentvmResult::Unavailable,
         ErrorKind::Storage => AgentvmResult::Storage,
+        ErrorKind::StorageFull => AgentvmResult::StorageFull,
         ErrorKind::Protocol => AgentvmResult::Protocol,
         ErrorKind::Cancelled => AgentvmResult::Cancelled,
         ErrorKind::Unauthorized => AgentvmResult::Unauthorized,

@@ -347,6 +347,8 @@ fn responses() -> Vec<Response> {
         }),
         Response::ImageMessages(ImageMessagesResponse {
             image_id: "img_1".into(),
+            has_more: true,
+            next_cursor: Some(1),
             messages: vec![
                 Message::user("msg_1".into(), "hi".into(), 1),
                 Message::assistant(

@@ -50,6 +50,12 @@ pub enum AgentVmError {
         /// The store's failure, with causes.
         message: String,
     },
+    /// The store's disk is full; writes succeed again once space is freed.
+    #[error("{message}")]
+    StorageFull {
+        /// Where, with causes.
+        message: String,
+    },
     /// A peer spoke the wire protocol wrongly.
     #[error("{message}")]
     Protocol {
@@ -91,6 +97,7 @@ impl AgentVmError {
             AgentVmError::Conflict { .. } => ErrorKind::Conflict,
             AgentVmError::Unavailable { .. } => ErrorKind::Unavailable,
             AgentVmError::Storage { .. } => ErrorKind::Storage,
+            AgentVmError::StorageFull { .. } => ErrorKind::StorageFull,
             AgentVmError::Protocol { .. } => ErrorKind::Protocol,
             AgentVmError::Cancelled { .. } => ErrorKind::Cancelled,
             AgentVmError::Unauthorized { .. } => ErrorKind::Unauthorized,
@@ -107,6 +114,7 @@ impl AgentVmError {
             ErrorKind::Conflict => AgentVmError::Conflict { message },
             ErrorKind::Unavailable => AgentVmError::Unavailable { message },
             ErrorKind::Storage => AgentVmError::Storage { message },
+            ErrorKind::StorageFull => AgentVmError::StorageFull { message },
             ErrorKind::Protocol => AgentVmError::Protocol { message },
             ErrorKind::Cancelled => AgentVmError::Cancelled { message },
             ErrorKind::Unauthorized => AgentVmError::Unauthorized { message },
@@ -135,6 +143,7 @@ mod tests {
             ErrorKind::Conflict,
             ErrorKind::Unavailable,
             ErrorKind::Storage,
+            ErrorKind::StorageFull,
             ErrorKind::Protocol,
             ErrorKind::Cancelled,
             ErrorKind::Unauthorized,

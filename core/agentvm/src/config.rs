@@ -14,7 +14,8 @@ pub struct Limits {
     pub max_system_prompt_bytes: usize,
     /// A whole image config or definition as JSON (MCP servers included), bytes.
     pub max_config_bytes: usize,
-    /// One user message's content, bytes.
+    /// One user message's content, bytes. Well under the server's frame limit, so a stored
+    /// message always fits a response, and a history page holds several.
     pub max_content_bytes: usize,
 }
 
@@ -25,7 +26,7 @@ impl Default for Limits {
             max_description_bytes: 64 * 1024,
             max_system_prompt_bytes: 1024 * 1024,
             max_config_bytes: 2 * 1024 * 1024,
-            max_content_bytes: 3 * 1024 * 1024,
+            max_content_bytes: 1024 * 1024,
         }
     }
 }
@@ -56,6 +57,11 @@ pub struct AgentConfig {
     pub request_timeout: Duration,
     /// User messages that may wait for one agent.
     pub mailbox: usize,
+    /// The most messages of its history an agent holds in memory and sends the model; older
+    /// ones stay in the store (whole turns leave the window, oldest first).
+    pub history_messages: usize,
+    /// The most bytes of history (stored JSON) an agent holds in memory and sends the model.
+    pub history_bytes: usize,
 }
 
 impl Default for AgentConfig {
@@ -65,6 +71,8 @@ impl Default for AgentConfig {
             max_tokens: 4096,
             request_timeout: Duration::from_secs(600),
             mailbox: 1024,
+            history_messages: 500,
+            history_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -147,8 +147,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// not exist (`NotFound`), so a deleted conversation cannot be resurrected.
     fn append_message(&self, session_id: &str, message: &Message) -> Result<u64>;
 
-    /// The messages of a session in sequence order (empty for an unknown session).
+    /// The messages of a session in sequence order (empty for an unknown session). Reads the
+    /// whole history: requests page with [`Store::page_messages`] instead.
     fn list_messages(&self, session_id: &str) -> Result<Vec<Message>>;
+
+    /// One page of a session's messages with their sequence numbers, oldest first (empty for
+    /// an unknown session). See [`MessagePageRequest`] for which page; a backend reads only
+    /// that page, never the whole history.
+    fn page_messages(&self, session_id: &str, page: &MessagePageRequest) -> Result<MessagePage>;
 
     /// How many messages a session has.
     fn count_messages(&self, session_id: &str) -> Result<u64>;
@@ -189,6 +195,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Marks the token with id `id` revoked at `now` (a revoked token keeps its first
     /// revocation time). Returns false when there is no such token.
     fn revoke_token(&self, id: &str, now: i64) -> Result<bool>;
+
+    // ----- health -----
+
+    /// Whether the store can write now, cheaply: a backend that saw no write fail answers at
+    /// once; during a failure episode (a full disk) it tries one small write, so readiness
+    /// turns true again as soon as space is back. `StorageFull` or `Storage` while it cannot.
+    fn check_writable(&self) -> Result<()> {
+        Ok(())
+    }
 
     // ----- cluster membership and container leases (see `store/lease.rs`) -----
 
@@ -248,6 +263,88 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn get_lease(&self, container_id: &str) -> Result<Option<LeaseRecord>> {
         let _ = container_id;
         Ok(None)
+    }
+}
+
+/// Which page of a session's messages [`Store::page_messages`] reads.
+///
+/// Without `before` the page goes forward: the oldest messages with a sequence number greater
+/// than `after` (from the first when `None`). With `before` (and no `after`) it goes backward:
+/// the newest messages with a sequence number lower than `before`. With both, forward within
+/// the range. Either way it returns at most `limit` messages (at least one if any is left) and
+/// stops early once their stored size reaches `max_bytes`, so a page's size is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessagePageRequest {
+    /// Only messages after this sequence number.
+    pub after: Option<u64>,
+    /// Only messages before this sequence number.
+    pub before: Option<u64>,
+    /// At most this many messages (0 is read as 1).
+    pub limit: usize,
+    /// Stop adding messages once the page's stored bytes reach this.
+    pub max_bytes: usize,
+}
+
+/// A page of messages read by [`Store::page_messages`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessagePage {
+    /// `(seq, message)`, oldest first.
+    pub messages: Vec<(u64, Message)>,
+    /// Whether more messages lie beyond the page in its direction (older ones for a backward
+    /// page, newer ones within the range for a forward page).
+    pub has_more: bool,
+}
+
+impl MessagePageRequest {
+    /// Whether the page is read newest-first (a `before` cursor without `after`).
+    pub fn backward(&self) -> bool {
+        self.before.is_some() && self.after.is_none()
+    }
+
+    /// The range of sequence numbers the page may come from, as inclusive bounds (`None` when
+    /// it is empty).
+    pub fn range(&self) -> Option<(u64, u64)> {
+        let lo = match self.after {
+            Some(a) => a.checked_add(1)?,
+            None => 0,
+        };
+        let hi = match self.before {
+            Some(b) => b.checked_sub(1)?,
+            None => u64::MAX,
+        };
+        (lo <= hi).then_some((lo, hi))
+    }
+
+    /// Collects a page from rows of `(seq, stored)` in the page's direction (newest first when
+    /// [`backward`](Self::backward)), measuring each with `size` and decoding only the rows
+    /// it keeps.
+    pub(crate) fn collect<R, I>(
+        &self,
+        rows: I,
+        size: impl Fn(&R) -> usize,
+        decode: impl Fn(R) -> Result<Message>,
+    ) -> Result<MessagePage>
+    where
+        I: IntoIterator<Item = Result<(u64, R)>>,
+    {
+        let limit = self.limit.max(1);
+        let mut page = MessagePage::default();
+        let mut bytes = 0usize;
+        for row in rows {
+            let (seq, raw) = row?;
+            let full = page.messages.len() >= limit
+                || (!page.messages.is_empty() && bytes >= self.max_bytes);
+            if full {
+                page.has_more = true;
+                break;
+            }
+            bytes = bytes.saturating_add(size(&raw));
+            page.messages.push((seq, decode(raw)?));
+        }
+        if self.backward() {
+            page.messages.reverse();
+        }
+        Ok(page)
     }
 }
 

@@ -531,6 +531,14 @@ pub struct ImageStopResponse {
     pub image_id: String,
 }
 
+/// Messages a page holds when the request gives no `limit`.
+pub const MESSAGE_PAGE_DEFAULT: u32 = 100;
+/// The largest `limit` a messages request may ask for.
+pub const MESSAGE_PAGE_MAX: u32 = 1000;
+/// A page stops adding messages once they reach this many bytes (at least one message is
+/// always returned), so one response stays well under any frame limit a client sets.
+pub const MESSAGE_PAGE_MAX_BYTES: usize = 8 * 1024 * 1024;
+
 /// `image_messages_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -538,6 +546,18 @@ pub struct ImageStopResponse {
 pub struct ImageMessagesRequest {
     /// The image.
     pub image_id: String,
+    /// At most this many messages (default 100, at most 1000); a page also stops once it
+    /// holds 8 MiB of messages (at least one is always returned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Only messages after this cursor (a `nextCursor` of a forward page): pages forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// Only messages before this cursor (a `nextCursor` of a backward page): pages backward,
+    /// newest first; the page itself is still oldest first. Without `after` or `before` the
+    /// first page starts at the oldest message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
 }
 /// `image_messages_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -548,6 +568,13 @@ pub struct ImageMessagesResponse {
     pub image_id: String,
     /// Oldest first.
     pub messages: Vec<Message>,
+    /// Whether more messages lie beyond this page in its direction.
+    #[serde(default)]
+    pub has_more: bool,
+    /// With `hasMore`: the cursor to pass as `after` (forward) or `before` (backward) for the
+    /// next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<u64>,
 }
 
 /// `message_send_request`: one of `imageId`, `agentId`, `sessionId` names the conversation.
@@ -873,6 +900,18 @@ pub struct SessionResumeResponse {
 pub struct SessionMessagesRequest {
     /// The session.
     pub session_id: String,
+    /// At most this many messages (default 100, at most 1000); a page also stops once it
+    /// holds 8 MiB of messages (at least one is always returned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// Only messages after this cursor (a `nextCursor` of a forward page): pages forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// Only messages before this cursor (a `nextCursor` of a backward page): pages backward,
+    /// newest first; the page itself is still oldest first. Without `after` or `before` the
+    /// first page starts at the oldest message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<u64>,
 }
 /// `session_messages_response`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -883,6 +922,13 @@ pub struct SessionMessagesResponse {
     pub session_id: String,
     /// Oldest first.
     pub messages: Vec<Message>,
+    /// Whether more messages lie beyond this page in its direction.
+    #[serde(default)]
+    pub has_more: bool,
+    /// With `hasMore`: the cursor to pass as `after` (forward) or `before` (backward) for the
+    /// next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<u64>,
 }
 
 impl Command {

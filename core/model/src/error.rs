@@ -21,6 +21,9 @@ pub enum ErrorKind {
     Unavailable,
     /// The store failed to read or write.
     Storage,
+    /// The store cannot write because its disk (or database) is full; it recovers by itself once
+    /// space is freed.
+    StorageFull,
     /// A peer spoke the wire protocol wrongly.
     Protocol,
     /// The operation was cancelled or interrupted.
@@ -41,6 +44,7 @@ impl ErrorKind {
             ErrorKind::Conflict => "conflict",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Storage => "storage",
+            ErrorKind::StorageFull => "storage_full",
             ErrorKind::Protocol => "protocol",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Unauthorized => "unauthorized",
@@ -70,6 +74,7 @@ impl ErrorKind {
             "conflict" => ErrorKind::Conflict,
             "unavailable" => ErrorKind::Unavailable,
             "storage" => ErrorKind::Storage,
+            "storage_full" => ErrorKind::StorageFull,
             "protocol" => ErrorKind::Protocol,
             "cancelled" => ErrorKind::Cancelled,
             "unauthorized" => ErrorKind::Unauthorized,
@@ -128,6 +133,15 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// The store's disk is full: nothing can be written until space is freed.
+    #[error("storage full: {message}")]
+    StorageFull {
+        /// Where (the data dir or database) and what to do.
+        message: String,
+        /// The I/O or database error behind it.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// A peer broke the wire protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -169,6 +183,7 @@ impl Error {
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Storage { .. } => ErrorKind::Storage,
+            Error::StorageFull { .. } => ErrorKind::StorageFull,
             Error::Protocol(_) => ErrorKind::Protocol,
             Error::Cancelled(_) => ErrorKind::Cancelled,
             Error::Unauthorized(_) => ErrorKind::Unauthorized,
@@ -278,6 +293,7 @@ mod tests {
             ErrorKind::Conflict,
             ErrorKind::Unavailable,
             ErrorKind::Storage,
+            ErrorKind::StorageFull,
             ErrorKind::Protocol,
             ErrorKind::Cancelled,
             ErrorKind::Unauthorized,

@@ -1,4 +1,5 @@
-//! The routes of the one port: `/health`, `/ws`, `/metrics`, `/v1/*`, and the console's.
+//! The routes of the one port: `/health`, `/livez`, `/readyz`, `/ws`, `/metrics`, `/v1/*`, and
+//! the console's.
 
 use super::{rest, ServerState};
 use crate::channel::codec;
@@ -26,6 +27,8 @@ pub(crate) fn router(state: Arc<ServerState>, extra: Option<Router>) -> Router {
     let limit = state.config.max_frame_bytes;
     let mut app = Router::new()
         .route("/health", get(health))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .route("/ws", get(ws))
         .route("/metrics", get(metrics))
         .merge(rest::router())
@@ -97,6 +100,7 @@ async fn json_errors(response: Response, body_limit: usize) -> Response {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Unauthorized,
         StatusCode::CONFLICT => ErrorKind::Conflict,
         StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => ErrorKind::Unavailable,
+        StatusCode::INSUFFICIENT_STORAGE => ErrorKind::StorageFull,
         s if s.is_client_error() => ErrorKind::InvalidInput,
         _ => ErrorKind::Internal,
     };
@@ -120,6 +124,8 @@ pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Unavailable | ErrorKind::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
         // A peer (the LLM provider, a Docker daemon, a remote runtime) broke its protocol.
         ErrorKind::Protocol => StatusCode::BAD_GATEWAY,
+        // The disk is full: the server is fine, the write can be retried once space is freed.
+        ErrorKind::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -182,6 +188,34 @@ pub(crate) fn presented_token(headers: &HeaderMap, query: &TokenQuery) -> Option
 
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// Liveness: the process serves requests. Always 200 while it does.
+async fn livez() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: 200 while the store can write and the server is not draining, else 503 with
+/// why (`{"ready": false, "reason": "draining" | "storage_full" | ...}`). Cheap: while no write
+/// failed the store answers from memory; during a failure it tries one small write, so
+/// readiness comes back by itself once space is freed.
+async fn readyz(State(state): State<Arc<ServerState>>) -> Response {
+    let not_ready = |reason: &str, message: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "reason": reason, "error": message })),
+        )
+            .into_response()
+    };
+    if state.draining.load(std::sync::atomic::Ordering::Acquire) {
+        return not_ready("draining", "the server is shutting down".into());
+    }
+    let store = state.vm.store().clone();
+    match tokio::task::spawn_blocking(move || store.check_writable()).await {
+        Ok(Ok(())) => Json(json!({ "ready": true })).into_response(),
+        Ok(Err(e)) => not_ready(e.kind().as_str(), e.chain()),
+        Err(e) => not_ready("internal", format!("checking the store: {e}")),
+    }
 }
 
 async fn metrics(

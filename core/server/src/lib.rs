@@ -68,7 +68,8 @@ pub struct ServerConfig {
     /// Largest WebSocket message and largest REST request body accepted: one limit for both
     /// doors, so whatever fits one fits the other. A larger WebSocket message closes the
     /// connection with 1009; a larger body gets a 413. It must leave room for the largest
-    /// content the runtime accepts (`Limits::max_content_bytes`, 3 MiB) and its JSON envelope.
+    /// content the runtime accepts (`Limits::max_content_bytes`, 1 MiB by default) and its JSON
+    /// envelope.
     pub max_frame_bytes: usize,
     /// Sockets open at once, upgraded WebSockets and plain HTTP alike; a socket accepted
     /// beyond it is closed at once.
@@ -127,6 +128,9 @@ pub(crate) struct ServerState {
     /// Whether every connection and request needs a token.
     pub require_auth: std::sync::atomic::AtomicBool,
     pub shutdown: watch::Receiver<bool>,
+    /// Set first when the server begins to shut down: `/readyz` then answers 503 while the
+    /// connections are still served, so a load balancer stops sending new work first.
+    pub draining: std::sync::atomic::AtomicBool,
     handler: RwLock<Option<Arc<dyn ConnectionHandler>>>,
     next_conn: AtomicU64,
     /// Extra Prometheus text (scheduler counters), rendered after ours.
@@ -308,6 +312,7 @@ impl ServerManager {
                 config,
                 metrics: Metrics::default(),
                 shutdown,
+                draining: std::sync::atomic::AtomicBool::new(false),
                 handler: RwLock::new(None),
                 next_conn: AtomicU64::new(1),
                 extra_metrics: RwLock::new(Vec::new()),
@@ -411,10 +416,21 @@ impl ServerManager {
         .await
     }
 
+    /// Marks the server draining: `/readyz` answers 503 from now on, while everything is still
+    /// served. [`ServerManager::stop`] and [`ServerManager::close`] do it first; a process that
+    /// wants load balancers to notice before connections close calls it on `SIGTERM`, waits,
+    /// then closes.
+    pub fn drain(&self) {
+        if !self.state.draining.swap(true, Ordering::AcqRel) {
+            tracing::info!("draining: /readyz now answers 503");
+        }
+    }
+
     /// Stops accepting and closes every connection (`1001 server shutting down`), leaving the
     /// runtime open and its turns running: for a runtime served by more than one server, where
     /// the others keep serving it. [`ServerManager::close`] also closes the runtime.
     pub async fn stop(&self) {
+        self.drain();
         let _ = self.shutdown_tx.send(true);
         if let Some(task) = self.task.lock().await.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -424,6 +440,7 @@ impl ServerManager {
     /// Stops accepting, lets running turns finish up to the grace period, interrupts the rest
     /// (their partial replies are stored), writes everything out and returns.
     pub async fn close(&self) {
+        self.drain();
         let _ = self.shutdown_tx.send(true);
         let deadline = tokio::time::Instant::now() + self.state.config.shutdown_grace;
         loop {

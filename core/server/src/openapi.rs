@@ -17,7 +17,7 @@ fn schemas() -> Value {
         "Object": { "type": "object" },
         "Text": { "type": "string" },
         "Health": obj(json!({ "status": s("string"), "version": s("string") }), &["status", "version"]),
-        "Error": obj(json!({ "error": s("string"), "kind": { "type": "string", "enum": ["not_found","already_exists","invalid_input","conflict","unavailable","storage","protocol","cancelled","unauthorized","internal"] } }), &["error", "kind"]),
+        "Error": obj(json!({ "error": s("string"), "kind": { "type": "string", "enum": ["not_found","already_exists","invalid_input","conflict","unavailable","storage","storage_full","protocol","cancelled","unauthorized","internal"] } }), &["error", "kind"]),
         "CommandEnvelope": obj(json!({ "type": s("string"), "data": s("object") }), &["type"]),
         "ContainerCreate": obj(json!({ "containerId": s("string") }), &["containerId"]),
         "ContainerId": obj(json!({ "containerId": s("string") }), &["containerId"]),
@@ -33,7 +33,7 @@ fn schemas() -> Value {
         "ImageGet": obj(json!({ "record": r("ImageListItem"), "__subscriptions": { "type": "array", "items": s("string") } }), &["record"]),
         "ImageList": obj(json!({ "records": { "type": "array", "items": r("ImageListItem") }, "__subscriptions": { "type": "array", "items": s("string") } }), &["records", "__subscriptions"]),
         "Message": obj(json!({ "id": s("string"), "role": { "type": "string", "enum": ["user","assistant","tool","error"] }, "subtype": { "type": "string", "enum": ["user","assistant","tool-call","tool-result","error"] }, "content": {}, "timestamp": s("integer"), "usage": s("object"), "errorCode": s("string"), "toolCall": s("object"), "toolResult": s("object") }), &["id", "role", "subtype", "timestamp"]),
-        "Messages": obj(json!({ "messages": { "type": "array", "items": r("Message") } }), &["messages"]),
+        "Messages": obj(json!({ "messages": { "type": "array", "items": r("Message") }, "hasMore": { "type": "boolean" }, "nextCursor": { "type": "integer", "minimum": 0 } }), &["messages", "hasMore"]),
         "Send": obj(json!({ "content": { "oneOf": [s("string"), { "type": "array", "items": s("object") }] } }), &["content"]),
         "Sent": obj(json!({ "imageId": s("string"), "agentId": s("string"), "sessionId": s("string"), "messageId": s("string") }), &["imageId", "agentId", "sessionId", "messageId"]),
         "Title": obj(json!({ "title": opt_s }), &[]),
@@ -182,6 +182,7 @@ fn error_responses() -> Value {
         "404": e("Not found (or outside the token's containers)"),
         "409": e("Conflicts with the current state, or already exists"),
         "503": e("A dependency is unavailable or busy (see Retry-After); retry"),
+        "507": e("The store's disk is full (kind storage_full); retry once space is freed"),
     })
 }
 
@@ -254,6 +255,7 @@ pub(crate) fn document() -> Value {
             let t = match kind {
                 crate::rest::routes::Param::Text => "string",
                 crate::rest::routes::Param::Flag => "boolean",
+                crate::rest::routes::Param::Number => "integer",
             };
             parameters.push(
                 json!({ "name": q, "in": "query", "required": false, "schema": { "type": t } }),

@@ -221,6 +221,15 @@ fn command_data(
         if let Some(v) = query.get(*name) {
             let value = match kind {
                 Param::Text => Value::String(v.clone()),
+                Param::Number => match v.parse::<u64>() {
+                    Ok(n) => Value::from(n),
+                    Err(_) => {
+                        return Err(ApiError(Error::invalid(format!(
+                            "?{name}= takes a non-negative integer, not {}",
+                            crate::http::quoted(v, 64)
+                        ))))
+                    }
+                },
                 Param::Flag => match v.as_str() {
                     "true" | "1" => Value::Bool(true),
                     "false" | "0" => Value::Bool(false),

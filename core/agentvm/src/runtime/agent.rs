@@ -27,8 +27,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use turn::{Decision, Effect, Then, TurnState};
+use window::Window;
+pub(crate) use window::WindowBounds;
 
 mod turn;
+mod window;
 
 /// What every agent of a runtime shares.
 pub(crate) struct AgentEnv {
@@ -45,6 +48,8 @@ pub(crate) struct AgentEnv {
     pub request_timeout: std::time::Duration,
     /// User messages that may wait for an agent before `receive` refuses more.
     pub mailbox: usize,
+    /// How much history an agent holds in memory (see `agent/window.rs`).
+    pub window: WindowBounds,
 }
 
 enum Control {
@@ -81,7 +86,8 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Agent {
-    /// Starts the actor for `image` talking in `session_id`, with `history` already loaded.
+    /// Starts the actor for `image` talking in `session_id`, with the newest `history` already
+    /// loaded (oldest first; the window keeps what fits its bounds).
     pub(crate) fn spawn(
         env: Arc<AgentEnv>,
         image: &ImageRecord,
@@ -89,6 +95,7 @@ impl Agent {
         history: Vec<Message>,
     ) -> Arc<Agent> {
         let (inputs_tx, inputs_rx) = mpsc::channel(env.mailbox.max(1));
+        let env_window = env.window;
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = watch::channel(false);
         let pending = Arc::new(AtomicUsize::new(0));
@@ -119,7 +126,7 @@ impl Agent {
             model: image.definition.model.clone(),
             system: image.definition.system_prompt.clone(),
             enabled_tools: image.definition.tools.clone(),
-            history,
+            history: Window::new(env_window, history),
             pending,
         };
         tokio::spawn(async move {
@@ -221,7 +228,8 @@ struct Actor {
     model: Option<String>,
     system: Option<String>,
     enabled_tools: Vec<String>,
-    history: Vec<Message>,
+    /// The recent history the model is sent, bounded; the rest stays in the store.
+    history: Window,
     pending: Arc<AtomicUsize>,
 }
 
@@ -291,37 +299,49 @@ impl Actor {
             .publish(Event::new(payload, Some(self.context(turn_id))));
     }
 
-    /// Stores a message, then keeps it in the history. A failed store is logged: the session
-    /// was deleted under the agent, and nothing can be kept.
-    async fn store(&mut self, message: Message) -> bool {
+    /// Stores a message, then keeps it in the window (the turn goes on with it either way).
+    /// A failed store is logged and returned: the session was deleted under the agent, or the
+    /// disk is full.
+    async fn store(&mut self, message: Message) -> Result<()> {
         let store = self.env.store.clone();
         let session = self.ids.session.clone();
         let m = message.clone();
         let stored = tokio::task::spawn_blocking(move || store.append_message(&session, &m)).await;
-        let ok = match stored {
-            Ok(Ok(_)) => true,
+        let result = match stored {
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {
                 tracing::warn!(agent = %self.ids.agent, error = %e.chain(), "could not store a message");
-                false
+                Err(e)
             }
             Err(e) => {
                 tracing::error!(agent = %self.ids.agent, error = %e, "storing a message panicked");
-                false
+                Err(Error::Internal(format!("storing a message panicked: {e}")))
             }
         };
         self.history.push(message);
-        ok
+        result
     }
 
     /// Carries out `effects` in order: publishes, and stores each message before announcing it.
+    /// A message that could not be stored is not announced as stored: subscribers get an
+    /// `error_occurred` saying so (code: the error's kind, such as `storage_full`) instead.
     async fn apply(&mut self, turn_id: &str, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
                 Effect::Emit(payload) => self.emit(turn_id, payload),
                 Effect::Store(draft) => {
                     let (m, announce) = draft.stamp(now_ms());
-                    self.store(m.clone()).await;
-                    self.emit(turn_id, announce(m));
+                    match self.store(m.clone()).await {
+                        Ok(()) => self.emit(turn_id, announce(m)),
+                        Err(e) => self.emit(
+                            turn_id,
+                            EventPayload::ErrorOccurred {
+                                code: e.kind().as_str().to_string(),
+                                message: format!("message {} was not stored: {}", m.id, e.chain()),
+                                recoverable: true,
+                            },
+                        ),
+                    }
                 }
             }
         }
@@ -346,7 +366,7 @@ impl Actor {
             let request = LlmRequest {
                 model: model.clone(),
                 system: self.system.clone(),
-                messages: self.history.clone(),
+                messages: self.history.to_vec(),
                 tools: tools.clone(),
                 max_tokens: self.env.max_tokens,
             };
@@ -596,6 +616,114 @@ mod tests {
                 Subtype::ToolResult,
                 Subtype::Error
             ]
+        );
+    }
+
+    /// A model that answers with what it was sent: how many messages, and the first
+    /// characters of the newest, and records the sizes of every request.
+    #[derive(Default)]
+    struct Echo {
+        requests: std::sync::Mutex<Vec<(usize, usize)>>,
+    }
+
+    impl crate::llm::LlmDriver for Echo {
+        fn name(&self) -> &str {
+            "echo"
+        }
+        fn default_model(&self) -> &str {
+            "echo"
+        }
+        fn stream(&self, request: crate::llm::LlmRequest) -> crate::llm::LlmStream {
+            use crate::llm::LlmEvent;
+            let bytes: usize = request
+                .messages
+                .iter()
+                .map(super::window::message_bytes)
+                .sum();
+            self.requests
+                .lock()
+                .unwrap()
+                .push((request.messages.len(), bytes));
+            let newest = request
+                .messages
+                .last()
+                .and_then(|m| m.content.as_ref())
+                .map(|c| c.byte_len().to_string())
+                .unwrap_or_default();
+            let text = format!(
+                "{} messages; the newest is {newest} bytes",
+                request.messages.len()
+            );
+            let events = vec![
+                LlmEvent::MessageStart {
+                    model: "echo".into(),
+                },
+                LlmEvent::TextDelta(text),
+                LlmEvent::MessageDelta {
+                    usage: None,
+                    stop_reason: Some("end_turn".into()),
+                },
+                LlmEvent::MessageStop,
+            ];
+            futures::StreamExt::boxed(futures::stream::iter(events))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_agent_answers_with_a_bounded_window_after_many_large_messages() {
+        let echo = Arc::new(Echo::default());
+        let bounds = (8, 3 * 1024 * 1024);
+        let vm = AgentVm::builder()
+            .llm(echo.clone())
+            .agent_config(AgentConfig {
+                history_messages: bounds.0,
+                history_bytes: bounds.1,
+                ..Default::default()
+            })
+            .open()
+            .await
+            .unwrap();
+        let image = vm
+            .images()
+            .create("c1", ImageConfig::default())
+            .await
+            .unwrap()
+            .record;
+        let mut sub = vm.sessions().events(&image.session_id).await.unwrap();
+        let big = "x".repeat(900 * 1024);
+        for i in 0..12 {
+            let content = format!("{i}{big}");
+            vm.agents()
+                .send_to_image(&image.image_id, content.as_str())
+                .await
+                .unwrap();
+            let events = rest_of_turn(&mut sub).await;
+            let reply = events
+                .iter()
+                .find_map(|e| match e {
+                    EventPayload::AssistantMessage(m) => m.content.clone(),
+                    _ => None,
+                })
+                .expect("an assistant reply");
+            // The model saw the newest message whole, with earlier turns as context.
+            let text = format!("{reply:?}");
+            assert!(
+                text.contains(&format!("the newest is {} bytes", content.len())),
+                "{text}"
+            );
+        }
+        let requests = echo.requests.lock().unwrap().clone();
+        assert_eq!(requests.len(), 12);
+        for (n, bytes) in &requests {
+            assert!(*n <= bounds.0, "{n} messages sent");
+            assert!(*bytes <= bounds.1, "{bytes} bytes sent");
+        }
+        // Context: once the window filled, earlier turns were still sent along.
+        assert!(requests[11].0 >= 3, "{requests:?}");
+        // Everything is still in the store.
+        assert_eq!(
+            vm.images().messages(&image.image_id).await.unwrap().len(),
+            24
         );
     }
 

@@ -212,15 +212,35 @@ impl<R: Runtime> Images<'_, R> {
             .await
             .map(|_| ())
     }
-    /// The history of the image's first session.
+    /// The whole history of the image's first session, read page by page.
     pub async fn messages(&self, image_id: &str) -> Result<Vec<Message>> {
-        Ok(self
-            .0
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.messages_page(image_id, None, after, None).await?;
+            out.extend(page.messages);
+            match page.next_cursor {
+                Some(next) if page.has_more => after = Some(next),
+                _ => return Ok(out),
+            }
+        }
+    }
+    /// One page of the image's first session's history (see `image_messages_request`).
+    pub async fn messages_page(
+        &self,
+        image_id: &str,
+        limit: Option<u32>,
+        after: Option<u64>,
+        before: Option<u64>,
+    ) -> Result<ImageMessagesResponse> {
+        self.0
             .call(ImageMessagesRequest {
                 image_id: image_id.into(),
+                limit,
+                after,
+                before,
             })
-            .await?
-            .messages)
+            .await
     }
 }
 
@@ -288,15 +308,35 @@ impl<R: Runtime> Sessions<'_, R> {
             })
             .await
     }
-    /// The session's history.
+    /// The session's whole history, read page by page.
     pub async fn messages(&self, session_id: &str) -> Result<Vec<Message>> {
-        Ok(self
-            .0
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.messages_page(session_id, None, after, None).await?;
+            out.extend(page.messages);
+            match page.next_cursor {
+                Some(next) if page.has_more => after = Some(next),
+                _ => return Ok(out),
+            }
+        }
+    }
+    /// One page of the session's history (see `session_messages_request`).
+    pub async fn messages_page(
+        &self,
+        session_id: &str,
+        limit: Option<u32>,
+        after: Option<u64>,
+        before: Option<u64>,
+    ) -> Result<SessionMessagesResponse> {
+        self.0
             .call(SessionMessagesRequest {
                 session_id: session_id.into(),
+                limit,
+                after,
+                before,
             })
-            .await?
-            .messages)
+            .await
     }
     /// Subscribes to the session's new events.
     pub async fn events(&self, session_id: &str) -> Result<Subscription> {

@@ -43,6 +43,13 @@ pub(crate) fn validate_definition(d: &Definition, limits: &Limits) -> Result<()>
     Ok(())
 }
 
+/// A page of history as a messages response carries it.
+struct MessagesPage {
+    messages: Vec<Message>,
+    has_more: bool,
+    next_cursor: Option<u64>,
+}
+
 fn check_scope(scope: &Scope, container_id: &str) -> Result<()> {
     if scope.allows(container_id) {
         Ok(())
@@ -67,6 +74,46 @@ impl AgentVm {
         tokio::task::spawn_blocking(move || f(&*store))
             .await
             .map_err(|e| Error::Internal(format!("a store write panicked: {e}")))?
+    }
+
+    /// One page of a session's history, read on the blocking pool so a large read never holds
+    /// up the async workers (and the requests of everyone else). `limit` defaults to
+    /// [`MESSAGE_PAGE_DEFAULT`] and may not exceed [`MESSAGE_PAGE_MAX`].
+    async fn message_page(
+        &self,
+        session_id: String,
+        limit: Option<u32>,
+        after: Option<u64>,
+        before: Option<u64>,
+    ) -> Result<MessagesPage> {
+        let limit = limit.unwrap_or(MESSAGE_PAGE_DEFAULT);
+        if limit == 0 || limit > MESSAGE_PAGE_MAX {
+            return Err(Error::invalid(format!(
+                "limit must be between 1 and {MESSAGE_PAGE_MAX}; got {limit}"
+            )));
+        }
+        let request = crate::store::MessagePageRequest {
+            after,
+            before,
+            limit: limit as usize,
+            max_bytes: MESSAGE_PAGE_MAX_BYTES,
+        };
+        let store = self.inner.store.clone();
+        let page = tokio::task::spawn_blocking(move || store.page_messages(&session_id, &request))
+            .await
+            .map_err(|e| Error::Internal(format!("reading messages panicked: {e}")))??;
+        let next_cursor = if !page.has_more {
+            None
+        } else if request.backward() {
+            page.messages.first().map(|(seq, _)| *seq)
+        } else {
+            page.messages.last().map(|(seq, _)| *seq)
+        };
+        Ok(MessagesPage {
+            messages: page.messages.into_iter().map(|(_, m)| m).collect(),
+            has_more: page.has_more,
+            next_cursor,
+        })
     }
 
     fn visible_image(&self, scope: &Scope, image_id: &str) -> Result<Option<ImageRecord>> {

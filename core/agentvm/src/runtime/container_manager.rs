@@ -73,12 +73,22 @@ impl ContainerManager {
             return Ok((agent, true));
         }
         // Load the history before registering, so a message received right after is not also
-        // in the loaded history.
+        // in the loaded history. Only the newest page that fits the agent's window: older
+        // messages stay in the store.
         let store = self.env.store.clone();
         let sid = session_id.to_string();
-        let history = tokio::task::spawn_blocking(move || store.list_messages(&sid))
+        let page = crate::store::MessagePageRequest {
+            after: None,
+            before: Some(u64::MAX),
+            limit: self.env.window.messages,
+            max_bytes: self.env.window.bytes,
+        };
+        let history = tokio::task::spawn_blocking(move || store.page_messages(&sid, &page))
             .await
-            .map_err(|e| Error::Internal(format!("loading history: {e}")))??;
+            .map_err(|e| Error::Internal(format!("loading history: {e}")))??
+            .messages
+            .into_iter()
+            .map(|(_, m)| m);
         let agent = {
             let mut reg = self.registry();
             if let Some(id) = reg.by_session.get(session_id) {
@@ -86,7 +96,7 @@ impl ContainerManager {
                     return Ok((agent.clone(), true));
                 }
             }
-            let agent = Agent::spawn(self.env.clone(), image, session_id, history);
+            let agent = Agent::spawn(self.env.clone(), image, session_id, history.collect());
             reg.by_session
                 .insert(session_id.to_string(), agent.id().to_string());
             reg.by_id.insert(agent.id().to_string(), agent.clone());

@@ -72,7 +72,7 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 
 /// Outcomes counted per command: `ok`, each error kind, and `invalid` (refused before it
 /// could be parsed into a command).
-const OUTCOMES: [&str; 12] = [
+const OUTCOMES: [&str; 13] = [
     "ok",
     "not_found",
     "already_exists",
@@ -80,6 +80,7 @@ const OUTCOMES: [&str; 12] = [
     "conflict",
     "unavailable",
     "storage",
+    "storage_full",
     "protocol",
     "cancelled",
     "unauthorized",
@@ -353,6 +354,7 @@ mod tests {
             ErrorKind::Conflict,
             ErrorKind::Unavailable,
             ErrorKind::Storage,
+            ErrorKind::StorageFull,
             ErrorKind::Protocol,
             ErrorKind::Cancelled,
             ErrorKind::Unauthorized,

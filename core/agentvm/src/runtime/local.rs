@@ -1,6 +1,6 @@
 //! [`AgentVm`], the local (in-process) runtime, and its builder.
 
-use super::agent::AgentEnv;
+use super::agent::{AgentEnv, WindowBounds};
 use super::bus::{Bus, BusConfig, EventFilter, Scope, Subscription};
 use super::container_manager::ContainerManager;
 use super::dispatch::Caller;
@@ -201,6 +201,10 @@ impl AgentVmBuilder {
             max_tokens: self.agents.max_tokens,
             request_timeout: self.agents.request_timeout,
             mailbox: self.agents.mailbox,
+            window: WindowBounds {
+                messages: self.agents.history_messages.max(1),
+                bytes: self.agents.history_bytes,
+            },
         });
         Ok(AgentVm {
             inner: Arc::new(Inner {

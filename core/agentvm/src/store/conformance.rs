@@ -5,7 +5,10 @@
 //! contract in `store.rs` is wrong, and it is fixed there. A new backend adds one line at the
 //! bottom of this file (with `persistent` if it keeps data across a reopen).
 
-use super::{MemoryStore, RedbStore, Removed, ReplayEntry, Store, TokenRecord, SCHEMA_VERSION};
+use super::{
+    MemoryStore, MessagePageRequest, RedbStore, Removed, ReplayEntry, Store, TokenRecord,
+    SCHEMA_VERSION,
+};
 use crate::error::{ErrorKind, Result};
 use crate::model::scheduler::{
     ExecStatus, Execution, Liveness, NodeStatus, Resources, RuntimeNode, Sandbox, SandboxStatus,
@@ -67,6 +70,8 @@ macro_rules! store_conformance_tests {
                 delete_session_removes_its_messages_and_replay_only,
                 append_message_numbers_from_zero_per_session,
                 append_message_refuses_unknown_sessions,
+                page_messages_forward_and_backward_cover_every_message_once,
+                page_messages_stop_at_their_byte_budget,
                 concurrent_appends_get_consecutive_seqs,
                 read_replay_after_a_cursor_with_a_limit,
                 append_replay_replaces_an_entry_with_the_same_cursor,
@@ -668,6 +673,128 @@ pub(super) fn append_message_refuses_unknown_sessions(store: &dyn Store) {
     assert_eq!(e.to_string(), "Session not found: nope");
     assert!(store.list_messages("nope").unwrap().is_empty());
     assert_eq!(store.count_messages("nope").unwrap(), 0);
+}
+
+/// Pages `session_id` in `limit`s, forward or backward, following `next` cursors; returns the
+/// ids in reading order and the seqs seen.
+fn read_all_pages(
+    store: &dyn Store,
+    session_id: &str,
+    limit: usize,
+    backward: bool,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    loop {
+        let request = MessagePageRequest {
+            after: if backward { None } else { cursor },
+            before: if backward {
+                Some(cursor.unwrap_or(u64::MAX))
+            } else {
+                None
+            },
+            limit,
+            max_bytes: usize::MAX,
+        };
+        let page = store.page_messages(session_id, &request).unwrap();
+        assert!(page.messages.len() <= limit);
+        let seqs: Vec<u64> = page.messages.iter().map(|(s, _)| *s).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] + 1 == w[1]),
+            "oldest first: {seqs:?}"
+        );
+        let mut batch: Vec<String> = page.messages.iter().map(|(_, m)| m.id.clone()).collect();
+        if backward {
+            batch.reverse();
+        }
+        ids.extend(batch);
+        if !page.has_more {
+            return ids;
+        }
+        cursor = Some(if backward {
+            seqs[0]
+        } else {
+            seqs[seqs.len() - 1]
+        });
+    }
+}
+
+pub(super) fn page_messages_forward_and_backward_cover_every_message_once(store: &dyn Store) {
+    let (i, s) = image("a", "img_1", "sess_1", 1);
+    store.create_image(&i, &s).unwrap();
+    let written: Vec<String> = (0..23).map(|n| format!("m{n}")).collect();
+    for id in &written {
+        store.append_message("sess_1", &message(id)).unwrap();
+    }
+    for limit in [1, 5, 23, 100] {
+        assert_eq!(
+            read_all_pages(store, "sess_1", limit, false),
+            written,
+            "forward by {limit}"
+        );
+        let mut back = read_all_pages(store, "sess_1", limit, true);
+        back.reverse();
+        assert_eq!(back, written, "backward by {limit}");
+    }
+    // A range: after 4, before 9 is 5..=8; a page at the end has nothing more.
+    let page = store
+        .page_messages(
+            "sess_1",
+            &MessagePageRequest {
+                after: Some(4),
+                before: Some(9),
+                limit: 10,
+                max_bytes: usize::MAX,
+            },
+        )
+        .unwrap();
+    let seqs: Vec<u64> = page.messages.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, [5, 6, 7, 8]);
+    assert!(!page.has_more);
+    let last = MessagePageRequest {
+        after: Some(22),
+        before: None,
+        limit: 10,
+        max_bytes: 1,
+    };
+    let page = store.page_messages("sess_1", &last).unwrap();
+    assert!(page.messages.is_empty() && !page.has_more);
+    assert!(store
+        .page_messages("nope", &last)
+        .unwrap()
+        .messages
+        .is_empty());
+}
+
+pub(super) fn page_messages_stop_at_their_byte_budget(store: &dyn Store) {
+    let (i, s) = image("a", "img_1", "sess_1", 1);
+    store.create_image(&i, &s).unwrap();
+    let big = "x".repeat(10_000);
+    for n in 0..20 {
+        let m = Message::user(format!("m{n}"), big.as_str().into(), n);
+        store.append_message("sess_1", &m).unwrap();
+    }
+    let request = MessagePageRequest {
+        after: None,
+        before: None,
+        limit: 100,
+        max_bytes: 35_000,
+    };
+    let page = store.page_messages("sess_1", &request).unwrap();
+    // Stops once the budget is reached: four messages of ~10 KB, and more are left.
+    assert_eq!(page.messages.len(), 4);
+    assert!(page.has_more);
+    // A single message over the budget still comes back, one per page.
+    let tiny = MessagePageRequest {
+        max_bytes: 1,
+        before: Some(20),
+        after: None,
+        limit: 100,
+    };
+    let page = store.page_messages("sess_1", &tiny).unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages[0].0, 19);
+    assert!(page.has_more);
 }
 
 pub(super) fn concurrent_appends_get_consecutive_seqs(store: &dyn Store) {

@@ -6,7 +6,8 @@
 //! numbers. Records are kept as values (not encoded), so this backend also never fails.
 
 use super::{
-    check_new_image, check_same_parent, Removed, ReplayEntry, Store, TokenRecord, SCHEMA_VERSION,
+    check_new_image, check_same_parent, MessagePage, MessagePageRequest, Removed, ReplayEntry,
+    Store, TokenRecord, SCHEMA_VERSION,
 };
 use crate::error::{Error, Result};
 use crate::model::{ContainerRecord, Definition, ImageRecord, Message, SessionRecord};
@@ -309,6 +310,31 @@ impl Store for MemoryStore {
             .get(session_id)
             .cloned()
             .unwrap_or_default())
+    }
+
+    fn page_messages(&self, session_id: &str, page: &MessagePageRequest) -> Result<MessagePage> {
+        let Some((lo, hi)) = page.range() else {
+            return Ok(MessagePage::default());
+        };
+        let t = self.tables();
+        let all = t.messages.get(session_id).map(Vec::as_slice).unwrap_or(&[]);
+        let end = usize::try_from(hi)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1)
+            .min(all.len());
+        let start = usize::try_from(lo).unwrap_or(usize::MAX).min(end);
+        let rows = all[start..end]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Ok(((start + i) as u64, m)));
+        // The size a persistent backend would store: the message's JSON.
+        let size = |m: &&Message| serde_json::to_vec(*m).map_or(0, |v| v.len());
+        let decode = |m: &Message| Ok(m.clone());
+        if page.backward() {
+            page.collect(rows.rev(), size, decode)
+        } else {
+            page.collect(rows, size, decode)
+        }
     }
 
     fn count_messages(&self, session_id: &str) -> Result<u64> {

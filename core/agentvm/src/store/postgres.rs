@@ -20,7 +20,10 @@
 //! the store works again as soon as the server is back, without reopening. How the
 //! synchronous trait waits for the async client is in `postgres/bridge.rs`.
 
-use super::{check_new_image, check_same_parent, Removed, ReplayEntry, Store, TokenRecord};
+use super::{
+    check_new_image, check_same_parent, MessagePage, MessagePageRequest, Removed, ReplayEntry,
+    Store, TokenRecord,
+};
 use super::{ClusterMember, Lease, LeaseClaim, LeaseRecord, MemberRecord};
 use crate::error::{Error, Result};
 use crate::model::{ContainerRecord, Definition, ImageRecord, Message, SessionRecord};
@@ -629,6 +632,64 @@ impl Store for PostgresStore {
             "SELECT message FROM messages WHERE session_id = $1 ORDER BY seq",
             &[&session_id],
         ))
+    }
+
+    fn page_messages(&self, session_id: &str, page: &MessagePageRequest) -> Result<MessagePage> {
+        /// Rows fetched per query: a page never holds more than its budget and a chunk.
+        const CHUNK: i64 = 16;
+        let Some((lo, hi)) = page.range() else {
+            return Ok(MessagePage::default());
+        };
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let (mut lo, mut hi) = (as_i64(lo), as_i64(hi));
+        let sql = if page.backward() {
+            "SELECT seq, message::text FROM messages WHERE session_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq DESC LIMIT $4"
+        } else {
+            "SELECT seq, message::text FROM messages WHERE session_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq LIMIT $4"
+        };
+        let db = &*self.db;
+        let rows = db.run(async {
+            let client = db.client().await?;
+            let statement = client.prepare_cached(sql).await.at(db)?;
+            // The rows the page keeps plus one past it (so it knows whether more are left).
+            let mut rows: Vec<Result<(u64, String)>> = Vec::new();
+            let mut bytes = 0usize;
+            let mut full = false;
+            'chunks: while lo <= hi {
+                let chunk = client
+                    .query(&statement, &[&session_id, &lo, &hi, &CHUNK])
+                    .await
+                    .at(db)?;
+                let n = chunk.len() as i64;
+                for row in chunk {
+                    let s: i64 = row.try_get(0).at(db)?;
+                    let text: String = row.try_get(1).at(db)?;
+                    if page.backward() {
+                        hi = s - 1;
+                    } else {
+                        lo = s + 1;
+                    }
+                    bytes = bytes.saturating_add(text.len());
+                    rows.push(Ok((seq(s), text)));
+                    if full {
+                        break 'chunks;
+                    }
+                    full = rows.len() >= page.limit.max(1) || bytes >= page.max_bytes;
+                }
+                if n < CHUNK {
+                    break;
+                }
+            }
+            Ok(rows)
+        })?;
+        page.collect(
+            rows,
+            |text: &String| text.len(),
+            |text| {
+                serde_json::from_str(&text)
+                    .map_err(|e| Error::storage("decoding a stored message", e))
+            },
+        )
     }
 
     fn count_messages(&self, session_id: &str) -> Result<u64> {

@@ -9,20 +9,29 @@
 //!
 //! Every write commits with redb's `Immediate` durability (it survives a crash once it returns),
 //! except [`Store::append_replay`], which commits with none: it becomes durable with the next
-//! durable commit. The scheduler's tables live in the same file ([`RedbSchedulerStore`]).
+//! durable commit. The scheduler's tables live in the same file (`agentvm_scheduler::RedbSchedulerStore`).
 
 use super::SCHEMA_VERSION;
-use super::{check_new_image, check_same_parent, Removed, ReplayEntry, Store, TokenRecord};
+use super::{
+    check_new_image, check_same_parent, MessagePage, MessagePageRequest, Removed, ReplayEntry,
+    Store, TokenRecord,
+};
 use crate::error::{Error, Result};
 use crate::model::{ContainerRecord, Definition, ImageRecord, Message, SessionRecord};
-use agentvm_scheduler::{RedbSchedulerStore, SchedulerStore};
+use agentvm_scheduler::SchedulerStore;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 mod file;
+mod handle;
+mod health;
+mod scheduler;
 mod tokens;
+
+use handle::Handle;
+use scheduler::SchedulerTables;
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const CONTAINERS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("containers");
@@ -40,19 +49,18 @@ const REPLAY_FLOORS: TableDefinition<'_, &str, u64> = TableDefinition::new("repl
 
 /// The store in a redb database file.
 pub struct RedbStore {
-    /// Shared with the scheduler's tables, which live in the same file.
-    db: Arc<Database>,
-    /// The file, for messages and `Debug`.
-    path: PathBuf,
-    /// The scheduler's tables in `db`, opened on first use (creating them is a durable write a
-    /// runtime without a scheduler should not pay on every start), then shared.
-    scheduler: OnceLock<Arc<RedbSchedulerStore>>,
+    /// The open database, shared with the scheduler's tables (which live in the same file),
+    /// reopened after a failed write (see `redb/handle.rs`).
+    handle: Arc<Handle>,
+    /// The scheduler's tables in the same file, opened on first use (creating them is a
+    /// durable write a runtime without a scheduler should not pay on every start), then shared.
+    scheduler: OnceLock<Arc<SchedulerTables>>,
 }
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedbStore")
-            .field("path", &self.path)
+            .field("path", &self.handle.path)
             .finish_non_exhaustive()
     }
 }
@@ -80,15 +88,43 @@ impl RedbStore {
         let database = Arc::new(database);
         init(&database)?;
         Ok(RedbStore {
-            db: database,
-            path: path.to_path_buf(),
+            handle: Arc::new(Handle::new(database, path.to_path_buf())),
             scheduler: OnceLock::new(),
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.handle.path
+    }
+
+    /// The open database (see [`Handle::database`]).
+    fn database(&self) -> Result<Arc<Database>> {
+        self.handle.database()
+    }
+
+    /// Starts a write transaction (reopening the file first if a write failed).
+    fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        self.handle.begin_write()
+    }
+
+    /// Commits `txn`; a failure is classified (a full disk is `StorageFull`) and logged once.
+    fn commit(&self, txn: redb::WriteTransaction) -> Result<()> {
+        self.handle.commit(txn)
+    }
+
+    /// Whether writes work: `Ok` at once while no write failed; during a failure episode,
+    /// one small durable write decides (and ends the episode when it succeeds).
+    fn probe_write(&self) -> Result<()> {
+        if !self.handle.health.failing() {
+            return Ok(());
+        }
+        let txn = self.begin_write()?;
+        txn.open_table(META)
+            .map_err(db)?
+            .insert("write_probe", crate::model::now_ms().max(0) as u64)
+            .map_err(db)?;
+        self.commit(txn)
     }
 
     fn get_json<T: DeserializeOwned>(
@@ -96,7 +132,7 @@ impl RedbStore {
         table: TableDefinition<'_, &str, &[u8]>,
         id: &str,
     ) -> Result<Option<T>> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let t = txn.open_table(table).map_err(db)?;
         match t.get(id).map_err(db)? {
             Some(v) => Ok(Some(decode(v.value())?)),
@@ -108,7 +144,7 @@ impl RedbStore {
         &self,
         table: TableDefinition<'_, &str, &[u8]>,
     ) -> Result<Vec<T>> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let t = txn.open_table(table).map_err(db)?;
         let mut out = Vec::new();
         for row in t.iter().map_err(db)? {
@@ -128,7 +164,7 @@ impl RedbStore {
         check: impl FnOnce(&T) -> Result<()>,
     ) -> Result<()> {
         let bytes = encode(value)?;
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         {
             let mut t = txn.open_table(table).map_err(db)?;
             let stored: T = match t.get(id).map_err(db)? {
@@ -138,7 +174,7 @@ impl RedbStore {
             check(&stored)?;
             t.insert(id, bytes.as_slice()).map_err(db)?;
         }
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(())
     }
 }
@@ -180,7 +216,7 @@ fn init(database: &Database) -> Result<()> {
 
 impl Store for RedbStore {
     fn schema_version(&self) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let meta = txn.open_table(META).map_err(db)?;
         Ok(meta
             .get("schema_version")
@@ -193,7 +229,7 @@ impl Store for RedbStore {
         if let Some(scheduler) = self.scheduler.get() {
             return Ok(scheduler.clone());
         }
-        let opened = Arc::new(RedbSchedulerStore::open(self.db.clone())?);
+        let opened = Arc::new(SchedulerTables::open(self.handle.clone())?);
         Ok(self.scheduler.get_or_init(|| opened).clone())
     }
 
@@ -205,7 +241,7 @@ impl Store for RedbStore {
         sandbox_template: Option<&str>,
         now: i64,
     ) -> Result<(ContainerRecord, bool)> {
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         let out = {
             let mut t = txn.open_table(CONTAINERS).map_err(db)?;
             let (mut record, created) = ensure_container(&mut t, container_id, now)?;
@@ -218,7 +254,7 @@ impl Store for RedbStore {
             }
             (record, created)
         };
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(out)
     }
 
@@ -231,7 +267,7 @@ impl Store for RedbStore {
     }
 
     fn delete_container(&self, container_id: &str) -> Result<Option<Removed>> {
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         let removed = {
             let mut containers = txn.open_table(CONTAINERS).map_err(db)?;
             if containers.remove(container_id).map_err(db)?.is_none() {
@@ -257,7 +293,7 @@ impl Store for RedbStore {
                 Some(removed)
             }
         };
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(removed)
     }
 
@@ -265,7 +301,7 @@ impl Store for RedbStore {
 
     fn put_definition(&self, definition: &Definition) -> Result<bool> {
         let bytes = encode(definition)?;
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         let replaced = {
             let mut t = txn.open_table(DEFINITIONS).map_err(db)?;
             let r = t
@@ -274,7 +310,7 @@ impl Store for RedbStore {
                 .is_some();
             r
         };
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(replaced)
     }
 
@@ -292,7 +328,7 @@ impl Store for RedbStore {
         check_new_image(image, session)?;
         let image_bytes = encode(image)?;
         let session_bytes = encode(session)?;
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         // An early return drops `txn` uncommitted: nothing of it is written.
         let created = {
             let mut images = txn.open_table(IMAGES).map_err(db)?;
@@ -332,7 +368,7 @@ impl Store for RedbStore {
                 .map_err(db)?;
             created
         };
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(created)
     }
 
@@ -341,7 +377,7 @@ impl Store for RedbStore {
     }
 
     fn list_images(&self, container_id: &str) -> Result<Vec<ImageRecord>> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let index = txn.open_table(IMAGES_BY_CONTAINER).map_err(db)?;
         let images = txn.open_table(IMAGES).map_err(db)?;
         let mut out: Vec<ImageRecord> = Vec::new();
@@ -383,7 +419,7 @@ impl Store for RedbStore {
     }
 
     fn delete_image(&self, image_id: &str) -> Result<Option<(ImageRecord, Removed)>> {
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         let out = {
             let images = txn.open_table(IMAGES).map_err(db)?;
             let record: Option<ImageRecord> = match images.get(image_id).map_err(db)? {
@@ -404,7 +440,7 @@ impl Store for RedbStore {
                 }
             }
         };
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(out)
     }
 
@@ -412,7 +448,7 @@ impl Store for RedbStore {
 
     fn create_session(&self, session: &SessionRecord) -> Result<()> {
         let bytes = encode(session)?;
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         // An early return drops `txn` uncommitted: nothing of it is written.
         {
             let image: ImageRecord = match txn
@@ -449,7 +485,7 @@ impl Store for RedbStore {
                 .insert((session.image_id.as_str(), session.session_id.as_str()), ())
                 .map_err(db)?;
         }
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -458,7 +494,7 @@ impl Store for RedbStore {
     }
 
     fn list_sessions(&self, image_id: &str) -> Result<Vec<SessionRecord>> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let index = txn.open_table(SESSIONS_BY_IMAGE).map_err(db)?;
         let sessions = txn.open_table(SESSIONS).map_err(db)?;
         let mut out: Vec<SessionRecord> = Vec::new();
@@ -500,7 +536,7 @@ impl Store for RedbStore {
     }
 
     fn delete_session(&self, session_id: &str) -> Result<Option<SessionRecord>> {
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         let out = {
             let mut sessions = txn.open_table(SESSIONS).map_err(db)?;
             let record: Option<SessionRecord> = match sessions.remove(session_id).map_err(db)? {
@@ -517,7 +553,7 @@ impl Store for RedbStore {
             }
             record
         };
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(out)
     }
 
@@ -525,7 +561,7 @@ impl Store for RedbStore {
 
     fn append_message(&self, session_id: &str, message: &Message) -> Result<u64> {
         let bytes = encode(message)?;
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         let seq = {
             if txn
                 .open_table(SESSIONS)
@@ -548,12 +584,12 @@ impl Store for RedbStore {
             t.insert((session_id, seq), bytes.as_slice()).map_err(db)?;
             seq
         };
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(seq)
     }
 
     fn list_messages(&self, session_id: &str) -> Result<Vec<Message>> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let t = txn.open_table(MESSAGES).map_err(db)?;
         let mut out = Vec::new();
         for row in t
@@ -566,8 +602,24 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    fn page_messages(&self, session_id: &str, page: &MessagePageRequest) -> Result<MessagePage> {
+        let Some((lo, hi)) = page.range() else {
+            return Ok(MessagePage::default());
+        };
+        let txn = self.database()?.begin_read().map_err(db)?;
+        let t = txn.open_table(MESSAGES).map_err(db)?;
+        let range = t.range((session_id, lo)..=(session_id, hi)).map_err(db)?;
+        let size = |v: &redb::AccessGuard<'_, &'static [u8]>| v.value().len();
+        let decode = |v: redb::AccessGuard<'_, &'static [u8]>| decode(v.value());
+        if page.backward() {
+            page.collect(range.rev().map(message_row), size, decode)
+        } else {
+            page.collect(range.map(message_row), size, decode)
+        }
+    }
+
     fn count_messages(&self, session_id: &str) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let t = txn.open_table(MESSAGES).map_err(db)?;
         Ok(t.range((session_id, 0u64)..=(session_id, u64::MAX))
             .map_err(db)?
@@ -580,7 +632,7 @@ impl Store for RedbStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut txn = self.db.begin_write().map_err(db)?;
+        let mut txn = self.begin_write()?;
         txn.set_durability(Durability::None)
             .map_err(|e| Error::storage("setting durability", e))?;
         {
@@ -594,12 +646,12 @@ impl Store for RedbStore {
                     .map_err(db)?;
             }
         }
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(())
     }
 
     fn read_replay(&self, topic: &str, after: u64, limit: usize) -> Result<Vec<ReplayEntry>> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let t = txn.open_table(REPLAY).map_err(db)?;
         let mut out = Vec::new();
         if after == u64::MAX {
@@ -617,7 +669,7 @@ impl Store for RedbStore {
     }
 
     fn max_replay_cursor(&self) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         let t = txn.open_table(REPLAY).map_err(db)?;
         let mut max = 0;
         for row in t.iter().map_err(db)? {
@@ -628,7 +680,7 @@ impl Store for RedbStore {
     }
 
     fn trim_replay(&self, keep: usize, min_ts: i64) -> Result<u64> {
-        let txn = self.db.begin_write().map_err(db)?;
+        let txn = self.begin_write()?;
         let removed = {
             let mut t = txn.open_table(REPLAY).map_err(db)?;
             // Count per topic first, then remove the oldest beyond `keep` and the too-old.
@@ -675,12 +727,12 @@ impl Store for RedbStore {
             }
             doomed.len() as u64
         };
-        txn.commit().map_err(db)?;
+        self.commit(txn)?;
         Ok(removed)
     }
 
     fn replay_floor(&self, topic: &str) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(db)?;
+        let txn = self.database()?.begin_read().map_err(db)?;
         // A file from before the table existed has no floors.
         let floors = match txn.open_table(REPLAY_FLOORS) {
             Ok(t) => t,
@@ -694,10 +746,18 @@ impl Store for RedbStore {
             .unwrap_or(0))
     }
 
+    // ----- health -----
+
+    fn check_writable(&self) -> Result<()> {
+        self.probe_write()
+    }
+
     // ----- tokens -----
 
     fn put_token(&self, token: &TokenRecord) -> Result<()> {
-        tokens::put(&self.db, token)
+        let txn = self.begin_write()?;
+        tokens::put(&txn, token)?;
+        self.commit(txn)
     }
 
     fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
@@ -711,8 +771,26 @@ impl Store for RedbStore {
     }
 
     fn revoke_token(&self, id: &str, now: i64) -> Result<bool> {
-        tokens::revoke(&self.db, id, now)
+        let txn = self.begin_write()?;
+        let found = tokens::revoke(&txn, id, now)?;
+        self.commit(txn)?;
+        Ok(found)
     }
+}
+
+/// A row of `MESSAGES` as `(seq, stored bytes)`.
+#[allow(clippy::type_complexity)]
+fn message_row<'a>(
+    row: std::result::Result<
+        (
+            redb::AccessGuard<'a, (&'static str, u64)>,
+            redb::AccessGuard<'a, &'static [u8]>,
+        ),
+        redb::StorageError,
+    >,
+) -> Result<(u64, redb::AccessGuard<'a, &'static [u8]>)> {
+    let (k, v) = row.map_err(db)?;
+    Ok((k.value().1, v))
 }
 
 fn split_replay(topic: &str, cursor: u64, raw: &[u8]) -> Result<ReplayEntry> {

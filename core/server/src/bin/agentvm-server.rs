@@ -61,7 +61,7 @@ Environment:
 
 Config file (--config agentvm.toml; flags and environment win; see agentvm.example.toml):
   host, port, data_dir, store, require_auth, docker = [..], local_tools_containers = [..],
-  local_tools_user, max_frame_bytes,
+  local_tools_user, max_content_bytes, max_frame_bytes,
   max_connections, request_timeout_ms, shutdown_grace_ms, send_timeout_ms, header_timeout_ms,
   max_subscriptions, max_requests_in_flight, [llm] provider/key/url/model,
   [cluster] advertise_url/server_id/lease_ttl_ms";
@@ -125,6 +125,10 @@ struct ServeArgs {
     /// renewed every third of it.
     #[arg(long)]
     lease_ttl_ms: Option<u64>,
+    /// The largest user message content accepted, in bytes (default 1048576); larger content
+    /// is refused with `invalid_input`. Keep it under `max_frame_bytes`.
+    #[arg(long, env = "AGENTVM_MAX_CONTENT_BYTES")]
+    max_content_bytes: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -185,6 +189,7 @@ struct FileConfig {
     #[serde(default)]
     docker: Vec<String>,
     max_frame_bytes: Option<usize>,
+    max_content_bytes: Option<usize>,
     max_connections: Option<usize>,
     request_timeout_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
@@ -382,6 +387,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .unwrap_or_else(default_data_dir);
     let driver = llm_driver(&file.llm)?;
     let mut builder = AgentVm::builder().data_dir(&data_dir);
+    if let Some(max) = args.max_content_bytes.or(file.max_content_bytes) {
+        builder = builder.limits(agentvm::Limits {
+            max_content_bytes: max,
+            ..Default::default()
+        });
+    }
     let store_url = args.store.or(file.store);
     let store_text = match &store_url {
         Some(url) => {
@@ -520,6 +531,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // One line on stdout that scripts (and tests) can wait for.
     println!("agentvm-server listening on http://{addr} (WebSocket ws://{addr}/ws, {store_text})");
     shutdown.await;
+    // Not ready first, while connections are still served.
+    server.drain();
     tracing::info!("shutting down: letting running turns finish");
     server.close().await;
     if let Some(cluster) = &cluster {
@@ -764,6 +777,10 @@ mod tests {
         assert_eq!(file.host.as_deref(), Some("127.0.0.1"));
         assert_eq!(file.port, Some(8080));
         assert_eq!(file.max_frame_bytes, Some(defaults.max_frame_bytes));
+        assert_eq!(
+            file.max_content_bytes,
+            Some(agentvm::Limits::default().max_content_bytes)
+        );
         assert_eq!(file.max_connections, Some(defaults.max_connections));
         assert_eq!(
             file.send_timeout_ms,

@@ -62,6 +62,8 @@ pub(crate) enum Param {
     Text,
     /// `true` or `false`.
     Flag,
+    /// A non-negative integer.
+    Number,
 }
 
 /// Who may call a route.
@@ -101,6 +103,13 @@ pub(crate) struct Route {
     /// OpenAPI schema names of the request body and of the success response.
     pub schemas: (Option<&'static str>, &'static str),
 }
+
+/// The query of a messages route: its page.
+const PAGE: &[(&str, Param)] = &[
+    ("limit", Param::Number),
+    ("after", Param::Number),
+    ("before", Param::Number),
+];
 
 const fn route(method: &'static str, path: &'static str, command: &'static str) -> Route {
     Route {
@@ -230,7 +239,11 @@ pub(crate) const ROUTES: &[Route] = &[
         .doc("Delete an image, its sessions and messages", "Object"),
     route("get", "/v1/images/{id}/messages", "image_messages_request")
         .param("imageId")
-        .doc("History of the image's first session", "Messages"),
+        .query(PAGE)
+        .doc(
+            "A page of the history of the image's first session (?limit=, ?after= or ?before=)",
+            "Messages",
+        ),
     route("post", "/v1/images/{id}/messages", "message_send_request")
         .param("imageId")
         .body(Fields, "Send")
@@ -281,7 +294,11 @@ pub(crate) const ROUTES: &[Route] = &[
         "session_messages_request",
     )
     .param("sessionId")
-    .doc("History of a session", "Messages"),
+    .query(PAGE)
+    .doc(
+        "A page of a session's history (?limit=, ?after= or ?before=)",
+        "Messages",
+    ),
     route("post", "/v1/sessions/{id}/messages", "message_send_request")
         .param("sessionId")
         .body(Fields, "Send")

@@ -188,9 +188,14 @@ impl AgentVm {
         scope: &Scope,
     ) -> Result<ImageMessagesResponse> {
         let image = self.image(scope, &r.image_id)?;
+        let page = self
+            .message_page(image.session_id, r.limit, r.after, r.before)
+            .await?;
         Ok(ImageMessagesResponse {
-            messages: self.repo().list_messages(&image.session_id)?,
             image_id: r.image_id,
+            messages: page.messages,
+            has_more: page.has_more,
+            next_cursor: page.next_cursor,
         })
     }
 

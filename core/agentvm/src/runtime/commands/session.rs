@@ -141,9 +141,14 @@ impl AgentVm {
         scope: &Scope,
     ) -> Result<SessionMessagesResponse> {
         let session = self.session(scope, &r.session_id)?;
+        let page = self
+            .message_page(session.session_id.clone(), r.limit, r.after, r.before)
+            .await?;
         Ok(SessionMessagesResponse {
-            messages: self.repo().list_messages(&session.session_id)?,
             session_id: session.session_id,
+            messages: page.messages,
+            has_more: page.has_more,
+            next_cursor: page.next_cursor,
         })
     }
 }

@@ -88,6 +88,15 @@ impl Db {
     /// A PostgreSQL error as the store's.
     pub(super) fn error(&self, e: tokio_postgres::Error) -> Error {
         use tokio_postgres::error::SqlState;
+        if e.code().is_some_and(|c| *c == SqlState::DISK_FULL) {
+            return Error::StorageFull {
+                message: format!(
+                    "PostgreSQL at {} has no space left on its data directory: free space there; writes resume by themselves",
+                    self.server
+                ),
+                source: Some(Box::new(e)),
+            };
+        }
         let unreachable = match e.code() {
             Some(code) => {
                 code.code().starts_with("08")

@@ -3,26 +3,23 @@
 use super::{db, decode, encode};
 use crate::error::Result;
 use crate::store::TokenRecord;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 pub(super) const TOKENS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("tokens");
 
-/// Stores a token record under its hash.
-pub(super) fn put(database: &Database, token: &TokenRecord) -> Result<()> {
+/// Stores a token record under its hash, in `txn`.
+pub(super) fn put(txn: &WriteTransaction, token: &TokenRecord) -> Result<()> {
     let bytes = encode(token)?;
-    let txn = database.begin_write().map_err(db)?;
     txn.open_table(TOKENS)
         .map_err(db)?
         .insert(token.hash.as_str(), bytes.as_slice())
         .map_err(db)?;
-    txn.commit().map_err(db)?;
     Ok(())
 }
 
 /// Marks the token with id `id` revoked (keeping an earlier revocation time); false when
-/// there is none. Tokens are keyed by hash, so this scans: there are few.
-pub(super) fn revoke(database: &Database, id: &str, now: i64) -> Result<bool> {
-    let txn = database.begin_write().map_err(db)?;
+/// there is none, in `txn`. Tokens are keyed by hash, so this scans: there are few.
+pub(super) fn revoke(txn: &WriteTransaction, id: &str, now: i64) -> Result<bool> {
     let found = {
         let mut t = txn.open_table(TOKENS).map_err(db)?;
         let mut found: Option<TokenRecord> = None;
@@ -45,6 +42,5 @@ pub(super) fn revoke(database: &Database, id: &str, now: i64) -> Result<bool> {
             None => false,
         }
     };
-    txn.commit().map_err(db)?;
     Ok(found)
 }
