@@ -6,7 +6,7 @@
 //! on a dedicated thread with a current-thread runtime: it subscribes to a session, then reads
 //! frames and answers each with its ack, sent at once (one WebSocket frame per ack, as the stock
 //! client does). A publisher thread publishes `text_delta` events on the session's bus topic,
-//! [`BURST`] at a time with a short sleep between bursts (a streamed reply arrives in bursts
+//! [`BURSTS`] at a time (1, then 20) with a short sleep between bursts (a streamed reply arrives in bursts
 //! of tokens, not all at once); an iteration ends when the client has every delta.
 //!
 //! **How server CPU is measured.** The process's CPU time (`CLOCK_PROCESS_CPUTIME_ID`, every
@@ -14,19 +14,20 @@
 //! `CLOCK_THREAD_CPUTIME_ID` on that thread at the start and end of the iteration). What is
 //! left is what the server's runtime threads spent delivering: waking the connection task,
 //! framing, writing, reading and processing the acks (plus the idle criterion thread, which
-//! waits on a channel). The publisher's own CPU (the bus's `publish`, ~1 µs per event) is
-//! reported separately and not counted. Criterion's "time" for this bench is that server CPU
+//! waits on a channel). The publisher's own CPU (the bus's `publish` and its sleeps) is
+//! printed separately and not counted. Criterion's "time" for this bench is that server CPU
 //! time, so its per-element figure is server CPU per delivered frame.
 //!
 //! Target: <= 5 µs of server CPU per delivered frame.
 //!
-//! Where the time goes (`perf record -g` on this bench, 2-core VM): most of the server threads'
-//! samples are in the kernel's context-switch path (`finish_task_switch`), not in agentvm code:
-//! with events arriving one at a time, every frame costs a wake-up for the event, one for the
-//! client's ack (its socket is in the runtime's epoll set, so the ack wakes a parked worker
-//! whether or not the connection reads it then) and the bus's persister's round trip through
-//! the blocking pool. Framing, JSON and the ack itself are a few percent. Bursts amortize the
-//! wake-ups over a batch written with one flush (`burst/20`).
+//! Where the time goes (`perf record -g` on this bench, 2-core VM): about half of the server
+//! threads' samples are in the kernel's context-switch and wake-up paths
+//! (`finish_task_switch`, `_raw_spin_unlock_irqrestore`), much of the rest in the TCP stack;
+//! framing, JSON escaping and the ack are a few percent each. Every frame costs a wake-up for
+//! its event and one for the client's ack (the socket is in the runtime's epoll set, so an ack
+//! wakes a parked worker whether or not the connection reads it then). Skipping acks without
+//! parsing them, writing a batch with one flush, and (as an experiment) persisting the replay
+//! log in 2 ms batches changed the number by less than the run-to-run spread.
 
 use agentvm_benches::wire::{connect, long_stream_image, subscribe, BenchServer, Ws};
 use agentvm_benches::{text_delta, tokio_runtime, CONTAINER_ID};
