@@ -78,10 +78,15 @@ impl BenchServer {
 
     /// The value of the Prometheus metric `name` (a plain gauge or counter) on `/metrics`.
     pub fn metric(&self, name: &str) -> Option<u64> {
-        let text = self
-            .server
-            .metrics()
-            .render(self.vm.request_metrics(), 0, "");
+        let text = self.server.metrics().render(
+            &agentvm_server::metrics::Sources {
+                requests: self.vm.request_metrics(),
+                llm: self.vm.llm_latency(),
+                agents_running: 0,
+                scheduler: None,
+            },
+            "",
+        );
         text.lines()
             .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .find_map(|v| v.trim().parse().ok())

@@ -80,6 +80,10 @@ async fn claims_hit_after_a_refill_and_miss_when_empty() {
         .unwrap();
     let m = s.metrics();
     assert_eq!(m.pool_hits, 4, "{m:?}");
+    // Each claim was timed (and none took a cold start's seconds).
+    let claims = s.latency().pool_claim;
+    assert_eq!(claims.count, 4, "{claims:?}");
+    assert!(claims.sum_seconds < 4.0, "{claims:?}");
     // Claims refill in the background; a claim racing an empty pool starts cold.
     let mut misses = 0;
     for _ in 0..3 {

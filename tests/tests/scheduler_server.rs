@@ -119,6 +119,15 @@ async fn scheduler_routes_are_operator_only_and_counted_in_metrics() {
         "{metrics}"
     );
     assert!(metrics.contains("agentvm_executions_total 1"), "{metrics}");
+    // The exec's latency, in its histogram; no warm pool, so no claim was timed.
+    assert!(
+        metrics.contains("agentvm_sandbox_exec_duration_seconds_count 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("agentvm_pool_claim_duration_seconds_count 0\n"),
+        "{metrics}"
+    );
     assert!(metrics.contains("agentvm_nodes_online 1"), "{metrics}");
 
     scheduler.terminate_sandbox(&id).await.unwrap();

@@ -71,6 +71,9 @@ pub(crate) fn response_data(response: &Response) -> Result<String> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use agentvm::ErrorKind;

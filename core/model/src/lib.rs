@@ -11,6 +11,7 @@ pub mod command;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod latency;
 pub mod message;
 pub mod operations;
 pub mod records;

@@ -546,9 +546,11 @@ impl Run {
         };
         let now = now_ms();
         record.finished_at = Some(now);
-        record.duration_ms = Some(started.elapsed().as_millis() as u64);
+        let took = started.elapsed();
+        record.duration_ms = Some(took.as_millis() as u64);
         let s = &self.scheduler;
         s.inner.counters.executions.fetch_add(1, Ordering::Relaxed);
+        s.inner.counters.latency.exec.observe(took);
         if timed_out {
             s.inner
                 .counters

@@ -38,6 +38,7 @@ mod registry;
 mod sink;
 mod store;
 
+pub use agentvm_model::latency::{self, HistogramSnapshot, LatencyHistogram};
 pub use agentvm_model::scheduler::{
     exec::OutputStream, sandbox, template, ContainerExited, ContainerReady, ExecEvent, ExecRequest,
     ExecStatus, Execution, FileEntry, FileKind, Heartbeat, Liveness, NetworkPolicy,
@@ -153,6 +154,35 @@ pub(crate) struct Counters {
     pub adopted: AtomicU64,
     /// Unowned containers removed.
     pub orphans_removed: AtomicU64,
+    /// How long executions and pool claims take.
+    pub latency: Latencies,
+}
+
+/// The scheduler's latency histograms (see [`Scheduler::latency`]).
+#[derive(Debug)]
+pub(crate) struct Latencies {
+    /// Finished executions, start to end (timeouts and cancels included).
+    pub exec: LatencyHistogram,
+    /// Claims served by a warm pool, until the claimed sandbox is recorded.
+    pub pool_claim: LatencyHistogram,
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies {
+            exec: LatencyHistogram::new(latency::EXEC_BUCKETS),
+            pool_claim: LatencyHistogram::new(latency::CLAIM_BUCKETS),
+        }
+    }
+}
+
+/// How long sandbox work takes, as [`Scheduler::latency`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerLatency {
+    /// Executions in sandboxes, from start to end (timeouts and cancels included).
+    pub exec: HistogramSnapshot,
+    /// Claims of a warm sandbox from a pool, until the claim is recorded.
+    pub pool_claim: HistogramSnapshot,
 }
 
 /// A live (creating or running) sandbox in memory.
@@ -375,6 +405,15 @@ impl Scheduler {
     /// The tuning in force.
     pub fn config(&self) -> &SchedulerConfig {
         &self.inner.config
+    }
+
+    /// Execution and pool-claim latency histograms now.
+    pub fn latency(&self) -> SchedulerLatency {
+        let l = &self.inner.counters.latency;
+        SchedulerLatency {
+            exec: l.exec.snapshot(),
+            pool_claim: l.pool_claim.snapshot(),
+        }
     }
 
     /// The counters and gauges now.

@@ -46,11 +46,11 @@ impl Scheduler {
         let template = self.template(&request.template_id).await?;
         let plan = resolve(&template, &request)?;
         if template.spec.warm_pool_size > 0 && request.fits_warm_pool() {
+            let started = std::time::Instant::now();
             if let Some(s) = self.claim_warm(&template, &request, &plan).await? {
-                self.inner
-                    .counters
-                    .pool_hits
-                    .fetch_add(1, Ordering::Relaxed);
+                let c = &self.inner.counters;
+                c.latency.pool_claim.observe(started.elapsed());
+                c.pool_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(s);
             }
             self.inner

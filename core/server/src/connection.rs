@@ -36,6 +36,28 @@ use tokio::sync::watch;
 /// How long a connection being closed waits for its close frame to be written.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
+/// The most events written before one flush: a burst goes out in one write, and a long one
+/// still lets the loop read its client between batches.
+const MAX_BATCH: u64 = 256;
+
+/// `{"__msgId":"<conn_id>_<n>","__payload":<escaped>,"__cursor"?:"<cursor>"}`, as
+/// [`codec::wrap_escaped`] writes it, built in one allocation (the per-event path of every
+/// connection).
+fn event_frame(conn_id: &str, n: u64, escaped: &str, cursor: Option<u64>) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(escaped.len() + conn_id.len() + 72);
+    // Connection ids are `conn_<n>` and numbers need no escaping.
+    out.push_str("{\"__msgId\":\"");
+    out.push_str(conn_id);
+    let _ = write!(out, "_{n}\",\"__payload\":");
+    out.push_str(escaped);
+    if let Some(c) = cursor {
+        let _ = write!(out, ",\"__cursor\":\"{c}\"");
+    }
+    out.push('}');
+    out
+}
+
 /// Who is on a connection, for [`ConnectionHandler`]s.
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
@@ -430,29 +452,40 @@ impl Connection {
         }
     }
 
-    /// Sends `first` and whatever else is queued right now, then flushes once.
+    /// Sends `first` and whatever else is queued right now (up to [`MAX_BATCH`] frames) with
+    /// one flush, so a burst of events is one write; the whole batch gets one send budget.
     async fn forward(
         &mut self,
         socket: &mut WebSocket,
         first: Arc<crate::runtime::Published>,
     ) -> Flow {
         let budget = self.state.config.send_timeout;
+        match tokio::time::timeout(budget, self.write_batch(socket, first)).await {
+            Ok(Ok(())) => Flow::Continue,
+            Ok(Err(_)) => Flow::Close,
+            Err(_) => self.send_stalled(socket).await,
+        }
+    }
+
+    /// Frames and queues `first` and the events queued behind it, then flushes.
+    async fn write_batch(
+        &mut self,
+        socket: &mut WebSocket,
+        first: Arc<crate::runtime::Published>,
+    ) -> std::result::Result<(), axum::Error> {
+        // Looked up once per batch, not per event (a lock and a reference count each time).
+        let handler = self.state.handler();
         let mut next = Some(first);
         let mut batch = 0;
         while let Some(p) = next.take() {
-            if self
-                .state
-                .handler()
+            if handler
+                .as_ref()
                 .map(|h| h.on_event(&self.info, &p.event))
                 .unwrap_or(true)
             {
-                let frame = codec::wrap_escaped(&self.msg_id(), p.escaped_json(), p.cursor);
-                match tokio::time::timeout(budget, socket.feed(Message::Text(frame.into()))).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Flow::Close,
-                    Err(_) => return self.send_stalled(socket).await,
-                }
-                self.state.metrics.event_sent();
+                self.sent += 1;
+                let frame = event_frame(&self.info.id, self.sent, p.escaped_json(), p.cursor);
+                socket.feed(Message::Text(frame.into())).await?;
                 batch += 1;
                 // AgentX follows every stored message with a `message_persisted` notice.
                 if let Some(notice) = codec::message_persisted(&p.event) {
@@ -466,7 +499,7 @@ impl Connection {
                     }
                 }
             }
-            if batch < 256 {
+            if batch < MAX_BATCH {
                 match self.sub.try_recv() {
                     Some(BusItem::Event(p)) => next = Some(p),
                     Some(BusItem::Overflowed { .. }) => self.resume_after_overflow(),
@@ -474,11 +507,8 @@ impl Connection {
                 }
             }
         }
-        match tokio::time::timeout(budget, socket.flush()).await {
-            Ok(Ok(())) => Flow::Continue,
-            Ok(Err(_)) => Flow::Close,
-            Err(_) => self.send_stalled(socket).await,
-        }
+        self.state.metrics.events_sent(batch);
+        socket.flush().await
     }
 
     /// Writes one message within the send budget.
@@ -595,6 +625,11 @@ impl Connection {
     }
 
     async fn on_text(&mut self, socket: &mut WebSocket, text: &str) -> Flow {
+        // A client acks every frame it receives, and acks need nothing from the server: the
+        // common form is recognized without parsing JSON (any other goes through the decoder).
+        if codec::plain_ack(text).is_some() {
+            return Flow::Continue;
+        }
         let Decoded { ack, frame } = codec::decode_client_frame(text);
         if let Some(id) = ack {
             let ack = serde_json::json!({ "__ack": id }).to_string();
@@ -821,6 +856,22 @@ impl RequestHook for ConnectionHook {
         match self.state.handler() {
             Some(h) => h.on_request(&self.info, command),
             None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_frames_are_the_codec_s_frames() {
+        let escaped = codec::escape(r#"{"type":"text_delta","data":{"text":"a \"b\""}}"#);
+        for cursor in [None, Some(0), Some(u64::MAX)] {
+            assert_eq!(
+                event_frame("conn_7", 42, &escaped, cursor),
+                codec::wrap_escaped("conn_7_42", &escaped, cursor)
+            );
         }
     }
 }

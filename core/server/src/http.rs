@@ -238,11 +238,7 @@ async fn metrics(
         }
         Ok(_) => {}
     }
-    let mut extra: String = state
-        .vm
-        .scheduler()
-        .map(|s| crate::metrics::scheduler_text(&s.metrics()))
-        .unwrap_or_default();
+    let mut extra = String::new();
     for render in state
         .extra_metrics
         .read()
@@ -251,12 +247,17 @@ async fn metrics(
     {
         extra.push_str(&render());
     }
+    let scheduler = state.vm.scheduler().map(|s| (s.metrics(), s.latency()));
     let body = state.metrics.render(
-        state.vm.request_metrics(),
-        state.vm.container_manager().len(),
+        &crate::metrics::Sources {
+            requests: state.vm.request_metrics(),
+            llm: state.vm.llm_latency(),
+            agents_running: state.vm.container_manager().len(),
+            scheduler: scheduler.as_ref().map(|(m, l)| (m, l)),
+        },
         &extra,
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 
 async fn ws(

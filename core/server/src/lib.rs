@@ -356,7 +356,9 @@ impl ServerManager {
         });
     }
 
-    /// Adds Prometheus text to `/metrics` (the runtime's scheduler is rendered already).
+    /// Adds text to `/metrics`, written before the closing `# EOF` (the runtime's scheduler is
+    /// rendered already). It must be OpenMetrics text: counter samples end in `_total`, their
+    /// `# TYPE` names do not.
     pub fn add_metrics(&self, render: Arc<dyn Fn() -> String + Send + Sync>) {
         self.state
             .extra_metrics

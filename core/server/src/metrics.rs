@@ -1,14 +1,32 @@
-//! Prometheus metrics of the server: connections, events sent, agents running, and the
-//! runtime's request counters and latency (kept by the dispatcher, for every caller).
+//! Prometheus metrics of the server, exposed through the `prometheus-client` library in the
+//! OpenMetrics text format: connections, events sent, agents running, the runtime's request
+//! counters and latency (kept by the dispatcher, for every caller), model request latency by
+//! provider, and the scheduler's counters and its execution and pool-claim latency.
+//!
+//! Every label value comes from a fixed set (command names, outcomes, providers, the crate
+//! version), never from a client, and goes through [`label_value`] all the same. docs/metrics.md
+//! lists every family.
 
+use agentvm::llm::LlmLatency;
 use agentvm::runtime::dispatch::LATENCY_BUCKETS;
 use agentvm::runtime::RequestMetrics;
+use agentvm::scheduler::{HistogramSnapshot, SchedulerLatency, SchedulerMetrics};
+use prometheus_client::encoding::{
+    EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The `Content-Type` of `/metrics`: what the library writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A label value as the text exposition format wants it: `\`, `"` and newlines escaped.
 /// Every label value goes through here, though all of them come from fixed sets (command
-/// names, outcomes, the crate version), never from a client.
+/// names, outcomes, providers, the crate version), never from a client.
 pub fn label_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
@@ -22,17 +40,27 @@ pub fn label_value(value: &str) -> String {
     out
 }
 
+/// A label value written through [`label_value`] (the library writes values as they are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Escaped(&'static str);
+
+impl EncodeLabelValue for Escaped {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&label_value(self.0))
+    }
+}
+
 /// Counters the server keeps. Cheap to update from any task.
 #[derive(Default)]
 pub struct Metrics {
-    connections_open: AtomicU64,
-    connections_total: AtomicU64,
-    events_sent: AtomicU64,
-    frames_refused: AtomicU64,
-    overflows: AtomicU64,
-    over_budget: AtomicU64,
-    refused: AtomicU64,
-    unknown_requests: AtomicU64,
+    connections_open: Gauge,
+    connections_total: Counter,
+    events_sent: Counter,
+    frames_refused: Counter,
+    overflows: Counter,
+    over_budget: Counter,
+    refused: Counter,
+    unknown_requests: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -41,249 +69,343 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// The scheduler's counters as Prometheus text.
-pub fn scheduler_text(m: &agentvm::scheduler::SchedulerMetrics) -> String {
-    let mut out = String::new();
-    let rows: [(&str, &str, &str, u64); 13] = [
+/// A histogram read from one of the runtime's [`HistogramSnapshot`]s.
+#[derive(Debug)]
+struct SnapshotHistogram(HistogramSnapshot);
+
+/// `(upper bound, count)` pairs as the library's encoder takes them: not cumulative, the
+/// `+Inf` bucket last with the bound `f64::MAX`.
+fn buckets(s: &HistogramSnapshot) -> Vec<(f64, u64)> {
+    s.bounds
+        .iter()
+        .copied()
+        .chain(std::iter::once(f64::MAX))
+        .zip(s.buckets.iter().copied())
+        .collect()
+}
+
+impl EncodeMetric for SnapshotHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        encoder.encode_histogram::<NoLabelSet>(s.sum_seconds, s.count, &buckets(s), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Model request latency, one histogram per provider (`provider` from a fixed set).
+#[derive(Debug)]
+struct ProviderHistograms(Vec<(&'static str, HistogramSnapshot)>);
+
+impl EncodeMetric for ProviderHistograms {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (provider, s) in &self.0 {
+            let labels = [("provider", Escaped(provider))];
+            encoder
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(s.sum_seconds, s.count, &buckets(s), None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Requests by type and outcome: the runtime's counts (every command and outcome, a fixed
+/// set) and the requests of a type the server does not know, as `type="unknown"`.
+#[derive(Debug)]
+struct RequestCounts {
+    counts: Vec<(&'static str, &'static str, u64)>,
+    unknown: u64,
+}
+
+impl EncodeMetric for RequestCounts {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let unknown = (self.unknown > 0).then_some(("unknown", "invalid", self.unknown));
+        for (kind, outcome, n) in self.counts.iter().copied().chain(unknown) {
+            let labels = [("type", Escaped(kind)), ("outcome", Escaped(outcome))];
+            encoder
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
+/// What `/metrics` shows besides the server's own counters, read at each scrape.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    /// The runtime's requests (every caller's, by command and outcome) and their latency.
+    pub requests: &'a RequestMetrics,
+    /// Model request latency by provider.
+    pub llm: &'a LlmLatency,
+    /// Agents running now.
+    pub agents_running: usize,
+    /// The scheduler's counters and latency, when the runtime has one.
+    pub scheduler: Option<(&'a SchedulerMetrics, &'a SchedulerLatency)>,
+}
+
+/// Registers the scheduler's counters, gauges and histograms.
+fn register_scheduler(r: &mut Registry, m: &SchedulerMetrics, l: &SchedulerLatency) {
+    // Counter names without `_total`: the library appends it to the samples.
+    let counters: [(&str, &str, u64); 10] = [
         (
-            "agentvm_pool_hits_total",
+            "agentvm_pool_hits",
             "Sandboxes claimed from a warm pool.",
-            "counter",
             m.pool_hits,
         ),
         (
-            "agentvm_pool_misses_total",
+            "agentvm_pool_misses",
             "Sandbox requests that found their warm pool empty.",
-            "counter",
             m.pool_misses,
         ),
         (
-            "agentvm_sandbox_cold_starts_total",
+            "agentvm_sandbox_cold_starts",
             "Sandboxes created cold.",
-            "counter",
             m.cold_starts,
         ),
         (
-            "agentvm_sandbox_create_failures_total",
+            "agentvm_sandbox_create_failures",
             "Sandbox creations that failed.",
-            "counter",
             m.create_failures,
         ),
         (
-            "agentvm_sandbox_busy_refusals_total",
+            "agentvm_sandbox_busy_refusals",
             "Creations refused because a node's start queue was full.",
-            "counter",
             m.busy_refusals,
         ),
         (
-            "agentvm_executions_total",
+            "agentvm_executions",
             "Commands executed in sandboxes.",
-            "counter",
             m.executions,
         ),
         (
-            "agentvm_execution_timeouts_total",
+            "agentvm_execution_timeouts",
             "Executions killed by their timeout.",
-            "counter",
             m.exec_timeouts,
         ),
         (
-            "agentvm_sandboxes_terminated_total",
+            "agentvm_sandboxes_terminated",
             "Sandboxes ended.",
-            "counter",
             m.terminated,
         ),
         (
-            "agentvm_sandboxes_adopted_total",
+            "agentvm_sandboxes_adopted",
             "Sandboxes adopted at start-up.",
-            "counter",
             m.adopted,
         ),
         (
-            "agentvm_orphans_removed_total",
+            "agentvm_orphans_removed",
             "Orphan containers removed at start-up.",
-            "counter",
             m.orphans_removed,
         ),
+    ];
+    for (name, help, v) in counters {
+        r.register(name, help, ConstCounter::new(v));
+    }
+    let gauges: [(&str, &str, u64); 3] = [
         (
             "agentvm_pool_ready",
             "Warm sandboxes ready to be claimed.",
-            "gauge",
             m.pool_ready,
         ),
         (
             "agentvm_sandboxes_live",
             "Sandboxes not yet ended.",
-            "gauge",
             m.live_sandboxes,
         ),
         (
             "agentvm_nodes_online",
             "Runtime nodes online.",
-            "gauge",
             m.nodes_online,
         ),
     ];
-    for (name, help, kind, v) in rows {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-        );
+    for (name, help, v) in gauges {
+        r.register(name, help, ConstGauge::new(gauge_value(v)));
     }
-    out
+    r.register(
+        "agentvm_sandbox_exec_duration_seconds",
+        "Commands executed in sandboxes, start to end (timeouts and cancels included).",
+        SnapshotHistogram(l.exec.clone()),
+    );
+    r.register(
+        "agentvm_pool_claim_duration_seconds",
+        "Claims of a warm sandbox from a pool, until the claim is recorded.",
+        SnapshotHistogram(l.pool_claim.clone()),
+    );
+}
+
+/// A count as a gauge's value (saturating: a gauge is an `i64`).
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The request latency histogram from the dispatcher's cumulative buckets.
+fn request_latency(requests: &RequestMetrics) -> HistogramSnapshot {
+    let l = requests.latency();
+    let mut per_bucket = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
+    let mut below = 0;
+    for cumulative in &l.buckets {
+        per_bucket.push(cumulative.saturating_sub(below));
+        below = *cumulative;
+    }
+    per_bucket.push(l.count.saturating_sub(below));
+    HistogramSnapshot {
+        bounds: &LATENCY_BUCKETS,
+        buckets: per_bucket,
+        count: l.count,
+        sum_seconds: l.sum_seconds,
+    }
 }
 
 impl Metrics {
     pub(crate) fn connection_opened(&self) {
-        self.connections_open.fetch_add(1, Ordering::Relaxed);
-        self.connections_total.fetch_add(1, Ordering::Relaxed);
+        self.connections_open.inc();
+        self.connections_total.inc();
     }
 
     pub(crate) fn connection_closed(&self) {
-        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.connections_open.dec();
     }
 
     /// Connections open now.
     pub fn connections_open(&self) -> u64 {
-        self.connections_open.load(Ordering::Relaxed)
+        u64::try_from(self.connections_open.get()).unwrap_or(0)
     }
 
-    pub(crate) fn event_sent(&self) {
-        self.events_sent.fetch_add(1, Ordering::Relaxed);
+    /// Counts `n` events sent at once (a batch written with one flush).
+    pub(crate) fn events_sent(&self, n: u64) {
+        self.events_sent.inc_by(n);
     }
 
     pub(crate) fn frame_refused(&self) {
-        self.frames_refused.fetch_add(1, Ordering::Relaxed);
+        self.frames_refused.inc();
     }
 
     pub(crate) fn unknown_request(&self) {
-        self.unknown_requests.fetch_add(1, Ordering::Relaxed);
+        self.unknown_requests.inc();
     }
 
     pub(crate) fn connection_refused(&self) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.refused.inc();
     }
 
     pub(crate) fn over_budget(&self) {
-        self.over_budget.fetch_add(1, Ordering::Relaxed);
+        self.over_budget.inc();
     }
 
     /// WebSocket connections closed for going over one of their budgets.
     pub fn over_budget_closes(&self) -> u64 {
-        self.over_budget.load(Ordering::Relaxed)
+        self.over_budget.get()
     }
 
     pub(crate) fn overflowed(&self) {
-        self.overflows.fetch_add(1, Ordering::Relaxed);
+        self.overflows.inc();
     }
 
-    /// The Prometheus text exposition: the server's counters, the runtime's requests (every
-    /// caller's, by command and outcome) and `agents_running`, then `extra`.
-    pub fn render(&self, requests: &RequestMetrics, agents_running: usize, extra: &str) -> String {
-        let mut out = String::with_capacity(4096);
-        let _ = writeln!(
-            out,
-            "# HELP agentvm_build_info The server's version.\n# TYPE agentvm_build_info gauge\nagentvm_build_info{{version=\"{}\"}} 1",
-            label_value(env!("CARGO_PKG_VERSION"))
+    /// The registry of one scrape: the server's counters (shared handles, so they read live)
+    /// and `sources` as read now.
+    fn registry(&self, sources: &Sources<'_>) -> Registry {
+        let mut r = Registry::default();
+        r.register(
+            "agentvm_build",
+            "The server's version.",
+            Info::new([("version", Escaped(env!("CARGO_PKG_VERSION")))]),
         );
-        let g = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        };
-        g(
-            &mut out,
+        r.register(
             "agentvm_connections",
             "WebSocket connections open.",
-            "gauge",
-            self.connections_open(),
+            self.connections_open.clone(),
         );
-        g(
-            &mut out,
-            "agentvm_connections_total",
-            "WebSocket connections accepted.",
-            "counter",
-            self.connections_total.load(Ordering::Relaxed),
-        );
-        g(
-            &mut out,
-            "agentvm_events_sent_total",
-            "Events sent to clients.",
-            "counter",
-            self.events_sent.load(Ordering::Relaxed),
-        );
-        g(
-            &mut out,
-            "agentvm_frames_refused_total",
-            "Client frames refused (malformed, unknown, binary, oversized).",
-            "counter",
-            self.frames_refused.load(Ordering::Relaxed),
-        );
-        g(
-            &mut out,
-            "agentvm_send_queue_overflows_total",
-            "Connections that fell behind and were resumed from their cursor.",
-            "counter",
-            self.overflows.load(Ordering::Relaxed),
-        );
-        g(
-            &mut out,
-            "agentvm_connections_over_budget_total",
-            "WebSocket connections closed for going over a budget (close code 4008).",
-            "counter",
-            self.over_budget.load(Ordering::Relaxed),
-        );
-        g(
-            &mut out,
-            "agentvm_connections_refused_total",
-            "Sockets closed at accept because max_connections sockets were open.",
-            "counter",
-            self.refused.load(Ordering::Relaxed),
-        );
-        g(
-            &mut out,
+        // Counters are registered without `_total`: the library appends it to the samples,
+        // so `agentvm_connections_total` and the rest keep their names.
+        let counters: [(&str, &str, &Counter); 6] = [
+            (
+                "agentvm_connections",
+                "WebSocket connections accepted.",
+                &self.connections_total,
+            ),
+            (
+                "agentvm_events_sent",
+                "Events sent to clients.",
+                &self.events_sent,
+            ),
+            (
+                "agentvm_frames_refused",
+                "Client frames refused (malformed, unknown, binary, oversized).",
+                &self.frames_refused,
+            ),
+            (
+                "agentvm_send_queue_overflows",
+                "Connections that fell behind and were resumed from their cursor.",
+                &self.overflows,
+            ),
+            (
+                "agentvm_connections_over_budget",
+                "WebSocket connections closed for going over a budget (close code 4008).",
+                &self.over_budget,
+            ),
+            (
+                "agentvm_connections_refused",
+                "Sockets closed at accept because max_connections sockets were open.",
+                &self.refused,
+            ),
+        ];
+        for (name, help, c) in counters {
+            r.register(name, help, c.clone());
+        }
+        r.register(
             "agentvm_agents_running",
             "Agents running.",
-            "gauge",
-            agents_running as u64,
+            ConstGauge::new(gauge_value(sources.agents_running as u64)),
         );
-        let _ = writeln!(out, "# HELP agentvm_requests_total Requests by type and outcome (type `unknown`: a request type the server does not know).\n# TYPE agentvm_requests_total counter");
-        for (kind, outcome, n) in requests.counts() {
-            let _ = writeln!(
-                out,
-                "agentvm_requests_total{{type=\"{}\",outcome=\"{}\"}} {n}",
-                label_value(kind),
-                label_value(outcome)
-            );
-        }
-        let unknown = self.unknown_requests.load(Ordering::Relaxed);
-        if unknown > 0 {
-            let _ = writeln!(
-                out,
-                "agentvm_requests_total{{type=\"unknown\",outcome=\"invalid\"}} {unknown}"
-            );
-        }
-        let _ = writeln!(out, "# HELP agentvm_request_duration_seconds Request latency.\n# TYPE agentvm_request_duration_seconds histogram");
-        let latency = requests.latency();
-        for (b, n) in LATENCY_BUCKETS.iter().zip(&latency.buckets) {
-            let _ = writeln!(
-                out,
-                "agentvm_request_duration_seconds_bucket{{le=\"{b}\"}} {n}"
-            );
-        }
-        let count = latency.count;
-        let _ = writeln!(
-            out,
-            "agentvm_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        r.register(
+            "agentvm_requests",
+            "Requests by type and outcome (type `unknown`: a request type the server does not know).",
+            RequestCounts {
+                counts: sources.requests.counts(),
+                unknown: self.unknown_requests.get(),
+            },
         );
-        let _ = writeln!(
-            out,
-            "agentvm_request_duration_seconds_sum {}",
-            latency.sum_seconds
+        r.register(
+            "agentvm_request_duration_seconds",
+            "Request latency.",
+            SnapshotHistogram(request_latency(sources.requests)),
         );
-        let _ = writeln!(out, "agentvm_request_duration_seconds_count {count}");
+        r.register(
+            "agentvm_llm_request_duration_seconds",
+            "Model requests by provider, from the request to the end of its reply (failed and cancelled ones included).",
+            ProviderHistograms(sources.llm.snapshots()),
+        );
+        if let Some((m, l)) = sources.scheduler {
+            register_scheduler(&mut r, m, l);
+        }
+        r
+    }
+
+    /// The OpenMetrics text exposition of the server's counters and `sources`, then `extra`
+    /// (text an embedder added), then the closing `# EOF`.
+    pub fn render(&self, sources: &Sources<'_>, extra: &str) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing to a String cannot fail; an encoder error would be a bug in a metric above.
+        if let Err(e) =
+            prometheus_client::encoding::text::encode_registry(&mut out, &self.registry(sources))
+        {
+            tracing::error!(error = %e, "encoding /metrics");
+        }
         out.push_str(extra);
+        if !extra.is_empty() && !extra.ends_with('\n') {
+            out.push('\n');
+        }
+        let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
     }
 }
@@ -291,6 +413,20 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn render(m: &Metrics) -> String {
+        let requests = RequestMetrics::default();
+        let llm = LlmLatency::default();
+        m.render(
+            &Sources {
+                requests: &requests,
+                llm: &llm,
+                agents_running: 0,
+                scheduler: None,
+            },
+            "",
+        )
+    }
 
     #[test]
     fn label_values_are_escaped() {
@@ -300,10 +436,52 @@ mod tests {
 
     #[test]
     fn build_info_is_rendered() {
-        let text = Metrics::default().render(&RequestMetrics::default(), 0, "");
+        let text = render(&Metrics::default());
         assert!(text.contains(&format!(
             "agentvm_build_info{{version=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION")
         )));
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn counters_keep_their_names_and_histograms_have_every_provider() {
+        let m = Metrics::default();
+        m.connection_opened();
+        m.events_sent(3);
+        let text = render(&m);
+        for line in [
+            "agentvm_connections 1\n",
+            "agentvm_connections_total 1\n",
+            "agentvm_events_sent_total 3\n",
+            "agentvm_request_duration_seconds_bucket{le=\"+Inf\"} 0\n",
+            "agentvm_request_duration_seconds_count 0\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
+        }
+        for provider in agentvm::llm::PROVIDERS {
+            let line = format!(
+                "agentvm_llm_request_duration_seconds_count{{provider=\"{provider}\"}} 0\n"
+            );
+            assert!(text.contains(&line), "{line:?} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn snapshot_buckets_are_written_cumulative() {
+        let s = HistogramSnapshot {
+            bounds: &[0.1, 1.0],
+            buckets: vec![2, 1, 4],
+            count: 7,
+            sum_seconds: 20.5,
+        };
+        let mut r = Registry::default();
+        r.register("t_seconds", "T.", SnapshotHistogram(s));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).expect("encoding");
+        assert!(text.contains("t_seconds_bucket{le=\"0.1\"} 2\n"), "{text}");
+        assert!(text.contains("t_seconds_bucket{le=\"1.0\"} 3\n"), "{text}");
+        assert!(text.contains("t_seconds_bucket{le=\"+Inf\"} 7\n"), "{text}");
+        assert!(text.contains("t_seconds_count 7\n"), "{text}");
     }
 }

@@ -322,6 +322,9 @@ fn base64_decode(text: &str) -> Result<Vec<u8>, Error> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;

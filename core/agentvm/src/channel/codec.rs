@@ -114,6 +114,17 @@ fn parse_cursor(v: Option<&Value>) -> std::result::Result<Option<u64>, String> {
     }
 }
 
+/// The message id of an ack frame exactly as stock clients write it, `{"__ack":"<id>"}` with an
+/// id that needs no escaping, found without parsing JSON; `None` for anything else (which
+/// [`decode_client_frame`] then reads, acks written any other way included). A client acks
+/// every frame it receives, so this is on the per-frame path of every connection.
+pub fn plain_ack(text: &str) -> Option<&str> {
+    let id = text.strip_prefix("{\"__ack\":\"")?.strip_suffix("\"}")?;
+    id.bytes()
+        .all(|b| b != b'"' && b != b'\\' && b >= 0x20)
+        .then_some(id)
+}
+
 /// Decodes one text frame from a client.
 pub fn decode_client_frame(text: &str) -> Decoded {
     let value: Value = match serde_json::from_str(text) {
@@ -570,6 +581,27 @@ pub fn decode_response(payload: &Value) -> Result<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_acks_are_read_without_parsing_and_agree_with_the_decoder() {
+        for (text, id) in [
+            (r#"{"__ack":"conn_1_42"}"#, Some("conn_1_42")),
+            (r#"{"__ack":""}"#, Some("")),
+            (r#"{"__ack":"a\"b"}"#, None),
+            (r#"{"__ack":"a"b"}"#, None),
+            (r#"{ "__ack":"x"}"#, None),
+            (r#"{"__ack":"x","type":"y"}"#, None),
+            (r#"{"__ack":1}"#, None),
+        ] {
+            assert_eq!(plain_ack(text), id, "{text}");
+            if let Some(id) = id {
+                match decode_client_frame(text).frame {
+                    Ok(ClientFrame::Ack(decoded)) => assert_eq!(decoded, id),
+                    other => panic!("{text}: {other:?}"),
+                }
+            }
+        }
+    }
     use crate::model::{ImageGetRequest, ImageGetResponse};
 
     #[test]

@@ -339,6 +339,11 @@ impl AgentVm {
     pub fn request_metrics(&self) -> &RequestMetrics {
         &self.inner.metrics
     }
+
+    /// How long model requests take, by provider: from the request to the end of its reply.
+    pub fn llm_latency(&self) -> &crate::llm::LlmLatency {
+        &self.inner.llm_latency
+    }
 }
 
 #[cfg(test)]

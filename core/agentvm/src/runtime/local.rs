@@ -192,10 +192,12 @@ impl AgentVmBuilder {
             (None, Some(s)) => Arc::new(BuiltinTools::new(s, self.tool_limits)),
             (None, None) => Arc::new(NoTools),
         };
+        let llm_latency = Arc::new(crate::llm::LlmLatency::default());
+        let driver = self.driver.unwrap_or_else(|| Arc::new(Unconfigured));
         let env = Arc::new(AgentEnv {
             store: store.clone(),
             bus: bus.clone(),
-            driver: self.driver.unwrap_or_else(|| Arc::new(Unconfigured)),
+            driver: Arc::new(crate::llm::TimedDriver::new(driver, llm_latency.clone())),
             tools,
             max_turns: self.agents.max_turns,
             max_tokens: self.agents.max_tokens,
@@ -215,6 +217,7 @@ impl AgentVmBuilder {
                 limits: self.limits,
                 scheduler,
                 metrics: super::dispatch::RequestMetrics::default(),
+                llm_latency,
                 gate: std::sync::OnceLock::new(),
             }),
         })
@@ -237,6 +240,8 @@ pub(crate) struct Inner {
     pub scheduler: Option<Scheduler>,
     /// Requests by command and outcome, for every caller.
     pub metrics: super::dispatch::RequestMetrics,
+    /// How long model requests take, by provider (every agent's driver is timed).
+    pub llm_latency: Arc<crate::llm::LlmLatency>,
     /// Who decides whether this process may serve a container (a cluster's lease manager);
     /// weak, so the runtime does not keep its owner alive. Unset: every container is served.
     pub gate: std::sync::OnceLock<std::sync::Weak<dyn super::dispatch::ContainerGate>>,

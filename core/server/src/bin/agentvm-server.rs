@@ -828,3 +828,24 @@ mod tests {
         assert_eq!(text.lines().count(), 1);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Fuzz target of the config file (harness: the `agentvm-fuzz` crate): no text panics the
+    //! parser; a refusal is the parser's error, with a message saying where.
+
+    use super::FileConfig;
+
+    #[test]
+    fn fuzz_config_file() {
+        let mut parsed = 0;
+        agentvm_fuzz::run("server_config", |input| {
+            let text = String::from_utf8_lossy(input);
+            match toml::from_str::<FileConfig>(&text) {
+                Ok(_) => parsed += 1,
+                Err(e) => assert!(!e.message().is_empty(), "an error without a message"),
+            }
+        });
+        assert!(parsed > 0, "no config parsed: the corpus reaches nothing");
+    }
+}
