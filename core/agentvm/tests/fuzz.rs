@@ -18,10 +18,14 @@ fn encode_client_frame(frame: &ClientFrame) -> String {
         ClientFrame::Subscribe {
             session_id,
             after_cursor,
+            respond,
         } => {
             let mut v = json!({ "type": "subscribe", "sessionId": session_id });
             if let Some(c) = after_cursor {
                 v["afterCursor"] = json!(c.to_string());
+            }
+            if *respond {
+                v["__subscribeResponse"] = json!(true);
             }
             v.to_string()
         }

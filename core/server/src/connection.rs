@@ -490,13 +490,7 @@ impl Connection {
                 // AgentX follows every stored message with a `message_persisted` notice.
                 if let Some(notice) = codec::message_persisted(&p.event) {
                     let frame = codec::wrap(&self.msg_id(), &notice.to_string(), None);
-                    match tokio::time::timeout(budget, socket.feed(Message::Text(frame.into())))
-                        .await
-                    {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return Flow::Close,
-                        Err(_) => return self.send_stalled(socket).await,
-                    }
+                    socket.feed(Message::Text(frame.into())).await?;
                 }
             }
             if batch < MAX_BATCH {

@@ -325,11 +325,13 @@ impl Metrics {
             "WebSocket connections open.",
             self.connections_open.clone(),
         );
-        // Counters are registered without `_total`: the library appends it to the samples,
-        // so `agentvm_connections_total` and the rest keep their names.
+        // Counters are registered without `_total`: the library appends it to the samples.
+        // The accepted-connections counter is `agentvm_connections_accepted_total`: as
+        // `agentvm_connections_total` its family would be `agentvm_connections`, the gauge's,
+        // and a scrape with one family twice is refused by OpenMetrics parsers.
         let counters: [(&str, &str, &Counter); 6] = [
             (
-                "agentvm_connections",
+                "agentvm_connections_accepted",
                 "WebSocket connections accepted.",
                 &self.connections_total,
             ),
@@ -445,6 +447,24 @@ mod tests {
     }
 
     #[test]
+    fn every_family_is_declared_once() {
+        let m = Metrics::default();
+        m.connection_opened();
+        let text = render(&m);
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let family = line
+                .split_whitespace()
+                .nth(2)
+                .unwrap_or_default()
+                .to_string();
+            assert!(seen.insert(family), "declared twice: {line}\n{text}");
+        }
+        assert!(seen.len() > 10, "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
     fn counters_keep_their_names_and_histograms_have_every_provider() {
         let m = Metrics::default();
         m.connection_opened();
@@ -452,7 +472,7 @@ mod tests {
         let text = render(&m);
         for line in [
             "agentvm_connections 1\n",
-            "agentvm_connections_total 1\n",
+            "agentvm_connections_accepted_total 1\n",
             "agentvm_events_sent_total 3\n",
             "agentvm_request_duration_seconds_bucket{le=\"+Inf\"} 0\n",
             "agentvm_request_duration_seconds_count 0\n",
