@@ -337,8 +337,10 @@ async fn resubscriber(
         }
     }
     setup.close().await;
-    let subscribe =
-        json!({"type": "subscribe", "sessionId": session, "afterCursor": "0"}).to_string();
+    // Asking for the subscribe response too (an agentvm extension) adds a frame per subscribe.
+    let subscribe = json!({"type": "subscribe", "sessionId": session, "afterCursor": "0",
+        "__subscribeResponse": true})
+    .to_string();
     let unsubscribe = json!({"type": "unsubscribe", "sessionId": session}).to_string();
     while !stop.load(Ordering::Relaxed) {
         let Some(ws) = raw_ws(addr, token.as_deref()).await else {

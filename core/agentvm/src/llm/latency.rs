@@ -75,6 +75,10 @@ impl LlmDriver for TimedDriver {
         self.inner.default_model()
     }
 
+    fn endpoint(&self) -> Option<&str> {
+        self.inner.endpoint()
+    }
+
     fn stream(&self, request: LlmRequest) -> LlmStream {
         Box::pin(TimedStream {
             inner: self.inner.stream(request),
@@ -150,5 +154,15 @@ mod tests {
         assert_eq!(count("mock"), Some(1));
         assert_eq!(count("openai"), Some(0));
         assert_eq!(LlmLatency::provider_index("someone-else"), 3);
+    }
+
+    #[test]
+    fn the_wrapper_answers_for_its_driver() {
+        let settings = crate::llm::http::HttpSettings::new("http://127.0.0.1:9", None);
+        let inner = crate::llm::openai::OpenAiDriver::new(settings, "m").expect("driver");
+        let driver = TimedDriver::new(Arc::new(inner), Arc::new(LlmLatency::default()));
+        assert_eq!(driver.name(), "openai");
+        assert_eq!(driver.default_model(), "m");
+        assert_eq!(driver.endpoint(), Some("http://127.0.0.1:9"));
     }
 }
