@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, mkdirSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,6 +47,8 @@ function startServer(args = [], dataDir = tempDir()) {
 
 function tempDir() {
   const d = mkdtempSync(join(tmpdir(), 'agentvm-console-'));
+  // Searchable by the unprivileged user local tools run as when the tests run as root.
+  chmodSync(d, 0o755);
   dirs.push(d);
   return d;
 }
@@ -107,8 +109,9 @@ test('the console is served at / and /console/ with its content types, CSP and c
 });
 
 test('chat: create an image, stream a reply with a tool card, interrupt, history after reload, two sessions', async () => {
-  // --local-tools: the with-tool scenario's `bash` call runs in the image's workdir here.
-  const { base } = await startServer(['--local-tools']);
+  // --local-tools for the container `demo`: the with-tool scenario's `bash` call runs in the
+  // image's workdir here (as `nobody` when the tests run as root).
+  const { base } = await startServer(['--local-tools', '--local-tools-container', 'demo']);
   const page = await newPage();
   await page.goto(base + '/');
   // A loopback server with auth off needs no sign-in.

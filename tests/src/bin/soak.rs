@@ -290,15 +290,24 @@ async fn writer_and_subscriber(
     }
     ENDS_TARGET.store(sent.len() as u64, Ordering::Relaxed);
     let (deltas, _ends, cursor_errors) = reader.await.unwrap_or((0, 0, 1));
-    let history = writer
-        .request("image_messages_request", json!({"imageId": image_id}))
-        .await;
+    // The whole history, page by page.
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
-    for m in history["data"]["messages"].as_array().into_iter().flatten() {
-        if let Some(text) = m["content"].as_str() {
-            if text.starts_with("soak-writer-") {
-                *seen.entry(text.to_string()).or_default() += 1;
+    let mut page = json!({"imageId": image_id, "limit": 1000});
+    loop {
+        let history = writer.request("image_messages_request", page.clone()).await;
+        for m in history["data"]["messages"].as_array().into_iter().flatten() {
+            if let Some(text) = m["content"].as_str() {
+                if text.starts_with("soak-writer-") {
+                    *seen.entry(text.to_string()).or_default() += 1;
+                }
             }
+        }
+        match (
+            history["data"]["hasMore"].as_bool(),
+            history["data"].get("nextCursor"),
+        ) {
+            (Some(true), Some(next)) => page["after"] = next.clone(),
+            _ => break,
         }
     }
     let lost = sent.iter().filter(|c| !seen.contains_key(*c)).count() as u64;
@@ -365,7 +374,11 @@ async fn resubscriber(
             stats.resub_bursts.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        // Read only now, to learn how the server ended it.
+        // Still not reading for longer than the server's send budget (30 s by default), so a
+        // server that bounds it has closed the connection by now; then read to learn how.
+        if !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_secs(35)).await;
+        }
         let reason = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(m) = stream.next().await {
                 match m {
