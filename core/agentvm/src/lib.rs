@@ -36,6 +36,7 @@ pub mod llm;
 pub mod runtime;
 pub mod store;
 pub mod toolhost;
+mod trace;
 
 /// The agent model and the wire types (the `agentvm-model` crate).
 pub use agentvm_model as model;

@@ -25,6 +25,12 @@ pub use message::*;
 pub use operations::*;
 pub use records::*;
 
+/// The `tracing` target of the spans agentvm opens for OpenTelemetry (a request, an agent's
+/// turn, its model and tool calls, a sandbox exec). agentvm-server exports them over OTLP when
+/// configured and keeps them out of its log lines; an embedding application can do the same by
+/// filtering on this target.
+pub const TRACE_TARGET: &str = "agentvm::trace";
+
 /// Milliseconds since the Unix epoch, the protocol's `timestamp` unit.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

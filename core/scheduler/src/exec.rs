@@ -21,6 +21,46 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+/// The span of one exec (see `agentvm_model::TRACE_TARGET`), from its start to its end.
+fn exec_span(sandbox_id: &str, node_id: &str, exec_id: &str) -> tracing::Span {
+    use tracing::field::Empty;
+    tracing::info_span!(
+        target: agentvm_model::TRACE_TARGET,
+        "exec",
+        otel.name = "sandbox.exec",
+        agentvm.sandbox.id = sandbox_id,
+        agentvm.node.id = node_id,
+        agentvm.exec.id = exec_id,
+        agentvm.exec.status = Empty,
+        process.exit.code = Empty,
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+        error.type = Empty,
+    )
+}
+
+/// Records how an exec ended on its span; an exec killed or failed to run is an error.
+fn exec_finished(span: &tracing::Span, done: &Execution) {
+    if span.is_disabled() {
+        return;
+    }
+    let status = serde_json::to_value(done.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    span.record("agentvm.exec.status", status.as_str());
+    if let Some(code) = done.exit_code {
+        span.record("process.exit.code", code);
+    }
+    if matches!(done.status, ExecStatus::Timeout | ExecStatus::Cancelled) || done.error.is_some() {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", status.as_str());
+        if let Some(e) = &done.error {
+            span.record("otel.status_description", e.as_str());
+        }
+    }
+}
+
 /// The stream of an exec. Dropping it does not stop the command (its timeout does).
 #[derive(Debug)]
 pub struct ExecStream {
@@ -211,6 +251,7 @@ impl Scheduler {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         env.push(format!("AGENTVM_EXEC_ID={id}"));
+        let span = exec_span(&sandbox.id, &node_id, &id);
         let created = d
             .create_exec(
                 &container,
@@ -269,7 +310,8 @@ impl Scheduler {
         lock(&self.inner.running).insert(id.clone(), control.clone());
         let this = self.clone();
         let docker_exec_id = created.id;
-        tokio::spawn(async move {
+        let traced = span.clone();
+        let drive = async move {
             let run = Run {
                 scheduler: this,
                 docker: d,
@@ -279,8 +321,12 @@ impl Scheduler {
                 timeout,
                 cap,
             };
-            run.drive(record, output, tx, control).await;
-        });
+            run.drive(record, output, tx, control.clone()).await;
+            if let Some(done) = control.finished.borrow().as_ref() {
+                exec_finished(&traced, done);
+            }
+        };
+        tokio::spawn(tracing::Instrument::instrument(drive, span));
         Ok(ExecStream { id, rx })
     }
 

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod node_agent;
 mod openapi;
 mod rest;
+pub mod telemetry;
 
 pub use cluster::{ClusterConfig, LeaseManager};
 pub use connection::{ConnectionHandler, ConnectionInfo};

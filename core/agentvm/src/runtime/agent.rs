@@ -26,6 +26,7 @@ use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 use turn::{Decision, Effect, Then, TurnState};
 use window::Window;
 pub(crate) use window::WindowBounds;
@@ -65,7 +66,7 @@ pub struct Agent {
     session_id: String,
     definition_name: String,
     env: Arc<AgentEnv>,
-    inputs: mpsc::Sender<Box<Message>>,
+    inputs: mpsc::Sender<Box<Input>>,
     control: mpsc::UnboundedSender<Control>,
     /// Keeps "store, then queue" atomic so the stored order is the answered order.
     send_lock: tokio::sync::Mutex<()>,
@@ -183,7 +184,12 @@ impl Agent {
             .await
             .map_err(|e| Error::Internal(format!("storing a message: {e}")))??;
         self.pending.fetch_add(1, Ordering::AcqRel);
-        permit.send(Box::new(message.clone()));
+        // The turn's span starts here, a child of the request that sent the message.
+        let span = crate::trace::turn(&self.id, &self.session_id, &self.container_id);
+        permit.send(Box::new(Input {
+            message: message.clone(),
+            span,
+        }));
         Ok(message)
     }
 
@@ -215,6 +221,12 @@ impl Agent {
     }
 }
 
+/// A user message waiting for its turn, with the turn's span.
+struct Input {
+    message: Message,
+    span: tracing::Span,
+}
+
 struct Ids {
     agent: String,
     container: String,
@@ -243,7 +255,7 @@ enum Ended {
 impl Actor {
     async fn run(
         mut self,
-        mut inputs: mpsc::Receiver<Box<Message>>,
+        mut inputs: mpsc::Receiver<Box<Input>>,
         mut control: mpsc::UnboundedReceiver<Control>,
     ) {
         loop {
@@ -256,9 +268,12 @@ impl Actor {
                     Some(Control::Stop) | None => break,
                 },
                 m = inputs.recv() => match m {
-                    Some(message) => {
+                    Some(input) => {
+                        let Input { message, span } = *input;
                         // Boxed: an idle actor's task does not carry a turn's state.
-                        let ended = Box::pin(self.turn(*message, &mut control)).await;
+                        let ended = Box::pin(self.turn(message, &mut control))
+                            .instrument(span)
+                            .await;
                         self.pending.fetch_sub(1, Ordering::AcqRel);
                         if matches!(ended, Ended::Stop) {
                             break;
@@ -370,7 +385,12 @@ impl Actor {
                 tools: tools.clone(),
                 max_tokens: self.env.max_tokens,
             };
-            let calls = match self.reply(&turn_id, request, &mut state, control).await {
+            let span = crate::trace::chat(self.env.driver.as_ref(), &model, self.env.max_tokens);
+            let calls = match self
+                .reply(&turn_id, request, &mut state, control, &span)
+                .instrument(span.clone())
+                .await
+            {
                 ControlFlow::Continue(calls) => calls,
                 ControlFlow::Break(ended) => return ended,
             };
@@ -393,6 +413,7 @@ impl Actor {
         request: LlmRequest,
         state: &mut TurnState,
         control: &mut mpsc::UnboundedReceiver<Control>,
+        span: &tracing::Span,
     ) -> ControlFlow<Ended, Vec<ToolCall>> {
         let mut stream = self.env.driver.stream(request);
         state.start_reply(new_id("msg"));
@@ -410,6 +431,7 @@ impl Actor {
                 // A stalled reply: dropping the stream cancels the request.
                 drop(stream);
                 self.warn_llm_failure(
+                    span,
                     &format!(
                         "no reply within {} s",
                         self.env.request_timeout.as_secs_f64()
@@ -422,13 +444,26 @@ impl Actor {
             };
             let Decision { effects, then } = match next {
                 Some(event) => {
-                    if let LlmEvent::Error { message, code } = &event {
-                        self.warn_llm_failure(message, code.as_deref());
+                    match &event {
+                        LlmEvent::Error { message, code } => {
+                            self.warn_llm_failure(span, message, code.as_deref())
+                        }
+                        LlmEvent::MessageStart { model } => {
+                            crate::trace::chat_reply(span, Some(model), None, None)
+                        }
+                        LlmEvent::MessageDelta { usage, stop_reason } => crate::trace::chat_reply(
+                            span,
+                            None,
+                            usage.as_ref(),
+                            stop_reason.as_deref(),
+                        ),
+                        _ => {}
                     }
                     state.on_llm_event(event)
                 }
                 None => {
                     self.warn_llm_failure(
+                        span,
                         "the reply ended before it was complete",
                         Some("network"),
                     );
@@ -457,7 +492,8 @@ impl Actor {
 
     /// A failed LLM request, at WARN for operators (the client sees `error_received`): which
     /// provider and where, never the key; the retries already happened in the driver.
-    fn warn_llm_failure(&self, message: &str, code: Option<&str>) {
+    fn warn_llm_failure(&self, span: &tracing::Span, message: &str, code: Option<&str>) {
+        crate::trace::failed(span, code.unwrap_or("unknown"), &message);
         let driver = &self.env.driver;
         tracing::warn!(
             provider = driver.name(),
@@ -485,14 +521,19 @@ impl Actor {
                 enabled: self.enabled_tools.clone(),
             };
             let tools = self.env.tools.clone();
+            let span = crate::trace::tool(call);
             let outcome = tokio::select! {
                 biased;
                 c = control.recv() => {
+                    crate::trace::failed(&span, "interrupted", &"the turn was interrupted");
                     self.apply(turn_id, state.on_tools_interrupted(&calls[i..])).await;
                     return ControlFlow::Break(ended_by(c));
                 }
-                o = tools.run(&ctx, call) => o,
+                o = tools.run(&ctx, call).instrument(span.clone()) => o,
             };
+            if outcome.is_error {
+                crate::trace::failed(&span, "tool_error", &outcome.output);
+            }
             self.apply(turn_id, state.tool_finished(call, outcome))
                 .await;
         }

@@ -13,6 +13,7 @@ use crate::model::{Command, CommandKind, Response};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Who is asking, as the dispatcher sees it.
 #[derive(Clone, Default)]
@@ -206,16 +207,26 @@ impl AgentVm {
     pub async fn dispatch(&self, command: Command, caller: &Caller) -> Result<Response> {
         let kind = command.kind();
         let started = Instant::now();
+        let span = crate::trace::request(kind.type_name());
         // In-process callers (no hook, no deadline) take the handler directly; the rest is
         // boxed so that its timer does not enlarge every request's future.
         let result = if caller.hook.is_none() && caller.deadline.is_none() {
-            match self.admit(&command).await {
-                Ok(()) => self.handle(command, &caller.scope).await,
-                Err(e) => Err(e),
+            async {
+                match self.admit(&command).await {
+                    Ok(()) => self.handle(command, &caller.scope).await,
+                    Err(e) => Err(e),
+                }
             }
+            .instrument(span.clone())
+            .await
         } else {
-            Box::pin(self.dispatch_inner(command, caller)).await
+            Box::pin(self.dispatch_inner(command, caller))
+                .instrument(span.clone())
+                .await
         };
+        if let Err(e) = &result {
+            crate::trace::failed(&span, e.kind().as_str(), e);
+        }
         let outcome = outcome_index(result.as_ref().map(|_| ()).map_err(Error::kind));
         self.inner
             .metrics

@@ -2,6 +2,7 @@
 
 use agentvm::toolhost::local::{running_as_root, LocalToolsPolicy, ToolUser};
 use agentvm::{AgentVm, LlmDriver, RedbStore, Store};
+use agentvm_server::telemetry::{self, OtlpEndpoint};
 use agentvm_server::{AuthMode, ClusterConfig, LeaseManager, ServerConfig, ServerManager};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
@@ -57,13 +58,15 @@ Environment:
   LLM_MAX_RETRIES       retries of a failed LLM request (default 2)
   LLM_TIMEOUT_SECS      wait for response headers, and the longest silence in a stream (600)
   AGENTVM_LOG           log filter, e.g. info, debug, agentvm_server=debug (default info)
+  OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: export traces over
+                        OTLP/HTTP (as --otlp-endpoint); OTEL_SERVICE_NAME, OTEL_BSP_* apply
   AGENTVM_DATA_DIR, AGENTVM_STORE, AGENTVM_ADVERTISE_URL, AGENTVM_SERVER_ID: as the flags
 
 Config file (--config agentvm.toml; flags and environment win; see agentvm.example.toml):
   host, port, data_dir, store, require_auth, docker = [..], local_tools_containers = [..],
   local_tools_user, max_content_bytes, max_frame_bytes,
   max_connections, request_timeout_ms, shutdown_grace_ms, send_timeout_ms, header_timeout_ms,
-  max_subscriptions, max_requests_in_flight, [llm] provider/key/url/model,
+  max_subscriptions, max_requests_in_flight, otlp_endpoint, [llm] provider/key/url/model,
   [cluster] advertise_url/server_id/lease_ttl_ms";
 
 #[derive(Args)]
@@ -129,6 +132,11 @@ struct ServeArgs {
     /// is refused with `invalid_input`. Keep it under `max_frame_bytes`.
     #[arg(long, env = "AGENTVM_MAX_CONTENT_BYTES")]
     max_content_bytes: Option<usize>,
+    /// Export OpenTelemetry traces over OTLP/HTTP to this collector, e.g.
+    /// `http://127.0.0.1:4318` (spans go to its /v1/traces). Without it, the standard
+    /// OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT turn tracing on.
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -200,6 +208,7 @@ struct FileConfig {
     #[serde(default)]
     local_tools_containers: Vec<String>,
     local_tools_user: Option<String>,
+    otlp_endpoint: Option<String>,
     #[serde(default)]
     llm: LlmFileConfig,
     cluster: Option<ClusterFileConfig>,
@@ -291,32 +300,24 @@ fn llm_driver(file: &LlmFileConfig) -> Result<Option<Arc<dyn LlmDriver>>, String
     config.driver().map(Some).map_err(|e| e.to_string())
 }
 
+/// Log lines only (the node agent): no traces.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENTVM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a person at a terminal, never in a log file or a journal.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+    if let Err(e) = telemetry::init(&OtlpEndpoint::Off) {
+        eprintln!("agentvm-server: {e}");
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => {
-            init_logging();
-            match serve(args).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("agentvm-server: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::Serve(args) => match serve(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("agentvm-server: {e}");
+                ExitCode::FAILURE
             }
-        }
+        },
         Command::Node {
             command:
                 NodeCommand::Join {
@@ -376,6 +377,17 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         }
         None => FileConfig::default(),
     };
+    let otlp = OtlpEndpoint::resolve(args.otlp_endpoint.clone().or(file.otlp_endpoint.clone()));
+    let telemetry = telemetry::init(&otlp)?;
+    if telemetry.tracing() {
+        tracing::info!(
+            endpoint = otlp
+                .traces_url()
+                .as_deref()
+                .unwrap_or("from OTEL_EXPORTER_OTLP_*"),
+            "exporting traces over OTLP/HTTP"
+        );
+    }
     let host = args
         .host
         .or(file.host)
@@ -540,6 +552,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         cluster.drain().await;
     }
     tracing::info!("stopped");
+    telemetry.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }
 
