@@ -941,7 +941,7 @@ export interface ImageMessagesRequest {
   imageId: string;
   /**
    * At most this many messages (default 100, at most 1000); a page also stops once it
-   * holds 8 MiB of messages (at least one is always returned).
+   * holds 2 MiB of messages (at least one is always returned).
    */
   limit?: number | null;
 }
@@ -2119,7 +2119,7 @@ export interface SessionMessagesRequest {
   before?: number | null;
   /**
    * At most this many messages (default 100, at most 1000); a page also stops once it
-   * holds 8 MiB of messages (at least one is always returned).
+   * holds 2 MiB of messages (at least one is always returned).
    */
   limit?: number | null;
   /** The session. */

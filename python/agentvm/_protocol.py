@@ -1287,7 +1287,7 @@ class ImageMessagesRequest(TypedDict):
     imageId: str
 
     #: At most this many messages (default 100, at most 1000); a page also stops once it
-    #: holds 8 MiB of messages (at least one is always returned).
+    #: holds 2 MiB of messages (at least one is always returned).
     limit: NotRequired[Optional[int]]
 
 
@@ -2753,7 +2753,7 @@ class SessionMessagesRequest(TypedDict):
     before: NotRequired[Optional[int]]
 
     #: At most this many messages (default 100, at most 1000); a page also stops once it
-    #: holds 8 MiB of messages (at least one is always returned).
+    #: holds 2 MiB of messages (at least one is always returned).
     limit: NotRequired[Optional[int]]
 
     #: The session.

@@ -536,8 +536,9 @@ pub const MESSAGE_PAGE_DEFAULT: u32 = 100;
 /// The largest `limit` a messages request may ask for.
 pub const MESSAGE_PAGE_MAX: u32 = 1000;
 /// A page stops adding messages once they reach this many bytes (at least one message is
-/// always returned), so one response stays well under any frame limit a client sets.
-pub const MESSAGE_PAGE_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// always returned), so one response stays under the default 4 MiB frame limit even after
+/// escaping, and a server answering several large reads at once holds a few MiB per read.
+pub const MESSAGE_PAGE_MAX_BYTES: usize = 2 * 1024 * 1024;
 
 /// `image_messages_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -547,7 +548,7 @@ pub struct ImageMessagesRequest {
     /// The image.
     pub image_id: String,
     /// At most this many messages (default 100, at most 1000); a page also stops once it
-    /// holds 8 MiB of messages (at least one is always returned).
+    /// holds 2 MiB of messages (at least one is always returned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
     /// Only messages after this cursor (a `nextCursor` of a forward page): pages forward.
@@ -901,7 +902,7 @@ pub struct SessionMessagesRequest {
     /// The session.
     pub session_id: String,
     /// At most this many messages (default 100, at most 1000); a page also stops once it
-    /// holds 8 MiB of messages (at least one is always returned).
+    /// holds 2 MiB of messages (at least one is always returned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
     /// Only messages after this cursor (a `nextCursor` of a forward page): pages forward.
