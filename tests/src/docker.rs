@@ -22,6 +22,38 @@ const HOW: &str = "run `sudo bash scripts/setup-docker.sh` (installs docker.io, 
                    builds agentvm-test/busybox:latest offline), or set AGENTVM_SKIP_DOCKER=1 to \
                    skip the Docker tests on purpose";
 
+/// A runtime on `dir` whose scheduler has the local daemon as its node and the `busybox`
+/// template, with `container` created so that its agents' tools run in a sandbox of that
+/// template. `llm` is the driver its agents use, when the test runs agents.
+pub async fn vm_with_sandboxed_container(
+    dir: &std::path::Path,
+    container: &str,
+    llm: Option<std::sync::Arc<dyn agentvm::LlmDriver>>,
+) -> agentvm::AgentVm {
+    use agentvm::RuntimeExt;
+    let mut node = NodeRegistration::new("local", ENDPOINT);
+    node.max_containers = 20;
+    let mut builder = agentvm::AgentVm::builder().data_dir(dir).scheduler(
+        Scheduler::builder()
+            .config(SchedulerConfig::default())
+            .node(node),
+    );
+    if let Some(llm) = llm {
+        builder = builder.llm(llm);
+    }
+    let vm = builder.open().await.expect("opening the runtime");
+    let scheduler = vm.scheduler().expect("the runtime has a scheduler").clone();
+    scheduler
+        .create_template("busybox", busybox_spec())
+        .await
+        .expect("creating the busybox template");
+    vm.containers()
+        .create_with_sandbox(container, "busybox")
+        .await
+        .expect("creating the sandboxed container");
+    vm
+}
+
 /// Checks that Docker and the test image are there. Panics with what to do when they are
 /// not; returns `false` (after saying so) only when `AGENTVM_SKIP_DOCKER=1`.
 pub async fn require_docker() -> bool {

@@ -1,10 +1,9 @@
 //! An agent's tool calls run inside its container's Docker sandbox: created on the first tool
 //! call, shared by the container's agents, the tool output coming from inside it.
 
-use agentvm::scheduler::{NodeRegistration, Scheduler, SchedulerConfig};
 use agentvm::*;
 use agentvm_e2e::collect_turn;
-use agentvm_e2e::docker::{busybox_spec, require_docker, ENDPOINT};
+use agentvm_e2e::docker::{require_docker, vm_with_sandboxed_container};
 use futures::StreamExt;
 use serde_json::json;
 use std::sync::Arc;
@@ -81,28 +80,8 @@ async fn tool_calls_run_in_the_containers_sandbox_shared_by_its_agents() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut node = NodeRegistration::new("local", ENDPOINT);
-    node.max_containers = 20;
-    let vm = AgentVm::builder()
-        .data_dir(dir.path())
-        .llm(Arc::new(WhereAmI))
-        .scheduler(
-            Scheduler::builder()
-                .config(SchedulerConfig::default())
-                .node(node),
-        )
-        .open()
-        .await
-        .unwrap();
+    let vm = vm_with_sandboxed_container(dir.path(), "tenant", Some(Arc::new(WhereAmI))).await;
     let scheduler = vm.scheduler().unwrap().clone();
-    scheduler
-        .create_template("busybox", busybox_spec())
-        .await
-        .unwrap();
-    vm.containers()
-        .create_with_sandbox("tenant", "busybox")
-        .await
-        .unwrap();
     let config = ImageConfig {
         tools: Some(vec!["bash".into()]),
         ..Default::default()

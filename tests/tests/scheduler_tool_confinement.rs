@@ -3,11 +3,10 @@
 //! a file the user may not read fails as the agent's own `cat` does, and a `bash` call leaves no process
 //! behind.
 
-use agentvm::scheduler::{NodeRegistration, Scheduler, SchedulerConfig};
 use agentvm::toolhost::sandboxed::SandboxToolHost;
 use agentvm::toolhost::{ToolCommand, ToolHost, Workspace};
 use agentvm::*;
-use agentvm_e2e::docker::{busybox_spec, require_docker, ENDPOINT};
+use agentvm_e2e::docker::{require_docker, vm_with_sandboxed_container};
 use std::process::Command;
 use std::time::Duration;
 
@@ -42,27 +41,8 @@ async fn file_tools_act_as_the_sandbox_user_inside_the_workspace() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut node = NodeRegistration::new("local", ENDPOINT);
-    node.max_containers = 20;
-    let vm = AgentVm::builder()
-        .data_dir(dir.path())
-        .scheduler(
-            Scheduler::builder()
-                .config(SchedulerConfig::default())
-                .node(node),
-        )
-        .open()
-        .await
-        .unwrap();
+    let vm = vm_with_sandboxed_container(dir.path(), "confined", None).await;
     let scheduler = vm.scheduler().unwrap().clone();
-    scheduler
-        .create_template("busybox", busybox_spec())
-        .await
-        .unwrap();
-    vm.containers()
-        .create_with_sandbox("confined", "busybox")
-        .await
-        .unwrap();
     let host = SandboxToolHost::new(scheduler.clone(), vm.store().clone(), None);
     let ws = Workspace {
         container_id: "confined".into(),

@@ -18,7 +18,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
-use routes::{Access, Body, Output, Param, Route, Target, ROUTES};
+use routes::{Access, Body, Output, Param, Route, ROUTES};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -118,20 +118,7 @@ async fn serve_inner(
         Access::Node => state.node_caller(token.as_deref())?,
     };
     let data = command_data(route, param.as_deref(), query, body)?;
-    let type_name = match route.command {
-        Target::One(t) => t,
-        Target::IfField {
-            field,
-            with,
-            without,
-        } => {
-            if data.get(field).is_some_and(|v| !v.is_null()) {
-                with
-            } else {
-                without
-            }
-        }
-    };
+    let type_name = route.command.type_for(&data);
     let kind = CommandKind::from_type_name(type_name)
         .ok_or_else(|| Error::Internal(format!("route {} runs no command", route.path)))?;
     let command = kind.parse_strict(Value::Object(data)).map_err(|e| {

@@ -379,22 +379,9 @@ async fn resubscriber(
         if !stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_secs(35)).await;
         }
-        let reason = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(m) = stream.next().await {
-                match m {
-                    Ok(Message::Close(c)) => {
-                        return c
-                            .map(|c| u16::from(c.code).to_string())
-                            .unwrap_or("close".into())
-                    }
-                    Ok(_) => continue,
-                    Err(_) => return "reset".to_string(),
-                }
-            }
-            "eof".to_string()
-        })
-        .await
-        .unwrap_or_else(|_| "still open at the end".into());
+        let reason = tokio::time::timeout(Duration::from_secs(60), how_it_ended(&mut stream))
+            .await
+            .unwrap_or_else(|_| "still open at the end".into());
         count(&stats.resub_closes, reason);
     }
 }
@@ -538,20 +525,7 @@ async fn malformed(
             continue;
         };
         let (mut sink, mut stream) = ws.split();
-        let drain = tokio::spawn(async move {
-            while let Some(m) = stream.next().await {
-                match m {
-                    Ok(Message::Close(c)) => {
-                        return c
-                            .map(|c| u16::from(c.code).to_string())
-                            .unwrap_or("close".into())
-                    }
-                    Ok(_) => continue,
-                    Err(_) => return "reset".to_string(),
-                }
-            }
-            "eof".to_string()
-        });
+        let drain = tokio::spawn(async move { how_it_ended(&mut stream).await });
         for _ in 0..200 {
             seed += 1;
             if sink
@@ -815,4 +789,24 @@ async fn main() {
         }
         std::process::exit(1);
     }
+}
+
+/// Reads a WebSocket to its end and names how it ended: the close code the server sent,
+/// `close` (a Close without a code), `reset` (an error) or `eof` (no Close at all).
+async fn how_it_ended<S, E>(stream: &mut S) -> String
+where
+    S: futures::Stream<Item = Result<Message, E>> + Unpin,
+{
+    while let Some(m) = stream.next().await {
+        match m {
+            Ok(Message::Close(c)) => {
+                return c
+                    .map(|c| u16::from(c.code).to_string())
+                    .unwrap_or("close".into())
+            }
+            Ok(_) => continue,
+            Err(_) => return "reset".to_string(),
+        }
+    }
+    "eof".to_string()
 }

@@ -214,16 +214,11 @@ impl<R: Runtime> Images<'_, R> {
     }
     /// The whole history of the image's first session, read page by page.
     pub async fn messages(&self, image_id: &str) -> Result<Vec<Message>> {
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
+        all_pages(|after| async move {
             let page = self.messages_page(image_id, None, after, None).await?;
-            out.extend(page.messages);
-            match page.next_cursor {
-                Some(next) if page.has_more => after = Some(next),
-                _ => return Ok(out),
-            }
-        }
+            Ok((page.messages, page.has_more, page.next_cursor))
+        })
+        .await
     }
     /// One page of the image's first session's history (see `image_messages_request`).
     pub async fn messages_page(
@@ -310,16 +305,11 @@ impl<R: Runtime> Sessions<'_, R> {
     }
     /// The session's whole history, read page by page.
     pub async fn messages(&self, session_id: &str) -> Result<Vec<Message>> {
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
+        all_pages(|after| async move {
             let page = self.messages_page(session_id, None, after, None).await?;
-            out.extend(page.messages);
-            match page.next_cursor {
-                Some(next) if page.has_more => after = Some(next),
-                _ => return Ok(out),
-            }
-        }
+            Ok((page.messages, page.has_more, page.next_cursor))
+        })
+        .await
     }
     /// One page of the session's history (see `session_messages_request`).
     pub async fn messages_page(
@@ -484,5 +474,24 @@ impl<R: Runtime> Definitions<'_, R> {
             .call(DefinitionGetRequest { name: name.into() })
             .await?
             .definition)
+    }
+}
+
+/// A whole history read page by page: `page(after)` returns a page's messages, whether more
+/// follow and the cursor to ask for them with.
+async fn all_pages<F, Fut>(mut page: F) -> Result<Vec<Message>>
+where
+    F: FnMut(Option<u64>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<Message>, bool, Option<u64>)>>,
+{
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let (messages, has_more, next) = page(after).await?;
+        out.extend(messages);
+        match next {
+            Some(next) if has_more => after = Some(next),
+            _ => return Ok(out),
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Fuzz target of REST bodies (harness: the `agentvm-fuzz` crate): every route's body, as it
 //! becomes a command, never panics, and a refusal is `InvalidInput` (a 400).
 
-use super::routes::{Target, ROUTES};
+use super::routes::ROUTES;
 use super::{command_data, CommandKind, Value};
 use crate::error::ErrorKind;
 use axum::body::Bytes;
@@ -30,20 +30,7 @@ fn fuzz_rest_bodies() {
                 return;
             }
         };
-        let type_name = match route.command {
-            Target::One(t) => t,
-            Target::IfField {
-                field,
-                with,
-                without,
-            } => {
-                if data.get(field).is_some_and(|v| !v.is_null()) {
-                    with
-                } else {
-                    without
-                }
-            }
-        };
+        let type_name = route.command.type_for(&data);
         let kind = CommandKind::from_type_name(type_name).expect("every route runs a command");
         match kind.parse_strict(Value::Object(data)) {
             Ok(_) => accepted += 1,

@@ -17,6 +17,29 @@ pub(crate) enum Target {
     },
 }
 
+impl Target {
+    /// The request type this route runs for a request whose fields are `data`.
+    pub(crate) fn type_for(
+        self,
+        data: &serde_json::Map<String, serde_json::Value>,
+    ) -> &'static str {
+        match self {
+            Target::One(t) => t,
+            Target::IfField {
+                field,
+                with,
+                without,
+            } => {
+                if data.get(field).is_some_and(|v| !v.is_null()) {
+                    with
+                } else {
+                    without
+                }
+            }
+        }
+    }
+}
+
 /// What the request body becomes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Body {
