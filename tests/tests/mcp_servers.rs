@@ -289,7 +289,9 @@ async fn crashing_hanging_and_garbled_servers_end_the_turn_with_a_tool_error() {
         AgentVm::builder().data_dir(dir.path()).local_tools(),
         McpLimits {
             start_timeout: Duration::from_secs(3),
-            ..quick_limits()
+            call_timeout: Duration::from_secs(3),
+            restart_backoff: Duration::from_secs(1),
+            max_restart_backoff: Duration::from_secs(10),
         },
     )
     .await;
@@ -300,11 +302,27 @@ async fn crashing_hanging_and_garbled_servers_end_the_turn_with_a_tool_error() {
     let (out, is_error, image, _) =
         call_tool(&vm, "c1", servers.clone(), "mcp__py__crash", json!({})).await;
     assert!(is_error, "{out}");
-    assert!(out.contains("failed"), "{out}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(out.contains("the call to crash failed"), "{out}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let ((out, is_error), events) = call_again(&vm, &image).await;
+    assert!(is_error, "{out}");
+    assert!(
+        out.contains("the call to crash failed"),
+        "restarted after its backoff, and crashed again: {out}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(&e.payload,
+            EventPayload::ErrorOccurred { code, message, .. }
+                if code == "mcp_server_failed" && message.contains("MCP server 'py' failed"))),
+        "the crash is published"
+    );
+    // Within its (now doubled, 2 s) backoff it is not started again.
     let ((out, is_error), _) = call_again(&vm, &image).await;
     assert!(is_error, "{out}");
-    assert!(out.contains("crash"), "restarted and crashed again: {out}");
+    assert!(
+        out.contains("is not available: MCP server 'py' failed"),
+        "{out}"
+    );
     vm.images().stop(&image.image_id).await.unwrap();
     assert_no_process(&marker).await;
 

@@ -40,6 +40,9 @@ pub enum McpServer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct McpStdioServer {
+    /// `stdio`, when given (it is the default).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<McpStdioType>,
     /// The program (looked up in `PATH` where it runs).
     pub command: String,
     /// Its arguments.
@@ -48,6 +51,15 @@ pub struct McpStdioServer {
     /// Extra environment variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+}
+
+/// The `type` of a stdio server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum McpStdioType {
+    /// Stdin / stdout.
+    Stdio,
 }
 
 /// The `type` of an HTTP server.
@@ -185,6 +197,7 @@ impl McpServer {
                     ));
                 }
                 Ok(McpServer::Stdio(McpStdioServer {
+                    kind: kind.map(|_| McpStdioType::Stdio),
                     command,
                     args,
                     env: string_map(name, obj, "env")?,
@@ -246,7 +259,9 @@ mod tests {
         assert!(matches!(parsed.0["web"], McpServer::Http(ref h) if h.headers["X-Key"] == "k"));
         let back = serde_json::to_value(&parsed).unwrap();
         assert_eq!(back["web"]["type"], "http");
-        assert_eq!(back["plain"], json!({"command": "srv"}));
+        assert_eq!(back["plain"], json!({"type": "stdio", "command": "srv"}));
+        assert_eq!(back["files"]["command"], "python3");
+        assert!(back["files"].get("type").is_none());
         let again: McpServers = serde_json::from_value(back).unwrap();
         assert_eq!(again, parsed);
     }

@@ -23,8 +23,9 @@ pub struct Definition {
     /// Built-in tools the agent may call (`bash`, `read_file`, ...). Empty: no tools.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
-    /// MCP servers whose tools the agent may call (`mcp__<server>__<tool>`); see
-    /// [`McpServers`](crate::mcp::McpServers).
+    /// MCP servers whose tools the agent may call, as `mcp__<server>__<tool>`: by name, a
+    /// stdio server `{command, args, env}` or a streamable HTTP one `{type: "http", url,
+    /// headers}` (docs/mcp.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_servers: Option<crate::mcp::McpServers>,
 }
