@@ -444,3 +444,58 @@ async fn a_stdio_server_runs_inside_the_containers_sandbox() {
     let left = sandbox.exec(&count, Duration::from_secs(20)).await.unwrap();
     assert_eq!(left.stdout.trim(), "0", "no process left in the sandbox");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_ends_a_running_mcp_call_and_the_server_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("marker-{}", new_id("int"));
+    let vm = vm_with(
+        AgentVm::builder().data_dir(dir.path()).local_tools(),
+        McpLimits {
+            call_timeout: Duration::from_secs(60),
+            ..quick_limits()
+        },
+    )
+    .await;
+    vm.containers().create("c1").await.unwrap();
+    let config: ImageConfig = serde_json::from_value(json!({
+        "model": "mock:call-tool:mcp__py__hang",
+        "mcpServers": { "py": python_server(&marker) },
+    }))
+    .unwrap();
+    let image = vm.images().create("c1", config).await.unwrap().record;
+    let mut sub = vm.sessions().events(&image.session_id).await.unwrap();
+    let sent = vm
+        .agents()
+        .send_to_image(&image.image_id, "hang")
+        .await
+        .unwrap();
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(30), sub.recv())
+            .await
+            .expect("the call started")
+            .unwrap();
+        if let BusItem::Event(p) = item {
+            if p.event.type_name() == "tool_executing" {
+                break;
+            }
+        }
+    }
+    let asked = std::time::Instant::now();
+    vm.agents().interrupt(&sent.agent_id).await.unwrap();
+    collect_turn(&mut sub).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "the turn ended {:?} after the interrupt",
+        asked.elapsed()
+    );
+    let history = vm.sessions().messages(&image.session_id).await.unwrap();
+    let result = history.iter().rev().find_map(|m| m.tool_result.clone());
+    assert_eq!(
+        result.map(|r| r.output),
+        Some("interrupted before the tool finished".to_string())
+    );
+    assert_eq!(processes_with(&marker).len(), 1, "the server lives on");
+    vm.images().stop(&image.image_id).await.unwrap();
+    assert_no_process(&marker).await;
+}

@@ -299,6 +299,18 @@ impl McpHub {
                 description: t.description.map(|d| d.to_string()).unwrap_or_default(),
                 input_schema: serde_json::Value::Object((*t.input_schema).clone()),
             })
+            .filter(|t| {
+                // The providers take 1 to 128 letters, digits, `_` and `-`; one tool whose
+                // name does not fit would fail every request, so it is left out.
+                let fits = t.name.len() <= 128
+                    && t.name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !fits {
+                    tracing::warn!(server = name, tool = %t.name, "MCP tool left out: its name is not 1 to 128 letters, digits, '_' or '-'");
+                }
+                fits
+            })
             .collect();
         Ok(Conn {
             service,
