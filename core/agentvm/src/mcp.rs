@@ -17,7 +17,7 @@
 //!   within [`McpLimits::call_timeout`] is a tool error, and its server is restarted (a hung
 //!   server would hang every later call).
 //!
-//! The protocol is rmcp's client; [`http`] adapts its streamable HTTP transport to reqwest.
+//! The protocol is rmcp's client; `mcp/http.rs` adapts its streamable HTTP transport to reqwest.
 
 pub(crate) mod http;
 

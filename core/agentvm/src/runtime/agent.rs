@@ -12,6 +12,9 @@
 //! What each piece of the model's stream means for the turn (which events, which messages,
 //! when tools run, when the turn ends) is decided in `turn`, with no I/O; the actor here
 //! reads the stream, publishes, stores, runs tools and watches for interrupts.
+//!
+//! An image with `mcpServers` gives its actor an `McpHub`: its servers' tools are offered with
+//! the built-in ones, calls named `mcp__…` go to it, and it is closed when the actor ends.
 
 use crate::error::{Error, Result};
 use crate::llm::{LlmDriver, LlmEvent, LlmRequest};
