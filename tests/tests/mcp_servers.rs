@@ -499,3 +499,38 @@ async fn an_interrupt_ends_a_running_mcp_call_and_the_server_goes_on() {
     vm.images().stop(&image.image_id).await.unwrap();
     assert_no_process(&marker).await;
 }
+
+#[tokio::test]
+async fn bad_mcp_servers_are_invalid_input_naming_the_field() {
+    let vm = vm_with(AgentVm::builder(), quick_limits()).await;
+    vm.containers().create("c1").await.unwrap();
+    let bad = json!({"files": {"command": "srv", "args": "not-a-list"}});
+    for (type_name, data) in [
+        (
+            "image_create_request",
+            json!({"containerId": "c1", "config": {"mcpServers": bad}}),
+        ),
+        (
+            "image_create_request",
+            json!({"containerId": "c1", "config": {"definition": {"name": "d", "mcpServers": bad}}}),
+        ),
+        (
+            "definition_register_request",
+            json!({"definition": {"name": "d", "mcpServers": bad}}),
+        ),
+    ] {
+        let e = match Command::from_wire(type_name, data.clone()) {
+            Ok(c) => vm.request(c).await.expect_err("refused"),
+            Err(e) => e,
+        };
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{data}: {e}");
+        assert!(
+            e.to_string().contains("mcpServers.files.args"),
+            "{data}: {e}"
+        );
+    }
+    assert!(
+        vm.images().list(Some("c1")).await.unwrap().is_empty(),
+        "nothing was created"
+    );
+}
