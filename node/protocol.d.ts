@@ -469,8 +469,12 @@ export interface ConversationStartEventData {
 export interface Definition {
   /** Human description. */
   description?: string | null;
-  /** MCP server configuration, kept as given. */
-  mcpServers?: unknown;
+  /**
+   * MCP servers whose tools the agent may call, as `mcp__<server>__<tool>`: by name, a
+   * stdio server `{command, args, env}` or a streamable HTTP one `{type: "http", url,
+   * headers}` (docs/mcp.md).
+   */
+  mcpServers?: McpServers | null;
   /** Model override; `None` uses the runtime's configured model. */
   model?: string | null;
   /** Unique name; images record which definition they came from by this name. */
@@ -829,7 +833,7 @@ export interface ImageConfig {
   /** Description. */
   description?: string | null;
   /** MCP servers; override the definition's. */
-  mcpServers?: unknown;
+  mcpServers?: McpServers | null;
   /** Model override for this image. */
   model?: string | null;
   /** Display name; defaults to `"New Conversation"`. */
@@ -1066,6 +1070,40 @@ export interface InterruptedEventData {
 
 /** How agentvm learns that a node is alive. */
 export type Liveness = "probe" | "heartbeat";
+
+/** A streamable HTTP MCP server: `{"type": "http", "url": "...", "headers": {...}}`. */
+export interface McpHttpServer {
+  /** Headers sent with every request (an `Authorization` header, say). */
+  headers?: Record<string, string>;
+  /** Always `http`. */
+  type: McpHttpType;
+  /** The endpoint, `http://` or `https://`. */
+  url: string;
+}
+
+/** The `type` of an HTTP server. */
+export type McpHttpType = "http";
+
+/** One MCP server. */
+export type McpServer = McpStdioServer | McpHttpServer;
+
+/** The MCP servers of a definition or image, by name. */
+export type McpServers = Record<string, McpServer>;
+
+/** A stdio MCP server: `{"command": "...", "args": [...], "env": {...}}`. */
+export interface McpStdioServer {
+  /** Its arguments. */
+  args?: string[];
+  /** The program (looked up in `PATH` where it runs). */
+  command: string;
+  /** Extra environment variables. */
+  env?: Record<string, string>;
+  /** `stdio`, when given (it is the default). */
+  type?: McpStdioType | null;
+}
+
+/** The `type` of a stdio server. */
+export type McpStdioType = "stdio";
 
 /**
  * A message of a conversation. One flat shape for every subtype keeps the stored format and the

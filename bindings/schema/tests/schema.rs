@@ -106,7 +106,13 @@ fn commands() -> Vec<Command> {
             config: ImageConfig {
                 name: Some("helper".into()),
                 system_prompt: Some("Be brief.".into()),
-                mcp_servers: Some(json!({"fs": {"command": "mcp-fs"}})),
+                mcp_servers: Some(
+                    serde_json::from_value(json!({
+                        "fs": {"command": "mcp-fs", "args": ["--root", "."]},
+                        "web": {"type": "http", "url": "http://127.0.0.1:9/mcp", "headers": {"X-Key": "k"}}
+                    }))
+                    .expect("valid mcpServers"),
+                ),
                 definition: Some(json!("coder")),
                 tools: Some(vec!["bash".into()]),
                 ..Default::default()

@@ -33,6 +33,7 @@ pub mod auth;
 pub mod channel;
 pub mod config;
 pub mod llm;
+pub mod mcp;
 pub mod runtime;
 pub mod store;
 pub mod toolhost;
@@ -53,6 +54,7 @@ pub use llm::{
     AnthropicDriver, HttpSettings, LlmConfig, LlmDriver, LlmEvent, LlmRequest, MockDriver,
     MockScenario, OpenAiDriver, Provider, RetryPolicy,
 };
+pub use mcp::McpLimits;
 pub use model::*;
 pub use runtime::{
     Agent, AgentVm, AgentVmBuilder, Bus, BusConfig, BusItem, ContainerManager, EventFilter,

@@ -22,9 +22,14 @@ mod tools;
 pub use local::LocalToolHost;
 pub use tools::{BuiltinTools, BUILTIN_TOOLS};
 
-use crate::error::Result;
+mod stdio;
+
+use crate::error::{Error, Result};
 use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Whose working directory an operation runs in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -81,6 +86,56 @@ pub struct ToolFileEntry {
     pub size: u64,
 }
 
+/// A long-lived process talking over its stdin and stdout: a stdio MCP server.
+pub struct StdioProcess {
+    /// Its standard output.
+    pub stdout: Box<dyn AsyncRead + Send + Unpin>,
+    /// Its standard input.
+    pub stdin: Box<dyn AsyncWrite + Send + Unpin>,
+    /// The last bytes of its standard error, for error messages.
+    pub stderr: Arc<Mutex<String>>,
+    /// Where it runs, for messages (`sandbox sbx_…`, `this host`).
+    pub place: String,
+    /// Kills it and what it started; dropping it kills it too (in the background).
+    pub guard: Box<dyn StdioGuard>,
+}
+
+impl std::fmt::Debug for StdioProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StdioProcess")
+            .field("place", &self.place)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StdioProcess {
+    /// The end of what it wrote to standard error, trimmed.
+    pub fn stderr_tail(&self) -> String {
+        self.stderr
+            .lock()
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Ends a [`StdioProcess`].
+#[async_trait]
+pub trait StdioGuard: Send + 'static {
+    /// Kills the process and every process it started, and waits for that.
+    async fn kill(self: Box<Self>);
+}
+
+/// The command of a [`StdioProcess`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StdioCommand {
+    /// The program.
+    pub command: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+}
+
 /// Where tools run. Implementations confine every operation to the workspace's directory and
 /// refuse paths that leave it with `InvalidInput`.
 #[async_trait]
@@ -111,6 +166,16 @@ pub trait ToolHost: Send + Sync + 'static {
         recursive: bool,
         max_entries: usize,
     ) -> Result<Vec<ToolFileEntry>>;
+
+    /// Starts a long-lived process in the working directory with stdin and stdout attached
+    /// (a stdio MCP server), as the user the tools run as. Hosts that cannot refuse.
+    async fn spawn_stdio(&self, ws: &Workspace, command: &StdioCommand) -> Result<StdioProcess> {
+        let _ = (ws, command);
+        Err(Error::unavailable(format!(
+            "the {} tool host cannot run stdio MCP servers",
+            self.name()
+        )))
+    }
 }
 
 /// Limits of the built-in tools.

@@ -23,9 +23,11 @@ pub struct Definition {
     /// Built-in tools the agent may call (`bash`, `read_file`, ...). Empty: no tools.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
-    /// MCP server configuration, kept as given.
+    /// MCP servers whose tools the agent may call, as `mcp__<server>__<tool>`: by name, a
+    /// stdio server `{command, args, env}` or a streamable HTTP one `{type: "http", url,
+    /// headers}` (docs/mcp.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mcp_servers: Option<Value>,
+    pub mcp_servers: Option<crate::mcp::McpServers>,
 }
 
 /// The `config` of `image_create_request` / `image_build_request`.
@@ -44,7 +46,7 @@ pub struct ImageConfig {
     pub system_prompt: Option<String>,
     /// MCP servers; override the definition's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mcp_servers: Option<Value>,
+    pub mcp_servers: Option<crate::mcp::McpServers>,
     /// A registered definition's name, or an inline definition object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub definition: Option<Value>,

@@ -36,6 +36,7 @@ mod provision;
 pub mod reconcile;
 mod registry;
 mod sink;
+pub mod stdio;
 mod store;
 
 pub use agentvm_model::latency::{self, HistogramSnapshot, LatencyHistogram};
@@ -50,6 +51,7 @@ pub use exec::ExecStream;
 pub use owner::SandboxRef;
 pub use reconcile::{ReconcileReport, SweepReport};
 pub use sink::EventSink;
+pub use stdio::StdioExec;
 pub use store::{MemorySchedulerStore, RedbSchedulerStore, SchedulerStore};
 
 // The model's modules under the names the scheduler's files use.

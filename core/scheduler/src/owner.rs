@@ -43,6 +43,19 @@ impl SandboxRef {
         Ok(run)
     }
 
+    /// Starts a process with stdin and stdout attached (see [`stdio`](super::stdio)) in
+    /// `workdir`, relative to the sandbox's workdir.
+    pub async fn exec_stdio(
+        &self,
+        workdir: &str,
+        argv: Vec<String>,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<super::StdioExec> {
+        self.scheduler
+            .exec_stdio(&self.id, workdir, argv, env)
+            .await
+    }
+
     /// Reads `rel` inside `root` as the sandbox's user (see [`confined`](super::confined)).
     pub async fn read_file_confined(&self, root: &str, rel: &str) -> Result<Vec<u8>> {
         self.scheduler.read_file_confined(&self.id, root, rel).await

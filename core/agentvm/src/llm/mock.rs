@@ -26,11 +26,73 @@ pub enum MockScenario {
     WithTool,
     /// 50 deltas with a delay between them, for interrupts.
     SlowStream,
+    /// `call-tool:<tool>:<JSON arguments>` (arguments optional, `{}` by default): one call
+    /// of the named tool with those arguments, then, once the result is back, the text
+    /// `The tool said: <result>` (`The tool failed: <result>` for an error result).
+    CallTool,
+}
+
+/// The model-name prefix of [`MockScenario::CallTool`].
+const CALL_TOOL: &str = "call-tool:";
+
+/// The tool and arguments of a `call-tool:<tool>:<JSON>` model name.
+fn call_tool_of(model: &str) -> (String, serde_json::Value) {
+    let rest = model
+        .strip_prefix("mock:")
+        .unwrap_or(model)
+        .strip_prefix(CALL_TOOL)
+        .unwrap_or_default();
+    match rest.split_once(':') {
+        Some((tool, args)) => (
+            tool.to_string(),
+            serde_json::from_str(args)
+                .unwrap_or_else(|e| json!({ "unparsed": args, "error": e.to_string() })),
+        ),
+        None => (rest.to_string(), json!({})),
+    }
+}
+
+/// One tool call, as a reply.
+fn tool_call_reply(name: &str, input: serde_json::Value, preface: Option<&str>) -> Vec<LlmEvent> {
+    let mut out = vec![LlmEvent::MessageStart {
+        model: "mock".into(),
+    }];
+    if let Some(text) = preface {
+        out.push(LlmEvent::TextDelta(text.into()));
+    }
+    out.extend([
+        LlmEvent::ToolUseStart {
+            id: "toolu_mock_1".into(),
+            name: name.into(),
+        },
+        LlmEvent::InputJsonDelta(input.to_string()),
+        LlmEvent::ToolUseStop {
+            id: "toolu_mock_1".into(),
+            name: name.into(),
+            input,
+        },
+        LlmEvent::MessageDelta {
+            usage: None,
+            stop_reason: Some("tool_use".into()),
+        },
+        LlmEvent::MessageStop,
+    ]);
+    out
+}
+
+/// The last message's tool result, when the model is answering one.
+fn answered(request: &LlmRequest) -> Option<(String, bool)> {
+    let last = request.messages.last()?;
+    if last.subtype != Subtype::ToolResult {
+        return None;
+    }
+    let r = last.tool_result.as_ref()?;
+    Some((r.output.clone(), r.is_error))
 }
 
 impl MockScenario {
     /// Every scenario.
-    pub const ALL: [MockScenario; 7] = [
+    pub const ALL: [MockScenario; 8] = [
         MockScenario::Default,
         MockScenario::MultiDelta,
         MockScenario::LongStream,
@@ -38,6 +100,7 @@ impl MockScenario {
         MockScenario::Error,
         MockScenario::WithTool,
         MockScenario::SlowStream,
+        MockScenario::CallTool,
     ];
 
     /// The scenario's name.
@@ -50,12 +113,16 @@ impl MockScenario {
             MockScenario::Error => "error",
             MockScenario::WithTool => "with-tool",
             MockScenario::SlowStream => "slow-stream",
+            MockScenario::CallTool => "call-tool",
         }
     }
 
     /// Parses a name, with or without the `mock:` prefix.
     pub fn parse(name: &str) -> Option<Self> {
         let name = name.strip_prefix("mock:").unwrap_or(name);
+        if name.starts_with(CALL_TOOL) {
+            return Some(MockScenario::CallTool);
+        }
         Self::ALL.into_iter().find(|s| s.name() == name)
     }
 }
@@ -149,46 +216,26 @@ impl LlmDriver for MockDriver {
                 message: "Mock error: the scenario 'error' always fails".into(),
                 code: Some("mock_error".into()),
             }],
-            MockScenario::WithTool => {
+            MockScenario::WithTool => match answered(&request) {
                 // After the tool result is in the history, answer with text.
-                let answered = request
-                    .messages
-                    .last()
-                    .map(|m| m.subtype == Subtype::ToolResult)
-                    .unwrap_or(false);
-                if answered {
-                    let result = request
-                        .messages
-                        .last()
-                        .and_then(|m| m.tool_result.as_ref())
-                        .map(|r| r.output.clone())
-                        .unwrap_or_default();
-                    text_reply(vec![format!("The tool said: {}", result.trim())])
-                } else {
-                    let input = json!({"command": "echo hello from the sandbox"});
-                    vec![
-                        LlmEvent::MessageStart {
-                            model: "mock".into(),
-                        },
-                        LlmEvent::TextDelta("Let me run that.".into()),
-                        LlmEvent::ToolUseStart {
-                            id: "toolu_mock_1".into(),
-                            name: "bash".into(),
-                        },
-                        LlmEvent::InputJsonDelta(input.to_string()),
-                        LlmEvent::ToolUseStop {
-                            id: "toolu_mock_1".into(),
-                            name: "bash".into(),
-                            input,
-                        },
-                        LlmEvent::MessageDelta {
-                            usage: None,
-                            stop_reason: Some("tool_use".into()),
-                        },
-                        LlmEvent::MessageStop,
-                    ]
+                Some((result, _)) => text_reply(vec![format!("The tool said: {}", result.trim())]),
+                None => tool_call_reply(
+                    "bash",
+                    json!({"command": "echo hello from the sandbox"}),
+                    Some("Let me run that."),
+                ),
+            },
+            MockScenario::CallTool => match answered(&request) {
+                Some((result, is_error)) => text_reply(vec![format!(
+                    "The tool {}: {}",
+                    if is_error { "failed" } else { "said" },
+                    result.trim()
+                )]),
+                None => {
+                    let (tool, input) = call_tool_of(&request.model);
+                    tool_call_reply(&tool, input, None)
                 }
-            }
+            },
         };
         match self.delta_delay {
             Some(delay) => futures::stream::iter(events)
@@ -243,5 +290,28 @@ mod tests {
             assert_eq!(MockScenario::parse(s.name()), Some(s));
         }
         assert_eq!(MockScenario::parse("claude"), None);
+    }
+
+    #[tokio::test]
+    async fn call_tool_calls_the_named_tool_with_its_arguments() {
+        let d = MockDriver::default();
+        let events: Vec<_> = d
+            .stream(request(
+                r#"mock:call-tool:mcp__py__echo:{"text":"hi: there"}"#,
+            ))
+            .collect()
+            .await;
+        let stop = events.iter().find_map(|e| match e {
+            LlmEvent::ToolUseStop { name, input, .. } => Some((name.clone(), input.clone())),
+            _ => None,
+        });
+        assert_eq!(
+            stop,
+            Some(("mcp__py__echo".to_string(), json!({"text": "hi: there"})))
+        );
+        let events: Vec<_> = d.stream(request("call-tool:ping")).collect().await;
+        assert!(events.iter().any(
+            |e| matches!(e, LlmEvent::ToolUseStop { name, input, .. } if name == "ping" && *input == json!({}))
+        ));
     }
 }

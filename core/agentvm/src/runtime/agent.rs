@@ -12,9 +12,13 @@
 //! What each piece of the model's stream means for the turn (which events, which messages,
 //! when tools run, when the turn ends) is decided in `turn`, with no I/O; the actor here
 //! reads the stream, publishes, stores, runs tools and watches for interrupts.
+//!
+//! An image with `mcpServers` gives its actor an `McpHub`: its servers' tools are offered with
+//! the built-in ones, calls named `mcp__…` go to it, and it is closed when the actor ends.
 
 use crate::error::{Error, Result};
 use crate::llm::{LlmDriver, LlmEvent, LlmRequest};
+use crate::mcp::{McpHub, MCP_TOOL_PREFIX};
 use crate::model::{
     new_id, now_ms, Content, Event, EventContext, EventPayload, ImageRecord, Message, ToolCall,
 };
@@ -40,6 +44,8 @@ pub(crate) struct AgentEnv {
     pub bus: Bus,
     pub driver: Arc<dyn LlmDriver>,
     pub tools: Arc<dyn ToolRunner>,
+    /// Timeouts and backoff of the agents' MCP servers.
+    pub mcp_limits: crate::mcp::McpLimits,
     /// Model calls allowed for one user message (tool loops).
     pub max_turns: u32,
     /// Output token limit per model call.
@@ -116,8 +122,46 @@ impl Agent {
             pending: pending.clone(),
             done: done_rx,
         });
+        let mcp = image
+            .definition
+            .mcp_servers
+            .as_ref()
+            .filter(|s| !s.is_empty())
+            .map(|servers| {
+                let bus = env.bus.clone();
+                let context = EventContext {
+                    container_id: Some(agent.container_id.clone()),
+                    image_id: Some(agent.image_id.clone()),
+                    agent_id: Some(agent.id.clone()),
+                    session_id: Some(agent.session_id.clone()),
+                    turn_id: None,
+                };
+                let report: crate::mcp::McpReport = Arc::new(move |_server, message| {
+                    bus.publish(Event::new(
+                        EventPayload::ErrorOccurred {
+                            code: "mcp_server_failed".into(),
+                            message: message.to_string(),
+                            recoverable: true,
+                        },
+                        Some(context.clone()),
+                    ));
+                });
+                Arc::new(McpHub::new(
+                    servers,
+                    env.mcp_limits.clone(),
+                    env.tools.clone(),
+                    ToolContext {
+                        container_id: agent.container_id.clone(),
+                        image_id: agent.image_id.clone(),
+                        session_id: agent.session_id.clone(),
+                        enabled: image.definition.tools.clone(),
+                    },
+                    report,
+                ))
+            });
         let actor = Actor {
             env,
+            mcp: mcp.clone(),
             ids: Ids {
                 agent: agent.id.clone(),
                 container: agent.container_id.clone(),
@@ -132,6 +176,10 @@ impl Agent {
         };
         tokio::spawn(async move {
             actor.run(inputs_rx, control_rx).await;
+            // The agent's MCP sessions end with it: no process or exec outlives it.
+            if let Some(mcp) = mcp {
+                mcp.close().await;
+            }
             let _ = done_tx.send(true);
         });
         agent
@@ -236,6 +284,8 @@ struct Ids {
 
 struct Actor {
     env: Arc<AgentEnv>,
+    /// The image's MCP servers, started at the first turn.
+    mcp: Option<Arc<McpHub>>,
     ids: Ids,
     model: Option<String>,
     system: Option<String>,
@@ -375,7 +425,10 @@ impl Actor {
             .model
             .clone()
             .unwrap_or_else(|| self.env.driver.default_model().to_string());
-        let tools = self.env.tools.specs(&self.enabled_tools);
+        let mut tools = self.env.tools.specs(&self.enabled_tools);
+        if let Some(mcp) = &self.mcp {
+            tools.extend(mcp.specs().await);
+        }
         let mut state = TurnState::new(self.ids.agent.clone(), self.ids.container.clone());
         for _ in 0..self.env.max_turns.max(1) {
             let request = LlmRequest {
@@ -522,6 +575,7 @@ impl Actor {
             };
             let tools = self.env.tools.clone();
             let span = crate::trace::tool(call);
+            let mcp = self.mcp.clone();
             let outcome = tokio::select! {
                 biased;
                 c = control.recv() => {
@@ -529,7 +583,13 @@ impl Actor {
                     self.apply(turn_id, state.on_tools_interrupted(&calls[i..])).await;
                     return ControlFlow::Break(ended_by(c));
                 }
-                o = tools.run(&ctx, call).instrument(span.clone()) => o,
+                o = async {
+                    match &mcp {
+                        Some(m) if call.name.starts_with(MCP_TOOL_PREFIX) => m.call(call).await,
+                        _ => tools.run(&ctx, call).await,
+                    }
+                }
+                .instrument(span.clone()) => o,
             };
             if outcome.is_error {
                 crate::trace::failed(&span, "tool_error", &outcome.output);

@@ -38,6 +38,8 @@ pub struct AgentVmBuilder {
     /// The embedded scheduler, opened with this runtime's store and bus.
     scheduler: Option<SchedulerBuilder>,
     tool_limits: ToolLimits,
+    /// Timeouts and restart backoff of agents' MCP servers.
+    mcp_limits: crate::mcp::McpLimits,
     limits: Limits,
     agents: AgentConfig,
     bus: BusConfig,
@@ -116,6 +118,12 @@ impl AgentVmBuilder {
     /// Limits of the built-in tools (timeout, output and file sizes).
     pub fn tool_limits(mut self, limits: ToolLimits) -> Self {
         self.tool_limits = limits;
+        self
+    }
+
+    /// Timeouts and restart backoff of agents' MCP servers (see [`crate::mcp`]).
+    pub fn mcp_limits(mut self, limits: crate::mcp::McpLimits) -> Self {
+        self.mcp_limits = limits;
         self
     }
 
@@ -199,6 +207,7 @@ impl AgentVmBuilder {
             bus: bus.clone(),
             driver: Arc::new(crate::llm::TimedDriver::new(driver, llm_latency.clone())),
             tools,
+            mcp_limits: self.mcp_limits,
             max_turns: self.agents.max_turns,
             max_tokens: self.agents.max_tokens,
             request_timeout: self.agents.request_timeout,
@@ -285,6 +294,7 @@ impl AgentVm {
             local_tools: false,
             local_tools_policy: Default::default(),
             tool_limits: ToolLimits::default(),
+            mcp_limits: crate::mcp::McpLimits::default(),
             scheduler: None,
             limits: Limits::default(),
             agents: AgentConfig::default(),

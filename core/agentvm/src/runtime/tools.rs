@@ -3,6 +3,7 @@
 
 use crate::llm::ToolSpec;
 use crate::model::ToolCall;
+use crate::toolhost::{StdioCommand, StdioProcess};
 use async_trait::async_trait;
 
 /// Who is calling a tool.
@@ -34,6 +35,21 @@ pub trait ToolRunner: Send + Sync + 'static {
     fn specs(&self, enabled: &[String]) -> Vec<ToolSpec>;
     /// Runs one call. Cancel by dropping the future.
     async fn run(&self, ctx: &ToolContext, call: &ToolCall) -> ToolOutcome;
+
+    /// Starts a stdio MCP server where the context's tools run: the container's sandbox, or
+    /// this machine where local tools are allowed. Without a place for tools, refused.
+    async fn spawn_stdio(
+        &self,
+        ctx: &ToolContext,
+        command: &StdioCommand,
+    ) -> crate::error::Result<StdioProcess> {
+        let _ = command;
+        Err(crate::error::Error::unavailable(format!(
+            "container {} has no place to run a stdio MCP server: create it with a \
+             sandboxTemplate, or allow local tools for it",
+            ctx.container_id
+        )))
+    }
 }
 
 /// The runner used when no tools are configured: offers none, refuses every call.

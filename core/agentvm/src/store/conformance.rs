@@ -381,7 +381,9 @@ pub(super) fn definitions_put_replace_get_list(store: &dyn Store) {
     let a = Definition {
         name: "a".into(),
         tools: vec!["bash".into()],
-        mcp_servers: Some(serde_json::json!({"s": {"command": "x"}})),
+        mcp_servers: Some(
+            serde_json::from_value(serde_json::json!({"s": {"command": "x"}})).unwrap(),
+        ),
         ..Default::default()
     };
     assert!(!store.put_definition(&b).unwrap());

@@ -17,7 +17,10 @@
 //! read, and a process that leaves the group (`setsid`) is not tracked. Use a container backend
 //! for untrusted agents.
 
-use super::{ToolCommand, ToolCommandOutput, ToolFileContent, ToolFileEntry, ToolHost, Workspace};
+use super::{
+    StdioCommand, StdioProcess, ToolCommand, ToolCommandOutput, ToolFileContent, ToolFileEntry,
+    ToolHost, Workspace,
+};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use std::io::ErrorKind as IoKind;
@@ -430,6 +433,11 @@ impl ToolHost for LocalToolHost {
             Ok(out)
         })
         .await
+    }
+
+    async fn spawn_stdio(&self, ws: &Workspace, command: &StdioCommand) -> Result<StdioProcess> {
+        let root = self.root(ws).await?;
+        super::stdio::spawn_local(&root, command, self.switch_to())
     }
 }
 

@@ -11,7 +11,10 @@
 //! shell sees, and a path whose symbolic links lead out of the image's directory is refused.
 //! A `bash` call leaves no process behind: what it started is killed when it returns.
 
-use super::{ToolCommand, ToolCommandOutput, ToolFileContent, ToolFileEntry, ToolHost, Workspace};
+use super::{
+    StdioCommand, StdioProcess, ToolCommand, ToolCommandOutput, ToolFileContent, ToolFileEntry,
+    ToolHost, Workspace,
+};
 use crate::error::{Error, Result};
 use crate::scheduler::{self, ExecStatus, Scheduler};
 use crate::store::Store;
@@ -178,6 +181,17 @@ impl ToolHost for SandboxToolHost {
                 size: e.size,
             })
             .collect())
+    }
+
+    async fn spawn_stdio(&self, ws: &Workspace, command: &StdioCommand) -> Result<StdioProcess> {
+        let sandbox = match self.target(ws).await? {
+            Target::Fallback(f) => return f.spawn_stdio(ws, command).await,
+            Target::Docker(s) => s,
+        };
+        let mut argv = vec![command.command.clone()];
+        argv.extend(command.args.iter().cloned());
+        let exec = sandbox.exec_stdio(&ws.image_id, argv, &command.env).await?;
+        Ok(super::stdio::from_exec(exec, sandbox.id()))
     }
 }
 

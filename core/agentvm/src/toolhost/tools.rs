@@ -227,6 +227,18 @@ fn exec_report(out: &ToolCommandOutput, limits: &ToolLimits) -> Result<String, S
 
 #[async_trait]
 impl ToolRunner for BuiltinTools {
+    async fn spawn_stdio(
+        &self,
+        ctx: &ToolContext,
+        command: &super::StdioCommand,
+    ) -> crate::error::Result<super::StdioProcess> {
+        let ws = Workspace {
+            container_id: ctx.container_id.clone(),
+            image_id: ctx.image_id.clone(),
+        };
+        self.sandbox.spawn_stdio(&ws, command).await
+    }
+
     fn specs(&self, enabled: &[String]) -> Vec<ToolSpec> {
         BUILTIN_TOOLS
             .iter()
