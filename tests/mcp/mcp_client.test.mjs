@@ -3,6 +3,8 @@
 // and over `agentvm-server mcp --stdio`, with the mock LLM, the llama.cpp test model and Docker.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
@@ -16,6 +18,7 @@ const EXPECTED_TOOLS = [
   'sandbox_file_read', 'sandbox_file_write', 'sandbox_delete',
 ];
 
+const REQUEST_TIMEOUT_MS = 5000;
 let dir;
 let server;
 let operator;
@@ -23,7 +26,10 @@ let teamA;
 
 before(async () => {
   dir = tempDir();
-  const args = ['--require-auth'];
+  // A short request timeout, so the exec test shows an exec is bounded by its own timeout only.
+  const config = join(dir, 'agentvm.toml');
+  writeFileSync(config, `request_timeout_ms = ${REQUEST_TIMEOUT_MS}\n`);
+  const args = ['--require-auth', '--config', config];
   if (DOCKER) args.push('--docker', DOCKER_ENDPOINT);
   server = await serve(dir, args);
   operator = token(dir);
@@ -131,6 +137,11 @@ test('over /mcp: a sandbox on Docker runs a command and keeps a file', { skip: !
     await ok(client, 'sandbox_file_write', { sandboxId: sandbox.id, path: '/workspace/note.txt', content: 'kept' });
     const read = await ok(client, 'sandbox_file_read', { sandboxId: sandbox.id, path: '/workspace/note.txt' });
     assert.equal(read.content, 'kept');
+    // Longer than the server's request timeout: an exec has its own.
+    const slow = await ok(client, 'sandbox_exec', {
+      sandboxId: sandbox.id, command: ['sh', '-c', `sleep ${REQUEST_TIMEOUT_MS / 1000 + 1}; echo done`],
+    });
+    assert.equal(slow.execution.stdout, 'done\n', JSON.stringify(slow));
     // Another team's token cannot see it.
     const other = await httpClient(token(dir, ['team-b']));
     try {

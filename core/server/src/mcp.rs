@@ -47,18 +47,26 @@ struct AgentVmMcp {
 }
 
 impl AgentVmMcp {
-    /// The runtime a call runs on: for `/mcp`, the dispatcher as the request's caller.
-    fn runtime(&self, context: &RequestContext<RoleServer>) -> Result<Arc<dyn Runtime>, Error> {
+    /// The runtime a call of `tool` runs on: for `/mcp`, the dispatcher as the request's caller.
+    fn runtime(
+        &self,
+        context: &RequestContext<RoleServer>,
+        tool: &str,
+    ) -> Result<Arc<dyn Runtime>, Error> {
         match &self.access {
             Access::Fixed(runtime) => Ok(runtime.clone()),
             Access::Http(state) => {
-                let caller = context
+                let mut caller = context
                     .extensions
                     .get::<axum::http::request::Parts>()
                     .and_then(|parts| parts.extensions.get::<Caller>())
                     .cloned()
                     // `authorize` runs before every `/mcp` request: never reached.
                     .ok_or_else(|| Error::Unauthorized("no caller for this request".into()))?;
+                if tool == "sandbox_exec" {
+                    // Bounded by the exec's own timeout, like the REST API's exec route.
+                    caller.deadline = None;
+                }
                 Ok(Arc::new(state.vm.for_caller(caller)))
             }
         }
@@ -105,7 +113,7 @@ impl ServerHandler for AgentVmMcp {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let runtime = match self.runtime(&context) {
+        let runtime = match self.runtime(&context, &request.name) {
             Ok(r) => r,
             Err(e) => return Ok(tool_error(&e).into()),
         };

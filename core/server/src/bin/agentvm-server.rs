@@ -92,13 +92,13 @@ struct McpArgs {
     #[arg(long, env = "AGENTVM_URL")]
     url: Option<String>,
     /// The access token for --url.
-    #[arg(long, env = "AGENTVM_TOKEN", requires = "url")]
+    #[arg(long, env = "AGENTVM_TOKEN")]
     token: Option<String>,
     /// Without --url: the data dir to open (default ~/.agentvm).
-    #[arg(long, env = "AGENTVM_DATA_DIR", conflicts_with = "url")]
+    #[arg(long, env = "AGENTVM_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Without --url: the store, when it is not the data dir's redb file (`postgres://...`).
-    #[arg(long, env = "AGENTVM_STORE", conflicts_with = "url")]
+    #[arg(long, env = "AGENTVM_STORE")]
     store: Option<String>,
     /// Without --url: a Docker engine for sandboxes (repeatable), as for `serve`.
     #[arg(long = "docker", conflicts_with = "url")]
@@ -434,6 +434,9 @@ async fn mcp(args: McpArgs) -> Result<(), String> {
             Arc::new(remote)
         }
         None => {
+            if args.token.is_some() {
+                tracing::warn!("a token without --url is not used: the embedded runtime has every container in scope");
+            }
             let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
             let mut builder = AgentVm::builder().data_dir(&data_dir);
             if let Some(url) = &args.store {
