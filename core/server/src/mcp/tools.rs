@@ -305,10 +305,9 @@ struct AskArgs {
     timeout_ms: Option<u64>,
 }
 
-/// `agent_ask`: subscribe to the session, send the message, and wait for the turn it starts
-/// to end. The turn is the first that starts (its first event carrying a turn id) after the
-/// subscription; asks to one session are answered in order as long as no other client sends
-/// to the same session at the same moment.
+/// `agent_ask`: subscribe to the session, send the message, and wait for the end of the turn
+/// that answers it (its events carry the turn id derived from the message id), whatever else
+/// the session is doing.
 async fn ask(runtime: &dyn Runtime, arguments: Map<String, Value>) -> Result<Answer> {
     let args: AskArgs = serde_json::from_value(Value::Object(arguments))
         .map_err(|e| Error::invalid(format!("Invalid agent_ask arguments: {e}")))?;
@@ -356,14 +355,16 @@ async fn ask(runtime: &dyn Runtime, arguments: Map<String, Value>) -> Result<Ans
         },
     )
     .await?;
+    // The turn answering this message (and no other) has this id on every event.
+    let turn = crate::runtime::agent::turn_id_of(&sent.message_id);
     let wait = async {
-        let mut turn: Option<String> = None;
         let mut replies: Vec<String> = Vec::new();
         let mut failure: Option<(ErrorKind, String)> = None;
         loop {
             let published = match events.recv().await {
                 Some(BusItem::Event(p)) => p,
                 Some(BusItem::Overflowed { last_cursors }) => {
+                    // Fell behind: resume from the last event received.
                     let cursor = last_cursors.get(&session_id).copied().unwrap_or(0);
                     events = runtime
                         .subscribe(EventFilter {
@@ -380,13 +381,13 @@ async fn ask(runtime: &dyn Runtime, arguments: Map<String, Value>) -> Result<Ans
                 }
             };
             let event = &published.event;
-            let Some(event_turn) = event.context.as_ref().and_then(|c| c.turn_id.clone()) else {
+            let ours = event
+                .context
+                .as_ref()
+                .and_then(|c| c.turn_id.as_deref())
+                .is_some_and(|t| t == turn);
+            if !ours {
                 continue;
-            };
-            match &turn {
-                None => turn = Some(event_turn),
-                Some(t) if *t != event_turn => continue,
-                Some(_) => {}
             }
             match &event.payload {
                 EventPayload::AssistantMessage(m) => {
