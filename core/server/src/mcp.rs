@@ -197,6 +197,21 @@ async fn authorize(
         Ok(c) => c,
         Err(e) => return crate::http::error_response(&e),
     };
+    // Without a token (authentication off: a loopback server) anything on the machine may
+    // call, but not a web page: a browser names the page's origin, and a page served from
+    // elsewhere (a DNS-rebinding attack on a local server) is refused. MCP clients send none.
+    if caller.token_id.is_none() {
+        let origin = request
+            .headers()
+            .get(axum::http::header::ORIGIN)
+            .map(|v| v.to_str().unwrap_or("?").to_string());
+        if let Some(origin) = origin.filter(|o| !is_loopback_origin(o)) {
+            return crate::http::error_response(&Error::Unauthorized(format!(
+                "/mcp without a token serves local clients only, not a page from {}",
+                crate::http::quoted(&origin, 128)
+            )));
+        }
+    }
     request.extensions_mut().insert(caller);
     let json = request
         .headers()
@@ -210,6 +225,22 @@ async fn authorize(
         *response.status_mut() = axum::http::StatusCode::BAD_REQUEST;
     }
     response
+}
+
+/// Whether a browser `Origin` is a page of this machine (`http://localhost:3000`,
+/// `http://127.0.0.1`, `http://[::1]:8080`).
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => rest.split(':').next().unwrap_or(""),
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "::1")
 }
 
 /// Serves MCP over stdin/stdout on `runtime` until the client closes stdin.
@@ -226,4 +257,30 @@ pub async fn serve_stdio(runtime: Arc<dyn Runtime>) -> crate::error::Result<()> 
         .await
         .map_err(|e| Error::Internal(format!("the MCP service: {e}")))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_origin;
+
+    #[test]
+    fn only_pages_of_this_machine_are_loopback_origins() {
+        for ok in [
+            "http://localhost:3000",
+            "http://127.0.0.1",
+            "https://[::1]:8080",
+        ] {
+            assert!(is_loopback_origin(ok), "{ok}");
+        }
+        for refused in [
+            "http://evil.example",
+            "http://localhost.evil.example",
+            "http://127.0.0.1.nip.io",
+            "null",
+            "file://",
+            "http://[::2]",
+        ] {
+            assert!(!is_loopback_origin(refused), "{refused}");
+        }
+    }
 }

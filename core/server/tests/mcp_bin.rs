@@ -313,6 +313,35 @@ async fn mcp_over_http_answers_bad_input_clearly() {
     ok(&answer);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_without_auth_serves_local_clients_but_no_foreign_web_page() {
+    let dir = tempfile::tempdir().unwrap();
+    // Loopback without --require-auth: authentication is off.
+    let server = serve(dir.path(), &[]);
+    let list = json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/list" }).to_string();
+    let (status, body) = post(&server.http, None, list.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let with_origin = |origin: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/mcp", server.http))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("origin", origin)
+            .body(list.clone())
+            .send()
+    };
+    let local = with_origin("http://localhost:5173").await.unwrap();
+    assert_eq!(local.status().as_u16(), 200);
+    let foreign = with_origin("http://rebound.example").await.unwrap();
+    assert_eq!(foreign.status().as_u16(), 401);
+    let body: Value = foreign.json().await.unwrap();
+    assert_eq!(body["kind"], "unauthorized");
+    assert!(
+        body["error"].as_str().unwrap().contains("rebound.example"),
+        "{body}"
+    );
+}
+
 /// `mcp --stdio` with `args`: the child and a line-wise JSON-RPC exchange.
 struct StdioMcp {
     child: Child,
