@@ -247,7 +247,7 @@ async def with_llama() -> None:
         async with over_stdio(["--data-dir", data], llm) as embedded:
             img = await ok(embedded, "image_create", {"containerId": "c", "config": {}})
             asked = await ok(embedded, "agent_ask", {"imageId": img["record"]["imageId"],
-                                                     "content": "What is the capital of France?",
+                                                     "content": "Say hello in one short sentence.",
                                                      "timeoutMs": 180000})
             assert asked["reply"].strip(), asked
             history = await ok(embedded, "image_messages", {"imageId": img["record"]["imageId"]})
