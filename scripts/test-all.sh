@@ -83,6 +83,9 @@ bash scripts/test-node.sh
 step "web console in a real browser (scripts/test-console.sh)"
 bash scripts/test-console.sh
 
+step "MCP server through the official SDKs' clients (scripts/test-mcp.sh)"
+bash scripts/test-mcp.sh
+
 step "python package (scripts/test-python.sh)"
 bash scripts/test-python.sh
 

@@ -1,5 +1,5 @@
-//! The routes of the one port: `/health`, `/livez`, `/readyz`, `/ws`, `/metrics`, `/v1/*`, and
-//! the console's.
+//! The routes of the one port: `/health`, `/livez`, `/readyz`, `/ws`, `/metrics`, `/v1/*`,
+//! `/mcp`, and the console's.
 
 use super::{rest, ServerState};
 use crate::channel::codec;
@@ -37,7 +37,9 @@ pub(crate) fn router(state: Arc<ServerState>, extra: Option<Router>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.max_frame_bytes,
         ))
-        .with_state(state);
+        .with_state(state.clone())
+        // MCP (streamable HTTP): its own body limit, the same number (see `mcp`).
+        .merge(crate::mcp::router(state));
     if let Some(extra) = extra {
         app = app.merge(extra);
     }

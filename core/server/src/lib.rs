@@ -14,6 +14,7 @@ mod console;
 mod exec_stream;
 mod http;
 mod listener;
+pub mod mcp;
 pub mod metrics;
 pub mod node_agent;
 mod openapi;

@@ -419,8 +419,8 @@ impl Actor {
         user: Message,
         control: &mut mpsc::UnboundedReceiver<Control>,
     ) -> Ended {
+        let turn_id = turn_id_of(&user.id);
         self.history.push(user);
-        let turn_id = new_id("turn");
         let model = self
             .model
             .clone()
@@ -610,6 +610,16 @@ fn ended_by(control: Option<Control>) -> Ended {
     }
 }
 
+/// The id of the turn that answers user message `message_id`: `turn_` and the message id's
+/// unique part. A message is answered by one turn, so a client that sent it (and got its id
+/// back in `message_send_response`) knows which events answer it.
+pub fn turn_id_of(message_id: &str) -> String {
+    format!(
+        "turn_{}",
+        message_id.strip_prefix("msg_").unwrap_or(message_id)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     //! The actor's paths the protocol tests in `tests/` do not reach: a turn that runs out of
@@ -638,6 +648,48 @@ mod tests {
             out.push(p.event.payload.clone());
             if end {
                 return out;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn every_event_of_a_turn_names_the_turn_of_its_user_message() {
+        let vm = AgentVm::builder()
+            .llm(Arc::new(MockDriver::default()))
+            .open()
+            .await
+            .unwrap();
+        let image = vm
+            .images()
+            .create("c1", ImageConfig::default())
+            .await
+            .unwrap()
+            .record;
+        let mut sub = vm.sessions().events(&image.session_id).await.unwrap();
+        for text in ["one", "two"] {
+            let sent = vm
+                .agents()
+                .send_to_image(&image.image_id, text)
+                .await
+                .unwrap();
+            let expected = super::turn_id_of(&sent.message_id);
+            assert!(expected.starts_with("turn_") && expected != "turn_");
+            loop {
+                let item = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let BusItem::Event(p) = item else { panic!() };
+                let turn = p.event.context.as_ref().and_then(|c| c.turn_id.clone());
+                assert_eq!(
+                    turn.as_deref(),
+                    Some(expected.as_str()),
+                    "{:?}",
+                    p.event.payload
+                );
+                if matches!(p.event.payload, EventPayload::ConversationEnd { .. }) {
+                    break;
+                }
             }
         }
     }

@@ -33,6 +33,10 @@ enum Command {
         #[command(subcommand)]
         command: NodeCommand,
     },
+    /// Serve MCP (Model Context Protocol) on stdin/stdout, for desktop MCP clients: on a
+    /// running server (--url, --token), or on the data dir as an embedded runtime.
+    #[command(after_help = MCP_HELP)]
+    Mcp(McpArgs),
     /// Manage access tokens (stored hashed in the data dir, or in --store).
     Token {
         #[command(subcommand)]
@@ -68,6 +72,41 @@ Config file (--config agentvm.toml; flags and environment win; see agentvm.examp
   max_connections, request_timeout_ms, shutdown_grace_ms, send_timeout_ms, header_timeout_ms,
   max_subscriptions, max_requests_in_flight, otlp_endpoint, [llm] provider/key/url/model,
   [cluster] advertise_url/server_id/lease_ttl_ms";
+
+/// What `mcp --help` adds after the flags.
+const MCP_HELP: &str = "\
+Two ways to run, both speaking MCP on stdin/stdout (logs go to stderr):
+  --url ws://HOST:PORT/ws (or http://HOST:PORT) [--token T]
+        every tool call goes to that running server as the token's caller (its scope applies);
+        this is the way while `agentvm-server serve` runs on the data dir.
+  no --url: opens the data dir (or --store) as an embedded runtime with every container in
+        scope, like `serve` without the port. A data dir a running server holds is refused.
+  The LLM_* environment (see `serve --help`) configures the embedded runtime's provider.
+  The server itself serves the same tools at /mcp (streamable HTTP, same tokens as /ws).";
+
+/// `agentvm-server mcp`.
+#[derive(Args)]
+struct McpArgs {
+    /// Speak MCP on stdin/stdout (the only transport of this command; /mcp on `serve` is the
+    /// HTTP one).
+    #[arg(long, required = true)]
+    stdio: bool,
+    /// A running server to send every tool call to: `ws://host:port/ws`, or `http://host:port`.
+    #[arg(long, env = "AGENTVM_URL")]
+    url: Option<String>,
+    /// The access token for --url.
+    #[arg(long, env = "AGENTVM_TOKEN")]
+    token: Option<String>,
+    /// Without --url: the data dir to open (default ~/.agentvm).
+    #[arg(long, env = "AGENTVM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Without --url: the store, when it is not the data dir's redb file (`postgres://...`).
+    #[arg(long, env = "AGENTVM_STORE")]
+    store: Option<String>,
+    /// Without --url: a Docker engine for sandboxes (repeatable), as for `serve`.
+    #[arg(long = "docker", conflicts_with = "url")]
+    docker: Vec<String>,
+}
 
 #[derive(Args)]
 struct ServeArgs {
@@ -354,6 +393,16 @@ async fn main() -> ExitCode {
                 _ = shutdown_signal() => ExitCode::SUCCESS,
             }
         }
+        Command::Mcp(args) => {
+            init_logging();
+            match mcp(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("agentvm-server: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Token {
             command,
             data_dir,
@@ -365,6 +414,87 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `mcp --stdio`: MCP on stdin/stdout, on a running server or an embedded runtime.
+async fn mcp(args: McpArgs) -> Result<(), String> {
+    let mut embedded: Option<AgentVm> = None;
+    let runtime: Arc<dyn agentvm::Runtime> = match &args.url {
+        Some(url) => {
+            let url = channel_url(url);
+            let options = agentvm::ConnectOptions {
+                token: args.token.clone(),
+                // An exec runs as long as its own timeout; the Channel default (30 s) would cut it.
+                request_timeout: Duration::from_secs(600),
+                ..Default::default()
+            };
+            let remote = agentvm::connect(&url, options)
+                .await
+                .map_err(|e| format!("connecting to {url}: {}", e.chain()))?;
+            Arc::new(remote)
+        }
+        None => {
+            if args.token.is_some() {
+                tracing::warn!("a token without --url is not used: the embedded runtime has every container in scope");
+            }
+            let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+            let mut builder = AgentVm::builder().data_dir(&data_dir);
+            if let Some(url) = &args.store {
+                builder = builder.store(open_store(url).await?.0);
+            } else {
+                // A running server holds the redb file: say so before the store's own error.
+                let socket = data_dir.join(agentvm_server::admin_socket::ADMIN_SOCKET);
+                if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                    return Err(format!(
+                        "a running agentvm-server holds the data dir {}: connect to it instead \
+                         (agentvm-server mcp --stdio --url ws://HOST:PORT/ws --token TOKEN)",
+                        data_dir.display()
+                    ));
+                }
+            }
+            if let Some(d) = llm_driver(&LlmFileConfig::default())? {
+                builder = builder.llm(d);
+            }
+            let mut scheduler = agentvm::scheduler::Scheduler::builder();
+            for (i, endpoint) in args.docker.iter().enumerate() {
+                scheduler = scheduler.node(agentvm::scheduler::NodeRegistration::new(
+                    format!("docker-{}", i + 1),
+                    endpoint.clone(),
+                ));
+            }
+            builder = builder.scheduler(scheduler);
+            let vm = builder.open().await.map_err(|e| {
+                format!(
+                    "opening the data dir {} (if a server runs on it, use --url and --token): {}",
+                    data_dir.display(),
+                    e.chain()
+                )
+            })?;
+            embedded = Some(vm.clone());
+            Arc::new(vm.scoped(agentvm::Scope::All))
+        }
+    };
+    let served = agentvm_server::mcp::serve_stdio(runtime).await;
+    if let Some(vm) = embedded {
+        // Stops the agents (their partial replies are stored) and writes the replay log out.
+        vm.close().await;
+    }
+    served.map_err(|e| e.chain())
+}
+
+/// The Channel URL of a server: `http://host:port` becomes `ws://host:port/ws`.
+fn channel_url(url: &str) -> String {
+    match url.strip_prefix("http://") {
+        Some(rest) => {
+            let rest = rest.trim_end_matches('/');
+            if rest.contains('/') {
+                format!("ws://{rest}")
+            } else {
+                format!("ws://{rest}/ws")
+            }
+        }
+        None => url.to_string(),
     }
 }
 
