@@ -96,6 +96,7 @@ __all__ = [
     "FileEncoding",
     "FileEntry",
     "FileKind",
+    "IdleAction",
     "ImageBuildRequest",
     "ImageBuildResponse",
     "ImageConfig",
@@ -177,6 +178,8 @@ __all__ = [
     "SandboxExecResponse",
     "SandboxExecStartedEvent",
     "SandboxExecStartedEventData",
+    "SandboxExtendRequest",
+    "SandboxExtendResponse",
     "SandboxFileDeleteRequest",
     "SandboxFileDeleteResponse",
     "SandboxFileListRequest",
@@ -189,14 +192,31 @@ __all__ = [
     "SandboxGetResponse",
     "SandboxListRequest",
     "SandboxListResponse",
+    "SandboxPauseRequest",
+    "SandboxPauseResponse",
+    "SandboxPausedEvent",
+    "SandboxPausedEventData",
     "SandboxReadyEvent",
     "SandboxReadyEventData",
+    "SandboxRemovedEvent",
+    "SandboxRemovedEventData",
     "SandboxRequest",
+    "SandboxResumeRequest",
+    "SandboxResumeResponse",
+    "SandboxResumedEvent",
+    "SandboxResumedEventData",
+    "SandboxSnapshotRequest",
+    "SandboxSnapshotResponse",
+    "SandboxSnapshottedEvent",
+    "SandboxSnapshottedEventData",
     "SandboxStatus",
     "SandboxTerminateRequest",
     "SandboxTerminateResponse",
     "SandboxTerminatedEvent",
     "SandboxTerminatedEventData",
+    "SandboxUsage",
+    "SandboxUsageRequest",
+    "SandboxUsageResponse",
     "SchedulerMetrics",
     "SchedulerMetricsRequest",
     "SchedulerMetricsResponse",
@@ -1904,11 +1924,15 @@ class Sandbox(TypedDict):
     #: Reported by the executor inside it (`/internal/runtime/containers/ready`), if any.
     executorUrl: NotRequired[Optional[str]]
 
-    #: When it expires, ms (`0` for a warm sandbox: its clock starts at the claim).
+    #: When it expires, ms (`0` for a warm sandbox: its clock starts at the claim). Past it,
+    #: the sweep stops and removes it (status `timeout`); `sandbox_extend_request` moves it.
     expiresAt: int
 
     #: `sbx_…`; also the `agentvm.sandbox` label and part of the container name.
     id: str
+
+    #: What the idle sweep does with it: `terminate` (the default, left out) or `pause`.
+    idleAction: NotRequired["IdleAction"]
 
     #: Ended after this many seconds without an exec or file operation; `None`: never.
     idleTimeoutS: NotRequired[Optional[int]]
@@ -1932,6 +1956,9 @@ class Sandbox(TypedDict):
     #: sandbox carry it as `context.containerId` so the owner's subscribers see them.
     owner: NotRequired[Optional[str]]
 
+    #: When it was last paused, ms, while it is paused.
+    pausedAt: NotRequired[Optional[int]]
+
     #: Whether the root filesystem is read-only.
     readOnlyRoot: bool
 
@@ -1940,6 +1967,9 @@ class Sandbox(TypedDict):
 
     #: The limits applied.
     resources: "Resources"
+
+    #: When it was last resumed, ms.
+    resumedAt: NotRequired[Optional[int]]
 
     #: Where it is in its life.
     status: "SandboxStatus"
@@ -2290,6 +2320,19 @@ class SandboxExecStartedEventData(TypedDict):
     sandboxId: str
 
 
+class SandboxExtendRequest(TypedDict):
+    """`sandbox_extend_request`: moves a live sandbox's deadline to `ttlS` seconds from now
+    (longer or shorter); past it, the sweep stops and removes the sandbox.
+    """
+
+    #: The sandbox.
+    sandboxId: str
+
+    #: Seconds from now, 1 to 2 592 000 (30 days). Signed so a negative value is refused
+    #: with a clear message rather than a parse error.
+    ttlS: int
+
+
 class SandboxFileDeleteRequest(TypedDict):
     """`sandbox_file_delete_request`: deletes a file or symbolic link, or a directory with
     `recursive`.
@@ -2412,6 +2455,51 @@ class SandboxListResponse(TypedDict):
     sandboxes: list["Sandbox"]
 
 
+class SandboxPauseRequest(TypedDict):
+    """`sandbox_pause_request`: freezes a running sandbox's processes (Docker pause). It keeps
+    its memory and files; the next exec or file operation, or `sandbox_resume_request`,
+    resumes it. Pausing a paused sandbox is a `Conflict`.
+    """
+
+    #: The sandbox.
+    sandboxId: str
+
+
+class SandboxPausedEvent(TypedDict):
+    """`sandbox_paused`: A sandbox was paused (`running -> paused`): by a request, or by the idle sweep."""
+
+    #: Its category.
+    category: "Category"
+
+    #: The ids it concerns.
+    context: NotRequired[Optional["EventContext"]]
+
+    #: What happened: the event's data.
+    data: "SandboxPausedEventData"
+
+    #: Always `notification` for events.
+    intent: "Intent"
+
+    #: Where it comes from.
+    source: "Source"
+
+    #: When, ms.
+    timestamp: int
+
+    #: The event's type.
+    type: Literal["sandbox_paused"]
+
+
+class SandboxPausedEventData(TypedDict):
+    """The `data` of `sandbox_paused`."""
+
+    #: `requested` or `idle`.
+    reason: str
+
+    #: The sandbox.
+    sandboxId: str
+
+
 class SandboxReadyEvent(TypedDict):
     """`sandbox_ready`: A sandbox answers execs: `creating -> running`."""
 
@@ -2453,6 +2541,38 @@ class SandboxReadyEventData(TypedDict):
     sandboxId: str
 
 
+class SandboxRemovedEvent(TypedDict):
+    """`sandbox_removed`: A sandbox's record was deleted (`sandbox_delete_request`), after it ended."""
+
+    #: Its category.
+    category: "Category"
+
+    #: The ids it concerns.
+    context: NotRequired[Optional["EventContext"]]
+
+    #: What happened: the event's data.
+    data: "SandboxRemovedEventData"
+
+    #: Always `notification` for events.
+    intent: "Intent"
+
+    #: Where it comes from.
+    source: "Source"
+
+    #: When, ms.
+    timestamp: int
+
+    #: The event's type.
+    type: Literal["sandbox_removed"]
+
+
+class SandboxRemovedEventData(TypedDict):
+    """The `data` of `sandbox_removed`."""
+
+    #: The sandbox.
+    sandboxId: str
+
+
 class SandboxRequest(TypedDict):
     """A request for a sandbox. Everything but the template is optional and overrides its default."""
 
@@ -2482,6 +2602,119 @@ class SandboxRequest(TypedDict):
 
     #: Lifetime, seconds.
     timeoutS: NotRequired[Optional[int]]
+
+
+class SandboxResumeRequest(TypedDict):
+    """`sandbox_resume_request`: lets a paused sandbox run again. Resuming a running sandbox
+    returns it unchanged.
+    """
+
+    #: The sandbox.
+    sandboxId: str
+
+
+class SandboxResumedEvent(TypedDict):
+    """`sandbox_resumed`: A paused sandbox runs again (`paused -> running`): by a request, or because an exec or
+    file operation needed it.
+    """
+
+    #: Its category.
+    category: "Category"
+
+    #: The ids it concerns.
+    context: NotRequired[Optional["EventContext"]]
+
+    #: What happened: the event's data.
+    data: "SandboxResumedEventData"
+
+    #: Always `notification` for events.
+    intent: "Intent"
+
+    #: Where it comes from.
+    source: "Source"
+
+    #: When, ms.
+    timestamp: int
+
+    #: The event's type.
+    type: Literal["sandbox_resumed"]
+
+
+class SandboxResumedEventData(TypedDict):
+    """The `data` of `sandbox_resumed`."""
+
+    #: How long it was paused, ms.
+    pausedMs: int
+
+    #: `requested`, `exec` or `file`.
+    reason: str
+
+    #: The sandbox.
+    sandboxId: str
+
+
+class SandboxSnapshotRequest(TypedDict):
+    """`sandbox_snapshot_request`: commits a sandbox's filesystem into a new image on its node
+    (labelled `agentvm.snapshot-of=<sandboxId>`) and registers a template for it, a copy of
+    the sandbox's template with the new image. Sandboxes created from it see the files.
+    """
+
+    #: The new template's display name; its id when absent.
+    name: NotRequired[Optional[str]]
+
+    #: The sandbox (running or paused).
+    sandboxId: str
+
+    #: The new template's id; `snap-<sandboxId>-<ms>` when absent. Must be unused.
+    templateId: NotRequired[Optional[str]]
+
+
+class SandboxSnapshotResponse(TypedDict):
+    """`sandbox_snapshot_response`."""
+
+    #: The image committed (`agentvm-snapshot/<sandboxId>:<ms>`), on the sandbox's node.
+    image: str
+
+    #: The template made from the snapshot.
+    template: "Template"
+
+
+class SandboxSnapshottedEvent(TypedDict):
+    """`sandbox_snapshotted`: A sandbox's filesystem was committed into a new image and template."""
+
+    #: Its category.
+    category: "Category"
+
+    #: The ids it concerns.
+    context: NotRequired[Optional["EventContext"]]
+
+    #: What happened: the event's data.
+    data: "SandboxSnapshottedEventData"
+
+    #: Always `notification` for events.
+    intent: "Intent"
+
+    #: Where it comes from.
+    source: "Source"
+
+    #: When, ms.
+    timestamp: int
+
+    #: The event's type.
+    type: Literal["sandbox_snapshotted"]
+
+
+class SandboxSnapshottedEventData(TypedDict):
+    """The `data` of `sandbox_snapshotted`."""
+
+    #: The image committed (on the sandbox's node).
+    image: str
+
+    #: The sandbox.
+    sandboxId: str
+
+    #: The template made from it.
+    templateId: str
 
 
 class SandboxTerminateRequest(TypedDict):
@@ -2532,6 +2765,61 @@ class SandboxTerminatedEventData(TypedDict):
 
     #: Its final status.
     status: str
+
+
+class SandboxUsage(TypedDict):
+    """One sample of a sandbox's resource use (`sandbox_usage_request`)."""
+
+    #: When sampled, ms.
+    at: int
+
+    #: Cpu used since the previous sample the scheduler took of it, in percent of one core
+    #: (200 = two cores busy); absent on the first sample.
+    cpuPercent: NotRequired[Optional[float]]
+
+    #: Cpu time its processes used since it started, nanoseconds.
+    cpuTotalNs: int
+
+    #: Memory in use, bytes (the cgroup's usage less its inactive file cache, as `docker
+    #: stats` shows it).
+    memoryBytes: int
+
+    #: Its memory limit, bytes.
+    memoryLimitBytes: int
+
+    #: Bytes received over all its interfaces (0 without a network).
+    netRxBytes: int
+
+    #: Bytes sent over all its interfaces.
+    netTxBytes: int
+
+    #: The node it runs on.
+    nodeId: str
+
+    #: Processes and threads running in it.
+    pids: int
+
+    #: The sandbox.
+    sandboxId: str
+
+    #: Its status when sampled (`running` or `paused`).
+    status: "SandboxStatus"
+
+
+class SandboxUsageRequest(TypedDict):
+    """`sandbox_usage_request`: one sample of a live sandbox's cpu, memory, processes and
+    network (Docker stats, one shot).
+    """
+
+    #: The sandbox.
+    sandboxId: str
+
+
+class SandboxUsageResponse(TypedDict):
+    """`sandbox_usage_response`."""
+
+    #: The sample.
+    usage: "SandboxUsage"
 
 
 class SchedulerMetrics(TypedDict):
@@ -2909,6 +3197,10 @@ class Template(TypedDict):
     #: Caller-chosen id (`python-basic`); sandboxes name it.
     id: str
 
+    #: What happens to a sandbox idle past its idle timeout: `terminate` (the default) or
+    #: `pause` (the next exec or file operation resumes it).
+    idleAction: NotRequired["IdleAction"]
+
     #: Idle timeout, seconds; `None`: only the lifetime applies.
     idleTimeoutS: NotRequired[Optional[int]]
 
@@ -2959,6 +3251,9 @@ class TemplateCreateRequest(TypedDict):
 
     #: Environment of every sandbox.
     env: NotRequired[dict[str, str]]
+
+    #: What the idle timeout does: `terminate` (the default) or `pause`.
+    idleAction: NotRequired["IdleAction"]
 
     #: Idle timeout, seconds.
     idleTimeoutS: NotRequired[Optional[int]]
@@ -3060,6 +3355,9 @@ class TemplateUpdateRequest(TypedDict):
 
     #: Environment of every sandbox.
     env: NotRequired[dict[str, str]]
+
+    #: What the idle timeout does: `terminate` (the default) or `pause`.
+    idleAction: NotRequired["IdleAction"]
 
     #: Idle timeout, seconds.
     idleTimeoutS: NotRequired[Optional[int]]
@@ -3607,7 +3905,11 @@ AgentvmEvent: TypeAlias = Union[
     "SandboxExecFinishedEvent",
     "SandboxExecOutputEvent",
     "SandboxExecStartedEvent",
+    "SandboxPausedEvent",
     "SandboxReadyEvent",
+    "SandboxRemovedEvent",
+    "SandboxResumedEvent",
+    "SandboxSnapshottedEvent",
     "SandboxTerminatedEvent",
     "SessionDestroyedEvent",
     "SystemErrorEvent",
@@ -3696,7 +3998,11 @@ EventType: TypeAlias = Literal[
     "sandbox_exec_finished",
     "sandbox_exec_output",
     "sandbox_exec_started",
+    "sandbox_paused",
     "sandbox_ready",
+    "sandbox_removed",
+    "sandbox_resumed",
+    "sandbox_snapshotted",
     "sandbox_terminated",
     "session_destroyed",
     "system_error",
@@ -3731,6 +4037,10 @@ FileEncoding: TypeAlias = Literal["utf8", "base64"]
 
 #: What a directory entry is.
 FileKind: TypeAlias = Literal["file", "dir", "symlink", "other"]
+
+
+#: What the idle sweep does with a sandbox nobody used for its idle timeout.
+IdleAction: TypeAlias = Literal["terminate", "pause"]
 
 
 #: The envelope's `intent`.
@@ -3769,6 +4079,7 @@ Role: TypeAlias = Literal["user", "assistant", "tool", "error"]
 SandboxStatus: TypeAlias = Literal[
     "creating",
     "running",
+    "paused",
     "completed",
     "failed",
     "timeout",
@@ -3819,6 +4130,18 @@ NodeUpdateResponse: TypeAlias = NodeRegisterResponse
 SandboxCreateRequest: TypeAlias = SandboxRequest
 
 
+#: `sandbox_extend_response`: the same data as `SandboxCreateResponse`.
+SandboxExtendResponse: TypeAlias = SandboxCreateResponse
+
+
+#: `sandbox_pause_response`: the same data as `SandboxCreateResponse`.
+SandboxPauseResponse: TypeAlias = SandboxCreateResponse
+
+
+#: `sandbox_resume_response`: the same data as `SandboxCreateResponse`.
+SandboxResumeResponse: TypeAlias = SandboxCreateResponse
+
+
 #: `sandbox_terminate_response`: the same data as `SandboxCreateResponse`.
 SandboxTerminateResponse: TypeAlias = SandboxCreateResponse
 
@@ -3865,13 +4188,18 @@ CommandName: TypeAlias = Literal[
     "sandbox_delete",
     "sandbox_exec",
     "sandbox_exec_cancel",
+    "sandbox_extend",
     "sandbox_file_delete",
     "sandbox_file_list",
     "sandbox_file_read",
     "sandbox_file_write",
     "sandbox_get",
     "sandbox_list",
+    "sandbox_pause",
+    "sandbox_resume",
+    "sandbox_snapshot",
     "sandbox_terminate",
+    "sandbox_usage",
     "scheduler_metrics",
     "session_create",
     "session_delete",
@@ -4161,6 +4489,13 @@ COMMANDS: Final[dict[CommandName, CommandSpec]] = {
         SandboxExecCancelRequest,
         SandboxExecCancelResponse,
     ),
+    #: Move a live sandbox's deadline (its time to live).
+    "sandbox_extend": CommandSpec(
+        "sandbox_extend_request",
+        "sandbox_extend_response",
+        SandboxExtendRequest,
+        SandboxExtendResponse,
+    ),
     #: Delete a file (or, recursively, a directory) in a sandbox.
     "sandbox_file_delete": CommandSpec(
         "sandbox_file_delete_request",
@@ -4203,12 +4538,40 @@ COMMANDS: Final[dict[CommandName, CommandSpec]] = {
         SandboxListRequest,
         SandboxListResponse,
     ),
+    #: Freeze a running sandbox (Docker pause); the next exec or file operation resumes it.
+    "sandbox_pause": CommandSpec(
+        "sandbox_pause_request",
+        "sandbox_pause_response",
+        SandboxPauseRequest,
+        SandboxPauseResponse,
+    ),
+    #: Let a paused sandbox run again.
+    "sandbox_resume": CommandSpec(
+        "sandbox_resume_request",
+        "sandbox_resume_response",
+        SandboxResumeRequest,
+        SandboxResumeResponse,
+    ),
+    #: Commit a sandbox's filesystem into a new image and template.
+    "sandbox_snapshot": CommandSpec(
+        "sandbox_snapshot_request",
+        "sandbox_snapshot_response",
+        SandboxSnapshotRequest,
+        SandboxSnapshotResponse,
+    ),
     #: End a sandbox, keeping its record.
     "sandbox_terminate": CommandSpec(
         "sandbox_terminate_request",
         "sandbox_terminate_response",
         SandboxTerminateRequest,
         SandboxTerminateResponse,
+    ),
+    #: One sample of a sandbox's cpu, memory, processes and network.
+    "sandbox_usage": CommandSpec(
+        "sandbox_usage_request",
+        "sandbox_usage_response",
+        SandboxUsageRequest,
+        SandboxUsageResponse,
     ),
     #: The scheduler's counters and gauges (operator).
     "scheduler_metrics": CommandSpec(

@@ -255,6 +255,16 @@ commands! {
     SandboxTerminate("sandbox_terminate_request", "sandbox_terminate_response"): SandboxTerminateRequest => SandboxTerminateResponse;
     /// End a sandbox and delete its record and executions.
     SandboxDelete("sandbox_delete_request", "sandbox_delete_response"): SandboxDeleteRequest => SandboxDeleteResponse;
+    /// Freeze a running sandbox (Docker pause); the next exec or file operation resumes it.
+    SandboxPause("sandbox_pause_request", "sandbox_pause_response"): SandboxPauseRequest => SandboxPauseResponse;
+    /// Let a paused sandbox run again.
+    SandboxResume("sandbox_resume_request", "sandbox_resume_response"): SandboxResumeRequest => SandboxResumeResponse;
+    /// Move a live sandbox's deadline (its time to live).
+    SandboxExtend("sandbox_extend_request", "sandbox_extend_response"): SandboxExtendRequest => SandboxExtendResponse;
+    /// Commit a sandbox's filesystem into a new image and template.
+    SandboxSnapshot("sandbox_snapshot_request", "sandbox_snapshot_response"): SandboxSnapshotRequest => SandboxSnapshotResponse;
+    /// One sample of a sandbox's cpu, memory, processes and network.
+    SandboxUsage("sandbox_usage_request", "sandbox_usage_response"): SandboxUsageRequest => SandboxUsageResponse;
     /// Run a command in a sandbox; output streams as events on the sandbox's topic.
     SandboxExec("sandbox_exec_request", "sandbox_exec_response"): SandboxExecRequest => SandboxExecResponse;
     /// Stop a running execution (kills its process group).

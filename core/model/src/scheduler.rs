@@ -8,13 +8,15 @@ pub mod file;
 pub mod node;
 pub mod sandbox;
 pub mod template;
+pub mod usage;
 
 pub use exec::{ExecEvent, ExecRequest, ExecStatus, Execution, OutputStream};
 pub use executor::{ContainerExited, ContainerReady};
 pub use file::{FileEntry, FileKind};
 pub use node::{Heartbeat, Liveness, NodeRegistration, NodeStatus, RuntimeNode, TlsFiles};
-pub use sandbox::{Resources, Sandbox, SandboxStatus, Termination, TerminationReason};
+pub use sandbox::{IdleAction, Resources, Sandbox, SandboxStatus, Termination, TerminationReason};
 pub use template::{NetworkPolicy, SandboxRequest, SecurityPolicy, Template, TemplateSpec};
+pub use usage::SandboxUsage;
 
 /// A snapshot of the scheduler's counters and gauges (served on `/v1/metrics`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -27,6 +27,7 @@ pub mod docker;
 pub mod exec;
 pub mod files;
 mod hardening;
+mod lifecycle;
 pub mod node;
 mod owner;
 pub mod placement;
@@ -218,6 +219,9 @@ pub(crate) struct Inner {
     pub owners: Mutex<HashMap<(String, String), OwnerSlot>>,
     /// Executions running now, by id: to cancel them and to answer for them before they end.
     pub running: Mutex<HashMap<String, Arc<exec::ExecControl>>>,
+    /// The last usage sample of each live sandbox, `(cpu ns, at ms)`: the next sample's cpu
+    /// percent is measured against it. Dropped when the sandbox ends.
+    pub samples: Mutex<HashMap<String, (u64, i64)>>,
     /// Counters.
     pub counters: Counters,
 }
@@ -345,6 +349,7 @@ impl SchedulerBuilder {
                 pools: Mutex::new(HashMap::new()),
                 owners: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
+                samples: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),
         };

@@ -433,6 +433,52 @@ pub(crate) const ROUTES: &[Route] = &[
     .param("sandboxId")
     .output(Field("sandbox"))
     .doc("End a sandbox, keeping its record", "Sandbox"),
+    route("post", "/v1/sandboxes/{id}/pause", "sandbox_pause_request")
+        .param("sandboxId")
+        .output(Field("sandbox"))
+        .doc(
+            "Freeze a running sandbox; the next exec or file operation resumes it",
+            "Sandbox",
+        ),
+    route(
+        "post",
+        "/v1/sandboxes/{id}/resume",
+        "sandbox_resume_request",
+    )
+    .param("sandboxId")
+    .output(Field("sandbox"))
+    .doc("Let a paused sandbox run again", "Sandbox"),
+    route(
+        "post",
+        "/v1/sandboxes/{id}/extend",
+        "sandbox_extend_request",
+    )
+    .param("sandboxId")
+    .body(Fields, "SandboxExtend")
+    .output(Field("sandbox"))
+    .doc(
+        "Move a live sandbox's deadline to ttlS seconds from now",
+        "Sandbox",
+    ),
+    route(
+        "post",
+        "/v1/sandboxes/{id}/snapshot",
+        "sandbox_snapshot_request",
+    )
+    .param("sandboxId")
+    .body(Fields, "SandboxSnapshot")
+    .status(201)
+    .doc(
+        "Commit a sandbox's filesystem into a new image and template",
+        "SandboxSnapshot",
+    ),
+    route("get", "/v1/sandboxes/{id}/usage", "sandbox_usage_request")
+        .param("sandboxId")
+        .output(Field("usage"))
+        .doc(
+            "One sample of a sandbox's cpu, memory, processes and network",
+            "SandboxUsage",
+        ),
     route("post", "/v1/sandboxes/{id}/exec", "sandbox_exec_request")
         .param("sandboxId")
         .body(Fields, "Exec")

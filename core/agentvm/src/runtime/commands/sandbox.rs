@@ -181,6 +181,82 @@ impl AgentVm {
         })
     }
 
+    pub(super) async fn sandbox_pause(
+        &self,
+        scope: &Scope,
+        r: SandboxPauseRequest,
+    ) -> Result<SandboxPauseResponse> {
+        let sandbox = self.sandbox(scope, &r.sandbox_id).await?;
+        Ok(SandboxPauseResponse {
+            sandbox: self
+                .scheduler_or_unavailable()?
+                .pause_sandbox(&sandbox.id)
+                .await?,
+        })
+    }
+
+    pub(super) async fn sandbox_resume(
+        &self,
+        scope: &Scope,
+        r: SandboxResumeRequest,
+    ) -> Result<SandboxResumeResponse> {
+        let sandbox = self.sandbox(scope, &r.sandbox_id).await?;
+        Ok(SandboxResumeResponse {
+            sandbox: self
+                .scheduler_or_unavailable()?
+                .resume_sandbox(&sandbox.id)
+                .await?,
+        })
+    }
+
+    pub(super) async fn sandbox_extend(
+        &self,
+        scope: &Scope,
+        r: SandboxExtendRequest,
+    ) -> Result<SandboxExtendResponse> {
+        let sandbox = self.sandbox(scope, &r.sandbox_id).await?;
+        Ok(SandboxExtendResponse {
+            sandbox: self
+                .scheduler_or_unavailable()?
+                .extend_sandbox(&sandbox.id, r.ttl_s)
+                .await?,
+        })
+    }
+
+    /// Snapshots make templates, which only operators manage: a container-scoped caller may
+    /// snapshot its own sandboxes, but the template is created all the same (templates are
+    /// shared), so it needs an operator token like `template_create_request`.
+    pub(super) async fn sandbox_snapshot(
+        &self,
+        scope: &Scope,
+        r: SandboxSnapshotRequest,
+    ) -> Result<SandboxSnapshotResponse> {
+        let sandbox = self.sandbox(scope, &r.sandbox_id).await?;
+        require_operator(scope, "sandbox_snapshot_request (it creates a template)")?;
+        if let Some(t) = &r.template_id {
+            validate_id("templateId", t)?;
+        }
+        let (template, image) = self
+            .scheduler_or_unavailable()?
+            .snapshot_sandbox(&sandbox.id, r.template_id.as_deref(), r.name.as_deref())
+            .await?;
+        Ok(SandboxSnapshotResponse { template, image })
+    }
+
+    pub(super) async fn sandbox_usage(
+        &self,
+        scope: &Scope,
+        r: SandboxUsageRequest,
+    ) -> Result<SandboxUsageResponse> {
+        let sandbox = self.sandbox(scope, &r.sandbox_id).await?;
+        Ok(SandboxUsageResponse {
+            usage: self
+                .scheduler_or_unavailable()?
+                .sandbox_usage(&sandbox.id)
+                .await?,
+        })
+    }
+
     pub(super) async fn sandbox_delete(
         &self,
         scope: &Scope,
