@@ -2212,12 +2212,20 @@ export interface SchedulerMetrics {
   nodesOnline: number;
   /** Containers removed by reconciliation or the sweep because nothing owned them. */
   orphansRemoved: number;
+  /** Sandboxes paused now. */
+  pausedSandboxes: number;
+  /** Pauses (requested or idle). */
+  pauses: number;
   /** Creates served from a warm pool. */
   poolHits: number;
   /** Creates for a pooled template that found its pool empty (they started cold). */
   poolMisses: number;
   /** Warm sandboxes ready now, all templates. */
   poolReady: number;
+  /** Resumes (requested, or by an exec or file operation). */
+  resumes: number;
+  /** Snapshots committed. */
+  snapshots: number;
   /** Sandboxes that ended. */
   terminated: number;
 }

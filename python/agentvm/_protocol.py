@@ -2852,6 +2852,12 @@ class SchedulerMetrics(TypedDict):
     #: Containers removed by reconciliation or the sweep because nothing owned them.
     orphansRemoved: int
 
+    #: Sandboxes paused now.
+    pausedSandboxes: int
+
+    #: Pauses (requested or idle).
+    pauses: int
+
     #: Creates served from a warm pool.
     poolHits: int
 
@@ -2860,6 +2866,12 @@ class SchedulerMetrics(TypedDict):
 
     #: Warm sandboxes ready now, all templates.
     poolReady: int
+
+    #: Resumes (requested, or by an exec or file operation).
+    resumes: int
+
+    #: Snapshots committed.
+    snapshots: int
 
     #: Sandboxes that ended.
     terminated: int

@@ -12,13 +12,18 @@ use super::template::{validate_lifetime, Template, TemplateSpec};
 use super::{docker, lock, Scheduler};
 use crate::error::{Error, Result};
 use crate::model::scheduler::usage::cpu_percent;
-use crate::model::scheduler::{IdleAction, SandboxUsage};
+use crate::model::scheduler::{IdleAction, NodeUsage, SandboxUsage};
 use crate::model::{now_ms, EventPayload};
 use bollard::models::ContainerConfig;
 use bollard::query_parameters::{CommitContainerOptions, StatsOptionsBuilder};
 use futures::StreamExt;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long `/metrics` waits for one sandbox's stats before counting it unsampled.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Label on snapshot images: the sandbox they were committed from.
 pub(crate) const SNAPSHOT_OF: &str = "agentvm.snapshot-of";
@@ -115,6 +120,7 @@ impl Scheduler {
         record.transition(SandboxStatus::Paused)?;
         record.paused_at = Some(now);
         self.store_live(&record).await?;
+        self.inner.counters.pauses.fetch_add(1, Ordering::Relaxed);
         tracing::info!(sandbox = %id, cause = cause.as_str(), "sandbox paused");
         self.publish(
             EventPayload::SandboxPaused {
@@ -152,6 +158,7 @@ impl Scheduler {
         record.resumed_at = Some(now);
         record.last_activity_at = now;
         self.store_live(&record).await?;
+        self.inner.counters.resumes.fetch_add(1, Ordering::Relaxed);
         tracing::info!(sandbox = %id, cause = cause.as_str(), paused_ms, "sandbox resumed");
         self.publish(
             EventPayload::SandboxResumed {
@@ -261,6 +268,10 @@ impl Scheduler {
             e.node.cached_images.push(image.clone());
         }
         let template = self.create_template(&new_id, spec).await?;
+        self.inner
+            .counters
+            .snapshots
+            .fetch_add(1, Ordering::Relaxed);
         self.publish(
             EventPayload::SandboxSnapshotted {
                 sandbox_id: id.to_string(),
@@ -293,6 +304,60 @@ impl Scheduler {
         let d = self.docker(&record.node_id).await?;
         let usage = sample(self, &d, &record).await?;
         Ok(usage)
+    }
+
+    /// What the live sandboxes of each node use together (one Docker stats sample of each,
+    /// taken concurrently, each bounded by 2 s), by node id. Warm sandboxes count: they hold
+    /// memory too. For `/metrics`.
+    pub async fn usage_by_node(&self) -> Vec<NodeUsage> {
+        let records: Vec<Sandbox> = lock(&self.inner.live)
+            .values()
+            .filter(|l| l.record.status != SandboxStatus::Creating)
+            .map(|l| l.record.clone())
+            .collect();
+        let samples = futures::future::join_all(records.iter().map(|r| async move {
+            let d = self.docker(&r.node_id).await.ok()?;
+            tokio::time::timeout(SAMPLE_TIMEOUT, sample(self, &d, r))
+                .await
+                .ok()?
+                .ok()
+        }))
+        .await;
+        let mut by_node: std::collections::BTreeMap<String, NodeUsage> = lock(&self.inner.nodes)
+            .keys()
+            .map(|id| {
+                (
+                    id.clone(),
+                    NodeUsage {
+                        node_id: id.clone(),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        for (r, u) in records.iter().zip(samples) {
+            let n = by_node
+                .entry(r.node_id.clone())
+                .or_insert_with(|| NodeUsage {
+                    node_id: r.node_id.clone(),
+                    ..Default::default()
+                });
+            n.sandboxes += 1;
+            if r.status == SandboxStatus::Paused {
+                n.paused += 1;
+            }
+            match u {
+                Some(u) => {
+                    n.cpu_total_ns = n.cpu_total_ns.saturating_add(u.cpu_total_ns);
+                    n.memory_bytes = n.memory_bytes.saturating_add(u.memory_bytes);
+                    n.pids = n.pids.saturating_add(u.pids);
+                    n.net_rx_bytes = n.net_rx_bytes.saturating_add(u.net_rx_bytes);
+                    n.net_tx_bytes = n.net_tx_bytes.saturating_add(u.net_tx_bytes);
+                }
+                None => n.unsampled += 1,
+            }
+        }
+        by_node.into_values().collect()
     }
 
     /// Maps a bollard error on `node_id`, turning the node offline when its daemon is gone.

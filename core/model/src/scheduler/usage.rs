@@ -34,6 +34,32 @@ pub struct SandboxUsage {
     pub at: i64,
 }
 
+/// What the live sandboxes of one node use together, for `/metrics` (per node, never per
+/// sandbox, so the number of series stays bounded by the nodes).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct NodeUsage {
+    /// The node.
+    pub node_id: String,
+    /// Live sandboxes sampled on it (running or paused).
+    pub sandboxes: u64,
+    /// Of them, paused.
+    pub paused: u64,
+    /// Cpu time used by them since each started, nanoseconds.
+    pub cpu_total_ns: u64,
+    /// Memory they use, bytes.
+    pub memory_bytes: u64,
+    /// Processes and threads in them.
+    pub pids: u64,
+    /// Bytes they received.
+    pub net_rx_bytes: u64,
+    /// Bytes they sent.
+    pub net_tx_bytes: u64,
+    /// Sandboxes whose sample failed (their node did not answer in time).
+    pub unsampled: u64,
+}
+
 /// Cpu percent of one core between two samples: `(cpu1 - cpu0) / (t1 - t0)`, with cpu in ns
 /// and time in ms. `None` when the interval is empty or the counter went back (a restart).
 pub fn cpu_percent(cpu0_ns: u64, t0_ms: i64, cpu1_ns: u64, t1_ms: i64) -> Option<f64> {
