@@ -520,6 +520,33 @@ export interface DefinitionRegisterResponse {
   replaced: boolean;
 }
 
+/** One event's delivery to one webhook, with its attempts so far. */
+export interface Delivery {
+  /** Attempts made. */
+  attempts: number;
+  /** When the event was queued, ms. */
+  createdAt: number;
+  /** The event type. */
+  eventType: string;
+  /** `dlv_…`; also the `X-Agentvm-Delivery` header, the same on every attempt. */
+  id: string;
+  /** When last attempted, ms. */
+  lastAttemptAt?: number | null;
+  /** The last failure (connection refused, a non-2xx status, a timeout). */
+  lastError?: string | null;
+  /** The last HTTP status received, if any. */
+  lastStatus?: number | null;
+  /** The sandbox the event is about. */
+  sandboxId?: string | null;
+  /** Where it stands. */
+  status: DeliveryStatus;
+  /** The webhook. */
+  webhookId: string;
+}
+
+/** Where one delivery stands. */
+export type DeliveryStatus = "retrying" | "delivered" | "failed";
+
 /** Why a conversation turn ended. */
 export type EndReason = "completed" | "interrupted" | "error";
 
@@ -3041,6 +3068,80 @@ export interface Usage {
   outputTokens: number;
 }
 
+/** A registered webhook. Its secret is stored but never listed. */
+export interface Webhook {
+  /** When registered, ms. */
+  createdAt: number;
+  /** Event types delivered (from [`WEBHOOK_EVENTS`]); all of them when empty. */
+  events?: string[];
+  /** `whk_…`. */
+  id: string;
+  /** The HMAC-SHA256 key; left out of every response but the create's. */
+  secret?: string;
+  /** Only sandboxes of this template; every sandbox when absent. */
+  templateId?: string | null;
+  /** Where events are POSTed (`http://` or `https://`). */
+  url: string;
+}
+
+/**
+ * `webhook_create_request`: registers a webhook (operator only). Sandbox events are POSTed
+ * to `url` as `{deliveryId, webhookId, event}`, signed in the `X-Agentvm-Signature` header
+ * (`sha256=<hex HMAC-SHA256 of the body with the secret>`).
+ */
+export interface WebhookCreateRequest {
+  /** Event types to send; all sandbox lifecycle and exec start/finish events when empty. */
+  events?: string[];
+  /** The signing key (at least 16 bytes); a random one is made when absent. */
+  secret?: string | null;
+  /** Only sandboxes of this template; all sandboxes when absent. */
+  templateId?: string | null;
+  /** Where to POST (`http://` or `https://`). */
+  url: string;
+}
+
+/** `webhook_create_response`: the registration, with its secret (shown only here). */
+export interface WebhookCreateResponse {
+  /** The webhook, secret included. */
+  webhook: Webhook;
+}
+
+/** `webhook_delete_request` (operator only). */
+export interface WebhookDeleteRequest {
+  /** The webhook. */
+  webhookId: string;
+}
+
+/** `webhook_delete_response`. */
+export interface WebhookDeleteResponse {
+  /** The webhook deleted. */
+  webhookId: string;
+}
+
+/**
+ * `webhook_deliveries_request` (operator only): the deliveries this process made recently
+ * (the last 1000, in memory), oldest first.
+ */
+export interface WebhookDeliveriesRequest {
+  /** Only this webhook's. */
+  webhookId?: string | null;
+}
+
+/** `webhook_deliveries_response`. */
+export interface WebhookDeliveriesResponse {
+  /** The deliveries with their attempts. */
+  deliveries: Delivery[];
+}
+
+/** `webhook_list_request` (operator only). */
+export type WebhookListRequest = Record<string, never>;
+
+/** `webhook_list_response`. */
+export interface WebhookListResponse {
+  /** Every webhook, by id, secrets left out. */
+  webhooks: Webhook[];
+}
+
 /** Every command by name: the types of its request and response `data`. */
 export interface CommandMap {
   /**
@@ -3363,6 +3464,26 @@ export interface CommandMap {
    * `token_revoke_request` → `token_revoke_response`.
    */
   token_revoke: { request: TokenRevokeRequest; response: TokenRevokeResponse };
+  /**
+   * Register a webhook for sandbox events (operator).
+   * `webhook_create_request` → `webhook_create_response`.
+   */
+  webhook_create: { request: WebhookCreateRequest; response: WebhookCreateResponse };
+  /**
+   * Remove a webhook (operator).
+   * `webhook_delete_request` → `webhook_delete_response`.
+   */
+  webhook_delete: { request: WebhookDeleteRequest; response: WebhookDeleteResponse };
+  /**
+   * Recent webhook deliveries and their attempts (operator).
+   * `webhook_deliveries_request` → `webhook_deliveries_response`.
+   */
+  webhook_deliveries: { request: WebhookDeliveriesRequest; response: WebhookDeliveriesResponse };
+  /**
+   * The webhooks, secrets left out (operator).
+   * `webhook_list_request` → `webhook_list_response`.
+   */
+  webhook_list: { request: WebhookListRequest; response: WebhookListResponse };
 }
 
 /** The name of a command (`image_get`); its wire types add `_request`, `_response`. */

@@ -73,6 +73,8 @@ __all__ = [
     "DefinitionListResponse",
     "DefinitionRegisterRequest",
     "DefinitionRegisterResponse",
+    "Delivery",
+    "DeliveryStatus",
     "EndReason",
     "ErrorKind",
     "ErrorMessageEvent",
@@ -285,6 +287,15 @@ __all__ = [
     "ToolUseStopEvent",
     "ToolUseStopEventData",
     "Usage",
+    "Webhook",
+    "WebhookCreateRequest",
+    "WebhookCreateResponse",
+    "WebhookDeleteRequest",
+    "WebhookDeleteResponse",
+    "WebhookDeliveriesRequest",
+    "WebhookDeliveriesResponse",
+    "WebhookListRequest",
+    "WebhookListResponse",
 ]
 
 
@@ -861,6 +872,40 @@ class DefinitionRegisterResponse(TypedDict):
 
     #: True when it replaced an earlier one.
     replaced: bool
+
+
+class Delivery(TypedDict):
+    """One event's delivery to one webhook, with its attempts so far."""
+
+    #: Attempts made.
+    attempts: int
+
+    #: When the event was queued, ms.
+    createdAt: int
+
+    #: The event type.
+    eventType: str
+
+    #: `dlv_…`; also the `X-Agentvm-Delivery` header, the same on every attempt.
+    id: str
+
+    #: When last attempted, ms.
+    lastAttemptAt: NotRequired[Optional[int]]
+
+    #: The last failure (connection refused, a non-2xx status, a timeout).
+    lastError: NotRequired[Optional[str]]
+
+    #: The last HTTP status received, if any.
+    lastStatus: NotRequired[Optional[int]]
+
+    #: The sandbox the event is about.
+    sandboxId: NotRequired[Optional[str]]
+
+    #: Where it stands.
+    status: "DeliveryStatus"
+
+    #: The webhook.
+    webhookId: str
 
 
 class ErrorMessageEvent(TypedDict):
@@ -3891,6 +3936,95 @@ class Usage(TypedDict):
     outputTokens: int
 
 
+class Webhook(TypedDict):
+    """A registered webhook. Its secret is stored but never listed."""
+
+    #: When registered, ms.
+    createdAt: int
+
+    #: Event types delivered (from [`WEBHOOK_EVENTS`]); all of them when empty.
+    events: NotRequired[list[str]]
+
+    #: `whk_…`.
+    id: str
+
+    #: The HMAC-SHA256 key; left out of every response but the create's.
+    secret: NotRequired[str]
+
+    #: Only sandboxes of this template; every sandbox when absent.
+    templateId: NotRequired[Optional[str]]
+
+    #: Where events are POSTed (`http://` or `https://`).
+    url: str
+
+
+class WebhookCreateRequest(TypedDict):
+    """`webhook_create_request`: registers a webhook (operator only). Sandbox events are POSTed
+    to `url` as `{deliveryId, webhookId, event}`, signed in the `X-Agentvm-Signature` header
+    (`sha256=<hex HMAC-SHA256 of the body with the secret>`).
+    """
+
+    #: Event types to send; all sandbox lifecycle and exec start/finish events when empty.
+    events: NotRequired[list[str]]
+
+    #: The signing key (at least 16 bytes); a random one is made when absent.
+    secret: NotRequired[Optional[str]]
+
+    #: Only sandboxes of this template; all sandboxes when absent.
+    templateId: NotRequired[Optional[str]]
+
+    #: Where to POST (`http://` or `https://`).
+    url: str
+
+
+class WebhookCreateResponse(TypedDict):
+    """`webhook_create_response`: the registration, with its secret (shown only here)."""
+
+    #: The webhook, secret included.
+    webhook: "Webhook"
+
+
+class WebhookDeleteRequest(TypedDict):
+    """`webhook_delete_request` (operator only)."""
+
+    #: The webhook.
+    webhookId: str
+
+
+class WebhookDeleteResponse(TypedDict):
+    """`webhook_delete_response`."""
+
+    #: The webhook deleted.
+    webhookId: str
+
+
+class WebhookDeliveriesRequest(TypedDict):
+    """`webhook_deliveries_request` (operator only): the deliveries this process made recently
+    (the last 1000, in memory), oldest first.
+    """
+
+    #: Only this webhook's.
+    webhookId: NotRequired[Optional[str]]
+
+
+class WebhookDeliveriesResponse(TypedDict):
+    """`webhook_deliveries_response`."""
+
+    #: The deliveries with their attempts.
+    deliveries: list["Delivery"]
+
+
+class WebhookListRequest(TypedDict):
+    """`webhook_list_request` (operator only)."""
+
+
+class WebhookListResponse(TypedDict):
+    """`webhook_list_response`."""
+
+    #: Every webhook, by id, secrets left out.
+    webhooks: list["Webhook"]
+
+
 #: Any event, told apart by `type`.
 AgentvmEvent: TypeAlias = Union[
     "AgentRegisteredEvent",
@@ -3961,6 +4095,10 @@ Content: TypeAlias = Union[str, list["ContentPart"]]
 
 #: One part of a multi-part content.
 ContentPart: TypeAlias = Union["ContentPartText", "ContentPartImage", "ContentPartFile"]
+
+
+#: Where one delivery stands.
+DeliveryStatus: TypeAlias = Literal["retrying", "delivered", "failed"]
 
 
 #: Why a conversation turn ended.
@@ -4228,6 +4366,10 @@ CommandName: TypeAlias = Literal[
     "token_create",
     "token_list",
     "token_revoke",
+    "webhook_create",
+    "webhook_delete",
+    "webhook_deliveries",
+    "webhook_list",
 ]
 
 
@@ -4696,5 +4838,33 @@ COMMANDS: Final[dict[CommandName, CommandSpec]] = {
         "token_revoke_response",
         TokenRevokeRequest,
         TokenRevokeResponse,
+    ),
+    #: Register a webhook for sandbox events (operator).
+    "webhook_create": CommandSpec(
+        "webhook_create_request",
+        "webhook_create_response",
+        WebhookCreateRequest,
+        WebhookCreateResponse,
+    ),
+    #: Remove a webhook (operator).
+    "webhook_delete": CommandSpec(
+        "webhook_delete_request",
+        "webhook_delete_response",
+        WebhookDeleteRequest,
+        WebhookDeleteResponse,
+    ),
+    #: Recent webhook deliveries and their attempts (operator).
+    "webhook_deliveries": CommandSpec(
+        "webhook_deliveries_request",
+        "webhook_deliveries_response",
+        WebhookDeliveriesRequest,
+        WebhookDeliveriesResponse,
+    ),
+    #: The webhooks, secrets left out (operator).
+    "webhook_list": CommandSpec(
+        "webhook_list_request",
+        "webhook_list_response",
+        WebhookListRequest,
+        WebhookListResponse,
     ),
 }

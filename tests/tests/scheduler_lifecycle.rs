@@ -428,6 +428,13 @@ async fn a_tenant_cannot_pause_snapshot_or_watch_another_containers_sandbox() {
     .await
     .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
+    // Lifecycle events are scoped to the sandbox's owner.
+    let global = EventFilter {
+        global: true,
+        ..Default::default()
+    };
+    let mut alice_events = alice.subscribe(global.clone()).await.unwrap();
+    let mut bob_events = bob.subscribe(global).await.unwrap();
     // Alice may pause and see her own; a snapshot makes a template, which takes an operator.
     let Response::SandboxPause(p) = request(
         &alice,
@@ -438,6 +445,18 @@ async fn a_tenant_cannot_pause_snapshot_or_watch_another_containers_sandbox() {
         panic!("not a sandbox_pause_response")
     };
     assert_eq!(p.sandbox.status, SandboxStatus::Paused);
+    next_of(&mut alice_events, "sandbox_paused").await;
+    let leaked = tokio::time::timeout(Duration::from_millis(300), async {
+        loop {
+            if let Some(BusItem::Event(p)) = bob_events.recv().await {
+                if p.event.type_name() == "sandbox_paused" {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(leaked.is_err(), "bob saw alice's sandbox_paused");
     let Response::SandboxUsage(u) = request(
         &alice,
         serde_json::json!({"type": "sandbox_usage_request", "data": {"sandboxId": id}}),

@@ -6,8 +6,9 @@
 //! the REST API returns (node records keep the seed's snake_case).
 
 use crate::scheduler::{
-    Execution, FileEntry, IdleAction, Liveness, NetworkPolicy, NodeStatus, RuntimeNode, Sandbox,
-    SandboxUsage, SchedulerMetrics, SecurityPolicy, Template, TemplateSpec, TlsFiles,
+    Delivery, Execution, FileEntry, IdleAction, Liveness, NetworkPolicy, NodeStatus, RuntimeNode,
+    Sandbox, SandboxUsage, SchedulerMetrics, SecurityPolicy, Template, TemplateSpec, TlsFiles,
+    Webhook,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -595,6 +596,88 @@ pub struct SandboxUsageRequest {
 pub struct SandboxUsageResponse {
     /// The sample.
     pub usage: SandboxUsage,
+}
+
+/// `webhook_create_request`: registers a webhook (operator only). Sandbox events are POSTed
+/// to `url` as `{deliveryId, webhookId, event}`, signed in the `X-Agentvm-Signature` header
+/// (`sha256=<hex HMAC-SHA256 of the body with the secret>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookCreateRequest {
+    /// Where to POST (`http://` or `https://`).
+    pub url: String,
+    /// Only sandboxes of this template; all sandboxes when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    /// Event types to send; all sandbox lifecycle and exec start/finish events when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+    /// The signing key (at least 16 bytes); a random one is made when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// `webhook_create_response`: the registration, with its secret (shown only here).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookCreateResponse {
+    /// The webhook, secret included.
+    pub webhook: Webhook,
+}
+
+/// `webhook_list_request` (operator only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WebhookListRequest {}
+
+/// `webhook_list_response`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookListResponse {
+    /// Every webhook, by id, secrets left out.
+    pub webhooks: Vec<Webhook>,
+}
+
+/// `webhook_delete_request` (operator only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookDeleteRequest {
+    /// The webhook.
+    pub webhook_id: String,
+}
+
+/// `webhook_delete_response`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookDeleteResponse {
+    /// The webhook deleted.
+    pub webhook_id: String,
+}
+
+/// `webhook_deliveries_request` (operator only): the deliveries this process made recently
+/// (the last 1000, in memory), oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookDeliveriesRequest {
+    /// Only this webhook's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_id: Option<String>,
+}
+
+/// `webhook_deliveries_response`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookDeliveriesResponse {
+    /// The deliveries with their attempts.
+    pub deliveries: Vec<Delivery>,
 }
 
 /// `sandbox_exec_request`: runs a command; its output streams as `sandbox_exec_output` events

@@ -9,6 +9,7 @@ pub mod node;
 pub mod sandbox;
 pub mod template;
 pub mod usage;
+pub mod webhook;
 
 pub use exec::{ExecEvent, ExecRequest, ExecStatus, Execution, OutputStream};
 pub use executor::{ContainerExited, ContainerReady};
@@ -17,6 +18,7 @@ pub use node::{Heartbeat, Liveness, NodeRegistration, NodeStatus, RuntimeNode, T
 pub use sandbox::{IdleAction, Resources, Sandbox, SandboxStatus, Termination, TerminationReason};
 pub use template::{NetworkPolicy, SandboxRequest, SecurityPolicy, Template, TemplateSpec};
 pub use usage::{NodeUsage, SandboxUsage};
+pub use webhook::{Delivery, DeliveryStatus, Webhook};
 
 /// A snapshot of the scheduler's counters and gauges (served on `/v1/metrics`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

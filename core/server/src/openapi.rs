@@ -106,6 +106,17 @@ fn scheduler_schemas() -> Map<String, Value> {
         "SandboxList".into(),
         json!({ "type": "array", "items": r("Sandbox") }),
     );
+    m.insert("WebhookCreate".into(), obj(json!({ "url": s("string"), "templateId": s("string"), "events": { "type": "array", "items": s("string") }, "secret": s("string") }), &["url"]));
+    m.insert("Webhook".into(), obj(json!({ "id": s("string"), "url": s("string"), "templateId": s("string"), "events": { "type": "array", "items": s("string") }, "secret": s("string"), "createdAt": s("integer") }), &["id", "url", "createdAt"]));
+    m.insert(
+        "WebhookList".into(),
+        json!({ "type": "array", "items": r("Webhook") }),
+    );
+    m.insert("Delivery".into(), obj(json!({ "id": s("string"), "webhookId": s("string"), "eventType": s("string"), "sandboxId": s("string"), "status": { "type": "string", "enum": ["retrying", "delivered", "failed"] }, "attempts": s("integer"), "lastStatus": s("integer"), "lastError": s("string"), "createdAt": s("integer"), "lastAttemptAt": s("integer") }), &["id", "webhookId", "eventType", "status", "attempts"]));
+    m.insert(
+        "DeliveryList".into(),
+        json!({ "type": "array", "items": r("Delivery") }),
+    );
     m.insert(
         "SandboxExtend".into(),
         obj(json!({ "ttlS": s("integer") }), &["ttlS"]),

@@ -279,6 +279,16 @@ impl AgentVm {
                 Response::SandboxSnapshot(self.sandbox_snapshot(scope, r).await?)
             }
             Command::SandboxUsage(r) => Response::SandboxUsage(self.sandbox_usage(scope, r).await?),
+            Command::WebhookCreate(r) => {
+                Response::WebhookCreate(self.webhook_create(scope, r).await?)
+            }
+            Command::WebhookList(r) => Response::WebhookList(self.webhook_list(scope, r).await?),
+            Command::WebhookDelete(r) => {
+                Response::WebhookDelete(self.webhook_delete(scope, r).await?)
+            }
+            Command::WebhookDeliveries(r) => {
+                Response::WebhookDeliveries(self.webhook_deliveries(scope, r).await?)
+            }
             Command::SandboxTerminate(r) => {
                 Response::SandboxTerminate(self.sandbox_terminate(scope, r).await?)
             }

@@ -372,6 +372,33 @@ pub(crate) const ROUTES: &[Route] = &[
             "Node",
         ),
     // ----- templates -----
+    route("get", "/v1/webhooks", "webhook_list_request")
+        .output(Field("webhooks"))
+        .doc("Webhooks, secrets left out (operators)", "WebhookList"),
+    route("post", "/v1/webhooks", "webhook_create_request")
+        .body(Fields, "WebhookCreate")
+        .status(201)
+        .output(Field("webhook"))
+        .doc(
+            "Register a webhook for sandbox events; the secret is shown only here (operators)",
+            "Webhook",
+        ),
+    route(
+        "get",
+        "/v1/webhook-deliveries",
+        "webhook_deliveries_request",
+    )
+    .query(&[("webhookId", Text)])
+    .output(Field("deliveries"))
+    .doc(
+        "Recent webhook deliveries with their attempts (operators)",
+        "DeliveryList",
+    ),
+    route("delete", "/v1/webhooks/{id}", "webhook_delete_request")
+        .param("webhookId")
+        .status(204)
+        .output(Empty)
+        .doc("Remove a webhook (operators)", "Object"),
     route("get", "/v1/templates", "template_list_request")
         .output(Field("templates"))
         .doc("Sandbox templates", "TemplateList"),

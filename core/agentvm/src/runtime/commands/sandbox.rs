@@ -257,6 +257,90 @@ impl AgentVm {
         })
     }
 
+    fn webhooks(&self) -> Result<&std::sync::Arc<super::super::webhooks::Webhooks>> {
+        self.scheduler_or_unavailable()?;
+        self.inner
+            .webhooks
+            .as_ref()
+            .ok_or_else(|| Error::unavailable("this runtime has no webhooks"))
+    }
+
+    pub(super) async fn webhook_create(
+        &self,
+        scope: &Scope,
+        r: WebhookCreateRequest,
+    ) -> Result<WebhookCreateResponse> {
+        require_operator(scope, "webhook_create_request")?;
+        if let Some(t) = &r.template_id {
+            validate_id("templateId", t)?;
+        }
+        let secret = match r.secret {
+            Some(s) => s,
+            None => {
+                use rand::RngCore;
+                let mut bytes = [0u8; 24];
+                rand::rng().fill_bytes(&mut bytes);
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+            }
+        };
+        let webhook = crate::model::scheduler::Webhook {
+            id: new_id("whk"),
+            url: r.url,
+            template_id: r.template_id,
+            events: r.events,
+            secret,
+            created_at: now_ms(),
+        };
+        let w = self.webhooks()?.clone();
+        let bus = self.inner.bus.clone();
+        let webhook = tokio::task::spawn_blocking(move || w.register(&bus, webhook))
+            .await
+            .map_err(|e| Error::Internal(format!("registering a webhook: {e}")))??;
+        Ok(WebhookCreateResponse { webhook })
+    }
+
+    pub(super) async fn webhook_list(
+        &self,
+        scope: &Scope,
+        _r: WebhookListRequest,
+    ) -> Result<WebhookListResponse> {
+        require_operator(scope, "webhook_list_request")?;
+        Ok(WebhookListResponse {
+            webhooks: self.webhooks()?.list(),
+        })
+    }
+
+    pub(super) async fn webhook_delete(
+        &self,
+        scope: &Scope,
+        r: WebhookDeleteRequest,
+    ) -> Result<WebhookDeleteResponse> {
+        require_operator(scope, "webhook_delete_request")?;
+        validate_id("webhookId", &r.webhook_id)?;
+        let w = self.webhooks()?.clone();
+        let id = r.webhook_id.clone();
+        let existed = tokio::task::spawn_blocking(move || w.remove(&id))
+            .await
+            .map_err(|e| Error::Internal(format!("removing a webhook: {e}")))??;
+        if !existed {
+            return Err(Error::not_found("Webhook", &r.webhook_id));
+        }
+        Ok(WebhookDeleteResponse {
+            webhook_id: r.webhook_id,
+        })
+    }
+
+    pub(super) async fn webhook_deliveries(
+        &self,
+        scope: &Scope,
+        r: WebhookDeliveriesRequest,
+    ) -> Result<WebhookDeliveriesResponse> {
+        require_operator(scope, "webhook_deliveries_request")?;
+        Ok(WebhookDeliveriesResponse {
+            deliveries: self.webhooks()?.deliveries(r.webhook_id.as_deref()),
+        })
+    }
+
     pub(super) async fn sandbox_delete(
         &self,
         scope: &Scope,
