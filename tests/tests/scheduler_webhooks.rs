@@ -239,3 +239,73 @@ async fn events_arrive_signed_retried_and_once_each() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     s.terminate_sandbox(&sb.id).await.unwrap();
 }
+
+/// A runtime with a scheduler (no node: no Docker needed) on `dir`, waiting for a previous
+/// one's database to close.
+async fn reopen(dir: &std::path::Path) -> AgentVm {
+    let start = std::time::Instant::now();
+    loop {
+        match AgentVm::builder()
+            .data_dir(dir)
+            .scheduler(Scheduler::builder())
+            .open()
+            .await
+        {
+            Ok(vm) => return vm,
+            Err(e) if start.elapsed() < Duration::from_secs(20) => {
+                assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn registrations_survive_a_restart_and_can_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let vm = reopen(dir.path()).await;
+        let hook = register(
+            &vm,
+            WebhookCreateRequest {
+                url: "http://127.0.0.1:9/hook".into(),
+                template_id: None,
+                events: vec!["sandbox_paused".into()],
+                secret: None,
+            },
+        )
+        .await
+        .unwrap();
+        assert!(hook.secret.len() >= 16, "a secret is made: {hook:?}");
+        hook.id
+    };
+    let vm = reopen(dir.path()).await;
+    let Response::WebhookList(list) = vm
+        .request(Command::WebhookList(WebhookListRequest {}))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(list.webhooks.len(), 1);
+    assert_eq!(list.webhooks[0].id, id);
+    assert_eq!(list.webhooks[0].events, ["sandbox_paused"]);
+    let Response::WebhookDelete(d) = vm
+        .request(Command::WebhookDelete(agentvm::WebhookDeleteRequest {
+            webhook_id: id.clone(),
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(d.webhook_id, id);
+    let e = vm
+        .request(Command::WebhookDelete(agentvm::WebhookDeleteRequest {
+            webhook_id: id,
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+}

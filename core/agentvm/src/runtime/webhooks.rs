@@ -10,7 +10,7 @@
 //! are not delivered (counted as `missed`). The last [`KEPT`] deliveries are kept in memory
 //! for `webhook_deliveries_request`; registrations are in the scheduler's store.
 
-use super::bus::{Bus, BusItem, EventFilter};
+use super::bus::{Bus, BusItem, EventFilter, WeakBus};
 use crate::error::Result;
 use crate::model::scheduler::webhook::{retry_delay_ms, SIGNATURE_HEADER};
 use crate::model::scheduler::{Delivery, DeliveryStatus, Webhook};
@@ -68,6 +68,9 @@ pub(crate) struct Webhooks {
     hooks: Mutex<Vec<Webhook>>,
     log: Mutex<VecDeque<Delivery>>,
     queue: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Dropped with the runtime: the listener's subscription keeps the bus alive, so the
+    /// listener waits on this too and ends when it closes.
+    stop: tokio::sync::watch::Sender<()>,
     /// Jobs refused because the queue was full.
     pub dropped: std::sync::atomic::AtomicU64,
     /// Times the listener fell behind the bus and lost events.
@@ -87,6 +90,7 @@ impl Webhooks {
             hooks: Mutex::new(hooks),
             log: Mutex::new(VecDeque::new()),
             queue: Mutex::new(None),
+            stop: tokio::sync::watch::channel(()).0,
             dropped: Default::default(),
             missed: Default::default(),
         }))
@@ -103,7 +107,8 @@ impl Webhooks {
         let sub = bus.subscribe(EventFilter::everything())?;
         *queue = Some(tx.clone());
         drop(queue);
-        tokio::spawn(listen(Arc::downgrade(self), bus.clone(), sub, tx));
+        let stop = self.stop.subscribe();
+        tokio::spawn(listen(Arc::downgrade(self), bus.downgrade(), sub, tx, stop));
         tokio::spawn(work(Arc::downgrade(self), rx));
         Ok(())
     }
@@ -226,15 +231,20 @@ fn sandbox_of(payload: &EventPayload) -> Option<&str> {
     }
 }
 
-/// Reads the bus and queues jobs, subscribing again when it fell behind.
+/// Reads the bus and queues jobs, subscribing again when it fell behind. Holds neither the
+/// bus nor the webhooks: it ends with the runtime.
 async fn listen(
     state: std::sync::Weak<Webhooks>,
-    bus: Bus,
+    bus: WeakBus,
     mut sub: super::bus::Subscription,
     tx: mpsc::Sender<Job>,
+    mut stop: tokio::sync::watch::Receiver<()>,
 ) {
     loop {
-        let item = sub.recv().await;
+        let item = tokio::select! {
+            item = sub.recv() => item,
+            _ = stop.changed() => return,
+        };
         let Some(webhooks) = state.upgrade() else {
             return;
         };
@@ -247,9 +257,12 @@ async fn listen(
                 tracing::warn!(
                     "the webhook listener fell behind the bus; events in between are not delivered"
                 );
-                match bus.subscribe(EventFilter::everything()) {
-                    Ok(s) => sub = s,
-                    Err(_) => return,
+                match bus
+                    .upgrade()
+                    .map(|b| b.subscribe(EventFilter::everything()))
+                {
+                    Some(Ok(s)) => sub = s,
+                    _ => return,
                 }
             }
             Some(BusItem::Event(p)) => {
