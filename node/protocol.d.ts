@@ -174,7 +174,11 @@ export type AgentvmEvent =
   | SandboxExecFinishedEvent
   | SandboxExecOutputEvent
   | SandboxExecStartedEvent
+  | SandboxPausedEvent
   | SandboxReadyEvent
+  | SandboxRemovedEvent
+  | SandboxResumedEvent
+  | SandboxSnapshottedEvent
   | SandboxTerminatedEvent
   | SessionDestroyedEvent
   | SystemErrorEvent
@@ -520,6 +524,33 @@ export interface DefinitionRegisterResponse {
   replaced: boolean;
 }
 
+/** One event's delivery to one webhook, with its attempts so far. */
+export interface Delivery {
+  /** Attempts made. */
+  attempts: number;
+  /** When the event was queued, ms. */
+  createdAt: number;
+  /** The event type. */
+  eventType: string;
+  /** `dlv_…`; also the `X-Agentvm-Delivery` header, the same on every attempt. */
+  id: string;
+  /** When last attempted, ms. */
+  lastAttemptAt?: number | null;
+  /** The last failure (connection refused, a non-2xx status, a timeout). */
+  lastError?: string | null;
+  /** The last HTTP status received, if any. */
+  lastStatus?: number | null;
+  /** The sandbox the event is about. */
+  sandboxId?: string | null;
+  /** Where it stands. */
+  status: DeliveryStatus;
+  /** The webhook. */
+  webhookId: string;
+}
+
+/** Where one delivery stands. */
+export type DeliveryStatus = "retrying" | "delivered" | "failed";
+
 /** Why a conversation turn ended. */
 export type EndReason = "completed" | "interrupted" | "error";
 
@@ -671,7 +702,11 @@ export type EventType =
   | "sandbox_exec_finished"
   | "sandbox_exec_output"
   | "sandbox_exec_started"
+  | "sandbox_paused"
   | "sandbox_ready"
+  | "sandbox_removed"
+  | "sandbox_resumed"
+  | "sandbox_snapshotted"
   | "sandbox_terminated"
   | "session_destroyed"
   | "system_error"
@@ -812,6 +847,9 @@ export interface FileEntry {
 
 /** What a directory entry is. */
 export type FileKind = "file" | "dir" | "symlink" | "other";
+
+/** What the idle sweep does with a sandbox nobody used for its idle timeout. */
+export type IdleAction = "terminate" | "pause";
 
 /** `image_build_request`. */
 export interface ImageBuildRequest {
@@ -1484,10 +1522,15 @@ export interface Sandbox {
   env?: Record<string, string>;
   /** Reported by the executor inside it (`/internal/runtime/containers/ready`), if any. */
   executorUrl?: string | null;
-  /** When it expires, ms (`0` for a warm sandbox: its clock starts at the claim). */
+  /**
+   * When it expires, ms (`0` for a warm sandbox: its clock starts at the claim). Past it,
+   * the sweep stops and removes it (status `timeout`); `sandbox_extend_request` moves it.
+   */
   expiresAt: number;
   /** `sbx_…`; also the `agentvm.sandbox` label and part of the container name. */
   id: string;
+  /** What the idle sweep does with it: `terminate` (the default, left out) or `pause`. */
+  idleAction?: IdleAction;
   /** Ended after this many seconds without an exec or file operation; `None`: never. */
   idleTimeoutS?: number | null;
   /** The image it runs (the template's at creation time, kept for reconciliation). */
@@ -1505,12 +1548,16 @@ export interface Sandbox {
    * sandbox carry it as `context.containerId` so the owner's subscribers see them.
    */
   owner?: string | null;
+  /** When it was last paused, ms, while it is paused. */
+  pausedAt?: number | null;
   /** Whether the root filesystem is read-only. */
   readOnlyRoot: boolean;
   /** When it became ready, ms. */
   readyAt?: number | null;
   /** The limits applied. */
   resources: Resources;
+  /** When it was last resumed, ms. */
+  resumedAt?: number | null;
   /** Where it is in its life. */
   status: SandboxStatus;
   /** The template it was made from. */
@@ -1788,6 +1835,23 @@ export interface SandboxExecStartedEventData {
 }
 
 /**
+ * `sandbox_extend_request`: moves a live sandbox's deadline to `ttlS` seconds from now
+ * (longer or shorter); past it, the sweep stops and removes the sandbox.
+ */
+export interface SandboxExtendRequest {
+  /** The sandbox. */
+  sandboxId: string;
+  /**
+   * Seconds from now, 1 to 2 592 000 (30 days). Signed so a negative value is refused
+   * with a clear message rather than a parse error.
+   */
+  ttlS: number;
+}
+
+/** `sandbox_extend_response`: the same data as `SandboxCreateResponse`. */
+export type SandboxExtendResponse = SandboxCreateResponse;
+
+/**
  * `sandbox_file_delete_request`: deletes a file or symbolic link, or a directory with
  * `recursive`.
  */
@@ -1886,6 +1950,45 @@ export interface SandboxListResponse {
   sandboxes: Sandbox[];
 }
 
+/**
+ * `sandbox_pause_request`: freezes a running sandbox's processes (Docker pause). It keeps
+ * its memory and files; the next exec or file operation, or `sandbox_resume_request`,
+ * resumes it. Pausing a paused sandbox is a `Conflict`.
+ */
+export interface SandboxPauseRequest {
+  /** The sandbox. */
+  sandboxId: string;
+}
+
+/** `sandbox_pause_response`: the same data as `SandboxCreateResponse`. */
+export type SandboxPauseResponse = SandboxCreateResponse;
+
+/** `sandbox_paused`: A sandbox was paused (`running -> paused`): by a request, or by the idle sweep. */
+export interface SandboxPausedEvent {
+  /** Its category. */
+  category: Category;
+  /** The ids it concerns. */
+  context?: EventContext | null;
+  /** What happened: the event's data. */
+  data: SandboxPausedEventData;
+  /** Always `notification` for events. */
+  intent: Intent;
+  /** Where it comes from. */
+  source: Source;
+  /** When, ms. */
+  timestamp: number;
+  /** The event's type. */
+  type: "sandbox_paused";
+}
+
+/** The `data` of `sandbox_paused`. */
+export interface SandboxPausedEventData {
+  /** `requested` or `idle`. */
+  reason: string;
+  /** The sandbox. */
+  sandboxId: string;
+}
+
 /** `sandbox_ready`: A sandbox answers execs: `creating -> running`. */
 export interface SandboxReadyEvent {
   /** Its category. */
@@ -1916,6 +2019,30 @@ export interface SandboxReadyEventData {
   sandboxId: string;
 }
 
+/** `sandbox_removed`: A sandbox's record was deleted (`sandbox_delete_request`), after it ended. */
+export interface SandboxRemovedEvent {
+  /** Its category. */
+  category: Category;
+  /** The ids it concerns. */
+  context?: EventContext | null;
+  /** What happened: the event's data. */
+  data: SandboxRemovedEventData;
+  /** Always `notification` for events. */
+  intent: Intent;
+  /** Where it comes from. */
+  source: Source;
+  /** When, ms. */
+  timestamp: number;
+  /** The event's type. */
+  type: "sandbox_removed";
+}
+
+/** The `data` of `sandbox_removed`. */
+export interface SandboxRemovedEventData {
+  /** The sandbox. */
+  sandboxId: string;
+}
+
 /** A request for a sandbox. Everything but the template is optional and overrides its default. */
 export interface SandboxRequest {
   /** Cpu, cores. */
@@ -1938,8 +2065,108 @@ export interface SandboxRequest {
   timeoutS?: number | null;
 }
 
+/**
+ * `sandbox_resume_request`: lets a paused sandbox run again. Resuming a running sandbox
+ * returns it unchanged.
+ */
+export interface SandboxResumeRequest {
+  /** The sandbox. */
+  sandboxId: string;
+}
+
+/** `sandbox_resume_response`: the same data as `SandboxCreateResponse`. */
+export type SandboxResumeResponse = SandboxCreateResponse;
+
+/**
+ * `sandbox_resumed`: A paused sandbox runs again (`paused -> running`): by a request, or because an exec or
+ * file operation needed it.
+ */
+export interface SandboxResumedEvent {
+  /** Its category. */
+  category: Category;
+  /** The ids it concerns. */
+  context?: EventContext | null;
+  /** What happened: the event's data. */
+  data: SandboxResumedEventData;
+  /** Always `notification` for events. */
+  intent: Intent;
+  /** Where it comes from. */
+  source: Source;
+  /** When, ms. */
+  timestamp: number;
+  /** The event's type. */
+  type: "sandbox_resumed";
+}
+
+/** The `data` of `sandbox_resumed`. */
+export interface SandboxResumedEventData {
+  /** How long it was paused, ms. */
+  pausedMs: number;
+  /** `requested`, `exec` or `file`. */
+  reason: string;
+  /** The sandbox. */
+  sandboxId: string;
+}
+
+/**
+ * `sandbox_snapshot_request`: commits a sandbox's filesystem into a new image on its node
+ * (labelled `agentvm.snapshot-of=<sandboxId>`) and registers a template for it, a copy of
+ * the sandbox's template with the new image. Sandboxes created from it see the files.
+ */
+export interface SandboxSnapshotRequest {
+  /** The new template's display name; its id when absent. */
+  name?: string | null;
+  /** The sandbox (running or paused). */
+  sandboxId: string;
+  /** The new template's id; `snap-<sandboxId>-<ms>` when absent. Must be unused. */
+  templateId?: string | null;
+}
+
+/** `sandbox_snapshot_response`. */
+export interface SandboxSnapshotResponse {
+  /** The image committed (`agentvm-snapshot/<sandboxId>:<ms>`), on the sandbox's node. */
+  image: string;
+  /** The template made from the snapshot. */
+  template: Template;
+}
+
+/** `sandbox_snapshotted`: A sandbox's filesystem was committed into a new image and template. */
+export interface SandboxSnapshottedEvent {
+  /** Its category. */
+  category: Category;
+  /** The ids it concerns. */
+  context?: EventContext | null;
+  /** What happened: the event's data. */
+  data: SandboxSnapshottedEventData;
+  /** Always `notification` for events. */
+  intent: Intent;
+  /** Where it comes from. */
+  source: Source;
+  /** When, ms. */
+  timestamp: number;
+  /** The event's type. */
+  type: "sandbox_snapshotted";
+}
+
+/** The `data` of `sandbox_snapshotted`. */
+export interface SandboxSnapshottedEventData {
+  /** The image committed (on the sandbox's node). */
+  image: string;
+  /** The sandbox. */
+  sandboxId: string;
+  /** The template made from it. */
+  templateId: string;
+}
+
 /** Where a sandbox is in its life. */
-export type SandboxStatus = "creating" | "running" | "completed" | "failed" | "timeout" | "terminated";
+export type SandboxStatus =
+  | "creating"
+  | "running"
+  | "paused"
+  | "completed"
+  | "failed"
+  | "timeout"
+  | "terminated";
 
 /**
  * `sandbox_terminate_request`: stops and removes the sandbox's Docker container; the record
@@ -1983,6 +2210,53 @@ export interface SandboxTerminatedEventData {
   status: string;
 }
 
+/** One sample of a sandbox's resource use (`sandbox_usage_request`). */
+export interface SandboxUsage {
+  /** When sampled, ms. */
+  at: number;
+  /**
+   * Cpu used since the previous sample the scheduler took of it, in percent of one core
+   * (200 = two cores busy); absent on the first sample.
+   */
+  cpuPercent?: number | null;
+  /** Cpu time its processes used since it started, nanoseconds. */
+  cpuTotalNs: number;
+  /**
+   * Memory in use, bytes (the cgroup's usage less its inactive file cache, as `docker
+   * stats` shows it).
+   */
+  memoryBytes: number;
+  /** Its memory limit, bytes. */
+  memoryLimitBytes: number;
+  /** Bytes received over all its interfaces (0 without a network). */
+  netRxBytes: number;
+  /** Bytes sent over all its interfaces. */
+  netTxBytes: number;
+  /** The node it runs on. */
+  nodeId: string;
+  /** Processes and threads running in it. */
+  pids: number;
+  /** The sandbox. */
+  sandboxId: string;
+  /** Its status when sampled (`running` or `paused`). */
+  status: SandboxStatus;
+}
+
+/**
+ * `sandbox_usage_request`: one sample of a live sandbox's cpu, memory, processes and
+ * network (Docker stats, one shot).
+ */
+export interface SandboxUsageRequest {
+  /** The sandbox. */
+  sandboxId: string;
+}
+
+/** `sandbox_usage_response`. */
+export interface SandboxUsageResponse {
+  /** The sample. */
+  usage: SandboxUsage;
+}
+
 /** A snapshot of the scheduler's counters and gauges (served on `/v1/metrics`). */
 export interface SchedulerMetrics {
   /** Sandboxes adopted by reconciliation. */
@@ -2003,12 +2277,20 @@ export interface SchedulerMetrics {
   nodesOnline: number;
   /** Containers removed by reconciliation or the sweep because nothing owned them. */
   orphansRemoved: number;
+  /** Sandboxes paused now. */
+  pausedSandboxes: number;
+  /** Pauses (requested or idle). */
+  pauses: number;
   /** Creates served from a warm pool. */
   poolHits: number;
   /** Creates for a pooled template that found its pool empty (they started cold). */
   poolMisses: number;
   /** Warm sandboxes ready now, all templates. */
   poolReady: number;
+  /** Resumes (requested, or by an exec or file operation). */
+  resumes: number;
+  /** Snapshots committed. */
+  snapshots: number;
   /** Sandboxes that ended. */
   terminated: number;
 }
@@ -2287,6 +2569,11 @@ export interface Template {
   env?: Record<string, string>;
   /** Caller-chosen id (`python-basic`); sandboxes name it. */
   id: string;
+  /**
+   * What happens to a sandbox idle past its idle timeout: `terminate` (the default) or
+   * `pause` (the next exec or file operation resumes it).
+   */
+  idleAction?: IdleAction;
   /** Idle timeout, seconds; `None`: only the lifetime applies. */
   idleTimeoutS?: number | null;
   /** The Docker image (`repo:tag`); it must be present on the nodes (agentvm never pulls). */
@@ -2324,6 +2611,8 @@ export interface TemplateCreateRequest {
   defaultTimeoutS?: number | null;
   /** Environment of every sandbox. */
   env?: Record<string, string>;
+  /** What the idle timeout does: `terminate` (the default) or `pause`. */
+  idleAction?: IdleAction;
   /** Idle timeout, seconds. */
   idleTimeoutS?: number | null;
   /** The Docker image (`repo:tag`); it must be present on the nodes. */
@@ -2407,6 +2696,8 @@ export interface TemplateUpdateRequest {
   defaultTimeoutS?: number | null;
   /** Environment of every sandbox. */
   env?: Record<string, string>;
+  /** What the idle timeout does: `terminate` (the default) or `pause`. */
+  idleAction?: IdleAction;
   /** Idle timeout, seconds. */
   idleTimeoutS?: number | null;
   /** The Docker image (`repo:tag`); it must be present on the nodes. */
@@ -2815,6 +3106,80 @@ export interface Usage {
   outputTokens: number;
 }
 
+/** A registered webhook. Its secret is stored but never listed. */
+export interface Webhook {
+  /** When registered, ms. */
+  createdAt: number;
+  /** Event types delivered (from [`WEBHOOK_EVENTS`]); all of them when empty. */
+  events?: string[];
+  /** `whk_…`. */
+  id: string;
+  /** The HMAC-SHA256 key; left out of every response but the create's. */
+  secret?: string;
+  /** Only sandboxes of this template; every sandbox when absent. */
+  templateId?: string | null;
+  /** Where events are POSTed (`http://` or `https://`). */
+  url: string;
+}
+
+/**
+ * `webhook_create_request`: registers a webhook (operator only). Sandbox events are POSTed
+ * to `url` as `{deliveryId, webhookId, event}`, signed in the `X-Agentvm-Signature` header
+ * (`sha256=<hex HMAC-SHA256 of the body with the secret>`).
+ */
+export interface WebhookCreateRequest {
+  /** Event types to send; all sandbox lifecycle and exec start/finish events when empty. */
+  events?: string[];
+  /** The signing key (at least 16 bytes); a random one is made when absent. */
+  secret?: string | null;
+  /** Only sandboxes of this template; all sandboxes when absent. */
+  templateId?: string | null;
+  /** Where to POST (`http://` or `https://`). */
+  url: string;
+}
+
+/** `webhook_create_response`: the registration, with its secret (shown only here). */
+export interface WebhookCreateResponse {
+  /** The webhook, secret included. */
+  webhook: Webhook;
+}
+
+/** `webhook_delete_request` (operator only). */
+export interface WebhookDeleteRequest {
+  /** The webhook. */
+  webhookId: string;
+}
+
+/** `webhook_delete_response`. */
+export interface WebhookDeleteResponse {
+  /** The webhook deleted. */
+  webhookId: string;
+}
+
+/**
+ * `webhook_deliveries_request` (operator only): the deliveries this process made recently
+ * (the last 1000, in memory), oldest first.
+ */
+export interface WebhookDeliveriesRequest {
+  /** Only this webhook's. */
+  webhookId?: string | null;
+}
+
+/** `webhook_deliveries_response`. */
+export interface WebhookDeliveriesResponse {
+  /** The deliveries with their attempts. */
+  deliveries: Delivery[];
+}
+
+/** `webhook_list_request` (operator only). */
+export type WebhookListRequest = Record<string, never>;
+
+/** `webhook_list_response`. */
+export interface WebhookListResponse {
+  /** Every webhook, by id, secrets left out. */
+  webhooks: Webhook[];
+}
+
 /** Every command by name: the types of its request and response `data`. */
 export interface CommandMap {
   /**
@@ -2998,6 +3363,11 @@ export interface CommandMap {
    */
   sandbox_exec_cancel: { request: SandboxExecCancelRequest; response: SandboxExecCancelResponse };
   /**
+   * Move a live sandbox's deadline (its time to live).
+   * `sandbox_extend_request` → `sandbox_extend_response`.
+   */
+  sandbox_extend: { request: SandboxExtendRequest; response: SandboxExtendResponse };
+  /**
    * Delete a file (or, recursively, a directory) in a sandbox.
    * `sandbox_file_delete_request` → `sandbox_file_delete_response`.
    */
@@ -3028,10 +3398,30 @@ export interface CommandMap {
    */
   sandbox_list: { request: SandboxListRequest; response: SandboxListResponse };
   /**
+   * Freeze a running sandbox (Docker pause); the next exec or file operation resumes it.
+   * `sandbox_pause_request` → `sandbox_pause_response`.
+   */
+  sandbox_pause: { request: SandboxPauseRequest; response: SandboxPauseResponse };
+  /**
+   * Let a paused sandbox run again.
+   * `sandbox_resume_request` → `sandbox_resume_response`.
+   */
+  sandbox_resume: { request: SandboxResumeRequest; response: SandboxResumeResponse };
+  /**
+   * Commit a sandbox's filesystem into a new image and template.
+   * `sandbox_snapshot_request` → `sandbox_snapshot_response`.
+   */
+  sandbox_snapshot: { request: SandboxSnapshotRequest; response: SandboxSnapshotResponse };
+  /**
    * End a sandbox, keeping its record.
    * `sandbox_terminate_request` → `sandbox_terminate_response`.
    */
   sandbox_terminate: { request: SandboxTerminateRequest; response: SandboxTerminateResponse };
+  /**
+   * One sample of a sandbox's cpu, memory, processes and network.
+   * `sandbox_usage_request` → `sandbox_usage_response`.
+   */
+  sandbox_usage: { request: SandboxUsageRequest; response: SandboxUsageResponse };
   /**
    * The scheduler's counters and gauges (operator).
    * `scheduler_metrics_request` → `scheduler_metrics_response`.
@@ -3112,6 +3502,26 @@ export interface CommandMap {
    * `token_revoke_request` → `token_revoke_response`.
    */
   token_revoke: { request: TokenRevokeRequest; response: TokenRevokeResponse };
+  /**
+   * Register a webhook for sandbox events (operator).
+   * `webhook_create_request` → `webhook_create_response`.
+   */
+  webhook_create: { request: WebhookCreateRequest; response: WebhookCreateResponse };
+  /**
+   * Remove a webhook (operator).
+   * `webhook_delete_request` → `webhook_delete_response`.
+   */
+  webhook_delete: { request: WebhookDeleteRequest; response: WebhookDeleteResponse };
+  /**
+   * Recent webhook deliveries and their attempts (operator).
+   * `webhook_deliveries_request` → `webhook_deliveries_response`.
+   */
+  webhook_deliveries: { request: WebhookDeliveriesRequest; response: WebhookDeliveriesResponse };
+  /**
+   * The webhooks, secrets left out (operator).
+   * `webhook_list_request` → `webhook_list_response`.
+   */
+  webhook_list: { request: WebhookListRequest; response: WebhookListResponse };
 }
 
 /** The name of a command (`image_get`); its wire types add `_request`, `_response`. */
@@ -3153,7 +3563,11 @@ export interface AgentvmEventMap {
   sandbox_exec_finished: SandboxExecFinishedEvent;
   sandbox_exec_output: SandboxExecOutputEvent;
   sandbox_exec_started: SandboxExecStartedEvent;
+  sandbox_paused: SandboxPausedEvent;
   sandbox_ready: SandboxReadyEvent;
+  sandbox_removed: SandboxRemovedEvent;
+  sandbox_resumed: SandboxResumedEvent;
+  sandbox_snapshotted: SandboxSnapshottedEvent;
   sandbox_terminated: SandboxTerminatedEvent;
   session_destroyed: SessionDestroyedEvent;
   system_error: SystemErrorEvent;

@@ -84,6 +84,7 @@ impl BenchServer {
                 llm: self.vm.llm_latency(),
                 agents_running: 0,
                 scheduler: None,
+                sandbox_usage: &[],
             },
             "",
         );

@@ -73,6 +73,8 @@ __all__ = [
     "DefinitionListResponse",
     "DefinitionRegisterRequest",
     "DefinitionRegisterResponse",
+    "Delivery",
+    "DeliveryStatus",
     "EndReason",
     "ErrorKind",
     "ErrorMessageEvent",
@@ -96,6 +98,7 @@ __all__ = [
     "FileEncoding",
     "FileEntry",
     "FileKind",
+    "IdleAction",
     "ImageBuildRequest",
     "ImageBuildResponse",
     "ImageConfig",
@@ -183,6 +186,8 @@ __all__ = [
     "SandboxExecResponse",
     "SandboxExecStartedEvent",
     "SandboxExecStartedEventData",
+    "SandboxExtendRequest",
+    "SandboxExtendResponse",
     "SandboxFileDeleteRequest",
     "SandboxFileDeleteResponse",
     "SandboxFileListRequest",
@@ -195,14 +200,31 @@ __all__ = [
     "SandboxGetResponse",
     "SandboxListRequest",
     "SandboxListResponse",
+    "SandboxPauseRequest",
+    "SandboxPauseResponse",
+    "SandboxPausedEvent",
+    "SandboxPausedEventData",
     "SandboxReadyEvent",
     "SandboxReadyEventData",
+    "SandboxRemovedEvent",
+    "SandboxRemovedEventData",
     "SandboxRequest",
+    "SandboxResumeRequest",
+    "SandboxResumeResponse",
+    "SandboxResumedEvent",
+    "SandboxResumedEventData",
+    "SandboxSnapshotRequest",
+    "SandboxSnapshotResponse",
+    "SandboxSnapshottedEvent",
+    "SandboxSnapshottedEventData",
     "SandboxStatus",
     "SandboxTerminateRequest",
     "SandboxTerminateResponse",
     "SandboxTerminatedEvent",
     "SandboxTerminatedEventData",
+    "SandboxUsage",
+    "SandboxUsageRequest",
+    "SandboxUsageResponse",
     "SchedulerMetrics",
     "SchedulerMetricsRequest",
     "SchedulerMetricsResponse",
@@ -271,6 +293,15 @@ __all__ = [
     "ToolUseStopEvent",
     "ToolUseStopEventData",
     "Usage",
+    "Webhook",
+    "WebhookCreateRequest",
+    "WebhookCreateResponse",
+    "WebhookDeleteRequest",
+    "WebhookDeleteResponse",
+    "WebhookDeliveriesRequest",
+    "WebhookDeliveriesResponse",
+    "WebhookListRequest",
+    "WebhookListResponse",
 ]
 
 
@@ -849,6 +880,40 @@ class DefinitionRegisterResponse(TypedDict):
 
     #: True when it replaced an earlier one.
     replaced: bool
+
+
+class Delivery(TypedDict):
+    """One event's delivery to one webhook, with its attempts so far."""
+
+    #: Attempts made.
+    attempts: int
+
+    #: When the event was queued, ms.
+    createdAt: int
+
+    #: The event type.
+    eventType: str
+
+    #: `dlv_…`; also the `X-Agentvm-Delivery` header, the same on every attempt.
+    id: str
+
+    #: When last attempted, ms.
+    lastAttemptAt: NotRequired[Optional[int]]
+
+    #: The last failure (connection refused, a non-2xx status, a timeout).
+    lastError: NotRequired[Optional[str]]
+
+    #: The last HTTP status received, if any.
+    lastStatus: NotRequired[Optional[int]]
+
+    #: The sandbox the event is about.
+    sandboxId: NotRequired[Optional[str]]
+
+    #: Where it stands.
+    status: "DeliveryStatus"
+
+    #: The webhook.
+    webhookId: str
 
 
 class ErrorMessageEvent(TypedDict):
@@ -1941,11 +2006,15 @@ class Sandbox(TypedDict):
     #: Reported by the executor inside it (`/internal/runtime/containers/ready`), if any.
     executorUrl: NotRequired[Optional[str]]
 
-    #: When it expires, ms (`0` for a warm sandbox: its clock starts at the claim).
+    #: When it expires, ms (`0` for a warm sandbox: its clock starts at the claim). Past it,
+    #: the sweep stops and removes it (status `timeout`); `sandbox_extend_request` moves it.
     expiresAt: int
 
     #: `sbx_…`; also the `agentvm.sandbox` label and part of the container name.
     id: str
+
+    #: What the idle sweep does with it: `terminate` (the default, left out) or `pause`.
+    idleAction: NotRequired["IdleAction"]
 
     #: Ended after this many seconds without an exec or file operation; `None`: never.
     idleTimeoutS: NotRequired[Optional[int]]
@@ -1969,6 +2038,9 @@ class Sandbox(TypedDict):
     #: sandbox carry it as `context.containerId` so the owner's subscribers see them.
     owner: NotRequired[Optional[str]]
 
+    #: When it was last paused, ms, while it is paused.
+    pausedAt: NotRequired[Optional[int]]
+
     #: Whether the root filesystem is read-only.
     readOnlyRoot: bool
 
@@ -1977,6 +2049,9 @@ class Sandbox(TypedDict):
 
     #: The limits applied.
     resources: "Resources"
+
+    #: When it was last resumed, ms.
+    resumedAt: NotRequired[Optional[int]]
 
     #: Where it is in its life.
     status: "SandboxStatus"
@@ -2327,6 +2402,19 @@ class SandboxExecStartedEventData(TypedDict):
     sandboxId: str
 
 
+class SandboxExtendRequest(TypedDict):
+    """`sandbox_extend_request`: moves a live sandbox's deadline to `ttlS` seconds from now
+    (longer or shorter); past it, the sweep stops and removes the sandbox.
+    """
+
+    #: The sandbox.
+    sandboxId: str
+
+    #: Seconds from now, 1 to 2 592 000 (30 days). Signed so a negative value is refused
+    #: with a clear message rather than a parse error.
+    ttlS: int
+
+
 class SandboxFileDeleteRequest(TypedDict):
     """`sandbox_file_delete_request`: deletes a file or symbolic link, or a directory with
     `recursive`.
@@ -2449,6 +2537,51 @@ class SandboxListResponse(TypedDict):
     sandboxes: list["Sandbox"]
 
 
+class SandboxPauseRequest(TypedDict):
+    """`sandbox_pause_request`: freezes a running sandbox's processes (Docker pause). It keeps
+    its memory and files; the next exec or file operation, or `sandbox_resume_request`,
+    resumes it. Pausing a paused sandbox is a `Conflict`.
+    """
+
+    #: The sandbox.
+    sandboxId: str
+
+
+class SandboxPausedEvent(TypedDict):
+    """`sandbox_paused`: A sandbox was paused (`running -> paused`): by a request, or by the idle sweep."""
+
+    #: Its category.
+    category: "Category"
+
+    #: The ids it concerns.
+    context: NotRequired[Optional["EventContext"]]
+
+    #: What happened: the event's data.
+    data: "SandboxPausedEventData"
+
+    #: Always `notification` for events.
+    intent: "Intent"
+
+    #: Where it comes from.
+    source: "Source"
+
+    #: When, ms.
+    timestamp: int
+
+    #: The event's type.
+    type: Literal["sandbox_paused"]
+
+
+class SandboxPausedEventData(TypedDict):
+    """The `data` of `sandbox_paused`."""
+
+    #: `requested` or `idle`.
+    reason: str
+
+    #: The sandbox.
+    sandboxId: str
+
+
 class SandboxReadyEvent(TypedDict):
     """`sandbox_ready`: A sandbox answers execs: `creating -> running`."""
 
@@ -2490,6 +2623,38 @@ class SandboxReadyEventData(TypedDict):
     sandboxId: str
 
 
+class SandboxRemovedEvent(TypedDict):
+    """`sandbox_removed`: A sandbox's record was deleted (`sandbox_delete_request`), after it ended."""
+
+    #: Its category.
+    category: "Category"
+
+    #: The ids it concerns.
+    context: NotRequired[Optional["EventContext"]]
+
+    #: What happened: the event's data.
+    data: "SandboxRemovedEventData"
+
+    #: Always `notification` for events.
+    intent: "Intent"
+
+    #: Where it comes from.
+    source: "Source"
+
+    #: When, ms.
+    timestamp: int
+
+    #: The event's type.
+    type: Literal["sandbox_removed"]
+
+
+class SandboxRemovedEventData(TypedDict):
+    """The `data` of `sandbox_removed`."""
+
+    #: The sandbox.
+    sandboxId: str
+
+
 class SandboxRequest(TypedDict):
     """A request for a sandbox. Everything but the template is optional and overrides its default."""
 
@@ -2519,6 +2684,119 @@ class SandboxRequest(TypedDict):
 
     #: Lifetime, seconds.
     timeoutS: NotRequired[Optional[int]]
+
+
+class SandboxResumeRequest(TypedDict):
+    """`sandbox_resume_request`: lets a paused sandbox run again. Resuming a running sandbox
+    returns it unchanged.
+    """
+
+    #: The sandbox.
+    sandboxId: str
+
+
+class SandboxResumedEvent(TypedDict):
+    """`sandbox_resumed`: A paused sandbox runs again (`paused -> running`): by a request, or because an exec or
+    file operation needed it.
+    """
+
+    #: Its category.
+    category: "Category"
+
+    #: The ids it concerns.
+    context: NotRequired[Optional["EventContext"]]
+
+    #: What happened: the event's data.
+    data: "SandboxResumedEventData"
+
+    #: Always `notification` for events.
+    intent: "Intent"
+
+    #: Where it comes from.
+    source: "Source"
+
+    #: When, ms.
+    timestamp: int
+
+    #: The event's type.
+    type: Literal["sandbox_resumed"]
+
+
+class SandboxResumedEventData(TypedDict):
+    """The `data` of `sandbox_resumed`."""
+
+    #: How long it was paused, ms.
+    pausedMs: int
+
+    #: `requested`, `exec` or `file`.
+    reason: str
+
+    #: The sandbox.
+    sandboxId: str
+
+
+class SandboxSnapshotRequest(TypedDict):
+    """`sandbox_snapshot_request`: commits a sandbox's filesystem into a new image on its node
+    (labelled `agentvm.snapshot-of=<sandboxId>`) and registers a template for it, a copy of
+    the sandbox's template with the new image. Sandboxes created from it see the files.
+    """
+
+    #: The new template's display name; its id when absent.
+    name: NotRequired[Optional[str]]
+
+    #: The sandbox (running or paused).
+    sandboxId: str
+
+    #: The new template's id; `snap-<sandboxId>-<ms>` when absent. Must be unused.
+    templateId: NotRequired[Optional[str]]
+
+
+class SandboxSnapshotResponse(TypedDict):
+    """`sandbox_snapshot_response`."""
+
+    #: The image committed (`agentvm-snapshot/<sandboxId>:<ms>`), on the sandbox's node.
+    image: str
+
+    #: The template made from the snapshot.
+    template: "Template"
+
+
+class SandboxSnapshottedEvent(TypedDict):
+    """`sandbox_snapshotted`: A sandbox's filesystem was committed into a new image and template."""
+
+    #: Its category.
+    category: "Category"
+
+    #: The ids it concerns.
+    context: NotRequired[Optional["EventContext"]]
+
+    #: What happened: the event's data.
+    data: "SandboxSnapshottedEventData"
+
+    #: Always `notification` for events.
+    intent: "Intent"
+
+    #: Where it comes from.
+    source: "Source"
+
+    #: When, ms.
+    timestamp: int
+
+    #: The event's type.
+    type: Literal["sandbox_snapshotted"]
+
+
+class SandboxSnapshottedEventData(TypedDict):
+    """The `data` of `sandbox_snapshotted`."""
+
+    #: The image committed (on the sandbox's node).
+    image: str
+
+    #: The sandbox.
+    sandboxId: str
+
+    #: The template made from it.
+    templateId: str
 
 
 class SandboxTerminateRequest(TypedDict):
@@ -2571,6 +2849,61 @@ class SandboxTerminatedEventData(TypedDict):
     status: str
 
 
+class SandboxUsage(TypedDict):
+    """One sample of a sandbox's resource use (`sandbox_usage_request`)."""
+
+    #: When sampled, ms.
+    at: int
+
+    #: Cpu used since the previous sample the scheduler took of it, in percent of one core
+    #: (200 = two cores busy); absent on the first sample.
+    cpuPercent: NotRequired[Optional[float]]
+
+    #: Cpu time its processes used since it started, nanoseconds.
+    cpuTotalNs: int
+
+    #: Memory in use, bytes (the cgroup's usage less its inactive file cache, as `docker
+    #: stats` shows it).
+    memoryBytes: int
+
+    #: Its memory limit, bytes.
+    memoryLimitBytes: int
+
+    #: Bytes received over all its interfaces (0 without a network).
+    netRxBytes: int
+
+    #: Bytes sent over all its interfaces.
+    netTxBytes: int
+
+    #: The node it runs on.
+    nodeId: str
+
+    #: Processes and threads running in it.
+    pids: int
+
+    #: The sandbox.
+    sandboxId: str
+
+    #: Its status when sampled (`running` or `paused`).
+    status: "SandboxStatus"
+
+
+class SandboxUsageRequest(TypedDict):
+    """`sandbox_usage_request`: one sample of a live sandbox's cpu, memory, processes and
+    network (Docker stats, one shot).
+    """
+
+    #: The sandbox.
+    sandboxId: str
+
+
+class SandboxUsageResponse(TypedDict):
+    """`sandbox_usage_response`."""
+
+    #: The sample.
+    usage: "SandboxUsage"
+
+
 class SchedulerMetrics(TypedDict):
     """A snapshot of the scheduler's counters and gauges (served on `/v1/metrics`)."""
 
@@ -2601,6 +2934,12 @@ class SchedulerMetrics(TypedDict):
     #: Containers removed by reconciliation or the sweep because nothing owned them.
     orphansRemoved: int
 
+    #: Sandboxes paused now.
+    pausedSandboxes: int
+
+    #: Pauses (requested or idle).
+    pauses: int
+
     #: Creates served from a warm pool.
     poolHits: int
 
@@ -2609,6 +2948,12 @@ class SchedulerMetrics(TypedDict):
 
     #: Warm sandboxes ready now, all templates.
     poolReady: int
+
+    #: Resumes (requested, or by an exec or file operation).
+    resumes: int
+
+    #: Snapshots committed.
+    snapshots: int
 
     #: Sandboxes that ended.
     terminated: int
@@ -2946,6 +3291,10 @@ class Template(TypedDict):
     #: Caller-chosen id (`python-basic`); sandboxes name it.
     id: str
 
+    #: What happens to a sandbox idle past its idle timeout: `terminate` (the default) or
+    #: `pause` (the next exec or file operation resumes it).
+    idleAction: NotRequired["IdleAction"]
+
     #: Idle timeout, seconds; `None`: only the lifetime applies.
     idleTimeoutS: NotRequired[Optional[int]]
 
@@ -2996,6 +3345,9 @@ class TemplateCreateRequest(TypedDict):
 
     #: Environment of every sandbox.
     env: NotRequired[dict[str, str]]
+
+    #: What the idle timeout does: `terminate` (the default) or `pause`.
+    idleAction: NotRequired["IdleAction"]
 
     #: Idle timeout, seconds.
     idleTimeoutS: NotRequired[Optional[int]]
@@ -3097,6 +3449,9 @@ class TemplateUpdateRequest(TypedDict):
 
     #: Environment of every sandbox.
     env: NotRequired[dict[str, str]]
+
+    #: What the idle timeout does: `terminate` (the default) or `pause`.
+    idleAction: NotRequired["IdleAction"]
 
     #: Idle timeout, seconds.
     idleTimeoutS: NotRequired[Optional[int]]
@@ -3618,6 +3973,95 @@ class Usage(TypedDict):
     outputTokens: int
 
 
+class Webhook(TypedDict):
+    """A registered webhook. Its secret is stored but never listed."""
+
+    #: When registered, ms.
+    createdAt: int
+
+    #: Event types delivered (from [`WEBHOOK_EVENTS`]); all of them when empty.
+    events: NotRequired[list[str]]
+
+    #: `whk_…`.
+    id: str
+
+    #: The HMAC-SHA256 key; left out of every response but the create's.
+    secret: NotRequired[str]
+
+    #: Only sandboxes of this template; every sandbox when absent.
+    templateId: NotRequired[Optional[str]]
+
+    #: Where events are POSTed (`http://` or `https://`).
+    url: str
+
+
+class WebhookCreateRequest(TypedDict):
+    """`webhook_create_request`: registers a webhook (operator only). Sandbox events are POSTed
+    to `url` as `{deliveryId, webhookId, event}`, signed in the `X-Agentvm-Signature` header
+    (`sha256=<hex HMAC-SHA256 of the body with the secret>`).
+    """
+
+    #: Event types to send; all sandbox lifecycle and exec start/finish events when empty.
+    events: NotRequired[list[str]]
+
+    #: The signing key (at least 16 bytes); a random one is made when absent.
+    secret: NotRequired[Optional[str]]
+
+    #: Only sandboxes of this template; all sandboxes when absent.
+    templateId: NotRequired[Optional[str]]
+
+    #: Where to POST (`http://` or `https://`).
+    url: str
+
+
+class WebhookCreateResponse(TypedDict):
+    """`webhook_create_response`: the registration, with its secret (shown only here)."""
+
+    #: The webhook, secret included.
+    webhook: "Webhook"
+
+
+class WebhookDeleteRequest(TypedDict):
+    """`webhook_delete_request` (operator only)."""
+
+    #: The webhook.
+    webhookId: str
+
+
+class WebhookDeleteResponse(TypedDict):
+    """`webhook_delete_response`."""
+
+    #: The webhook deleted.
+    webhookId: str
+
+
+class WebhookDeliveriesRequest(TypedDict):
+    """`webhook_deliveries_request` (operator only): the deliveries this process made recently
+    (the last 1000, in memory), oldest first.
+    """
+
+    #: Only this webhook's.
+    webhookId: NotRequired[Optional[str]]
+
+
+class WebhookDeliveriesResponse(TypedDict):
+    """`webhook_deliveries_response`."""
+
+    #: The deliveries with their attempts.
+    deliveries: list["Delivery"]
+
+
+class WebhookListRequest(TypedDict):
+    """`webhook_list_request` (operator only)."""
+
+
+class WebhookListResponse(TypedDict):
+    """`webhook_list_response`."""
+
+    #: Every webhook, by id, secrets left out.
+    webhooks: list["Webhook"]
+
+
 #: Any event, told apart by `type`.
 AgentvmEvent: TypeAlias = Union[
     "AgentRegisteredEvent",
@@ -3644,7 +4088,11 @@ AgentvmEvent: TypeAlias = Union[
     "SandboxExecFinishedEvent",
     "SandboxExecOutputEvent",
     "SandboxExecStartedEvent",
+    "SandboxPausedEvent",
     "SandboxReadyEvent",
+    "SandboxRemovedEvent",
+    "SandboxResumedEvent",
+    "SandboxSnapshottedEvent",
     "SandboxTerminatedEvent",
     "SessionDestroyedEvent",
     "SystemErrorEvent",
@@ -3684,6 +4132,10 @@ Content: TypeAlias = Union[str, list["ContentPart"]]
 
 #: One part of a multi-part content.
 ContentPart: TypeAlias = Union["ContentPartText", "ContentPartImage", "ContentPartFile"]
+
+
+#: Where one delivery stands.
+DeliveryStatus: TypeAlias = Literal["retrying", "delivered", "failed"]
 
 
 #: Why a conversation turn ended.
@@ -3733,7 +4185,11 @@ EventType: TypeAlias = Literal[
     "sandbox_exec_finished",
     "sandbox_exec_output",
     "sandbox_exec_started",
+    "sandbox_paused",
     "sandbox_ready",
+    "sandbox_removed",
+    "sandbox_resumed",
+    "sandbox_snapshotted",
     "sandbox_terminated",
     "session_destroyed",
     "system_error",
@@ -3768,6 +4224,10 @@ FileEncoding: TypeAlias = Literal["utf8", "base64"]
 
 #: What a directory entry is.
 FileKind: TypeAlias = Literal["file", "dir", "symlink", "other"]
+
+
+#: What the idle sweep does with a sandbox nobody used for its idle timeout.
+IdleAction: TypeAlias = Literal["terminate", "pause"]
 
 
 #: The envelope's `intent`.
@@ -3822,6 +4282,7 @@ Role: TypeAlias = Literal["user", "assistant", "tool", "error"]
 SandboxStatus: TypeAlias = Literal[
     "creating",
     "running",
+    "paused",
     "completed",
     "failed",
     "timeout",
@@ -3872,6 +4333,18 @@ NodeUpdateResponse: TypeAlias = NodeRegisterResponse
 SandboxCreateRequest: TypeAlias = SandboxRequest
 
 
+#: `sandbox_extend_response`: the same data as `SandboxCreateResponse`.
+SandboxExtendResponse: TypeAlias = SandboxCreateResponse
+
+
+#: `sandbox_pause_response`: the same data as `SandboxCreateResponse`.
+SandboxPauseResponse: TypeAlias = SandboxCreateResponse
+
+
+#: `sandbox_resume_response`: the same data as `SandboxCreateResponse`.
+SandboxResumeResponse: TypeAlias = SandboxCreateResponse
+
+
 #: `sandbox_terminate_response`: the same data as `SandboxCreateResponse`.
 SandboxTerminateResponse: TypeAlias = SandboxCreateResponse
 
@@ -3918,13 +4391,18 @@ CommandName: TypeAlias = Literal[
     "sandbox_delete",
     "sandbox_exec",
     "sandbox_exec_cancel",
+    "sandbox_extend",
     "sandbox_file_delete",
     "sandbox_file_list",
     "sandbox_file_read",
     "sandbox_file_write",
     "sandbox_get",
     "sandbox_list",
+    "sandbox_pause",
+    "sandbox_resume",
+    "sandbox_snapshot",
     "sandbox_terminate",
+    "sandbox_usage",
     "scheduler_metrics",
     "session_create",
     "session_delete",
@@ -3941,6 +4419,10 @@ CommandName: TypeAlias = Literal[
     "token_create",
     "token_list",
     "token_revoke",
+    "webhook_create",
+    "webhook_delete",
+    "webhook_deliveries",
+    "webhook_list",
 ]
 
 
@@ -4214,6 +4696,13 @@ COMMANDS: Final[dict[CommandName, CommandSpec]] = {
         SandboxExecCancelRequest,
         SandboxExecCancelResponse,
     ),
+    #: Move a live sandbox's deadline (its time to live).
+    "sandbox_extend": CommandSpec(
+        "sandbox_extend_request",
+        "sandbox_extend_response",
+        SandboxExtendRequest,
+        SandboxExtendResponse,
+    ),
     #: Delete a file (or, recursively, a directory) in a sandbox.
     "sandbox_file_delete": CommandSpec(
         "sandbox_file_delete_request",
@@ -4256,12 +4745,40 @@ COMMANDS: Final[dict[CommandName, CommandSpec]] = {
         SandboxListRequest,
         SandboxListResponse,
     ),
+    #: Freeze a running sandbox (Docker pause); the next exec or file operation resumes it.
+    "sandbox_pause": CommandSpec(
+        "sandbox_pause_request",
+        "sandbox_pause_response",
+        SandboxPauseRequest,
+        SandboxPauseResponse,
+    ),
+    #: Let a paused sandbox run again.
+    "sandbox_resume": CommandSpec(
+        "sandbox_resume_request",
+        "sandbox_resume_response",
+        SandboxResumeRequest,
+        SandboxResumeResponse,
+    ),
+    #: Commit a sandbox's filesystem into a new image and template.
+    "sandbox_snapshot": CommandSpec(
+        "sandbox_snapshot_request",
+        "sandbox_snapshot_response",
+        SandboxSnapshotRequest,
+        SandboxSnapshotResponse,
+    ),
     #: End a sandbox, keeping its record.
     "sandbox_terminate": CommandSpec(
         "sandbox_terminate_request",
         "sandbox_terminate_response",
         SandboxTerminateRequest,
         SandboxTerminateResponse,
+    ),
+    #: One sample of a sandbox's cpu, memory, processes and network.
+    "sandbox_usage": CommandSpec(
+        "sandbox_usage_request",
+        "sandbox_usage_response",
+        SandboxUsageRequest,
+        SandboxUsageResponse,
     ),
     #: The scheduler's counters and gauges (operator).
     "scheduler_metrics": CommandSpec(
@@ -4374,5 +4891,33 @@ COMMANDS: Final[dict[CommandName, CommandSpec]] = {
         "token_revoke_response",
         TokenRevokeRequest,
         TokenRevokeResponse,
+    ),
+    #: Register a webhook for sandbox events (operator).
+    "webhook_create": CommandSpec(
+        "webhook_create_request",
+        "webhook_create_response",
+        WebhookCreateRequest,
+        WebhookCreateResponse,
+    ),
+    #: Remove a webhook (operator).
+    "webhook_delete": CommandSpec(
+        "webhook_delete_request",
+        "webhook_delete_response",
+        WebhookDeleteRequest,
+        WebhookDeleteResponse,
+    ),
+    #: Recent webhook deliveries and their attempts (operator).
+    "webhook_deliveries": CommandSpec(
+        "webhook_deliveries_request",
+        "webhook_deliveries_response",
+        WebhookDeliveriesRequest,
+        WebhookDeliveriesResponse,
+    ),
+    #: The webhooks, secrets left out (operator).
+    "webhook_list": CommandSpec(
+        "webhook_list_request",
+        "webhook_list_response",
+        WebhookListRequest,
+        WebhookListResponse,
     ),
 }

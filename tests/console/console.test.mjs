@@ -281,6 +281,19 @@ test('sandboxes: template create, edit and delete, node drain, a sandbox on the 
     assert.doesNotMatch(await detail.locator('.output').textContent(), /second/);
     await detail.locator('.output', { hasText: 'second' }).waitFor();
 
+    // Live usage from sandbox_usage_request: memory in use, processes, and a cpu figure once
+    // a second sample came.
+    await detail.locator('dl.usage[data-memory-bytes]').waitFor();
+    assert.ok(Number(await detail.locator('dl.usage').getAttribute('data-memory-bytes')) > 0, 'memory in use > 0');
+    assert.match(await detail.locator('[data-usage="memory"]').textContent(), /of 128(\.0)? MiB/);
+    assert.ok(Number(await detail.locator('[data-usage="processes"]').textContent()) >= 1);
+    await detail.locator('[data-usage="cpu"]', { hasText: '% of a core' }).waitFor({ timeout: 10_000 });
+    // Pause, then resume; the badge follows.
+    await detail.getByRole('button', { name: 'Pause' }).click();
+    await detail.locator('.badge.paused').waitFor();
+    await detail.getByRole('button', { name: 'Resume' }).click();
+    await detail.locator('.badge.running').waitFor();
+
     await page.getByLabel('Upload to this directory').setInputFiles({ name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('uploaded from the console\n') });
     await detail.getByRole('cell', { name: 'notes.txt', exact: true }).waitFor();
     await page.getByLabel('Command (sh -c)').fill('cat /workspace/notes.txt');

@@ -443,6 +443,7 @@ async fn the_same_through_runtime_request_in_process() {
         default_disk_mb: None,
         default_timeout_s: Some(600),
         idle_timeout_s: None,
+        idle_action: Default::default(),
         env: Default::default(),
         network: None,
         security: None,

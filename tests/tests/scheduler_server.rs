@@ -129,6 +129,67 @@ async fn scheduler_routes_are_operator_only_and_counted_in_metrics() {
         "{metrics}"
     );
     assert!(metrics.contains("agentvm_nodes_online 1"), "{metrics}");
+    // What the live sandbox uses, per node (no per-sandbox series).
+    assert!(
+        metrics.contains("agentvm_node_sandboxes{node=\"local\"} 1"),
+        "{metrics}"
+    );
+    let memory: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("agentvm_node_sandbox_memory_bytes{node=\"local\"} "))
+        .expect("a memory gauge for node local")
+        .parse()
+        .unwrap();
+    assert!(memory > 0.0, "{metrics}");
+    assert!(!metrics.contains(&id), "no series names a sandbox");
+
+    // Pause, usage and resume over REST.
+    let paused: Value = c
+        .post(format!("{base}/v1/sandboxes/{id}/pause"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paused["status"], "paused", "{paused}");
+    let r = c
+        .post(format!("{base}/v1/sandboxes/{id}/pause"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "pausing a paused sandbox");
+    let usage: Value = c
+        .get(format!("{base}/v1/sandboxes/{id}/usage"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["status"], "paused", "{usage}");
+    assert!(usage["memoryBytes"].as_u64().unwrap() > 0, "{usage}");
+    let r = c
+        .post(format!("{base}/v1/sandboxes/{id}/extend"))
+        .bearer_auth(&admin)
+        .json(&json!({"ttlS": -3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a negative ttl");
+    let resumed: Value = c
+        .post(format!("{base}/v1/sandboxes/{id}/resume"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resumed["status"], "running", "{resumed}");
 
     scheduler.terminate_sandbox(&id).await.unwrap();
     server.close().await;

@@ -207,6 +207,7 @@ fn commands() -> Vec<Command> {
             default_disk_mb: None,
             default_timeout_s: None,
             idle_timeout_s: Some(60),
+            idle_action: Default::default(),
             env: BTreeMap::new(),
             network: Some(NetworkPolicy::Bridge {
                 name: "sandboxes".into(),
@@ -294,7 +295,10 @@ fn sandbox() -> Sandbox {
         warm: false,
         lifetime_s: 3600,
         idle_timeout_s: None,
+        idle_action: Default::default(),
         expires_at: 10,
+        paused_at: None,
+        resumed_at: None,
         created_at: 1,
         ready_at: Some(2),
         last_activity_at: 3,

@@ -9,6 +9,7 @@ pub mod container_manager;
 pub mod dispatch;
 mod local;
 pub mod tools;
+pub mod webhooks;
 
 pub use agent::Agent;
 pub use api::RuntimeExt;

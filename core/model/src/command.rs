@@ -255,6 +255,24 @@ commands! {
     SandboxTerminate("sandbox_terminate_request", "sandbox_terminate_response"): SandboxTerminateRequest => SandboxTerminateResponse;
     /// End a sandbox and delete its record and executions.
     SandboxDelete("sandbox_delete_request", "sandbox_delete_response"): SandboxDeleteRequest => SandboxDeleteResponse;
+    /// Freeze a running sandbox (Docker pause); the next exec or file operation resumes it.
+    SandboxPause("sandbox_pause_request", "sandbox_pause_response"): SandboxPauseRequest => SandboxPauseResponse;
+    /// Let a paused sandbox run again.
+    SandboxResume("sandbox_resume_request", "sandbox_resume_response"): SandboxResumeRequest => SandboxResumeResponse;
+    /// Move a live sandbox's deadline (its time to live).
+    SandboxExtend("sandbox_extend_request", "sandbox_extend_response"): SandboxExtendRequest => SandboxExtendResponse;
+    /// Commit a sandbox's filesystem into a new image and template.
+    SandboxSnapshot("sandbox_snapshot_request", "sandbox_snapshot_response"): SandboxSnapshotRequest => SandboxSnapshotResponse;
+    /// One sample of a sandbox's cpu, memory, processes and network.
+    SandboxUsage("sandbox_usage_request", "sandbox_usage_response"): SandboxUsageRequest => SandboxUsageResponse;
+    /// Register a webhook for sandbox events (operator).
+    WebhookCreate("webhook_create_request", "webhook_create_response"): WebhookCreateRequest => WebhookCreateResponse;
+    /// The webhooks, secrets left out (operator).
+    WebhookList("webhook_list_request", "webhook_list_response"): WebhookListRequest => WebhookListResponse;
+    /// Remove a webhook (operator).
+    WebhookDelete("webhook_delete_request", "webhook_delete_response"): WebhookDeleteRequest => WebhookDeleteResponse;
+    /// Recent webhook deliveries and their attempts (operator).
+    WebhookDeliveries("webhook_deliveries_request", "webhook_deliveries_response"): WebhookDeliveriesRequest => WebhookDeliveriesResponse;
     /// Run a command in a sandbox; output streams as events on the sandbox's topic.
     SandboxExec("sandbox_exec_request", "sandbox_exec_response"): SandboxExecRequest => SandboxExecResponse;
     /// Stop a running execution (kills its process group).

@@ -377,6 +377,41 @@ pub enum EventPayload {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
+    /// A sandbox was paused (`running -> paused`): by a request, or by the idle sweep.
+    #[serde(rename_all = "camelCase")]
+    SandboxPaused {
+        /// The sandbox.
+        sandbox_id: String,
+        /// `requested` or `idle`.
+        reason: String,
+    },
+    /// A paused sandbox runs again (`paused -> running`): by a request, or because an exec or
+    /// file operation needed it.
+    #[serde(rename_all = "camelCase")]
+    SandboxResumed {
+        /// The sandbox.
+        sandbox_id: String,
+        /// `requested`, `exec` or `file`.
+        reason: String,
+        /// How long it was paused, ms.
+        paused_ms: u64,
+    },
+    /// A sandbox's filesystem was committed into a new image and template.
+    #[serde(rename_all = "camelCase")]
+    SandboxSnapshotted {
+        /// The sandbox.
+        sandbox_id: String,
+        /// The template made from it.
+        template_id: String,
+        /// The image committed (on the sandbox's node).
+        image: String,
+    },
+    /// A sandbox's record was deleted (`sandbox_delete_request`), after it ended.
+    #[serde(rename_all = "camelCase")]
+    SandboxRemoved {
+        /// The sandbox.
+        sandbox_id: String,
+    },
     /// A `sandbox_exec_request` started its command. Published on the sandbox's topic (the
     /// topic named by the sandbox id), like the output and the end that follow.
     #[serde(rename_all = "camelCase")]
@@ -492,6 +527,10 @@ impl EventPayload {
             SandboxClaimed { .. } => "sandbox_claimed",
             SandboxAdopted { .. } => "sandbox_adopted",
             SandboxTerminated { .. } => "sandbox_terminated",
+            SandboxPaused { .. } => "sandbox_paused",
+            SandboxResumed { .. } => "sandbox_resumed",
+            SandboxSnapshotted { .. } => "sandbox_snapshotted",
+            SandboxRemoved { .. } => "sandbox_removed",
             SandboxExecStarted { .. } => "sandbox_exec_started",
             SandboxExecOutput { .. } => "sandbox_exec_output",
             SandboxExecFinished { .. } => "sandbox_exec_finished",
@@ -539,6 +578,10 @@ impl EventPayload {
             | SandboxClaimed { .. }
             | SandboxAdopted { .. }
             | SandboxTerminated { .. }
+            | SandboxPaused { .. }
+            | SandboxResumed { .. }
+            | SandboxSnapshotted { .. }
+            | SandboxRemoved { .. }
             | SandboxExecStarted { .. }
             | SandboxExecFinished { .. } => (Source::Sandbox, Category::Lifecycle),
             SandboxExecOutput { .. } => (Source::Sandbox, Category::Stream),

@@ -6,8 +6,9 @@
 //! the REST API returns (node records keep the seed's snake_case).
 
 use crate::scheduler::{
-    Execution, FileEntry, Liveness, NetworkPolicy, NodeStatus, RuntimeNode, Sandbox,
-    SchedulerMetrics, SecurityPolicy, Template, TemplateSpec, TlsFiles,
+    Delivery, Execution, FileEntry, IdleAction, Liveness, NetworkPolicy, NodeStatus, RuntimeNode,
+    Sandbox, SandboxUsage, SchedulerMetrics, SecurityPolicy, Template, TemplateSpec, TlsFiles,
+    Webhook,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -285,6 +286,9 @@ macro_rules! template_request {
             /// Idle timeout, seconds.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub idle_timeout_s: Option<u64>,
+            /// What the idle timeout does: `terminate` (the default) or `pause`.
+            #[serde(default, skip_serializing_if = "IdleAction::is_terminate")]
+            pub idle_action: IdleAction,
             /// Environment of every sandbox.
             #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
             pub env: BTreeMap<String, String>,
@@ -323,6 +327,7 @@ macro_rules! template_request {
                     spec.default_timeout_s = v;
                 }
                 spec.idle_timeout_s = self.idle_timeout_s;
+                spec.idle_action = self.idle_action;
                 spec.env = self.env;
                 if let Some(v) = self.network {
                     spec.network = v;
@@ -501,6 +506,178 @@ pub struct SandboxDeleteRequest {
 pub struct SandboxDeleteResponse {
     /// The sandbox deleted.
     pub sandbox_id: String,
+}
+
+/// `sandbox_pause_request`: freezes a running sandbox's processes (Docker pause). It keeps
+/// its memory and files; the next exec or file operation, or `sandbox_resume_request`,
+/// resumes it. Pausing a paused sandbox is a `Conflict`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxPauseRequest {
+    /// The sandbox.
+    pub sandbox_id: String,
+}
+
+/// `sandbox_pause_response`, `sandbox_resume_response`, `sandbox_extend_response`.
+pub type SandboxPauseResponse = SandboxCreateResponse;
+
+/// `sandbox_resume_request`: lets a paused sandbox run again. Resuming a running sandbox
+/// returns it unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxResumeRequest {
+    /// The sandbox.
+    pub sandbox_id: String,
+}
+
+/// `sandbox_resume_response`.
+pub type SandboxResumeResponse = SandboxCreateResponse;
+
+/// `sandbox_extend_request`: moves a live sandbox's deadline to `ttlS` seconds from now
+/// (longer or shorter); past it, the sweep stops and removes the sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxExtendRequest {
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// Seconds from now, 1 to 2 592 000 (30 days). Signed so a negative value is refused
+    /// with a clear message rather than a parse error.
+    pub ttl_s: i64,
+}
+
+/// `sandbox_extend_response`.
+pub type SandboxExtendResponse = SandboxCreateResponse;
+
+/// `sandbox_snapshot_request`: commits a sandbox's filesystem into a new image on its node
+/// (labelled `agentvm.snapshot-of=<sandboxId>`) and registers a template for it, a copy of
+/// the sandbox's template with the new image. Sandboxes created from it see the files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxSnapshotRequest {
+    /// The sandbox (running or paused).
+    pub sandbox_id: String,
+    /// The new template's id; `snap-<sandboxId>-<ms>` when absent. Must be unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    /// The new template's display name; its id when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `sandbox_snapshot_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxSnapshotResponse {
+    /// The template made from the snapshot.
+    pub template: Template,
+    /// The image committed (`agentvm-snapshot/<sandboxId>:<ms>`), on the sandbox's node.
+    pub image: String,
+}
+
+/// `sandbox_usage_request`: one sample of a live sandbox's cpu, memory, processes and
+/// network (Docker stats, one shot).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxUsageRequest {
+    /// The sandbox.
+    pub sandbox_id: String,
+}
+
+/// `sandbox_usage_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxUsageResponse {
+    /// The sample.
+    pub usage: SandboxUsage,
+}
+
+/// `webhook_create_request`: registers a webhook (operator only). Sandbox events are POSTed
+/// to `url` as `{deliveryId, webhookId, event}`, signed in the `X-Agentvm-Signature` header
+/// (`sha256=<hex HMAC-SHA256 of the body with the secret>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookCreateRequest {
+    /// Where to POST (`http://` or `https://`).
+    pub url: String,
+    /// Only sandboxes of this template; all sandboxes when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
+    /// Event types to send; all sandbox lifecycle and exec start/finish events when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+    /// The signing key (at least 16 bytes); a random one is made when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// `webhook_create_response`: the registration, with its secret (shown only here).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookCreateResponse {
+    /// The webhook, secret included.
+    pub webhook: Webhook,
+}
+
+/// `webhook_list_request` (operator only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WebhookListRequest {}
+
+/// `webhook_list_response`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookListResponse {
+    /// Every webhook, by id, secrets left out.
+    pub webhooks: Vec<Webhook>,
+}
+
+/// `webhook_delete_request` (operator only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookDeleteRequest {
+    /// The webhook.
+    pub webhook_id: String,
+}
+
+/// `webhook_delete_response`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookDeleteResponse {
+    /// The webhook deleted.
+    pub webhook_id: String,
+}
+
+/// `webhook_deliveries_request` (operator only): the deliveries this process made recently
+/// (the last 1000, in memory), oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookDeliveriesRequest {
+    /// Only this webhook's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_id: Option<String>,
+}
+
+/// `webhook_deliveries_response`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookDeliveriesResponse {
+    /// The deliveries with their attempts.
+    pub deliveries: Vec<Delivery>,
 }
 
 /// `sandbox_exec_request`: runs a command; its output streams as `sandbox_exec_output` events

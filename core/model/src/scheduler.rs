@@ -8,13 +8,17 @@ pub mod file;
 pub mod node;
 pub mod sandbox;
 pub mod template;
+pub mod usage;
+pub mod webhook;
 
 pub use exec::{ExecEvent, ExecRequest, ExecStatus, Execution, OutputStream};
 pub use executor::{ContainerExited, ContainerReady};
 pub use file::{FileEntry, FileKind};
 pub use node::{Heartbeat, Liveness, NodeRegistration, NodeStatus, RuntimeNode, TlsFiles};
-pub use sandbox::{Resources, Sandbox, SandboxStatus, Termination, TerminationReason};
+pub use sandbox::{IdleAction, Resources, Sandbox, SandboxStatus, Termination, TerminationReason};
 pub use template::{NetworkPolicy, SandboxRequest, SecurityPolicy, Template, TemplateSpec};
+pub use usage::{NodeUsage, SandboxUsage};
+pub use webhook::{Delivery, DeliveryStatus, Webhook};
 
 /// A snapshot of the scheduler's counters and gauges (served on `/v1/metrics`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,6 +51,18 @@ pub struct SchedulerMetrics {
     pub live_sandboxes: u64,
     /// Nodes online now.
     pub nodes_online: u64,
+    /// Sandboxes paused now.
+    #[serde(default)]
+    pub paused_sandboxes: u64,
+    /// Pauses (requested or idle).
+    #[serde(default)]
+    pub pauses: u64,
+    /// Resumes (requested, or by an exec or file operation).
+    #[serde(default)]
+    pub resumes: u64,
+    /// Snapshots committed.
+    #[serde(default)]
+    pub snapshots: u64,
 }
 
 /// How an embedded scheduler is set up, as plain data: what the server's config file, the

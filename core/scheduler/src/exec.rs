@@ -171,7 +171,7 @@ impl Capped {
 /// A running exec, as [`Scheduler::cancel_exec`] and the lookups see it.
 pub(crate) struct ExecControl {
     /// The record as it started (status `running`, no output yet).
-    started: Execution,
+    pub(crate) started: Execution,
     /// Set to `true` to cancel.
     cancel: watch::Sender<bool>,
     /// The finished execution, once it is.

@@ -27,6 +27,7 @@ pub mod docker;
 pub mod exec;
 pub mod files;
 mod hardening;
+mod lifecycle;
 pub mod node;
 mod owner;
 pub mod placement;
@@ -43,9 +44,9 @@ pub use agentvm_model::latency::{self, HistogramSnapshot, LatencyHistogram};
 pub use agentvm_model::scheduler::{
     exec::OutputStream, sandbox, template, ContainerExited, ContainerReady, ExecEvent, ExecRequest,
     ExecStatus, Execution, FileEntry, FileKind, Heartbeat, Liveness, NetworkPolicy,
-    NodeRegistration, NodeStatus, Resources, RuntimeNode, Sandbox, SandboxRequest, SandboxStatus,
-    SchedulerMetrics, SchedulerOptions, SecurityPolicy, Template, TemplateSpec, Termination,
-    TerminationReason, TlsFiles,
+    NodeRegistration, NodeStatus, NodeUsage, Resources, RuntimeNode, Sandbox, SandboxRequest,
+    SandboxStatus, SandboxUsage, SchedulerMetrics, SchedulerOptions, SecurityPolicy, Template,
+    TemplateSpec, Termination, TerminationReason, TlsFiles,
 };
 pub use exec::ExecStream;
 pub use owner::SandboxRef;
@@ -156,6 +157,12 @@ pub(crate) struct Counters {
     pub adopted: AtomicU64,
     /// Unowned containers removed.
     pub orphans_removed: AtomicU64,
+    /// Pauses, requested or idle.
+    pub pauses: AtomicU64,
+    /// Resumes, requested or by activity.
+    pub resumes: AtomicU64,
+    /// Snapshots committed.
+    pub snapshots: AtomicU64,
     /// How long executions and pool claims take.
     pub latency: Latencies,
 }
@@ -220,6 +227,9 @@ pub(crate) struct Inner {
     pub owners: Mutex<HashMap<(String, String), OwnerSlot>>,
     /// Executions running now, by id: to cancel them and to answer for them before they end.
     pub running: Mutex<HashMap<String, Arc<exec::ExecControl>>>,
+    /// The last usage sample of each live sandbox, `(cpu ns, at ms)`: the next sample's cpu
+    /// percent is measured against it. Dropped when the sandbox ends.
+    pub samples: Mutex<HashMap<String, (u64, i64)>>,
     /// Counters.
     pub counters: Counters,
 }
@@ -347,6 +357,7 @@ impl SchedulerBuilder {
                 pools: Mutex::new(HashMap::new()),
                 owners: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
+                samples: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),
         };
@@ -426,7 +437,14 @@ impl Scheduler {
             .values()
             .map(|p| p.ready.len() as u64)
             .sum();
-        let live_sandboxes = lock(&self.inner.live).len() as u64;
+        let (live_sandboxes, paused_sandboxes) = {
+            let live = lock(&self.inner.live);
+            let paused = live
+                .values()
+                .filter(|l| l.record.status == SandboxStatus::Paused)
+                .count();
+            (live.len() as u64, paused as u64)
+        };
         let nodes_online = lock(&self.inner.nodes)
             .values()
             .filter(|n| n.node.status == NodeStatus::Online)
@@ -445,6 +463,10 @@ impl Scheduler {
             pool_ready,
             live_sandboxes,
             nodes_online,
+            paused_sandboxes,
+            pauses: get(&c.pauses),
+            resumes: get(&c.resumes),
+            snapshots: get(&c.snapshots),
         }
     }
 

@@ -119,7 +119,12 @@ impl Scheduler {
         if let Some(id) = current.as_ref() {
             let running = lock(&self.inner.live)
                 .get(id)
-                .map(|l| l.record.status == SandboxStatus::Running)
+                .map(|l| {
+                    matches!(
+                        l.record.status,
+                        SandboxStatus::Running | SandboxStatus::Paused
+                    )
+                })
                 .unwrap_or(false);
             if running {
                 return Ok(self.sandbox(id.clone()));

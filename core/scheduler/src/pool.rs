@@ -58,6 +58,7 @@ impl Scheduler {
             r.owner = request.owner.clone();
             r.lifetime_s = plan.lifetime_s;
             r.idle_timeout_s = plan.idle_timeout_s;
+            r.idle_action = plan.idle_action;
             r.expires_at = now + (plan.lifetime_s as i64).saturating_mul(1000);
             r.last_activity_at = now;
             break Some(r.clone());

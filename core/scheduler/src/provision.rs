@@ -107,11 +107,14 @@ impl Scheduler {
             warm,
             lifetime_s: plan.lifetime_s,
             idle_timeout_s: plan.idle_timeout_s,
+            idle_action: plan.idle_action,
             expires_at: if warm {
                 0
             } else {
                 now + (plan.lifetime_s as i64).saturating_mul(1000)
             },
+            paused_at: None,
+            resumed_at: None,
             created_at: now,
             ready_at: None,
             last_activity_at: now,
@@ -479,11 +482,19 @@ impl Scheduler {
 
     /// Terminates a sandbox if it is live, then deletes its record and executions.
     pub async fn delete_sandbox(&self, id: &str) -> Result<()> {
-        self.end_sandbox(id, TerminationReason::Requested, None, None)
+        let ended = self
+            .end_sandbox(id, TerminationReason::Requested, None, None)
             .await?;
         let store = self.inner.store.clone();
         let key = id.to_string();
-        super::blocking(move || store.delete_sandbox(&key)).await?;
+        if super::blocking(move || store.delete_sandbox(&key)).await? {
+            self.publish(
+                EventPayload::SandboxRemoved {
+                    sandbox_id: id.to_string(),
+                },
+                ended.owner.as_deref(),
+            );
+        }
         Ok(())
     }
 
@@ -541,7 +552,10 @@ impl Scheduler {
                 message = Some(note(message, &format!("container not removed yet ({e}); the sweep removes it when the node answers")));
             }
         }
-        let was_created = record.status == SandboxStatus::Running;
+        let was_created = matches!(
+            record.status,
+            SandboxStatus::Running | SandboxStatus::Paused
+        );
         self.finish(&mut record, reason, message, exit_code, was_created)
             .await;
         Ok(record)
@@ -571,6 +585,7 @@ impl Scheduler {
         if let Some(l) = lock(&self.inner.live).remove(&record.id) {
             l.status.send_replace(record.status);
         }
+        lock(&self.inner.samples).remove(&record.id);
         self.forget_pooled(&record.template_id, &record.id);
         self.inner
             .counters
@@ -588,8 +603,15 @@ impl Scheduler {
         );
     }
 
-    /// Waits until a sandbox is running (or fails clearly) and marks it active.
+    /// Waits until a sandbox is running (or fails clearly), resuming it when it is paused,
+    /// and marks it active.
     pub(crate) async fn ready_sandbox(&self, id: &str) -> Result<Sandbox> {
+        let paused = lock(&self.inner.live)
+            .get(id)
+            .is_some_and(|l| l.record.status == SandboxStatus::Paused);
+        if paused {
+            self.resume(id, super::lifecycle::Cause::Activity).await?;
+        }
         let rx = lock(&self.inner.live).get(id).map(|l| l.status.subscribe());
         let Some(mut rx) = rx else {
             return match self.get_sandbox(id).await? {
@@ -630,7 +652,7 @@ fn note(message: Option<String>, extra: &str) -> String {
     }
 }
 
-fn ended(s: &Sandbox) -> Error {
+pub(crate) fn ended(s: &Sandbox) -> Error {
     let why = s
         .termination
         .as_ref()

@@ -13,8 +13,9 @@
 //! `containers/exited`) are handled here too.
 
 use super::hardening::labels;
+use super::lifecycle::Cause;
 use super::node::NodeStatus;
-use super::sandbox::{Sandbox, SandboxStatus, TerminationReason};
+use super::sandbox::{IdleAction, Sandbox, SandboxStatus, TerminationReason};
 use super::{blocking, docker, lock, Inner, Live, OrphanPolicy, Scheduler};
 use crate::error::{Error, Result};
 use crate::model::{now_ms, EventPayload};
@@ -52,6 +53,8 @@ pub struct SweepReport {
     pub expired: Vec<String>,
     /// Ended because nothing used them.
     pub idle: Vec<String>,
+    /// Sandboxes paused because they were idle (`idleAction: pause`).
+    pub paused: Vec<String>,
     /// Failed because they stayed `creating` too long.
     pub stuck: Vec<String>,
     /// The comparison with Docker.
@@ -64,6 +67,8 @@ struct Found {
     docker_id: String,
     /// Whether Docker listed it as running.
     running: bool,
+    /// Whether Docker listed it as paused.
+    paused: bool,
     /// Docker's status text (`Exited (137) 3 seconds ago`), for the exit code and messages.
     status: String,
 }
@@ -133,6 +138,7 @@ impl Scheduler {
                 Found {
                     docker_id,
                     running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
+                    paused: c.state == Some(ContainerSummaryStateEnum::PAUSED),
                     status: c.status.unwrap_or_default(),
                 },
             );
@@ -143,10 +149,17 @@ impl Scheduler {
             if live.contains(sid) {
                 let running = lock(&self.inner.live)
                     .get(sid)
-                    .map(|l| l.record.status == SandboxStatus::Running)
+                    .map(|l| {
+                        matches!(
+                            l.record.status,
+                            SandboxStatus::Running | SandboxStatus::Paused
+                        )
+                    })
                     .unwrap_or(false);
-                // The list may predate the start of a sandbox created meanwhile: ask again.
-                if running && !c.running && !self.still_running(&d, &c.docker_id).await {
+                // The list may predate the start of a sandbox created meanwhile (or a resume):
+                // ask again.
+                if running && !c.running && !c.paused && !self.still_running(&d, &c.docker_id).await
+                {
                     let code = exit_code_of(&c.status);
                     self.end_sandbox(
                         sid,
@@ -230,6 +243,12 @@ impl Scheduler {
             report.removed.push(r.id);
             return Ok(());
         }
+        // A paused container stays paused: it answers no exec, and the next exec or file
+        // operation resumes it. A record left paused whose container runs (a crash between
+        // the unpause and the record) is running.
+        if c.paused {
+            return self.adopt(r, c, SandboxStatus::Paused, report).await;
+        }
         let ready = if c.running {
             self.run_quiet(d, &r.node_id, &c.docker_id, &r.user, vec!["true"])
                 .await
@@ -262,10 +281,30 @@ impl Scheduler {
             report.lost.push(r.id);
             return Ok(());
         }
+        self.adopt(r, c, SandboxStatus::Running, report).await
+    }
+
+    /// Takes a surviving container back as a live sandbox in `status` (`running` or `paused`).
+    async fn adopt(
+        &self,
+        mut r: Sandbox,
+        c: &Found,
+        status: SandboxStatus,
+        report: &mut ReconcileReport,
+    ) -> Result<()> {
         let now = now_ms();
         if r.status == SandboxStatus::Creating {
             r.transition(SandboxStatus::Running)?;
             r.ready_at = Some(now);
+        }
+        if r.status != status {
+            r.transition(status)?;
+        }
+        match status {
+            SandboxStatus::Paused => {
+                r.paused_at.get_or_insert(now);
+            }
+            _ => r.paused_at = None,
         }
         r.docker_container_id = Some(c.docker_id.clone());
         r.last_activity_at = now;
@@ -280,7 +319,7 @@ impl Scheduler {
                 },
             );
         }
-        let (status, _) = watch::channel(SandboxStatus::Running);
+        let (status, _) = watch::channel(r.status);
         lock(&self.inner.live).insert(
             r.id.clone(),
             Live {
@@ -303,18 +342,43 @@ impl Scheduler {
         Ok(())
     }
 
-    /// One sweep: expired, idle and stuck sandboxes end; then Docker is compared.
+    /// One sweep: expired, idle and stuck sandboxes end (idle ones of `idleAction: pause`
+    /// pause instead); then Docker is compared.
     pub async fn sweep(&self) -> Result<SweepReport> {
         let now = now_ms();
         let stuck_ms = self.inner.config.stuck_creating_after.as_millis() as i64;
         let mut report = SweepReport::default();
+        // A sandbox running an exec is busy, whatever its last activity says.
+        let busy: HashSet<String> = lock(&self.inner.running)
+            .values()
+            .map(|c| c.started.sandbox_id.clone())
+            .collect();
+        let to_pause: Vec<String> = lock(&self.inner.live)
+            .values()
+            .filter(|l| {
+                let r = &l.record;
+                r.idle_action == IdleAction::Pause
+                    && !r.is_expired(now)
+                    && r.is_idle(now)
+                    && !busy.contains(&r.id)
+            })
+            .map(|l| l.record.id.clone())
+            .collect();
+        for id in to_pause {
+            match self.pause(&id, Cause::Idle).await {
+                Ok(_) => report.paused.push(id),
+                // It ended, was resumed or paused meanwhile: the next sweep looks again.
+                Err(e) if e.kind() == crate::error::ErrorKind::Conflict => {}
+                Err(e) => tracing::warn!(sandbox = %id, error = %e, "pausing an idle sandbox"),
+            }
+        }
         let candidates: Vec<(String, TerminationReason)> = lock(&self.inner.live)
             .values()
             .filter_map(|l| {
                 let r = &l.record;
                 if r.is_expired(now) {
                     Some((r.id.clone(), TerminationReason::Expired))
-                } else if r.is_idle(now) {
+                } else if r.is_idle(now) && r.idle_action == IdleAction::Terminate {
                     Some((r.id.clone(), TerminationReason::Idle))
                 } else if r.status == SandboxStatus::Creating
                     && now - r.created_at >= stuck_ms

@@ -14,7 +14,7 @@ mod redb;
 pub use self::redb::RedbSchedulerStore;
 pub use memory::MemorySchedulerStore;
 
-use agentvm_model::scheduler::{Execution, RuntimeNode, Sandbox, Template};
+use agentvm_model::scheduler::{Execution, RuntimeNode, Sandbox, Template, Webhook};
 use agentvm_model::Result;
 
 /// The scheduler's tables. Calls block (run them on the blocking pool); writes are durable.
@@ -56,4 +56,11 @@ pub trait SchedulerStore: Send + Sync + 'static {
     fn get_execution(&self, id: &str) -> Result<Option<Execution>>;
     /// The executions of a sandbox, oldest first.
     fn list_executions(&self, sandbox_id: &str) -> Result<Vec<Execution>>;
+
+    /// Stores a webhook registration (insert or replace), secret included.
+    fn put_webhook(&self, webhook: &Webhook) -> Result<()>;
+    /// Every webhook, by id, secrets included.
+    fn list_webhooks(&self) -> Result<Vec<Webhook>>;
+    /// Removes a webhook; whether it existed.
+    fn delete_webhook(&self, id: &str) -> Result<bool>;
 }

@@ -158,9 +158,12 @@ export function mount(root, { channel }, path) {
     refresh();
   }
 
-  // ---- one sandbox: exec and files
+  // ---- one sandbox: live usage, pause and resume, exec and files
   let current = null;
+  let usageTimer = null;
+  const stopUsage = () => { clearInterval(usageTimer); usageTimer = null; };
   async function update([sandboxId] = []) {
+    stopUsage();
     if (!sandboxId) {
       detail.hidden = true;
       current = null;
@@ -204,9 +207,20 @@ export function mount(root, { channel }, path) {
       await list(s.id, dir, listing, filesError);
     }));
 
+    const live = ['running', 'paused'].includes(s.status);
+    const usageBox = h('dl', { class: 'usage', 'aria-label': 'Usage' });
+    const lifecycleError = h('p', { class: 'error', role: 'alert', hidden: true });
+    const toggle = s.status === 'paused'
+      ? h('button', { type: 'button', onclick: () => lifecycle(s.id, 'sandbox_resume_request', lifecycleError) }, 'Resume')
+      : h('button', { type: 'button', onclick: () => lifecycle(s.id, 'sandbox_pause_request', lifecycleError), disabled: s.status !== 'running' }, 'Pause');
+
     fill(detail,
       h('div', { class: 'section-head' }, h('h2', { id: 'sandbox-title' }, 'Sandbox ', h('code', {}, s.id)), h('a', { href: '#/sandboxes', class: 'quiet' }, 'Close')),
       h('p', {}, h('span', { class: `badge ${s.status}` }, s.status), ` on ${s.nodeId} · ${s.image} · ${s.resources.cpuCores} CPU, ${s.resources.memoryMb} MiB · user ${s.user} · expires ${time(s.expiresAt)}`),
+      live ? h('div', { class: 'inline' }, toggle, h('span', { class: 'note' }, s.status === 'paused' ? 'Paused: the next command or file operation resumes it.' : 'Pausing freezes its processes; it keeps its memory and files.')) : null,
+      lifecycleError,
+      live ? h('h3', {}, 'Usage') : null,
+      live ? usageBox : null,
       h('h3', {}, 'Run a command'),
       execForm, execError, out,
       h('p', { class: 'note' }, 'No terminal yet: the server has no PTY, so a command runs to its end with stdin closed and its output streams here.'),
@@ -214,6 +228,39 @@ export function mount(root, { channel }, path) {
       browse, field('Upload to this directory', upload), filesError, listing);
     detail.hidden = false;
     list(s.id, dir, listing, filesError);
+    if (live) {
+      const poll = () => showUsage(s.id, usageBox);
+      poll();
+      usageTimer = setInterval(() => { if (!document.hidden) poll(); }, 2_000);
+    }
+  }
+
+  async function lifecycle(sandboxId, type, lifecycleError) {
+    await guarded(lifecycleError, async () => {
+      const { sandbox } = await channel.request(type, { sandboxId });
+      stopUsage();
+      current = sandbox;
+      renderDetail(sandbox);
+      refresh();
+    });
+  }
+
+  async function showUsage(sandboxId, box) {
+    try {
+      const { usage: u } = await channel.request('sandbox_usage_request', { sandboxId });
+      const pct = u.memoryLimitBytes ? ` of ${bytes(u.memoryLimitBytes)} (${Math.round((u.memoryBytes / u.memoryLimitBytes) * 100)}%)` : '';
+      const rows = [
+        ['CPU', u.cpuPercent === undefined || u.cpuPercent === null ? 'measuring…' : `${u.cpuPercent.toFixed(1)}% of a core`],
+        ['Memory', `${bytes(u.memoryBytes)}${pct}`],
+        ['Processes', String(u.pids)],
+        ['Network', `↓ ${bytes(u.netRxBytes)} · ↑ ${bytes(u.netTxBytes)}`],
+      ];
+      fill(box, ...rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', { 'data-usage': k.toLowerCase() }, v)]));
+      box.dataset.memoryBytes = String(u.memoryBytes);
+    } catch (e) {
+      fill(box, h('dt', {}, 'Usage'), h('dd', {}, e.message));
+      stopUsage();
+    }
   }
 
   async function exec(sandboxId, command, out, state, run, execError) {
@@ -278,7 +325,7 @@ export function mount(root, { channel }, path) {
 
   refresh().then(() => update(path));
   const timer = setInterval(() => { if (!document.hidden) refresh(); }, 10_000);
-  return { unmount: () => clearInterval(timer), update: (p) => { refresh(); update(p); } };
+  return { unmount: () => { clearInterval(timer); stopUsage(); }, update: (p) => { refresh(); update(p); } };
 }
 
 function join(dir, name) {

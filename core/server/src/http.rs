@@ -250,12 +250,17 @@ async fn metrics(
         extra.push_str(&render());
     }
     let scheduler = state.vm.scheduler().map(|s| (s.metrics(), s.latency()));
+    let sandbox_usage = match state.vm.scheduler() {
+        Some(s) => s.usage_by_node().await,
+        None => Vec::new(),
+    };
     let body = state.metrics.render(
         &crate::metrics::Sources {
             requests: state.vm.request_metrics(),
             llm: state.vm.llm_latency(),
             agents_running: state.vm.container_manager().len(),
             scheduler: scheduler.as_ref().map(|(m, l)| (m, l)),
+            sandbox_usage: &sandbox_usage,
         },
         &extra,
     );

@@ -10,7 +10,7 @@
 use agentvm::llm::LlmLatency;
 use agentvm::runtime::dispatch::LATENCY_BUCKETS;
 use agentvm::runtime::RequestMetrics;
-use agentvm::scheduler::{HistogramSnapshot, SchedulerLatency, SchedulerMetrics};
+use agentvm::scheduler::{HistogramSnapshot, NodeUsage, SchedulerLatency, SchedulerMetrics};
 use prometheus_client::encoding::{
     EncodeLabelValue, EncodeMetric, LabelValueEncoder, MetricEncoder, NoLabelSet,
 };
@@ -48,6 +48,91 @@ impl EncodeLabelValue for Escaped {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
         encoder.write_str(&label_value(self.0))
     }
+}
+
+/// A node id as a label value: operators name nodes (a bounded set, never a client's input
+/// per request), escaped through [`label_value`] like every other value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct NodeLabel(String);
+
+impl EncodeLabelValue for NodeLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&label_value(&self.0))
+    }
+}
+
+/// One gauge per node (`node` label): what its live sandboxes use together.
+#[derive(Debug)]
+struct NodeGauges(Vec<(String, f64)>);
+
+impl EncodeMetric for NodeGauges {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (node, v) in &self.0 {
+            let labels = [("node", NodeLabel(node.clone()))];
+            encoder.encode_family(&labels)?.encode_gauge(v)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
+}
+
+/// Registers the per-node usage gauges of the live sandboxes.
+fn register_usage(r: &mut Registry, usage: &[NodeUsage]) {
+    type Pick = fn(&NodeUsage) -> f64;
+    let families: [(&str, &str, Pick); 7] = [
+        (
+            "agentvm_node_sandboxes",
+            "Live sandboxes on the node (running or paused, warm ones included).",
+            |u| u.sandboxes as f64,
+        ),
+        (
+            "agentvm_node_sandboxes_paused",
+            "Paused sandboxes on the node.",
+            |u| u.paused as f64,
+        ),
+        (
+            "agentvm_node_sandbox_cpu_seconds",
+            "Cpu time used by the node's live sandboxes since each started (falls when one ends).",
+            |u| u.cpu_total_ns as f64 / 1e9,
+        ),
+        (
+            "agentvm_node_sandbox_memory_bytes",
+            "Memory used by the node's live sandboxes (less inactive file cache).",
+            |u| u.memory_bytes as f64,
+        ),
+        (
+            "agentvm_node_sandbox_pids",
+            "Processes and threads in the node's live sandboxes.",
+            |u| u.pids as f64,
+        ),
+        (
+            "agentvm_node_sandbox_network_receive_bytes",
+            "Bytes received by the node's live sandboxes.",
+            |u| u.net_rx_bytes as f64,
+        ),
+        (
+            "agentvm_node_sandbox_network_transmit_bytes",
+            "Bytes sent by the node's live sandboxes.",
+            |u| u.net_tx_bytes as f64,
+        ),
+    ];
+    for (name, help, pick) in families {
+        let values = usage.iter().map(|u| (u.node_id.clone(), pick(u))).collect();
+        r.register(name, help, NodeGauges(values));
+    }
+    r.register(
+        "agentvm_node_sandboxes_unsampled",
+        "Live sandboxes whose stats did not come within 2 s at this scrape.",
+        NodeGauges(
+            usage
+                .iter()
+                .map(|u| (u.node_id.clone(), u.unsampled as f64))
+                .collect(),
+        ),
+    );
 }
 
 /// Counters the server keeps. Cheap to update from any task.
@@ -151,12 +236,29 @@ pub struct Sources<'a> {
     pub agents_running: usize,
     /// The scheduler's counters and latency, when the runtime has one.
     pub scheduler: Option<(&'a SchedulerMetrics, &'a SchedulerLatency)>,
+    /// What the live sandboxes use, per node (empty without a scheduler).
+    pub sandbox_usage: &'a [NodeUsage],
 }
 
 /// Registers the scheduler's counters, gauges and histograms.
 fn register_scheduler(r: &mut Registry, m: &SchedulerMetrics, l: &SchedulerLatency) {
     // Counter names without `_total`: the library appends it to the samples.
-    let counters: [(&str, &str, u64); 10] = [
+    let counters: [(&str, &str, u64); 13] = [
+        (
+            "agentvm_sandbox_pauses",
+            "Sandboxes paused (requested or idle).",
+            m.pauses,
+        ),
+        (
+            "agentvm_sandbox_resumes",
+            "Paused sandboxes resumed (requested, or by an exec or file operation).",
+            m.resumes,
+        ),
+        (
+            "agentvm_sandbox_snapshots",
+            "Sandbox snapshots committed into templates.",
+            m.snapshots,
+        ),
         (
             "agentvm_pool_hits",
             "Sandboxes claimed from a warm pool.",
@@ -211,7 +313,12 @@ fn register_scheduler(r: &mut Registry, m: &SchedulerMetrics, l: &SchedulerLaten
     for (name, help, v) in counters {
         r.register(name, help, ConstCounter::new(v));
     }
-    let gauges: [(&str, &str, u64); 3] = [
+    let gauges: [(&str, &str, u64); 4] = [
+        (
+            "agentvm_sandboxes_paused",
+            "Sandboxes paused now.",
+            m.paused_sandboxes,
+        ),
         (
             "agentvm_pool_ready",
             "Warm sandboxes ready to be claimed.",
@@ -389,6 +496,7 @@ impl Metrics {
         );
         if let Some((m, l)) = sources.scheduler {
             register_scheduler(&mut r, m, l);
+            register_usage(&mut r, sources.sandbox_usage);
         }
         r
     }
@@ -425,6 +533,7 @@ mod tests {
                 llm: &llm,
                 agents_running: 0,
                 scheduler: None,
+                sandbox_usage: &[],
             },
             "",
         )

@@ -84,7 +84,7 @@ fn scheduler_schemas() -> Map<String, Value> {
         json!({ "type": "array", "items": r("Node") }),
     );
     m.insert("NodeStatus".into(), obj(json!({ "status": { "type": "string", "enum": ["online", "draining", "maintenance"] } }), &["status"]));
-    m.insert("TemplateSpec".into(), obj(json!({ "name": s("string"), "image": s("string"), "defaultCpuCores": s("number"), "defaultMemoryMb": s("integer"), "defaultDiskMb": s("integer"), "defaultTimeoutS": s("integer"), "idleTimeoutS": s("integer"), "env": s("object"), "network": {}, "security": s("object"), "workdir": s("string"), "command": { "type": "array", "items": s("string") }, "warmPoolSize": s("integer") }), &["name", "image"]));
+    m.insert("TemplateSpec".into(), obj(json!({ "name": s("string"), "image": s("string"), "defaultCpuCores": s("number"), "defaultMemoryMb": s("integer"), "defaultDiskMb": s("integer"), "defaultTimeoutS": s("integer"), "idleTimeoutS": s("integer"), "idleAction": { "type": "string", "enum": ["terminate", "pause"] }, "env": s("object"), "network": {}, "security": s("object"), "workdir": s("string"), "command": { "type": "array", "items": s("string") }, "warmPoolSize": s("integer") }), &["name", "image"]));
     m.insert(
         "TemplateCreate".into(),
         json!({ "allOf": [r("TemplateSpec"), obj(json!({ "id": s("string") }), &["id"])] }),
@@ -106,6 +106,29 @@ fn scheduler_schemas() -> Map<String, Value> {
         "SandboxList".into(),
         json!({ "type": "array", "items": r("Sandbox") }),
     );
+    m.insert("WebhookCreate".into(), obj(json!({ "url": s("string"), "templateId": s("string"), "events": { "type": "array", "items": s("string") }, "secret": s("string") }), &["url"]));
+    m.insert("Webhook".into(), obj(json!({ "id": s("string"), "url": s("string"), "templateId": s("string"), "events": { "type": "array", "items": s("string") }, "secret": s("string"), "createdAt": s("integer") }), &["id", "url", "createdAt"]));
+    m.insert(
+        "WebhookList".into(),
+        json!({ "type": "array", "items": r("Webhook") }),
+    );
+    m.insert("Delivery".into(), obj(json!({ "id": s("string"), "webhookId": s("string"), "eventType": s("string"), "sandboxId": s("string"), "status": { "type": "string", "enum": ["retrying", "delivered", "failed"] }, "attempts": s("integer"), "lastStatus": s("integer"), "lastError": s("string"), "createdAt": s("integer"), "lastAttemptAt": s("integer") }), &["id", "webhookId", "eventType", "status", "attempts"]));
+    m.insert(
+        "DeliveryList".into(),
+        json!({ "type": "array", "items": r("Delivery") }),
+    );
+    m.insert(
+        "SandboxExtend".into(),
+        obj(json!({ "ttlS": s("integer") }), &["ttlS"]),
+    );
+    m.insert(
+        "SandboxSnapshot".into(),
+        obj(
+            json!({ "templateId": s("string"), "name": s("string"), "template": r("Template"), "image": s("string") }),
+            &[],
+        ),
+    );
+    m.insert("SandboxUsage".into(), obj(json!({ "sandboxId": s("string"), "nodeId": s("string"), "status": s("string"), "cpuTotalNs": s("integer"), "cpuPercent": s("number"), "memoryBytes": s("integer"), "memoryLimitBytes": s("integer"), "pids": s("integer"), "netRxBytes": s("integer"), "netTxBytes": s("integer"), "at": s("integer") }), &["sandboxId", "memoryBytes", "pids"]));
     m.insert("Exec".into(), obj(json!({ "command": { "type": "array", "items": s("string") }, "code": s("string"), "language": s("string"), "env": s("object"), "workdir": s("string"), "timeoutMs": s("integer"), "maxOutputBytes": s("integer"), "executionId": s("string") }), &[]));
     m.insert("Execution".into(), obj(json!({ "id": s("string"), "sandboxId": s("string"), "command": { "type": "array", "items": s("string") }, "status": { "type": "string", "enum": ["pending", "running", "completed", "failed", "timeout", "cancelled", "crashed"] }, "stdout": s("string"), "stderr": s("string"), "exitCode": s("integer"), "truncated": s("boolean"), "createdAt": s("integer"), "durationMs": s("integer") }), &["id", "sandboxId", "status"]));
     m.insert("ExecLine".into(), json!({ "oneOf": [obj(json!({ "stream": { "type": "string", "enum": ["stdout", "stderr"] }, "data": s("string") }), &["stream", "data"]), r("Execution"), r("Error")] }));

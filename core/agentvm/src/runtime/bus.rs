@@ -312,7 +312,24 @@ fn next_hybrid(next: &AtomicU64) -> u64 {
     }
 }
 
+/// A bus that does not keep it (and the store it persists to) alive: for background tasks
+/// that must end with the runtime.
+#[derive(Clone)]
+pub(crate) struct WeakBus(std::sync::Weak<BusInner>);
+
+impl WeakBus {
+    /// The bus, while something else still holds it.
+    pub(crate) fn upgrade(&self) -> Option<Bus> {
+        self.0.upgrade().map(|inner| Bus { inner })
+    }
+}
+
 impl Bus {
+    /// A handle that does not keep the bus alive.
+    pub(crate) fn downgrade(&self) -> WeakBus {
+        WeakBus(Arc::downgrade(&self.inner))
+    }
+
     /// A bus with a persisted replay log in `store` (if given). Must be called inside a tokio
     /// runtime when `store` is given: it starts the persisting task.
     pub fn new(config: BusConfig, store: Option<Arc<dyn Store>>) -> crate::Result<Self> {

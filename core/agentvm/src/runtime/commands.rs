@@ -268,6 +268,27 @@ impl AgentVm {
             }
             Command::SandboxGet(r) => Response::SandboxGet(self.sandbox_get(scope, r).await?),
             Command::SandboxList(r) => Response::SandboxList(self.sandbox_list(scope, r).await?),
+            Command::SandboxPause(r) => Response::SandboxPause(self.sandbox_pause(scope, r).await?),
+            Command::SandboxResume(r) => {
+                Response::SandboxResume(self.sandbox_resume(scope, r).await?)
+            }
+            Command::SandboxExtend(r) => {
+                Response::SandboxExtend(self.sandbox_extend(scope, r).await?)
+            }
+            Command::SandboxSnapshot(r) => {
+                Response::SandboxSnapshot(self.sandbox_snapshot(scope, r).await?)
+            }
+            Command::SandboxUsage(r) => Response::SandboxUsage(self.sandbox_usage(scope, r).await?),
+            Command::WebhookCreate(r) => {
+                Response::WebhookCreate(self.webhook_create(scope, r).await?)
+            }
+            Command::WebhookList(r) => Response::WebhookList(self.webhook_list(scope, r).await?),
+            Command::WebhookDelete(r) => {
+                Response::WebhookDelete(self.webhook_delete(scope, r).await?)
+            }
+            Command::WebhookDeliveries(r) => {
+                Response::WebhookDeliveries(self.webhook_deliveries(scope, r).await?)
+            }
             Command::SandboxTerminate(r) => {
                 Response::SandboxTerminate(self.sandbox_terminate(scope, r).await?)
             }

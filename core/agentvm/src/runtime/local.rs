@@ -187,6 +187,16 @@ impl AgentVmBuilder {
             ),
             None => None,
         };
+        let webhooks = match &scheduler {
+            Some(_) => {
+                let w = super::webhooks::Webhooks::open(store.scheduler_store()?)?;
+                if !w.list().is_empty() {
+                    w.start(&bus)?;
+                }
+                Some(w)
+            }
+            None => None,
+        };
         // With a scheduler, containers that name a sandbox template run their tools there.
         let sandbox = match &scheduler {
             Some(s) => Some(
@@ -225,6 +235,7 @@ impl AgentVmBuilder {
                 data_dir,
                 limits: self.limits,
                 scheduler,
+                webhooks,
                 metrics: super::dispatch::RequestMetrics::default(),
                 llm_latency,
                 gate: std::sync::OnceLock::new(),
@@ -247,6 +258,8 @@ pub(crate) struct Inner {
     pub data_dir: Option<PathBuf>,
     pub limits: Limits,
     pub scheduler: Option<Scheduler>,
+    /// Webhook registrations and deliveries (with a scheduler).
+    pub webhooks: Option<Arc<super::webhooks::Webhooks>>,
     /// Requests by command and outcome, for every caller.
     pub metrics: super::dispatch::RequestMetrics,
     /// How long model requests take, by provider (every agent's driver is timed).

@@ -12,7 +12,7 @@ use super::{
 use crate::error::{ErrorKind, Result};
 use crate::model::scheduler::{
     ExecStatus, Execution, Liveness, NodeStatus, Resources, RuntimeNode, Sandbox, SandboxStatus,
-    Template, TemplateSpec,
+    Template, TemplateSpec, Webhook,
 };
 use crate::model::{ContainerRecord, Definition, ImageRecord, Message, SessionRecord};
 use std::collections::BTreeMap;
@@ -83,6 +83,7 @@ macro_rules! store_conformance_tests {
                 scheduler_instance_is_stable_and_shared,
                 scheduler_nodes_put_get_list_delete,
                 scheduler_templates_put_get_list_delete,
+                scheduler_webhooks_put_list_delete,
                 scheduler_delete_sandbox_removes_its_executions,
                 scheduler_executions_list_oldest_first_per_sandbox,
                 a_lone_member_holds_its_leases_and_writes_under_them
@@ -1044,7 +1045,10 @@ fn sandbox(id: &str) -> Sandbox {
         warm: false,
         lifetime_s: 60,
         idle_timeout_s: Some(10),
+        idle_action: Default::default(),
         expires_at: 60_000,
+        paused_at: None,
+        resumed_at: None,
         created_at: 0,
         ready_at: Some(1),
         last_activity_at: 1,
@@ -1124,6 +1128,32 @@ pub(super) fn scheduler_templates_put_get_list_delete(store: &dyn Store) {
     assert!(sched.delete_template("node").unwrap());
     assert!(!sched.delete_template("node").unwrap());
     assert!(sched.get_template("node").unwrap().is_none());
+}
+
+pub(super) fn scheduler_webhooks_put_list_delete(store: &dyn Store) {
+    let sched = store.scheduler_store().unwrap();
+    let hook = |id: &str, template: Option<&str>| Webhook {
+        id: id.into(),
+        url: format!("http://127.0.0.1:9/{id}"),
+        template_id: template.map(str::to_string),
+        events: vec!["sandbox_paused".into()],
+        secret: "0123456789abcdef-secret".into(),
+        created_at: 1,
+    };
+    assert!(sched.list_webhooks().unwrap().is_empty());
+    sched.put_webhook(&hook("whk_b", None)).unwrap();
+    sched.put_webhook(&hook("whk_a", Some("py"))).unwrap();
+    let mut changed = hook("whk_b", None);
+    changed.events.clear();
+    sched.put_webhook(&changed).unwrap();
+    assert_eq!(
+        sched.list_webhooks().unwrap(),
+        [hook("whk_a", Some("py")), changed],
+        "by id, secrets kept, the replaced one as replaced"
+    );
+    assert!(sched.delete_webhook("whk_a").unwrap());
+    assert!(!sched.delete_webhook("whk_a").unwrap());
+    assert_eq!(sched.list_webhooks().unwrap().len(), 1);
 }
 
 pub(super) fn scheduler_delete_sandbox_removes_its_executions(store: &dyn Store) {

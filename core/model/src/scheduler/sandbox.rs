@@ -3,6 +3,9 @@
 //!
 //! ```text
 //! creating ──> running ──> completed | failed | timeout | terminated
+//!     │         │  ^
+//!     │         v  │ (resume: a request, or the next exec or file operation)
+//!     │        paused ──> failed | timeout | terminated
 //!     └──────────────────> failed | timeout | terminated
 //! ```
 //! Terminal states never change again; every move into one carries a [`TerminationReason`].
@@ -20,6 +23,9 @@ pub enum SandboxStatus {
     Creating,
     /// An exec works: ready for commands and files.
     Running,
+    /// Its processes are frozen (Docker pause): it holds its memory but no cpu. The next exec
+    /// or file operation resumes it.
+    Paused,
     /// Its main process ended successfully.
     Completed,
     /// Creation failed, the container died, or its node was lost.
@@ -36,6 +42,7 @@ impl SandboxStatus {
         match self {
             SandboxStatus::Creating => "creating",
             SandboxStatus::Running => "running",
+            SandboxStatus::Paused => "paused",
             SandboxStatus::Completed => "completed",
             SandboxStatus::Failed => "failed",
             SandboxStatus::Timeout => "timeout",
@@ -45,7 +52,10 @@ impl SandboxStatus {
 
     /// Whether the sandbox has ended for good.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, SandboxStatus::Creating | SandboxStatus::Running)
+        !matches!(
+            self,
+            SandboxStatus::Creating | SandboxStatus::Running | SandboxStatus::Paused
+        )
     }
 }
 
@@ -117,6 +127,26 @@ impl TerminationReason {
             | TerminationReason::PoolDrained
             | TerminationReason::OwnerReleased => SandboxStatus::Terminated,
         }
+    }
+}
+
+/// What the idle sweep does with a sandbox nobody used for its idle timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum IdleAction {
+    /// End it (reason `idle`): its container is removed.
+    #[default]
+    Terminate,
+    /// Pause it: it keeps its files and processes, and the next exec or file operation
+    /// resumes it.
+    Pause,
+}
+
+impl IdleAction {
+    /// Whether this is the default (`terminate`), which records leave out.
+    pub fn is_terminate(&self) -> bool {
+        *self == IdleAction::Terminate
     }
 }
 
@@ -207,8 +237,18 @@ pub struct Sandbox {
     /// Ended after this many seconds without an exec or file operation; `None`: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_s: Option<u64>,
-    /// When it expires, ms (`0` for a warm sandbox: its clock starts at the claim).
+    /// What the idle sweep does with it: `terminate` (the default, left out) or `pause`.
+    #[serde(default, skip_serializing_if = "IdleAction::is_terminate")]
+    pub idle_action: IdleAction,
+    /// When it expires, ms (`0` for a warm sandbox: its clock starts at the claim). Past it,
+    /// the sweep stops and removes it (status `timeout`); `sandbox_extend_request` moves it.
     pub expires_at: i64,
+    /// When it was last paused, ms, while it is paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<i64>,
+    /// When it was last resumed, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<i64>,
     /// When it was placed, ms.
     pub created_at: i64,
     /// When it became ready, ms.
@@ -273,7 +313,8 @@ pub fn transition(from: SandboxStatus, to: SandboxStatus) -> Result<SandboxStatu
     let ok = matches!(
         (from, to),
         (Creating, Running | Failed | Timeout | Terminated)
-            | (Running, Completed | Failed | Timeout | Terminated)
+            | (Running, Paused | Completed | Failed | Timeout | Terminated)
+            | (Paused, Running | Failed | Timeout | Terminated)
     );
     if ok {
         Ok(to)
@@ -293,7 +334,9 @@ mod tests {
     use super::*;
     use SandboxStatus::*;
 
-    const ALL: [SandboxStatus; 6] = [Creating, Running, Completed, Failed, Timeout, Terminated];
+    const ALL: [SandboxStatus; 7] = [
+        Creating, Running, Paused, Completed, Failed, Timeout, Terminated,
+    ];
 
     #[test]
     fn the_state_machine_allows_exactly_the_documented_moves() {
@@ -306,6 +349,11 @@ mod tests {
             (Running, Failed),
             (Running, Timeout),
             (Running, Terminated),
+            (Running, Paused),
+            (Paused, Running),
+            (Paused, Failed),
+            (Paused, Timeout),
+            (Paused, Terminated),
         ];
         for from in ALL {
             for to in ALL {
@@ -359,7 +407,10 @@ mod tests {
             warm: false,
             lifetime_s: 60,
             idle_timeout_s: Some(10),
+            idle_action: IdleAction::Terminate,
             expires_at: 60_000,
+            paused_at: None,
+            resumed_at: None,
             created_at: 0,
             ready_at: None,
             last_activity_at: 0,
@@ -377,6 +428,10 @@ mod tests {
         s.transition(Running).unwrap();
         assert!(!s.is_idle(9_999));
         assert!(s.is_idle(10_000));
+        s.transition(Paused).unwrap();
+        assert!(!s.is_idle(10_000), "a paused sandbox is not idle again");
+        assert!(s.is_expired(60_000), "a paused sandbox still expires");
+        s.transition(Running).unwrap();
         s.warm = true;
         assert!(
             !s.is_idle(10_000) && !s.is_expired(60_000),

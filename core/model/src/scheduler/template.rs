@@ -2,7 +2,7 @@
 //! that create sandboxes from them. Validation and resolution are pure: what cannot be
 //! enforced is refused here with a clear error, never dropped silently.
 
-use super::sandbox::Resources;
+use super::sandbox::{IdleAction, Resources};
 use crate::error::{Error, Result};
 use crate::ids::validate_id;
 use serde::{Deserialize, Serialize};
@@ -123,6 +123,10 @@ pub struct TemplateSpec {
     /// Idle timeout, seconds; `None`: only the lifetime applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_s: Option<u64>,
+    /// What happens to a sandbox idle past its idle timeout: `terminate` (the default) or
+    /// `pause` (the next exec or file operation resumes it).
+    #[serde(default, skip_serializing_if = "IdleAction::is_terminate")]
+    pub idle_action: IdleAction,
     /// Environment of every sandbox.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -169,6 +173,7 @@ impl TemplateSpec {
             default_disk_mb: None,
             default_timeout_s: default_timeout(),
             idle_timeout_s: None,
+            idle_action: IdleAction::Terminate,
             env: BTreeMap::new(),
             network: NetworkPolicy::None,
             security: SecurityPolicy::default(),
@@ -203,9 +208,7 @@ impl TemplateSpec {
             ["defaultCpuCores", "defaultMemoryMb"],
         )?;
         validate_disk("defaultDiskMb", self.default_disk_mb)?;
-        if self.default_timeout_s == 0 {
-            return Err(Error::invalid("defaultTimeoutS must be at least 1 second"));
-        }
+        validate_lifetime("defaultTimeoutS", self.default_timeout_s)?;
         if self.idle_timeout_s == Some(0) {
             return Err(Error::invalid("idleTimeoutS must be at least 1 second"));
         }
@@ -348,6 +351,22 @@ pub fn validate_template_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// The longest lifetime (or extension) a sandbox may be given: 30 days.
+pub const MAX_LIFETIME_S: u64 = 30 * 24 * 3600;
+
+/// Refuses a lifetime of 0 or longer than [`MAX_LIFETIME_S`], naming the field.
+pub fn validate_lifetime(field: &str, seconds: u64) -> Result<()> {
+    if seconds == 0 {
+        return Err(Error::invalid(format!("{field} must be at least 1 second")));
+    }
+    if seconds > MAX_LIFETIME_S {
+        return Err(Error::invalid(format!(
+            "{field} is {seconds} seconds; the longest allowed is {MAX_LIFETIME_S} (30 days)"
+        )));
+    }
+    Ok(())
+}
+
 /// A request for a sandbox. Everything but the template is optional and overrides its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -411,6 +430,8 @@ pub struct SandboxPlan {
     pub lifetime_s: u64,
     /// Idle timeout, seconds.
     pub idle_timeout_s: Option<u64>,
+    /// What the idle sweep does.
+    pub idle_action: IdleAction,
     /// Working directory.
     pub workdir: String,
 }
@@ -429,9 +450,7 @@ pub fn resolve(template: &Template, request: &SandboxRequest) -> Result<SandboxP
     validate_disk("diskMb", request.disk_mb)?;
     validate_env(&request.env)?;
     let lifetime = request.timeout_s.unwrap_or(spec.default_timeout_s);
-    if lifetime == 0 {
-        return Err(Error::invalid("timeoutS must be at least 1 second"));
-    }
+    validate_lifetime("timeoutS", lifetime)?;
     let idle = request.idle_timeout_s.or(spec.idle_timeout_s);
     if idle == Some(0) {
         return Err(Error::invalid("idleTimeoutS must be at least 1 second"));
@@ -448,6 +467,7 @@ pub fn resolve(template: &Template, request: &SandboxRequest) -> Result<SandboxP
         env,
         lifetime_s: lifetime,
         idle_timeout_s: idle,
+        idle_action: spec.idle_action,
         workdir: spec.workdir.clone().unwrap_or_else(|| "/tmp".to_string()),
     })
 }
@@ -537,6 +557,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("defaultMemoryMb of"));
+    }
+
+    #[test]
+    fn lifetimes_of_zero_or_past_thirty_days_are_refused() {
+        let t = template(TemplateSpec::new("b", "busybox:latest"));
+        let mut r = SandboxRequest::new("t");
+        r.timeout_s = Some(0);
+        assert!(resolve(&t, &r)
+            .unwrap_err()
+            .to_string()
+            .contains("timeoutS must be at least 1"));
+        r.timeout_s = Some(MAX_LIFETIME_S + 1);
+        let e = resolve(&t, &r).unwrap_err();
+        assert!(e.to_string().contains("longest allowed"), "{e}");
+        r.timeout_s = Some(MAX_LIFETIME_S);
+        assert_eq!(resolve(&t, &r).unwrap().lifetime_s, MAX_LIFETIME_S);
+        let mut spec = TemplateSpec::new("b", "busybox:latest");
+        spec.idle_action = IdleAction::Pause;
+        let plan = resolve(&template(spec), &SandboxRequest::new("t")).unwrap();
+        assert_eq!(plan.idle_action, IdleAction::Pause);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the conformance suite holds every backend to.
 
 use super::SchedulerStore;
-use agentvm_model::scheduler::{Execution, RuntimeNode, Sandbox, Template};
+use agentvm_model::scheduler::{Execution, RuntimeNode, Sandbox, Template, Webhook};
 use agentvm_model::Result;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -20,6 +20,7 @@ struct Tables {
     templates: BTreeMap<String, Template>,
     sandboxes: BTreeMap<String, Sandbox>,
     executions: BTreeMap<String, Execution>,
+    webhooks: BTreeMap<String, Webhook>,
 }
 
 impl MemorySchedulerStore {
@@ -110,6 +111,21 @@ impl SchedulerStore for MemorySchedulerStore {
 
     fn get_execution(&self, id: &str) -> Result<Option<Execution>> {
         Ok(self.tables().executions.get(id).cloned())
+    }
+
+    fn put_webhook(&self, webhook: &Webhook) -> Result<()> {
+        self.tables()
+            .webhooks
+            .insert(webhook.id.clone(), webhook.clone());
+        Ok(())
+    }
+
+    fn list_webhooks(&self) -> Result<Vec<Webhook>> {
+        Ok(self.tables().webhooks.values().cloned().collect())
+    }
+
+    fn delete_webhook(&self, id: &str) -> Result<bool> {
+        Ok(self.tables().webhooks.remove(id).is_some())
     }
 
     fn list_executions(&self, sandbox_id: &str) -> Result<Vec<Execution>> {

@@ -5,7 +5,7 @@
 //! saw created is found again by the reconciliation after a crash.
 
 use super::SchedulerStore;
-use agentvm_model::scheduler::{Execution, RuntimeNode, Sandbox, Template};
+use agentvm_model::scheduler::{Execution, RuntimeNode, Sandbox, Template, Webhook};
 use agentvm_model::{Error, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
@@ -17,6 +17,7 @@ const SANDBOXES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sched_
 const EXECUTIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sched_executions");
 const EXECUTIONS_BY_SANDBOX: TableDefinition<'_, (&str, &str), ()> =
     TableDefinition::new("sched_executions_by_sandbox");
+const WEBHOOKS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sched_webhooks");
 const SCHED_META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sched_meta");
 
 fn db(e: impl std::error::Error + Send + Sync + 'static) -> Error {
@@ -53,6 +54,7 @@ impl RedbSchedulerStore {
         txn.open_table(EXECUTIONS).map_err(db)?;
         txn.open_table(EXECUTIONS_BY_SANDBOX).map_err(db)?;
         txn.open_table(SCHED_META).map_err(db)?;
+        txn.open_table(WEBHOOKS).map_err(db)?;
         txn.commit().map_err(db)?;
         Ok(RedbSchedulerStore { db: database })
     }
@@ -196,6 +198,23 @@ impl SchedulerStore for RedbSchedulerStore {
     /// Removes a template; whether it existed.
     fn delete_template(&self, id: &str) -> Result<bool> {
         self.remove_key(TEMPLATES, id)
+    }
+
+    // ----- webhooks -----
+
+    /// Stores a webhook (insert or replace).
+    fn put_webhook(&self, webhook: &Webhook) -> Result<()> {
+        self.put_json(WEBHOOKS, &webhook.id, webhook)
+    }
+
+    /// Every webhook, by id.
+    fn list_webhooks(&self) -> Result<Vec<Webhook>> {
+        self.list_json(WEBHOOKS)
+    }
+
+    /// Removes a webhook; whether it existed.
+    fn delete_webhook(&self, id: &str) -> Result<bool> {
+        self.remove_key(WEBHOOKS, id)
     }
 
     // ----- sandboxes -----

@@ -395,6 +395,33 @@ pub(crate) const ROUTES: &[Route] = &[
             "Node",
         ),
     // ----- templates -----
+    route("get", "/v1/webhooks", "webhook_list_request")
+        .output(Field("webhooks"))
+        .doc("Webhooks, secrets left out (operators)", "WebhookList"),
+    route("post", "/v1/webhooks", "webhook_create_request")
+        .body(Fields, "WebhookCreate")
+        .status(201)
+        .output(Field("webhook"))
+        .doc(
+            "Register a webhook for sandbox events; the secret is shown only here (operators)",
+            "Webhook",
+        ),
+    route(
+        "get",
+        "/v1/webhook-deliveries",
+        "webhook_deliveries_request",
+    )
+    .query(&[("webhookId", Text)])
+    .output(Field("deliveries"))
+    .doc(
+        "Recent webhook deliveries with their attempts (operators)",
+        "DeliveryList",
+    ),
+    route("delete", "/v1/webhooks/{id}", "webhook_delete_request")
+        .param("webhookId")
+        .status(204)
+        .output(Empty)
+        .doc("Remove a webhook (operators)", "Object"),
     route("get", "/v1/templates", "template_list_request")
         .output(Field("templates"))
         .doc("Sandbox templates", "TemplateList"),
@@ -456,6 +483,52 @@ pub(crate) const ROUTES: &[Route] = &[
     .param("sandboxId")
     .output(Field("sandbox"))
     .doc("End a sandbox, keeping its record", "Sandbox"),
+    route("post", "/v1/sandboxes/{id}/pause", "sandbox_pause_request")
+        .param("sandboxId")
+        .output(Field("sandbox"))
+        .doc(
+            "Freeze a running sandbox; the next exec or file operation resumes it",
+            "Sandbox",
+        ),
+    route(
+        "post",
+        "/v1/sandboxes/{id}/resume",
+        "sandbox_resume_request",
+    )
+    .param("sandboxId")
+    .output(Field("sandbox"))
+    .doc("Let a paused sandbox run again", "Sandbox"),
+    route(
+        "post",
+        "/v1/sandboxes/{id}/extend",
+        "sandbox_extend_request",
+    )
+    .param("sandboxId")
+    .body(Fields, "SandboxExtend")
+    .output(Field("sandbox"))
+    .doc(
+        "Move a live sandbox's deadline to ttlS seconds from now",
+        "Sandbox",
+    ),
+    route(
+        "post",
+        "/v1/sandboxes/{id}/snapshot",
+        "sandbox_snapshot_request",
+    )
+    .param("sandboxId")
+    .body(Fields, "SandboxSnapshot")
+    .status(201)
+    .doc(
+        "Commit a sandbox's filesystem into a new image and template",
+        "SandboxSnapshot",
+    ),
+    route("get", "/v1/sandboxes/{id}/usage", "sandbox_usage_request")
+        .param("sandboxId")
+        .output(Field("usage"))
+        .doc(
+            "One sample of a sandbox's cpu, memory, processes and network",
+            "SandboxUsage",
+        ),
     route("post", "/v1/sandboxes/{id}/exec", "sandbox_exec_request")
         .param("sandboxId")
         .body(Fields, "Exec")

@@ -181,6 +181,166 @@ impl AgentVm {
         })
     }
 
+    pub(super) async fn sandbox_pause(
+        &self,
+        scope: &Scope,
+        r: SandboxPauseRequest,
+    ) -> Result<SandboxPauseResponse> {
+        let sandbox = self.sandbox(scope, &r.sandbox_id).await?;
+        Ok(SandboxPauseResponse {
+            sandbox: self
+                .scheduler_or_unavailable()?
+                .pause_sandbox(&sandbox.id)
+                .await?,
+        })
+    }
+
+    pub(super) async fn sandbox_resume(
+        &self,
+        scope: &Scope,
+        r: SandboxResumeRequest,
+    ) -> Result<SandboxResumeResponse> {
+        let sandbox = self.sandbox(scope, &r.sandbox_id).await?;
+        Ok(SandboxResumeResponse {
+            sandbox: self
+                .scheduler_or_unavailable()?
+                .resume_sandbox(&sandbox.id)
+                .await?,
+        })
+    }
+
+    pub(super) async fn sandbox_extend(
+        &self,
+        scope: &Scope,
+        r: SandboxExtendRequest,
+    ) -> Result<SandboxExtendResponse> {
+        let sandbox = self.sandbox(scope, &r.sandbox_id).await?;
+        Ok(SandboxExtendResponse {
+            sandbox: self
+                .scheduler_or_unavailable()?
+                .extend_sandbox(&sandbox.id, r.ttl_s)
+                .await?,
+        })
+    }
+
+    /// Snapshots make templates, which only operators manage: a container-scoped caller may
+    /// snapshot its own sandboxes, but the template is created all the same (templates are
+    /// shared), so it needs an operator token like `template_create_request`.
+    pub(super) async fn sandbox_snapshot(
+        &self,
+        scope: &Scope,
+        r: SandboxSnapshotRequest,
+    ) -> Result<SandboxSnapshotResponse> {
+        let sandbox = self.sandbox(scope, &r.sandbox_id).await?;
+        require_operator(scope, "sandbox_snapshot_request (it creates a template)")?;
+        if let Some(t) = &r.template_id {
+            validate_id("templateId", t)?;
+        }
+        let (template, image) = self
+            .scheduler_or_unavailable()?
+            .snapshot_sandbox(&sandbox.id, r.template_id.as_deref(), r.name.as_deref())
+            .await?;
+        Ok(SandboxSnapshotResponse { template, image })
+    }
+
+    pub(super) async fn sandbox_usage(
+        &self,
+        scope: &Scope,
+        r: SandboxUsageRequest,
+    ) -> Result<SandboxUsageResponse> {
+        let sandbox = self.sandbox(scope, &r.sandbox_id).await?;
+        Ok(SandboxUsageResponse {
+            usage: self
+                .scheduler_or_unavailable()?
+                .sandbox_usage(&sandbox.id)
+                .await?,
+        })
+    }
+
+    fn webhooks(&self) -> Result<&std::sync::Arc<super::super::webhooks::Webhooks>> {
+        self.scheduler_or_unavailable()?;
+        self.inner
+            .webhooks
+            .as_ref()
+            .ok_or_else(|| Error::unavailable("this runtime has no webhooks"))
+    }
+
+    pub(super) async fn webhook_create(
+        &self,
+        scope: &Scope,
+        r: WebhookCreateRequest,
+    ) -> Result<WebhookCreateResponse> {
+        require_operator(scope, "webhook_create_request")?;
+        if let Some(t) = &r.template_id {
+            validate_id("templateId", t)?;
+        }
+        let secret = match r.secret {
+            Some(s) => s,
+            None => {
+                use rand::RngCore;
+                let mut bytes = [0u8; 24];
+                rand::rng().fill_bytes(&mut bytes);
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+            }
+        };
+        let webhook = crate::model::scheduler::Webhook {
+            id: new_id("whk"),
+            url: r.url,
+            template_id: r.template_id,
+            events: r.events,
+            secret,
+            created_at: now_ms(),
+        };
+        let w = self.webhooks()?.clone();
+        let bus = self.inner.bus.clone();
+        let webhook = tokio::task::spawn_blocking(move || w.register(&bus, webhook))
+            .await
+            .map_err(|e| Error::Internal(format!("registering a webhook: {e}")))??;
+        Ok(WebhookCreateResponse { webhook })
+    }
+
+    pub(super) async fn webhook_list(
+        &self,
+        scope: &Scope,
+        _r: WebhookListRequest,
+    ) -> Result<WebhookListResponse> {
+        require_operator(scope, "webhook_list_request")?;
+        Ok(WebhookListResponse {
+            webhooks: self.webhooks()?.list(),
+        })
+    }
+
+    pub(super) async fn webhook_delete(
+        &self,
+        scope: &Scope,
+        r: WebhookDeleteRequest,
+    ) -> Result<WebhookDeleteResponse> {
+        require_operator(scope, "webhook_delete_request")?;
+        validate_id("webhookId", &r.webhook_id)?;
+        let w = self.webhooks()?.clone();
+        let id = r.webhook_id.clone();
+        let existed = tokio::task::spawn_blocking(move || w.remove(&id))
+            .await
+            .map_err(|e| Error::Internal(format!("removing a webhook: {e}")))??;
+        if !existed {
+            return Err(Error::not_found("Webhook", &r.webhook_id));
+        }
+        Ok(WebhookDeleteResponse {
+            webhook_id: r.webhook_id,
+        })
+    }
+
+    pub(super) async fn webhook_deliveries(
+        &self,
+        scope: &Scope,
+        r: WebhookDeliveriesRequest,
+    ) -> Result<WebhookDeliveriesResponse> {
+        require_operator(scope, "webhook_deliveries_request")?;
+        Ok(WebhookDeliveriesResponse {
+            deliveries: self.webhooks()?.deliveries(r.webhook_id.as_deref()),
+        })
+    }
+
     pub(super) async fn sandbox_delete(
         &self,
         scope: &Scope,

@@ -25,6 +25,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "replay_by_cursor",
         include_str!("migrations/0004_replay_by_cursor.sql"),
     ),
+    (
+        5,
+        "sched_webhooks",
+        include_str!("migrations/0005_sched_webhooks.sql"),
+    ),
 ];
 
 /// The key of the advisory lock that serializes migrations ("agentvm" in ASCII).

@@ -2,7 +2,7 @@
 
 use super::{json, AtServer, Db};
 use crate::error::Result;
-use crate::model::scheduler::{Execution, RuntimeNode, Sandbox, Template};
+use crate::model::scheduler::{Execution, RuntimeNode, Sandbox, Template, Webhook};
 use agentvm_scheduler::SchedulerStore;
 use std::sync::Arc;
 
@@ -71,6 +71,27 @@ impl SchedulerStore for PostgresSchedulerStore {
     fn delete_node(&self, node_id: &str) -> Result<bool> {
         let db = &*self.db;
         db.run(db.execute("DELETE FROM sched_nodes WHERE node_id = $1", &[&node_id]))
+            .map(|n| n > 0)
+    }
+
+    fn put_webhook(&self, webhook: &Webhook) -> Result<()> {
+        let db = &*self.db;
+        db.run(db.execute(
+            "INSERT INTO sched_webhooks (id, record) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
+            &[&webhook.id, &json(webhook)],
+        ))
+        .map(drop)
+    }
+
+    fn list_webhooks(&self) -> Result<Vec<Webhook>> {
+        let db = &*self.db;
+        db.run(db.list("SELECT record FROM sched_webhooks ORDER BY id", &[]))
+    }
+
+    fn delete_webhook(&self, id: &str) -> Result<bool> {
+        let db = &*self.db;
+        db.run(db.execute("DELETE FROM sched_webhooks WHERE id = $1", &[&id]))
             .map(|n| n > 0)
     }
 

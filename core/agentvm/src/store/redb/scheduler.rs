@@ -3,7 +3,7 @@
 
 use super::handle::Handle;
 use crate::error::Result;
-use agentvm_model::scheduler::{Execution, RuntimeNode, Sandbox, Template};
+use agentvm_model::scheduler::{Execution, RuntimeNode, Sandbox, Template, Webhook};
 use agentvm_scheduler::{RedbSchedulerStore, SchedulerStore};
 use std::sync::Arc;
 
@@ -66,6 +66,15 @@ impl SchedulerStore for SchedulerTables {
     }
     fn delete_node(&self, node_id: &str) -> Result<bool> {
         self.with(|t| t.delete_node(node_id))
+    }
+    fn put_webhook(&self, webhook: &Webhook) -> Result<()> {
+        self.with(|t| t.put_webhook(webhook))
+    }
+    fn list_webhooks(&self) -> Result<Vec<Webhook>> {
+        self.with(|t| t.list_webhooks())
+    }
+    fn delete_webhook(&self, id: &str) -> Result<bool> {
+        self.with(|t| t.delete_webhook(id))
     }
     fn put_template(&self, template: &Template) -> Result<()> {
         self.with(|t| t.put_template(template))
