@@ -89,7 +89,10 @@ bash scripts/test-mcp.sh
 step "python package (scripts/test-python.sh)"
 bash scripts/test-python.sh
 
-step "README snippets, run as written (scripts/readme_snippets.py)"
+step "release artifacts: binary, wheel, npm tarball, image (scripts/test-dist.sh)"
+bash scripts/test-dist.sh
+
+step "README snippets, run as written on the built wheel and tarball (scripts/readme_snippets.py)"
 python3 scripts/readme_snippets.py
 
 step "benches compile"

@@ -86,7 +86,7 @@ build_started=$(date +%s)
 "$venv/bin/maturin" build --manifest-path python/Cargo.toml --interpreter "$python" \
     --out "$wheels" "${release[@]}"
 echo "built in $(( $(date +%s) - build_started )) s"
-wheel=$(ls "$wheels"/agentvm-*.whl)
+wheel=$(ls "$wheels"/agentvm_runtime-*.whl)
 
 step "pip install $wheel"
 pip --force-reinstall --no-deps "$wheel"

