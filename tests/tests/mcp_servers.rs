@@ -534,3 +534,41 @@ async fn bad_mcp_servers_are_invalid_input_naming_the_field() {
         "nothing was created"
     );
 }
+
+/// A record stored before shapes were checked (an AgentX `"sse"` server) stays readable and is
+/// kept as it was; its agent's turn reports why that server does not start, and the others
+/// work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_server_of_an_unsupported_shape_is_kept_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let vm = vm_with(AgentVm::builder().data_dir(dir.path()), quick_limits()).await;
+    vm.containers().create("c1").await.unwrap();
+    let config: ImageConfig = serde_json::from_value(json!({
+        "model": "mock:call-tool:mcp__legacy__echo:{}",
+    }))
+    .unwrap();
+    let image = vm.images().create("c1", config).await.unwrap().record;
+    // What an older version stored: an entry no command accepts today.
+    let legacy = json!({"legacy": {"type": "sse", "url": "http://127.0.0.1:9/sse"}});
+    let mut record = vm.store().get_image(&image.image_id).unwrap().unwrap();
+    record.definition.mcp_servers = Some(serde_json::from_value(legacy.clone()).unwrap());
+    vm.store().update_image(&record).unwrap();
+    drop(vm);
+
+    let vm = vm_with(AgentVm::builder().data_dir(dir.path()), quick_limits()).await;
+    assert!(vm.images().get(&image.image_id).await.unwrap().is_some());
+    let read = vm.store().get_image(&image.image_id).unwrap().unwrap();
+    assert_eq!(
+        serde_json::to_value(&read.definition.mcp_servers).unwrap(),
+        legacy,
+        "kept as it was stored"
+    );
+    let ((out, is_error), events) = call_again(&vm, &image).await;
+    assert!(is_error, "{out}");
+    assert!(out.contains("not started") && out.contains("sse"), "{out}");
+    assert!(
+        events.iter().any(|e| matches!(&e.payload,
+            EventPayload::ErrorOccurred { code, .. } if code == "mcp_server_failed")),
+        "the failure is published"
+    );
+}

@@ -262,6 +262,9 @@ impl McpHub {
                         .await
                         .map_err(|e| format!("initialize at {} failed: {e}", h.url))?
                 }
+                McpServer::Unsupported(u) => {
+                    return Err(format!("not started: {}", u.problem));
+                }
             };
             let tools = service
                 .peer()

@@ -34,6 +34,27 @@ pub enum McpServer {
     Stdio(McpStdioServer),
     /// A streamable HTTP endpoint.
     Http(McpHttpServer),
+    /// A server whose shape is not one of the above, read from a record stored before shapes
+    /// were checked (an AgentX `"sse"` server, say). Kept as it was, so nothing stored is lost
+    /// or rewritten; never started (each turn reports why). Commands never create one: their
+    /// `mcpServers` are checked with [`McpServers::check`].
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    Unsupported(UnsupportedMcpServer),
+}
+
+/// An MCP server entry that is not a valid shape: its JSON as stored and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedMcpServer {
+    /// The entry as it was stored.
+    pub raw: Value,
+    /// Why it cannot run (the error a command would have got).
+    pub problem: String,
+}
+
+impl Serialize for UnsupportedMcpServer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.raw.serialize(s)
+    }
 }
 
 /// A stdio MCP server: `{"command": "...", "args": [...], "env": {...}}`.
@@ -102,6 +123,41 @@ impl McpServers {
     /// True when no server is configured.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The first entry that is not a valid shape, as the error a command gets for it. Reading
+    /// JSON keeps such entries (see [`McpServer::Unsupported`]); a command that brings
+    /// `mcpServers` must pass this check.
+    pub fn check(&self) -> Result<(), String> {
+        match self.0.values().find_map(|s| match s {
+            McpServer::Unsupported(u) => Some(u.problem.clone()),
+            _ => None,
+        }) {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads servers leniently: an entry that is not a valid shape (or has an invalid name)
+    /// is kept as [`McpServer::Unsupported`] instead of failing the whole record.
+    fn from_value_keeping(value: &Value) -> Result<McpServers, String> {
+        let Value::Object(servers) = value else {
+            return Err("mcpServers must be an object of servers by name".into());
+        };
+        let out = servers
+            .iter()
+            .map(|(name, server)| {
+                let parsed = check_name(name).and_then(|()| McpServer::from_value(name, server));
+                let entry = parsed.unwrap_or_else(|problem| {
+                    McpServer::Unsupported(UnsupportedMcpServer {
+                        raw: server.clone(),
+                        problem,
+                    })
+                });
+                (name.clone(), entry)
+            })
+            .collect();
+        Ok(McpServers(out))
     }
 }
 
@@ -231,14 +287,21 @@ impl McpServer {
 impl<'de> Deserialize<'de> for McpServers {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(d)?;
-        McpServers::from_value(&value).map_err(D::Error::custom)
+        McpServers::from_value_keeping(&value).map_err(D::Error::custom)
     }
 }
 
 impl<'de> Deserialize<'de> for McpServer {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(d)?;
-        McpServer::from_value("server", &value).map_err(D::Error::custom)
+        Ok(
+            McpServer::from_value("server", &value).unwrap_or_else(|problem| {
+                McpServer::Unsupported(UnsupportedMcpServer {
+                    raw: value,
+                    problem,
+                })
+            }),
+        )
     }
 }
 
@@ -293,8 +356,33 @@ mod tests {
             (json!({"s": {"type": "ws"}}), "mcpServers.s.type"),
             (json!({"s": 3}), "mcpServers.s must"),
         ] {
-            let e = serde_json::from_value::<McpServers>(wire.clone()).unwrap_err();
-            assert!(e.to_string().contains(field), "{wire}: {e}");
+            let e = McpServers::from_value(&wire).unwrap_err();
+            assert!(e.contains(field), "{wire}: {e}");
+            // Read from JSON (a stored record), the same entry is kept as it was, and a
+            // command's check gives the same error.
+            match serde_json::from_value::<McpServers>(wire.clone()) {
+                Ok(kept) => {
+                    assert_eq!(kept.check().unwrap_err(), e, "{wire}");
+                    assert_eq!(serde_json::to_value(&kept).unwrap(), wire);
+                }
+                Err(whole) => assert!(whole.to_string().contains(field), "{wire}: {whole}"),
+            }
         }
+    }
+
+    #[test]
+    fn a_stored_sse_server_is_kept_and_never_started() {
+        let stored = json!({
+            "ok": {"command": "srv"},
+            "legacy": {"type": "sse", "url": "http://127.0.0.1:1/sse"}
+        });
+        let read: McpServers = serde_json::from_value(stored.clone()).unwrap();
+        assert!(matches!(read.0["ok"], McpServer::Stdio(_)));
+        let McpServer::Unsupported(u) = &read.0["legacy"] else {
+            panic!("{read:?}")
+        };
+        assert!(u.problem.contains("sse"), "{}", u.problem);
+        assert!(read.check().unwrap_err().contains("mcpServers.legacy.type"));
+        assert_eq!(serde_json::to_value(&read).unwrap(), stored);
     }
 }

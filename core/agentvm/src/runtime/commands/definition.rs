@@ -43,6 +43,9 @@ impl AgentVm {
             ));
         }
         validate_definition(&r.definition, &self.inner.limits)?;
+        if let Some(m) = &r.definition.mcp_servers {
+            m.check().map_err(Error::invalid)?;
+        }
         let name = r.definition.name.clone();
         let replaced = self
             .write(move |repo| repo.put_definition(&r.definition))

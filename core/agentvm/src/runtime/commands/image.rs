@@ -228,6 +228,9 @@ impl AgentVm {
         if let Some(s) = &config.system_prompt {
             Limits::check("config.systemPrompt", s, limits.max_system_prompt_bytes)?;
         }
+        if let Some(m) = &config.mcp_servers {
+            m.check().map_err(Error::invalid)?;
+        }
         let size = serde_json::to_vec(config)
             .map(|v| v.len())
             .unwrap_or(usize::MAX);
@@ -252,6 +255,11 @@ impl AgentVm {
                 let d: Definition = serde_json::from_value(inline.clone()).map_err(|e| {
                     Error::invalid(format!("config.definition is not a definition: {e}"))
                 })?;
+                if let Some(m) = &d.mcp_servers {
+                    m.check().map_err(|e| {
+                        Error::invalid(format!("config.definition is not a definition: {e}"))
+                    })?;
+                }
                 let name = if d.name.is_empty() {
                     None
                 } else {
