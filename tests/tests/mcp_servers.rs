@@ -443,6 +443,7 @@ async fn a_stdio_server_runs_inside_the_containers_sandbox() {
     vm.images().stop(&image.image_id).await.unwrap();
     let left = sandbox.exec(&count, Duration::from_secs(20)).await.unwrap();
     assert_eq!(left.stdout.trim(), "0", "no process left in the sandbox");
+    scheduler.terminate_sandbox(sandbox.id()).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
