@@ -26,9 +26,11 @@ fail() { printf 'test-dist: FAILED: %s\n' "$*" >&2; exit 1; }
 work="$(mktemp -d /tmp/agentvm-test-dist.XXXXXX)"
 container=""
 volume=""
+network=""
 cleanup() {
     [ -z "$container" ] || docker rm -f "$container" >/dev/null 2>&1 || true
     [ -z "$volume" ] || docker volume rm -f "$volume" >/dev/null 2>&1 || true
+    [ -z "$network" ] || docker network rm "$network" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -157,9 +159,14 @@ else
     case "$user" in ""|0|0:*|root|root:*) fail "$image runs as '$user'" ;; esac
     volume="agentvm-dist-test-$$"
     docker volume create "$volume" >/dev/null
-    container="$(docker run -d -p 127.0.0.1::8080 -v "$volume:/data" -e LLM_PROVIDER=mock "$image")"
-    hostport="$(docker port "$container" 8080/tcp | head -n 1)"
-    base="http://$hostport"
+    # A network of its own (no published port, no dependence on the default bridge): the
+    # server is reached at its address on that network, from this host.
+    network="agentvm-dist-test-$$"
+    docker network create "$network" >/dev/null
+    container="$(docker run -d --network "$network" -v "$volume:/data" -e LLM_PROVIDER=mock "$image")"
+    address="$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$container")"
+    [ -n "$address" ] || { docker logs "$container" >&2; fail "the container has no address on $network"; }
+    base="http://$address:8080"
     health="$(wait_http "$base/health")" || { docker logs "$container" >&2; fail "$base/health did not answer"; }
     livez="$(wait_http "$base/livez")" || fail "$base/livez did not answer"
     ok "docker run $image: /health $health, /livez $livez"
