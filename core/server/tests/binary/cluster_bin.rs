@@ -1,0 +1,192 @@
+//! Two `agentvm-server` processes in one cluster (`--cluster`, one PostgreSQL store): a
+//! container is served by one of them at a time through a lease; a paused owner loses it to the
+//! other after the TTL and can never write for it again; `SIGTERM` hands leases over at once.
+//!
+//! Needs `AGENTVM_TEST_POSTGRES` (`scripts/setup-postgres.sh`); a schema per test. Skipped,
+//! loudly, with `AGENTVM_SKIP_POSTGRES=1`.
+// Test helpers: a failed unwrap is a failed assertion.
+#![allow(clippy::unwrap_used)]
+
+use agentvm::{connect, ConnectOptions, ErrorKind, ImageConfig, RemoteRuntime, RuntimeExt};
+use std::time::{Duration, Instant};
+
+use crate::common::{fresh_schema, postgres_skipped, serve, signal, Server};
+
+/// Short, so the test waits seconds, not the default 10.
+const TTL_MS: u64 = 3000;
+
+/// Starts a cluster member `id` on `store`.
+fn start(dir: &std::path::Path, store: &str, id: &str) -> Server {
+    let ttl = TTL_MS.to_string();
+    serve(
+        &dir.join(id),
+        &[
+            "--store",
+            store,
+            "--cluster",
+            "--server-id",
+            id,
+            "--lease-ttl-ms",
+            &ttl,
+        ],
+    )
+}
+
+async fn client(url: &str) -> RemoteRuntime {
+    let options = ConnectOptions {
+        reconnect: false,
+        ..Default::default()
+    };
+    connect(url, options).await.unwrap()
+}
+
+/// Sends `text` to `image_id` and waits until the session has `count` messages.
+async fn send_and_wait(rt: &RemoteRuntime, image_id: &str, text: &str, count: usize) {
+    rt.agents().send_to_image(image_id, text).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let history = rt.images().messages(image_id).await.unwrap();
+        if history.len() >= count {
+            assert_eq!(history.len(), count, "{history:?}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "no reply stored: {history:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The lease row: (owner, epoch, live).
+async fn lease(db: &tokio_postgres::Client, container: &str) -> (String, i64, bool) {
+    let row = db
+        .query_one(
+            "SELECT owner, epoch, expires_at > now() FROM container_leases \
+             WHERE container_id = $1",
+            &[&container],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// `(lease_owner, lease_epoch, messages)` of the container's messages, grouped.
+async fn writers(db: &tokio_postgres::Client, container: &str) -> Vec<(String, i64, i64)> {
+    db.query(
+        "SELECT m.lease_owner, m.lease_epoch, count(*) FROM messages m \
+         JOIN sessions s ON s.session_id = m.session_id WHERE s.container_id = $1 \
+         GROUP BY 1, 2 ORDER BY 2, 1",
+        &[&container],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_loses_its_container_and_cannot_write_and_sigterm_hands_it_over() {
+    if postgres_skipped("PostgreSQL cluster test") {
+        return;
+    }
+    let (store, db) = fresh_schema("cluster").await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path(), &store, "srv_a");
+    let mut b = start(dir.path(), &store, "srv_b");
+    let tenant = "tenant-1";
+
+    // A serves the tenant first: it holds epoch 1, and B refuses it, naming A.
+    let rt_a = client(&a.url).await;
+    let image = rt_a
+        .images()
+        .create(tenant, ImageConfig::default())
+        .await
+        .unwrap()
+        .record;
+    send_and_wait(&rt_a, &image.image_id, "hello A", 2).await;
+    assert_eq!(lease(&db, tenant).await, ("srv_a".into(), 1, true));
+    let rt_b = client(&b.url).await;
+    let refused = rt_b.images().messages(&image.image_id).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Unavailable, "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains(&format!("srv_a at {}", a.http)),
+        "{refused}"
+    );
+
+    // A freezes past its TTL: B takes the tenant over in a new epoch and serves it.
+    signal(&a.child, "STOP");
+    tokio::time::sleep(Duration::from_millis(TTL_MS + 500)).await;
+    let took_over = Instant::now();
+    send_and_wait(&rt_b, &image.image_id, "hello B", 4).await;
+    assert!(took_over.elapsed() < Duration::from_millis(TTL_MS * 5));
+    assert_eq!(lease(&db, tenant).await, ("srv_b".into(), 2, true));
+
+    // A wakes up: whatever it still believes, nothing it does for the tenant is written.
+    signal(&a.child, "CONT");
+    let rt_a = client(&a.url).await;
+    let err = rt_a
+        .agents()
+        .send_to_image(&image.image_id, "stale A")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Unavailable | ErrorKind::Conflict),
+        "{err}"
+    );
+    assert!(err.to_string().contains("srv_b"), "{err}");
+    let err = rt_a
+        .images()
+        .create(tenant, ImageConfig::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Unavailable | ErrorKind::Conflict),
+        "{err}"
+    );
+    tokio::time::sleep(Duration::from_millis(TTL_MS / 2)).await;
+    assert_eq!(
+        writers(&db, tenant).await,
+        [("srv_a".to_string(), 1, 2), ("srv_b".to_string(), 2, 2)],
+        "every message was written by the lease holder of its epoch, none by A after it lost it"
+    );
+    let images = db
+        .query_one(
+            "SELECT count(*) FROM images WHERE container_id = $1",
+            &[&tenant],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(images, 1);
+
+    // SIGTERM on B releases the lease before B exits: it is not live a moment later, though
+    // B renewed it less than a TTL ago, and A can take it at once.
+    signal(&b.child, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while b.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "B did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (owner, epoch, live) = lease(&db, tenant).await;
+    assert_eq!((owner.as_str(), epoch, live), ("srv_b", 2, false));
+    let draining: bool = db
+        .query_one(
+            "SELECT draining FROM cluster_servers WHERE id = 'srv_b'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(draining);
+    send_and_wait(&rt_a, &image.image_id, "A again", 6).await;
+    assert_eq!(lease(&db, tenant).await, ("srv_a".into(), 3, true));
+    assert_eq!(
+        writers(&db, tenant).await,
+        [
+            ("srv_a".to_string(), 1, 2),
+            ("srv_b".to_string(), 2, 2),
+            ("srv_a".to_string(), 3, 2)
+        ]
+    );
+}

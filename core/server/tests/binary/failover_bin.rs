@@ -1,0 +1,126 @@
+//! A remote client given both servers of a cluster (`--cluster`, one PostgreSQL store, two
+//! `agentvm-server` processes) fails over when the one it is on stops: the next request goes to
+//! the other, its subscription resumes there, and cursors mean the same on both servers.
+//!
+//! Needs `AGENTVM_TEST_POSTGRES` (`scripts/setup-postgres.sh`); a schema per test. Skipped,
+//! loudly, with `AGENTVM_SKIP_POSTGRES=1`.
+// Test helpers: a failed unwrap is a failed assertion.
+#![allow(clippy::unwrap_used)]
+
+use agentvm::{
+    connect, BusItem, ConnectOptions, EventPayload, ImageConfig, Published, RuntimeExt,
+    Subscription,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::common::{fresh_schema, postgres_skipped, serve, sigterm, Server};
+
+fn start(dir: &std::path::Path, store: &str, id: &str) -> Server {
+    serve(
+        &dir.join(id),
+        &[
+            "--store",
+            store,
+            "--cluster",
+            "--server-id",
+            id,
+            "--lease-ttl-ms",
+            "3000",
+        ],
+    )
+}
+
+/// One turn's events, up to its `conversation_end`.
+async fn turn(sub: &mut Subscription) -> Vec<Arc<Published>> {
+    let mut out = Vec::new();
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(20), sub.recv())
+            .await
+            .expect("events keep coming")
+            .expect("open");
+        let BusItem::Event(p) = item else {
+            panic!("overflow")
+        };
+        let end = matches!(p.event.payload, EventPayload::ConversationEnd { .. });
+        out.push(p);
+        if end {
+            return out;
+        }
+    }
+}
+
+fn cursors(events: &[Arc<Published>]) -> Vec<u64> {
+    events.iter().map(|p| p.cursor.unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_both_servers_fails_over_when_its_server_stops() {
+    if postgres_skipped("PostgreSQL failover test") {
+        return;
+    }
+    let (store, _db) = fresh_schema("failover").await;
+    let dir = tempfile::tempdir().unwrap();
+    // B starts first: a server that started earlier still numbers above what the later one
+    // handed out (cursors follow the clock and the shared log, not each server's start).
+    let b = start(dir.path(), &store, "srv_b");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = start(dir.path(), &store, "srv_a");
+    let options = ConnectOptions {
+        urls: vec![a.url.clone(), b.url.clone()],
+        min_backoff: Duration::from_millis(50),
+        request_timeout: Duration::from_secs(15),
+        ..Default::default()
+    };
+    let rt = connect("", options).await.unwrap();
+    assert_eq!(rt.current_url(), a.url);
+    let image = rt
+        .images()
+        .create("tenant-1", ImageConfig::default())
+        .await
+        .unwrap()
+        .record;
+    let mut sub = rt.sessions().events(&image.session_id).await.unwrap();
+    rt.agents()
+        .send_to_image(&image.image_id, "on A")
+        .await
+        .unwrap();
+    let first = turn(&mut sub).await;
+
+    // A stops (SIGTERM: it writes everything out and releases its lease) and exits.
+    let mut a = a;
+    sigterm(&a.child);
+    assert!(a.child.wait().unwrap().success());
+
+    // The next request goes to B, which takes the container over; the subscription goes on.
+    rt.agents()
+        .send_to_image(&image.image_id, "on B")
+        .await
+        .unwrap();
+    let second = turn(&mut sub).await;
+    assert_eq!(rt.current_url(), b.url);
+    let all: Vec<u64> = cursors(&first)
+        .into_iter()
+        .chain(cursors(&second))
+        .collect();
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "in order, none twice");
+    assert_eq!(
+        rt.images().messages(&image.image_id).await.unwrap().len(),
+        4
+    );
+
+    // Cursors mean the same on B: a replay after A's first event of the first turn gives the
+    // rest of that turn, written by A, with the cursors the client saw, then B's turn.
+    let late = connect(&b.url, ConnectOptions::default()).await.unwrap();
+    let mut replay = late
+        .sessions()
+        .events_after(&image.session_id, first[0].cursor.unwrap())
+        .await
+        .unwrap();
+    let replayed_first = turn(&mut replay).await;
+    assert_eq!(cursors(&replayed_first), cursors(&first)[1..]);
+    let replayed_second = turn(&mut replay).await;
+    assert_eq!(cursors(&replayed_second), cursors(&second));
+    rt.close().await;
+    late.close().await;
+}
