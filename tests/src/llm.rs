@@ -1,6 +1,7 @@
 //! Fixtures for the LLM driver tests: drivers pointed at a [`ReplayServer`](crate::replay_server),
 //! with retries fast enough for tests.
 
+use crate::replay_server::{fixture, Chunking, RecordedRequest, ReplayServer, Reply};
 use agentvm::llm::retry::RetryPolicy;
 use agentvm::{
     AnthropicDriver, HttpSettings, LlmDriver, LlmEvent, LlmRequest, Message, OpenAiDriver,
@@ -50,4 +51,32 @@ pub async fn collect(driver: &dyn LlmDriver, request: LlmRequest) -> Vec<LlmEven
     )
     .await
     .expect("the reply ended within 10 s")
+}
+
+/// The events a driver decodes from the SSE `transcript` (a file under `tests/fixtures`) served
+/// cut as each of `chunkings`, asserted equal under every cut, and the last request it sent.
+/// `driver` makes the driver for a server URL ([`anthropic`] or [`openai`]); `model` goes into
+/// the request.
+pub async fn decoded_under(
+    chunkings: &[Chunking],
+    driver: fn(&str) -> Arc<dyn LlmDriver>,
+    model: &str,
+    transcript: &str,
+) -> (Vec<LlmEvent>, RecordedRequest) {
+    let mut first: Option<Vec<LlmEvent>> = None;
+    let mut last_request = None;
+    for c in chunkings {
+        let server =
+            ReplayServer::start([Reply::sse(fixture(transcript)).chunking(c.clone())]).await;
+        let events = collect(&*driver(&server.url()), request(model, "Hi")).await;
+        match &first {
+            None => first = Some(events),
+            Some(f) => assert_eq!(&events, f, "{transcript} cut as {c:?}"),
+        }
+        last_request = server.requests().pop();
+    }
+    (
+        first.expect("at least one chunking"),
+        last_request.expect("the driver sent a request"),
+    )
 }

@@ -3,7 +3,7 @@
 //! and exact docs/protocol.md §5 event sequences through `AgentVm`.
 
 use agentvm::*;
-use agentvm_e2e::llm::{anthropic, collect, request};
+use agentvm_e2e::llm::{anthropic, collect, decoded_under, request};
 use agentvm_e2e::replay_server::{fixture, Chunking, RecordedRequest, ReplayServer, Reply};
 use agentvm_e2e::{collect_turn, text_of, types};
 use serde_json::json;
@@ -24,19 +24,7 @@ fn chunkings() -> Vec<Chunking> {
 
 /// The events of `transcript` under every chunking (asserted equal), and the last request.
 async fn decoded(transcript: &str) -> (Vec<LlmEvent>, RecordedRequest) {
-    let mut first: Option<Vec<LlmEvent>> = None;
-    let mut last_request = None;
-    for c in chunkings() {
-        let server =
-            ReplayServer::start([Reply::sse(fixture(transcript)).chunking(c.clone())]).await;
-        let events = collect(&*anthropic(&server.url()), request("claude-x", "Hi")).await;
-        match &first {
-            None => first = Some(events),
-            Some(f) => assert_eq!(&events, f, "{transcript} cut as {c:?}"),
-        }
-        last_request = server.requests().pop();
-    }
-    (first.unwrap(), last_request.unwrap())
+    decoded_under(&chunkings(), anthropic, "claude-x", transcript).await
 }
 
 fn usage(input_tokens: u64, output_tokens: u64) -> Option<Usage> {

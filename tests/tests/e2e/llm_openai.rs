@@ -4,7 +4,7 @@
 //! `AgentVm`.
 
 use agentvm::*;
-use agentvm_e2e::llm::{collect, openai, request};
+use agentvm_e2e::llm::{collect, decoded_under, openai, request};
 use agentvm_e2e::replay_server::{fixture, Chunking, RecordedRequest, ReplayServer, Reply};
 use agentvm_e2e::{collect_turn, text_of, types};
 use serde_json::json;
@@ -19,21 +19,9 @@ fn chunkings() -> Vec<Chunking> {
         Chunking::Random { seed: 99, max: 60 },
     ]
 }
-
+/// The events of `transcript` under every chunking (asserted equal), and the last request.
 async fn decoded(transcript: &str) -> (Vec<LlmEvent>, RecordedRequest) {
-    let mut first: Option<Vec<LlmEvent>> = None;
-    let mut last_request = None;
-    for c in chunkings() {
-        let server =
-            ReplayServer::start([Reply::sse(fixture(transcript)).chunking(c.clone())]).await;
-        let events = collect(&*openai(&server.url()), request("gpt-x", "Hi")).await;
-        match &first {
-            None => first = Some(events),
-            Some(f) => assert_eq!(&events, f, "{transcript} cut as {c:?}"),
-        }
-        last_request = server.requests().pop();
-    }
-    (first.unwrap(), last_request.unwrap())
+    decoded_under(&chunkings(), openai, "gpt-x", transcript).await
 }
 
 fn usage(input_tokens: u64, output_tokens: u64) -> Option<Usage> {
