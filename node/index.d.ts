@@ -349,6 +349,8 @@ export declare class AgentVm {
     messages(imageId: string, page?: MessagePage): Promise<Message[]>
     /** The same page with `hasMore` and `nextCursor`, to read the next one. */
     messagesPage(imageId: string, page?: MessagePage): Promise<ImageMessagesResponse>
+    /** Every message of the first session's history, oldest first, a page per request. */
+    history(imageId: string, options?: { pageSize?: number }): AsyncIterableIterator<Message>
   }
   readonly sessions: {
     create(imageId: string, options?: { title?: string }): Promise<SessionRecord>
@@ -361,6 +363,8 @@ export declare class AgentVm {
     messages(sessionId: string, page?: MessagePage): Promise<Message[]>
     /** The same page with `hasMore` and `nextCursor`, to read the next one. */
     messagesPage(sessionId: string, page?: MessagePage): Promise<SessionMessagesResponse>
+    /** Every message of the session's history, oldest first, a page per request. */
+    history(sessionId: string, options?: { pageSize?: number }): AsyncIterableIterator<Message>
   }
   readonly definitions: {
     /** Registers (or replaces) a definition; resolves with whether it replaced one. */

@@ -350,6 +350,20 @@ function send(nativeRuntime, type, data, answer) {
 
 const whole = (data) => data
 
+/**
+ * Every message of a history, oldest first, one page request at a time (`pageSize` messages
+ * per request, 100 unless given): follows `nextCursor` while `hasMore`. An async iterator.
+ */
+async function* everyPage(page, { pageSize } = {}) {
+  let after
+  for (;;) {
+    const answer = await page({ limit: pageSize, after })
+    yield* answer.messages
+    if (!answer.hasMore || answer.nextCursor == null) return
+    after = answer.nextCursor
+  }
+}
+
 /** Builds the frozen groups of `table` as methods sending their command to `vm`. */
 function groups(table, vm) {
   const out = {}
@@ -383,6 +397,14 @@ class AgentVm {
     this._servers = new Set()
     Object.assign(this, groups(COMMANDS, this))
     this.agents = Object.freeze({ ...this.agents, ask: (message) => this._ask(message) })
+    this.images = Object.freeze({
+      ...this.images,
+      history: (imageId, options = {}) => everyPage((page) => this.images.messagesPage(imageId, page), options),
+    })
+    this.sessions = Object.freeze({
+      ...this.sessions,
+      history: (sessionId, options = {}) => everyPage((page) => this.sessions.messagesPage(sessionId, page), options),
+    })
     /** The Docker sandbox scheduler (embedded with `open({scheduler})`, or the server's). */
     this.scheduler = new Scheduler(this)
   }

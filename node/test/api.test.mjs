@@ -57,6 +57,13 @@ test('images: create, get, list, update, run, stop, messages, delete', async (t)
   assert.equal(page.hasMore, true)
   const next = await vm.images.messages(image.imageId, { after: page.nextCursor })
   assert.deepEqual(next.map((m) => m.role), ['assistant'])
+  // history() walks every page.
+  const walked = []
+  for await (const m of vm.images.history(image.imageId, { pageSize: 1 })) walked.push(m.role)
+  assert.deepEqual(walked, ['user', 'assistant'])
+  const bySession = []
+  for await (const m of vm.sessions.history(image.sessionId)) bySession.push(m.content)
+  assert.deepEqual(bySession, messages.map((m) => m.content))
 
   await vm.images.delete(image.imageId)
   assert.equal(await vm.images.get(image.imageId), null)

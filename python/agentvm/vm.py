@@ -14,7 +14,7 @@ import json
 import os
 import re
 import time
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Optional, Sequence, Union
 
 from . import _native
 from ._turn import Reply
@@ -50,6 +50,20 @@ def _config(**fields: Any) -> dict[str, Any]:
     names = {"system_prompt": "systemPrompt", "mcp_servers": "mcpServers"}
     return {names.get(k, k): v for k, v in fields.items() if v is not None}
 
+
+
+async def _every_page(page: Any, limit: Optional[int]) -> AsyncIterator[p.Message]:
+    """Every message of a history, oldest first: ``page(limit=, after=)`` page after page,
+    following ``nextCursor`` while ``hasMore``. One page is in memory at a time."""
+    after: Optional[int] = None
+    while True:
+        answer = await page(limit=limit, after=after)
+        for message in answer["messages"]:
+            yield message
+        following = answer.get("nextCursor")
+        if not answer.get("hasMore") or following is None:
+            return
+        after = following
 
 class Containers(_Group):
     """Containers: the isolation unit of one tenant."""
@@ -154,6 +168,14 @@ class Images(_Group):
             "image_messages", None, imageId=image_id, limit=limit, after=after, before=before
         )
 
+    async def history(self, image_id: str, *, page_size: Optional[int] = None) -> AsyncIterator[p.Message]:
+        """Every message of the image's first session, oldest first, read a page at a time
+        (``page_size`` messages per request, 100 unless given): ``async for m in ...``."""
+        async for message in _every_page(
+            lambda **page: self.messages_page(image_id, **page), page_size
+        ):
+            yield message
+
 
 class Sessions(_Group):
     """Sessions: conversations on an image."""
@@ -207,6 +229,14 @@ class Sessions(_Group):
         return await self._call(  # type: ignore[no-any-return]
             "session_messages", None, sessionId=session_id, limit=limit, after=after, before=before
         )
+
+    async def history(self, session_id: str, *, page_size: Optional[int] = None) -> AsyncIterator[p.Message]:
+        """Every message of the session, oldest first, read a page at a time (``page_size``
+        messages per request, 100 unless given): ``async for m in ...``."""
+        async for message in _every_page(
+            lambda **page: self.messages_page(session_id, **page), page_size
+        ):
+            yield message
 
 
 class Definitions(_Group):

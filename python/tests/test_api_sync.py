@@ -51,6 +51,9 @@ def test_streamed_reply_with_a_plain_iterator(sync_vm: agentvm.sync.AgentVm) -> 
             break
     assert types(seen).count("text_delta") == 100
     assert [m["role"] for m in vm.images.messages(img["imageId"])] == ["user", "assistant"]
+    # history() is a plain iterator here, over every page.
+    history = vm.sessions.history(img["sessionId"], page_size=1)
+    assert [m["role"] for m in history] == ["user", "assistant"]
 
 
 def test_ask_interrupt_and_agent(sync_vm: agentvm.sync.AgentVm) -> None:

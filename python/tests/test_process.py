@@ -159,6 +159,11 @@ async def test_100_tasks_on_one_image_queue_their_turns(vm: agentvm.AgentVm) -> 
     assert len(every) == 200
     newest = await vm.images.messages(img["imageId"], limit=2, before=2**53 - 1)
     assert newest == every[-2:]
+    # history() walks every page: 200 messages in pages of 30, the same as one big page.
+    walked = [m async for m in vm.images.history(img["imageId"], page_size=30)]
+    assert walked == every
+    by_session = [m async for m in vm.sessions.history(img["sessionId"], page_size=7)]
+    assert by_session == every
 
 
 def test_sys_executable_is_the_test_venv() -> None:
