@@ -25,6 +25,7 @@
 
 mod lease;
 mod memory;
+mod notices;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod redb;
@@ -35,6 +36,7 @@ mod conformance;
 pub use self::redb::RedbStore;
 pub use lease::{ClusterMember, Lease, LeaseClaim, LeaseRecord, MemberRecord};
 pub use memory::MemoryStore;
+pub use notices::{channel as replay_notice_channel, NoticeSender, ReplayNotice, ReplayNotices};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 
@@ -180,6 +182,26 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The highest cursor of `topic` that trimming removed (0 when none was): a replay after
     /// an older cursor has lost what lies between. Survives restarts with the log.
     fn replay_floor(&self, topic: &str) -> Result<u64>;
+
+    /// The newest cursor of `topic` in the log (0 when it has none).
+    fn replay_newest(&self, topic: &str) -> Result<u64> {
+        let mut newest = 0;
+        loop {
+            let page = self.read_replay(topic, newest, 1024)?;
+            match page.last() {
+                Some(last) => newest = last.cursor,
+                None => return Ok(newest),
+            }
+        }
+    }
+
+    /// Notices of the entries *other* servers append to this log, as their appends commit:
+    /// with them a server's bus relays, live, the events of sessions another server runs
+    /// (see `Bus`). `None` (the default) for a log no other server writes. Each call starts
+    /// a listener of its own, which stops when the returned receiver is dropped.
+    fn replay_notices(&self) -> Option<ReplayNotices> {
+        None
+    }
 
     // ----- tokens -----
 

@@ -3,7 +3,7 @@
 //! and exact docs/protocol.md §5 event sequences through `AgentVm`.
 
 use agentvm::*;
-use agentvm_e2e::llm::{anthropic, collect, decoded_under, request};
+use agentvm_e2e::llm::{anthropic, decoded_under};
 use agentvm_e2e::replay_server::{fixture, Chunking, RecordedRequest, ReplayServer, Reply};
 use agentvm_e2e::{collect_turn, text_of, types};
 use serde_json::json;

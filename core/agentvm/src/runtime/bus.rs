@@ -12,6 +12,11 @@
 //! - Replay: a per-topic ring in memory for recent events, and the persisted log in the
 //!   store for older ones, written in batches by a background task. A ring only drops
 //!   events already persisted, so a replay has no gaps and no duplicates.
+//! - Across servers (a store whose log other servers write, [`Store::replay_notices`]): the
+//!   events of a session another server runs are read from the shared log as their appends
+//!   commit and relayed to this bus's subscribers of that session, with their cursors
+//!   (`bus/relay.rs`). A subscription delivers each cursor of a topic at most once, so an
+//!   event both replayed and relayed reaches it once.
 
 use crate::model::Event;
 use crate::store::{ReplayEntry, Store};
@@ -214,6 +219,9 @@ struct TopicState {
     /// The newest cursor dropped from the ring that the persisted log does not hold: a replay
     /// after an older cursor has a gap ([`Subscription::unreplayable`] reports it).
     lost_upto: Option<u64>,
+    /// The newest cursor of this topic this bus has: published here, relayed from the shared
+    /// log, or (set by the first join) the cursor at joining. Relaying reads the log after it.
+    mark: Option<u64>,
 }
 
 /// How many times `ring_capacity` a ring may grow while its oldest events wait to be
@@ -267,6 +275,8 @@ struct BusInner {
     /// Where the replay log is persisted, if anywhere.
     store: Option<Arc<dyn Store>>,
     dropped_persists: AtomicU64,
+    /// Whether other servers' events are relayed from a shared log (`bus/relay.rs`).
+    relaying: AtomicBool,
 }
 
 /// The event bus. Cheap to clone.
@@ -352,10 +362,15 @@ impl Bus {
             persist_tx,
             store,
             dropped_persists: AtomicU64::new(0),
+            relaying: AtomicBool::new(false),
             config,
         });
         if let Some(rx) = persist_rx {
             tokio::spawn(persist_loop(Arc::downgrade(&inner), rx));
+        }
+        if let Some(notices) = inner.store.as_ref().and_then(|s| s.replay_notices()) {
+            inner.relaying.store(true, Ordering::Release);
+            tokio::spawn(relay::relay_loop(Arc::downgrade(&inner), notices));
         }
         Ok(Bus { inner })
     }
@@ -371,6 +386,7 @@ impl Bus {
                 persist_tx: None,
                 store: None,
                 dropped_persists: AtomicU64::new(0),
+                relaying: AtomicBool::new(false),
                 config,
             }),
         }
@@ -445,20 +461,8 @@ impl Bus {
             None => next_hybrid(&self.inner.next_cursor),
         };
         let p = Arc::new(Published::new(event, Some(cursor)));
-        st.last_publish = Some(Instant::now());
-        for slot in &st.subscribers {
-            slot.offer(&p);
-        }
-        {
-            let cid = p.event.container_id();
-            let wide = self.inner.wide.read().unwrap_or_else(|e| e.into_inner());
-            for slot in wide.iter() {
-                // A topic event without an owner (an operator's sandbox) is for operators only.
-                if slot.all_sessions && slot.scope.allows_owner(cid) {
-                    slot.offer(&p);
-                }
-            }
-        }
+        st.mark = Some(st.mark.map_or(cursor, |m| m.max(cursor)));
+        self.fan_out(&mut st, &p);
         let persisting = match &self.inner.persist_tx {
             Some(tx) => {
                 if tx.try_send(p.clone()).is_err() {
@@ -481,6 +485,42 @@ impl Bus {
             );
         }
         p
+    }
+
+    /// When this bus relays other servers' events and `topic` has no mark yet: the newest
+    /// cursor of the topic in the shared log, read before the first join takes the topic's
+    /// lock. `None` otherwise.
+    fn relay_start(&self, topic: &str, state: &Mutex<TopicState>) -> Option<u64> {
+        if !self.inner.relaying.load(Ordering::Acquire) {
+            return None;
+        }
+        if let Some(mark) = lock(state).mark {
+            return Some(mark);
+        }
+        let store = self.inner.store.as_ref()?;
+        match store.replay_newest(topic) {
+            Ok(newest) => Some(newest),
+            Err(e) => {
+                tracing::warn!(topic, error = %e.chain(), "reading the shared replay log's newest cursor; relaying this topic from the cursor at joining");
+                Some(self.current_cursor())
+            }
+        }
+    }
+
+    /// Offers a topic event to the topic's subscribers and to those of all sessions.
+    fn fan_out(&self, st: &mut TopicState, p: &Arc<Published>) {
+        st.last_publish = Some(Instant::now());
+        for slot in &st.subscribers {
+            slot.offer(p);
+        }
+        let cid = p.event.container_id();
+        let wide = self.inner.wide.read().unwrap_or_else(|e| e.into_inner());
+        for slot in wide.iter() {
+            // A topic event without an owner (an operator's sandbox) is for operators only.
+            if slot.all_sessions && slot.scope.allows_owner(cid) {
+                slot.offer(p);
+            }
+        }
     }
 
     /// Subscribes with `filter`. Session topics listed with a cursor are replayed first.
@@ -510,6 +550,7 @@ impl Bus {
             walks: VecDeque::new(),
             topics: HashSet::new(),
             last_cursors: HashMap::new(),
+            delivered: HashMap::new(),
             done: false,
         };
         for (topic, after) in filter.sessions {
@@ -529,41 +570,52 @@ impl Bus {
         limit: usize,
     ) -> crate::Result<Vec<Arc<Published>>> {
         let state = self.topic(topic);
-        let st = lock(&state);
-        let ring_start = st.ring.front().and_then(|p| p.cursor);
-        let mut out: Vec<Arc<Published>> = Vec::new();
-        // Older than the ring: from the store, a page at a time.
-        let need_log = match ring_start {
-            Some(start) => start > after.saturating_add(1),
-            None => true,
-        };
-        if need_log {
-            if let Some(store) = &self.inner.store {
-                let below = ring_start.unwrap_or(u64::MAX);
-                for e in store.read_replay(topic, after, limit)? {
-                    if e.cursor >= below || e.cursor > upto {
-                        break;
-                    }
-                    match serde_json::from_slice::<Event>(&e.json) {
-                        Ok(ev) => out.push(Arc::new(Published::new(ev, Some(e.cursor)))),
-                        Err(err) => {
-                            tracing::warn!(topic, cursor = e.cursor, error = %err, "skipping an unreadable replay entry")
+        // The topic's lock is never held while the store is read: a store that needs this
+        // runtime to make progress (PostgreSQL) would otherwise wait for workers that wait
+        // for this lock. So the ring is looked at, the store read, and the ring looked at
+        // again; what left the ring meanwhile is in the store, and is read on another pass.
+        loop {
+            let ring_start = lock(&state).ring.front().and_then(|p| p.cursor);
+            let mut out: Vec<Arc<Published>> = Vec::new();
+            // Older than the ring: from the store, a page at a time.
+            let need_log = match ring_start {
+                Some(start) => start > after.saturating_add(1),
+                None => true,
+            };
+            if need_log {
+                if let Some(store) = &self.inner.store {
+                    let below = ring_start.unwrap_or(u64::MAX);
+                    for e in store.read_replay(topic, after, limit)? {
+                        if e.cursor >= below || e.cursor > upto {
+                            break;
+                        }
+                        match serde_json::from_slice::<Event>(&e.json) {
+                            Ok(ev) => out.push(Arc::new(Published::new(ev, Some(e.cursor)))),
+                            Err(err) => {
+                                tracing::warn!(topic, cursor = e.cursor, error = %err, "skipping an unreadable replay entry")
+                            }
                         }
                     }
-                }
-                if !out.is_empty() {
-                    return Ok(out);
+                    if !out.is_empty() {
+                        return Ok(out);
+                    }
                 }
             }
+            let st = lock(&state);
+            let moved = st.ring.front().and_then(|p| p.cursor) != ring_start;
+            if moved && self.inner.store.is_some() {
+                // The ring dropped (persisted) events since it was looked at: read again.
+                continue;
+            }
+            out.extend(
+                st.ring
+                    .iter()
+                    .filter(|p| p.cursor.is_some_and(|c| c > after && c <= upto))
+                    .take(limit)
+                    .cloned(),
+            );
+            return Ok(out);
         }
-        out.extend(
-            st.ring
-                .iter()
-                .filter(|p| p.cursor.is_some_and(|c| c > after && c <= upto))
-                .take(limit)
-                .cloned(),
-        );
-        Ok(out)
     }
 
     /// Whether the persisted log's retention removed events of `topic` after `after`. A
@@ -632,6 +684,8 @@ pub struct Subscription {
     walks: VecDeque<ReplayWalk>,
     topics: HashSet<String>,
     last_cursors: HashMap<String, u64>,
+    /// The newest cursor delivered per topic: an older or equal one is not delivered again.
+    delivered: HashMap<String, u64>,
     done: bool,
 }
 
@@ -652,16 +706,30 @@ impl Subscription {
             return Ok(self.bus.current_cursor());
         }
         let state = self.bus.topic(topic);
+        let relayed_from = self.bus.relay_start(topic, &state);
         let mut st = lock(&state);
         let now = self.bus.current_cursor();
+        // Every event of the topic up to `upto` is in the ring or the store (cursors are
+        // handed out under this lock); later ones reach the queue pushed below.
+        let mut upto = now;
+        if let Some(newest) = relayed_from {
+            // Relaying (`bus/relay.rs`) starts after what the shared log held before the
+            // topic's first join here: the replay covers that much, the relay what follows.
+            let mark = *st.mark.get_or_insert(newest);
+            upto = upto.max(mark);
+            if after.is_none() {
+                // Live only: other servers number their events by their clocks, so an event
+                // published there before this moment (and persisted after it) is not new here.
+                self.delivered
+                    .insert(topic.to_string(), now.max(now_micros()));
+            }
+        }
         if let Some(after) = after {
-            // Every event of the topic up to `now` is in the ring or the store (cursors are
-            // handed out under this lock); later ones reach the queue pushed below.
-            if after < now {
+            if after < upto {
                 self.walks.push_back(ReplayWalk {
                     topic: topic.to_string(),
                     after,
-                    upto: now,
+                    upto,
                 });
             }
         }
@@ -693,6 +761,7 @@ impl Subscription {
             lock(&state).subscribers.retain(|s| s.id != self.slot.id);
             self.walks.retain(|w| w.topic != topic);
             self.pending.retain(|p| p.event.topic() != Some(topic));
+            self.delivered.remove(topic);
         }
     }
 
@@ -729,36 +798,48 @@ impl Subscription {
 
     /// The next item; `None` once the subscription ended (after an overflow notice).
     pub async fn recv(&mut self) -> Option<BusItem> {
-        if self.done {
-            return None;
+        loop {
+            if self.done {
+                return None;
+            }
+            let p = match self.next_replayed() {
+                Some(p) => p,
+                None => match self.rx.try_recv() {
+                    Ok(p) => p,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        if self.slot.overflowed.load(Ordering::Acquire) {
+                            return Some(self.overflow());
+                        }
+                        self.rx.recv().await?
+                    }
+                },
+            };
+            if let Some(item) = self.seen(p) {
+                return Some(item);
+            }
         }
-        if let Some(p) = self.next_replayed() {
-            return Some(self.seen(p));
-        }
-        match self.rx.try_recv() {
-            Ok(p) => return Some(self.seen(p)),
-            Err(mpsc::error::TryRecvError::Empty) => {}
-            Err(mpsc::error::TryRecvError::Disconnected) => return None,
-        }
-        if self.slot.overflowed.load(Ordering::Acquire) {
-            return Some(self.overflow());
-        }
-        let p = self.rx.recv().await?;
-        Some(self.seen(p))
     }
 
     /// The next item if one is ready, without waiting.
     pub fn try_recv(&mut self) -> Option<BusItem> {
-        if self.done {
-            return None;
-        }
-        if let Some(p) = self.next_replayed() {
-            return Some(self.seen(p));
-        }
-        match self.rx.try_recv() {
-            Ok(p) => Some(self.seen(p)),
-            Err(_) if self.slot.overflowed.load(Ordering::Acquire) => Some(self.overflow()),
-            Err(_) => None,
+        loop {
+            if self.done {
+                return None;
+            }
+            let p = match self.next_replayed() {
+                Some(p) => p,
+                None => match self.rx.try_recv() {
+                    Ok(p) => p,
+                    Err(_) if self.slot.overflowed.load(Ordering::Acquire) => {
+                        return Some(self.overflow())
+                    }
+                    Err(_) => return None,
+                },
+            };
+            if let Some(item) = self.seen(p) {
+                return Some(item);
+            }
         }
     }
 
@@ -769,8 +850,17 @@ impl Subscription {
         }
     }
 
-    fn seen(&mut self, p: Arc<Published>) -> BusItem {
+    /// The item for `p`, noting its cursor; `None` when its topic already delivered that
+    /// cursor or a newer one (an event replayed and then relayed from a shared log).
+    fn seen(&mut self, p: Arc<Published>) -> Option<BusItem> {
         if let (Some(c), Some(topic)) = (p.cursor, p.event.topic()) {
+            match self.delivered.get_mut(topic) {
+                Some(d) if c <= *d => return None,
+                Some(d) => *d = c,
+                None => {
+                    self.delivered.insert(topic.to_string(), c);
+                }
+            }
             match self.last_cursors.get_mut(topic) {
                 Some(last) => *last = (*last).max(c),
                 None => {
@@ -778,7 +868,7 @@ impl Subscription {
                 }
             }
         }
-        BusItem::Event(p)
+        Some(BusItem::Event(p))
     }
 
     /// The joined session topics whose events after the last cursor received can no longer
@@ -949,6 +1039,8 @@ impl agentvm_scheduler::EventSink for Bus {
         Bus::publish(self, event);
     }
 }
+
+mod relay;
 
 #[cfg(test)]
 mod tests {

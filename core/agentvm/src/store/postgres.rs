@@ -38,6 +38,7 @@ mod bridge;
 mod cluster;
 mod db;
 mod migrate;
+mod notify;
 mod scheduler;
 
 use bridge::Bridge;
@@ -59,6 +60,10 @@ pub struct PostgresStore {
     scheduler: Arc<PostgresSchedulerStore>,
     /// This server's cluster membership and leases: what container writes are fenced by.
     fencing: Fencing,
+    /// Where replay notices are listened for: the pool's connection settings.
+    listen_config: tokio_postgres::Config,
+    /// This store's random id in replay notices, so it never notifies itself.
+    instance: String,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -87,6 +92,7 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        let listen_config = config.clone();
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -114,6 +120,8 @@ impl PostgresStore {
             scheduler: Arc::new(PostgresSchedulerStore::new(db.clone())),
             db,
             fencing: Fencing::default(),
+            listen_config,
+            instance: crate::model::new_id("store"),
         })
     }
 
@@ -726,6 +734,12 @@ impl Store for PostgresStore {
             timestamps.push(e.timestamp);
             events.push(&e.json);
         }
+        let notice = {
+            let mut distinct: Vec<&str> = topics.clone();
+            distinct.dedup();
+            let newest = last.keys().map(|(_, c)| *c).max().unwrap_or(0);
+            notify::payload(&self.instance, newest, distinct.into_iter())
+        };
         let db = &*self.db;
         db.run(async {
             let mut client = db.client().await?;
@@ -734,14 +748,26 @@ impl Store for PostgresStore {
             tx.batch_execute("SET LOCAL synchronous_commit = off")
                 .await
                 .at(db)?;
+            // Other servers following these topics hear of them when this commits (the
+            // notification is sent at commit, never for a rolled-back write).
             execute(
                 db,
                 &tx,
-                "INSERT INTO replay (topic, cursor, timestamp, event) \
-                 SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::bytea[]) \
-                 ON CONFLICT (topic, cursor) DO UPDATE \
-                 SET timestamp = EXCLUDED.timestamp, event = EXCLUDED.event",
-                &[&topics, &cursors, &timestamps, &events],
+                "WITH written AS ( \
+                   INSERT INTO replay (topic, cursor, timestamp, event) \
+                   SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::bytea[]) \
+                   ON CONFLICT (topic, cursor) DO UPDATE \
+                   SET timestamp = EXCLUDED.timestamp, event = EXCLUDED.event \
+                   RETURNING 1) \
+                 SELECT pg_notify($5, $6) FROM (SELECT count(*) FROM written) AS n",
+                &[
+                    &topics,
+                    &cursors,
+                    &timestamps,
+                    &events,
+                    &notify::CHANNEL,
+                    &notice,
+                ],
             )
             .await?;
             tx.commit().await.at(db)
@@ -777,6 +803,27 @@ impl Store for PostgresStore {
                     })
                 })
                 .collect()
+        })
+    }
+
+    /// Readiness on PostgreSQL: one round trip on a pooled connection, so a server whose
+    /// database went away (or became a read-only standby) reports it instead of answering
+    /// ready while every write fails. `Unavailable` naming the database when it cannot.
+    fn check_writable(&self) -> Result<()> {
+        let db = &*self.db;
+        db.run(async {
+            let client = db.client().await?;
+            let row = client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .at(db)?;
+            if row.try_get::<_, bool>(0).at(db)? {
+                return Err(Error::unavailable(format!(
+                    "PostgreSQL at {} is a read-only standby (in recovery): point --store at the primary",
+                    db.server
+                )));
+            }
+            Ok(())
         })
     }
 
@@ -822,6 +869,32 @@ impl Store for PostgresStore {
                 .at(db)?;
             Ok(seq(row.try_get(0).at(db)?))
         })
+    }
+
+    fn replay_newest(&self, topic: &str) -> Result<u64> {
+        let db = &*self.db;
+        db.run(async {
+            let client = db.client().await?;
+            let row = client
+                .query_one(
+                    "SELECT COALESCE(MAX(cursor), 0)::int8 FROM replay WHERE topic = $1",
+                    &[&topic],
+                )
+                .await
+                .at(db)?;
+            Ok(seq(row.try_get(0).at(db)?))
+        })
+    }
+
+    fn replay_notices(&self) -> Option<super::ReplayNotices> {
+        let (tx, rx) = super::replay_notice_channel();
+        self.db.bridge.spawn(notify::listen(
+            self.listen_config.clone(),
+            self.db.server.clone(),
+            self.instance.clone(),
+            tx,
+        ));
+        Some(rx)
     }
 
     fn replay_floor(&self, topic: &str) -> Result<u64> {

@@ -1,6 +1,7 @@
 //! A remote client given both servers of a cluster (`--cluster`, one PostgreSQL store, two
 //! `agentvm-server` processes) fails over when the one it is on stops: the next request goes to
-//! the other, its subscription resumes there, and cursors mean the same on both servers.
+//! the other, its subscription resumes there, and cursors mean the same on both servers. A
+//! client of one server follows, live, a session the other server runs.
 //!
 //! Needs `AGENTVM_TEST_POSTGRES` (`scripts/setup-postgres.sh`); a schema per test. Skipped,
 //! loudly, with `AGENTVM_SKIP_POSTGRES=1`.
@@ -123,4 +124,90 @@ async fn a_client_on_both_servers_fails_over_when_its_server_stops() {
     assert_eq!(cursors(&replayed_second), cursors(&second));
     rt.close().await;
     late.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_one_server_follows_live_a_session_another_server_runs() {
+    if postgres_skipped("PostgreSQL cross-server events test") {
+        return;
+    }
+    let (store, _db) = fresh_schema("follow").await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path(), &store, "srv_a");
+    let b = start(dir.path(), &store, "srv_b");
+    let single = || ConnectOptions {
+        reconnect: false,
+        ..Default::default()
+    };
+    let on_b = connect(&b.url, single()).await.unwrap();
+    let on_a = connect(&a.url, single()).await.unwrap();
+    // B serves the container (its first request took the lease); the session streams 100
+    // deltas per turn.
+    let image = on_b
+        .images()
+        .create(
+            "tenant-1",
+            ImageConfig {
+                model: Some("mock:long-stream".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .record;
+    let mut watch_b = on_b.sessions().events(&image.session_id).await.unwrap();
+    on_b.agents()
+        .send_to_image(&image.image_id, "first")
+        .await
+        .unwrap();
+    let first = turn(&mut watch_b).await;
+    assert_eq!(first.len(), 205);
+
+    // Clients of A: one following from the last event it knows (the subscribe does not wait
+    // for A to join, and B runs the next turn at once: a cursor makes the order irrelevant),
+    // and one, on a connection of its own, replaying from the start.
+    let known = first.last().unwrap().cursor.unwrap();
+    let mut live_a = on_a
+        .sessions()
+        .events_after(&image.session_id, known)
+        .await
+        .unwrap();
+    let replaying = connect(&a.url, single()).await.unwrap();
+    let mut replay_a = replaying
+        .sessions()
+        .events_after(&image.session_id, 0)
+        .await
+        .unwrap();
+    on_b.agents()
+        .send_to_image(&image.image_id, "second")
+        .await
+        .unwrap();
+    let second = turn(&mut watch_b).await;
+    let deltas = |events: &[Arc<Published>]| {
+        events
+            .iter()
+            .filter(|p| matches!(p.event.payload, EventPayload::TextDelta { .. }))
+            .count()
+    };
+    assert_eq!(deltas(&second), 100);
+
+    // A's following client gets B's second turn as it streams: every event, in order, once,
+    // with the cursors B's own client saw.
+    let followed = turn(&mut live_a).await;
+    assert_eq!(cursors(&followed), cursors(&second));
+    // A's replaying client gets both turns, once each.
+    let replayed: Vec<u64> = [turn(&mut replay_a).await, turn(&mut replay_a).await]
+        .iter()
+        .flat_map(|t| cursors(t))
+        .collect();
+    let both: Vec<u64> = cursors(&first)
+        .into_iter()
+        .chain(cursors(&second))
+        .collect();
+    assert_eq!(replayed.len(), both.len(), "{replayed:?}\n{both:?}");
+    assert_eq!(replayed, both);
+    on_a.close().await;
+    replaying.close().await;
+    on_b.close().await;
+    drop((a, b));
 }

@@ -56,6 +56,15 @@ async fn client(url: &str) -> RemoteRuntime {
     connect(url, options).await.unwrap()
 }
 
+/// `GET /readyz`: its status and, when not ready, its `reason`.
+async fn readyz(http: &str) -> (u16, String) {
+    let r = reqwest::get(format!("{http}/readyz")).await.unwrap();
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap();
+    let reason = body["reason"].as_str().unwrap_or_default().to_string();
+    (status, reason)
+}
+
 /// Sends `text` to a new image of `container` and waits for the mock's reply to be stored.
 async fn converse(rt: &RemoteRuntime, container: &str, text: &str) -> String {
     let image = rt
@@ -267,6 +276,7 @@ async fn postgres_going_away_is_unavailable_and_its_return_needs_no_restart() {
     let server = start(dir.path(), &cluster.url());
     let rt = client(&server.url).await;
     let before = converse(&rt, "user-alice", "before the outage").await;
+    assert_eq!(readyz(&server.http).await, (200, "".to_string()));
 
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.pg_ctl("stop");
@@ -286,6 +296,9 @@ async fn postgres_going_away_is_unavailable_and_its_return_needs_no_restart() {
     assert!(e.to_string().contains(&address), "names the database: {e}");
     let e = rt.images().messages(&before).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    // A load balancer stops sending clients here: /readyz says why.
+    let (status, reason) = readyz(&server.http).await;
+    assert_eq!((status, reason.as_str()), (503, "unavailable"));
 
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.pg_ctl("start");
@@ -296,6 +309,7 @@ async fn postgres_going_away_is_unavailable_and_its_return_needs_no_restart() {
     // The same server, not restarted: what was acknowledged is there, and new writes work.
     let history = rt.images().messages(&before).await.unwrap();
     assert_eq!(history.len(), 2, "{history:?}");
+    assert_eq!(readyz(&server.http).await, (200, "".to_string()));
     let after = converse(&rt, "user-alice", "after the outage").await;
     let images: Vec<String> = rt
         .images()

@@ -43,6 +43,14 @@ impl Bridge {
         Ok(Bridge { handle })
     }
 
+    /// Runs a background task (a listener) on the store's runtime.
+    pub(super) fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        drop(self.handle.spawn(future));
+    }
+
     /// Runs `future` to completion for a synchronous caller on any thread (see the module docs).
     pub(super) fn block_on<F>(&self, future: F) -> F::Output
     where
