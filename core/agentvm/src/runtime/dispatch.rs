@@ -314,12 +314,17 @@ impl AgentVm {
 
     /// The topic a command will publish its results on, when the caller should be subscribed
     /// before it runs: a `message_send_request`'s session (so no delta of the reply is
-    /// missed), a `sandbox_exec_request`'s sandbox (its output).
+    /// missed), a `sandbox_exec_request`'s or a
+    /// `sandbox_terminal_open_request`'s sandbox (its output).
     /// `None` when there is none or it is not visible to `scope`; the command itself then
     /// reports why.
     pub async fn topic_of(&self, command: &Command, scope: &Scope) -> Option<String> {
         let r = match command {
             Command::MessageSend(r) => r,
+            Command::SandboxTerminalOpen(r) => {
+                let topic = r.sandbox_id.clone();
+                return self.check_topic(scope, &topic).await.ok().map(|()| topic);
+            }
             Command::SandboxExec(r) => {
                 let topic = r.sandbox_id.clone();
                 return self.check_topic(scope, &topic).await.ok().map(|()| topic);
