@@ -1,7 +1,8 @@
 //! Interactive terminals in sandboxes (docs/sandboxes.md, *Terminal*) on real Docker: an `sh`
 //! session over the REST WebSocket route and over the Channel commands — its prompt, a
-//! command, a resize seen by `stty size`, its exit code — a token of another container
-//! refused, and bad input refused with clear errors.
+//! command, a resize seen by `stty size`, its exit code, a paused sandbox resumed by input —
+//! a token of another container refused, the limit per sandbox, and bad input refused with
+//! clear errors.
 
 use agentvm::scheduler::{NodeRegistration, Scheduler};
 use agentvm::*;
@@ -369,6 +370,23 @@ async fn a_shell_over_the_terminal_commands() {
     .await);
     channel_until(&mut c, &tid, &mut screen, mark, "50 132\r\n").await;
 
+    // Input to a paused sandbox resumes it first.
+    let r = ok(c
+        .request("sandbox_pause_request", json!({"sandboxId": id}))
+        .await);
+    assert_eq!(r["sandbox"]["status"], "paused", "{r}");
+    let mark = screen.len();
+    ok(c.request(
+        "sandbox_terminal_input_request",
+        json!({"terminalId": tid, "data": "echo back $((1+1))\n"}),
+    )
+    .await);
+    channel_until(&mut c, &tid, &mut screen, mark, "back 2\r\n").await;
+    let r = ok(c
+        .request("sandbox_get_request", json!({"sandboxId": id}))
+        .await);
+    assert_eq!(r["sandbox"]["status"], "running", "{r}");
+
     // Bad input gets clear errors.
     let e = c
         .request(
@@ -492,4 +510,68 @@ async fn a_shell_over_the_terminal_commands() {
         .await;
     err(&e, "not_found");
     s.terminate(&id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_blocks_the_command_and_loses_nothing() {
+    use agentvm::scheduler::{SandboxRequest, TerminalEvent, TerminalRequest};
+    use agentvm_e2e::docker::{busybox_spec, fast_config, local_scheduler};
+    if !require_docker().await {
+        return;
+    }
+    let s = local_scheduler(fast_config()).await;
+    s.create_template("busybox", busybox_spec()).await.unwrap();
+    let sandbox = s
+        .create_sandbox(SandboxRequest::new("busybox"))
+        .await
+        .unwrap();
+    // About 2.7 MB of output: a second's work for a terminal, far more than the buffers between
+    // the command and an unread session hold.
+    let mut session = s
+        .open_terminal(
+            &sandbox.id,
+            TerminalRequest {
+                command: vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "seq 1 400000; echo done".into(),
+                ],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let id = session.terminal.id.clone();
+    // Unread, the output is not buffered without end: the command waits on its terminal.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        s.terminal(&id).is_some(),
+        "the command ran to its end with nobody reading its output"
+    );
+    let mut tail = String::new();
+    let mut bytes = 0usize;
+    let exit = loop {
+        match tokio::time::timeout(Duration::from_secs(60), session.next_event())
+            .await
+            .expect("output within 60 s")
+        {
+            Some(TerminalEvent::Output(text)) => {
+                bytes += text.len();
+                tail.push_str(&text);
+                if tail.len() > 64 {
+                    let cut = tail.len() - 64;
+                    tail.drain(..cut);
+                }
+            }
+            Some(TerminalEvent::Exited(code)) => break code,
+            None => panic!("the stream ended without an exit"),
+        }
+    };
+    assert_eq!(exit, Some(0));
+    assert!(tail.ends_with("399999\r\n400000\r\ndone\r\n"), "{tail:?}");
+    // Every line arrived: 1..=400000 with \r\n after each, and `done`.
+    let digits: usize = (1..=400_000u32).map(|n| n.to_string().len() + 2).sum();
+    assert_eq!(bytes, digits + "done\r\n".len());
+    assert!(s.terminal(&id).is_none(), "an ended terminal is forgotten");
+    s.terminate_sandbox(&sandbox.id).await.unwrap();
 }
