@@ -8,9 +8,10 @@
 //! [`TerminalSession`]: dropping that only stops the output from being read.
 //!
 //! What a client can hold is bounded: [`MAX_TERMINALS_PER_SANDBOX`] terminals per sandbox,
-//! [`MAX_TERMINAL_INPUT_BYTES`] per input, and [`OUTPUT_CHUNKS_IN_FLIGHT`] output chunks
-//! between Docker and the reader, beyond which Docker's stream is not read, so a command
-//! that writes faster than its output is taken blocks on its terminal. Input, resize and
+//! [`MAX_TERMINAL_INPUT_BYTES`] per input, and [`OUTPUT_CHUNKS_IN_FLIGHT`] output chunks (of
+//! at most [`OUTPUT_CHUNK_BYTES`]) between Docker and the reader, beyond which Docker's
+//! stream is not read, so a command that writes faster than its output is taken blocks on
+//! its terminal. Input, resize and
 //! output count as the sandbox's activity (its idle timeout), and input or a resize resumes
 //! a paused sandbox first.
 
@@ -21,7 +22,7 @@ use crate::model::{new_id, now_ms, validate_id};
 pub use agentvm_model::scheduler::terminal::*;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,10 @@ use tokio::sync::{mpsc, watch};
 
 /// Output chunks queued between Docker and the session's reader; past this Docker's stream
 /// waits (the command blocks on a full terminal), so a slow reader holds at most this much.
-pub const OUTPUT_CHUNKS_IN_FLIGHT: usize = 64;
+pub const OUTPUT_CHUNKS_IN_FLIGHT: usize = 16;
+
+/// The most bytes of output gathered into one chunk (one event).
+pub const OUTPUT_CHUNK_BYTES: usize = 32 * 1024;
 
 /// How long an input may wait for the terminal to take it (a command that reads nothing
 /// fills the pseudo-terminal's buffer).
@@ -253,17 +257,35 @@ impl Scheduler {
     ) {
         let mut carry = Utf8Carry::default();
         let mut reader_gone = false;
-        while let Some(chunk) = output.next().await {
-            let bytes = match chunk {
-                Ok(LogOutput::Console { message })
-                | Ok(LogOutput::StdOut { message })
-                | Ok(LogOutput::StdErr { message }) => message,
-                Ok(LogOutput::StdIn { .. }) => continue,
-                Err(e) => {
-                    tracing::debug!(terminal = %id, error = %e, "a terminal's output broke");
-                    break;
+        let mut open = true;
+        while open {
+            // What Docker has ready goes out as one chunk (it splits a terminal's output at
+            // line ends), up to OUTPUT_CHUNK_BYTES: a screenful is one event, not one per line.
+            let mut bytes = Vec::new();
+            while open && bytes.len() < OUTPUT_CHUNK_BYTES {
+                let next = if bytes.is_empty() {
+                    Some(output.next().await)
+                } else {
+                    output.next().now_or_never()
+                };
+                match next {
+                    None => break,
+                    Some(Some(Ok(
+                        LogOutput::Console { message }
+                        | LogOutput::StdOut { message }
+                        | LogOutput::StdErr { message },
+                    ))) => bytes.extend_from_slice(&message),
+                    Some(Some(Ok(LogOutput::StdIn { .. }))) => {}
+                    Some(Some(Err(e))) => {
+                        tracing::debug!(terminal = %id, error = %e, "a terminal's output broke");
+                        open = false;
+                    }
+                    Some(None) => open = false,
                 }
-            };
+            }
+            if bytes.is_empty() {
+                continue;
+            }
             self.touch(&sandbox_id);
             let text = carry.push(&bytes);
             // With the reader gone the output is still drained, so the command never blocks
