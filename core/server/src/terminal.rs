@@ -14,9 +14,10 @@
 //! - when the command ends, a text frame `{"type":"exit","exitCode":N}` (`null` when Docker
 //!   gave none), then a close (1000).
 //!
-//! When the client closes first, the terminal is closed (`sandbox_terminal_close_request`).
-//! A client slower than the output does not lose any: the route resumes its subscription from
-//! the last event it forwarded (the bus's replay log).
+//! When the client closes first, or the server shuts down (close 1001), the terminal is
+//! closed (`sandbox_terminal_close_request`).
+//! A client slower than the output is caught up rather than cut off: the route resumes its
+//! subscription from the last event it forwarded (the bus's replay log, as far as it reaches).
 
 use crate::http::ApiError;
 use crate::model::{
@@ -172,8 +173,19 @@ impl Session {
     /// Forwards frames both ways until the terminal ends (`true`) or the client leaves
     /// (`false`).
     async fn run(&mut self, mut events: Subscription) -> bool {
+        let mut shutdown = self.state.shutdown.clone();
         loop {
             tokio::select! {
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                    let _ = self
+                        .socket
+                        .send(Message::Close(Some(CloseFrame {
+                            code: crate::CLOSE_GOING_AWAY,
+                            reason: "server shutting down".into(),
+                        })))
+                        .await;
+                    return false;
+                }
                 item = events.recv() => match item {
                     Some(BusItem::Overflowed { .. }) => match events.resume() {
                         Ok(resumed) => events = resumed,
