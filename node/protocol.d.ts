@@ -179,6 +179,8 @@ export type AgentvmEvent =
   | SandboxRemovedEvent
   | SandboxResumedEvent
   | SandboxSnapshottedEvent
+  | SandboxTerminalExitedEvent
+  | SandboxTerminalOutputEvent
   | SandboxTerminatedEvent
   | SessionDestroyedEvent
   | SystemErrorEvent
@@ -707,6 +709,8 @@ export type EventType =
   | "sandbox_removed"
   | "sandbox_resumed"
   | "sandbox_snapshotted"
+  | "sandbox_terminal_exited"
+  | "sandbox_terminal_output"
   | "sandbox_terminated"
   | "session_destroyed"
   | "system_error"
@@ -2169,6 +2173,155 @@ export type SandboxStatus =
   | "terminated";
 
 /**
+ * `sandbox_terminal_close_request`: ends a terminal (kills its process group and every
+ * process it started).
+ */
+export interface SandboxTerminalCloseRequest {
+  /** The terminal. */
+  terminalId: string;
+}
+
+/** `sandbox_terminal_close_response`. */
+export interface SandboxTerminalCloseResponse {
+  /** Its command's exit code, when Docker reports one. */
+  exitCode?: number | null;
+  /** The terminal. */
+  terminalId: string;
+}
+
+/**
+ * `sandbox_terminal_exited`: A terminal's command ended (it exited, was closed, or its sandbox ended); nothing of
+ * it follows. Published on the sandbox's topic.
+ */
+export interface SandboxTerminalExitedEvent {
+  /** Its category. */
+  category: Category;
+  /** The ids it concerns. */
+  context?: EventContext | null;
+  /** What happened: the event's data. */
+  data: SandboxTerminalExitedEventData;
+  /** Always `notification` for events. */
+  intent: Intent;
+  /** Where it comes from. */
+  source: Source;
+  /** When, ms. */
+  timestamp: number;
+  /** The event's type. */
+  type: "sandbox_terminal_exited";
+}
+
+/** The `data` of `sandbox_terminal_exited`. */
+export interface SandboxTerminalExitedEventData {
+  /** The exit code, when Docker reports one. */
+  exitCode?: number | null;
+  /** The sandbox (and topic). */
+  sandboxId: string;
+  /** The terminal. */
+  terminalId: string;
+}
+
+/** `sandbox_terminal_input_request`: keystrokes (or a paste) for a terminal's input. */
+export interface SandboxTerminalInputRequest {
+  /**
+   * The bytes, as text (`utf8`, the default) or standard base64 (`base64`); at most
+   * 64 KiB once decoded.
+   */
+  data: string;
+  /** How `data` is encoded. */
+  encoding?: FileEncoding;
+  /** The terminal. */
+  terminalId: string;
+}
+
+/** `sandbox_terminal_input_response`. */
+export interface SandboxTerminalInputResponse {
+  /** Bytes written. */
+  bytes: number;
+  /** The terminal. */
+  terminalId: string;
+}
+
+/**
+ * `sandbox_terminal_open_request`: opens an interactive terminal (a pseudo-terminal) in a
+ * sandbox. Its output streams as `sandbox_terminal_output` events on the sandbox's topic and
+ * its end as `sandbox_terminal_exited`.
+ */
+export interface SandboxTerminalOpenRequest {
+  /** Columns, 1 to 1000 (80 when absent). */
+  cols?: number | null;
+  /**
+   * The argv to run (`/bin/sh` when absent). In JSON also one string, run with
+   * `/bin/sh -c`.
+   */
+  command?: CommandLine;
+  /** Extra environment (`TERM` is `xterm` unless given). */
+  env?: Record<string, string>;
+  /** Rows, 1 to 1000 (24 when absent). */
+  rows?: number | null;
+  /** The sandbox. */
+  sandboxId: string;
+  /**
+   * The id to give the terminal (`term_…`, unused), so its output events can be told
+   * apart before the response arrives; one is made when unset.
+   */
+  terminalId?: string | null;
+}
+
+/** `sandbox_terminal_open_response`. */
+export interface SandboxTerminalOpenResponse {
+  /** The open terminal. */
+  terminal: Terminal;
+}
+
+/**
+ * `sandbox_terminal_output`: Output of a terminal (`sandbox_terminal_open_request`), in the order the terminal wrote
+ * it: whole UTF-8 characters (invalid bytes become U+FFFD), control sequences included.
+ * Published on the sandbox's topic.
+ */
+export interface SandboxTerminalOutputEvent {
+  /** Its category. */
+  category: Category;
+  /** The ids it concerns. */
+  context?: EventContext | null;
+  /** What happened: the event's data. */
+  data: SandboxTerminalOutputEventData;
+  /** Always `notification` for events. */
+  intent: Intent;
+  /** Where it comes from. */
+  source: Source;
+  /** When, ms. */
+  timestamp: number;
+  /** The event's type. */
+  type: "sandbox_terminal_output";
+}
+
+/** The `data` of `sandbox_terminal_output`. */
+export interface SandboxTerminalOutputEventData {
+  /** The text. */
+  data: string;
+  /** The sandbox (and topic). */
+  sandboxId: string;
+  /** The terminal. */
+  terminalId: string;
+}
+
+/** `sandbox_terminal_resize_request`: a new window size for a terminal. */
+export interface SandboxTerminalResizeRequest {
+  /** Columns, 1 to 1000. */
+  cols: number;
+  /** Rows, 1 to 1000. */
+  rows: number;
+  /** The terminal. */
+  terminalId: string;
+}
+
+/** `sandbox_terminal_resize_response`. */
+export interface SandboxTerminalResizeResponse {
+  /** The terminal at its new size. */
+  terminal: Terminal;
+}
+
+/**
  * `sandbox_terminate_request`: stops and removes the sandbox's Docker container; the record
  * stays (`terminated`, reason `requested`). An ended sandbox is returned unchanged.
  */
@@ -2723,6 +2876,22 @@ export interface TemplateUpdateRequest {
 
 /** `template_update_response`: the same data as `TemplateCreateResponse`. */
 export type TemplateUpdateResponse = TemplateCreateResponse;
+
+/** An open terminal. */
+export interface Terminal {
+  /** Columns now. */
+  cols: number;
+  /** The argv run. */
+  command: string[];
+  /** When it was opened, ms since the epoch. */
+  createdAt: number;
+  /** Its id (`term_…`), for input, resize and close. */
+  id: string;
+  /** Rows now. */
+  rows: number;
+  /** The sandbox it runs in (its output goes on this sandbox's topic). */
+  sandboxId: string;
+}
 
 /** How a sandbox ended. */
 export interface Termination {
@@ -3413,6 +3582,26 @@ export interface CommandMap {
    */
   sandbox_snapshot: { request: SandboxSnapshotRequest; response: SandboxSnapshotResponse };
   /**
+   * End a terminal.
+   * `sandbox_terminal_close_request` → `sandbox_terminal_close_response`.
+   */
+  sandbox_terminal_close: { request: SandboxTerminalCloseRequest; response: SandboxTerminalCloseResponse };
+  /**
+   * Send input to a terminal.
+   * `sandbox_terminal_input_request` → `sandbox_terminal_input_response`.
+   */
+  sandbox_terminal_input: { request: SandboxTerminalInputRequest; response: SandboxTerminalInputResponse };
+  /**
+   * Open an interactive terminal in a sandbox; output streams as events on its topic.
+   * `sandbox_terminal_open_request` → `sandbox_terminal_open_response`.
+   */
+  sandbox_terminal_open: { request: SandboxTerminalOpenRequest; response: SandboxTerminalOpenResponse };
+  /**
+   * Set a terminal's window size.
+   * `sandbox_terminal_resize_request` → `sandbox_terminal_resize_response`.
+   */
+  sandbox_terminal_resize: { request: SandboxTerminalResizeRequest; response: SandboxTerminalResizeResponse };
+  /**
    * End a sandbox, keeping its record.
    * `sandbox_terminate_request` → `sandbox_terminate_response`.
    */
@@ -3568,6 +3757,8 @@ export interface AgentvmEventMap {
   sandbox_removed: SandboxRemovedEvent;
   sandbox_resumed: SandboxResumedEvent;
   sandbox_snapshotted: SandboxSnapshottedEvent;
+  sandbox_terminal_exited: SandboxTerminalExitedEvent;
+  sandbox_terminal_output: SandboxTerminalOutputEvent;
   sandbox_terminated: SandboxTerminatedEvent;
   session_destroyed: SessionDestroyedEvent;
   system_error: SystemErrorEvent;

@@ -218,6 +218,18 @@ __all__ = [
     "SandboxSnapshottedEvent",
     "SandboxSnapshottedEventData",
     "SandboxStatus",
+    "SandboxTerminalCloseRequest",
+    "SandboxTerminalCloseResponse",
+    "SandboxTerminalExitedEvent",
+    "SandboxTerminalExitedEventData",
+    "SandboxTerminalInputRequest",
+    "SandboxTerminalInputResponse",
+    "SandboxTerminalOpenRequest",
+    "SandboxTerminalOpenResponse",
+    "SandboxTerminalOutputEvent",
+    "SandboxTerminalOutputEventData",
+    "SandboxTerminalResizeRequest",
+    "SandboxTerminalResizeResponse",
     "SandboxTerminateRequest",
     "SandboxTerminateResponse",
     "SandboxTerminatedEvent",
@@ -262,6 +274,7 @@ __all__ = [
     "TemplateListResponse",
     "TemplateUpdateRequest",
     "TemplateUpdateResponse",
+    "Terminal",
     "Termination",
     "TerminationReason",
     "TextDeltaEvent",
@@ -2799,6 +2812,184 @@ class SandboxSnapshottedEventData(TypedDict):
     templateId: str
 
 
+class SandboxTerminalCloseRequest(TypedDict):
+    """`sandbox_terminal_close_request`: ends a terminal (kills its process group and every
+    process it started).
+    """
+
+    #: The terminal.
+    terminalId: str
+
+
+class SandboxTerminalCloseResponse(TypedDict):
+    """`sandbox_terminal_close_response`."""
+
+    #: Its command's exit code, when Docker reports one.
+    exitCode: NotRequired[Optional[int]]
+
+    #: The terminal.
+    terminalId: str
+
+
+class SandboxTerminalExitedEvent(TypedDict):
+    """`sandbox_terminal_exited`: A terminal's command ended (it exited, was closed, or its sandbox ended); nothing of
+    it follows. Published on the sandbox's topic.
+    """
+
+    #: Its category.
+    category: "Category"
+
+    #: The ids it concerns.
+    context: NotRequired[Optional["EventContext"]]
+
+    #: What happened: the event's data.
+    data: "SandboxTerminalExitedEventData"
+
+    #: Always `notification` for events.
+    intent: "Intent"
+
+    #: Where it comes from.
+    source: "Source"
+
+    #: When, ms.
+    timestamp: int
+
+    #: The event's type.
+    type: Literal["sandbox_terminal_exited"]
+
+
+class SandboxTerminalExitedEventData(TypedDict):
+    """The `data` of `sandbox_terminal_exited`."""
+
+    #: The exit code, when Docker reports one.
+    exitCode: NotRequired[Optional[int]]
+
+    #: The sandbox (and topic).
+    sandboxId: str
+
+    #: The terminal.
+    terminalId: str
+
+
+class SandboxTerminalInputRequest(TypedDict):
+    """`sandbox_terminal_input_request`: keystrokes (or a paste) for a terminal's input."""
+
+    #: The bytes, as text (`utf8`, the default) or standard base64 (`base64`); at most
+    #: 64 KiB once decoded.
+    data: str
+
+    #: How `data` is encoded.
+    encoding: NotRequired["FileEncoding"]
+
+    #: The terminal.
+    terminalId: str
+
+
+class SandboxTerminalInputResponse(TypedDict):
+    """`sandbox_terminal_input_response`."""
+
+    #: Bytes written.
+    bytes: int
+
+    #: The terminal.
+    terminalId: str
+
+
+class SandboxTerminalOpenRequest(TypedDict):
+    """`sandbox_terminal_open_request`: opens an interactive terminal (a pseudo-terminal) in a
+    sandbox. Its output streams as `sandbox_terminal_output` events on the sandbox's topic and
+    its end as `sandbox_terminal_exited`.
+    """
+
+    #: Columns, 1 to 1000 (80 when absent).
+    cols: NotRequired[Optional[int]]
+
+    #: The argv to run (`/bin/sh` when absent). In JSON also one string, run with
+    #: `/bin/sh -c`.
+    command: NotRequired["CommandLine"]
+
+    #: Extra environment (`TERM` is `xterm` unless given).
+    env: NotRequired[dict[str, str]]
+
+    #: Rows, 1 to 1000 (24 when absent).
+    rows: NotRequired[Optional[int]]
+
+    #: The sandbox.
+    sandboxId: str
+
+    #: The id to give the terminal (`term_…`, unused), so its output events can be told
+    #: apart before the response arrives; one is made when unset.
+    terminalId: NotRequired[Optional[str]]
+
+
+class SandboxTerminalOpenResponse(TypedDict):
+    """`sandbox_terminal_open_response`."""
+
+    #: The open terminal.
+    terminal: "Terminal"
+
+
+class SandboxTerminalOutputEvent(TypedDict):
+    """`sandbox_terminal_output`: Output of a terminal (`sandbox_terminal_open_request`), in the order the terminal wrote
+    it: whole UTF-8 characters (invalid bytes become U+FFFD), control sequences included.
+    Published on the sandbox's topic.
+    """
+
+    #: Its category.
+    category: "Category"
+
+    #: The ids it concerns.
+    context: NotRequired[Optional["EventContext"]]
+
+    #: What happened: the event's data.
+    data: "SandboxTerminalOutputEventData"
+
+    #: Always `notification` for events.
+    intent: "Intent"
+
+    #: Where it comes from.
+    source: "Source"
+
+    #: When, ms.
+    timestamp: int
+
+    #: The event's type.
+    type: Literal["sandbox_terminal_output"]
+
+
+class SandboxTerminalOutputEventData(TypedDict):
+    """The `data` of `sandbox_terminal_output`."""
+
+    #: The text.
+    data: str
+
+    #: The sandbox (and topic).
+    sandboxId: str
+
+    #: The terminal.
+    terminalId: str
+
+
+class SandboxTerminalResizeRequest(TypedDict):
+    """`sandbox_terminal_resize_request`: a new window size for a terminal."""
+
+    #: Columns, 1 to 1000.
+    cols: int
+
+    #: Rows, 1 to 1000.
+    rows: int
+
+    #: The terminal.
+    terminalId: str
+
+
+class SandboxTerminalResizeResponse(TypedDict):
+    """`sandbox_terminal_resize_response`."""
+
+    #: The terminal at its new size.
+    terminal: "Terminal"
+
+
 class SandboxTerminateRequest(TypedDict):
     """`sandbox_terminate_request`: stops and removes the sandbox's Docker container; the record
     stays (`terminated`, reason `requested`). An ended sandbox is returned unchanged.
@@ -3482,6 +3673,28 @@ class TemplateUpdateRequest(TypedDict):
     workdir: NotRequired[Optional[str]]
 
 
+class Terminal(TypedDict):
+    """An open terminal."""
+
+    #: Columns now.
+    cols: int
+
+    #: The argv run.
+    command: list[str]
+
+    #: When it was opened, ms since the epoch.
+    createdAt: int
+
+    #: Its id (`term_…`), for input, resize and close.
+    id: str
+
+    #: Rows now.
+    rows: int
+
+    #: The sandbox it runs in (its output goes on this sandbox's topic).
+    sandboxId: str
+
+
 class Termination(TypedDict):
     """How a sandbox ended."""
 
@@ -4093,6 +4306,8 @@ AgentvmEvent: TypeAlias = Union[
     "SandboxRemovedEvent",
     "SandboxResumedEvent",
     "SandboxSnapshottedEvent",
+    "SandboxTerminalExitedEvent",
+    "SandboxTerminalOutputEvent",
     "SandboxTerminatedEvent",
     "SessionDestroyedEvent",
     "SystemErrorEvent",
@@ -4190,6 +4405,8 @@ EventType: TypeAlias = Literal[
     "sandbox_removed",
     "sandbox_resumed",
     "sandbox_snapshotted",
+    "sandbox_terminal_exited",
+    "sandbox_terminal_output",
     "sandbox_terminated",
     "session_destroyed",
     "system_error",
@@ -4401,6 +4618,10 @@ CommandName: TypeAlias = Literal[
     "sandbox_pause",
     "sandbox_resume",
     "sandbox_snapshot",
+    "sandbox_terminal_close",
+    "sandbox_terminal_input",
+    "sandbox_terminal_open",
+    "sandbox_terminal_resize",
     "sandbox_terminate",
     "sandbox_usage",
     "scheduler_metrics",
@@ -4765,6 +4986,34 @@ COMMANDS: Final[dict[CommandName, CommandSpec]] = {
         "sandbox_snapshot_response",
         SandboxSnapshotRequest,
         SandboxSnapshotResponse,
+    ),
+    #: End a terminal.
+    "sandbox_terminal_close": CommandSpec(
+        "sandbox_terminal_close_request",
+        "sandbox_terminal_close_response",
+        SandboxTerminalCloseRequest,
+        SandboxTerminalCloseResponse,
+    ),
+    #: Send input to a terminal.
+    "sandbox_terminal_input": CommandSpec(
+        "sandbox_terminal_input_request",
+        "sandbox_terminal_input_response",
+        SandboxTerminalInputRequest,
+        SandboxTerminalInputResponse,
+    ),
+    #: Open an interactive terminal in a sandbox; output streams as events on its topic.
+    "sandbox_terminal_open": CommandSpec(
+        "sandbox_terminal_open_request",
+        "sandbox_terminal_open_response",
+        SandboxTerminalOpenRequest,
+        SandboxTerminalOpenResponse,
+    ),
+    #: Set a terminal's window size.
+    "sandbox_terminal_resize": CommandSpec(
+        "sandbox_terminal_resize_request",
+        "sandbox_terminal_resize_response",
+        SandboxTerminalResizeRequest,
+        SandboxTerminalResizeResponse,
     ),
     #: End a sandbox, keeping its record.
     "sandbox_terminate": CommandSpec(

@@ -277,6 +277,14 @@ commands! {
     SandboxExec("sandbox_exec_request", "sandbox_exec_response"): SandboxExecRequest => SandboxExecResponse;
     /// Stop a running execution (kills its process group).
     SandboxExecCancel("sandbox_exec_cancel_request", "sandbox_exec_cancel_response"): SandboxExecCancelRequest => SandboxExecCancelResponse;
+    /// Open an interactive terminal in a sandbox; output streams as events on its topic.
+    SandboxTerminalOpen("sandbox_terminal_open_request", "sandbox_terminal_open_response"): SandboxTerminalOpenRequest => SandboxTerminalOpenResponse;
+    /// Send input to a terminal.
+    SandboxTerminalInput("sandbox_terminal_input_request", "sandbox_terminal_input_response"): SandboxTerminalInputRequest => SandboxTerminalInputResponse;
+    /// Set a terminal's window size.
+    SandboxTerminalResize("sandbox_terminal_resize_request", "sandbox_terminal_resize_response"): SandboxTerminalResizeRequest => SandboxTerminalResizeResponse;
+    /// End a terminal.
+    SandboxTerminalClose("sandbox_terminal_close_request", "sandbox_terminal_close_response"): SandboxTerminalCloseRequest => SandboxTerminalCloseResponse;
     /// One execution.
     ExecutionGet("execution_get_request", "execution_get_response"): ExecutionGetRequest => ExecutionGetResponse;
     /// The executions of a sandbox.

@@ -436,6 +436,30 @@ pub enum EventPayload {
         /// The text.
         data: String,
     },
+    /// Output of a terminal (`sandbox_terminal_open_request`), in the order the terminal wrote
+    /// it: whole UTF-8 characters (invalid bytes become U+FFFD), control sequences included.
+    /// Published on the sandbox's topic.
+    #[serde(rename_all = "camelCase")]
+    SandboxTerminalOutput {
+        /// The sandbox (and topic).
+        sandbox_id: String,
+        /// The terminal.
+        terminal_id: String,
+        /// The text.
+        data: String,
+    },
+    /// A terminal's command ended (it exited, was closed, or its sandbox ended); nothing of
+    /// it follows. Published on the sandbox's topic.
+    #[serde(rename_all = "camelCase")]
+    SandboxTerminalExited {
+        /// The sandbox (and topic).
+        sandbox_id: String,
+        /// The terminal.
+        terminal_id: String,
+        /// The exit code, when Docker reports one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i64>,
+    },
     /// An exec ended; its `sandbox_exec_response` (with the whole execution) follows.
     #[serde(rename_all = "camelCase")]
     SandboxExecFinished {
@@ -534,6 +558,8 @@ impl EventPayload {
             SandboxExecStarted { .. } => "sandbox_exec_started",
             SandboxExecOutput { .. } => "sandbox_exec_output",
             SandboxExecFinished { .. } => "sandbox_exec_finished",
+            SandboxTerminalOutput { .. } => "sandbox_terminal_output",
+            SandboxTerminalExited { .. } => "sandbox_terminal_exited",
             NodeStatusChanged { .. } => "node_status_changed",
             SystemError { .. } => "system_error",
         }
@@ -583,8 +609,11 @@ impl EventPayload {
             | SandboxSnapshotted { .. }
             | SandboxRemoved { .. }
             | SandboxExecStarted { .. }
-            | SandboxExecFinished { .. } => (Source::Sandbox, Category::Lifecycle),
-            SandboxExecOutput { .. } => (Source::Sandbox, Category::Stream),
+            | SandboxExecFinished { .. }
+            | SandboxTerminalExited { .. } => (Source::Sandbox, Category::Lifecycle),
+            SandboxExecOutput { .. } | SandboxTerminalOutput { .. } => {
+                (Source::Sandbox, Category::Stream)
+            }
             NodeStatusChanged { .. } => (Source::Environment, Category::Lifecycle),
             SystemError { .. } => (Source::Environment, Category::Error),
         }
@@ -647,7 +676,9 @@ impl Event {
         match &self.payload {
             EventPayload::SandboxExecStarted { sandbox_id, .. }
             | EventPayload::SandboxExecOutput { sandbox_id, .. }
-            | EventPayload::SandboxExecFinished { sandbox_id, .. } => Some(sandbox_id),
+            | EventPayload::SandboxExecFinished { sandbox_id, .. }
+            | EventPayload::SandboxTerminalOutput { sandbox_id, .. }
+            | EventPayload::SandboxTerminalExited { sandbox_id, .. } => Some(sandbox_id),
             _ => None,
         }
     }

@@ -7,8 +7,8 @@
 
 use crate::scheduler::{
     Delivery, Execution, FileEntry, IdleAction, Liveness, NetworkPolicy, NodeStatus, RuntimeNode,
-    Sandbox, SandboxUsage, SchedulerMetrics, SecurityPolicy, Template, TemplateSpec, TlsFiles,
-    Webhook,
+    Sandbox, SandboxUsage, SchedulerMetrics, SecurityPolicy, Template, TemplateSpec, Terminal,
+    TlsFiles, Webhook,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -804,6 +804,137 @@ pub struct SandboxExecCancelResponse {
     pub execution: Execution,
     /// False when it had already ended.
     pub cancelled: bool,
+}
+
+// ----- terminals -----
+
+/// `sandbox_terminal_open_request`: opens an interactive terminal (a pseudo-terminal) in a
+/// sandbox. Its output streams as `sandbox_terminal_output` events on the sandbox's topic and
+/// its end as `sandbox_terminal_exited`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxTerminalOpenRequest {
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// The argv to run (`/bin/sh` when absent). In JSON also one string, run with
+    /// `/bin/sh -c`.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "argv_or_shell"
+    )]
+    #[cfg_attr(feature = "schema", schemars(with = "CommandLine"))]
+    pub command: Vec<String>,
+    /// Columns, 1 to 1000 (80 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cols: Option<u16>,
+    /// Rows, 1 to 1000 (24 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u16>,
+    /// Extra environment (`TERM` is `xterm` unless given).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The id to give the terminal (`term_…`, unused), so its output events can be told
+    /// apart before the response arrives; one is made when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal_id: Option<String>,
+}
+
+impl SandboxTerminalOpenRequest {
+    /// The sandbox id and the scheduler's request.
+    pub fn into_parts(self) -> (String, crate::scheduler::TerminalRequest) {
+        use crate::scheduler::terminal::{DEFAULT_TERMINAL_COLS, DEFAULT_TERMINAL_ROWS};
+        (
+            self.sandbox_id,
+            crate::scheduler::TerminalRequest {
+                command: self.command,
+                cols: self.cols.unwrap_or(DEFAULT_TERMINAL_COLS),
+                rows: self.rows.unwrap_or(DEFAULT_TERMINAL_ROWS),
+                env: self.env,
+                terminal_id: self.terminal_id,
+            },
+        )
+    }
+}
+
+/// `sandbox_terminal_open_response`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxTerminalOpenResponse {
+    /// The open terminal.
+    pub terminal: Terminal,
+}
+
+/// `sandbox_terminal_input_request`: keystrokes (or a paste) for a terminal's input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxTerminalInputRequest {
+    /// The terminal.
+    pub terminal_id: String,
+    /// The bytes, as text (`utf8`, the default) or standard base64 (`base64`); at most
+    /// 64 KiB once decoded.
+    pub data: String,
+    /// How `data` is encoded.
+    #[serde(default)]
+    pub encoding: FileEncoding,
+}
+
+/// `sandbox_terminal_input_response`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxTerminalInputResponse {
+    /// The terminal.
+    pub terminal_id: String,
+    /// Bytes written.
+    pub bytes: usize,
+}
+
+/// `sandbox_terminal_resize_request`: a new window size for a terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxTerminalResizeRequest {
+    /// The terminal.
+    pub terminal_id: String,
+    /// Columns, 1 to 1000.
+    pub cols: u16,
+    /// Rows, 1 to 1000.
+    pub rows: u16,
+}
+
+/// `sandbox_terminal_resize_response`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxTerminalResizeResponse {
+    /// The terminal at its new size.
+    pub terminal: Terminal,
+}
+
+/// `sandbox_terminal_close_request`: ends a terminal (kills its process group and every
+/// process it started).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxTerminalCloseRequest {
+    /// The terminal.
+    pub terminal_id: String,
+}
+
+/// `sandbox_terminal_close_response`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxTerminalCloseResponse {
+    /// The terminal.
+    pub terminal_id: String,
+    /// Its command's exit code, when Docker reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
 }
 
 /// `execution_get_request`.

@@ -8,6 +8,7 @@ pub mod file;
 pub mod node;
 pub mod sandbox;
 pub mod template;
+pub mod terminal;
 pub mod usage;
 pub mod webhook;
 
@@ -17,6 +18,7 @@ pub use file::{FileEntry, FileKind};
 pub use node::{Heartbeat, Liveness, NodeRegistration, NodeStatus, RuntimeNode, TlsFiles};
 pub use sandbox::{IdleAction, Resources, Sandbox, SandboxStatus, Termination, TerminationReason};
 pub use template::{NetworkPolicy, SandboxRequest, SecurityPolicy, Template, TemplateSpec};
+pub use terminal::{Terminal, TerminalEvent, TerminalRequest};
 pub use usage::{NodeUsage, SandboxUsage};
 pub use webhook::{Delivery, DeliveryStatus, Webhook};
 

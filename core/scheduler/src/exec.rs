@@ -99,13 +99,13 @@ impl Stream for ExecStream {
 
 /// Decodes a byte stream into whole UTF-8 characters, keeping a split character for later.
 #[derive(Debug, Default)]
-struct Utf8Carry {
+pub(crate) struct Utf8Carry {
     /// Bytes of a character cut by a chunk boundary.
     pending: Vec<u8>,
 }
 
 impl Utf8Carry {
-    fn push(&mut self, bytes: &[u8]) -> String {
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> String {
         self.pending.extend_from_slice(bytes);
         let mut out = String::new();
         loop {

@@ -39,6 +39,7 @@ mod registry;
 mod sink;
 pub mod stdio;
 mod store;
+pub mod terminal;
 
 pub use agentvm_model::latency::{self, HistogramSnapshot, LatencyHistogram};
 pub use agentvm_model::scheduler::{
@@ -46,7 +47,8 @@ pub use agentvm_model::scheduler::{
     ExecStatus, Execution, FileEntry, FileKind, Heartbeat, Liveness, NetworkPolicy,
     NodeRegistration, NodeStatus, NodeUsage, Resources, RuntimeNode, Sandbox, SandboxRequest,
     SandboxStatus, SandboxUsage, SchedulerMetrics, SchedulerOptions, SecurityPolicy, Template,
-    TemplateSpec, Termination, TerminationReason, TlsFiles,
+    TemplateSpec, Terminal, TerminalEvent, TerminalRequest, Termination, TerminationReason,
+    TlsFiles,
 };
 pub use exec::ExecStream;
 pub use owner::SandboxRef;
@@ -54,6 +56,7 @@ pub use reconcile::{ReconcileReport, SweepReport};
 pub use sink::EventSink;
 pub use stdio::StdioExec;
 pub use store::{MemorySchedulerStore, RedbSchedulerStore, SchedulerStore};
+pub use terminal::TerminalSession;
 
 // The model's modules under the names the scheduler's files use.
 use agentvm_model as model;
@@ -227,6 +230,9 @@ pub(crate) struct Inner {
     pub owners: Mutex<HashMap<(String, String), OwnerSlot>>,
     /// Executions running now, by id: to cancel them and to answer for them before they end.
     pub running: Mutex<HashMap<String, Arc<exec::ExecControl>>>,
+    /// Open terminals (and ones being opened), by id: for input, resize, close and the
+    /// per-sandbox limit.
+    pub terminals: Mutex<HashMap<String, terminal::TerminalEntry>>,
     /// The last usage sample of each live sandbox, `(cpu ns, at ms)`: the next sample's cpu
     /// percent is measured against it. Dropped when the sandbox ends.
     pub samples: Mutex<HashMap<String, (u64, i64)>>,
@@ -357,6 +363,7 @@ impl SchedulerBuilder {
                 pools: Mutex::new(HashMap::new()),
                 owners: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
+                terminals: Mutex::new(HashMap::new()),
                 samples: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),

@@ -20,6 +20,7 @@ pub mod node_agent;
 mod openapi;
 mod rest;
 pub mod telemetry;
+mod terminal;
 
 pub use cluster::{ClusterConfig, LeaseManager};
 pub use connection::{ConnectionHandler, ConnectionInfo};

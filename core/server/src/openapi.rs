@@ -240,6 +240,9 @@ pub(crate) fn document() -> Value {
             Output::Bytes(_) => {
                 json!({ "description": "The file's bytes", "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } } })
             }
+            Output::Terminal => {
+                json!({ "description": "Switching protocols to a WebSocket of the terminal: binary (or text) frames from the client are its input, except a text frame {\"type\":\"resize\",\"cols\",\"rows\"}; binary frames to the client are its output, and a last text frame {\"type\":\"exit\",\"exitCode\"} comes before the close (docs/sandboxes.md, Terminal)" })
+            }
             Output::ExecStream => {
                 json!({ "description": "NDJSON: one {stream, data} line per output chunk as it comes, then the execution", "content": { "application/x-ndjson": { "schema": r(route.schemas.1) } } })
             }

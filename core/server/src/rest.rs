@@ -38,6 +38,10 @@ pub(crate) fn router() -> Router<Arc<ServerState>> {
             "patch" => MethodFilter::PATCH,
             _ => MethodFilter::DELETE,
         };
+        if let Output::Terminal = route.output {
+            router = router.route(route.path, crate::terminal::route(route));
+            continue;
+        }
         router = router.route(
             route.path,
             on(
@@ -98,22 +102,23 @@ async fn serve(
     }
 }
 
-async fn serve_inner(
+/// The caller and the command of a request to `route`: the token checked first (a stranger's
+/// malformed body is a 401), then the command parsed strictly.
+pub(crate) fn prepare(
     route: &'static Route,
     state: &Arc<ServerState>,
     headers: &HeaderMap,
     param: Option<String>,
     query: &HashMap<String, String>,
     body: Bytes,
-) -> Result<Response, ApiError> {
-    // Who is asking comes before what is asked: a stranger's malformed body is a 401.
+) -> Result<(crate::runtime::Caller, Command), ApiError> {
     let token = presented_token(
         headers,
         &TokenQuery {
             token: query.get("token").cloned(),
         },
     );
-    let mut caller = match route.access {
+    let caller = match route.access {
         Access::Token => state.rest_caller(token.as_deref())?,
         Access::Node => state.node_caller(token.as_deref())?,
     };
@@ -125,6 +130,18 @@ async fn serve_inner(
         state.vm.request_metrics().record_invalid(kind);
         ApiError(e)
     })?;
+    Ok((caller, command))
+}
+
+async fn serve_inner(
+    route: &'static Route,
+    state: &Arc<ServerState>,
+    headers: &HeaderMap,
+    param: Option<String>,
+    query: &HashMap<String, String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (mut caller, command) = prepare(route, state, headers, param.clone(), query, body)?;
     if let Output::ExecStream = route.output {
         // Bounded by the exec's own timeout, like on the Channel.
         caller.deadline = None;
@@ -162,7 +179,7 @@ async fn serve_inner(
             );
             r
         }
-        Output::ExecStream => StatusCode::NO_CONTENT.into_response(),
+        Output::ExecStream | Output::Terminal => StatusCode::NO_CONTENT.into_response(),
     })
 }
 

@@ -38,6 +38,7 @@ mod scheduler_pool;
 mod scheduler_reconcile;
 mod scheduler_sandbox;
 mod scheduler_server;
+mod scheduler_terminal;
 mod scheduler_tool_confinement;
 mod scheduler_webhooks;
 mod server_acking_client;

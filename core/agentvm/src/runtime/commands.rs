@@ -23,6 +23,7 @@ mod node;
 mod sandbox;
 mod session;
 mod template;
+mod terminal;
 mod token;
 
 pub(crate) fn validate_definition(d: &Definition, limits: &Limits) -> Result<()> {
@@ -298,6 +299,18 @@ impl AgentVm {
             Command::SandboxExec(r) => Response::SandboxExec(self.sandbox_exec(scope, r).await?),
             Command::SandboxExecCancel(r) => {
                 Response::SandboxExecCancel(self.sandbox_exec_cancel(scope, r).await?)
+            }
+            Command::SandboxTerminalOpen(r) => {
+                Response::SandboxTerminalOpen(self.sandbox_terminal_open(scope, r).await?)
+            }
+            Command::SandboxTerminalInput(r) => {
+                Response::SandboxTerminalInput(self.sandbox_terminal_input(scope, r).await?)
+            }
+            Command::SandboxTerminalResize(r) => {
+                Response::SandboxTerminalResize(self.sandbox_terminal_resize(scope, r).await?)
+            }
+            Command::SandboxTerminalClose(r) => {
+                Response::SandboxTerminalClose(self.sandbox_terminal_close(scope, r).await?)
             }
             Command::ExecutionGet(r) => Response::ExecutionGet(self.execution_get(scope, r).await?),
             Command::ExecutionList(r) => {

@@ -9,7 +9,9 @@
 use super::bus::Scope;
 use super::local::AgentVm;
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{Command, CommandKind, Response};
+use crate::model::{
+    Command, CommandKind, Response, SandboxExecRequest, SandboxTerminalOpenRequest,
+};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -314,14 +316,16 @@ impl AgentVm {
 
     /// The topic a command will publish its results on, when the caller should be subscribed
     /// before it runs: a `message_send_request`'s session (so no delta of the reply is
-    /// missed), a `sandbox_exec_request`'s sandbox (its output).
+    /// missed), a `sandbox_exec_request`'s or `sandbox_terminal_open_request`'s sandbox (its
+    /// output).
     /// `None` when there is none or it is not visible to `scope`; the command itself then
     /// reports why.
     pub async fn topic_of(&self, command: &Command, scope: &Scope) -> Option<String> {
         let r = match command {
             Command::MessageSend(r) => r,
-            Command::SandboxExec(r) => {
-                let topic = r.sandbox_id.clone();
+            Command::SandboxExec(SandboxExecRequest { sandbox_id, .. })
+            | Command::SandboxTerminalOpen(SandboxTerminalOpenRequest { sandbox_id, .. }) => {
+                let topic = sandbox_id.clone();
                 return self.check_topic(scope, &topic).await.ok().map(|()| topic);
             }
             _ => return None,

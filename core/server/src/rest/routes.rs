@@ -76,6 +76,8 @@ pub(crate) enum Output {
     Bytes(&'static str),
     /// NDJSON: each output chunk of the exec as it comes, then the execution.
     ExecStream,
+    /// A WebSocket upgrade: the terminal the command opens, as frames (`crate::terminal`).
+    Terminal,
 }
 
 /// The JSON type a query parameter becomes.
@@ -537,6 +539,23 @@ pub(crate) const ROUTES: &[Route] = &[
             "Run a command; its output streams as NDJSON lines, the execution last",
             "ExecLine",
         ),
+    route(
+        "get",
+        "/v1/sandboxes/{id}/terminal",
+        "sandbox_terminal_open_request",
+    )
+    .param("sandboxId")
+    .query(&[
+        ("cols", Param::Number),
+        ("rows", Param::Number),
+        ("command", Param::Text),
+    ])
+    .status(101)
+    .output(Output::Terminal)
+    .doc(
+        "An interactive terminal: upgrades to a WebSocket of input and output frames",
+        "Terminal",
+    ),
     route(
         "get",
         "/v1/sandboxes/{id}/executions",

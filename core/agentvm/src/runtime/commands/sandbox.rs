@@ -63,7 +63,11 @@ impl AgentVm {
     }
 
     /// The sandbox if it exists and the caller may see it.
-    async fn visible_sandbox(&self, scope: &Scope, sandbox_id: &str) -> Result<Option<Sandbox>> {
+    pub(super) async fn visible_sandbox(
+        &self,
+        scope: &Scope,
+        sandbox_id: &str,
+    ) -> Result<Option<Sandbox>> {
         if sandbox_id.is_empty() || sandbox_id.len() > MAX_ID_LEN {
             return Ok(None);
         }
@@ -75,7 +79,7 @@ impl AgentVm {
     }
 
     /// The sandbox, or `NotFound` (also when it is outside the caller's scope).
-    async fn sandbox(&self, scope: &Scope, sandbox_id: &str) -> Result<Sandbox> {
+    pub(super) async fn sandbox(&self, scope: &Scope, sandbox_id: &str) -> Result<Sandbox> {
         validate_id("sandboxId", sandbox_id)?;
         self.visible_sandbox(scope, sandbox_id)
             .await?
