@@ -47,7 +47,7 @@ pub use agentvm_model::error;
 pub use agentvm_scheduler as scheduler;
 
 #[cfg(feature = "client")]
-pub use channel::remote::{connect, ConnectOptions, RemoteRuntime};
+pub use channel::remote::{connect, ConnectOptions, RemoteRuntime, FORWARDING_HEADER};
 pub use config::{AgentConfig, Limits};
 pub use error::{Error, ErrorKind, Result};
 pub use llm::{

@@ -15,7 +15,7 @@ pub use agent::Agent;
 pub use api::RuntimeExt;
 pub use bus::{Bus, BusConfig, BusItem, EventFilter, Published, Scope, Subscription};
 pub use container_manager::ContainerManager;
-pub use dispatch::{Caller, ContainerGate, RequestHook, RequestMetrics};
+pub use dispatch::{Admission, Caller, ContainerGate, RequestHook, RequestMetrics};
 pub use local::{AgentVm, AgentVmBuilder, ScopedRuntime};
 pub use tools::{NoTools, ToolContext, ToolOutcome, ToolRunner};
 

@@ -12,7 +12,7 @@
 //! draining, stops the agents of its containers and releases their leases, so another server
 //! can take each at once instead of after the TTL.
 
-use agentvm::runtime::ContainerGate;
+use agentvm::runtime::{Admission, ContainerGate};
 use agentvm::store::{ClusterMember, Lease, LeaseClaim};
 use agentvm::{AgentVm, Error, Result, Store};
 use std::collections::HashMap;
@@ -33,6 +33,14 @@ pub struct ClusterConfig {
     /// How often leases are renewed and the heartbeat sent (default a third of the TTL, so
     /// two renewals can fail before the lease expires).
     pub renew_interval: Duration,
+    /// Send a command for a container another member owns to that member, instead of
+    /// refusing it (default on). The caller's scope is checked here first.
+    pub forward: bool,
+    /// The token presented to the other members when forwarding: a token for all containers
+    /// (tokens live in the shared store, so one works everywhere). `None` where the members
+    /// require no token. Without one, a member that requires tokens refuses the forwarded
+    /// command, and the caller gets that refusal.
+    pub forward_token: Option<String>,
 }
 
 impl ClusterConfig {
@@ -43,6 +51,8 @@ impl ClusterConfig {
             advertise_url: advertise_url.into(),
             lease_ttl: Duration::from_secs(10),
             renew_interval: Duration::from_secs(10) / 3,
+            forward: true,
+            forward_token: None,
         }
     }
 
@@ -74,7 +84,14 @@ pub struct LeaseManager {
     stop: watch::Sender<bool>,
     /// The gate as installed in the runtime (which keeps only a weak reference).
     gate: Mutex<Option<Arc<dyn ContainerGate>>>,
+    /// Clients of the other members, by advertised URL, for forwarding (at most
+    /// [`MAX_FORWARDERS`]).
+    forwarders: Mutex<HashMap<String, Arc<Forwarder>>>,
 }
+
+/// Connections to other members kept for forwarding; past it they are dropped and made
+/// again on demand.
+const MAX_FORWARDERS: usize = 64;
 
 impl std::fmt::Debug for LeaseManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,6 +134,7 @@ impl LeaseManager {
             held: Mutex::new(HashMap::new()),
             stop,
             gate: Mutex::new(None),
+            forwarders: Mutex::new(HashMap::new()),
         });
         let gate: Arc<dyn ContainerGate> = Arc::new(Gate(Arc::downgrade(&manager)));
         vm.set_container_gate(&gate)?;
@@ -144,15 +162,16 @@ impl LeaseManager {
         leases
     }
 
-    /// Takes (or confirms) the lease of `container_id`; the refusal names its owner.
-    pub async fn admit(&self, container_id: &str) -> Result<()> {
+    /// Takes (or confirms) the lease of `container_id`, or names the member that holds it:
+    /// forwarded there (see [`ClusterConfig::forward`]) or refused, naming it.
+    pub async fn admit(&self, container_id: &str) -> Result<Admission> {
         if self
             .held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(container_id)
         {
-            return Ok(());
+            return Ok(Admission::Serve);
         }
         let (id, me, ttl) = (
             container_id.to_string(),
@@ -174,15 +193,66 @@ impl LeaseManager {
                         confirmed: Instant::now(),
                     },
                 );
-                Ok(())
+                Ok(Admission::Serve)
             }
-            LeaseClaim::Taken { owner, url, epoch } => Err(Error::unavailable(format!(
-                "container {container_id} is served by server {owner}{} (lease epoch {epoch}); \
-                 this server ({}) does not serve it: connect there",
-                url.map(|u| format!(" at {u}")).unwrap_or_default(),
-                self.config.server_id
-            ))),
+            LeaseClaim::Taken { owner, url, epoch } => {
+                let refusal = format!(
+                    "container {container_id} is served by server {owner}{} (lease epoch \
+                     {epoch}); this server ({}) does not serve it",
+                    url.as_deref()
+                        .map(|u| format!(" at {u}"))
+                        .unwrap_or_default(),
+                    self.config.server_id
+                );
+                match url {
+                    Some(url) if self.config.forward => match self.forwarder(&url).await {
+                        Ok(to) => Ok(Admission::Forward(to)),
+                        Err(e) => Err(Error::unavailable(format!(
+                            "{refusal}, and forwarding there failed: {}",
+                            e.chain()
+                        ))),
+                    },
+                    _ => Err(Error::unavailable(format!("{refusal}: connect there"))),
+                }
+            }
         }
+    }
+
+    /// A client of the member at `url` (its advertised `http://host:port`), connected once and
+    /// kept: it follows no session, so the member pushes it no events (the events of a
+    /// forwarded turn reach this server's subscribers through the shared replay log).
+    async fn forwarder(&self, url: &str) -> Result<Arc<dyn agentvm::Runtime>> {
+        if let Some(rt) = self
+            .forwarders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(url)
+        {
+            return Ok(rt.clone());
+        }
+        let ws = match url.trim_end_matches('/').strip_prefix("http://") {
+            Some(rest) => format!("ws://{rest}/ws"),
+            None => {
+                return Err(Error::invalid(format!(
+                    "the member's advertised URL {url} is not http://host:port"
+                )))
+            }
+        };
+        let options = agentvm::ConnectOptions {
+            token: self.config.forward_token.clone(),
+            follow_sends: false,
+            ..Default::default()
+        };
+        let rt = Arc::new(Forwarder {
+            client: agentvm::connect(&ws, options).await?,
+            url: url.to_string(),
+        });
+        let mut forwarders = self.forwarders.lock().unwrap_or_else(|p| p.into_inner());
+        if forwarders.len() >= MAX_FORWARDERS {
+            forwarders.clear();
+        }
+        forwarders.insert(url.to_string(), rt.clone());
+        Ok(rt)
     }
 
     /// One round of renewals and the heartbeat; steps down from every lease that was lost.
@@ -277,12 +347,42 @@ impl LeaseManager {
     }
 }
 
+/// A client of another member, as the gate hands it out: a refusal of a forwarded command
+/// says where it went and what this server lacks.
+struct Forwarder {
+    client: agentvm::RemoteRuntime,
+    /// The member's advertised URL.
+    url: String,
+}
+
+#[async_trait::async_trait]
+impl agentvm::Runtime for Forwarder {
+    async fn request(&self, command: agentvm::Command) -> Result<agentvm::Response> {
+        self.client
+            .request(command)
+            .await
+            .map_err(|e| match e.kind() {
+                agentvm::ErrorKind::Unauthorized => Error::Unauthorized(format!(
+                    "the server at {} that serves this container refused the command this server \
+                 forwarded to it ({e}); give this server a token for all containers to forward \
+                 with (--cluster-token or AGENTVM_CLUSTER_TOKEN)",
+                    self.url
+                )),
+                _ => e,
+            })
+    }
+
+    async fn subscribe(&self, filter: agentvm::EventFilter) -> Result<agentvm::Subscription> {
+        self.client.subscribe(filter).await
+    }
+}
+
 /// The runtime's gate: a weak handle on the manager (the manager owns the runtime).
 struct Gate(std::sync::Weak<LeaseManager>);
 
 #[async_trait::async_trait]
 impl ContainerGate for Gate {
-    async fn admit(&self, container_id: &str) -> Result<()> {
+    async fn admit(&self, container_id: &str) -> Result<Admission> {
         match self.0.upgrade() {
             Some(manager) => manager.admit(container_id).await,
             None => Err(Error::unavailable("this server is leaving the cluster")),

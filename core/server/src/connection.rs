@@ -123,6 +123,9 @@ struct Connection {
     /// The hash of the token the connection authenticated with, to see a revocation made
     /// elsewhere (another server on the same store) at each ping.
     token_hash: Option<String>,
+    /// A client that only relays commands (another server of the cluster, forwarding to this
+    /// one: [`agentvm::FORWARDING_HEADER`]): no topic is joined for its commands.
+    forwarding: bool,
 }
 
 /// A request that ended, with what its response needs.
@@ -207,6 +210,7 @@ pub(crate) async fn serve(
     state: Arc<ServerState>,
     admission: Admission,
     remote_addr: Option<SocketAddr>,
+    forwarding: bool,
 ) {
     let conn_id = state.next_connection_id();
     let (scope, token_id, token_hash) = match admission {
@@ -278,6 +282,7 @@ pub(crate) async fn serve(
         in_flight: 0,
         revoked,
         token_hash,
+        forwarding,
     };
     conn.run(&mut socket).await;
     state.metrics.connection_closed();
@@ -727,7 +732,11 @@ impl Connection {
         let fallback = codec::error_fallback(response_type, Some(&command));
         // Join the topic the command will publish on before it runs — a message_send's
         // session (docs/protocol.md FIX), a sandbox_exec's sandbox — so nothing is missed.
-        if let Some(topic) = self.state.vm.topic_of(&command, &self.info.scope).await {
+        let topic = match self.forwarding {
+            true => None,
+            false => self.state.vm.topic_of(&command, &self.info.scope).await,
+        };
+        if let Some(topic) = topic {
             if self.joins_over_budget(&topic) {
                 let reason = format!(
                     "subscription budget: more than {} topics",

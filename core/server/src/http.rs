@@ -303,10 +303,11 @@ async fn ws(
     };
     let max = state.config.max_frame_bytes;
     let addr = Some(addr);
+    let forwarding = headers.contains_key(agentvm::FORWARDING_HEADER);
     upgrade
         .max_message_size(max)
         .max_frame_size(max)
         .read_buffer_size(8 * 1024)
         .write_buffer_size(32 * 1024)
-        .on_upgrade(move |socket| serve(socket, state, admission, addr))
+        .on_upgrade(move |socket| serve(socket, state, admission, addr, forwarding))
 }

@@ -30,6 +30,10 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
+/// The upgrade header a client sends with [`ConnectOptions::follow_sends`] off: the server
+/// then joins no topic for the commands of that connection.
+pub const FORWARDING_HEADER: &str = "agentvm-forwarding";
+
 /// How to connect.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -51,6 +55,12 @@ pub struct ConnectOptions {
     pub max_backoff: Duration,
     /// Largest message accepted from the server.
     pub max_frame_bytes: usize,
+    /// Follow the session of each message sent (its events reach this client's subscriptions,
+    /// as AgentX clients expect). `false` for a client that only relays commands, such as a
+    /// cluster server forwarding to a container's owner: the server is told not to join
+    /// topics for it ([`FORWARDING_HEADER`]) and events of sessions it did not subscribe to
+    /// are dropped.
+    pub follow_sends: bool,
 }
 
 impl Default for ConnectOptions {
@@ -64,6 +74,7 @@ impl Default for ConnectOptions {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             max_frame_bytes: 64 * 1024 * 1024,
+            follow_sends: true,
         }
     }
 }
@@ -341,7 +352,7 @@ impl Runtime for RemoteRuntime {
         // The server joined this connection to the session it answers in: keep it joined
         // across reconnects too.
         if let Response::MessageSend(r) = &response {
-            if self.track_session(&r.session_id, None) {
+            if self.shared.options.follow_sends && self.track_session(&r.session_id, None) {
                 self.send_frame(subscribe_frame(&r.session_id, None));
             }
         }
@@ -492,6 +503,11 @@ async fn open(shared: &Shared, url: &str) -> Result<Ws> {
         let value = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| Error::invalid("the token contains characters not allowed in a header"))?;
         request.headers_mut().insert("authorization", value);
+    }
+    if !shared.options.follow_sends {
+        request
+            .headers_mut()
+            .insert(FORWARDING_HEADER, HeaderValue::from_static("1"));
     }
     let mut config = WebSocketConfig::default();
     config.max_message_size = Some(shared.options.max_frame_bytes);
@@ -663,6 +679,9 @@ fn on_frame(shared: &Shared, tx: &mpsc::UnboundedSender<Message>, text: &str) {
         (Some(cursor), Some(sid)) => {
             {
                 let mut sessions = lock(&shared.sessions);
+                if !shared.options.follow_sends && !sessions.contains_key(&sid) {
+                    return; // not subscribed to, and not following sends
+                }
                 let last = sessions.entry(sid).or_insert(None);
                 if last.map(|l| cursor <= l).unwrap_or(false) {
                     return; // already delivered before a reconnect

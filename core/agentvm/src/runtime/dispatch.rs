@@ -52,6 +52,15 @@ impl Caller {
     }
 }
 
+/// Where an admitted command runs.
+enum Admitted {
+    Here,
+    Forward {
+        container_id: String,
+        to: Arc<dyn super::Runtime>,
+    },
+}
+
 /// Sees every command of a caller before it runs (log, meter, veto).
 pub trait RequestHook: Send + Sync + 'static {
     /// An error vetoes the command; the caller receives it as the command's error.
@@ -59,13 +68,32 @@ pub trait RequestHook: Send + Sync + 'static {
 }
 
 /// Decides, before a command runs, whether this process may serve the container the command
-/// touches: a cluster's lease manager takes the container's lease here, or refuses with the
-/// owner's address. Installed with [`AgentVm::set_container_gate`]; without one every
-/// container is served.
+/// touches: a cluster's lease manager takes the container's lease here, sends the command to
+/// the owner, or refuses with the owner's address. Installed with
+/// [`AgentVm::set_container_gate`]; without one every container is served.
 #[async_trait::async_trait]
 pub trait ContainerGate: Send + Sync + 'static {
-    /// `Ok` when this process may serve `container_id` now; the error is the command's.
-    async fn admit(&self, container_id: &str) -> Result<()>;
+    /// Where a command for `container_id` runs now; an error is the command's.
+    async fn admit(&self, container_id: &str) -> Result<Admission>;
+}
+
+/// What a [`ContainerGate`] decided for a command's container.
+#[derive(Clone)]
+pub enum Admission {
+    /// This process serves the container: the command runs here.
+    Serve,
+    /// Another process serves it: the command is sent there through this runtime (a client
+    /// of that process), after the caller's scope was checked here.
+    Forward(Arc<dyn super::Runtime>),
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Admission::Serve => f.write_str("Serve"),
+            Admission::Forward(_) => f.write_str("Forward"),
+        }
+    }
 }
 
 /// Latency buckets of [`RequestMetrics`], seconds.
@@ -215,7 +243,7 @@ impl AgentVm {
         let result = if caller.hook.is_none() && caller.deadline.is_none() {
             async {
                 match self.admit(&command).await {
-                    Ok(()) => self.handle(command, &caller.scope).await,
+                    Ok(admitted) => self.run_admitted(admitted, command, &caller.scope).await,
                     Err(e) => Err(e),
                 }
             }
@@ -240,12 +268,13 @@ impl AgentVm {
         if let Some(hook) = &caller.hook {
             hook.on_request(caller, &command)?;
         }
-        self.admit(&command).await?;
+        let admitted = self.admit(&command).await?;
         match caller.deadline {
-            None => self.handle(command, &caller.scope).await,
+            None => self.run_admitted(admitted, command, &caller.scope).await,
             Some(limit) => {
                 let type_name = command.type_name();
-                match tokio::time::timeout(limit, self.handle(command, &caller.scope)).await {
+                let run = self.run_admitted(admitted, command, &caller.scope);
+                match tokio::time::timeout(limit, run).await {
                     Ok(r) => r,
                     Err(_) => Err(Error::unavailable(format!(
                         "{type_name} timed out after {} ms (it may still complete)",
@@ -268,13 +297,37 @@ impl AgentVm {
 
     /// Passes the command's container through the gate, if there is one and the command
     /// belongs to a container.
-    async fn admit(&self, command: &Command) -> Result<()> {
+    async fn admit(&self, command: &Command) -> Result<Admitted> {
         let Some(gate) = self.inner.gate.get().and_then(std::sync::Weak::upgrade) else {
-            return Ok(());
+            return Ok(Admitted::Here);
         };
-        match self.container_of(command).await {
-            Some(container_id) => gate.admit(&container_id).await,
-            None => Ok(()),
+        let Some(container_id) = self.container_of(command).await else {
+            return Ok(Admitted::Here);
+        };
+        match gate.admit(&container_id).await? {
+            Admission::Serve => Ok(Admitted::Here),
+            Admission::Forward(to) => Ok(Admitted::Forward { container_id, to }),
+        }
+    }
+
+    /// Runs an admitted command: here, or (after checking the caller may use the container,
+    /// as the handler here would) on the container's owner.
+    async fn run_admitted(
+        &self,
+        admitted: Admitted,
+        command: Command,
+        scope: &Scope,
+    ) -> Result<Response> {
+        match admitted {
+            Admitted::Here => self.handle(command, scope).await,
+            Admitted::Forward { container_id, to } => {
+                if !scope.allows(&container_id) {
+                    return Err(Error::Unauthorized(format!(
+                        "container {container_id} is outside this connection's scope"
+                    )));
+                }
+                to.request(command).await
+            }
         }
     }
 

@@ -71,7 +71,7 @@ Config file (--config agentvm.toml; flags and environment win; see agentvm.examp
   local_tools_user, max_content_bytes, max_frame_bytes,
   max_connections, request_timeout_ms, shutdown_grace_ms, send_timeout_ms, header_timeout_ms,
   max_subscriptions, max_requests_in_flight, otlp_endpoint, [llm] provider/key/url/model,
-  [cluster] advertise_url/server_id/lease_ttl_ms";
+  [cluster] advertise_url/server_id/lease_ttl_ms/token/forward";
 
 /// What `mcp --help` adds after the flags.
 const MCP_HELP: &str = "\
@@ -167,6 +167,15 @@ struct ServeArgs {
     /// renewed every third of it.
     #[arg(long)]
     lease_ttl_ms: Option<u64>,
+    /// The token (for all containers) this server presents to the other members when it
+    /// forwards a command for a container one of them serves; needed where they require
+    /// tokens. Prefer the environment variable: a flag shows in `ps`.
+    #[arg(long, env = "AGENTVM_CLUSTER_TOKEN", hide_env_values = true)]
+    cluster_token: Option<String>,
+    /// Refuse commands for containers another member serves, naming it, instead of
+    /// forwarding them there.
+    #[arg(long)]
+    no_forward: bool,
     /// The largest user message content accepted, in bytes (default 1048576); larger content
     /// is refused with `invalid_input`. Keep it under `max_frame_bytes`.
     #[arg(long, env = "AGENTVM_MAX_CONTENT_BYTES")]
@@ -260,6 +269,8 @@ struct ClusterFileConfig {
     advertise_url: Option<String>,
     server_id: Option<String>,
     lease_ttl_ms: Option<u64>,
+    token: Option<String>,
+    forward: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -645,6 +656,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         if let Some(ms) = args.lease_ttl_ms.or(file_cluster.lease_ttl_ms) {
             config = config.with_lease_ttl(Duration::from_millis(ms));
         }
+        config.forward_token = args.cluster_token.or(file_cluster.token);
+        config.forward = !args.no_forward && file_cluster.forward.unwrap_or(true);
         Some(
             LeaseManager::start(&vm, config)
                 .await

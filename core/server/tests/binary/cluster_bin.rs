@@ -1,6 +1,8 @@
 //! Two `agentvm-server` processes in one cluster (`--cluster`, one PostgreSQL store): a
 //! container is served by one of them at a time through a lease; a paused owner loses it to the
-//! other after the TTL and can never write for it again; `SIGTERM` hands leases over at once.
+//! other after the TTL and can never write for it again; `SIGTERM` hands leases over at once;
+//! a client of either server uses a container the other serves (its commands are forwarded,
+//! its events relayed), within its token's scope.
 //!
 //! Needs `AGENTVM_TEST_POSTGRES` (`scripts/setup-postgres.sh`); a schema per test. Skipped,
 //! loudly, with `AGENTVM_SKIP_POSTGRES=1`.
@@ -15,21 +17,20 @@ use crate::common::{fresh_schema, postgres_skipped, serve, signal, Server};
 /// Short, so the test waits seconds, not the default 10.
 const TTL_MS: u64 = 3000;
 
-/// Starts a cluster member `id` on `store`.
-fn start(dir: &std::path::Path, store: &str, id: &str) -> Server {
+/// Starts a cluster member `id` on `store`, with `extra` arguments.
+fn start(dir: &std::path::Path, store: &str, id: &str, extra: &[&str]) -> Server {
     let ttl = TTL_MS.to_string();
-    serve(
-        &dir.join(id),
-        &[
-            "--store",
-            store,
-            "--cluster",
-            "--server-id",
-            id,
-            "--lease-ttl-ms",
-            &ttl,
-        ],
-    )
+    let mut args = vec![
+        "--store",
+        store,
+        "--cluster",
+        "--server-id",
+        id,
+        "--lease-ttl-ms",
+        &ttl,
+    ];
+    args.extend_from_slice(extra);
+    serve(&dir.join(id), &args)
 }
 
 async fn client(url: &str) -> RemoteRuntime {
@@ -90,8 +91,9 @@ async fn a_paused_owner_loses_its_container_and_cannot_write_and_sigterm_hands_i
     }
     let (store, db) = fresh_schema("cluster").await;
     let dir = tempfile::tempdir().unwrap();
-    let a = start(dir.path(), &store, "srv_a");
-    let mut b = start(dir.path(), &store, "srv_b");
+    // Refusing, not forwarding: what this test watches is who writes.
+    let a = start(dir.path(), &store, "srv_a", &["--no-forward"]);
+    let mut b = start(dir.path(), &store, "srv_b", &["--no-forward"]);
     let tenant = "tenant-1";
 
     // A serves the tenant first: it holds epoch 1, and B refuses it, naming A.
@@ -189,4 +191,120 @@ async fn a_paused_owner_loses_its_container_and_cannot_write_and_sigterm_hands_i
             ("srv_a".to_string(), 3, 2)
         ]
     );
+}
+
+/// `agentvm-server token create <args> --store <store>`: the token it prints.
+fn token(store: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(crate::common::BIN)
+        .args(["token", "create"])
+        .args(args)
+        .args(["--store", store])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("avm_"))
+        .unwrap_or_else(|| panic!("no token in {out:?}"))
+        .to_string()
+}
+
+/// One turn's events as a client sees them, up to its `conversation_end`.
+async fn turn(sub: &mut agentvm::Subscription) -> Vec<String> {
+    let mut types = Vec::new();
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(20), sub.recv())
+            .await
+            .expect("events keep coming")
+            .expect("open");
+        let agentvm::BusItem::Event(p) = item else {
+            panic!("overflow")
+        };
+        types.push(p.event.type_name().to_string());
+        if types.last().map(String::as_str) == Some("conversation_end") {
+            return types;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_either_server_uses_a_container_the_other_serves() {
+    if postgres_skipped("PostgreSQL cluster forwarding test") {
+        return;
+    }
+    let (store, db) = fresh_schema("forward").await;
+    let operator = token(&store, &["--all"]);
+    let alice = token(&store, &["--containers", "tenant-1"]);
+    let bob = token(&store, &["--containers", "tenant-2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let members = ["--require-auth", "--cluster-token", operator.as_str()];
+    let a = start(dir.path(), &store, "srv_a", &members);
+    let b = start(dir.path(), &store, "srv_b", &members);
+    let with = |token: &str| ConnectOptions {
+        reconnect: false,
+        ..ConnectOptions::with_token(token)
+    };
+
+    // B serves tenant-1 (its first request took the lease).
+    let on_b = connect(&b.url, with(&alice)).await.unwrap();
+    on_b.containers().create("tenant-1").await.unwrap();
+    assert_eq!(lease(&db, "tenant-1").await, ("srv_b".into(), 1, true));
+
+    // Alice's client of A creates an image, streams a reply and reads the history: A forwards
+    // each command to B, and relays the session's events from the shared log.
+    let on_a = connect(&a.url, with(&alice)).await.unwrap();
+    let image = on_a
+        .images()
+        .create(
+            "tenant-1",
+            ImageConfig {
+                model: Some("mock:long-stream".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .record;
+    let mut events = on_a.sessions().events(&image.session_id).await.unwrap();
+    on_a.agents()
+        .send_to_image(&image.image_id, "hello through A")
+        .await
+        .unwrap();
+    let types = turn(&mut events).await;
+    assert_eq!(types.iter().filter(|t| *t == "text_delta").count(), 100);
+    let history = on_a.images().messages(&image.image_id).await.unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    // B did the work, in its tenure: the lease never moved.
+    assert_eq!(lease(&db, "tenant-1").await, ("srv_b".into(), 1, true));
+    assert_eq!(
+        writers(&db, "tenant-1").await,
+        [("srv_b".to_string(), 1, 2)]
+    );
+
+    // Bob's token is checked on A before anything is forwarded: refused, as on B.
+    let on_a_bob = connect(&a.url, with(&bob)).await.unwrap();
+    let e = on_a_bob
+        .images()
+        .messages(&image.image_id)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+    assert!(e.to_string().contains("tenant-1"), "{e}");
+
+    // Without a token for the members, forwarding is refused by B, and the caller is told.
+    drop(a);
+    let c = start(dir.path(), &store, "srv_c", &["--require-auth"]);
+    let on_c = connect(&c.url, with(&alice)).await.unwrap();
+    let e = on_c.images().messages(&image.image_id).await.unwrap_err();
+    eprintln!("forwarding without a cluster token: {e}");
+    assert_eq!(e.kind(), ErrorKind::Unauthorized, "{e}");
+    assert!(e.to_string().contains(&b.http), "names the member: {e}");
+    assert!(
+        e.to_string().contains("--cluster-token"),
+        "says what is missing: {e}"
+    );
+    on_a.close().await;
+    on_a_bob.close().await;
+    on_b.close().await;
+    on_c.close().await;
 }
