@@ -13,14 +13,20 @@
 //! 2. Placements: sandbox creates arrive at `FLEET_RATE` per second (default 5,000) for
 //!    `FLEET_SECONDS` (default 5). Each is a decision of the `PlacementIndex` the scheduler's
 //!    registry keeps (behind a mutex, as in the registry) plus the in-flight reservation; its
-//!    record is then written durably (one redb commit per record, by one writer thread, as
-//!    the scheduler's store does). The scheduler has no engine trait yet, so Docker is
-//!    replaced here, after the placement, by a fake engine: a 5 ms sleep for create + start,
-//!    after which the reservation becomes an allocation; each sandbox is released 2 s later.
-//!    Reported: placement latency p50/p99/max (decision + reservation, under the mutex) and
-//!    durable placements per second achieved against the offered rate.
+//!    record is then written durably as `Scheduler::persist` does, before the container is
+//!    made: the create waits on the blocking pool for `RedbSchedulerStore::put_sandbox`, and
+//!    the records written at the same time share redb commits (group commit). The scheduler
+//!    has no engine trait yet, so Docker is replaced here, after the durable record, by a fake
+//!    engine: a 5 ms sleep for create + start, after which the reservation becomes an
+//!    allocation; each sandbox is released 2 s later. Reported: placement latency
+//!    p50/p99/max (decision + reservation, under the mutex), durable placements per second
+//!    achieved against the offered rate (records over the time from the first arrival to the
+//!    last durable record), records per commit, and how long a create waited for its record.
 //!
-//! `FLEET_NODES=1000,10000` picks the fleet sizes.
+//! `FLEET_NODES=1000,10000` picks the fleet sizes. `FLEET_ONE_BY_ONE=1` also runs the
+//! placements with the records written the way they were before group commit, for comparison:
+//! one writer thread, one commit per record, in arrival order, the creates not waiting (at a
+//! slow disk's commit rate it takes minutes to drain).
 
 use agentvm::scheduler::placement::Demand;
 use agentvm::scheduler::placement_index::{NodeState, PlacementIndex};
@@ -189,7 +195,18 @@ fn record(k: usize, node_id: &str) -> Sandbox {
     }
 }
 
-async fn placements(n: usize, rate: u64, seconds: u64) {
+/// How the placement records are made durable.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durable {
+    /// As the scheduler does: each create awaits its record's durable write on the blocking
+    /// pool, and the writes made at the same time share commits (group commit).
+    Group,
+    /// For comparison: one writer thread writes the records one by one, one commit each, in
+    /// arrival order (what the scheduler's store did before group commit).
+    OneByOne,
+}
+
+async fn placements(n: usize, rate: u64, seconds: u64, durable_mode: Durable) {
     let (_dir, store) = store();
     let mut index = PlacementIndex::new();
     for i in 0..n {
@@ -216,33 +233,43 @@ async fn placements(n: usize, rate: u64, seconds: u64) {
         memory_mb: 512,
         image: IMAGE,
     };
-    // The durable writer: one redb commit per record, in arrival order.
+    // One-by-one mode: the writer thread, one commit per record, in arrival order; it reports
+    // how long each record waited until durable.
     let (tx, rx) = std::sync::mpsc::channel::<(Sandbox, Instant)>();
-    let writer = {
+    let writer = (durable_mode == Durable::OneByOne).then(|| {
         let store = store.clone();
         std::thread::spawn(move || {
-            let mut done = 0u64;
+            let mut waits = Vec::new();
             let mut last = None;
-            let mut worst = Duration::ZERO;
             for (r, queued) in rx {
                 store.put_sandbox(&r).expect("durable put");
-                done += 1;
                 last = Some(Instant::now());
-                worst = worst.max(queued.elapsed());
+                waits.push(queued.elapsed());
             }
-            (done, last, worst)
+            (waits, last)
         })
-    };
+    });
     let lat = Arc::new(Mutex::new(Vec::<Duration>::with_capacity(
         (rate * seconds) as usize,
     )));
+    // Group mode: when each record became durable, and how long its create waited for that.
+    let acks = Arc::new(Mutex::new(Vec::<(Instant, Duration)>::with_capacity(
+        (rate * seconds) as usize,
+    )));
+    let commits_before = store.commit_stats();
     let total = (rate * seconds) as usize;
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(total);
     for k in 0..total {
         let due = start + Duration::from_secs_f64(k as f64 / rate as f64);
         tokio::time::sleep_until(due.into()).await;
-        let (index, lat, tx) = (index.clone(), lat.clone(), tx.clone());
+        let (index, lat, acks, tx, store) = (
+            index.clone(),
+            lat.clone(),
+            acks.clone(),
+            tx.clone(),
+            store.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
             let node = {
@@ -256,7 +283,21 @@ async fn placements(n: usize, rate: u64, seconds: u64) {
                 node
             };
             lat.lock().expect("lat").push(t.elapsed());
-            tx.send((record(k, &node), Instant::now())).expect("writer");
+            let r = record(k, &node);
+            match durable_mode {
+                Durable::Group => {
+                    // As `Scheduler::persist`: the record is durable before the container is made.
+                    let queued = Instant::now();
+                    tokio::task::spawn_blocking(move || store.put_sandbox(&r))
+                        .await
+                        .expect("join")
+                        .expect("durable put");
+                    acks.lock()
+                        .expect("acks")
+                        .push((Instant::now(), queued.elapsed()));
+                }
+                Durable::OneByOne => tx.send((r, Instant::now())).expect("writer"),
+            }
             // The fake engine: create + start.
             tokio::time::sleep(Duration::from_millis(5)).await;
             index.lock().expect("index").update(&node, |s| {
@@ -277,28 +318,51 @@ async fn placements(n: usize, rate: u64, seconds: u64) {
     }
     let offered_for = start.elapsed();
     drop(tx);
-    let (durable, last, worst_queue) = tokio::task::spawn_blocking(move || writer.join())
-        .await
-        .expect("join")
-        .expect("writer");
-    let durable_for = last.map(|l| l - start).unwrap_or_default();
     for t in tasks {
         t.await.expect("task");
     }
+    let (mut waits, last) = match writer {
+        Some(w) => tokio::task::spawn_blocking(move || w.join())
+            .await
+            .expect("join")
+            .expect("writer"),
+        None => {
+            let acks = acks.lock().expect("acks");
+            (
+                acks.iter().map(|(_, w)| *w).collect(),
+                acks.iter().map(|(at, _)| *at).max(),
+            )
+        }
+    };
+    let durable = waits.len();
+    let durable_for = last.map(|l| l - start).unwrap_or_default();
+    let commits = {
+        let now = store.commit_stats();
+        now.commits - commits_before.commits
+    };
     let mut lat = lat.lock().expect("lat").clone();
     lat.sort();
-    let p = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+    waits.sort();
+    let p = |v: &[Duration], q: f64| v[((v.len() - 1) as f64 * q) as usize];
+    let how = match durable_mode {
+        Durable::Group => "group commit, each create awaiting its record",
+        Durable::OneByOne => "one writer, one commit each",
+    };
     println!(
-        "fleet/{n} placements: offered {total} at {rate}/s over {:.2} s; placement p50 {:?} p99 {:?} \
-         max {:?}; {durable} durable records (redb, one commit each) in {:.2} s = {:.0} durable \
-         placements/s (longest wait for the writer {:?})",
+        "fleet/{n} placements ({how}): offered {total} at {rate}/s over {:.2} s; placement p50 \
+         {:?} p99 {:?} max {:?}; {durable} durable records in {commits} redb commits ({:.1} per \
+         commit) in {:.2} s = {:.0} durable placements/s; wait until durable p50 {:?} p99 {:?} \
+         max {:?}",
         offered_for.as_secs_f64(),
-        p(0.5),
-        p(0.99),
+        p(&lat, 0.5),
+        p(&lat, 0.99),
         lat[lat.len() - 1],
+        durable as f64 / commits.max(1) as f64,
         durable_for.as_secs_f64(),
         durable as f64 / durable_for.as_secs_f64(),
-        worst_queue,
+        p(&waits, 0.5),
+        p(&waits, 0.99),
+        waits[waits.len() - 1],
     );
 }
 
@@ -322,8 +386,12 @@ fn main() {
             .map(|n| n.get())
             .unwrap_or(0)
     );
+    let one_by_one = env_or("FLEET_ONE_BY_ONE", 0u8) == 1;
     for n in sizes {
         rt.block_on(heartbeats(n, hb_seconds));
-        rt.block_on(placements(n, rate, seconds));
+        rt.block_on(placements(n, rate, seconds, Durable::Group));
+        if one_by_one {
+            rt.block_on(placements(n, rate, seconds, Durable::OneByOne));
+        }
     }
 }

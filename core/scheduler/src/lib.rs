@@ -55,7 +55,7 @@ pub use owner::SandboxRef;
 pub use reconcile::{ReconcileReport, SweepReport};
 pub use sink::EventSink;
 pub use stdio::StdioExec;
-pub use store::{MemorySchedulerStore, RedbSchedulerStore, SchedulerStore};
+pub use store::{CommitStats, MemorySchedulerStore, RedbSchedulerStore, SchedulerStore};
 pub use terminal::TerminalSession;
 
 // The model's modules under the names the scheduler's files use.

@@ -2,7 +2,9 @@
 //!
 //! The scheduler owns these tables and nothing else; it sees the runtime only through this
 //! trait and [`EventSink`](crate::EventSink). Every write is durable before it returns, so a
-//! sandbox the caller saw created is found again by reconciliation after a crash. Backends:
+//! sandbox the caller saw created is found again by reconciliation after a crash; writes made
+//! at the same time may share one durable commit (the redb store does), never a reply before
+//! the commit holding the write. Backends:
 //! [`RedbSchedulerStore`] (the embedded default, in the runtime's database file) and
 //! [`MemorySchedulerStore`]. The runtime's store conformance suite
 //! (`agentvm`'s `store/conformance.rs`) runs the same checks on both, through
@@ -11,13 +13,14 @@
 mod memory;
 mod redb;
 
-pub use self::redb::RedbSchedulerStore;
+pub use self::redb::{CommitStats, RedbSchedulerStore};
 pub use memory::MemorySchedulerStore;
 
 use agentvm_model::scheduler::{Execution, RuntimeNode, Sandbox, Template, Webhook};
 use agentvm_model::Result;
 
-/// The scheduler's tables. Calls block (run them on the blocking pool); writes are durable.
+/// The scheduler's tables. Calls block (run them on the blocking pool); writes are durable
+/// when they return, and two writes of one record land in the order they were made.
 pub trait SchedulerStore: Send + Sync + 'static {
     /// The id of the scheduler that owns these records, created on first use. Docker
     /// containers carry it as a label, so a scheduler only ever reconciles its own.

@@ -1,27 +1,178 @@
 //! The scheduler's tables in redb: runtime nodes, templates, sandboxes and executions.
 //!
 //! They live in the same database file as the runtime's records (the runtime hands its
-//! `redb::Database` over), each write a durable (`Immediate`) commit, so a sandbox the caller
-//! saw created is found again by the reconciliation after a crash.
+//! `redb::Database` over). Every write is durable (an `Immediate` commit) before it returns, so
+//! a sandbox the caller saw created is found again by the reconciliation after a crash. Writes
+//! made at the same time share commits (group commit, see `redb/commit_queue.rs`): the writes
+//! queued while one commit is in progress go into the next as one write transaction, so the
+//! rate of durable writes is no longer capped by the disk's commit rate.
 
+mod commit_queue;
+#[cfg(test)]
+mod tests;
+
+use self::commit_queue::CommitQueue;
+pub use self::commit_queue::CommitStats;
 use super::SchedulerStore;
 use agentvm_model::scheduler::{Execution, RuntimeNode, Sandbox, Template, Webhook};
 use agentvm_model::{Error, Result};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::Arc;
 
-const NODES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sched_nodes");
-const TEMPLATES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sched_templates");
-const SANDBOXES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sched_sandboxes");
-const EXECUTIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sched_executions");
+/// A table of JSON records by id.
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+
+const NODES: Table = TableDefinition::new("sched_nodes");
+const TEMPLATES: Table = TableDefinition::new("sched_templates");
+const SANDBOXES: Table = TableDefinition::new("sched_sandboxes");
+const EXECUTIONS: Table = TableDefinition::new("sched_executions");
 const EXECUTIONS_BY_SANDBOX: TableDefinition<'_, (&str, &str), ()> =
     TableDefinition::new("sched_executions_by_sandbox");
-const WEBHOOKS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sched_webhooks");
-const SCHED_META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sched_meta");
+const WEBHOOKS: Table = TableDefinition::new("sched_webhooks");
+const SCHED_META: Table = TableDefinition::new("sched_meta");
+
+/// Most writes queued behind a commit before more writers wait for room (at about 1 KiB a
+/// sandbox record, about 1 MiB of queued records).
+const QUEUE_CAPACITY: usize = 1024;
 
 fn db(e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::storage("redb", e)
+}
+
+/// One write of a batch; its outcome is whether the record existed (for removals).
+enum Write {
+    /// Insert or replace `key` in `table`.
+    Put {
+        table: Table,
+        key: String,
+        bytes: Vec<u8>,
+    },
+    /// Insert or replace an execution and index it under its sandbox.
+    PutExecution {
+        id: String,
+        sandbox_id: String,
+        bytes: Vec<u8>,
+    },
+    /// Remove `key` from `table`.
+    Remove { table: Table, key: String },
+    /// Remove a sandbox and its executions.
+    DeleteSandbox { id: String },
+}
+
+impl Write {
+    /// Applies the write inside `txn`; whether the record existed before.
+    fn apply(&self, txn: &WriteTransaction) -> std::result::Result<bool, redb::Error> {
+        match self {
+            Write::Put { table, key, bytes } => Ok(txn
+                .open_table(*table)?
+                .insert(key.as_str(), bytes.as_slice())?
+                .is_some()),
+            Write::PutExecution {
+                id,
+                sandbox_id,
+                bytes,
+            } => {
+                let existed = txn
+                    .open_table(EXECUTIONS)?
+                    .insert(id.as_str(), bytes.as_slice())?
+                    .is_some();
+                txn.open_table(EXECUTIONS_BY_SANDBOX)?
+                    .insert((sandbox_id.as_str(), id.as_str()), ())?;
+                Ok(existed)
+            }
+            Write::Remove { table, key } => {
+                Ok(txn.open_table(*table)?.remove(key.as_str())?.is_some())
+            }
+            Write::DeleteSandbox { id } => {
+                let existed = txn.open_table(SANDBOXES)?.remove(id.as_str())?.is_some();
+                let mut index = txn.open_table(EXECUTIONS_BY_SANDBOX)?;
+                let mut executions = txn.open_table(EXECUTIONS)?;
+                let mut ids = Vec::new();
+                for row in index.range((id.as_str(), "")..)? {
+                    let (k, _) = row?;
+                    let (sid, eid) = k.value();
+                    if sid != id {
+                        break;
+                    }
+                    ids.push(eid.to_string());
+                }
+                for eid in &ids {
+                    index.remove((id.as_str(), eid.as_str()))?;
+                    executions.remove(eid.as_str())?;
+                }
+                Ok(existed)
+            }
+        }
+    }
+}
+
+/// Writes `batch` in one durable write transaction: one outcome per write, in order. A failure
+/// anywhere fails every write of the batch (nothing of it was committed), each with a copy of
+/// the error.
+fn commit_batch(database: &Database, batch: Vec<Write>) -> Vec<Result<bool>> {
+    let n = batch.len();
+    let committed = (|| -> std::result::Result<Vec<bool>, redb::Error> {
+        // Durability::Immediate, redb's default: the commit returns once the batch is on disk.
+        let txn = database.begin_write()?;
+        let existed = batch
+            .iter()
+            .map(|w| w.apply(&txn))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        txn.commit()?;
+        Ok(existed)
+    })();
+    match committed {
+        Ok(existed) => existed.into_iter().map(Ok).collect(),
+        Err(e) => {
+            if n > 1 {
+                tracing::debug!(records = n, error = %e, "a batch of scheduler records failed");
+            }
+            (0..n).map(|_| Err(batch_error(&e, n))).collect()
+        }
+    }
+}
+
+/// The error a write of a failed batch of `n` reports: the redb error behind it, with the
+/// storage error (I/O, full disk, closed or poisoned database) kept as the source, so callers
+/// that react to I/O failures (the runtime reopens its file) see it as if the write had been
+/// committed alone.
+fn batch_error(e: &redb::Error, n: usize) -> Error {
+    let message = if n > 1 {
+        format!("redb (a commit of {n} scheduler records)")
+    } else {
+        "redb".to_string()
+    };
+    match storage_copy(e) {
+        Some(storage) => Error::storage(message, storage),
+        None => Error::Storage {
+            message: format!("{message}: {e}"),
+            source: None,
+        },
+    }
+}
+
+/// A copy of the storage error behind `e` (redb errors are not `Clone`).
+fn storage_copy(e: &redb::Error) -> Option<redb::StorageError> {
+    use redb::StorageError as S;
+    Some(match e {
+        redb::Error::Io(io) => S::Io(io_copy(io)),
+        redb::Error::PreviousIo => S::PreviousIo,
+        redb::Error::DatabaseClosed => S::DatabaseClosed,
+        redb::Error::Corrupted(m) => S::Corrupted(m.clone()),
+        redb::Error::ValueTooLarge(len) => S::ValueTooLarge(*len),
+        redb::Error::LockPoisoned(at) => S::LockPoisoned(at),
+        _ => return None,
+    })
+}
+
+/// A copy of an I/O error: the OS error code when there is one (a full disk stays `ENOSPC`),
+/// otherwise its kind and message.
+fn io_copy(io: &std::io::Error) -> std::io::Error {
+    match io.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(io.kind(), io.to_string()),
+    }
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -33,9 +184,14 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 }
 
 /// The scheduler's tables in a redb database (the runtime's, or one of its own).
+///
+/// Writes block until durable; writes from several threads at once share commits. Clones
+/// share the database and the commit queue.
 #[derive(Clone)]
 pub struct RedbSchedulerStore {
     db: Arc<Database>,
+    /// Writes waiting for the next commit; shared by clones, so they batch together.
+    queue: Arc<CommitQueue<Write, bool>>,
 }
 
 impl std::fmt::Debug for RedbSchedulerStore {
@@ -56,7 +212,10 @@ impl RedbSchedulerStore {
         txn.open_table(SCHED_META).map_err(db)?;
         txn.open_table(WEBHOOKS).map_err(db)?;
         txn.commit().map_err(db)?;
-        Ok(RedbSchedulerStore { db: database })
+        Ok(RedbSchedulerStore {
+            db: database,
+            queue: Arc::new(CommitQueue::new(QUEUE_CAPACITY)),
+        })
     }
 
     /// The scheduler's tables in a database of their own, in memory.
@@ -66,29 +225,32 @@ impl RedbSchedulerStore {
             .map_err(db)?;
         Self::open(Arc::new(database))
     }
+
+    /// How many commits this store (and its clones) made for how many writes: writes per
+    /// commit is how much group commit saved.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.queue.stats()
+    }
+
+    /// Queues `write` for the next shared commit and waits until it is durable (or failed).
+    fn write(&self, write: Write) -> Result<bool> {
+        self.queue
+            .submit(write, |batch| commit_batch(&self.db, batch))
+    }
 }
 
 impl RedbSchedulerStore {
-    fn put_json<T: Serialize>(
-        &self,
-        table: TableDefinition<'_, &str, &[u8]>,
-        id: &str,
-        value: &T,
-    ) -> Result<()> {
+    fn put_json<T: Serialize>(&self, table: Table, id: &str, value: &T) -> Result<()> {
         let bytes = encode(value)?;
-        let txn = self.db.begin_write().map_err(db)?;
-        txn.open_table(table)
-            .map_err(db)?
-            .insert(id, bytes.as_slice())
-            .map_err(db)?;
-        txn.commit().map_err(db)?;
+        self.write(Write::Put {
+            table,
+            key: id.to_string(),
+            bytes,
+        })?;
         Ok(())
     }
 
-    fn list_json<T: DeserializeOwned>(
-        &self,
-        table: TableDefinition<'_, &str, &[u8]>,
-    ) -> Result<Vec<T>> {
+    fn list_json<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<T>> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(table).map_err(db)?;
         let mut out = Vec::new();
@@ -99,23 +261,14 @@ impl RedbSchedulerStore {
         Ok(out)
     }
 
-    fn remove_key(&self, table: TableDefinition<'_, &str, &[u8]>, id: &str) -> Result<bool> {
-        let txn = self.db.begin_write().map_err(db)?;
-        let removed = txn
-            .open_table(table)
-            .map_err(db)?
-            .remove(id)
-            .map_err(db)?
-            .is_some();
-        txn.commit().map_err(db)?;
-        Ok(removed)
+    fn remove_key(&self, table: Table, id: &str) -> Result<bool> {
+        self.write(Write::Remove {
+            table,
+            key: id.to_string(),
+        })
     }
 
-    fn get_json<T: DeserializeOwned>(
-        &self,
-        table: TableDefinition<'_, &str, &[u8]>,
-        id: &str,
-    ) -> Result<Option<T>> {
+    fn get_json<T: DeserializeOwned>(&self, table: Table, id: &str) -> Result<Option<T>> {
         let txn = self.db.begin_read().map_err(db)?;
         let t = txn.open_table(table).map_err(db)?;
         match t.get(id).map_err(db)? {
@@ -236,33 +389,7 @@ impl SchedulerStore for RedbSchedulerStore {
 
     /// Removes a sandbox and its executions in one transaction; whether it existed.
     fn delete_sandbox(&self, id: &str) -> Result<bool> {
-        let txn = self.db.begin_write().map_err(db)?;
-        let existed = {
-            let existed = txn
-                .open_table(SANDBOXES)
-                .map_err(db)?
-                .remove(id)
-                .map_err(db)?
-                .is_some();
-            let mut index = txn.open_table(EXECUTIONS_BY_SANDBOX).map_err(db)?;
-            let mut executions = txn.open_table(EXECUTIONS).map_err(db)?;
-            let mut ids = Vec::new();
-            for row in index.range((id, "")..).map_err(db)? {
-                let (k, _) = row.map_err(db)?;
-                let (sid, eid) = k.value();
-                if sid != id {
-                    break;
-                }
-                ids.push(eid.to_string());
-            }
-            for eid in &ids {
-                index.remove((id, eid.as_str())).map_err(db)?;
-                executions.remove(eid.as_str()).map_err(db)?;
-            }
-            existed
-        };
-        txn.commit().map_err(db)?;
-        Ok(existed)
+        self.write(Write::DeleteSandbox { id: id.to_string() })
     }
 
     // ----- executions -----
@@ -270,16 +397,11 @@ impl SchedulerStore for RedbSchedulerStore {
     /// Stores an execution (insert or replace) and indexes it under its sandbox.
     fn put_execution(&self, execution: &Execution) -> Result<()> {
         let bytes = encode(execution)?;
-        let txn = self.db.begin_write().map_err(db)?;
-        txn.open_table(EXECUTIONS)
-            .map_err(db)?
-            .insert(execution.id.as_str(), bytes.as_slice())
-            .map_err(db)?;
-        txn.open_table(EXECUTIONS_BY_SANDBOX)
-            .map_err(db)?
-            .insert((execution.sandbox_id.as_str(), execution.id.as_str()), ())
-            .map_err(db)?;
-        txn.commit().map_err(db)?;
+        self.write(Write::PutExecution {
+            id: execution.id.clone(),
+            sandbox_id: execution.sandbox_id.clone(),
+            bytes,
+        })?;
         Ok(())
     }
 
