@@ -854,11 +854,15 @@ impl Subscription {
     /// cursor or a newer one (an event replayed and then relayed from a shared log).
     fn seen(&mut self, p: Arc<Published>) -> Option<BusItem> {
         if let (Some(c), Some(topic)) = (p.cursor, p.event.topic()) {
-            match self.delivered.get_mut(topic) {
-                Some(d) if c <= *d => return None,
-                Some(d) => *d = c,
-                None => {
-                    self.delivered.insert(topic.to_string(), c);
+            // Only a relaying bus can offer a cursor twice (replayed, then relayed); one that
+            // is not skips the lookup.
+            if self.bus.inner.relaying.load(Ordering::Relaxed) {
+                match self.delivered.get_mut(topic) {
+                    Some(d) if c <= *d => return None,
+                    Some(d) => *d = c,
+                    None => {
+                        self.delivered.insert(topic.to_string(), c);
+                    }
                 }
             }
             match self.last_cursors.get_mut(topic) {
