@@ -122,7 +122,7 @@ async fn forward(
     let from_header = request.headers().contains_key(header::AUTHORIZATION);
     let token = presented_token(request.headers(), &TokenQuery { token: query_token });
     // Who is asking comes first: a stranger learns nothing about the sandbox.
-    let mut caller = state.rest_caller(token.as_deref())?;
+    let caller = state.rest_caller(token.as_deref())?;
     let Some(t) = target(uri.path()) else {
         return Err(ApiError(Error::Internal(format!(
             "the port proxy was routed {}",
@@ -135,8 +135,8 @@ async fn forward(
             crate::http::quoted(t.port, 16)
         ))
     })?;
-    // The dispatch is bounded by the request timeout; the proxied exchange is not (a
-    // WebSocket or a long download may last).
+    // The dispatch is bounded by the caller's deadline (the request timeout); the proxied
+    // exchange after it only by the timeouts below (a WebSocket or a download may last).
     let response = state
         .vm
         .dispatch(
@@ -147,7 +147,6 @@ async fn forward(
             &caller,
         )
         .await?;
-    caller.deadline = None;
     let CommandResponse::SandboxPort(found) = response else {
         return Err(ApiError(Error::Internal(format!(
             "sandbox_port_request answered {}",
