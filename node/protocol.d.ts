@@ -1993,6 +1993,33 @@ export interface SandboxPausedEventData {
   sandboxId: string;
 }
 
+/**
+ * `sandbox_port_request`: where a TCP port of a live sandbox is reached from the runtime's
+ * host — what agentvm-server's port proxy (`/v1/sandboxes/{id}/ports/{port}/…`) connects
+ * to. A paused sandbox is resumed first; each call counts as activity. Only sandboxes on a
+ * network (a template with a `bridge` network) on a node whose container networks the runtime
+ * can route to (a local Docker) have reachable ports; Docker publishes none on the host.
+ */
+export interface SandboxPortRequest {
+  /**
+   * The TCP port, 1 to 65535. Wider than `u16` so 0 or 70000 is refused by name rather
+   * than by a parse error.
+   */
+  port: number;
+  /** The sandbox. */
+  sandboxId: string;
+}
+
+/** `sandbox_port_response`. */
+export interface SandboxPortResponse {
+  /** `ip:port` of the sandbox on its Docker network (`[ip]:port` for IPv6). */
+  address: string;
+  /** The port asked for. */
+  port: number;
+  /** The sandbox. */
+  sandboxId: string;
+}
+
 /** `sandbox_ready`: A sandbox answers execs: `creating -> running`. */
 export interface SandboxReadyEvent {
   /** Its category. */
@@ -3571,6 +3598,12 @@ export interface CommandMap {
    * `sandbox_pause_request` → `sandbox_pause_response`.
    */
   sandbox_pause: { request: SandboxPauseRequest; response: SandboxPauseResponse };
+  /**
+   * Where a sandbox's TCP port is reached (its address on its Docker network), resuming
+   * it when paused: what the server's port proxy connects to.
+   * `sandbox_port_request` → `sandbox_port_response`.
+   */
+  sandbox_port: { request: SandboxPortRequest; response: SandboxPortResponse };
   /**
    * Let a paused sandbox run again.
    * `sandbox_resume_request` → `sandbox_resume_response`.

@@ -204,6 +204,8 @@ __all__ = [
     "SandboxPauseResponse",
     "SandboxPausedEvent",
     "SandboxPausedEventData",
+    "SandboxPortRequest",
+    "SandboxPortResponse",
     "SandboxReadyEvent",
     "SandboxReadyEventData",
     "SandboxRemovedEvent",
@@ -2595,6 +2597,35 @@ class SandboxPausedEventData(TypedDict):
     sandboxId: str
 
 
+class SandboxPortRequest(TypedDict):
+    """`sandbox_port_request`: where a TCP port of a live sandbox is reached from the runtime's
+    host — what agentvm-server's port proxy (`/v1/sandboxes/{id}/ports/{port}/…`) connects
+    to. A paused sandbox is resumed first; each call counts as activity. Only sandboxes on a
+    network (a template with a `bridge` network) on a node whose container networks the runtime
+    can route to (a local Docker) have reachable ports; Docker publishes none on the host.
+    """
+
+    #: The TCP port, 1 to 65535. Wider than `u16` so 0 or 70000 is refused by name rather
+    #: than by a parse error.
+    port: int
+
+    #: The sandbox.
+    sandboxId: str
+
+
+class SandboxPortResponse(TypedDict):
+    """`sandbox_port_response`."""
+
+    #: `ip:port` of the sandbox on its Docker network (`[ip]:port` for IPv6).
+    address: str
+
+    #: The port asked for.
+    port: int
+
+    #: The sandbox.
+    sandboxId: str
+
+
 class SandboxReadyEvent(TypedDict):
     """`sandbox_ready`: A sandbox answers execs: `creating -> running`."""
 
@@ -4616,6 +4647,7 @@ CommandName: TypeAlias = Literal[
     "sandbox_get",
     "sandbox_list",
     "sandbox_pause",
+    "sandbox_port",
     "sandbox_resume",
     "sandbox_snapshot",
     "sandbox_terminal_close",
@@ -4972,6 +5004,14 @@ COMMANDS: Final[dict[CommandName, CommandSpec]] = {
         "sandbox_pause_response",
         SandboxPauseRequest,
         SandboxPauseResponse,
+    ),
+    #: Where a sandbox's TCP port is reached (its address on its Docker network), resuming
+    #: it when paused: what the server's port proxy connects to.
+    "sandbox_port": CommandSpec(
+        "sandbox_port_request",
+        "sandbox_port_response",
+        SandboxPortRequest,
+        SandboxPortResponse,
     ),
     #: Let a paused sandbox run again.
     "sandbox_resume": CommandSpec(

@@ -265,6 +265,9 @@ commands! {
     SandboxSnapshot("sandbox_snapshot_request", "sandbox_snapshot_response"): SandboxSnapshotRequest => SandboxSnapshotResponse;
     /// One sample of a sandbox's cpu, memory, processes and network.
     SandboxUsage("sandbox_usage_request", "sandbox_usage_response"): SandboxUsageRequest => SandboxUsageResponse;
+    /// Where a sandbox's TCP port is reached (its address on its Docker network), resuming
+    /// it when paused: what the server's port proxy connects to.
+    SandboxPort("sandbox_port_request", "sandbox_port_response"): SandboxPortRequest => SandboxPortResponse;
     /// Register a webhook for sandbox events (operator).
     WebhookCreate("webhook_create_request", "webhook_create_response"): WebhookCreateRequest => WebhookCreateResponse;
     /// The webhooks, secrets left out (operator).

@@ -598,6 +598,35 @@ pub struct SandboxUsageResponse {
     pub usage: SandboxUsage,
 }
 
+/// `sandbox_port_request`: where a TCP port of a live sandbox is reached from the runtime's
+/// host — what agentvm-server's port proxy (`/v1/sandboxes/{id}/ports/{port}/…`) connects
+/// to. A paused sandbox is resumed first; each call counts as activity. Only sandboxes on a
+/// network (a template with a `bridge` network) on a node whose container networks the runtime
+/// can route to (a local Docker) have reachable ports; Docker publishes none on the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SandboxPortRequest {
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// The TCP port, 1 to 65535. Wider than `u16` so 0 or 70000 is refused by name rather
+    /// than by a parse error.
+    pub port: u32,
+}
+
+/// `sandbox_port_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxPortResponse {
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// The port asked for.
+    pub port: u16,
+    /// `ip:port` of the sandbox on its Docker network (`[ip]:port` for IPv6).
+    pub address: String,
+}
+
 /// `webhook_create_request`: registers a webhook (operator only). Sandbox events are POSTed
 /// to `url` as `{deliveryId, webhookId, event}`, signed in the `X-Agentvm-Signature` header
 /// (`sha256=<hex HMAC-SHA256 of the body with the secret>`).

@@ -33,6 +33,7 @@ mod owner;
 pub mod placement;
 pub mod placement_index;
 mod pool;
+pub mod ports;
 mod provision;
 pub mod reconcile;
 mod registry;
@@ -236,6 +237,9 @@ pub(crate) struct Inner {
     /// The last usage sample of each live sandbox, `(cpu ns, at ms)`: the next sample's cpu
     /// percent is measured against it. Dropped when the sandbox ends.
     pub samples: Mutex<HashMap<String, (u64, i64)>>,
+    /// The address of each live sandbox on its Docker network, once a port of it was asked
+    /// for (`ports`): later lookups need no Docker request. Dropped when the sandbox ends.
+    pub addresses: Mutex<HashMap<String, std::net::IpAddr>>,
     /// Counters.
     pub counters: Counters,
 }
@@ -365,6 +369,7 @@ impl SchedulerBuilder {
                 running: Mutex::new(HashMap::new()),
                 terminals: Mutex::new(HashMap::new()),
                 samples: Mutex::new(HashMap::new()),
+                addresses: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),
         };

@@ -586,6 +586,7 @@ impl Scheduler {
             l.status.send_replace(record.status);
         }
         lock(&self.inner.samples).remove(&record.id);
+        lock(&self.inner.addresses).remove(&record.id);
         self.forget_pooled(&record.template_id, &record.id);
         self.inner
             .counters

@@ -32,6 +32,7 @@ pub(crate) fn router(state: Arc<ServerState>, extra: Option<Router>) -> Router {
         .route("/ws", get(ws))
         .route("/metrics", get(metrics))
         .merge(rest::router())
+        .merge(crate::port_proxy::router())
         .merge(crate::console::router())
         // One limit for a request body and a WebSocket message (see `ServerConfig`).
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -75,6 +76,14 @@ pub(crate) fn quoted(input: &str, max: usize) -> String {
 async fn json_errors(response: Response, body_limit: usize) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    // A sandbox's own answer through the port proxy is passed on as it is.
+    if response
+        .extensions()
+        .get::<crate::port_proxy::Proxied>()
+        .is_some()
+    {
         return response;
     }
     let is_json = response

@@ -18,6 +18,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod node_agent;
 mod openapi;
+mod port_proxy;
 mod rest;
 pub mod telemetry;
 mod terminal;

@@ -194,7 +194,42 @@ pub(crate) fn served() -> Vec<(&'static str, &'static str)> {
                 .iter()
                 .map(|r| (r.method, r.path)),
         )
+        .chain(port_paths().flat_map(|path| {
+            crate::port_proxy::DOCUMENTED_METHODS
+                .into_iter()
+                .map(move |m| (m, path))
+        }))
         .collect()
+}
+
+/// The port proxy's paths as the document writes them (`{path}` for the router's `{*path}`).
+fn port_paths() -> impl Iterator<Item = &'static str> {
+    crate::port_proxy::PATHS.into_iter().map(|p| match p {
+        "/v1/sandboxes/{id}/ports/{port}/{*path}" => "/v1/sandboxes/{id}/ports/{port}/{path}",
+        _ => p,
+    })
+}
+
+/// The operation of a proxied path (every method is proxied; the common ones are listed).
+fn port_operation(method: &str, path: &str) -> Value {
+    let mut parameters = vec![
+        json!({ "name": "id", "in": "path", "required": true, "description": "The sandbox", "schema": { "type": "string" } }),
+        json!({ "name": "port", "in": "path", "required": true, "description": "A TCP port of the sandbox, 1 to 65535", "schema": { "type": "integer", "minimum": 1, "maximum": 65535 } }),
+    ];
+    if path.ends_with("{path}") {
+        parameters.push(json!({ "name": "path", "in": "path", "required": true, "description": "The path sent to the sandbox's server (any number of segments)", "schema": { "type": "string" } }));
+    }
+    let mut responses = error_responses();
+    responses["default"] = json!({ "description": "Whatever the sandbox's server answers, passed through (101 for a WebSocket upgrade)" });
+    responses["502"] = json!({ "description": "Nothing accepts connections on the port, or the connection broke", "content": { "application/json": { "schema": r("Error") } } });
+    json!({
+        "summary": "Reverse proxy to a port of the sandbox (HTTP and WebSocket upgrades); runs sandbox_port_request",
+        "description": "The request goes to the sandbox's address on its Docker network as it came (method, the path after the port, query, headers), without hop-by-hop headers or the agentvm token, with X-Forwarded-For/-Host/-Proto/-Prefix. Bodies stream both ways; the request body is limited like every request's. No Docker port is published on the host.",
+        "operationId": operation_id(method, path),
+        "x-command": ["sandbox_port_request"],
+        "parameters": parameters,
+        "responses": responses,
+    })
 }
 
 fn error_responses() -> Value {
@@ -232,6 +267,11 @@ pub(crate) fn document() -> Value {
                 json!({ "101": { "description": "Switching protocols to the Channel" } });
         }
         add(method, path, o);
+    }
+    for path in port_paths() {
+        for method in crate::port_proxy::DOCUMENTED_METHODS {
+            add(method, path, port_operation(method, path));
+        }
     }
     for route in ROUTES {
         let ok = route.status.to_string();

@@ -35,6 +35,7 @@ mod scheduler_http;
 mod scheduler_lifecycle;
 mod scheduler_nodes;
 mod scheduler_pool;
+mod scheduler_ports;
 mod scheduler_reconcile;
 mod scheduler_sandbox;
 mod scheduler_server;

@@ -280,6 +280,7 @@ impl AgentVm {
                 Response::SandboxSnapshot(self.sandbox_snapshot(scope, r).await?)
             }
             Command::SandboxUsage(r) => Response::SandboxUsage(self.sandbox_usage(scope, r).await?),
+            Command::SandboxPort(r) => Response::SandboxPort(self.sandbox_port(scope, r).await?),
             Command::WebhookCreate(r) => {
                 Response::WebhookCreate(self.webhook_create(scope, r).await?)
             }

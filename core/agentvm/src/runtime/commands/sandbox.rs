@@ -261,6 +261,24 @@ impl AgentVm {
         })
     }
 
+    pub(super) async fn sandbox_port(
+        &self,
+        scope: &Scope,
+        r: SandboxPortRequest,
+    ) -> Result<SandboxPortResponse> {
+        let port = crate::scheduler::ports::checked_port(r.port)?;
+        let sandbox = self.sandbox(scope, &r.sandbox_id).await?;
+        let address = self
+            .scheduler_or_unavailable()?
+            .port_address(&sandbox.id, port)
+            .await?;
+        Ok(SandboxPortResponse {
+            sandbox_id: sandbox.id,
+            port,
+            address: address.to_string(),
+        })
+    }
+
     fn webhooks(&self) -> Result<&std::sync::Arc<super::super::webhooks::Webhooks>> {
         self.scheduler_or_unavailable()?;
         self.inner
