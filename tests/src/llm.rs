@@ -4,7 +4,7 @@
 use crate::replay_server::{fixture, Chunking, RecordedRequest, ReplayServer, Reply};
 use agentvm::llm::retry::RetryPolicy;
 use agentvm::{
-    AnthropicDriver, HttpSettings, LlmDriver, LlmEvent, LlmRequest, Message, OpenAiDriver,
+    AnthropicDriver, HttpSettings, LlmDriver, LlmEvent, LlmRequest, Message, OpenAiDriver, Usage,
 };
 use futures::StreamExt;
 use std::sync::Arc;
@@ -79,4 +79,12 @@ pub async fn decoded_under(
         first.expect("at least one chunking"),
         last_request.expect("the driver sent a request"),
     )
+}
+
+/// The `usage` a decoded `message_delta` carries.
+pub fn usage(input_tokens: u64, output_tokens: u64) -> Option<Usage> {
+    Some(Usage {
+        input_tokens,
+        output_tokens,
+    })
 }

@@ -3,7 +3,7 @@
 //! and exact docs/protocol.md §5 event sequences through `AgentVm`.
 
 use agentvm::*;
-use agentvm_e2e::llm::{anthropic, decoded_under};
+use agentvm_e2e::llm::{anthropic, decoded_under, usage};
 use agentvm_e2e::replay_server::{fixture, Chunking, RecordedRequest, ReplayServer, Reply};
 use agentvm_e2e::{collect_turn, text_of, types};
 use serde_json::json;
@@ -25,13 +25,6 @@ fn chunkings() -> Vec<Chunking> {
 /// The events of `transcript` under every chunking (asserted equal), and the last request.
 async fn decoded(transcript: &str) -> (Vec<LlmEvent>, RecordedRequest) {
     decoded_under(&chunkings(), anthropic, "claude-x", transcript).await
-}
-
-fn usage(input_tokens: u64, output_tokens: u64) -> Option<Usage> {
-    Some(Usage {
-        input_tokens,
-        output_tokens,
-    })
 }
 
 #[tokio::test]

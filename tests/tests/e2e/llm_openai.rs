@@ -4,7 +4,7 @@
 //! `AgentVm`.
 
 use agentvm::*;
-use agentvm_e2e::llm::{collect, decoded_under, openai, request};
+use agentvm_e2e::llm::{collect, decoded_under, openai, request, usage};
 use agentvm_e2e::replay_server::{fixture, Chunking, RecordedRequest, ReplayServer, Reply};
 use agentvm_e2e::{collect_turn, text_of, types};
 use serde_json::json;
@@ -22,13 +22,6 @@ fn chunkings() -> Vec<Chunking> {
 /// The events of `transcript` under every chunking (asserted equal), and the last request.
 async fn decoded(transcript: &str) -> (Vec<LlmEvent>, RecordedRequest) {
     decoded_under(&chunkings(), openai, "gpt-x", transcript).await
-}
-
-fn usage(input_tokens: u64, output_tokens: u64) -> Option<Usage> {
-    Some(Usage {
-        input_tokens,
-        output_tokens,
-    })
 }
 
 #[tokio::test]

@@ -154,3 +154,27 @@ pub(crate) async fn fresh_schema(name: &str) -> (String, tokio_postgres::Client)
     let url = format!("{server}{separator}options=-c%20search_path%3D{schema}");
     (url, db)
 }
+
+/// One turn's events as a client sees them, up to its `conversation_end`.
+pub(crate) async fn turn(
+    sub: &mut agentvm::Subscription,
+) -> Vec<std::sync::Arc<agentvm::Published>> {
+    let mut out = Vec::new();
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(20), sub.recv())
+            .await
+            .expect("events keep coming")
+            .expect("open");
+        let agentvm::BusItem::Event(p) = item else {
+            panic!("overflow")
+        };
+        let end = matches!(
+            p.event.payload,
+            agentvm::EventPayload::ConversationEnd { .. }
+        );
+        out.push(p);
+        if end {
+            return out;
+        }
+    }
+}

@@ -8,14 +8,11 @@
 // Test helpers: a failed unwrap is a failed assertion.
 #![allow(clippy::unwrap_used)]
 
-use agentvm::{
-    connect, BusItem, ConnectOptions, EventPayload, ImageConfig, Published, RuntimeExt,
-    Subscription,
-};
+use agentvm::{connect, ConnectOptions, EventPayload, ImageConfig, Published, RuntimeExt};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::common::{fresh_schema, postgres_skipped, serve, sigterm, Server};
+use crate::common::{fresh_schema, postgres_skipped, serve, sigterm, turn, Server};
 
 fn start(dir: &std::path::Path, store: &str, id: &str) -> Server {
     serve(
@@ -30,25 +27,6 @@ fn start(dir: &std::path::Path, store: &str, id: &str) -> Server {
             "3000",
         ],
     )
-}
-
-/// One turn's events, up to its `conversation_end`.
-async fn turn(sub: &mut Subscription) -> Vec<Arc<Published>> {
-    let mut out = Vec::new();
-    loop {
-        let item = tokio::time::timeout(Duration::from_secs(20), sub.recv())
-            .await
-            .expect("events keep coming")
-            .expect("open");
-        let BusItem::Event(p) = item else {
-            panic!("overflow")
-        };
-        let end = matches!(p.event.payload, EventPayload::ConversationEnd { .. });
-        out.push(p);
-        if end {
-            return out;
-        }
-    }
 }
 
 fn cursors(events: &[Arc<Published>]) -> Vec<u64> {
