@@ -37,8 +37,10 @@ pub mod ports;
 mod provision;
 pub mod reconcile;
 mod registry;
+mod shared;
 mod sink;
 pub mod stdio;
+pub mod stewardship;
 mod store;
 pub mod terminal;
 
@@ -56,6 +58,7 @@ pub use owner::SandboxRef;
 pub use reconcile::{ReconcileReport, SweepReport};
 pub use sink::EventSink;
 pub use stdio::StdioExec;
+pub use stewardship::Stewardship;
 pub use store::{CommitStats, MemorySchedulerStore, RedbSchedulerStore, SchedulerStore};
 pub use terminal::TerminalSession;
 
@@ -242,6 +245,8 @@ pub(crate) struct Inner {
     pub addresses: Mutex<HashMap<String, std::net::IpAddr>>,
     /// Counters.
     pub counters: Counters,
+    /// In a cluster, the sandboxes this process tends; `None`: all of them (one server).
+    pub stewardship: Option<Arc<Stewardship>>,
 }
 
 /// The scheduler handle. Cheap to clone; the background loop stops when the last clone drops.
@@ -270,6 +275,8 @@ pub struct SchedulerBuilder {
     config: SchedulerConfig,
     /// Nodes registered statically at open.
     nodes: Vec<NodeRegistration>,
+    /// Set in a cluster: see [`Stewardship`].
+    stewardship: Option<Arc<Stewardship>>,
 }
 
 impl std::fmt::Debug for SchedulerBuilder {
@@ -342,6 +349,14 @@ impl SchedulerBuilder {
         Ok(self)
     }
 
+    /// Shares the store with other servers: the scheduler tends only the sandboxes
+    /// `stewardship` says are this process's, and follows nodes and their load through the
+    /// store (see [`Stewardship`]). Unset, it tends everything in its store.
+    pub fn stewardship(mut self, stewardship: Arc<Stewardship>) -> Self {
+        self.stewardship = Some(stewardship);
+        self
+    }
+
     /// Registers a node at open (static registration, from a config file or the CLI).
     pub fn node(mut self, registration: NodeRegistration) -> Self {
         self.nodes.push(registration);
@@ -371,6 +386,7 @@ impl SchedulerBuilder {
                 samples: Mutex::new(HashMap::new()),
                 addresses: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
+                stewardship: self.stewardship,
             }),
         };
         scheduler.load_nodes()?;

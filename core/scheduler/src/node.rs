@@ -28,6 +28,20 @@ pub(crate) struct NodeEntry {
     pub in_flight_memory_mb: u64,
     /// Placements in flight.
     pub in_flight: u32,
+    /// What other servers' sandboxes hold on the node (a cluster's shared store; zero on
+    /// one server), as of the last `sync_nodes`.
+    pub others: OthersLoad,
+}
+
+/// The resources other servers' live sandboxes hold on a node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OthersLoad {
+    /// Cpu, millicores.
+    pub cpu_millis: u64,
+    /// Memory, MiB.
+    pub memory_mb: u64,
+    /// Sandboxes.
+    pub running: u32,
 }
 
 impl NodeEntry {
@@ -42,15 +56,18 @@ impl NodeEntry {
             in_flight_cpu_millis: 0,
             in_flight_memory_mb: 0,
             in_flight: 0,
+            others: OthersLoad::default(),
         }
     }
 
     /// The record with its load filled in.
     pub(crate) fn snapshot(&self) -> RuntimeNode {
         let mut n = self.node.clone();
-        n.allocated_cpu_cores = self.allocated_cpu_millis as f64 / 1000.0;
-        n.allocated_memory_mb = self.allocated_memory_mb;
-        n.running_containers = self.running;
+        let o = &self.others;
+        n.allocated_cpu_cores =
+            self.allocated_cpu_millis.saturating_add(o.cpu_millis) as f64 / 1000.0;
+        n.allocated_memory_mb = self.allocated_memory_mb.saturating_add(o.memory_mb);
+        n.running_containers = self.running.saturating_add(o.running);
         n.in_flight = self.in_flight;
         n
     }
@@ -62,9 +79,13 @@ impl NodeEntry {
             total_cpu_millis: cores_to_millis(self.node.total_cpu_cores),
             total_memory_mb: self.node.total_memory_mb,
             max_containers: self.node.max_containers,
-            allocated_cpu_millis: self.allocated_cpu_millis,
-            allocated_memory_mb: self.allocated_memory_mb,
-            running: self.running,
+            allocated_cpu_millis: self
+                .allocated_cpu_millis
+                .saturating_add(self.others.cpu_millis),
+            allocated_memory_mb: self
+                .allocated_memory_mb
+                .saturating_add(self.others.memory_mb),
+            running: self.running.saturating_add(self.others.running),
             in_flight_cpu_millis: self.in_flight_cpu_millis,
             in_flight_memory_mb: self.in_flight_memory_mb,
             in_flight: self.in_flight,

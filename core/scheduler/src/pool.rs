@@ -174,6 +174,10 @@ impl Scheduler {
 
     /// Starts a refill for every template whose pool is short (the background loop's step).
     pub(crate) async fn refill_pools(&self) {
+        // In a cluster, warm pools are kept by the server that tends unowned sandboxes.
+        if !self.tends(None) {
+            return;
+        }
         let templates = match self.list_templates().await {
             Ok(t) => t,
             Err(e) => {

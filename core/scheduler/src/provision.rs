@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
 
-fn demand_of(s: &Sandbox) -> Demand<'_> {
+pub(crate) fn demand_of(s: &Sandbox) -> Demand<'_> {
     Demand {
         cpu_millis: cores_to_millis(s.resources.cpu_cores),
         memory_mb: s.resources.memory_mb,
@@ -42,6 +42,15 @@ impl Scheduler {
     async fn create_sandbox_now(&self, request: SandboxRequest) -> Result<Sandbox> {
         if let Some(o) = &request.owner {
             validate_id("owner", o)?;
+        }
+        if !self.tends(request.owner.as_deref()) {
+            return Err(Error::unavailable(format!(
+                "another server of the cluster tends the sandboxes of {}; send the request there",
+                request
+                    .owner
+                    .as_deref()
+                    .map_or("no owner".to_string(), |o| format!("container {o}"))
+            )));
         }
         let template = self.template(&request.template_id).await?;
         let plan = resolve(&template, &request)?;
@@ -121,7 +130,16 @@ impl Scheduler {
             executor_url: None,
             termination: None,
         };
-        let gate = self.place(&mut record, only_node)?;
+        let gate = match self.place(&mut record, only_node) {
+            // In a cluster the registry follows the store every heartbeat interval; a node
+            // registered (or freed) through another server a moment ago is looked up now.
+            Err(_) if self.inner.stewardship.is_some() => {
+                self.sync_nodes().await?;
+                self.check_nodes().await;
+                self.place(&mut record, only_node)?
+            }
+            placed => placed?,
+        };
         let permit = match gate.admit().await {
             Ok(p) => p,
             Err(e) => {

@@ -179,6 +179,10 @@ impl Scheduler {
             if lock(&self.inner.live).contains_key(sid) {
                 continue;
             }
+            // In a cluster, another server may tend it (and may be creating it right now).
+            if !self.tends(record.as_ref().and_then(|r| r.owner.as_deref())) {
+                continue;
+            }
             match record {
                 Some(r) if !r.status.is_terminal() && r.node_id == node_id => {
                     self.reconcile_orphan(&d, r, c, report).await?;
@@ -190,10 +194,9 @@ impl Scheduler {
             }
         }
         // Records on this node that Docker no longer has.
-        for r in records
-            .iter()
-            .filter(|r| r.node_id == node_id && !r.status.is_terminal())
-        {
+        for r in records.iter().filter(|r| {
+            r.node_id == node_id && !r.status.is_terminal() && self.tends(r.owner.as_deref())
+        }) {
             if found.contains_key(&r.id)
                 || live.contains(&r.id)
                 || !by_id.contains_key(r.id.as_str())
@@ -353,11 +356,13 @@ impl Scheduler {
             .values()
             .map(|c| c.started.sandbox_id.clone())
             .collect();
+        self.forget_untended();
         let to_pause: Vec<String> = lock(&self.inner.live)
             .values()
             .filter(|l| {
                 let r = &l.record;
-                r.idle_action == IdleAction::Pause
+                self.tends(r.owner.as_deref())
+                    && r.idle_action == IdleAction::Pause
                     && !r.is_expired(now)
                     && r.is_idle(now)
                     && !busy.contains(&r.id)
@@ -376,7 +381,9 @@ impl Scheduler {
             .values()
             .filter_map(|l| {
                 let r = &l.record;
-                if r.is_expired(now) {
+                if !self.tends(r.owner.as_deref()) {
+                    None
+                } else if r.is_expired(now) {
                     Some((r.id.clone(), TerminationReason::Expired))
                 } else if r.is_idle(now) && r.idle_action == IdleAction::Terminate {
                     Some((r.id.clone(), TerminationReason::Idle))
@@ -408,7 +415,9 @@ impl Scheduler {
         let store = self.inner.store.clone();
         let records = blocking(move || store.list_sandboxes()).await?;
         for mut r in records {
-            let stale = r.status == SandboxStatus::Creating && now - r.created_at >= stuck_ms;
+            let stale = r.status == SandboxStatus::Creating
+                && now - r.created_at >= stuck_ms
+                && self.tends(r.owner.as_deref());
             if stale && !lock(&self.inner.live).contains_key(&r.id) {
                 self.finish(
                     &mut r,
@@ -533,6 +542,11 @@ pub(crate) async fn background(weak: Weak<Inner>) {
         let Some(inner) = weak.upgrade() else { return };
         let s = Scheduler { inner };
         if last_health.elapsed() >= heartbeat {
+            if s.inner.stewardship.is_some() {
+                if let Err(e) = s.sync_nodes().await {
+                    tracing::warn!(error = %e.chain(), "following the shared store's nodes");
+                }
+            }
             s.check_nodes().await;
             last_health = Instant::now();
         }

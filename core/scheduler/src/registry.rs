@@ -34,7 +34,7 @@ impl Scheduler {
         Ok(())
     }
 
-    fn new_gate(&self, node_id: &str) -> Arc<Admission> {
+    pub(crate) fn new_gate(&self, node_id: &str) -> Arc<Admission> {
         Arc::new(Admission::new(
             node_id,
             self.inner.config.max_starts_in_flight,
@@ -159,6 +159,10 @@ impl Scheduler {
 
     /// A node agent's heartbeat: the node is alive now. `NotFound` tells the agent to register.
     pub async fn heartbeat(&self, hb: Heartbeat) -> Result<RuntimeNode> {
+        // In a cluster the node may have registered through another server a moment ago.
+        if self.inner.stewardship.is_some() && !lock(&self.inner.nodes).contains_key(&hb.node_id) {
+            self.sync_nodes().await?;
+        }
         {
             let mut nodes = lock(&self.inner.nodes);
             let mut entry = nodes
@@ -169,6 +173,7 @@ impl Scheduler {
             }
         }
         self.set_health(&hb.node_id, true, None);
+        self.share_heartbeat(&hb.node_id).await?;
         self.get_node(&hb.node_id)?
             .ok_or_else(|| Error::not_found("Node", hb.node_id))
     }

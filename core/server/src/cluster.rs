@@ -13,6 +13,7 @@
 //! can take each at once instead of after the TTL.
 
 use agentvm::runtime::{Admission, ContainerGate};
+use agentvm::scheduler::stewardship::{Stewardship, UNOWNED};
 use agentvm::store::{ClusterMember, Lease, LeaseClaim};
 use agentvm::{AgentVm, Error, Result, Store};
 use std::collections::HashMap;
@@ -87,6 +88,9 @@ pub struct LeaseManager {
     /// Clients of the other members, by advertised URL, for forwarding (at most
     /// [`MAX_FORWARDERS`]).
     forwarders: Mutex<HashMap<String, Arc<Forwarder>>>,
+    /// The scheduler's view of which sandboxes this server tends (a scheduler built with a
+    /// stewardship): told of every lease taken and given up.
+    stewardship: Option<Arc<Stewardship>>,
 }
 
 /// Connections to other members kept for forwarding; past it they are dropped and made
@@ -135,6 +139,7 @@ impl LeaseManager {
             stop,
             gate: Mutex::new(None),
             forwarders: Mutex::new(HashMap::new()),
+            stewardship: vm.scheduler().and_then(|s| s.stewardship().cloned()),
         });
         let gate: Arc<dyn ContainerGate> = Arc::new(Gate(Arc::downgrade(&manager)));
         vm.set_container_gate(&gate)?;
@@ -178,21 +183,11 @@ impl LeaseManager {
             self.config.server_id.clone(),
             self.config.lease_ttl,
         );
+        let asked = Instant::now();
         let claim = blocking(&self.store, move |s| s.acquire_lease(&id, &me, ttl)).await?;
         match claim {
             LeaseClaim::Held(lease) => {
-                // The container's events may have been numbered by another server, whose clock
-                // (and counter) may be ahead of ours: continue above every cursor in the log.
-                let newest = blocking(&self.store, |s| s.max_replay_cursor()).await?;
-                self.vm.bus().advance_past(newest);
-                tracing::info!(container = %container_id, epoch = lease.epoch, "lease acquired");
-                self.held.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                    container_id.to_string(),
-                    Held {
-                        lease,
-                        confirmed: Instant::now(),
-                    },
-                );
+                self.took(container_id, lease, asked).await?;
                 Ok(Admission::Serve)
             }
             LeaseClaim::Taken { owner, url, epoch } => {
@@ -216,6 +211,32 @@ impl LeaseManager {
                 }
             }
         }
+    }
+
+    /// Until when a lease taken or renewed by a request sent at `asked` is surely still ours:
+    /// its TTL from then, less a tenth for clock rate differences.
+    fn sure_until(&self, asked: Instant) -> Instant {
+        asked + self.config.lease_ttl.mul_f64(0.9)
+    }
+
+    /// Starts serving `container_id` under `lease`, just acquired.
+    async fn took(&self, container_id: &str, lease: Lease, asked: Instant) -> Result<()> {
+        // The container's events may have been numbered by another server, whose clock
+        // (and counter) may be ahead of ours: continue above every cursor in the log.
+        let newest = blocking(&self.store, |s| s.max_replay_cursor()).await?;
+        self.vm.bus().advance_past(newest);
+        tracing::info!(container = %container_id, epoch = lease.epoch, "lease acquired");
+        if let Some(s) = &self.stewardship {
+            s.hold(container_id, self.sure_until(asked));
+        }
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            container_id.to_string(),
+            Held {
+                lease,
+                confirmed: Instant::now(),
+            },
+        );
+        Ok(())
     }
 
     /// A client of the member at `url` (its advertised `http://host:port`), connected once and
@@ -256,9 +277,34 @@ impl LeaseManager {
     }
 
     /// One round of renewals and the heartbeat; steps down from every lease that was lost.
+    /// With a scheduler, also bids for the lease of unowned sandboxes, so some member keeps
+    /// warm pools and removes containers nobody records.
     async fn renew_all(&self) {
         if let Err(e) = blocking(&self.store, |s| s.heartbeat(false)).await {
             tracing::warn!(error = %e, "cluster heartbeat failed");
+        }
+        if self.stewardship.is_some() {
+            let held = self
+                .held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(UNOWNED);
+            if !held {
+                let (me, ttl) = (self.config.server_id.clone(), self.config.lease_ttl);
+                let asked = Instant::now();
+                match blocking(&self.store, move |s| s.acquire_lease(UNOWNED, &me, ttl)).await {
+                    Ok(LeaseClaim::Held(lease)) => {
+                        if let Err(e) = self.took(UNOWNED, lease, asked).await {
+                            tracing::warn!(error = %e, "taking the unowned sandboxes' lease");
+                        }
+                    }
+                    // Another member tends them.
+                    Ok(LeaseClaim::Taken { .. }) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "bidding for the unowned sandboxes' lease")
+                    }
+                }
+            }
         }
         let held: Vec<Held> = self
             .held
@@ -270,8 +316,12 @@ impl LeaseManager {
         let ttl = self.config.lease_ttl;
         for h in held {
             let lease = h.lease.clone();
+            let asked = Instant::now();
             match blocking(&self.store, move |s| s.renew_lease(&lease, ttl)).await {
                 Ok(true) => {
+                    if let Some(s) = &self.stewardship {
+                        s.hold(&h.lease.container_id, self.sure_until(asked));
+                    }
                     if let Some(entry) = self
                         .held
                         .lock()
@@ -304,6 +354,9 @@ impl LeaseManager {
             }
         };
         if removed.is_some() {
+            if let Some(s) = &self.stewardship {
+                s.release(&lease.container_id);
+            }
             tracing::warn!(container = %lease.container_id, epoch = lease.epoch, why,
                 "stepping down from a container");
             self.vm
@@ -330,6 +383,9 @@ impl LeaseManager {
             .collect();
         let mut released = 0;
         for h in held {
+            if let Some(s) = &self.stewardship {
+                s.release(&h.lease.container_id);
+            }
             self.vm
                 .container_manager()
                 .destroy_all(&h.lease.container_id)

@@ -6,6 +6,9 @@
 //! as one that does not exist). Front ends only turn their input into a [`Command`] and the
 //! result into their output; the error → HTTP status table lives with the HTTP front end.
 
+mod sandbox_route;
+pub(crate) use sandbox_route::TerminalRoutes;
+
 use super::bus::Scope;
 use super::local::AgentVm;
 use crate::error::{Error, ErrorKind, Result};
@@ -301,7 +304,11 @@ impl AgentVm {
         let Some(gate) = self.inner.gate.get().and_then(std::sync::Weak::upgrade) else {
             return Ok(Admitted::Here);
         };
-        let Some(container_id) = self.container_of(command).await else {
+        let key = match self.sandbox_key(command).await {
+            Some(key) => Some(key),
+            None => self.container_of(command).await,
+        };
+        let Some(container_id) = key else {
             return Ok(Admitted::Here);
         };
         match gate.admit(&container_id).await? {
@@ -321,12 +328,23 @@ impl AgentVm {
         match admitted {
             Admitted::Here => self.handle(command, scope).await,
             Admitted::Forward { container_id, to } => {
-                if !scope.allows(&container_id) {
+                if sandbox_route::is_unowned(&container_id) {
+                    if !scope.allows_owner(None) {
+                        return Err(Error::Unauthorized(
+                            "sandboxes without an owner are an operator's: this connection's scope names containers".into(),
+                        ));
+                    }
+                } else if !scope.allows(&container_id) {
                     return Err(Error::Unauthorized(format!(
                         "container {container_id} is outside this connection's scope"
                     )));
                 }
-                to.request(command).await
+                let opens_terminal = matches!(command, Command::SandboxTerminalOpen(_));
+                let response = to.request(command).await;
+                if opens_terminal {
+                    self.route_terminal(&container_id, &response);
+                }
+                response
             }
         }
     }

@@ -239,6 +239,7 @@ impl AgentVmBuilder {
                 metrics: super::dispatch::RequestMetrics::default(),
                 llm_latency,
                 gate: std::sync::OnceLock::new(),
+                terminal_routes: Default::default(),
             }),
         })
     }
@@ -267,6 +268,8 @@ pub(crate) struct Inner {
     /// Who decides whether this process may serve a container (a cluster's lease manager);
     /// weak, so the runtime does not keep its owner alive. Unset: every container is served.
     pub gate: std::sync::OnceLock<std::sync::Weak<dyn super::dispatch::ContainerGate>>,
+    /// Terminals opened through this process on another member of its cluster.
+    pub terminal_routes: super::dispatch::TerminalRoutes,
 }
 
 /// The local runtime: agents, sessions and their store in this process. Cheap to clone.

@@ -599,6 +599,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             endpoint.clone(),
         ));
     }
+    let clustered = args.cluster || args.advertise_url.is_some() || file.cluster.is_some();
+    if clustered {
+        // Members share the store and the nodes: each tends only its containers' sandboxes.
+        scheduler = scheduler.stewardship(Arc::new(agentvm::scheduler::Stewardship::new()));
+    }
     builder = builder.scheduler(scheduler);
     let vm = builder.open().await.map_err(|e| e.chain())?;
     let mut config = ServerConfig::default();
@@ -639,9 +644,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let addr = listener
         .local_addr()
         .map_err(|e| format!("the bound address: {e}"))?;
-    let in_file = file.cluster.is_some();
     let file_cluster = file.cluster.unwrap_or_default();
-    let cluster = if args.cluster || args.advertise_url.is_some() || in_file {
+    let cluster = if clustered {
         if store_url.is_none() {
             return Err("--cluster needs a shared store: --store postgres://...".into());
         }

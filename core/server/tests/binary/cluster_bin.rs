@@ -12,7 +12,7 @@
 use agentvm::{connect, ConnectOptions, ErrorKind, ImageConfig, RemoteRuntime, RuntimeExt};
 use std::time::{Duration, Instant};
 
-use crate::common::{fresh_schema, postgres_skipped, serve, signal, Server};
+use crate::common::{fresh_schema, postgres_skipped, serve, signal, turn, Server};
 
 /// Short, so the test waits seconds, not the default 10.
 const TTL_MS: u64 = 3000;
@@ -209,24 +209,6 @@ fn token(store: &str, args: &[&str]) -> String {
         .to_string()
 }
 
-/// One turn's events as a client sees them, up to its `conversation_end`.
-async fn turn(sub: &mut agentvm::Subscription) -> Vec<String> {
-    let mut types = Vec::new();
-    loop {
-        let item = tokio::time::timeout(Duration::from_secs(20), sub.recv())
-            .await
-            .expect("events keep coming")
-            .expect("open");
-        let agentvm::BusItem::Event(p) = item else {
-            panic!("overflow")
-        };
-        types.push(p.event.type_name().to_string());
-        if types.last().map(String::as_str) == Some("conversation_end") {
-            return types;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_of_either_server_uses_a_container_the_other_serves() {
     if postgres_skipped("PostgreSQL cluster forwarding test") {
@@ -270,8 +252,9 @@ async fn a_client_of_either_server_uses_a_container_the_other_serves() {
         .send_to_image(&image.image_id, "hello through A")
         .await
         .unwrap();
-    let types = turn(&mut events).await;
-    assert_eq!(types.iter().filter(|t| *t == "text_delta").count(), 100);
+    let streamed = turn(&mut events).await;
+    let types: Vec<&str> = streamed.iter().map(|p| p.event.type_name()).collect();
+    assert_eq!(types.iter().filter(|t| **t == "text_delta").count(), 100);
     let history = on_a.images().messages(&image.image_id).await.unwrap();
     assert_eq!(history.len(), 2, "{history:?}");
     // B did the work, in its tenure: the lease never moved.
@@ -307,4 +290,266 @@ async fn a_client_of_either_server_uses_a_container_the_other_serves() {
     on_a_bob.close().await;
     on_b.close().await;
     on_c.close().await;
+}
+
+/// `POST {http}/v1/commands` with `command`: the response's data, or the error body.
+async fn command(http: &str, command: serde_json::Value) -> Result<serde_json::Value, String> {
+    let resp = reqwest::Client::new()
+        .post(format!("{http}/v1/commands"))
+        .json(&command)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("{status} {body}"))
+    }
+}
+
+/// A counter of `/metrics` on `http` (0 when absent).
+async fn counter(http: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_are_shared_by_the_cluster_and_tended_by_one_server() {
+    if postgres_skipped("PostgreSQL cluster scheduler test") {
+        return;
+    }
+    if std::env::var("AGENTVM_SKIP_DOCKER").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: the cluster scheduler test needs Docker (AGENTVM_SKIP_DOCKER=1)");
+        return;
+    }
+    let (store, db) = fresh_schema("sched").await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path(), &store, "srv_a", &[]);
+    let b = start(dir.path(), &store, "srv_b", &[]);
+    let c = start(dir.path(), &store, "srv_c", &[]);
+    let cmd = |t: &str, data: serde_json::Value| serde_json::json!({"type": t, "data": data});
+
+    // A node and a template, both through A.
+    command(
+        &a.http,
+        cmd(
+            "node_register_request",
+            serde_json::json!({"nodeId": "shared-docker", "apiEndpoint": "unix:///var/run/docker.sock"}),
+        ),
+    )
+    .await
+    .unwrap();
+    command(
+        &a.http,
+        cmd(
+            "template_create_request",
+            serde_json::json!({"templateId": "busybox", "name": "BusyBox",
+                "image": "agentvm-test/busybox:latest", "defaultMemoryMb": 64, "workdir": "/workspace"}),
+        ),
+    )
+    .await
+    .unwrap();
+
+    // C serves tenant-c and places its sandbox on the node A registered.
+    command(
+        &c.http,
+        cmd(
+            "container_create_request",
+            serde_json::json!({"containerId": "tenant-c"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let created = command(
+        &c.http,
+        cmd(
+            "sandbox_create_request",
+            serde_json::json!({"templateId": "busybox", "owner": "tenant-c"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let sandbox = &created["sandbox"];
+    let sid = sandbox["id"].as_str().unwrap().to_string();
+    assert_eq!(sandbox["nodeId"], "shared-docker", "{created}");
+    assert_eq!(lease(&db, "tenant-c").await.0, "srv_c");
+
+    // An exec sent to A or B runs on C, which tends the sandbox.
+    for via in [&a.http, &b.http] {
+        let ran = command(
+            via,
+            cmd(
+                "sandbox_exec_request",
+                serde_json::json!({"sandboxId": sid, "command": "echo hi"}),
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(ran["execution"]["stdout"], "hi\n", "{ran}");
+    }
+    assert_eq!(lease(&db, "tenant-c").await.0, "srv_c", "the lease stayed");
+
+    // A charges the node with what C's sandbox holds (its registry follows the store).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let node = command(
+            &a.http,
+            cmd(
+                "node_get_request",
+                serde_json::json!({"nodeId": "shared-docker"}),
+            ),
+        )
+        .await
+        .unwrap();
+        if node["node"]["running_containers"] == 1 {
+            assert_eq!(node["node"]["allocated_memory_mb"], 64, "{node}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A never counted C's sandbox: {node}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // An operator's sandbox (no owner) runs on whichever member holds the unowned lease.
+    let unowned = command(
+        &b.http,
+        cmd(
+            "sandbox_create_request",
+            serde_json::json!({"templateId": "busybox"}),
+        ),
+    )
+    .await
+    .unwrap();
+    let uid = unowned["sandbox"]["id"].as_str().unwrap().to_string();
+    let ran = command(
+        &a.http,
+        cmd(
+            "sandbox_exec_request",
+            serde_json::json!({"sandboxId": uid, "command": "echo op"}),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ran["execution"]["stdout"], "op\n", "{ran}");
+
+    // Every member's sweep (10 s) compares the node's containers with the shared records:
+    // none adopts, removes or ends what another member tends.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    for s in [&a, &b, &c] {
+        assert_eq!(
+            counter(&s.http, "agentvm_sandboxes_adopted_total").await,
+            0.0,
+            "{}",
+            s.http
+        );
+        assert_eq!(
+            counter(&s.http, "agentvm_orphans_removed_total").await,
+            0.0,
+            "{}",
+            s.http
+        );
+    }
+    for id in [&sid, &uid] {
+        let got = command(
+            &b.http,
+            cmd("sandbox_get_request", serde_json::json!({"sandboxId": id})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got["sandbox"]["status"], "running", "{got}");
+        command(
+            &a.http,
+            cmd(
+                "sandbox_delete_request",
+                serde_json::json!({"sandboxId": id}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_containers_spread_over_three_servers_each_with_one_owner() {
+    if postgres_skipped("PostgreSQL cluster spread test") {
+        return;
+    }
+    let (store, db) = fresh_schema("spread").await;
+    let dir = tempfile::tempdir().unwrap();
+    let servers = [
+        start(dir.path(), &store, "srv_a", &[]),
+        start(dir.path(), &store, "srv_b", &[]),
+        start(dir.path(), &store, "srv_c", &[]),
+    ];
+    let cmd = |t: &str, data: serde_json::Value| serde_json::json!({"type": t, "data": data});
+    // Clients spread over the three (as a load balancer would): each container is served by
+    // the member its first request reached.
+    for i in 0..100 {
+        let via = &servers[i % 3].http;
+        command(
+            via,
+            cmd(
+                "container_create_request",
+                serde_json::json!({"containerId": format!("spread-{i}")}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let rows = db
+        .query(
+            "SELECT owner, count(*) FROM container_leases WHERE container_id LIKE 'spread-%' \
+             AND expires_at > now() GROUP BY owner ORDER BY owner",
+            &[],
+        )
+        .await
+        .unwrap();
+    let spread: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        spread,
+        [
+            ("srv_a".to_string(), 34),
+            ("srv_b".to_string(), 33),
+            ("srv_c".to_string(), 33)
+        ]
+    );
+    // Every member lists all of them, and an image of any container can be made through any
+    // member (forwarded to its owner).
+    for (i, s) in servers.iter().enumerate() {
+        let listed = command(
+            &s.http,
+            cmd("container_list_request", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+        let ids = listed["containerIds"].as_array().unwrap();
+        assert_eq!(
+            ids.iter()
+                .filter(|c| c.as_str().unwrap().starts_with("spread-"))
+                .count(),
+            100
+        );
+        let other = format!("spread-{}", (i + 1) % 3);
+        let made = command(
+            &s.http,
+            cmd(
+                "image_create_request",
+                serde_json::json!({"containerId": other, "config": {"name": "x"}}),
+            ),
+        )
+        .await
+        .unwrap();
+        assert!(made["record"]["imageId"].is_string(), "{made}");
+    }
 }
