@@ -360,6 +360,64 @@ async fn deliver(state: &std::sync::Weak<Webhooks>, client: &reqwest::Client, jo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agentvm_scheduler::MemorySchedulerStore;
+    use std::sync::atomic::Ordering;
+
+    /// A full queue costs the bus nothing: `dispatch` returns at once, the delivery that did
+    /// not fit is logged `failed` saying why, and it is counted.
+    #[tokio::test]
+    async fn a_full_queue_drops_the_delivery_visibly_and_never_waits() {
+        let hooks = Webhooks::open(Arc::new(MemorySchedulerStore::new())).unwrap();
+        let webhook = Webhook {
+            id: "whk_full".into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            template_id: None,
+            events: Vec::new(),
+            secret: "s".into(),
+            created_at: 0,
+        };
+        lock(&hooks.hooks).push(webhook);
+        // Room for one job, and no worker taking it.
+        let (tx, mut rx) = mpsc::channel(1);
+        let removed = |id: &str| {
+            Event::new(
+                EventPayload::SandboxRemoved {
+                    sandbox_id: id.into(),
+                },
+                None,
+            )
+        };
+        hooks.dispatch(&removed("sbx_1"), None, &tx);
+        let started = std::time::Instant::now();
+        hooks.dispatch(&removed("sbx_2"), None, &tx);
+        hooks.dispatch(&removed("sbx_3"), None, &tx);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(hooks.dropped.load(Ordering::Relaxed), 2);
+        let log = hooks.deliveries(Some("whk_full"));
+        let states: Vec<(Option<&str>, DeliveryStatus)> = log
+            .iter()
+            .map(|d| (d.sandbox_id.as_deref(), d.status))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (Some("sbx_1"), DeliveryStatus::Retrying),
+                (Some("sbx_2"), DeliveryStatus::Failed),
+                (Some("sbx_3"), DeliveryStatus::Failed),
+            ]
+        );
+        assert!(
+            log[1]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("webhook queue was full")),
+            "{log:?}"
+        );
+        // The job that fit is the first event's.
+        let job = rx.try_recv().unwrap();
+        assert_eq!(job.event_type, "sandbox_removed");
+        assert!(String::from_utf8_lossy(&job.body).contains("sbx_1"));
+    }
 
     #[test]
     fn hmac_matches_rfc_4231() {
