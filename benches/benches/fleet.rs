@@ -23,6 +23,9 @@
 //!    achieved against the offered rate (records over the time from the first arrival to the
 //!    last durable record), records per commit, and how long a create waited for its record.
 //!
+//! With `FLEET_POSTGRES=postgres://…` (a database this bench may create schemas in) it runs
+//! against a three-server cluster on PostgreSQL instead: see `fleet/cluster.rs`.
+//!
 //! `FLEET_NODES=1000,10000` picks the fleet sizes. `FLEET_ONE_BY_ONE=1` also runs the
 //! placements with the records written the way they were before group commit, for comparison:
 //! one writer thread, one commit per record, in arrival order, the creates not waiting (at a
@@ -37,6 +40,9 @@ use agentvm::scheduler::{
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+#[path = "fleet/cluster.rs"]
+mod cluster;
 
 const IMAGE: &str = "agentvm-test/busybox:latest";
 
@@ -386,6 +392,14 @@ fn main() {
             .map(|n| n.get())
             .unwrap_or(0)
     );
+    if let Ok(server) = std::env::var("FLEET_POSTGRES") {
+        println!("three schedulers sharing one PostgreSQL store ({server})");
+        for n in sizes {
+            rt.block_on(cluster::heartbeats(&server, n, hb_seconds));
+            rt.block_on(cluster::placements(&server, n, rate, seconds));
+        }
+        return;
+    }
     let one_by_one = env_or("FLEET_ONE_BY_ONE", 0u8) == 1;
     for n in sizes {
         rt.block_on(heartbeats(n, hb_seconds));
