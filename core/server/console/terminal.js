@@ -1,5 +1,5 @@
 // A terminal on a sandbox: `GET /v1/sandboxes/{id}/terminal` as a WebSocket (docs/sandboxes.md,
-// "Terminals"). Binary frames carry the keys in and the output out; a text frame
+// "Terminal"). Binary frames carry the keys in and the output out; a text frame
 // {"type":"resize","cols","rows"} gives the window size; the server ends with
 // {"type":"exit","exitCode"} and a close.
 //
