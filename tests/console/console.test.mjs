@@ -321,6 +321,104 @@ test('sandboxes: template create, edit and delete, node drain, a sandbox on the 
   }
 });
 
+test('terminal: a shell in a sandbox, signed in with a token (so ?token= on the socket): keys, Ctrl-C, paste, resize, exit code', { skip: !DOCKER && 'AGENTVM_SKIP_DOCKER=1' }, async () => {
+  const dataDir = tempDir();
+  const admin = cliToken(dataDir, '--all');
+  const { base } = await startServer(['--require-auth', '--docker', 'unix:///var/run/docker.sock'], dataDir);
+  const auth = { Authorization: `Bearer ${admin}`, 'Content-Type': 'application/json' };
+  const page = await newPage();
+  try {
+    let r = await fetch(`${base}/v1/templates`, { method: 'POST', headers: auth, body: JSON.stringify({ templateId: 'term', name: 'Terminal', image: TEST_IMAGE, defaultCpuCores: 0.5, defaultMemoryMb: 128, workdir: '/workspace' }) });
+    assert.ok(r.ok, await r.text());
+    r = await fetch(`${base}/v1/sandboxes`, { method: 'POST', headers: auth, body: JSON.stringify({ templateId: 'term' }) });
+    const body = await r.text();
+    assert.ok(r.ok, body);
+    const sandbox = JSON.parse(body);
+
+    // Signed in with the token: the page's WebSocket cannot send a header, so the terminal
+    // is only opened if the route takes ?token= (the server refuses a call without one).
+    await page.goto(base + '/');
+    await page.getByLabel('Access token').fill(admin);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('link', { name: 'Sandboxes' }).waitFor();
+    page.problems.length = 0; // the 401 that asked for the token
+    await page.goto(`${base}/#/sandboxes/${encodeURIComponent(sandbox.id)}`);
+    const detail = page.locator('.sandbox-detail');
+    await detail.locator('.badge.running').waitFor({ timeout: 60_000 });
+
+    const panel = detail.locator('.terminal-panel');
+    const screen = panel.getByRole('log', { name: 'Terminal output' });
+    const state = panel.getByRole('status');
+    const text = () => screen.textContent();
+    /** Waits until the screen's text matches `re`; returns the match. */
+    const until = async (re) => {
+      await page.waitForFunction(([src, flags]) => new RegExp(src, flags).test(document.querySelector('.terminal-screen').textContent), [re.source, re.flags]);
+      return (await text()).match(re);
+    };
+    const lastSize = async () => [...(await text()).matchAll(/^(\d+) (\d+)\s*$/gm)].map((m) => `${m[2]} × ${m[1]}`);
+
+    // The keyboard alone: Enter on the button opens it, and the keys field has the focus.
+    await panel.getByRole('button', { name: 'Open terminal' }).focus();
+    await page.keyboard.press('Enter');
+    await state.filter({ hasText: /^Open: \d+ × \d+\.$/ }).waitFor();
+    await page.waitForFunction(() => document.activeElement?.classList.contains('terminal-keys'));
+    await until(/[#$]\s*$/);
+    await page.keyboard.type('echo $((6*7))');
+    await page.keyboard.press('Enter');
+    await until(/^42\s*$/m);
+
+    // Backspace edits the line; Ctrl-C interrupts a command; a paste is typed as it is.
+    await page.keyboard.type('echo abx');
+    await page.keyboard.press('Backspace');
+    await page.keyboard.type('c');
+    await page.keyboard.press('Enter');
+    await until(/^abc\s*$/m);
+    await page.keyboard.type('sleep 30');
+    await page.keyboard.press('Enter');
+    await page.waitForTimeout(300);
+    await page.keyboard.press('Control+C');
+    await until(/\^C\s*\n[^\n]*[#$]\s*$/); // back at a prompt, not 30 s later
+    await page.keyboard.insertText('echo pas""ted\n');
+    await until(/^pasted\s*$/m);
+
+    // The shell sees the panel's size in character cells, and a new one when the window
+    // changes (a phone's width here).
+    const opened = (await state.textContent()).match(/(\d+ × \d+)/)[1];
+    await page.keyboard.type('stty size');
+    await page.keyboard.press('Enter');
+    await until(/^\d+ \d+\s*$/m);
+    assert.deepEqual(await lastSize(), [opened], 'stty size is the size the console sent on open');
+    mkdirSync(SHOTS, { recursive: true });
+    await panel.scrollIntoViewIfNeeded();
+    const b = await panel.boundingBox();
+    await page.screenshot({ path: join(SHOTS, 'terminal.png'), clip: { x: b.x - 12, y: b.y - 12, width: b.width + 24, height: b.height + 24 } });
+    await page.setViewportSize({ width: 390, height: 700 });
+    await state.filter({ hasText: new RegExp(`^Open: (?!${opened}\\.)`) }).waitFor();
+    const resized = (await state.textContent()).match(/(\d+ × \d+)/)[1];
+    await page.keyboard.type('stty size');
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => document.querySelector('.terminal-screen').textContent.match(/^\d+ \d+\s*$/gm)?.length === 2);
+    const sizes = await lastSize();
+    assert.equal(sizes.at(-1), resized, `stty size after the resize: ${sizes}`);
+    assert.notEqual(resized, opened);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow}px wider than a phone`);
+
+    // The shell's end shows its exit code, and the panel can open a new one.
+    await page.keyboard.type('exit 3');
+    await page.keyboard.press('Enter');
+    await state.filter({ hasText: 'The shell ended with exit code 3.' }).waitFor();
+    assert.equal(await state.getAttribute('data-exit-code'), '3');
+    await panel.getByRole('button', { name: 'Open terminal' }).waitFor();
+    assert.equal(await panel.getByLabel('Keys to the terminal').isVisible(), false);
+    assert.deepEqual(page.problems, []);
+  } finally {
+    const list = await (await fetch(`${base}/v1/sandboxes`, { headers: auth })).json();
+    for (const s of Array.isArray(list) ? list : list.sandboxes || []) await fetch(`${base}/v1/sandboxes/${s.id}`, { method: 'DELETE', headers: auth });
+    await page.context().close();
+  }
+});
+
 test('operators: create a token (secret shown once), revoke it, metrics and version', async () => {
   const { base } = await startServer();
   const page = await newPage();

@@ -1,11 +1,11 @@
 // Sandboxes: runtime nodes (capacity, heartbeat age, drain), templates (create, edit,
 // delete), sandboxes (state, resources, terminate), and for one sandbox: exec with streamed
-// output and its files (browse, upload, download). There is no terminal: the server has no
-// PTY yet, so a command runs to its end with stdin closed.
+// output, an interactive terminal (terminal.js) and its files (browse, upload, download).
 
 import { h, fill, field, guarded, age, time, bytes, randomId, table, showError } from './dom.js';
+import { terminalPanel } from './terminal.js';
 
-export function mount(root, { channel }, path) {
+export function mount(root, { channel, token }, path) {
   const error = h('p', { class: 'error', role: 'alert', hidden: true });
   const nodesBox = h('div', {});
   const templatesBox = h('div', {});
@@ -158,12 +158,17 @@ export function mount(root, { channel }, path) {
     refresh();
   }
 
-  // ---- one sandbox: live usage, pause and resume, exec and files
+  // ---- one sandbox: live usage, pause and resume, exec, terminal and files
   let current = null;
   let usageTimer = null;
+  // The open terminal outlives a re-render of its sandbox (pause, resume, a route update);
+  // another sandbox, or leaving the view, closes it.
+  let terminal = null;
   const stopUsage = () => { clearInterval(usageTimer); usageTimer = null; };
+  const closeTerminal = () => { terminal?.close(); terminal = null; };
   async function update([sandboxId] = []) {
     stopUsage();
+    if (sandboxId !== terminal?.sandboxId) closeTerminal();
     if (!sandboxId) {
       detail.hidden = true;
       current = null;
@@ -178,6 +183,10 @@ export function mount(root, { channel }, path) {
   }
 
   function renderDetail(s) {
+    if (terminal?.sandboxId !== s.id) {
+      closeTerminal();
+      terminal = terminalPanel(s.id, token);
+    }
     const cmd = h('input', { name: 'command', required: true, placeholder: 'echo hi', autocomplete: 'off', spellcheck: 'false' });
     const out = h('pre', { class: 'output', role: 'log', 'aria-live': 'polite', 'aria-label': 'Output' });
     const execState = h('span', { role: 'status' });
@@ -223,7 +232,9 @@ export function mount(root, { channel }, path) {
       live ? usageBox : null,
       h('h3', {}, 'Run a command'),
       execForm, execError, out,
-      h('p', { class: 'note' }, 'No terminal yet: the server has no PTY, so a command runs to its end with stdin closed and its output streams here.'),
+      h('p', { class: 'note' }, 'A command runs to its end with stdin closed and its output streams here; for a program that asks for input, open a terminal.'),
+      h('h3', {}, 'Terminal'),
+      terminal.element,
       h('h3', {}, 'Files'),
       browse, field('Upload to this directory', upload), filesError, listing);
     detail.hidden = false;
@@ -325,7 +336,7 @@ export function mount(root, { channel }, path) {
 
   refresh().then(() => update(path));
   const timer = setInterval(() => { if (!document.hidden) refresh(); }, 10_000);
-  return { unmount: () => { clearInterval(timer); stopUsage(); }, update: (p) => { refresh(); update(p); } };
+  return { unmount: () => { clearInterval(timer); stopUsage(); closeTerminal(); }, update: (p) => { refresh(); update(p); } };
 }
 
 function join(dir, name) {

@@ -42,6 +42,7 @@ const ASSETS: &[Asset] = &[
     asset("chat.js", JS, include_str!("../console/chat.js")),
     asset("sandboxes.js", JS, include_str!("../console/sandboxes.js")),
     asset("operators.js", JS, include_str!("../console/operators.js")),
+    asset("terminal.js", JS, include_str!("../console/terminal.js")),
     asset(
         "favicon.svg",
         "image/svg+xml",

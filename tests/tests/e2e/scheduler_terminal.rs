@@ -1,8 +1,8 @@
 //! Interactive terminals in sandboxes (docs/sandboxes.md, *Terminal*) on real Docker: an `sh`
-//! session over the REST WebSocket route and over the Channel commands — its prompt, a
-//! command, a resize seen by `stty size`, its exit code, a paused sandbox resumed by input —
-//! a token of another container refused, the limit per sandbox, and bad input refused with
-//! clear errors.
+//! session over the REST WebSocket route (the token as a bearer header or in `?token=`) and
+//! over the Channel commands — its prompt, a command, a resize seen by `stty size`, its exit
+//! code, a paused sandbox resumed by input — a token of another container refused, the limit
+//! per sandbox, and bad input refused with clear errors.
 
 use agentvm::scheduler::{NodeRegistration, Scheduler};
 use agentvm::*;
@@ -93,7 +93,8 @@ impl Served {
             .expect("terminate the sandbox");
     }
 
-    /// Upgrades `GET /v1/sandboxes/{id}/terminal?{query}`; `Err` is the refused status and body.
+    /// Upgrades `GET /v1/sandboxes/{id}/terminal?{query}` with `token` as a bearer header (none
+    /// when empty); `Err` is the refused status and body.
     async fn terminal(
         &self,
         sandbox_id: &str,
@@ -105,8 +106,10 @@ impl Served {
             self.addr
         );
         let mut req = url.into_client_request().unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        if !token.is_empty() {
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
         match tokio_tungstenite::connect_async(req).await {
             Ok((ws, _)) => Ok(TerminalSocket {
                 ws,
@@ -278,6 +281,27 @@ async fn a_shell_over_the_terminal_websocket_route() {
         .err()
         .unwrap();
     assert_eq!(status, 400, "{body}");
+
+    // A browser cannot set headers on a WebSocket (the web console): `?token=` is checked the
+    // same way, and scoped the same way.
+    let mut t = s
+        .terminal(&id, &format!("token={}", s.tenant_a), "")
+        .await
+        .expect("?token= opens the terminal");
+    t.until(0, "$ ").await;
+    t.type_text("exit 4\n").await;
+    assert_eq!(
+        t.next_control().await,
+        json!({"type": "exit", "exitCode": 4})
+    );
+    let (status, body) = s
+        .terminal(&id, &format!("token={}", s.tenant_b), "")
+        .await
+        .err()
+        .expect("tenant B's ?token= is refused");
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = s.terminal(&id, "", "").await.err().unwrap();
+    assert_eq!(status, 401, "no token at all");
 
     // A client that goes away closes its terminal: the sandbox has none open after it.
     let mut t = s.terminal(&id, "", &s.tenant_a).await.unwrap();
