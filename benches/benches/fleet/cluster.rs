@@ -54,16 +54,48 @@ fn postgres_cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// A fresh schema on `server` (with `psql`), and the URL that puts the tables there.
-fn fresh_schema(server: &str) -> String {
-    let schema = format!("fleet_{}_{}", std::process::id(), agentvm::model::now_ms());
-    let status = std::process::Command::new("psql")
-        .args([server, "-q", "-c", &format!("CREATE SCHEMA {schema}")])
+/// A schema of the run's own on a server, dropped (with its tables) when this is dropped.
+struct Schema {
+    server: String,
+    name: String,
+    /// The URL that puts the tables in it.
+    url: String,
+}
+
+fn psql(server: &str, sql: &str) -> bool {
+    std::process::Command::new("psql")
+        .args([server, "-q", "-c", sql])
         .status()
-        .expect("psql (Debian's postgresql-client) runs");
-    assert!(status.success(), "creating schema {schema} on {server}");
-    let separator = if server.contains('?') { '&' } else { '?' };
-    format!("{server}{separator}options=-c%20search_path%3D{schema}")
+        .expect("psql (Debian's postgresql-client) runs")
+        .success()
+}
+
+impl Schema {
+    fn fresh(server: &str) -> Schema {
+        let name = format!("fleet_{}_{}", std::process::id(), agentvm::model::now_ms());
+        assert!(
+            psql(server, &format!("CREATE SCHEMA {name}")),
+            "creating schema {name} on {server}"
+        );
+        let separator = if server.contains('?') { '&' } else { '?' };
+        Schema {
+            url: format!("{server}{separator}options=-c%20search_path%3D{name}"),
+            server: server.to_string(),
+            name,
+        }
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        psql(
+            &self.server,
+            &format!(
+                "SET client_min_messages = warning; DROP SCHEMA {} CASCADE",
+                self.name
+            ),
+        );
+    }
 }
 
 /// Three schedulers on one PostgreSQL store, background loops off.
@@ -92,7 +124,8 @@ async fn cluster(url: &str) -> (Arc<dyn SchedulerStore>, Vec<Scheduler>) {
 }
 
 pub(super) async fn heartbeats(server: &str, n: usize, seconds: u64) {
-    let (_store, servers) = cluster(&fresh_schema(server)).await;
+    let schema = Schema::fresh(server);
+    let (_store, servers) = cluster(&schema.url).await;
     let t = Instant::now();
     for i in 0..n {
         let mut reg = NodeRegistration::new(
@@ -210,7 +243,8 @@ pub(super) async fn heartbeats(server: &str, n: usize, seconds: u64) {
 }
 
 pub(super) async fn placements(server: &str, n: usize, rate: u64, seconds: u64) {
-    let (store, _servers) = cluster(&fresh_schema(server)).await;
+    let schema = Schema::fresh(server);
+    let (store, _servers) = cluster(&schema.url).await;
     let indexes: Vec<Arc<Mutex<PlacementIndex>>> = (0..SERVERS)
         .map(|_| {
             let mut index = PlacementIndex::new();
