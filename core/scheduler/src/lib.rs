@@ -247,6 +247,9 @@ pub(crate) struct Inner {
     pub counters: Counters,
     /// In a cluster, the sandboxes this process tends; `None`: all of them (one server).
     pub stewardship: Option<Arc<Stewardship>>,
+    /// In a cluster, heartbeats received since they were last written to the shared store:
+    /// node id -> when (ms). Written in one batch per tick (`share_heartbeats`).
+    pub heartbeats: Mutex<HashMap<String, i64>>,
 }
 
 /// The scheduler handle. Cheap to clone; the background loop stops when the last clone drops.
@@ -387,6 +390,7 @@ impl SchedulerBuilder {
                 addresses: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
                 stewardship: self.stewardship,
+                heartbeats: Mutex::new(HashMap::new()),
             }),
         };
         scheduler.load_nodes()?;

@@ -557,6 +557,11 @@ pub(crate) async fn background(weak: Weak<Inner>) {
             last_sweep = Instant::now();
         }
         s.refill_pools().await;
+        if s.inner.stewardship.is_some() {
+            if let Err(e) = s.share_heartbeats().await {
+                tracing::warn!(error = %e.chain(), "sharing heartbeats with the cluster");
+            }
+        }
     }
 }
 

@@ -163,17 +163,21 @@ impl Scheduler {
         if self.inner.stewardship.is_some() && !lock(&self.inner.nodes).contains_key(&hb.node_id) {
             self.sync_nodes().await?;
         }
-        {
+        let images_changed = {
             let mut nodes = lock(&self.inner.nodes);
             let mut entry = nodes
                 .get_mut(&hb.node_id)
                 .ok_or_else(|| Error::not_found("Node", hb.node_id.clone()))?;
-            if let Some(images) = hb.cached_images {
-                entry.node.cached_images = images;
+            match hb.cached_images {
+                Some(images) if images != entry.node.cached_images => {
+                    entry.node.cached_images = images;
+                    true
+                }
+                _ => false,
             }
-        }
+        };
         self.set_health(&hb.node_id, true, None);
-        self.share_heartbeat(&hb.node_id).await?;
+        self.share_heartbeat(&hb.node_id, images_changed).await?;
         self.get_node(&hb.node_id)?
             .ok_or_else(|| Error::not_found("Node", hb.node_id))
     }

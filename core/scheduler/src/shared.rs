@@ -67,6 +67,7 @@ impl Scheduler {
     /// sandboxes hold on it, so placements here do not overfill it. Runs every heartbeat
     /// interval on a scheduler with a [`Stewardship`]; the charge is as fresh as that.
     pub async fn sync_nodes(&self) -> Result<()> {
+        self.share_heartbeats().await?;
         let store = self.inner.store.clone();
         let (stored, records) =
             blocking(move || Ok((store.list_nodes()?, store.list_sandboxes()?))).await?;
@@ -153,16 +154,24 @@ impl Scheduler {
         Ok(())
     }
 
-    /// In a cluster, records a heartbeat in the shared store, so every server sees the node
-    /// alive. Only the time and the image list change in the stored record: an operator's
-    /// drain made through another server is not overwritten by this server's older view.
-    pub(crate) async fn share_heartbeat(&self, node_id: &str) -> Result<()> {
+    /// In a cluster, shares a heartbeat with the other members. The time is queued and
+    /// written with the others received meanwhile in one batch ([`Self::share_heartbeats`], every
+    /// background tick and before each sync); a changed image list is written at once. Only
+    /// those fields change in the stored record: an operator's drain made through another
+    /// server is not overwritten by this server's older view.
+    pub(crate) async fn share_heartbeat(&self, node_id: &str, images_changed: bool) -> Result<()> {
         if self.inner.stewardship.is_none() {
             return Ok(());
         }
         let Some(mine) = self.get_node(node_id)? else {
             return Ok(());
         };
+        if !images_changed {
+            if let Some(at) = mine.last_heartbeat_at {
+                lock(&self.inner.heartbeats).insert(mine.node_id, at);
+            }
+            return Ok(());
+        }
         let store = self.inner.store.clone();
         blocking(move || {
             let Some(mut record) = store.get_node(&mine.node_id)? else {
@@ -173,5 +182,18 @@ impl Scheduler {
             store.put_node(&record)
         })
         .await
+    }
+
+    /// Writes the heartbeats queued since the last call to the shared store in one batch;
+    /// how many. Runs every background tick and before each [`Self::sync_nodes`].
+    pub async fn share_heartbeats(&self) -> Result<usize> {
+        let beats: Vec<(String, i64)> = lock(&self.inner.heartbeats).drain().collect();
+        if beats.is_empty() {
+            return Ok(0);
+        }
+        let n = beats.len();
+        let store = self.inner.store.clone();
+        blocking(move || store.touch_nodes(&beats)).await?;
+        Ok(n)
     }
 }

@@ -34,6 +34,20 @@ pub trait SchedulerStore: Send + Sync + 'static {
     fn list_nodes(&self) -> Result<Vec<RuntimeNode>>;
     /// Removes a runtime node; whether it existed.
     fn delete_node(&self, node_id: &str) -> Result<bool>;
+    /// Records heartbeats, `(node id, when, ms)`: only each stored node's `last_heartbeat_at`
+    /// changes, and only forward; nodes not stored are skipped. Cluster members share their
+    /// nodes' heartbeats this way, in batches. The default reads and writes each record.
+    fn touch_nodes(&self, beats: &[(String, i64)]) -> Result<()> {
+        for (id, at) in beats {
+            if let Some(mut node) = self.get_node(id)? {
+                if node.last_heartbeat_at < Some(*at) {
+                    node.last_heartbeat_at = Some(*at);
+                    self.put_node(&node)?;
+                }
+            }
+        }
+        Ok(())
+    }
 
     /// Stores a template (insert or replace).
     fn put_template(&self, template: &Template) -> Result<()>;

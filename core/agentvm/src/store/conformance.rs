@@ -82,6 +82,7 @@ macro_rules! store_conformance_tests {
                 tokens_put_find_list_and_revoke,
                 scheduler_instance_is_stable_and_shared,
                 scheduler_nodes_put_get_list_delete,
+                scheduler_heartbeats_touch_only_the_time_and_only_forward,
                 scheduler_templates_put_get_list_delete,
                 scheduler_webhooks_put_list_delete,
                 scheduler_delete_sandbox_removes_its_executions,
@@ -1112,6 +1113,29 @@ pub(super) fn scheduler_nodes_put_get_list_delete(store: &dyn Store) {
     assert!(!sched.delete_node("n1").unwrap());
     assert!(sched.get_node("n1").unwrap().is_none());
     assert_eq!(sched.list_nodes().unwrap(), [node("n2")]);
+}
+
+pub(super) fn scheduler_heartbeats_touch_only_the_time_and_only_forward(store: &dyn Store) {
+    let sched = store.scheduler_store().unwrap();
+    let mut drained = node("n1");
+    drained.admin_status = NodeStatus::Draining;
+    drained.last_heartbeat_at = Some(100);
+    sched.put_node(&drained).unwrap();
+    sched.put_node(&node("n2")).unwrap();
+    sched
+        .touch_nodes(&[("n1".into(), 200), ("gone".into(), 5), ("n2".into(), 7)])
+        .unwrap();
+    let mut want = drained.clone();
+    want.last_heartbeat_at = Some(200);
+    assert_eq!(sched.get_node("n1").unwrap(), Some(want.clone()));
+    let mut n2 = node("n2");
+    n2.last_heartbeat_at = Some(7);
+    assert_eq!(sched.get_node("n2").unwrap(), Some(n2));
+    assert!(sched.get_node("gone").unwrap().is_none());
+    // Never back.
+    sched.touch_nodes(&[("n1".into(), 150)]).unwrap();
+    assert_eq!(sched.get_node("n1").unwrap(), Some(want));
+    sched.touch_nodes(&[]).unwrap();
 }
 
 pub(super) fn scheduler_templates_put_get_list_delete(store: &dyn Store) {

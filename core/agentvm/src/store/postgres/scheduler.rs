@@ -68,6 +68,25 @@ impl SchedulerStore for PostgresSchedulerStore {
         db.run(db.list("SELECT record FROM sched_nodes ORDER BY node_id", &[]))
     }
 
+    fn touch_nodes(&self, beats: &[(String, i64)]) -> Result<()> {
+        if beats.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = beats.iter().map(|(id, _)| id.as_str()).collect();
+        let ats: Vec<i64> = beats.iter().map(|(_, at)| *at).collect();
+        let db = &*self.db;
+        // One statement for the whole batch; a heartbeat never moves the time back.
+        db.run(db.execute(
+            "UPDATE sched_nodes AS n \
+             SET record = jsonb_set(n.record, '{last_heartbeat_at}', to_jsonb(b.at)) \
+             FROM unnest($1::text[], $2::int8[]) AS b(id, at) \
+             WHERE n.node_id = b.id \
+             AND COALESCE((n.record->>'last_heartbeat_at')::int8, 0) < b.at",
+            &[&ids, &ats],
+        ))
+        .map(drop)
+    }
+
     fn delete_node(&self, node_id: &str) -> Result<bool> {
         let db = &*self.db;
         db.run(db.execute("DELETE FROM sched_nodes WHERE node_id = $1", &[&node_id]))
