@@ -1275,9 +1275,16 @@ export interface MessageStopEventData {
 /** A sandbox's network. */
 export type NetworkPolicy = NetworkPolicyNone | NetworkPolicyBridge | NetworkPolicyAllowlist;
 
-/** Outbound traffic only to listed hosts. Not supported yet: refused when used. */
+/**
+ * Outbound HTTP and HTTPS only to listed hosts, through the node's egress proxy: the
+ * sandbox joins an internal network whose only way out is that proxy (docs/sandboxes.md,
+ * *Egress*). Needs a node whose Docker engine runs on agentvm's own host.
+ */
 export interface NetworkPolicyAllowlist {
-  /** Host names or addresses. */
+  /**
+   * Host patterns: `api.example.com`, `*.example.com` (subdomains only), an IP
+   * address; each optionally with `:port` (see [`super::egress`]).
+   */
   hosts: string[];
   mode: "allowlist";
 }
@@ -2447,6 +2454,11 @@ export interface SchedulerMetrics {
   coldStarts: number;
   /** Creates that failed. */
   createFailures: number;
+  /**
+   * Requests the egress proxy refused, by reason (a fixed set: `not_allowed`,
+   * `direct_ip`, `local_address`, `bad_request`, `busy`, `upstream_failed`).
+   */
+  egressRefusals: Record<string, number>;
   /** Executions killed by their timeout. */
   execTimeouts: number;
   /** Executions run. */

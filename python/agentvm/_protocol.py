@@ -1721,9 +1721,13 @@ class MessageStopEventData(TypedDict):
 
 
 class NetworkPolicyAllowlist(TypedDict):
-    """Outbound traffic only to listed hosts. Not supported yet: refused when used."""
+    """Outbound HTTP and HTTPS only to listed hosts, through the node's egress proxy: the
+    sandbox joins an internal network whose only way out is that proxy (docs/sandboxes.md,
+    *Egress*). Needs a node whose Docker engine runs on agentvm's own host.
+    """
 
-    #: Host names or addresses.
+    #: Host patterns: `api.example.com`, `*.example.com` (subdomains only), an IP
+    #: address; each optionally with `:port` (see [`super::egress`]).
     hosts: list[str]
 
     mode: Literal["allowlist"]
@@ -3140,6 +3144,10 @@ class SchedulerMetrics(TypedDict):
 
     #: Creates that failed.
     createFailures: int
+
+    #: Requests the egress proxy refused, by reason (a fixed set: `not_allowed`,
+    #: `direct_ip`, `local_address`, `bad_request`, `busy`, `upstream_failed`).
+    egressRefusals: dict[str, int]
 
     #: Executions killed by their timeout.
     execTimeouts: int

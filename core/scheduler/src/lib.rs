@@ -24,6 +24,7 @@
 pub mod admission;
 pub mod confined;
 pub mod docker;
+pub mod egress;
 pub mod exec;
 pub mod files;
 mod hardening;
@@ -114,6 +115,8 @@ pub struct SchedulerConfig {
     pub internal_token: Option<String>,
     /// Run the background loop (health, sweep, pool refill). Tests may drive it by hand.
     pub background: bool,
+    /// The egress proxies of allowlist templates.
+    pub egress: egress::EgressConfig,
 }
 
 impl Default for SchedulerConfig {
@@ -133,6 +136,7 @@ impl Default for SchedulerConfig {
             owner_idle_timeout: Duration::from_secs(600),
             internal_token: None,
             background: true,
+            egress: egress::EgressConfig::default(),
         }
     }
 }
@@ -169,6 +173,8 @@ pub(crate) struct Counters {
     pub snapshots: AtomicU64,
     /// How long executions and pool claims take.
     pub latency: Latencies,
+    /// Requests the egress proxies refused, by reason (shared with every proxy).
+    pub egress: Arc<egress::EgressCounters>,
 }
 
 /// The scheduler's latency histograms (see [`Scheduler::latency`]).
@@ -240,6 +246,8 @@ pub(crate) struct Inner {
     /// The address of each live sandbox on its Docker network, once a port of it was asked
     /// for (`ports`): later lookups need no Docker request. Dropped when the sandbox ends.
     pub addresses: Mutex<HashMap<String, std::net::IpAddr>>,
+    /// The egress proxies running, by (node, network).
+    pub egress: Mutex<HashMap<(String, String), Arc<egress::EgressProxy>>>,
     /// Counters.
     pub counters: Counters,
 }
@@ -322,6 +330,10 @@ impl SchedulerBuilder {
             c.internal_token = options.internal_token.clone();
         }
         c.background = options.background.unwrap_or(c.background);
+        c.egress.port = options.egress_port.unwrap_or(c.egress.port);
+        if !options.egress_resolve.is_empty() {
+            c.egress.resolve = egress::EgressConfig::parse_resolve(&options.egress_resolve)?;
+        }
         c.orphans = match options.orphans.as_deref() {
             None => c.orphans,
             Some("adopt") => OrphanPolicy::Adopt,
@@ -370,6 +382,7 @@ impl SchedulerBuilder {
                 terminals: Mutex::new(HashMap::new()),
                 samples: Mutex::new(HashMap::new()),
                 addresses: Mutex::new(HashMap::new()),
+                egress: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),
         };
@@ -479,6 +492,7 @@ impl Scheduler {
             pauses: get(&c.pauses),
             resumes: get(&c.resumes),
             snapshots: get(&c.snapshots),
+            egress_refusals: c.egress.snapshot(),
         }
     }
 

@@ -98,10 +98,7 @@ impl Scheduler {
             user: String::new(),
             uid_gid: None,
             workdir: plan.workdir,
-            network: match &template.spec.network {
-                NetworkPolicy::Bridge { name, .. } => name.clone(),
-                _ => "none".into(),
-            },
+            network: super::egress::network_of(&self.inner.instance, template),
             read_only_root: template.spec.security.read_only_root,
             owner,
             warm,
@@ -335,8 +332,15 @@ impl Scheduler {
             config.and_then(|c| c.labels.as_ref()),
             config.and_then(|c| c.user.as_deref()),
         );
-        if let NetworkPolicy::Bridge { name, internal } = &template.spec.network {
-            self.ensure_network(&d, &node_id, name, *internal).await?;
+        match &template.spec.network {
+            NetworkPolicy::Bridge { name, internal } => {
+                self.ensure_network(&d, &node_id, name, *internal).await?;
+            }
+            NetworkPolicy::Allowlist { .. } => {
+                let env = self.prepare_egress(&d, &node_id, template).await?;
+                record.env.extend(env);
+            }
+            NetworkPolicy::None => {}
         }
         let body = container_body(record, template, &self.inner.instance);
         let opts = CreateContainerOptionsBuilder::new()

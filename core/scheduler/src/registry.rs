@@ -384,7 +384,8 @@ impl Scheduler {
     }
 
     /// Replaces a template's spec. Its warm pool is drained and refilled with the new spec;
-    /// sandboxes already made from it keep what they were made with.
+    /// sandboxes already made from it keep what they were made with, except the hosts of an
+    /// allowlist network, which its egress proxy applies from now on.
     pub async fn update_template(&self, id: &str, spec: TemplateSpec) -> Result<Template> {
         spec.validate()?;
         let mut template = self.template(id).await?;
@@ -393,6 +394,8 @@ impl Scheduler {
         let store = self.inner.store.clone();
         let t = template.clone();
         blocking(move || store.put_template(&t)).await?;
+        // An allowlist is a live policy: running sandboxes of the template follow it.
+        self.refresh_egress(&template);
         self.drain_pool(id, "template updated").await;
         Ok(template)
     }

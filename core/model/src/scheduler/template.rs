@@ -40,9 +40,12 @@ pub enum NetworkPolicy {
         #[serde(default)]
         internal: bool,
     },
-    /// Outbound traffic only to listed hosts. Not supported yet: refused when used.
+    /// Outbound HTTP and HTTPS only to listed hosts, through the node's egress proxy: the
+    /// sandbox joins an internal network whose only way out is that proxy (docs/sandboxes.md,
+    /// *Egress*). Needs a node whose Docker engine runs on agentvm's own host.
     Allowlist {
-        /// Host names or addresses.
+        /// Host patterns: `api.example.com`, `*.example.com` (subdomains only), an IP
+        /// address; each optionally with `:port` (see [`super::egress`]).
         hosts: Vec<String>,
     },
 }
@@ -226,10 +229,8 @@ impl TemplateSpec {
                     )));
                 }
             }
-            NetworkPolicy::Allowlist { .. } => {
-                return Err(Error::invalid(
-                    "network mode \"allowlist\" is not supported yet; use \"none\" or a \"bridge\"",
-                ))
+            NetworkPolicy::Allowlist { hosts } => {
+                super::egress::Allowlist::parse(hosts)?;
             }
         }
         for cap in &self.security.cap_add {
@@ -496,7 +497,11 @@ mod tests {
             .contains("not supported"));
         let mut s = TemplateSpec::new("t", "img");
         s.network = NetworkPolicy::Allowlist {
-            hosts: vec!["example.org".into()],
+            hosts: vec!["example.org".into(), "*.example.com:443".into()],
+        };
+        assert!(s.validate().is_ok());
+        s.network = NetworkPolicy::Allowlist {
+            hosts: vec!["*.com".into()],
         };
         assert!(s.validate().unwrap_err().to_string().contains("allowlist"));
         let mut s = TemplateSpec::new("t", "img");

@@ -1,0 +1,358 @@
+//! Egress: the way out of a sandbox whose template's network is an allowlist.
+//!
+//! Such a sandbox joins an internal Docker network made for its template
+//! (`agentvm-egress-<instance>-<template>`, no route outside its subnet). The runtime listens on that
+//! network's gateway address (the node's side of the bridge) with an HTTP proxy
+//! ([`proxy`]) that lets through requests to allowlisted hosts only, and the sandbox's
+//! `HTTP_PROXY`/`HTTPS_PROXY` point there. So the proxy must run on the machine of the Docker
+//! engine: nodes reached over TCP from another host are refused for these templates.
+//!
+//! One proxy per (node, network), started with the first sandbox and kept while the runtime
+//! runs; its policy is the template's and follows template updates.
+
+mod proxy;
+
+use super::hardening::labels;
+use super::ports::is_local_endpoint;
+use super::template::{NetworkPolicy, Template};
+use super::{docker, lock, Scheduler};
+use crate::error::{Error, Result};
+use crate::model::scheduler::egress::Allowlist;
+use bollard::models::NetworkCreateRequest;
+use proxy::{Policy, ProxyState};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// The label on networks agentvm makes for egress.
+const EGRESS_LABEL: &str = "agentvm.egress";
+
+/// Tuning of the egress proxies.
+#[derive(Debug, Clone)]
+pub struct EgressConfig {
+    /// The port each proxy listens on, on its network's gateway address. Fixed (not
+    /// ephemeral) so sandboxes adopted after a restart find their proxy where their
+    /// environment says; `0` picks a free port per proxy.
+    pub port: u16,
+    /// Names resolved to these addresses instead of through DNS, like curl's `--resolve`
+    /// (`host=addr`). The address is trusted as given, even a loopback one: this is how a
+    /// node's operator (or a test) points an allowlisted name at a local service.
+    pub resolve: HashMap<String, IpAddr>,
+    /// Client connections open at once per proxy; beyond, `503`.
+    pub max_connections: usize,
+    /// A connection that moves no byte for this long is closed.
+    pub idle_timeout: Duration,
+    /// Bound on connecting upstream.
+    pub connect_timeout: Duration,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        EgressConfig {
+            port: 3128,
+            resolve: HashMap::new(),
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+impl EgressConfig {
+    /// Parses resolve overrides given as `host=addr` (a config file's list), refusing
+    /// anything else, naming it.
+    pub fn parse_resolve(entries: &[String]) -> Result<HashMap<String, IpAddr>> {
+        let mut out = HashMap::new();
+        for e in entries {
+            let bad = || {
+                Error::invalid(format!(
+                    "egress resolve entry {e:?} is not host=address (api.example.com=10.0.0.5)"
+                ))
+            };
+            let (host, addr) = e.split_once('=').ok_or_else(bad)?;
+            let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+            let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+            if host.is_empty() {
+                return Err(bad());
+            }
+            out.insert(host, addr);
+        }
+        Ok(out)
+    }
+}
+
+/// Why the proxy refused a request: the `reason` label of `agentvm_egress_refusals`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// The host is not on the allowlist.
+    NotAllowed,
+    /// A literal address the allowlist does not name.
+    DirectIp,
+    /// The destination is the node itself or another local address.
+    LocalAddress,
+    /// Not an HTTP proxy request (another protocol, a malformed or oversized head, a
+    /// non-`http` URL).
+    BadRequest,
+    /// Too many connections through the proxy.
+    Busy,
+    /// The allowed host could not be resolved or reached.
+    UpstreamFailed,
+}
+
+impl Reason {
+    const ALL: [Reason; 6] = [
+        Reason::NotAllowed,
+        Reason::DirectIp,
+        Reason::LocalAddress,
+        Reason::BadRequest,
+        Reason::Busy,
+        Reason::UpstreamFailed,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Reason::NotAllowed => "not_allowed",
+            Reason::DirectIp => "direct_ip",
+            Reason::LocalAddress => "local_address",
+            Reason::BadRequest => "bad_request",
+            Reason::Busy => "busy",
+            Reason::UpstreamFailed => "upstream_failed",
+        }
+    }
+}
+
+/// Refusals by reason, shared by every proxy of a scheduler.
+#[derive(Debug, Default)]
+pub(crate) struct EgressCounters {
+    refused: [AtomicU64; 6],
+}
+
+impl EgressCounters {
+    pub(crate) fn count(&self, reason: Reason) {
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every reason with its count (zeros included, so the series exist from the start).
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, u64> {
+        Reason::ALL
+            .iter()
+            .zip(&self.refused)
+            .map(|(r, n)| (r.as_str().to_string(), n.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+/// A running proxy; dropping it stops it and its connections.
+pub(crate) struct EgressProxy {
+    /// Where it listens (the network's gateway address).
+    addr: SocketAddr,
+    /// Its policy and tuning.
+    state: Arc<ProxyState>,
+    /// The accept loop (owning the connections).
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EgressProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The Docker network of an allowlist template's sandboxes. The scheduler's instance is in
+/// the name: two schedulers sharing an engine must not share a network (nor race to create
+/// two of the same name, which Docker allows and then refuses to resolve).
+pub(crate) fn network_name(instance: &str, template_id: &str) -> String {
+    format!("agentvm-egress-{instance}-{template_id}")
+}
+
+/// The name of a template's network, or `none`.
+pub(crate) fn network_of(instance: &str, template: &Template) -> String {
+    match &template.spec.network {
+        NetworkPolicy::Bridge { name, .. } => name.clone(),
+        NetworkPolicy::Allowlist { .. } => network_name(instance, &template.id),
+        NetworkPolicy::None => "none".into(),
+    }
+}
+
+fn policy_of(template: &Template) -> Result<Policy> {
+    match &template.spec.network {
+        NetworkPolicy::Allowlist { hosts } => Ok(Policy {
+            allow: Allowlist::parse(hosts)?,
+        }),
+        _ => Ok(Policy::default()),
+    }
+}
+
+impl Scheduler {
+    /// Makes the way out for a sandbox of an allowlist template on `node_id`: its internal
+    /// network and the proxy on that network's gateway. Returns the environment that sends
+    /// the sandbox's HTTP clients through the proxy.
+    pub(crate) async fn prepare_egress(
+        &self,
+        d: &bollard::Docker,
+        node_id: &str,
+        template: &Template,
+    ) -> Result<Vec<(String, String)>> {
+        let endpoint = self.endpoint_of(node_id);
+        if !is_local_endpoint(&endpoint) {
+            return Err(Error::invalid(format!(
+                "template {} has an allowlist network, whose egress proxy runs in this runtime \
+                 on the Docker host; node {node_id} ({endpoint}) is a Docker engine on another \
+                 host, so its sandboxes could not reach the proxy: place the sandbox on a local \
+                 node (a unix socket or a loopback endpoint)",
+                template.id
+            )));
+        }
+        let network = network_name(&self.inner.instance, &template.id);
+        let gateway = self.egress_network(d, node_id, &network).await?;
+        let policy = Arc::new(policy_of(template)?);
+        let key = (node_id.to_string(), network.clone());
+        let existing = lock(&self.inner.egress).get(&key).map(|p| p.addr);
+        let addr = match existing {
+            Some(addr) if addr.ip() == gateway => {
+                self.refresh_egress(template);
+                addr
+            }
+            _ => {
+                let config = self.inner.config.egress.clone();
+                let listener = tokio::net::TcpListener::bind((gateway, config.port))
+                    .await
+                    .map_err(|e| {
+                        Error::unavailable(format!(
+                            "the egress proxy of template {} could not listen on {gateway}:{} \
+                             (network {network} on node {node_id}): {e}",
+                            template.id, config.port
+                        ))
+                    })?;
+                let addr = listener.local_addr().map_err(|e| {
+                    Error::Internal(format!("the egress proxy's address is unknown: {e}"))
+                })?;
+                let state = Arc::new(ProxyState {
+                    policy: RwLock::new(policy),
+                    config,
+                    counters: self.inner.counters.egress.clone(),
+                    own_address: gateway,
+                });
+                let task = tokio::spawn(proxy::serve(listener, state.clone()));
+                tracing::info!(node = node_id, network = %network, %addr, "egress proxy listening");
+                lock(&self.inner.egress).insert(key, Arc::new(EgressProxy { addr, state, task }));
+                addr
+            }
+        };
+        let url = format!("http://{addr}");
+        let none = "localhost,127.0.0.1,::1".to_string();
+        Ok(vec![
+            ("HTTP_PROXY".into(), url.clone()),
+            ("HTTPS_PROXY".into(), url.clone()),
+            ("http_proxy".into(), url.clone()),
+            ("https_proxy".into(), url),
+            ("NO_PROXY".into(), none.clone()),
+            ("no_proxy".into(), none),
+        ])
+    }
+
+    /// Puts a template's current allowlist in force in its running proxies.
+    pub(crate) fn refresh_egress(&self, template: &Template) {
+        let network = network_name(&self.inner.instance, &template.id);
+        let Ok(policy) = policy_of(template) else {
+            return;
+        };
+        let policy = Arc::new(policy);
+        for ((_, n), p) in lock(&self.inner.egress).iter() {
+            if *n == network {
+                *p.state.policy.write().unwrap_or_else(|e| e.into_inner()) = policy.clone();
+            }
+        }
+    }
+
+    /// Ensures the internal network `name` on the node and returns its gateway address.
+    async fn egress_network(
+        &self,
+        d: &bollard::Docker,
+        node_id: &str,
+        name: &str,
+    ) -> Result<IpAddr> {
+        let derr = |doing: &str, e| docker::map_err(node_id, &self.endpoint_of(node_id), doing, e);
+        let inspect = || {
+            d.inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+        };
+        let info = match inspect().await {
+            Ok(i) => i,
+            Err(e) if docker::status_of(&e) == Some(404) => {
+                let mut l = HashMap::new();
+                l.insert(labels::INSTANCE.to_string(), self.inner.instance.clone());
+                l.insert(EGRESS_LABEL.to_string(), "true".to_string());
+                let req = NetworkCreateRequest {
+                    name: name.to_string(),
+                    driver: Some("bridge".into()),
+                    internal: Some(true),
+                    labels: Some(l),
+                    ..Default::default()
+                };
+                match d.create_network(req).await {
+                    Ok(_) => {}
+                    Err(e) if docker::status_of(&e) == Some(409) => {}
+                    Err(e) => return Err(derr("creating the egress network", e)),
+                }
+                inspect()
+                    .await
+                    .map_err(|e| derr("inspecting the egress network", e))?
+            }
+            Err(e) => return Err(derr("inspecting the egress network", e)),
+        };
+        if info.internal != Some(true) {
+            return Err(Error::Conflict(format!(
+                "network {name} on node {node_id} exists but is not internal, so sandboxes on it \
+                 could bypass the egress proxy: remove it (docker network rm {name}) and retry"
+            )));
+        }
+        info.ipam
+            .and_then(|i| i.config)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.gateway)
+            .find_map(|g| g.parse::<IpAddr>().ok())
+            .ok_or_else(|| {
+                Error::unavailable(format!(
+                    "network {name} on node {node_id} has no gateway address for the egress proxy"
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_overrides_parse_like_curl_resolve() {
+        let r = EgressConfig::parse_resolve(&["API.example.com.=127.0.0.1".into(), "b=::1".into()])
+            .unwrap();
+        assert_eq!(r["api.example.com"], "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(r["b"], "::1".parse::<IpAddr>().unwrap());
+        for bad in ["x", "x=", "=1.2.3.4", "x=host"] {
+            assert!(EgressConfig::parse_resolve(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn counters_keep_every_reason() {
+        let c = EgressCounters::default();
+        c.count(Reason::DirectIp);
+        c.count(Reason::DirectIp);
+        let s = c.snapshot();
+        assert_eq!(s.len(), 6);
+        assert_eq!(s["direct_ip"], 2);
+        assert_eq!(s["not_allowed"], 0);
+    }
+}
