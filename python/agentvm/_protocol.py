@@ -66,6 +66,7 @@ __all__ = [
     "ConversationRespondingEventData",
     "ConversationStartEvent",
     "ConversationStartEventData",
+    "Credential",
     "Definition",
     "DefinitionGetRequest",
     "DefinitionGetResponse",
@@ -827,6 +828,26 @@ class ConversationStartEventData(TypedDict):
 
     #: The first assistant message's id.
     messageId: str
+
+
+class Credential(TypedDict):
+    """A secret the egress proxy adds to a sandbox's requests for one host (an API key as an
+    `Authorization` header), so the sandbox can use the API without ever holding the key: it
+    is in no environment variable or file of the sandbox. Needs an `allowlist` network.
+    """
+
+    #: The header's name (`Authorization`); it replaces any header of that name the sandbox
+    #: sent.
+    header: str
+
+    #: The host whose requests get the header: a pattern as in the allowlist
+    #: (`api.example.com`, `*.example.com`, optionally `:port`).
+    host: str
+
+    #: The header's value: the secret. Given on create and update, kept encrypted, never
+    #: returned (responses leave it out). On update, an empty value keeps the stored one of
+    #: the same host and header.
+    value: NotRequired[str]
 
 
 class Definition(TypedDict):
@@ -3502,6 +3523,10 @@ class Template(TypedDict):
     #: When it was created, ms.
     createdAt: int
 
+    #: Secrets the egress proxy adds to requests for their hosts (needs an `allowlist`
+    #: network); values are never returned.
+    credentials: NotRequired[list["Credential"]]
+
     #: Cpu quota, cores.
     defaultCpuCores: float
 
@@ -3560,6 +3585,10 @@ class TemplateCreateRequest(TypedDict):
 
     #: The container's long-running command (default: sleep forever).
     command: NotRequired[Optional[list[str]]]
+
+    #: Secrets the egress proxy adds to requests for their hosts (needs an
+    #: `allowlist` network; values are never returned: docs/sandboxes.md, *Egress*).
+    credentials: NotRequired[list["Credential"]]
 
     #: Cpu quota, cores (default 1).
     defaultCpuCores: NotRequired[Optional[float]]
@@ -3664,6 +3693,10 @@ class TemplateUpdateRequest(TypedDict):
 
     #: The container's long-running command (default: sleep forever).
     command: NotRequired[Optional[list[str]]]
+
+    #: Secrets the egress proxy adds to requests for their hosts (needs an
+    #: `allowlist` network; values are never returned: docs/sandboxes.md, *Egress*).
+    credentials: NotRequired[list["Credential"]]
 
     #: Cpu quota, cores (default 1).
     defaultCpuCores: NotRequired[Optional[float]]

@@ -18,7 +18,9 @@ pub use executor::{ContainerExited, ContainerReady};
 pub use file::{FileEntry, FileKind};
 pub use node::{Heartbeat, Liveness, NodeRegistration, NodeStatus, RuntimeNode, TlsFiles};
 pub use sandbox::{IdleAction, Resources, Sandbox, SandboxStatus, Termination, TerminationReason};
-pub use template::{NetworkPolicy, SandboxRequest, SecurityPolicy, Template, TemplateSpec};
+pub use template::{
+    Credential, NetworkPolicy, SandboxRequest, SecurityPolicy, Template, TemplateSpec,
+};
 pub use terminal::{Terminal, TerminalEvent, TerminalRequest};
 pub use usage::{NodeUsage, SandboxUsage};
 pub use webhook::{Delivery, DeliveryStatus, Webhook};
@@ -188,6 +190,14 @@ pub struct SchedulerOptions {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub egress_resolve: Vec<String>,
+    /// The key sealing template credentials at rest, base64 of 32 random bytes (the same on
+    /// every member of a cluster); default: `secrets.key` in the data dir, made on first use.
+    #[serde(
+        default,
+        alias = "secrets_key",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub secrets_key: Option<String>,
 }
 
 impl SchedulerOptions {

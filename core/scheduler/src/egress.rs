@@ -11,15 +11,16 @@
 //! runs; its policy is the template's and follows template updates.
 
 mod proxy;
+pub(crate) mod secrets;
 
 use super::hardening::labels;
 use super::ports::is_local_endpoint;
 use super::template::{NetworkPolicy, Template};
 use super::{docker, lock, Scheduler};
 use crate::error::{Error, Result};
-use crate::model::scheduler::egress::Allowlist;
+use crate::model::scheduler::egress::{Allowlist, HostPattern};
 use bollard::models::NetworkCreateRequest;
-use proxy::{Policy, ProxyState};
+use proxy::{Injection, Policy, ProxyState};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +49,13 @@ pub struct EgressConfig {
     pub connect_timeout: Duration,
     /// Largest request head (request line and headers).
     pub max_header_bytes: usize,
+    /// The key sealing template credentials at rest: base64 of 32 random bytes. Give the
+    /// same one to every member of a cluster; it wins over `secrets_key_file`.
+    pub secrets_key: Option<String>,
+    /// Where the key sealing template credentials is kept when none is given: created (mode
+    /// 0600, a random key) on first use. An embedded runtime with a data dir uses
+    /// `<data dir>/secrets.key`; with neither, a random key lives in memory only.
+    pub secrets_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for EgressConfig {
@@ -59,6 +67,8 @@ impl Default for EgressConfig {
             idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
+            secrets_key: None,
+            secrets_key_file: None,
         }
     }
 }
@@ -181,16 +191,76 @@ pub(crate) fn network_of(instance: &str, template: &Template) -> String {
     }
 }
 
-fn policy_of(template: &Template) -> Result<Policy> {
-    match &template.spec.network {
-        NetworkPolicy::Allowlist { hosts } => Ok(Policy {
-            allow: Allowlist::parse(hosts)?,
-        }),
-        _ => Ok(Policy::default()),
-    }
+/// The credentials a template's proxy adds: each opened with the node's key.
+fn credentials_of(template: &Template, sealer: &secrets::Sealer) -> Result<Vec<Injection>> {
+    template
+        .spec
+        .credentials
+        .iter()
+        .map(|c| {
+            Ok(Injection {
+                host: HostPattern::parse(&c.host)?,
+                header: c.header.clone(),
+                value: sealer.open(&c.value)?,
+            })
+        })
+        .collect()
 }
 
 impl Scheduler {
+    /// What a template's proxy enforces and adds.
+    fn policy_of(&self, template: &Template) -> Result<Policy> {
+        match &template.spec.network {
+            NetworkPolicy::Allowlist { hosts } => Ok(Policy {
+                allow: Allowlist::parse(hosts)?,
+                credentials: credentials_of(template, &self.inner.sealer)?,
+            }),
+            _ => Ok(Policy::default()),
+        }
+    }
+
+    /// Seals the credential values of a spec about to be stored (values sealed already, as a
+    /// snapshot copies them, stay as they are). A value left empty keeps
+    /// the one `previous` holds for the same host and header (an update of a template whose
+    /// values clients never see); `InvalidInput` when there is none.
+    pub(crate) fn seal_credentials(
+        &self,
+        spec: &mut crate::TemplateSpec,
+        previous: Option<&Template>,
+    ) -> Result<()> {
+        for c in &mut spec.credentials {
+            if c.value.is_empty() {
+                let kept = previous.and_then(|p| {
+                    p.spec.credentials.iter().find(|o| {
+                        o.host.eq_ignore_ascii_case(&c.host)
+                            && o.header.eq_ignore_ascii_case(&c.header)
+                    })
+                });
+                match kept {
+                    Some(o) => c.value = o.value.clone(),
+                    None => {
+                        return Err(Error::invalid(format!(
+                            "the credential for {} {} has no value (an empty value keeps the stored one, and there is none)",
+                            c.host, c.header
+                        )))
+                    }
+                }
+            } else if secrets::Sealer::is_sealed(&c.value) {
+                // Sealed already (a snapshot copies its template's): kept when this node's
+                // key opens it.
+                if self.inner.sealer.open(&c.value).is_err() {
+                    return Err(Error::invalid(format!(
+                        "the credential for {} {} must be given as its plain value",
+                        c.host, c.header
+                    )));
+                }
+            } else {
+                c.value = self.inner.sealer.seal(&c.value)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes the way out for a sandbox of an allowlist template on `node_id`: its internal
     /// network and the proxy on that network's gateway. Returns the environment that sends
     /// the sandbox's HTTP clients through the proxy.
@@ -212,7 +282,7 @@ impl Scheduler {
         }
         let network = network_name(&self.inner.instance, &template.id);
         let gateway = self.egress_network(d, node_id, &network).await?;
-        let policy = Arc::new(policy_of(template)?);
+        let policy = Arc::new(self.policy_of(template)?);
         let key = (node_id.to_string(), network.clone());
         let existing = lock(&self.inner.egress).get(&key).map(|p| p.addr);
         let addr = match existing {
@@ -261,8 +331,12 @@ impl Scheduler {
     /// Puts a template's current allowlist in force in its running proxies.
     pub(crate) fn refresh_egress(&self, template: &Template) {
         let network = network_name(&self.inner.instance, &template.id);
-        let Ok(policy) = policy_of(template) else {
-            return;
+        let policy = match self.policy_of(template) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(template = %template.id, error = %e, "the egress policy of a template could not be applied; its proxies keep the previous one");
+                return;
+            }
         };
         let policy = Arc::new(policy);
         for ((_, n), p) in lock(&self.inner.egress).iter() {

@@ -45,8 +45,8 @@ pub mod terminal;
 
 pub use agentvm_model::latency::{self, HistogramSnapshot, LatencyHistogram};
 pub use agentvm_model::scheduler::{
-    exec::OutputStream, sandbox, template, ContainerExited, ContainerReady, ExecEvent, ExecRequest,
-    ExecStatus, Execution, FileEntry, FileKind, Heartbeat, Liveness, NetworkPolicy,
+    exec::OutputStream, sandbox, template, ContainerExited, ContainerReady, Credential, ExecEvent,
+    ExecRequest, ExecStatus, Execution, FileEntry, FileKind, Heartbeat, Liveness, NetworkPolicy,
     NodeRegistration, NodeStatus, NodeUsage, Resources, RuntimeNode, Sandbox, SandboxRequest,
     SandboxStatus, SandboxUsage, SchedulerMetrics, SchedulerOptions, SecurityPolicy, Template,
     TemplateSpec, Terminal, TerminalEvent, TerminalRequest, Termination, TerminationReason,
@@ -246,6 +246,8 @@ pub(crate) struct Inner {
     /// The address of each live sandbox on its Docker network, once a port of it was asked
     /// for (`ports`): later lookups need no Docker request. Dropped when the sandbox ends.
     pub addresses: Mutex<HashMap<String, std::net::IpAddr>>,
+    /// Seals and opens template credentials (the node's secrets key).
+    pub sealer: egress::secrets::Sealer,
     /// The egress proxies running, by (node, network).
     pub egress: Mutex<HashMap<(String, String), Arc<egress::EgressProxy>>>,
     /// Counters.
@@ -331,6 +333,9 @@ impl SchedulerBuilder {
         }
         c.background = options.background.unwrap_or(c.background);
         c.egress.port = options.egress_port.unwrap_or(c.egress.port);
+        if options.secrets_key.is_some() {
+            c.egress.secrets_key = options.secrets_key.clone();
+        }
         if !options.egress_resolve.is_empty() {
             c.egress.resolve = egress::EgressConfig::parse_resolve(&options.egress_resolve)?;
         }
@@ -354,6 +359,16 @@ impl SchedulerBuilder {
         Ok(self)
     }
 
+    /// Keeps the key sealing template credentials in `<dir>/secrets.key` (made on first use),
+    /// unless the configuration names a key or another file.
+    pub fn data_dir(mut self, dir: &std::path::Path) -> Self {
+        let e = &mut self.config.egress;
+        if e.secrets_key.is_none() && e.secrets_key_file.is_none() {
+            e.secrets_key_file = Some(dir.join("secrets.key"));
+        }
+        self
+    }
+
     /// Registers a node at open (static registration, from a config file or the CLI).
     pub fn node(mut self, registration: NodeRegistration) -> Self {
         self.nodes.push(registration);
@@ -368,6 +383,11 @@ impl SchedulerBuilder {
             None => Arc::new(MemorySchedulerStore::new()),
         };
         let instance = store.scheduler_instance()?;
+        let egress_config = &self.config.egress;
+        let sealer = egress::secrets::Sealer::load(
+            egress_config.secrets_key.as_deref(),
+            egress_config.secrets_key_file.as_deref(),
+        )?;
         let scheduler = Scheduler {
             inner: Arc::new(Inner {
                 store,
@@ -382,6 +402,7 @@ impl SchedulerBuilder {
                 terminals: Mutex::new(HashMap::new()),
                 samples: Mutex::new(HashMap::new()),
                 addresses: Mutex::new(HashMap::new()),
+                sealer,
                 egress: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),

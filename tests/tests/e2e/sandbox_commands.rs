@@ -446,6 +446,7 @@ async fn the_same_through_runtime_request_in_process() {
         idle_action: Default::default(),
         env: Default::default(),
         network: None,
+        credentials: Vec::new(),
         security: None,
         workdir: Some("/workspace".into()),
         command: None,

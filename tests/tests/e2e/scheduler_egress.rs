@@ -7,6 +7,7 @@
 
 use agentvm::scheduler::egress::EgressConfig;
 use agentvm::scheduler::{ExecRequest, NetworkPolicy, SandboxRequest, Scheduler};
+use agentvm::{Command, Response, Runtime, TemplateGetRequest, TemplateListRequest};
 use agentvm_e2e::docker::*;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -338,4 +339,218 @@ async fn allowlisted_names_that_resolve_to_the_node_are_refused() {
     assert!(s.metrics().egress_refusals["local_address"] >= 1);
     s.delete_sandbox(&sbx.id).await.unwrap();
     remove_networks(&s).await;
+}
+
+/// A template credential: sealed in the store (the redb file holds no trace of it), never in
+/// a template as the commands return it, added by the proxy (replacing the sandbox's own
+/// header) to requests for its host only, kept across an update that leaves it out, and
+/// nowhere in the sandbox: not in its environment, not in any file it can read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_added_by_the_proxy_and_never_reach_the_sandbox() {
+    if !require_docker().await {
+        return;
+    }
+    let up = upstream().await;
+    let port = up.addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = agentvm::scheduler::NodeRegistration::new("local", ENDPOINT);
+    node.total_cpu_cores = Some(4.0);
+    node.total_memory_mb = Some(8192);
+    let mut config = fast_config();
+    config.egress = EgressConfig {
+        port: 0,
+        resolve: EgressConfig::parse_resolve(&[
+            "api.egress-test.invalid=127.0.0.1".into(),
+            "other.egress-test.invalid=127.0.0.1".into(),
+        ])
+        .unwrap(),
+        ..Default::default()
+    };
+    let vm = agentvm::AgentVm::builder()
+        .data_dir(dir.path())
+        .scheduler(Scheduler::builder().config(config).node(node))
+        .open()
+        .await
+        .expect("open the runtime");
+    let s = vm.scheduler().unwrap().clone();
+
+    let marker = format!("{:016x}", rand::random::<u64>());
+    let secret = format!("Bearer sk-egress-{marker}");
+    let mut spec = busybox_spec();
+    spec.network = NetworkPolicy::Allowlist {
+        hosts: vec![
+            "api.egress-test.invalid".into(),
+            "other.egress-test.invalid".into(),
+        ],
+    };
+    spec.credentials = vec![agentvm::scheduler::Credential {
+        host: "api.egress-test.invalid".into(),
+        header: "Authorization".into(),
+        value: secret.clone(),
+    }];
+    let created = s
+        .create_template("egress-cred", spec.clone())
+        .await
+        .unwrap();
+    assert_eq!(created.spec.credentials[0].value, "", "returned redacted");
+
+    // What clients get back, through the commands, never holds the value.
+    let Response::TemplateGet(got) = vm
+        .request(Command::TemplateGet(TemplateGetRequest {
+            template_id: "egress-cred".into(),
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!("not a template_get_response")
+    };
+    let json = serde_json::to_string(&got).unwrap();
+    assert!(json.contains("\"header\":\"Authorization\""), "{json}");
+    assert!(!json.contains(&marker), "{json}");
+    assert!(!json.contains("\"value\""), "{json}");
+    let Response::TemplateList(list) = vm
+        .request(Command::TemplateList(TemplateListRequest {}))
+        .await
+        .unwrap()
+    else {
+        panic!("not a template_list_response")
+    };
+    assert!(!serde_json::to_string(&list).unwrap().contains(&marker));
+    // Stored sealed; the key file is private.
+    let stored = s.template("egress-cred").await.unwrap();
+    assert!(
+        stored.spec.credentials[0].value.starts_with("sealed:v1:"),
+        "{stored:?}"
+    );
+    let key = dir.path().join("secrets.key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let sbx = s
+        .create_sandbox(SandboxRequest::new("egress-cred"))
+        .await
+        .unwrap();
+    let id = sbx.id.as_str();
+    let ask = |host: &str, path: &str| {
+        format!(
+            "printf 'GET http://{host}:{port}{path} HTTP/1.1\\r\\nHost: x\\r\\nAuthorization: Bearer from-sandbox\\r\\n\\r\\n' | nc -w 5 $PH $PP"
+        )
+    };
+    let out = sh(&s, id, &ask("api.egress-test.invalid", "/cred")).await;
+    assert!(out.ends_with("hello /cred"), "{out}");
+    let out = sh(&s, id, &ask("other.egress-test.invalid", "/plain")).await;
+    assert!(out.ends_with("hello /plain"), "{out}");
+    {
+        let heads = up.heads.lock().unwrap();
+        assert_eq!(heads.len(), 2, "{heads:?}");
+        let auth: Vec<&str> = heads[0]
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+            .collect();
+        assert_eq!(auth, [format!("Authorization: {secret}")], "{heads:?}");
+        assert!(
+            heads[1].contains("Authorization: Bearer from-sandbox\r\n"),
+            "{heads:?}"
+        );
+        assert!(!heads[1].contains(&marker), "{heads:?}");
+    }
+
+    // Not in the sandbox: its environment, and every file it can read. The scan is shown to
+    // find the marker where it is (a file written for the purpose) before it is trusted.
+    let env = sh(&s, id, "env").await;
+    assert!(env.contains("HTTP_PROXY="), "{env}");
+    assert!(!env.contains(&marker), "{env}");
+    // The commands never spell the marker out (executions are recorded, and the database
+    // is checked below): a bracket in the pattern, a quote in the canary.
+    let (head, tail) = marker.split_at(8);
+    let scan = format!(
+        "for d in /*; do case $d in /proc|/sys|/dev) ;; *) grep -rl -s '{head}[{}]{}' $d ;; esac; done; echo scanned",
+        &tail[..1],
+        &tail[1..]
+    );
+    let canary = format!(
+        "mkdir -p /tmp/canary && echo {head}''{tail} > /tmp/canary/f && {scan}; rm -r /tmp/canary"
+    );
+    let out = sh(&s, id, &canary).await;
+    assert_eq!(
+        out, "/tmp/canary/f\nscanned\n",
+        "the scan finds a planted marker"
+    );
+    let out = sh(&s, id, &scan).await;
+    assert_eq!(out, "scanned\n", "the secret is in no readable file");
+    let d = local().await;
+    let info = d
+        .inspect_container(
+            sbx.docker_container_id.as_deref().unwrap(),
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap();
+    assert!(!format!("{:?}", info.config).contains(&marker));
+
+    // An update that leaves the value out keeps it.
+    let mut kept = spec.clone();
+    kept.credentials[0].value = String::new();
+    s.update_template("egress-cred", kept).await.unwrap();
+    let out = sh(&s, id, &ask("api.egress-test.invalid", "/again")).await;
+    assert!(out.ends_with("hello /again"), "{out}");
+    assert!(up.heads.lock().unwrap()[2].contains(&secret));
+    // A new credential without a value is refused.
+    let mut missing = spec.clone();
+    missing.credentials[0].header = "X-Api-Key".into();
+    missing.credentials[0].value = String::new();
+    let e = s.update_template("egress-cred", missing).await.unwrap_err();
+    assert!(e.to_string().contains("has no value"), "{e}");
+
+    s.delete_sandbox(id).await.unwrap();
+    remove_networks(&s).await;
+    vm.close().await;
+    // At rest: the database file holds no trace of the value.
+    let db = std::fs::read(dir.path().join("agentvm.redb")).unwrap();
+    assert!(
+        !db.windows(marker.len()).any(|w| w == marker.as_bytes()),
+        "the secret is in the database file"
+    );
+}
+
+/// Credentials need an allowlist network, a header that may be set and a value without
+/// line breaks.
+#[tokio::test]
+async fn bad_credentials_are_refused() {
+    let s = Scheduler::builder().open().await.unwrap();
+    let cred = |host: &str, header: &str, value: &str| agentvm::scheduler::Credential {
+        host: host.into(),
+        header: header.into(),
+        value: value.into(),
+    };
+    let mut spec = busybox_spec();
+    spec.credentials = vec![cred("api.example.com", "Authorization", "x")];
+    let e = s.create_template("c1", spec.clone()).await.unwrap_err();
+    assert!(
+        e.to_string().contains("need an \"allowlist\" network"),
+        "{e}"
+    );
+    spec.network = NetworkPolicy::Allowlist {
+        hosts: vec!["api.example.com".into()],
+    };
+    for (c, want) in [
+        (cred("api.example.com", "Host", "x"), "cannot be set"),
+        (
+            cred("api.example.com", "Bad Header", "x"),
+            "not a header name",
+        ),
+        (
+            cred("api.example.com", "X-Key", "a\r\nEvil: 1"),
+            "line break",
+        ),
+        (cred("*.com", "X-Key", "a"), "top-level domain"),
+        (cred("api.example.com", "X-Key", ""), "has no value"),
+    ] {
+        spec.credentials = vec![c];
+        let e = s.create_template("c2", spec.clone()).await.unwrap_err();
+        assert!(e.to_string().contains(want), "{want}: {e}");
+    }
 }

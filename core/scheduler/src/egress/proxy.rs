@@ -8,7 +8,7 @@
 //! it idles past the idle timeout.
 
 use super::{EgressConfig, EgressCounters, Reason};
-use crate::model::scheduler::egress::{parse_destination, Allowlist, Destination};
+use crate::model::scheduler::egress::{parse_destination, Allowlist, Destination, HostPattern};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -22,6 +22,27 @@ use tokio::task::JoinSet;
 pub(crate) struct Policy {
     /// The hosts allowed.
     pub allow: Allowlist,
+    /// Headers added to requests for their hosts (the template's credentials, opened).
+    pub credentials: Vec<Injection>,
+}
+
+/// One credential as the proxy uses it.
+pub(crate) struct Injection {
+    /// The hosts it is for.
+    pub host: HostPattern,
+    /// The header it sets.
+    pub header: String,
+    /// The secret.
+    pub value: String,
+}
+
+impl std::fmt::Debug for Injection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injection")
+            .field("host", &self.host)
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Shared by the accept loop and every connection of one proxy.
@@ -225,27 +246,19 @@ async fn forward(mut client: TcpStream, state: &ProxyState, head: Head, rest: Ve
         .await;
         return;
     }
-    let mut upstream = match open(state, authority, 80).await {
+    let (mut upstream, policy, (dest, port)) = match open_with_policy(state, authority, 80).await {
         Ok(u) => u,
         Err((reason, why)) => {
             refuse(&mut client, &state.counters, reason, &why).await;
             return;
         }
     };
-    let mut out = format!("{} {path} HTTP/1.1\r\nHost: {authority}\r\n", head.method);
-    for (name, value) in &head.headers {
-        let hop = [
-            "host",
-            "connection",
-            "proxy-connection",
-            "proxy-authorization",
-            "keep-alive",
-        ];
-        if !hop.iter().any(|h| name.eq_ignore_ascii_case(h)) {
-            out.push_str(&format!("{name}: {value}\r\n"));
-        }
-    }
-    out.push_str("Connection: close\r\n\r\n");
+    let added: Vec<&Injection> = policy
+        .credentials
+        .iter()
+        .filter(|c| c.host.matches(&dest, port))
+        .collect();
+    let out = rewrite_head(&head, authority, &path, &added);
     if upstream.write_all(out.as_bytes()).await.is_err()
         || (!rest.is_empty() && upstream.write_all(&rest).await.is_err())
     {
@@ -254,12 +267,50 @@ async fn forward(mut client: TcpStream, state: &ProxyState, head: Head, rest: Ve
     relay(client, upstream, state.config.idle_timeout).await;
 }
 
+/// The head sent upstream: origin form, `Host` from the URL, hop-by-hop and `Proxy-*`
+/// headers dropped, the credentials for the destination replacing any header of their name
+/// the sandbox sent, and `Connection: close`.
+fn rewrite_head(head: &Head, authority: &str, path: &str, added: &[&Injection]) -> String {
+    let mut out = format!("{} {path} HTTP/1.1\r\nHost: {authority}\r\n", head.method);
+    let hop = [
+        "host",
+        "connection",
+        "proxy-connection",
+        "proxy-authorization",
+        "keep-alive",
+    ];
+    for (name, value) in &head.headers {
+        let dropped = hop.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || added.iter().any(|c| name.eq_ignore_ascii_case(&c.header));
+        if !dropped {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    for c in added {
+        out.push_str(&format!("{}: {}\r\n", c.header, c.value));
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out
+}
+
 /// Checks `authority` against the policy and the address rules, and connects.
 async fn open(
     state: &ProxyState,
     authority: &str,
     default_port: u16,
 ) -> Result<TcpStream, (Reason, String)> {
+    open_with_policy(state, authority, default_port)
+        .await
+        .map(|(s, _, _)| s)
+}
+
+/// [`open`], also returning the policy it checked against and the destination, for what the
+/// request gets added.
+async fn open_with_policy(
+    state: &ProxyState,
+    authority: &str,
+    default_port: u16,
+) -> Result<(TcpStream, Arc<Policy>, (Destination, u16)), (Reason, String)> {
     let (dest, port) = parse_destination(authority, default_port).map_err(|_| {
         (
             Reason::BadRequest,
@@ -284,6 +335,7 @@ async fn open(
         });
     }
     let addrs = resolve(state, &dest, port).await?;
+    let target = (dest, port);
     let connect = async {
         let mut last = None;
         for a in addrs {
@@ -295,7 +347,7 @@ async fn open(
         Err(last)
     };
     match tokio::time::timeout(state.config.connect_timeout, connect).await {
-        Ok(Ok(s)) => Ok(s),
+        Ok(Ok(s)) => Ok((s, policy, target)),
         Ok(Err(e)) => Err((
             Reason::UpstreamFailed,
             format!(
