@@ -198,6 +198,14 @@ pub struct SchedulerOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub secrets_key: Option<String>,
+    /// Extra CA certificates (PEM text) the egress proxy trusts for upstream TLS when it
+    /// intercepts a host with credentials, besides the webpki roots.
+    #[serde(
+        default,
+        alias = "egress_upstream_ca",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub egress_upstream_ca: Option<String>,
 }
 
 impl SchedulerOptions {

@@ -8,10 +8,14 @@
 //! engine: nodes reached over TCP from another host are refused for these templates.
 //!
 //! One proxy per (node, network), started with the first sandbox and kept while the runtime
-//! runs; its policy is the template's and follows template updates.
+//! runs; its policy is the template's and follows template updates. Template credentials are
+//! sealed at rest ([`secrets`]) and added by the proxy to requests for their hosts; for HTTPS
+//! the proxy intercepts those hosts' tunnels with a leaf from the node's CA ([`tls`]), which
+//! every allowlist sandbox trusts.
 
 mod proxy;
 pub(crate) mod secrets;
+pub(crate) mod tls;
 
 use super::hardening::labels;
 use super::ports::is_local_endpoint;
@@ -26,6 +30,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+/// The node's egress CA alone, in a sandbox (`NODE_EXTRA_CA_CERTS`).
+pub const CA_FILE: &str = "/usr/local/share/ca-certificates/agentvm-egress.crt";
+
+/// The image's CA bundle plus the node's egress CA, in a sandbox (`SSL_CERT_FILE`,
+/// `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`).
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/agentvm-egress-bundle.pem";
+
+/// Where images keep their CA bundle (Debian, Ubuntu, Alpine).
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// The label on networks agentvm makes for egress.
 const EGRESS_LABEL: &str = "agentvm.egress";
@@ -56,6 +70,12 @@ pub struct EgressConfig {
     /// 0600, a random key) on first use. An embedded runtime with a data dir uses
     /// `<data dir>/secrets.key`; with neither, a random key lives in memory only.
     pub secrets_key_file: Option<std::path::PathBuf>,
+    /// Where the node's egress CA is kept (`egress-ca.key`, mode 0600, and `egress-ca.pem`),
+    /// made on first use: the data dir of an embedded runtime. `None`: a CA in memory.
+    pub ca_dir: Option<std::path::PathBuf>,
+    /// Extra CA certificates (PEM) the proxy trusts for upstream TLS when it intercepts,
+    /// besides the webpki roots: a private API's CA, or a test server's.
+    pub upstream_ca_pem: Option<String>,
 }
 
 impl Default for EgressConfig {
@@ -69,6 +89,8 @@ impl Default for EgressConfig {
             max_header_bytes: 16 * 1024,
             secrets_key: None,
             secrets_key_file: None,
+            ca_dir: None,
+            upstream_ca_pem: None,
         }
     }
 }
@@ -306,6 +328,8 @@ impl Scheduler {
                 })?;
                 let state = Arc::new(ProxyState {
                     policy: RwLock::new(policy),
+                    ca: self.inner.ca.clone(),
+                    upstream_tls: self.inner.upstream_tls.clone(),
                     config,
                     counters: self.inner.counters.egress.clone(),
                     own_address: gateway,
@@ -318,14 +342,132 @@ impl Scheduler {
         };
         let url = format!("http://{addr}");
         let none = "localhost,127.0.0.1,::1".to_string();
-        Ok(vec![
+        let mut env = Vec::new();
+        if !template.spec.security.read_only_root {
+            for var in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"] {
+                env.push((var.to_string(), CA_BUNDLE.to_string()));
+            }
+            env.push(("NODE_EXTRA_CA_CERTS".to_string(), CA_FILE.to_string()));
+        } else if !template.spec.credentials.is_empty() {
+            return Err(Error::invalid(format!(
+                "template {} has credentials and a read-only root: the egress CA that HTTPS \
+                 credentials need cannot be installed in a read-only root",
+                template.id
+            )));
+        }
+        env.extend([
             ("HTTP_PROXY".into(), url.clone()),
             ("HTTPS_PROXY".into(), url.clone()),
             ("http_proxy".into(), url.clone()),
             ("https_proxy".into(), url),
             ("NO_PROXY".into(), none.clone()),
             ("no_proxy".into(), none),
-        ])
+        ]);
+        Ok(env)
+    }
+
+    /// The node's egress CA certificate (PEM): what allowlist sandboxes trust, so the proxy
+    /// can add credentials to their HTTPS requests.
+    pub fn egress_ca_pem(&self) -> &str {
+        self.inner.ca.pem()
+    }
+
+    /// Installs the node's egress CA in a created (not yet started) sandbox container: alone
+    /// in [`CA_FILE`], and appended to the image's bundle (when it has one) in [`CA_BUNDLE`].
+    pub(crate) async fn install_egress_ca(
+        &self,
+        d: &bollard::Docker,
+        node_id: &str,
+        container: &str,
+    ) -> Result<()> {
+        use futures::StreamExt;
+        let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::new()
+            .path(SYSTEM_BUNDLE)
+            .build();
+        let mut stream = d.download_from_container(container, Some(opts));
+        let mut tarball = Vec::new();
+        let mut found = true;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => tarball.extend_from_slice(&c),
+                Err(e) if docker::status_of(&e) == Some(404) => {
+                    found = false;
+                    break;
+                }
+                Err(e) => {
+                    return Err(docker::map_err(
+                        node_id,
+                        &self.endpoint_of(node_id),
+                        "reading the image's CA bundle",
+                        e,
+                    ))
+                }
+            }
+            if tarball.len() > 16 * 1024 * 1024 {
+                found = false;
+                break;
+            }
+        }
+        let mut bundle = Vec::new();
+        if found {
+            let mut archive = tar::Archive::new(std::io::Cursor::new(tarball));
+            if let Some(Ok(mut entry)) = archive.entries().ok().and_then(|mut e| e.next()) {
+                use std::io::Read;
+                let _ = entry.read_to_end(&mut bundle);
+            }
+            if !bundle.is_empty() && !bundle.ends_with(b"\n") {
+                bundle.push(b'\n');
+            }
+        }
+        let pem = self.inner.ca.pem().as_bytes();
+        bundle.extend_from_slice(pem);
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, data: &[u8], dir: bool| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(if dir { 0 } else { data.len() as u64 });
+            h.set_mode(if dir { 0o755 } else { 0o644 });
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_entry_type(if dir {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            });
+            builder.append_data(&mut h, path, data)
+        };
+        let built = (|| {
+            for dir in [
+                "usr/",
+                "usr/local/",
+                "usr/local/share/",
+                "usr/local/share/ca-certificates/",
+                "etc/",
+                "etc/ssl/",
+                "etc/ssl/certs/",
+            ] {
+                add(dir, &[], true)?;
+            }
+            add(CA_FILE.trim_start_matches('/'), pem, false)?;
+            add(CA_BUNDLE.trim_start_matches('/'), &bundle, false)?;
+            Ok::<_, std::io::Error>(())
+        })();
+        built.map_err(|e| Error::Internal(format!("building the CA archive: {e}")))?;
+        let tarball = builder
+            .into_inner()
+            .map_err(|e| Error::Internal(format!("building the CA archive: {e}")))?;
+        let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+            .path("/")
+            .build();
+        d.upload_to_container(container, Some(opts), bollard::body_full(tarball.into()))
+            .await
+            .map_err(|e| {
+                docker::map_err(
+                    node_id,
+                    &self.endpoint_of(node_id),
+                    "installing the egress CA",
+                    e,
+                )
+            })
     }
 
     /// Puts a template's current allowlist in force in its running proxies.

@@ -248,6 +248,10 @@ pub(crate) struct Inner {
     pub addresses: Mutex<HashMap<String, std::net::IpAddr>>,
     /// Seals and opens template credentials (the node's secrets key).
     pub sealer: egress::secrets::Sealer,
+    /// The node's egress CA: signs the leaves of intercepted tunnels.
+    pub ca: Arc<egress::tls::NodeCa>,
+    /// The TLS client configuration of intercepted tunnels' upstream side.
+    pub upstream_tls: Arc<rustls::ClientConfig>,
     /// The egress proxies running, by (node, network).
     pub egress: Mutex<HashMap<(String, String), Arc<egress::EgressProxy>>>,
     /// Counters.
@@ -336,6 +340,9 @@ impl SchedulerBuilder {
         if options.secrets_key.is_some() {
             c.egress.secrets_key = options.secrets_key.clone();
         }
+        if options.egress_upstream_ca.is_some() {
+            c.egress.upstream_ca_pem = options.egress_upstream_ca.clone();
+        }
         if !options.egress_resolve.is_empty() {
             c.egress.resolve = egress::EgressConfig::parse_resolve(&options.egress_resolve)?;
         }
@@ -359,12 +366,15 @@ impl SchedulerBuilder {
         Ok(self)
     }
 
-    /// Keeps the key sealing template credentials in `<dir>/secrets.key` (made on first use),
-    /// unless the configuration names a key or another file.
+    /// Keeps the key sealing template credentials in `<dir>/secrets.key` and the egress CA
+    /// in `<dir>/egress-ca.*` (made on first use), unless the configuration names others.
     pub fn data_dir(mut self, dir: &std::path::Path) -> Self {
         let e = &mut self.config.egress;
         if e.secrets_key.is_none() && e.secrets_key_file.is_none() {
             e.secrets_key_file = Some(dir.join("secrets.key"));
+        }
+        if e.ca_dir.is_none() {
+            e.ca_dir = Some(dir.to_path_buf());
         }
         self
     }
@@ -388,6 +398,8 @@ impl SchedulerBuilder {
             egress_config.secrets_key.as_deref(),
             egress_config.secrets_key_file.as_deref(),
         )?;
+        let ca = Arc::new(egress::tls::NodeCa::load(egress_config.ca_dir.as_deref())?);
+        let upstream_tls = egress::tls::client_config(egress_config.upstream_ca_pem.as_deref())?;
         let scheduler = Scheduler {
             inner: Arc::new(Inner {
                 store,
@@ -403,6 +415,8 @@ impl SchedulerBuilder {
                 samples: Mutex::new(HashMap::new()),
                 addresses: Mutex::new(HashMap::new()),
                 sealer,
+                ca,
+                upstream_tls,
                 egress: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),

@@ -358,6 +358,11 @@ impl Scheduler {
             }
         })?;
         record.docker_container_id = Some(created.id.clone());
+        if matches!(template.spec.network, NetworkPolicy::Allowlist { .. })
+            && !template.spec.security.read_only_root
+        {
+            self.install_egress_ca(&d, &node_id, &created.id).await?;
+        }
         let warnings: Vec<String> = created
             .warnings
             .into_iter()

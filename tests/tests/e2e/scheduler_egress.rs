@@ -554,3 +554,203 @@ async fn bad_credentials_are_refused() {
         assert!(e.to_string().contains(want), "{want}: {e}");
     }
 }
+
+/// A TLS stand-in for an internet host: `api.egress-test.invalid` and
+/// `other.egress-test.invalid`, with a certificate from its own CA (returned, PEM), keeping
+/// each request head.
+async fn tls_upstream() -> (Upstream, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec![
+        "api.egress-test.invalid".to_string(),
+        "other.egress-test.invalid".to_string(),
+    ])
+    .unwrap()
+    .signed_by(&key, &issuer)
+    .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
+            let (seen, acceptor) = (seen.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                seen.lock().unwrap().push(head);
+                let body = format!("hello {path}");
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (Upstream { addr, heads }, ca_cert.pem())
+}
+
+/// HTTPS with credentials: the CONNECT to a host with credentials is intercepted with a leaf
+/// from the node's CA (installed in the sandbox), the credential is added and the request
+/// goes on over TLS verified against the upstream CA; a host without credentials is tunnelled
+/// untouched (its own certificate reaches the client). The client is the test process (busybox
+/// cannot verify TLS), through the sandbox's proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_credentials_are_added_by_intercepting_with_the_node_ca() {
+    if !require_docker().await {
+        return;
+    }
+    let (up, upstream_ca) = tls_upstream().await;
+    let port = up.addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = agentvm::scheduler::NodeRegistration::new("local", ENDPOINT);
+    node.total_cpu_cores = Some(4.0);
+    node.total_memory_mb = Some(8192);
+    let mut config = fast_config();
+    config.egress = EgressConfig {
+        port: 0,
+        resolve: EgressConfig::parse_resolve(&[
+            "api.egress-test.invalid=127.0.0.1".into(),
+            "other.egress-test.invalid=127.0.0.1".into(),
+        ])
+        .unwrap(),
+        upstream_ca_pem: Some(upstream_ca.clone()),
+        ..Default::default()
+    };
+    let vm = agentvm::AgentVm::builder()
+        .data_dir(dir.path())
+        .scheduler(Scheduler::builder().config(config).node(node))
+        .open()
+        .await
+        .expect("open the runtime");
+    let s = vm.scheduler().unwrap().clone();
+    let secret = format!("Bearer sk-tls-{:016x}", rand::random::<u64>());
+    let mut spec = busybox_spec();
+    spec.network = NetworkPolicy::Allowlist {
+        hosts: vec![
+            "api.egress-test.invalid".into(),
+            "other.egress-test.invalid".into(),
+        ],
+    };
+    spec.credentials = vec![agentvm::scheduler::Credential {
+        host: "api.egress-test.invalid".into(),
+        header: "Authorization".into(),
+        value: secret.clone(),
+    }];
+    s.create_template("egress-tls", spec).await.unwrap();
+    let sbx = s
+        .create_sandbox(SandboxRequest::new("egress-tls"))
+        .await
+        .unwrap();
+    let id = sbx.id.as_str();
+
+    // The node's CA is in the sandbox's trust store, and its TLS variables point there.
+    let ca = s.egress_ca_pem().to_string();
+    assert!(std::fs::read_to_string(dir.path().join("egress-ca.pem")).unwrap() == ca);
+    let env = sh(&s, id, "env").await;
+    assert!(
+        env.contains("SSL_CERT_FILE=/etc/ssl/certs/agentvm-egress-bundle.pem"),
+        "{env}"
+    );
+    let installed = sh(&s, id, "cat $NODE_EXTRA_CA_CERTS").await;
+    assert_eq!(installed, ca);
+    let bundle = sh(&s, id, "cat $SSL_CERT_FILE").await;
+    assert!(bundle.contains(ca.trim()), "{bundle}");
+
+    let proxy = env
+        .lines()
+        .find_map(|l| l.strip_prefix("HTTPS_PROXY="))
+        .unwrap()
+        .to_string();
+    let client = |root: &str| {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(&proxy).unwrap())
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(root.as_bytes()).unwrap())
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap()
+    };
+    // Intercepted: the node's CA verifies, the credential replaces the client's header.
+    let r = client(&ca)
+        .get(format!("https://api.egress-test.invalid:{port}/secure?x=1"))
+        .header("Authorization", "Bearer from-client")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "hello /secure?x=1");
+    {
+        let heads = up.heads.lock().unwrap();
+        assert_eq!(heads.len(), 1, "{heads:?}");
+        let auth: Vec<&str> = heads[0]
+            .lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+            .collect();
+        assert_eq!(auth, [format!("Authorization: {secret}")], "{heads:?}");
+    }
+    // So a client trusting only the upstream's CA cannot talk to the intercepted host...
+    assert!(client(&upstream_ca)
+        .get(format!("https://api.egress-test.invalid:{port}/"))
+        .send()
+        .await
+        .is_err());
+    // ...while a host without credentials is tunnelled: its own certificate, no header added.
+    let r = client(&upstream_ca)
+        .get(format!("https://other.egress-test.invalid:{port}/plain"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello /plain");
+    assert!(client(&ca)
+        .get(format!("https://other.egress-test.invalid:{port}/"))
+        .send()
+        .await
+        .is_err());
+    let heads = up.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(!heads[1].contains("sk-tls-"), "{heads:?}");
+    // Not allowlisted: refused before any TLS.
+    assert!(client(&ca)
+        .get(format!("https://elsewhere.egress-test.invalid:{port}/"))
+        .send()
+        .await
+        .is_err());
+
+    s.delete_sandbox(id).await.unwrap();
+    remove_networks(&s).await;
+    vm.close().await;
+}

@@ -5,7 +5,8 @@
 //!
 //! One request per connection: a forwarded request goes upstream with `Connection: close`,
 //! and the connection ends when the exchange does. A tunnel lives until either side closes or
-//! it idles past the idle timeout.
+//! it idles past the idle timeout. Requests to hosts with credentials get them as headers; a
+//! tunnel to such a host is intercepted (TLS terminated with the node CA's leaf) to add them.
 
 use super::{EgressConfig, EgressCounters, Reason};
 use crate::model::scheduler::egress::{parse_destination, Allowlist, Destination, HostPattern};
@@ -49,6 +50,10 @@ impl std::fmt::Debug for Injection {
 pub(crate) struct ProxyState {
     /// The policy in force (the template's, as last read).
     pub policy: RwLock<Arc<Policy>>,
+    /// Signs the leaves of intercepted tunnels.
+    pub ca: Arc<super::tls::NodeCa>,
+    /// Upstream TLS of intercepted tunnels.
+    pub upstream_tls: Arc<rustls::ClientConfig>,
     /// Tuning (resolve overrides, limits, timeouts).
     pub config: EgressConfig,
     /// Refusals by reason (the scheduler's, shared by every proxy).
@@ -192,9 +197,10 @@ async fn handle(mut client: TcpStream, state: &ProxyState) {
     }
 }
 
-/// `CONNECT host:port`: checked, connected, then bytes both ways.
+/// `CONNECT host:port`: checked, connected, then bytes both ways; or, for a host with
+/// credentials, intercepted ([`intercept`]).
 async fn tunnel(mut client: TcpStream, state: &ProxyState, authority: &str, rest: Vec<u8>) {
-    let mut upstream = match open(state, authority, 443).await {
+    let (mut upstream, policy, (dest, port)) = match open(state, authority, 443).await {
         Ok(u) => u,
         Err((reason, why)) => {
             refuse(&mut client, &state.counters, reason, &why).await;
@@ -206,6 +212,18 @@ async fn tunnel(mut client: TcpStream, state: &ProxyState, authority: &str, rest
         .await
         .is_err()
     {
+        return;
+    }
+    let added: Vec<&Injection> = policy
+        .credentials
+        .iter()
+        .filter(|c| c.host.matches(&dest, port))
+        .collect();
+    if let (false, Destination::Name(host)) = (added.is_empty(), &dest) {
+        let client = Prefixed::new(rest, client);
+        if let Err(why) = intercept(client, upstream, state, host, authority, &added).await {
+            tracing::debug!(host = %host, error = %why, "an intercepted egress tunnel failed");
+        }
         return;
     }
     if !rest.is_empty() && upstream.write_all(&rest).await.is_err() {
@@ -246,7 +264,7 @@ async fn forward(mut client: TcpStream, state: &ProxyState, head: Head, rest: Ve
         .await;
         return;
     }
-    let (mut upstream, policy, (dest, port)) = match open_with_policy(state, authority, 80).await {
+    let (mut upstream, policy, (dest, port)) = match open(state, authority, 80).await {
         Ok(u) => u,
         Err((reason, why)) => {
             refuse(&mut client, &state.counters, reason, &why).await;
@@ -265,6 +283,132 @@ async fn forward(mut client: TcpStream, state: &ProxyState, head: Head, rest: Ve
         return;
     }
     relay(client, upstream, state.config.idle_timeout).await;
+}
+
+/// Terminates the sandbox's TLS with a leaf for `host` signed by the node's CA, reads one
+/// request, adds the credentials, and sends it on over TLS verified upstream.
+async fn intercept<C>(
+    client: C,
+    upstream: TcpStream,
+    state: &ProxyState,
+    host: &str,
+    authority: &str,
+    added: &[&Injection],
+) -> std::result::Result<(), String>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let idle = state.config.idle_timeout;
+    let server = state.ca.server_config(host).map_err(|e| e.to_string())?;
+    let mut tls =
+        tokio::time::timeout(idle, tokio_rustls::TlsAcceptor::from(server).accept(client))
+            .await
+            .map_err(|_| "the sandbox's TLS handshake timed out".to_string())?
+            .map_err(|e| format!("the sandbox's TLS handshake: {e}"))?;
+    let (head, rest) = match read_head(&mut tls, &state.config).await {
+        Ok(h) => h,
+        Err(reason) => {
+            refuse(&mut tls, &state.counters, reason, "not an HTTP request").await;
+            return Ok(());
+        }
+    };
+    let Some(head) = parse_head(&head) else {
+        refuse(
+            &mut tls,
+            &state.counters,
+            Reason::BadRequest,
+            "not an HTTP request",
+        )
+        .await;
+        return Ok(());
+    };
+    // Origin form as sent inside a tunnel; an absolute https URL is taken to its path.
+    let path = match head.target.find("://") {
+        Some(i) => {
+            let after = &head.target[i + 3..];
+            match after.find('/') {
+                Some(j) => after[j..].to_string(),
+                None => "/".to_string(),
+            }
+        }
+        None => head.target.clone(),
+    };
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host}: {e}"))?;
+    let mut up = tokio::time::timeout(
+        state.config.connect_timeout,
+        tokio_rustls::TlsConnector::from(state.upstream_tls.clone()).connect(name, upstream),
+    )
+    .await
+    .map_err(|_| format!("{host}: the TLS handshake upstream timed out"))?
+    .map_err(|e| format!("{host}: TLS upstream: {e}"))?;
+    let out = rewrite_head(&head, authority, &path, added);
+    up.write_all(out.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    if !rest.is_empty() {
+        up.write_all(&rest).await.map_err(|e| e.to_string())?;
+    }
+    relay(tls, up, idle).await;
+    Ok(())
+}
+
+/// A stream whose first bytes were read already (what followed a `CONNECT` head).
+struct Prefixed<S> {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Prefixed {
+            prefix,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.at < self.prefix.len() {
+            let n = buf.remaining().min(self.prefix.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.prefix[at..at + n]);
+            self.at += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// The head sent upstream: origin form, `Host` from the URL, hop-by-hop and `Proxy-*`
@@ -293,20 +437,10 @@ fn rewrite_head(head: &Head, authority: &str, path: &str, added: &[&Injection]) 
     out
 }
 
-/// Checks `authority` against the policy and the address rules, and connects.
+/// Checks `authority` against the policy and the address rules, and connects; returns the
+/// connection, the policy it checked against and the destination (for what the request gets
+/// added).
 async fn open(
-    state: &ProxyState,
-    authority: &str,
-    default_port: u16,
-) -> Result<TcpStream, (Reason, String)> {
-    open_with_policy(state, authority, default_port)
-        .await
-        .map(|(s, _, _)| s)
-}
-
-/// [`open`], also returning the policy it checked against and the destination, for what the
-/// request gets added.
-async fn open_with_policy(
     state: &ProxyState,
     authority: &str,
     default_port: u16,

@@ -153,6 +153,21 @@ impl Sealer {
     }
 }
 
+/// Writes `text` to `path` readable by its owner only (mode 0600), replacing what was there.
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.sync_all()))
+        .map_err(|e| storage(format!("writing {}: {e}", path.display())))
+}
+
 /// Creates `path` with mode 0600 holding `text`; an existing file is left alone.
 fn write_new_key(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
