@@ -1,6 +1,6 @@
 //! Egress of allowlist sandboxes through the node's proxy, in real busybox sandboxes on the
 //! local Docker: an allowlisted name (pointed at a local test server by a resolve override)
-//! answers over plain HTTP and through a CONNECT tunnel; other names, wildcard misses, direct
+//! answers over plain HTTP and over HTTPS through a CONNECT tunnel; other names, wildcard misses, direct
 //! addresses and other protocols are refused with a reason and counted; an allowlist update
 //! applies to running sandboxes; the sandbox's network is internal and its proxy environment
 //! points at the network's gateway.
@@ -244,6 +244,7 @@ async fn allowlisted_hosts_pass_and_everything_else_is_refused_and_counted() {
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 403 Forbidden"), "{out}");
+    // A tunnel carries TLS only: plain HTTP inside one never reaches the host.
     let out = sh(
         &s,
         id,
@@ -252,11 +253,7 @@ async fn allowlisted_hosts_pass_and_everything_else_is_refused_and_counted() {
         ),
     )
     .await;
-    assert!(
-        out.starts_with("HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK"),
-        "{out}"
-    );
-    assert!(out.ends_with("hello /tunnel"), "{out}");
+    assert_eq!(out, "HTTP/1.1 200 Connection established\r\n\r\n");
 
     // Other protocols and origin-form requests are not proxied.
     let out = sh(
@@ -272,12 +269,12 @@ async fn allowlisted_hosts_pass_and_everything_else_is_refused_and_counted() {
     assert!(out.contains("only http:// URLs and CONNECT"), "{out}");
 
     // Nothing refused reached the test server, and every refusal was counted by reason.
-    assert_eq!(up.heads.lock().unwrap().len(), 3);
+    assert_eq!(up.heads.lock().unwrap().len(), 2);
     let after = s.metrics().egress_refusals;
     let grew = |r: &str| after[r] - before.get(r).copied().unwrap_or(0);
     assert_eq!(grew("not_allowed"), 3, "{after:?}");
     assert_eq!(grew("direct_ip"), 3, "{after:?}");
-    assert_eq!(grew("bad_request"), 3, "{after:?}");
+    assert_eq!(grew("bad_request"), 4, "{after:?}");
     assert_eq!(grew("local_address"), 0, "{after:?}");
 
     // No direct route: an outside address is not reachable without the proxy.
@@ -743,6 +740,38 @@ async fn https_credentials_are_added_by_intercepting_with_the_node_ca() {
     let heads = up.heads.lock().unwrap().clone();
     assert_eq!(heads.len(), 2, "{heads:?}");
     assert!(!heads[1].contains("sk-tls-"), "{heads:?}");
+    // A tunnel whose TLS names another host than its CONNECT is closed, and counted.
+    let before = s.metrics().egress_refusals["not_allowed"];
+    let proxy_addr = proxy.trim_start_matches("http://").to_string();
+    let mut raw = tokio::net::TcpStream::connect(&proxy_addr).await.unwrap();
+    raw.write_all(format!("CONNECT other.egress-test.invalid:{port} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = [0u8; 39];
+    raw.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer[..], b"HTTP/1.1 200 Connection established\r\n\r\n");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(
+        rustls::pki_types::pem::PemObject::pem_slice_iter(upstream_ca.as_bytes())
+            .map(|c| c.unwrap()),
+    );
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let fronted = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(
+            rustls::pki_types::ServerName::try_from("api.egress-test.invalid").unwrap(),
+            raw,
+        )
+        .await;
+    assert!(fronted.is_err(), "a fronted tunnel was let through");
+    assert_eq!(s.metrics().egress_refusals["not_allowed"], before + 1);
+    assert_eq!(up.heads.lock().unwrap().len(), 2);
+
     // Not allowlisted: refused before any TLS.
     assert!(client(&ca)
         .get(format!("https://elsewhere.egress-test.invalid:{port}/"))

@@ -226,10 +226,122 @@ async fn tunnel(mut client: TcpStream, state: &ProxyState, authority: &str, rest
         }
         return;
     }
-    if !rest.is_empty() && upstream.write_all(&rest).await.is_err() {
+    // A tunnel carries TLS, whose ClientHello names the host it wants (SNI): it must be the
+    // one the CONNECT named, or a tunnel to an allowed front could reach another site behind
+    // it. Anything else in a tunnel is refused (the connection closed, the refusal counted).
+    let mut first = rest;
+    loop {
+        match client_hello_sni(&first) {
+            Hello::NeedMore if first.len() < MAX_HELLO => {
+                let mut chunk = [0u8; 4096];
+                match tokio::time::timeout(state.config.idle_timeout, client.read(&mut chunk)).await
+                {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                    Ok(Ok(n)) => first.extend_from_slice(&chunk[..n]),
+                }
+            }
+            Hello::Sni(Some(sni)) => {
+                let same = match &dest {
+                    Destination::Name(host) => sni.trim_end_matches('.').eq_ignore_ascii_case(host),
+                    // An allowlisted address may be asked for by any name.
+                    Destination::Address(_) => true,
+                };
+                if !same {
+                    state.counters.count(Reason::NotAllowed);
+                    tracing::debug!(sni = %sni, "an egress tunnel's TLS named another host");
+                    return;
+                }
+                break;
+            }
+            Hello::Sni(None) => break,
+            // Tunnels carry TLS only: anything else is refused like any other protocol.
+            Hello::NotTls | Hello::NeedMore => {
+                state.counters.count(Reason::BadRequest);
+                return;
+            }
+        }
+    }
+    if !first.is_empty() && upstream.write_all(&first).await.is_err() {
         return;
     }
     relay(client, upstream, state.config.idle_timeout).await;
+}
+
+/// The most bytes read to find a ClientHello's server name.
+const MAX_HELLO: usize = 5 + 16 * 1024;
+
+/// What the first bytes of a tunnel say about its TLS server name.
+#[derive(Debug, PartialEq, Eq)]
+enum Hello {
+    /// Not all of the first TLS record is here yet.
+    NeedMore,
+    /// Not a TLS ClientHello (another protocol, or one this parser does not follow).
+    NotTls,
+    /// A ClientHello, with its server name if it gives one.
+    Sni(Option<String>),
+}
+
+/// Finds the server name in a TLS ClientHello at the start of `b`. Pure.
+fn client_hello_sni(b: &[u8]) -> Hello {
+    if b.is_empty() {
+        return Hello::NeedMore;
+    }
+    if b[0] != 0x16 {
+        return Hello::NotTls;
+    }
+    if b.len() < 5 {
+        return Hello::NeedMore;
+    }
+    let len = usize::from(u16::from_be_bytes([b[3], b[4]]));
+    if b.len() < 5 + len {
+        return Hello::NeedMore;
+    }
+    let rec = &b[5..5 + len];
+    let parse = || -> Option<Option<String>> {
+        let take = |at: &mut usize, n: usize| -> Option<&[u8]> {
+            let s = rec.get(*at..*at + n)?;
+            *at += n;
+            Some(s)
+        };
+        let mut at = 0;
+        if take(&mut at, 1)? != [1] {
+            return None;
+        }
+        take(&mut at, 3 + 2 + 32)?;
+        let sid = usize::from(take(&mut at, 1)?[0]);
+        take(&mut at, sid)?;
+        let cs = take(&mut at, 2)?;
+        take(&mut at, usize::from(u16::from_be_bytes([cs[0], cs[1]])))?;
+        let comp = usize::from(take(&mut at, 1)?[0]);
+        take(&mut at, comp)?;
+        if at == rec.len() {
+            return Some(None);
+        }
+        let el = take(&mut at, 2)?;
+        let end = at + usize::from(u16::from_be_bytes([el[0], el[1]]));
+        while at + 4 <= end {
+            let h = take(&mut at, 4)?;
+            let (kind, n) = (
+                u16::from_be_bytes([h[0], h[1]]),
+                usize::from(u16::from_be_bytes([h[2], h[3]])),
+            );
+            let body = take(&mut at, n)?;
+            if kind == 0 {
+                // server_name: list length, then (type 0, length, name).
+                let name_len = usize::from(u16::from_be_bytes([*body.get(3)?, *body.get(4)?]));
+                if *body.get(2)? != 0 {
+                    return None;
+                }
+                let name = body.get(5..5 + name_len)?;
+                return Some(Some(String::from_utf8(name.to_vec()).ok()?));
+            }
+        }
+        Some(None)
+    };
+    match parse() {
+        Some(sni) => Hello::Sni(sni),
+        None => Hello::NotTls,
+    }
 }
 
 /// `METHOD http://host[:port]/path`: checked, rewritten to origin form with the URL's host
@@ -627,6 +739,47 @@ mod tests {
         assert!(parse_head(b"GET / SSH-2.0\r\n\r\n").is_none());
         assert!(parse_head(b"GET http://a/ HTTP/1.1\r\nbad line\r\n\r\n").is_none());
         assert!(parse_head(b"GET http://a/ HTTP/1.1\r\nX: a\nHost: b\r\n\r\n").is_none());
+    }
+
+    /// The first bytes a real rustls client sends for `name`.
+    fn hello_for(name: &str) -> Vec<u8> {
+        let roots = rustls::RootCertStore::empty();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut conn = rustls::ClientConnection::new(
+            Arc::new(config),
+            rustls::pki_types::ServerName::try_from(name.to_string()).unwrap(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        conn.write_tls(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn client_hellos_name_their_host() {
+        let hello = hello_for("api.example.com");
+        assert_eq!(
+            client_hello_sni(&hello),
+            Hello::Sni(Some("api.example.com".into()))
+        );
+        assert_eq!(client_hello_sni(&hello[..3]), Hello::NeedMore);
+        assert_eq!(client_hello_sni(&hello[..hello.len() - 1]), Hello::NeedMore);
+        assert_eq!(client_hello_sni(b""), Hello::NeedMore);
+        assert_eq!(client_hello_sni(b"SSH-2.0-x\r\n"), Hello::NotTls);
+        // An address gets no server name.
+        assert_eq!(
+            client_hello_sni(&hello_for("203.0.113.7")),
+            Hello::Sni(None)
+        );
+        let mut broken = hello.clone();
+        broken[5] = 2;
+        assert_eq!(client_hello_sni(&broken), Hello::NotTls);
     }
 
     #[test]
