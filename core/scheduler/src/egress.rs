@@ -470,6 +470,36 @@ impl Scheduler {
             })
     }
 
+    /// Starts the proxy of an adopted sandbox of an allowlist template again, where its
+    /// environment says it is (the configured port on its network's gateway). A proxy that
+    /// cannot be started leaves the sandbox without a way out (never an unchecked one), with
+    /// a warning.
+    pub(crate) async fn resume_egress(&self, sandbox: &crate::Sandbox) {
+        let Ok(Some(template)) = self.get_template(&sandbox.template_id).await else {
+            return;
+        };
+        if !matches!(template.spec.network, NetworkPolicy::Allowlist { .. })
+            || sandbox.network != network_name(&self.inner.instance, &template.id)
+        {
+            return;
+        }
+        let restarted = match self.docker(&sandbox.node_id).await {
+            Ok(d) => self.prepare_egress(&d, &sandbox.node_id, &template).await,
+            Err(e) => Err(e),
+        };
+        match restarted {
+            Ok(env) => {
+                let now = env.iter().find(|(k, _)| k == "HTTP_PROXY").map(|(_, v)| v);
+                if now != sandbox.env.get("HTTP_PROXY") {
+                    tracing::warn!(sandbox = %sandbox.id, proxy = ?now, "an adopted sandbox's egress proxy moved (egress port 0?): its HTTP_PROXY no longer reaches it");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %sandbox.id, error = %e.chain(), "the egress proxy of an adopted sandbox could not be started: it has no way out until it is");
+            }
+        }
+    }
+
     /// Puts a template's current allowlist in force in its running proxies.
     pub(crate) fn refresh_egress(&self, template: &Template) {
         let network = network_name(&self.inner.instance, &template.id);

@@ -783,3 +783,65 @@ async fn https_credentials_are_added_by_intercepting_with_the_node_ca() {
     remove_networks(&s).await;
     vm.close().await;
 }
+
+/// After a restart, an adopted allowlist sandbox gets its proxy back where its environment
+/// says (the fixed egress port on its network's gateway), with its credentials still sealed
+/// under the same key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopted_sandboxes_get_their_proxy_back_after_a_restart() {
+    if !require_docker().await {
+        return;
+    }
+    let up = upstream().await;
+    let port = up.addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let open = || async {
+        let mut node = agentvm::scheduler::NodeRegistration::new("local", ENDPOINT);
+        node.total_cpu_cores = Some(4.0);
+        node.total_memory_mb = Some(8192);
+        let mut config = fast_config();
+        // The default, fixed port: what the adopted sandbox's environment names.
+        config.egress.resolve =
+            EgressConfig::parse_resolve(&["api.egress-test.invalid=127.0.0.1".into()]).unwrap();
+        agentvm::AgentVm::builder()
+            .data_dir(dir.path())
+            .scheduler(Scheduler::builder().config(config).node(node))
+            .open()
+            .await
+            .expect("open the runtime")
+    };
+    let vm = open().await;
+    let s = vm.scheduler().unwrap().clone();
+    let mut spec = busybox_spec();
+    spec.network = NetworkPolicy::Allowlist {
+        hosts: vec!["api.egress-test.invalid".into()],
+    };
+    spec.credentials = vec![agentvm::scheduler::Credential {
+        host: "api.egress-test.invalid".into(),
+        header: "X-Api-Key".into(),
+        value: "restart-key".into(),
+    }];
+    s.create_template("egress-restart", spec).await.unwrap();
+    let sbx = s
+        .create_sandbox(SandboxRequest::new("egress-restart"))
+        .await
+        .unwrap();
+    let url = format!("http://api.egress-test.invalid:{port}");
+    let out = sh(&s, &sbx.id, &get(&format!("{url}/before"), "x")).await;
+    assert!(out.ends_with("hello /before"), "{out}");
+    drop(s);
+    vm.close().await;
+    drop(vm);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let vm = open().await;
+    let s = vm.scheduler().unwrap().clone();
+    let out = sh(&s, &sbx.id, &get(&format!("{url}/after"), "x")).await;
+    assert!(out.ends_with("hello /after"), "{out}");
+    let heads = up.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(heads[1].contains("X-Api-Key: restart-key\r\n"), "{heads:?}");
+    s.delete_sandbox(&sbx.id).await.unwrap();
+    remove_networks(&s).await;
+    vm.close().await;
+}
