@@ -204,6 +204,20 @@ pub(crate) fn network_name(instance: &str, template_id: &str) -> String {
     format!("agentvm-egress-{instance}-{template_id}")
 }
 
+/// Refuses a node whose Docker engine is on another host: its sandboxes could not reach a
+/// proxy that listens on this host.
+fn require_local(template_id: &str, node_id: &str, endpoint: &str) -> Result<()> {
+    if is_local_endpoint(endpoint) {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "template {template_id} has an allowlist network, whose egress proxy runs in this \
+         runtime on the Docker host; node {node_id} ({endpoint}) is a Docker engine on another \
+         host, so its sandboxes could not reach the proxy: place the sandbox on a local node (a \
+         unix socket or a loopback endpoint)"
+    )))
+}
+
 /// The name of a template's network, or `none`.
 pub(crate) fn network_of(instance: &str, template: &Template) -> String {
     match &template.spec.network {
@@ -292,16 +306,7 @@ impl Scheduler {
         node_id: &str,
         template: &Template,
     ) -> Result<Vec<(String, String)>> {
-        let endpoint = self.endpoint_of(node_id);
-        if !is_local_endpoint(&endpoint) {
-            return Err(Error::invalid(format!(
-                "template {} has an allowlist network, whose egress proxy runs in this runtime \
-                 on the Docker host; node {node_id} ({endpoint}) is a Docker engine on another \
-                 host, so its sandboxes could not reach the proxy: place the sandbox on a local \
-                 node (a unix socket or a loopback endpoint)",
-                template.id
-            )));
-        }
+        require_local(&template.id, node_id, &self.endpoint_of(node_id))?;
         let network = network_name(&self.inner.instance, &template.id);
         let gateway = self.egress_network(d, node_id, &network).await?;
         let policy = Arc::new(self.policy_of(template)?);
@@ -589,6 +594,24 @@ mod tests {
         for bad in ["x", "x=", "=1.2.3.4", "x=host"] {
             assert!(EgressConfig::parse_resolve(&[bad.into()]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_engines_on_this_host_can_run_allowlist_sandboxes() {
+        for ok in [
+            "unix:///var/run/docker.sock",
+            "tcp://127.0.0.1:2376",
+            "tcp://localhost:2375",
+        ] {
+            assert!(require_local("t", "n", ok).is_ok(), "{ok}");
+        }
+        let e = require_local("t", "far", "tcp://10.0.0.5:2376").unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::InvalidInput);
+        assert!(
+            e.to_string()
+                .contains("node far (tcp://10.0.0.5:2376) is a Docker engine on another host"),
+            "{e}"
+        );
     }
 
     #[test]
