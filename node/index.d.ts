@@ -68,6 +68,14 @@ export interface SchedulerOptions {
   internalToken?: string
   /** Run the background loop (health, sweep, pool refill); default true. */
   background?: boolean
+  /** Port of the egress proxies of allowlist sandboxes, on each network's gateway (3128; 0: free port). */
+  egressPort?: number
+  /** Names the egress proxies resolve to an address instead of DNS: `host=address` entries. */
+  egressResolve?: string[]
+  /** Key sealing template credentials at rest: base64 of 32 bytes (default: `secrets.key` in the data dir). */
+  secretsKey?: string
+  /** Extra CA certificates (PEM) the egress proxy trusts upstream when it intercepts. */
+  egressUpstreamCa?: string
 }
 
 /** The LLM driver as explicit settings. */

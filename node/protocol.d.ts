@@ -469,6 +469,30 @@ export interface ConversationStartEventData {
 }
 
 /**
+ * A secret the egress proxy adds to a sandbox's requests for one host (an API key as an
+ * `Authorization` header), so the sandbox can use the API without ever holding the key: it
+ * is in no environment variable or file of the sandbox. Needs an `allowlist` network.
+ */
+export interface Credential {
+  /**
+   * The header's name (`Authorization`); it replaces any header of that name the sandbox
+   * sent.
+   */
+  header: string;
+  /**
+   * The host whose requests get the header: a pattern as in the allowlist
+   * (`api.example.com`, `*.example.com`, optionally `:port`).
+   */
+  host: string;
+  /**
+   * The header's value: the secret. Given on create and update, kept encrypted, never
+   * returned (responses leave it out). On update, an empty value keeps the stored one of
+   * the same host and header.
+   */
+  value?: string;
+}
+
+/**
  * A named agent template, the Dockerfile of the analogy: what an agent is before it is built
  * into an image.
  */
@@ -1275,9 +1299,16 @@ export interface MessageStopEventData {
 /** A sandbox's network. */
 export type NetworkPolicy = NetworkPolicyNone | NetworkPolicyBridge | NetworkPolicyAllowlist;
 
-/** Outbound traffic only to listed hosts. Not supported yet: refused when used. */
+/**
+ * Outbound HTTP and HTTPS only to listed hosts, through the node's egress proxy: the
+ * sandbox joins an internal network whose only way out is that proxy (docs/sandboxes.md,
+ * *Egress*). Needs a node whose Docker engine runs on agentvm's own host.
+ */
 export interface NetworkPolicyAllowlist {
-  /** Host names or addresses. */
+  /**
+   * Host patterns: `api.example.com`, `*.example.com` (subdomains only), an IP
+   * address; each optionally with `:port` (see [`super::egress`]).
+   */
   hosts: string[];
   mode: "allowlist";
 }
@@ -2447,6 +2478,11 @@ export interface SchedulerMetrics {
   coldStarts: number;
   /** Creates that failed. */
   createFailures: number;
+  /**
+   * Requests the egress proxy refused, by reason (a fixed set: `not_allowed`,
+   * `direct_ip`, `local_address`, `bad_request`, `busy`, `upstream_failed`).
+   */
+  egressRefusals: Record<string, number>;
   /** Executions killed by their timeout. */
   execTimeouts: number;
   /** Executions run. */
@@ -2734,6 +2770,11 @@ export interface Template {
   command?: string[] | null;
   /** When it was created, ms. */
   createdAt: number;
+  /**
+   * Secrets the egress proxy adds to requests for their hosts (needs an `allowlist`
+   * network); values are never returned.
+   */
+  credentials?: Credential[];
   /** Cpu quota, cores. */
   defaultCpuCores: number;
   /**
@@ -2781,6 +2822,11 @@ export interface Template {
 export interface TemplateCreateRequest {
   /** The container's long-running command (default: sleep forever). */
   command?: string[] | null;
+  /**
+   * Secrets the egress proxy adds to requests for their hosts (needs an
+   * `allowlist` network; values are never returned: docs/sandboxes.md, *Egress*).
+   */
+  credentials?: Credential[];
   /** Cpu quota, cores (default 1). */
   defaultCpuCores?: number | null;
   /** Disk limit, MiB. */
@@ -2866,6 +2912,11 @@ export interface TemplateListResponse {
 export interface TemplateUpdateRequest {
   /** The container's long-running command (default: sleep forever). */
   command?: string[] | null;
+  /**
+   * Secrets the egress proxy adds to requests for their hosts (needs an
+   * `allowlist` network; values are never returned: docs/sandboxes.md, *Egress*).
+   */
+  credentials?: Credential[];
   /** Cpu quota, cores (default 1). */
   defaultCpuCores?: number | null;
   /** Disk limit, MiB. */

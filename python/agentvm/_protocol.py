@@ -66,6 +66,7 @@ __all__ = [
     "ConversationRespondingEventData",
     "ConversationStartEvent",
     "ConversationStartEventData",
+    "Credential",
     "Definition",
     "DefinitionGetRequest",
     "DefinitionGetResponse",
@@ -827,6 +828,26 @@ class ConversationStartEventData(TypedDict):
 
     #: The first assistant message's id.
     messageId: str
+
+
+class Credential(TypedDict):
+    """A secret the egress proxy adds to a sandbox's requests for one host (an API key as an
+    `Authorization` header), so the sandbox can use the API without ever holding the key: it
+    is in no environment variable or file of the sandbox. Needs an `allowlist` network.
+    """
+
+    #: The header's name (`Authorization`); it replaces any header of that name the sandbox
+    #: sent.
+    header: str
+
+    #: The host whose requests get the header: a pattern as in the allowlist
+    #: (`api.example.com`, `*.example.com`, optionally `:port`).
+    host: str
+
+    #: The header's value: the secret. Given on create and update, kept encrypted, never
+    #: returned (responses leave it out). On update, an empty value keeps the stored one of
+    #: the same host and header.
+    value: NotRequired[str]
 
 
 class Definition(TypedDict):
@@ -1721,9 +1742,13 @@ class MessageStopEventData(TypedDict):
 
 
 class NetworkPolicyAllowlist(TypedDict):
-    """Outbound traffic only to listed hosts. Not supported yet: refused when used."""
+    """Outbound HTTP and HTTPS only to listed hosts, through the node's egress proxy: the
+    sandbox joins an internal network whose only way out is that proxy (docs/sandboxes.md,
+    *Egress*). Needs a node whose Docker engine runs on agentvm's own host.
+    """
 
-    #: Host names or addresses.
+    #: Host patterns: `api.example.com`, `*.example.com` (subdomains only), an IP
+    #: address; each optionally with `:port` (see [`super::egress`]).
     hosts: list[str]
 
     mode: Literal["allowlist"]
@@ -3141,6 +3166,10 @@ class SchedulerMetrics(TypedDict):
     #: Creates that failed.
     createFailures: int
 
+    #: Requests the egress proxy refused, by reason (a fixed set: `not_allowed`,
+    #: `direct_ip`, `local_address`, `bad_request`, `busy`, `upstream_failed`).
+    egressRefusals: dict[str, int]
+
     #: Executions killed by their timeout.
     execTimeouts: int
 
@@ -3494,6 +3523,10 @@ class Template(TypedDict):
     #: When it was created, ms.
     createdAt: int
 
+    #: Secrets the egress proxy adds to requests for their hosts (needs an `allowlist`
+    #: network); values are never returned.
+    credentials: NotRequired[list["Credential"]]
+
     #: Cpu quota, cores.
     defaultCpuCores: float
 
@@ -3552,6 +3585,10 @@ class TemplateCreateRequest(TypedDict):
 
     #: The container's long-running command (default: sleep forever).
     command: NotRequired[Optional[list[str]]]
+
+    #: Secrets the egress proxy adds to requests for their hosts (needs an
+    #: `allowlist` network; values are never returned: docs/sandboxes.md, *Egress*).
+    credentials: NotRequired[list["Credential"]]
 
     #: Cpu quota, cores (default 1).
     defaultCpuCores: NotRequired[Optional[float]]
@@ -3656,6 +3693,10 @@ class TemplateUpdateRequest(TypedDict):
 
     #: The container's long-running command (default: sleep forever).
     command: NotRequired[Optional[list[str]]]
+
+    #: Secrets the egress proxy adds to requests for their hosts (needs an
+    #: `allowlist` network; values are never returned: docs/sandboxes.md, *Egress*).
+    credentials: NotRequired[list["Credential"]]
 
     #: Cpu quota, cores (default 1).
     defaultCpuCores: NotRequired[Optional[float]]

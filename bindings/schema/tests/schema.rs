@@ -213,6 +213,7 @@ fn commands() -> Vec<Command> {
                 name: "sandboxes".into(),
                 internal: true,
             }),
+            credentials: Vec::new(),
             security: Some(SecurityPolicy::default()),
             workdir: Some("/work".into()),
             command: None,

@@ -295,6 +295,10 @@ macro_rules! template_request {
             /// The network (default `{"mode":"none"}`).
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub network: Option<NetworkPolicy>,
+            /// Secrets the egress proxy adds to requests for their hosts (needs an
+            /// `allowlist` network; values are never returned: docs/sandboxes.md, *Egress*).
+            #[serde(default, skip_serializing_if = "Vec::is_empty")]
+            pub credentials: Vec<crate::scheduler::Credential>,
             /// The lock-down (defaults: see [`SecurityPolicy`]).
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub security: Option<SecurityPolicy>,
@@ -332,6 +336,7 @@ macro_rules! template_request {
                 if let Some(v) = self.network {
                     spec.network = v;
                 }
+                spec.credentials = self.credentials;
                 if let Some(v) = self.security {
                     spec.security = v;
                 }

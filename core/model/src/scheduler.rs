@@ -2,6 +2,7 @@
 //! executions and directory entries. Plain data and pure rules (state transitions, template
 //! resolution, validation); the scheduler crate does the I/O.
 
+pub mod egress;
 pub mod exec;
 pub mod executor;
 pub mod file;
@@ -17,7 +18,9 @@ pub use executor::{ContainerExited, ContainerReady};
 pub use file::{FileEntry, FileKind};
 pub use node::{Heartbeat, Liveness, NodeRegistration, NodeStatus, RuntimeNode, TlsFiles};
 pub use sandbox::{IdleAction, Resources, Sandbox, SandboxStatus, Termination, TerminationReason};
-pub use template::{NetworkPolicy, SandboxRequest, SecurityPolicy, Template, TemplateSpec};
+pub use template::{
+    Credential, NetworkPolicy, SandboxRequest, SecurityPolicy, Template, TemplateSpec,
+};
 pub use terminal::{Terminal, TerminalEvent, TerminalRequest};
 pub use usage::{NodeUsage, SandboxUsage};
 pub use webhook::{Delivery, DeliveryStatus, Webhook};
@@ -65,6 +68,10 @@ pub struct SchedulerMetrics {
     /// Snapshots committed.
     #[serde(default)]
     pub snapshots: u64,
+    /// Requests the egress proxy refused, by reason (a fixed set: `not_allowed`,
+    /// `direct_ip`, `local_address`, `bad_request`, `busy`, `upstream_failed`).
+    #[serde(default)]
+    pub egress_refusals: std::collections::BTreeMap<String, u64>,
 }
 
 /// How an embedded scheduler is set up, as plain data: what the server's config file, the
@@ -167,6 +174,38 @@ pub struct SchedulerOptions {
     /// Run the background loop (health, sweep, pool refill); default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background: Option<bool>,
+    /// The port of the egress proxies of allowlist sandboxes, on each egress network's
+    /// gateway address (3128; `0`: a free port per proxy).
+    #[serde(
+        default,
+        alias = "egress_port",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub egress_port: Option<u16>,
+    /// Names the egress proxies resolve to a given address instead of through DNS, as
+    /// `host=address` (like curl's `--resolve`); the address is trusted, even a local one.
+    #[serde(
+        default,
+        alias = "egress_resolve",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub egress_resolve: Vec<String>,
+    /// The key sealing template credentials at rest, base64 of 32 random bytes (the same on
+    /// every member of a cluster); default: `secrets.key` in the data dir, made on first use.
+    #[serde(
+        default,
+        alias = "secrets_key",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub secrets_key: Option<String>,
+    /// Extra CA certificates (PEM text) the egress proxy trusts for upstream TLS when it
+    /// intercepts a host with credentials, besides the webpki roots.
+    #[serde(
+        default,
+        alias = "egress_upstream_ca",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub egress_upstream_ca: Option<String>,
 }
 
 impl SchedulerOptions {

@@ -1,10 +1,11 @@
 //! The hardened container of a sandbox, as a pure function of the sandbox and its template:
 //! labels (instance, sandbox, template, owner, expiry), `--cap-drop ALL`, no-new-privileges, a
 //! non-root user where the image allows, pids, memory with swap equal to it, a cpu quota,
-//! optionally a read-only root, and the network (none, or a named bridge).
+//! optionally a read-only root, and the network (none, a named bridge, or the internal
+//! network of an allowlist template).
 
 use super::sandbox::Sandbox;
-use super::template::{NetworkPolicy, SecurityPolicy, Template};
+use super::template::{SecurityPolicy, Template};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use std::collections::HashMap;
 
@@ -112,10 +113,7 @@ pub(crate) fn container_body(
             vec![KEEP_ALIVE[1].to_string()],
         ),
     };
-    let network_mode = match &spec.network {
-        NetworkPolicy::Bridge { name, .. } => name.clone(),
-        _ => "none".to_string(),
-    };
+    let network_mode = super::egress::network_of(instance, template);
     ContainerCreateBody {
         image: Some(sandbox.docker_image.clone()),
         entrypoint: Some(entrypoint),

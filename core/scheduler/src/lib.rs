@@ -24,6 +24,7 @@
 pub mod admission;
 pub mod confined;
 pub mod docker;
+pub mod egress;
 pub mod exec;
 pub mod files;
 mod hardening;
@@ -46,8 +47,8 @@ pub mod terminal;
 
 pub use agentvm_model::latency::{self, HistogramSnapshot, LatencyHistogram};
 pub use agentvm_model::scheduler::{
-    exec::OutputStream, sandbox, template, ContainerExited, ContainerReady, ExecEvent, ExecRequest,
-    ExecStatus, Execution, FileEntry, FileKind, Heartbeat, Liveness, NetworkPolicy,
+    exec::OutputStream, sandbox, template, ContainerExited, ContainerReady, Credential, ExecEvent,
+    ExecRequest, ExecStatus, Execution, FileEntry, FileKind, Heartbeat, Liveness, NetworkPolicy,
     NodeRegistration, NodeStatus, NodeUsage, Resources, RuntimeNode, Sandbox, SandboxRequest,
     SandboxStatus, SandboxUsage, SchedulerMetrics, SchedulerOptions, SecurityPolicy, Template,
     TemplateSpec, Terminal, TerminalEvent, TerminalRequest, Termination, TerminationReason,
@@ -117,6 +118,8 @@ pub struct SchedulerConfig {
     pub internal_token: Option<String>,
     /// Run the background loop (health, sweep, pool refill). Tests may drive it by hand.
     pub background: bool,
+    /// The egress proxies of allowlist templates.
+    pub egress: egress::EgressConfig,
 }
 
 impl Default for SchedulerConfig {
@@ -136,6 +139,7 @@ impl Default for SchedulerConfig {
             owner_idle_timeout: Duration::from_secs(600),
             internal_token: None,
             background: true,
+            egress: egress::EgressConfig::default(),
         }
     }
 }
@@ -172,6 +176,8 @@ pub(crate) struct Counters {
     pub snapshots: AtomicU64,
     /// How long executions and pool claims take.
     pub latency: Latencies,
+    /// Requests the egress proxies refused, by reason (shared with every proxy).
+    pub egress: Arc<egress::EgressCounters>,
 }
 
 /// The scheduler's latency histograms (see [`Scheduler::latency`]).
@@ -243,6 +249,14 @@ pub(crate) struct Inner {
     /// The address of each live sandbox on its Docker network, once a port of it was asked
     /// for (`ports`): later lookups need no Docker request. Dropped when the sandbox ends.
     pub addresses: Mutex<HashMap<String, std::net::IpAddr>>,
+    /// Seals and opens template credentials (the node's secrets key).
+    pub sealer: egress::secrets::Sealer,
+    /// The node's egress CA: signs the leaves of intercepted tunnels.
+    pub ca: Arc<egress::tls::NodeCa>,
+    /// The TLS client configuration of intercepted tunnels' upstream side.
+    pub upstream_tls: Arc<rustls::ClientConfig>,
+    /// The egress proxies running, by (node, network).
+    pub egress: Mutex<HashMap<(String, String), Arc<egress::EgressProxy>>>,
     /// Counters.
     pub counters: Counters,
     /// In a cluster, the sandboxes this process tends; `None`: all of them (one server).
@@ -332,6 +346,16 @@ impl SchedulerBuilder {
             c.internal_token = options.internal_token.clone();
         }
         c.background = options.background.unwrap_or(c.background);
+        c.egress.port = options.egress_port.unwrap_or(c.egress.port);
+        if options.secrets_key.is_some() {
+            c.egress.secrets_key = options.secrets_key.clone();
+        }
+        if options.egress_upstream_ca.is_some() {
+            c.egress.upstream_ca_pem = options.egress_upstream_ca.clone();
+        }
+        if !options.egress_resolve.is_empty() {
+            c.egress.resolve = egress::EgressConfig::parse_resolve(&options.egress_resolve)?;
+        }
         c.orphans = match options.orphans.as_deref() {
             None => c.orphans,
             Some("adopt") => OrphanPolicy::Adopt,
@@ -360,6 +384,19 @@ impl SchedulerBuilder {
         self
     }
 
+    /// Keeps the key sealing template credentials in `<dir>/secrets.key` and the egress CA
+    /// in `<dir>/egress-ca.*` (made on first use), unless the configuration names others.
+    pub fn data_dir(mut self, dir: &std::path::Path) -> Self {
+        let e = &mut self.config.egress;
+        if e.secrets_key.is_none() && e.secrets_key_file.is_none() {
+            e.secrets_key_file = Some(dir.join("secrets.key"));
+        }
+        if e.ca_dir.is_none() {
+            e.ca_dir = Some(dir.to_path_buf());
+        }
+        self
+    }
+
     /// Registers a node at open (static registration, from a config file or the CLI).
     pub fn node(mut self, registration: NodeRegistration) -> Self {
         self.nodes.push(registration);
@@ -374,6 +411,13 @@ impl SchedulerBuilder {
             None => Arc::new(MemorySchedulerStore::new()),
         };
         let instance = store.scheduler_instance()?;
+        let egress_config = &self.config.egress;
+        let sealer = egress::secrets::Sealer::load(
+            egress_config.secrets_key.as_deref(),
+            egress_config.secrets_key_file.as_deref(),
+        )?;
+        let ca = Arc::new(egress::tls::NodeCa::load(egress_config.ca_dir.as_deref())?);
+        let upstream_tls = egress::tls::client_config(egress_config.upstream_ca_pem.as_deref())?;
         let scheduler = Scheduler {
             inner: Arc::new(Inner {
                 store,
@@ -388,6 +432,10 @@ impl SchedulerBuilder {
                 terminals: Mutex::new(HashMap::new()),
                 samples: Mutex::new(HashMap::new()),
                 addresses: Mutex::new(HashMap::new()),
+                sealer,
+                ca,
+                upstream_tls,
+                egress: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
                 stewardship: self.stewardship,
                 heartbeats: Mutex::new(HashMap::new()),
@@ -499,6 +547,7 @@ impl Scheduler {
             pauses: get(&c.pauses),
             resumes: get(&c.resumes),
             snapshots: get(&c.snapshots),
+            egress_refusals: c.egress.snapshot(),
         }
     }
 

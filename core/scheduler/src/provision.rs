@@ -107,10 +107,7 @@ impl Scheduler {
             user: String::new(),
             uid_gid: None,
             workdir: plan.workdir,
-            network: match &template.spec.network {
-                NetworkPolicy::Bridge { name, .. } => name.clone(),
-                _ => "none".into(),
-            },
+            network: super::egress::network_of(&self.inner.instance, template),
             read_only_root: template.spec.security.read_only_root,
             owner,
             warm,
@@ -353,8 +350,15 @@ impl Scheduler {
             config.and_then(|c| c.labels.as_ref()),
             config.and_then(|c| c.user.as_deref()),
         );
-        if let NetworkPolicy::Bridge { name, internal } = &template.spec.network {
-            self.ensure_network(&d, &node_id, name, *internal).await?;
+        match &template.spec.network {
+            NetworkPolicy::Bridge { name, internal } => {
+                self.ensure_network(&d, &node_id, name, *internal).await?;
+            }
+            NetworkPolicy::Allowlist { .. } => {
+                let env = self.prepare_egress(&d, &node_id, template).await?;
+                record.env.extend(env);
+            }
+            NetworkPolicy::None => {}
         }
         let body = container_body(record, template, &self.inner.instance);
         let opts = CreateContainerOptionsBuilder::new()
@@ -372,6 +376,11 @@ impl Scheduler {
             }
         })?;
         record.docker_container_id = Some(created.id.clone());
+        if matches!(template.spec.network, NetworkPolicy::Allowlist { .. })
+            && !template.spec.security.read_only_root
+        {
+            self.install_egress_ca(&d, &node_id, &created.id).await?;
+        }
         let warnings: Vec<String> = created
             .warnings
             .into_iter()

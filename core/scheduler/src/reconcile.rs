@@ -334,6 +334,7 @@ impl Scheduler {
         if r.warm {
             self.pool_add(&r.template_id, &r.id);
         }
+        self.resume_egress(&r).await;
         self.publish(
             EventPayload::SandboxAdopted {
                 sandbox_id: r.id.clone(),

@@ -346,10 +346,12 @@ impl Scheduler {
 
     // ----- templates -----
 
-    /// Creates a template. `AlreadyExists` when the id is taken.
-    pub async fn create_template(&self, id: &str, spec: TemplateSpec) -> Result<Template> {
+    /// Creates a template (its credential values sealed before they are stored) and returns
+    /// it redacted. `AlreadyExists` when the id is taken.
+    pub async fn create_template(&self, id: &str, mut spec: TemplateSpec) -> Result<Template> {
         validate_template_id(id)?;
         spec.validate()?;
+        self.seal_credentials(&mut spec, None)?;
         let now = now_ms();
         let template = Template {
             id: id.to_string(),
@@ -369,10 +371,10 @@ impl Scheduler {
             store.put_template(&t)
         })
         .await?;
-        Ok(template)
+        Ok(template.redacted())
     }
 
-    /// A template.
+    /// A template as stored: credential values sealed ([`Template::redacted`] for clients).
     pub async fn get_template(&self, id: &str) -> Result<Option<Template>> {
         let store = self.inner.store.clone();
         let id = id.to_string();
@@ -386,24 +388,28 @@ impl Scheduler {
             .ok_or_else(|| Error::not_found("Template", id))
     }
 
-    /// Every template, by id.
+    /// Every template, by id, as stored (credential values sealed).
     pub async fn list_templates(&self) -> Result<Vec<Template>> {
         let store = self.inner.store.clone();
         blocking(move || store.list_templates()).await
     }
 
     /// Replaces a template's spec. Its warm pool is drained and refilled with the new spec;
-    /// sandboxes already made from it keep what they were made with.
-    pub async fn update_template(&self, id: &str, spec: TemplateSpec) -> Result<Template> {
+    /// sandboxes already made from it keep what they were made with, except the hosts of an
+    /// allowlist network, which its egress proxy applies from now on.
+    pub async fn update_template(&self, id: &str, mut spec: TemplateSpec) -> Result<Template> {
         spec.validate()?;
         let mut template = self.template(id).await?;
+        self.seal_credentials(&mut spec, Some(&template))?;
         template.spec = spec;
         template.updated_at = now_ms();
         let store = self.inner.store.clone();
         let t = template.clone();
         blocking(move || store.put_template(&t)).await?;
+        // An allowlist is a live policy: running sandboxes of the template follow it.
+        self.refresh_egress(&template);
         self.drain_pool(id, "template updated").await;
-        Ok(template)
+        Ok(template.redacted())
     }
 
     /// Deletes a template and drains its warm pool. Sandboxes made from it keep running.

@@ -50,8 +50,9 @@ impl EncodeLabelValue for Escaped {
     }
 }
 
-/// A node id as a label value: operators name nodes (a bounded set, never a client's input
-/// per request), escaped through [`label_value`] like every other value.
+/// An owned label value from a bounded set: a node id (operators name nodes, never a
+/// client's input per request) or an egress refusal reason (the scheduler's fixed set),
+/// escaped through [`label_value`] like every other value.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct NodeLabel(String);
 
@@ -225,6 +226,27 @@ impl EncodeMetric for RequestCounts {
     }
 }
 
+/// Counts by `reason`: the egress proxies' refusals (reasons from the scheduler's fixed set,
+/// never a host).
+#[derive(Debug)]
+struct ReasonCounts(Vec<(String, u64)>);
+
+impl EncodeMetric for ReasonCounts {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (reason, n) in &self.0 {
+            let labels = [("reason", NodeLabel(reason.clone()))];
+            encoder
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
 /// What `/metrics` shows besides the server's own counters, read at each scrape.
 #[derive(Debug, Clone, Copy)]
 pub struct Sources<'a> {
@@ -338,6 +360,16 @@ fn register_scheduler(r: &mut Registry, m: &SchedulerMetrics, l: &SchedulerLaten
     for (name, help, v) in gauges {
         r.register(name, help, ConstGauge::new(gauge_value(v)));
     }
+    r.register(
+        "agentvm_egress_refusals",
+        "Requests the egress proxies of allowlist sandboxes refused, by reason.",
+        ReasonCounts(
+            m.egress_refusals
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+        ),
+    );
     r.register(
         "agentvm_sandbox_exec_duration_seconds",
         "Commands executed in sandboxes, start to end (timeouts and cancels included).",

@@ -31,6 +31,7 @@ mod rest_table;
 mod sandbox_commands;
 mod scheduler_agent_tools;
 mod scheduler_bad_input;
+mod scheduler_egress;
 mod scheduler_http;
 mod scheduler_lifecycle;
 mod scheduler_nodes;

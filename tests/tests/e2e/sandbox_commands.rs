@@ -446,6 +446,7 @@ async fn the_same_through_runtime_request_in_process() {
         idle_action: Default::default(),
         env: Default::default(),
         network: None,
+        credentials: Vec::new(),
         security: None,
         workdir: Some("/workspace".into()),
         command: None,
@@ -899,9 +900,9 @@ async fn bad_input_is_answered_clearly_and_the_connection_stays_usable() {
         ),
         (
             "template_create_request",
-            json!({"templateId": "t", "name": "t", "image": "x:1", "network": {"mode": "allowlist", "hosts": []}}),
+            json!({"templateId": "t", "name": "t", "image": "x:1", "network": {"mode": "allowlist", "hosts": ["http://x.org"]}}),
             "invalid_input",
-            "not supported yet",
+            "allowlist host \"http://x.org\"",
         ),
     ];
     for (t, data, kind, want) in cases {

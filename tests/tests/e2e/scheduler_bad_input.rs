@@ -120,11 +120,13 @@ async fn unsupported_options_are_refused_not_dropped() {
     let s = local_scheduler(fast_config()).await;
     let mut allow = busybox_spec();
     allow.network = NetworkPolicy::Allowlist {
-        hosts: vec!["pypi.org".into()],
+        hosts: vec!["pypi.org".into(), "*.org".into()],
     };
     let e = s.create_template("t1", allow).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
     assert!(
-        e.to_string().contains("\"allowlist\" is not supported"),
+        e.to_string()
+            .contains("allowlist host \"*.org\" would allow a whole top-level domain"),
         "{e}"
     );
     let mut caps = busybox_spec();

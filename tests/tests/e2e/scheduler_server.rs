@@ -119,6 +119,18 @@ async fn scheduler_routes_are_operator_only_and_counted_in_metrics() {
         "{metrics}"
     );
     assert!(metrics.contains("agentvm_executions_total 1"), "{metrics}");
+    // Egress refusals by reason, every reason present from the start.
+    assert!(
+        metrics.contains("agentvm_egress_refusals_total{reason=\"not_allowed\"} 0\n"),
+        "{metrics}"
+    );
+    assert_eq!(
+        metrics
+            .matches("agentvm_egress_refusals_total{reason=")
+            .count(),
+        6,
+        "{metrics}"
+    );
     // The exec's latency, in its histogram; no warm pool, so no claim was timed.
     assert!(
         metrics.contains("agentvm_sandbox_exec_duration_seconds_count 1\n"),

@@ -179,11 +179,14 @@ impl AgentVmBuilder {
         let bus = Bus::new(self.bus, Some(store.clone()))?;
         let scheduler = match self.scheduler {
             Some(builder) => Some(
-                builder
-                    .store(store.scheduler_store()?)
-                    .events(Arc::new(bus.clone()))
-                    .open()
-                    .await?,
+                match &data_dir {
+                    Some(dir) => builder.data_dir(dir),
+                    None => builder,
+                }
+                .store(store.scheduler_store()?)
+                .events(Arc::new(bus.clone()))
+                .open()
+                .await?,
             ),
             None => None,
         };

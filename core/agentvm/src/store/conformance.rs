@@ -1145,6 +1145,12 @@ pub(super) fn scheduler_templates_put_get_list_delete(store: &dyn Store) {
     sched.put_template(&template("node")).unwrap();
     let mut changed = template("py");
     changed.spec.warm_pool_size = 2;
+    // Credentials are stored as the scheduler sealed them, and come back unchanged.
+    changed.spec.credentials = vec![crate::scheduler::Credential {
+        host: "api.example.com".into(),
+        header: "Authorization".into(),
+        value: "sealed:v1:bm9uY2UtYW5kLWNpcGhlcnRleHQ=".into(),
+    }];
     changed.updated_at = 2;
     sched.put_template(&changed).unwrap();
     assert_eq!(sched.get_template("py").unwrap(), Some(changed.clone()));

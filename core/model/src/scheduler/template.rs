@@ -40,11 +40,94 @@ pub enum NetworkPolicy {
         #[serde(default)]
         internal: bool,
     },
-    /// Outbound traffic only to listed hosts. Not supported yet: refused when used.
+    /// Outbound HTTP and HTTPS only to listed hosts, through the node's egress proxy: the
+    /// sandbox joins an internal network whose only way out is that proxy (docs/sandboxes.md,
+    /// *Egress*). Needs a node whose Docker engine runs on agentvm's own host.
     Allowlist {
-        /// Host names or addresses.
+        /// Host patterns: `api.example.com`, `*.example.com` (subdomains only), an IP
+        /// address; each optionally with `:port` (see [`super::egress`]).
         hosts: Vec<String>,
     },
+}
+
+/// A secret the egress proxy adds to a sandbox's requests for one host (an API key as an
+/// `Authorization` header), so the sandbox can use the API without ever holding the key: it
+/// is in no environment variable or file of the sandbox. Needs an `allowlist` network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Credential {
+    /// The host whose requests get the header: a pattern as in the allowlist
+    /// (`api.example.com`, `*.example.com`, optionally `:port`).
+    pub host: String,
+    /// The header's name (`Authorization`); it replaces any header of that name the sandbox
+    /// sent.
+    pub header: String,
+    /// The header's value: the secret. Given on create and update, kept encrypted, never
+    /// returned (responses leave it out). On update, an empty value keeps the stored one of
+    /// the same host and header.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+}
+
+/// The most credentials one template may hold.
+pub const MAX_CREDENTIALS: usize = 64;
+
+/// The longest credential value, bytes.
+pub const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
+
+/// Headers a credential may not set: they frame the request or belong to the proxy.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+    "proxy-authorization",
+    "expect",
+];
+
+impl Credential {
+    /// Refuses what cannot be sent as a header for a valid host pattern; the value may be
+    /// empty here (an update keeping the stored one).
+    pub fn validate(&self) -> Result<()> {
+        super::egress::HostPattern::parse(&self.host)?;
+        let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if self.header.is_empty() || !self.header.chars().all(tchar) {
+            return Err(Error::invalid(format!(
+                "credential header {:?} is not a header name",
+                self.header
+            )));
+        }
+        let lower = self.header.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            return Err(Error::invalid(format!(
+                "credential header {} cannot be set: it frames the request or belongs to the proxy",
+                self.header
+            )));
+        }
+        if self.value.len() > MAX_CREDENTIAL_BYTES {
+            return Err(Error::invalid(format!(
+                "the credential for {} {} is longer than {MAX_CREDENTIAL_BYTES} bytes",
+                self.host, self.header
+            )));
+        }
+        if self
+            .value
+            .chars()
+            .any(|c| c == '\r' || c == '\n' || c == '\0')
+        {
+            return Err(Error::invalid(format!(
+                "the credential for {} {} contains a line break or NUL",
+                self.host, self.header
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// How a sandbox's container is locked down. `--cap-drop ALL` is always applied.
@@ -133,6 +216,10 @@ pub struct TemplateSpec {
     /// The network.
     #[serde(default)]
     pub network: NetworkPolicy,
+    /// Secrets the egress proxy adds to requests for their hosts (needs an `allowlist`
+    /// network); values are never returned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<Credential>,
     /// The lock-down.
     #[serde(default)]
     pub security: SecurityPolicy,
@@ -176,6 +263,7 @@ impl TemplateSpec {
             idle_action: IdleAction::Terminate,
             env: BTreeMap::new(),
             network: NetworkPolicy::None,
+            credentials: Vec::new(),
             security: SecurityPolicy::default(),
             workdir: None,
             command: None,
@@ -226,11 +314,23 @@ impl TemplateSpec {
                     )));
                 }
             }
-            NetworkPolicy::Allowlist { .. } => {
-                return Err(Error::invalid(
-                    "network mode \"allowlist\" is not supported yet; use \"none\" or a \"bridge\"",
-                ))
+            NetworkPolicy::Allowlist { hosts } => {
+                super::egress::Allowlist::parse(hosts)?;
             }
+        }
+        if !self.credentials.is_empty() && !matches!(self.network, NetworkPolicy::Allowlist { .. })
+        {
+            return Err(Error::invalid(
+                "credentials need an \"allowlist\" network: the egress proxy adds them to requests",
+            ));
+        }
+        if self.credentials.len() > MAX_CREDENTIALS {
+            return Err(Error::invalid(format!(
+                "a template holds at most {MAX_CREDENTIALS} credentials"
+            )));
+        }
+        for c in &self.credentials {
+            c.validate()?;
         }
         for cap in &self.security.cap_add {
             let c = cap.trim_start_matches("CAP_").to_ascii_uppercase();
@@ -335,6 +435,17 @@ pub struct Template {
     pub created_at: i64,
     /// When it last changed, ms.
     pub updated_at: i64,
+}
+
+impl Template {
+    /// The template as clients see it: credential values left out (they are secrets; only
+    /// the egress proxy uses them).
+    pub fn redacted(mut self) -> Template {
+        for c in &mut self.spec.credentials {
+            c.value.clear();
+        }
+        self
+    }
 }
 
 /// Checks a template id (the generic id rules, plus characters safe in Docker labels).
@@ -496,7 +607,11 @@ mod tests {
             .contains("not supported"));
         let mut s = TemplateSpec::new("t", "img");
         s.network = NetworkPolicy::Allowlist {
-            hosts: vec!["example.org".into()],
+            hosts: vec!["example.org".into(), "*.example.com:443".into()],
+        };
+        assert!(s.validate().is_ok());
+        s.network = NetworkPolicy::Allowlist {
+            hosts: vec!["*.com".into()],
         };
         assert!(s.validate().unwrap_err().to_string().contains("allowlist"));
         let mut s = TemplateSpec::new("t", "img");

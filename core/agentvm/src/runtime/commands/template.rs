@@ -28,7 +28,7 @@ impl AgentVm {
     ) -> Result<TemplateGetResponse> {
         let s = self.scheduler_or_unavailable()?;
         Ok(TemplateGetResponse {
-            template: s.get_template(&r.template_id).await?,
+            template: s.get_template(&r.template_id).await?.map(|t| t.redacted()),
         })
     }
 
@@ -38,7 +38,13 @@ impl AgentVm {
         _r: TemplateListRequest,
     ) -> Result<TemplateListResponse> {
         Ok(TemplateListResponse {
-            templates: self.scheduler_or_unavailable()?.list_templates().await?,
+            templates: self
+                .scheduler_or_unavailable()?
+                .list_templates()
+                .await?
+                .into_iter()
+                .map(|t| t.redacted())
+                .collect(),
         })
     }
 
