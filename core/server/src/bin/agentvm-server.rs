@@ -64,13 +64,15 @@ Environment:
   AGENTVM_LOG           log filter, e.g. info, debug, agentvm_server=debug (default info)
   OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: export traces over
                         OTLP/HTTP (as --otlp-endpoint); OTEL_SERVICE_NAME, OTEL_BSP_* apply
-  AGENTVM_DATA_DIR, AGENTVM_STORE, AGENTVM_ADVERTISE_URL, AGENTVM_SERVER_ID: as the flags
+  AGENTVM_DATA_DIR, AGENTVM_STORE, AGENTVM_ADVERTISE_URL, AGENTVM_SERVER_ID,
+  AGENTVM_SECRETS_DIR: as the flags
 
 Config file (--config agentvm.toml; flags and environment win; see agentvm.example.toml):
   host, port, data_dir, store, require_auth, docker = [..], local_tools_containers = [..],
   local_tools_user, max_content_bytes, max_frame_bytes,
   max_connections, request_timeout_ms, shutdown_grace_ms, send_timeout_ms, header_timeout_ms,
-  max_subscriptions, max_requests_in_flight, otlp_endpoint, [llm] provider/key/url/model,
+  max_subscriptions, max_requests_in_flight, otlp_endpoint, secrets_dir,
+  [llm] provider/key/url/model,
   [cluster] advertise_url/server_id/lease_ttl_ms/token/forward";
 
 /// What `mcp --help` adds after the flags.
@@ -185,6 +187,11 @@ struct ServeArgs {
     /// OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT turn tracing on.
     #[arg(long)]
     otlp_endpoint: Option<String>,
+    /// Where the key sealing templates' egress credentials (`secrets.key`) and the egress CA
+    /// (`egress-ca.key`, `egress-ca.pem`) are kept, made on first use (default: the data
+    /// dir). Cluster members must share these files: give each the same copy.
+    #[arg(long, env = "AGENTVM_SECRETS_DIR")]
+    secrets_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -257,6 +264,7 @@ struct FileConfig {
     local_tools_containers: Vec<String>,
     local_tools_user: Option<String>,
     otlp_endpoint: Option<String>,
+    secrets_dir: Option<PathBuf>,
     #[serde(default)]
     llm: LlmFileConfig,
     cluster: Option<ClusterFileConfig>,
@@ -598,6 +606,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             format!("docker-{}", i + 1),
             endpoint.clone(),
         ));
+    }
+    if let Some(dir) = args.secrets_dir.clone().or(file.secrets_dir.clone()) {
+        scheduler = scheduler.data_dir(&dir);
     }
     let clustered = args.cluster || args.advertise_url.is_some() || file.cluster.is_some();
     if clustered {

@@ -413,3 +413,42 @@ async fn an_llm_failure_is_logged_at_warn_with_provider_and_url_not_the_key() {
         "colour codes in a log that is not a terminal"
     );
 }
+
+/// `--secrets-dir` keeps the key that seals template credentials out of the data dir (where
+/// cluster members can share one copy): the key is made there, 0600, and the credential is
+/// stored sealed and returned without its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_dir_holds_the_credentials_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("shared-secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    let data = dir.path().join("data");
+    let server = start(&data, &["--secrets-dir", secrets.to_str().unwrap()]);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/commands", server.http))
+        .json(
+            &serde_json::json!({"type": "template_create_request", "data": {
+            "templateId": "api", "name": "API", "image": "agentvm-test/busybox:latest",
+            "network": {"mode": "allowlist", "hosts": ["api.example.com"]},
+            "credentials": [{"host": "api.example.com", "header": "Authorization",
+                "value": "Bearer s3cr3t-value"}]}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert!(status.is_success(), "{status} {body}");
+    assert!(!body.contains("s3cr3t-value"), "{body}");
+    let key = secrets.join("secrets.key");
+    let mode = std::fs::metadata(&key)
+        .unwrap_or_else(|e| panic!("{}: {e}", key.display()))
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        !data.join("secrets.key").exists(),
+        "the key is not in the data dir"
+    );
+}
