@@ -189,3 +189,173 @@ async fn a_client_on_one_server_follows_live_a_session_another_server_runs() {
     on_b.close().await;
     drop((a, b));
 }
+
+fn text_of(m: &agentvm::Message) -> String {
+    m.content.as_ref().map(|c| c.text()).unwrap_or_default()
+}
+
+/// The member serving `container`, from its lease row.
+async fn owner_of(db: &tokio_postgres::Client, container: &str) -> String {
+    db.query_one(
+        "SELECT owner FROM container_leases WHERE container_id = $1",
+        &[&container],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_owner_mid_stream_loses_no_acknowledged_message_over_rounds() {
+    if postgres_skipped("PostgreSQL kill -9 failover test") {
+        return;
+    }
+    const ROUNDS: usize = 3;
+    let (store, db) = fresh_schema("kill9").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers: Vec<(String, Server)> = ["srv_a", "srv_b", "srv_c"]
+        .iter()
+        .map(|id| (id.to_string(), start(dir.path(), &store, id)))
+        .collect();
+    let first = connect(&servers[0].1.url, ConnectOptions::default())
+        .await
+        .unwrap();
+    let image = first
+        .images()
+        .create(
+            "tenant-1",
+            ImageConfig {
+                model: Some("mock:slow-stream".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .record;
+    first.close().await;
+    let mut acknowledged = Vec::new();
+    for round in 0..ROUNDS {
+        // The client starts on the owner and knows every live member.
+        let owner = owner_of(&db, "tenant-1").await;
+        let at = servers.iter().position(|(id, _)| *id == owner).unwrap();
+        let mut urls = vec![servers[at].1.url.clone()];
+        urls.extend(
+            servers
+                .iter()
+                .filter(|(id, _)| *id != owner)
+                .map(|(_, s)| s.url.clone()),
+        );
+        let options = ConnectOptions {
+            urls,
+            min_backoff: Duration::from_millis(50),
+            request_timeout: Duration::from_secs(20),
+            ..Default::default()
+        };
+        let rt = connect("", options).await.unwrap();
+        let mut sub = rt.sessions().events(&image.session_id).await.unwrap();
+        let text = format!("round {round}");
+        rt.agents()
+            .send_to_image(&image.image_id, text.as_str())
+            .await
+            .unwrap();
+        acknowledged.push(text);
+        // Mid-stream: after ten deltas, the owner is killed.
+        let mut deltas = 0;
+        while deltas < 10 {
+            let item = tokio::time::timeout(Duration::from_secs(20), sub.recv())
+                .await
+                .expect("the reply streams")
+                .expect("open");
+            if let agentvm::BusItem::Event(p) = item {
+                if matches!(p.event.payload, EventPayload::TextDelta { .. }) {
+                    deltas += 1;
+                }
+            }
+        }
+        let (_, mut dead) = servers.remove(at);
+        dead.child.kill().unwrap();
+        dead.child.wait().unwrap();
+        let killed_at = std::time::Instant::now();
+        // The next message goes to another member once the lease has expired (one TTL, 3 s);
+        // until then it is refused as unavailable, and the client tries again.
+        let text = format!("after round {round}");
+        loop {
+            match rt
+                .agents()
+                .send_to_image(&image.image_id, text.as_str())
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(
+                        killed_at.elapsed() < Duration::from_secs(15),
+                        "no member took the container over: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        acknowledged.push(text.clone());
+        let new_owner = owner_of(&db, "tenant-1").await;
+        assert_ne!(new_owner, owner, "round {round}: the lease moved");
+        // Its reply is stored before the next round.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let history = rt.images().messages(&image.image_id).await.unwrap();
+            if history
+                .last()
+                .is_some_and(|m| m.role == agentvm::Role::Assistant)
+                && history.iter().any(|m| text_of(m) == text)
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no reply after the failover"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        rt.close().await;
+        // A new member replaces the dead one.
+        let id = format!("{owner}_{round}");
+        servers.push((id.clone(), start(dir.path(), &store, &id)));
+    }
+    // Every acknowledged message is there exactly once.
+    let check = connect(&servers[0].1.url, ConnectOptions::default())
+        .await
+        .unwrap();
+    let history = check.images().messages(&image.image_id).await.unwrap();
+    for text in &acknowledged {
+        let n = history.iter().filter(|m| text_of(m) == *text).count();
+        assert_eq!(n, 1, "{text:?} stored {n} times: {history:?}");
+    }
+    // No epoch was ever written by two members.
+    let shared: Vec<(i64, i64)> = db
+        .query(
+            "SELECT lease_epoch, count(DISTINCT lease_owner) FROM messages \
+             GROUP BY lease_epoch HAVING count(DISTINCT lease_owner) > 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        shared.is_empty(),
+        "epochs written by two members: {shared:?}"
+    );
+    let epochs: i64 = db
+        .query_one(
+            "SELECT count(DISTINCT lease_epoch) FROM messages WHERE lease_epoch IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        epochs > ROUNDS as i64,
+        "{epochs} epochs over {ROUNDS} failovers"
+    );
+    check.close().await;
+}
