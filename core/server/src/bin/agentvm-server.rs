@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Run the server.
     #[command(after_help = SERVE_HELP)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the node side of runtime-node registration: register this Docker engine with a
     /// control plane and heartbeat until stopped.
     Node {
@@ -369,7 +369,7 @@ fn init_logging() {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => match serve(args).await {
+        Command::Serve(args) => match serve(*args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("agentvm-server: {e}");
