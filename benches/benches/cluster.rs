@@ -196,9 +196,12 @@ impl Member {
     /// `serve --port 0 --store <store> --cluster --server-id <id>` with the mock LLM; waits
     /// for its "listening on" line and keeps draining its stdout afterwards.
     fn start(bin: &Path, dir: &Path, store: &str, id: &str) -> Member {
+        let data_dir = dir.join(id);
+        std::fs::create_dir_all(&data_dir)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", data_dir.display()));
         let mut child = Command::new(bin)
             .args(["serve", "--port", "0", "--data-dir"])
-            .arg(dir.join(id))
+            .arg(&data_dir)
             .args(["--store", store, "--cluster", "--server-id", id])
             .env("LLM_PROVIDER", "mock")
             .env("AGENTVM_LOG", "warn")
