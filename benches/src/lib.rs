@@ -4,6 +4,7 @@
 //! multi-thread tokio runtime sized to the machine, an [`AgentVm`] with the [`MockDriver`]
 //! (in memory or on a temporary data dir), and the records and events an agent produces.
 
+pub mod postgres;
 pub mod sse_server;
 pub mod wire;
 

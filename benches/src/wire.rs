@@ -185,11 +185,13 @@ pub async fn read_response(ws: &mut Ws, response_type: &str, request_id: &str) -
     }
 }
 
-/// Joins `session_id` and waits for the `subscribe_response`.
+/// Joins `session_id` and waits for the `subscribe_response`, which the server sends only to a
+/// client that asks for it (`__subscribeResponse`, as agentvm's own client does).
 pub async fn subscribe(ws: &mut Ws, session_id: &str) {
     send_text(
         ws,
-        json!({ "type": "subscribe", "sessionId": session_id }).to_string(),
+        json!({ "type": "subscribe", "sessionId": session_id, "__subscribeResponse": true })
+            .to_string(),
     )
     .await;
     loop {
