@@ -91,7 +91,13 @@ pub struct LeaseManager {
     /// The scheduler's view of which sandboxes this server tends (a scheduler built with a
     /// stewardship): told of every lease taken and given up.
     stewardship: Option<Arc<Stewardship>>,
+    /// Containers another member was found serving: container -> (its URL, until when to
+    /// forward there without asking the database again). At most [`MAX_OWNERS_SEEN`].
+    owners_seen: Mutex<HashMap<String, (String, Instant)>>,
 }
+
+/// Containers whose owner is remembered for forwarding; past it the memory is cleared.
+const MAX_OWNERS_SEEN: usize = 10_000;
 
 /// Connections to other members kept for forwarding; past it they are dropped and made
 /// again on demand.
@@ -140,6 +146,7 @@ impl LeaseManager {
             gate: Mutex::new(None),
             forwarders: Mutex::new(HashMap::new()),
             stewardship: vm.scheduler().and_then(|s| s.stewardship().cloned()),
+            owners_seen: Mutex::new(HashMap::new()),
         });
         let gate: Arc<dyn ContainerGate> = Arc::new(Gate(Arc::downgrade(&manager)));
         vm.set_container_gate(&gate)?;
@@ -178,6 +185,27 @@ impl LeaseManager {
         {
             return Ok(Admission::Serve);
         }
+        // Another member served it a moment ago: forward without a database round trip. The
+        // memory lasts one renewal interval; a member that died meanwhile fails the forwarded
+        // command as `unavailable`, as the database would have for the rest of its lease.
+        if self.config.forward {
+            let seen = {
+                let mut owners = self.owners_seen.lock().unwrap_or_else(|p| p.into_inner());
+                match owners.get(container_id) {
+                    Some((url, until)) if Instant::now() < *until => Some(url.clone()),
+                    Some(_) => {
+                        owners.remove(container_id);
+                        None
+                    }
+                    None => None,
+                }
+            };
+            if let Some(url) = seen {
+                if let Ok(to) = self.forwarder(&url).await {
+                    return Ok(Admission::Forward(to));
+                }
+            }
+        }
         let (id, me, ttl) = (
             container_id.to_string(),
             self.config.server_id.clone(),
@@ -201,7 +229,18 @@ impl LeaseManager {
                 );
                 match url {
                     Some(url) if self.config.forward => match self.forwarder(&url).await {
-                        Ok(to) => Ok(Admission::Forward(to)),
+                        Ok(to) => {
+                            let mut owners =
+                                self.owners_seen.lock().unwrap_or_else(|p| p.into_inner());
+                            if owners.len() >= MAX_OWNERS_SEEN {
+                                owners.clear();
+                            }
+                            owners.insert(
+                                container_id.to_string(),
+                                (url, Instant::now() + self.config.renew_interval),
+                            );
+                            Ok(Admission::Forward(to))
+                        }
                         Err(e) => Err(Error::unavailable(format!(
                             "{refusal}, and forwarding there failed: {}",
                             e.chain()
