@@ -552,4 +552,42 @@ async fn a_hundred_containers_spread_over_three_servers_each_with_one_owner() {
         .unwrap();
         assert!(made["record"]["imageId"].is_string(), "{made}");
     }
+    // A client of A streams a 100-delta reply of an image whose container B serves, and C
+    // follows the same session: the command is forwarded to B, the events reach A's and C's
+    // clients through the shared log, each once.
+    let on_a = client(&servers[0].url).await;
+    let on_c = client(&servers[2].url).await;
+    let image = on_a
+        .images()
+        .create(
+            "spread-1",
+            ImageConfig {
+                model: Some("mock:long-stream".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .record;
+    assert_eq!(lease(&db, "spread-1").await.0, "srv_b");
+    let mut on_a_events = on_a.sessions().events(&image.session_id).await.unwrap();
+    let mut on_c_events = on_c.sessions().events(&image.session_id).await.unwrap();
+    on_a.agents()
+        .send_to_image(&image.image_id, "stream")
+        .await
+        .unwrap();
+    for events in [&mut on_a_events, &mut on_c_events] {
+        let streamed = turn(events).await;
+        let deltas = streamed
+            .iter()
+            .filter(|p| p.event.type_name() == "text_delta")
+            .count();
+        assert_eq!(deltas, 100);
+        let cursors: Vec<u64> = streamed.iter().filter_map(|p| p.cursor).collect();
+        assert!(
+            cursors.windows(2).all(|w| w[0] < w[1]),
+            "in order, none twice"
+        );
+    }
+    assert_eq!(lease(&db, "spread-1").await.0, "srv_b", "B kept serving it");
 }
