@@ -201,19 +201,8 @@ fn record(k: usize, node_id: &str) -> Sandbox {
     }
 }
 
-/// How the placement records are made durable.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Durable {
-    /// As the scheduler does: each create awaits its record's durable write on the blocking
-    /// pool, and the writes made at the same time share commits (group commit).
-    Group,
-    /// For comparison: one writer thread writes the records one by one, one commit each, in
-    /// arrival order (what the scheduler's store did before group commit).
-    OneByOne,
-}
-
-async fn placements(n: usize, rate: u64, seconds: u64, durable_mode: Durable) {
-    let (_dir, store) = store();
+/// The placement index of `n` empty nodes of 16 cores and 64 GiB; even ones hold the image.
+fn fleet_index(n: usize) -> PlacementIndex {
     let mut index = PlacementIndex::new();
     for i in 0..n {
         index.upsert(
@@ -233,7 +222,56 @@ async fn placements(n: usize, rate: u64, seconds: u64, durable_mode: Durable) {
             },
         );
     }
-    let index = Arc::new(Mutex::new(index));
+    index
+}
+
+/// One placement decision and its reservation, under the index's mutex (as the registry
+/// does); the node chosen.
+fn place_and_reserve(index: &Mutex<PlacementIndex>, demand: &Demand<'_>) -> String {
+    let mut ix = index.lock().expect("index");
+    let node = ix.place(demand).expect("room").to_string();
+    ix.update(&node, |s| {
+        s.in_flight += 1;
+        s.in_flight_cpu_millis += demand.cpu_millis;
+        s.in_flight_memory_mb += demand.memory_mb;
+    });
+    node
+}
+
+/// The fake engine after the durable record: create + start take 5 ms, then the reservation
+/// becomes an allocation, released 2 s later.
+async fn fake_engine(index: &Mutex<PlacementIndex>, node: &str, demand: &Demand<'_>) {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    index.lock().expect("index").update(node, |s| {
+        s.in_flight -= 1;
+        s.in_flight_cpu_millis -= demand.cpu_millis;
+        s.in_flight_memory_mb -= demand.memory_mb;
+        s.running += 1;
+        s.allocated_cpu_millis += demand.cpu_millis;
+        s.allocated_memory_mb += demand.memory_mb;
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    index.lock().expect("index").update(node, |s| {
+        s.running -= 1;
+        s.allocated_cpu_millis -= demand.cpu_millis;
+        s.allocated_memory_mb -= demand.memory_mb;
+    });
+}
+
+/// How the placement records are made durable.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durable {
+    /// As the scheduler does: each create awaits its record's durable write on the blocking
+    /// pool, and the writes made at the same time share commits (group commit).
+    Group,
+    /// For comparison: one writer thread writes the records one by one, one commit each, in
+    /// arrival order (what the scheduler's store did before group commit).
+    OneByOne,
+}
+
+async fn placements(n: usize, rate: u64, seconds: u64, durable_mode: Durable) {
+    let (_dir, store) = store();
+    let index = Arc::new(Mutex::new(fleet_index(n)));
     let demand = Demand {
         cpu_millis: 500,
         memory_mb: 512,
@@ -278,16 +316,7 @@ async fn placements(n: usize, rate: u64, seconds: u64, durable_mode: Durable) {
         );
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
-            let node = {
-                let mut ix = index.lock().expect("index");
-                let node = ix.place(&demand).expect("room").to_string();
-                ix.update(&node, |s| {
-                    s.in_flight += 1;
-                    s.in_flight_cpu_millis += demand.cpu_millis;
-                    s.in_flight_memory_mb += demand.memory_mb;
-                });
-                node
-            };
+            let node = place_and_reserve(&index, &demand);
             lat.lock().expect("lat").push(t.elapsed());
             let r = record(k, &node);
             match durable_mode {
@@ -304,22 +333,7 @@ async fn placements(n: usize, rate: u64, seconds: u64, durable_mode: Durable) {
                 }
                 Durable::OneByOne => tx.send((r, Instant::now())).expect("writer"),
             }
-            // The fake engine: create + start.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            index.lock().expect("index").update(&node, |s| {
-                s.in_flight -= 1;
-                s.in_flight_cpu_millis -= demand.cpu_millis;
-                s.in_flight_memory_mb -= demand.memory_mb;
-                s.running += 1;
-                s.allocated_cpu_millis += demand.cpu_millis;
-                s.allocated_memory_mb += demand.memory_mb;
-            });
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            index.lock().expect("index").update(&node, |s| {
-                s.running -= 1;
-                s.allocated_cpu_millis -= demand.cpu_millis;
-                s.allocated_memory_mb -= demand.memory_mb;
-            });
+            fake_engine(&index, &node, &demand).await;
         }));
     }
     let offered_for = start.elapsed();

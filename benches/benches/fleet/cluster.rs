@@ -18,9 +18,9 @@
 //!    index sees its own placements only (the 5 s charge of the others' is left out: at most
 //!    5 s of drift, which this short run does not reach).
 
-use super::{cpu_time, images, record};
+use super::{cpu_time, fake_engine, fleet_index, images, place_and_reserve, record};
 use agentvm::scheduler::placement::Demand;
-use agentvm::scheduler::placement_index::{NodeState, PlacementIndex};
+use agentvm::scheduler::placement_index::PlacementIndex;
 use agentvm::scheduler::{
     Heartbeat, Liveness, NodeRegistration, Scheduler, SchedulerConfig, SchedulerStore, Stewardship,
 };
@@ -256,28 +256,7 @@ pub(super) async fn placements(server: &str, n: usize, rate: u64, seconds: u64) 
     let schema = Schema::fresh(server);
     let (store, _servers) = cluster(&schema.url).await;
     let indexes: Vec<Arc<Mutex<PlacementIndex>>> = (0..SERVERS)
-        .map(|_| {
-            let mut index = PlacementIndex::new();
-            for i in 0..n {
-                index.upsert(
-                    &format!("node-{i:05}"),
-                    NodeState {
-                        schedulable: true,
-                        total_cpu_millis: 16_000,
-                        total_memory_mb: 65_536,
-                        max_containers: 100,
-                        allocated_cpu_millis: 0,
-                        allocated_memory_mb: 0,
-                        running: 0,
-                        in_flight_cpu_millis: 0,
-                        in_flight_memory_mb: 0,
-                        in_flight: 0,
-                        images: if i % 2 == 0 { images() } else { Vec::new() },
-                    },
-                );
-            }
-            Arc::new(Mutex::new(index))
-        })
+        .map(|_| Arc::new(Mutex::new(fleet_index(n))))
         .collect();
     let demand = Demand {
         cpu_millis: 500,
@@ -300,16 +279,7 @@ pub(super) async fn placements(server: &str, n: usize, rate: u64, seconds: u64) 
         );
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
-            let node = {
-                let mut ix = index.lock().expect("index");
-                let node = ix.place(&demand).expect("room").to_string();
-                ix.update(&node, |s| {
-                    s.in_flight += 1;
-                    s.in_flight_cpu_millis += demand.cpu_millis;
-                    s.in_flight_memory_mb += demand.memory_mb;
-                });
-                node
-            };
+            let node = place_and_reserve(&index, &demand);
             lat.lock().expect("lat").push(t.elapsed());
             let r = record(k, &node);
             let queued = Instant::now();
@@ -320,21 +290,7 @@ pub(super) async fn placements(server: &str, n: usize, rate: u64, seconds: u64) 
             acks.lock()
                 .expect("acks")
                 .push((Instant::now(), queued.elapsed()));
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            index.lock().expect("index").update(&node, |s| {
-                s.in_flight -= 1;
-                s.in_flight_cpu_millis -= demand.cpu_millis;
-                s.in_flight_memory_mb -= demand.memory_mb;
-                s.running += 1;
-                s.allocated_cpu_millis += demand.cpu_millis;
-                s.allocated_memory_mb += demand.memory_mb;
-            });
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            index.lock().expect("index").update(&node, |s| {
-                s.running -= 1;
-                s.allocated_cpu_millis -= demand.cpu_millis;
-                s.allocated_memory_mb -= demand.memory_mb;
-            });
+            fake_engine(&index, &node, &demand).await;
         }));
     }
     let offered_for = start.elapsed();
