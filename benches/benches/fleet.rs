@@ -1,8 +1,7 @@
 //! Fleet simulator (a bench binary, not a test): the scheduler's server side at 1,000 and
 //! 10,000 runtime nodes, without Docker.
 //!
-//! What runs, in one process against one scheduler (a cluster of servers sharing scheduler
-//! state does not exist yet, so this is the single-server number):
+//! What runs, in one process against one scheduler (or three sharing PostgreSQL, below):
 //!
 //! 1. Heartbeats: N nodes are registered on a real `Scheduler` (redb store, background loops
 //!    off) with `liveness: heartbeat`, then each sends `Scheduler::heartbeat` every 5 s, spread
@@ -10,18 +9,21 @@
 //!    rounds of every node). The process CPU time (`/proc/self/stat` utime + stime) over that
 //!    window, less the same window idle, is the heartbeat cost. Heartbeats are in-process calls:
 //!    the HTTP and JSON of a real agent's heartbeat are not counted.
-//! 2. Placements: sandbox creates arrive at `FLEET_RATE` per second (default 5,000) for
+//! 2. Placements alone: sandbox creates arrive at `FLEET_RATE` per second (default 5,000) for
 //!    `FLEET_SECONDS` (default 5). Each is a decision of the `PlacementIndex` the scheduler's
 //!    registry keeps (behind a mutex, as in the registry) plus the in-flight reservation; its
 //!    record is then written durably as `Scheduler::persist` does, before the container is
 //!    made: the create waits on the blocking pool for `RedbSchedulerStore::put_sandbox`, and
-//!    the records written at the same time share redb commits (group commit). The scheduler
-//!    has no engine trait yet, so Docker is replaced here, after the durable record, by a fake
-//!    engine: a 5 ms sleep for create + start, after which the reservation becomes an
-//!    allocation; each sandbox is released 2 s later. Reported: placement latency
-//!    p50/p99/max (decision + reservation, under the mutex), durable placements per second
-//!    achieved against the offered rate (records over the time from the first arrival to the
-//!    last durable record), records per commit, and how long a create waited for its record.
+//!    the records written at the same time share redb commits (group commit). The container
+//!    is then a 5 ms sleep, after which the reservation becomes an allocation, released 2 s
+//!    later. This isolates the placement decision and the durable record: reported are
+//!    placement latency p50/p99/max (decision + reservation, under the mutex), durable
+//!    placements per second against the offered rate, records per commit, and how long a
+//!    create waited for its record.
+//! 3. Creates through the scheduler (`fleet/creates.rs`): the same rate into the real
+//!    `Scheduler::create_sandbox`, with the simulated engine (`engine::simulated`) behind the
+//!    scheduler's engine trait standing in for N Docker engines with a quiet host's latencies.
+//!    Everything but the engine's work is the production path.
 //!
 //! With `FLEET_POSTGRES=postgres://…` (a database this bench may create schemas in) it runs
 //! against a three-server cluster on PostgreSQL instead: see `fleet/cluster.rs`.
@@ -43,6 +45,8 @@ use std::time::{Duration, Instant};
 
 #[path = "fleet/cluster.rs"]
 mod cluster;
+#[path = "fleet/creates.rs"]
+mod creates;
 
 const IMAGE: &str = "agentvm-test/busybox:latest";
 
@@ -238,8 +242,8 @@ fn place_and_reserve(index: &Mutex<PlacementIndex>, demand: &Demand<'_>) -> Stri
     node
 }
 
-/// The fake engine after the durable record: create + start take 5 ms, then the reservation
-/// becomes an allocation, released 2 s later.
+/// The container after the durable record, in the placements-alone run: create + start take
+/// 5 ms, then the reservation becomes an allocation, released 2 s later.
 async fn fake_engine(index: &Mutex<PlacementIndex>, node: &str, demand: &Demand<'_>) {
     tokio::time::sleep(Duration::from_millis(5)).await;
     index.lock().expect("index").update(node, |s| {
@@ -386,6 +390,23 @@ async fn placements(n: usize, rate: u64, seconds: u64, durable_mode: Durable) {
     );
 }
 
+/// Creates through one real scheduler on redb, the simulated engine behind it.
+async fn creates(n: usize, rate: u64, seconds: u64) {
+    let (_dir, store) = store();
+    let s = Scheduler::builder()
+        .store(store)
+        .config(SchedulerConfig {
+            background: false,
+            ..SchedulerConfig::default()
+        })
+        .engine(creates::connector())
+        .open()
+        .await
+        .expect("scheduler");
+    creates::register(&s, n).await;
+    creates::drive(&format!("fleet/{n}"), &[s], &[None], rate, seconds).await;
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken from the command line.
     let sizes: Vec<usize> = std::env::var("FLEET_NODES")
@@ -411,6 +432,7 @@ fn main() {
         for n in sizes {
             rt.block_on(cluster::heartbeats(&server, n, hb_seconds));
             rt.block_on(cluster::placements(&server, n, rate, seconds));
+            rt.block_on(cluster::creates(&server, n, rate, seconds));
         }
         return;
     }
@@ -421,5 +443,6 @@ fn main() {
         if one_by_one {
             rt.block_on(placements(n, rate, seconds, Durable::OneByOne));
         }
+        rt.block_on(creates(n, rate, seconds));
     }
 }

@@ -14,11 +14,16 @@
 //! 2. Placements: creates arrive at `FLEET_RATE`/s, round-robin over the three servers; each
 //!    is that server's index decision plus reservation under its mutex, then a durable record
 //!    in PostgreSQL that the create waits for (PostgreSQL commits each insert; concurrent
-//!    commits share WAL flushes), then the fake engine as in the one-server run. Each server's
-//!    index sees its own placements only (the 5 s charge of the others' is left out: at most
-//!    5 s of drift, which this short run does not reach).
+//!    commits share WAL flushes), then the 5 ms container as in the one-server run. Each
+//!    server's index sees its own placements only (the 5 s charge of the others' is left out:
+//!    at most 5 s of drift, which this short run does not reach).
+//! 3. Creates through the three real schedulers (`fleet/creates.rs`), round-robin, each for
+//!    the tenant whose lease it holds, with one simulated engine per node shared by all three
+//!    (as real members reach the same Docker engines). Server 1 and 2 learn the nodes from the
+//!    store once before the run.
 
 use super::{cpu_time, fake_engine, fleet_index, images, place_and_reserve, record};
+use agentvm::scheduler::engine::simulated::SimulatedConnector;
 use agentvm::scheduler::placement::Demand;
 use agentvm::scheduler::placement_index::PlacementIndex;
 use agentvm::scheduler::{
@@ -99,34 +104,66 @@ impl Drop for Schema {
     }
 }
 
-/// Three schedulers on one PostgreSQL store, background loops off.
-async fn cluster(url: &str) -> (Arc<dyn SchedulerStore>, Vec<Scheduler>) {
+/// Three schedulers on one PostgreSQL store, background loops off; server `i` holds the
+/// lease of owner `tenant-i`. With `engine`, every server reaches the nodes' (simulated)
+/// engines through it, as real servers reach the same Docker engines.
+async fn cluster(
+    url: &str,
+    engine: Option<Arc<SimulatedConnector>>,
+) -> (Arc<dyn SchedulerStore>, Vec<Scheduler>) {
     let store = PostgresStore::open(url)
         .await
         .expect("the PostgreSQL store");
     let shared = store.scheduler_store().expect("its scheduler tables");
     let mut servers = Vec::new();
-    for _ in 0..SERVERS {
+    for i in 0..SERVERS {
         let config = SchedulerConfig {
             background: false,
             docker_timeout: Duration::from_millis(200),
             ..SchedulerConfig::default()
         };
-        let s = Scheduler::builder()
+        let stewardship = Arc::new(Stewardship::new());
+        stewardship.hold(&owner(i), Instant::now() + Duration::from_secs(3600));
+        let mut builder = Scheduler::builder()
             .store(shared.clone())
             .config(config)
-            .stewardship(Arc::new(Stewardship::new()))
-            .open()
-            .await
-            .expect("scheduler");
-        servers.push(s);
+            .stewardship(stewardship);
+        if let Some(e) = &engine {
+            builder = builder.engine(e.clone());
+        }
+        servers.push(builder.open().await.expect("scheduler"));
     }
     (shared, servers)
 }
 
+/// The tenant whose lease server `i` holds.
+fn owner(i: usize) -> String {
+    format!("tenant-{i}")
+}
+
+/// Creates through the three real schedulers, round-robin, each for the tenant it holds;
+/// the simulated engine behind them (`fleet/creates.rs`).
+pub(super) async fn creates(server: &str, n: usize, rate: u64, seconds: u64) {
+    let schema = Schema::fresh(server);
+    let (_store, servers) = cluster(&schema.url, Some(super::creates::connector())).await;
+    super::creates::register(&servers[0], n).await;
+    for s in &servers[1..] {
+        s.sync_nodes().await.expect("sync");
+    }
+    let owners: Vec<Option<String>> = (0..SERVERS).map(|i| Some(owner(i))).collect();
+    super::creates::drive(
+        &format!("fleet/{n}, 3 servers on PostgreSQL,"),
+        &servers,
+        &owners,
+        rate,
+        seconds,
+    )
+    .await;
+}
+
 pub(super) async fn heartbeats(server: &str, n: usize, seconds: u64) {
     let schema = Schema::fresh(server);
-    let (_store, servers) = cluster(&schema.url).await;
+    let (_store, servers) = cluster(&schema.url, None).await;
     let t = Instant::now();
     for i in 0..n {
         let mut reg = NodeRegistration::new(
@@ -254,7 +291,7 @@ pub(super) async fn heartbeats(server: &str, n: usize, seconds: u64) {
 
 pub(super) async fn placements(server: &str, n: usize, rate: u64, seconds: u64) {
     let schema = Schema::fresh(server);
-    let (store, _servers) = cluster(&schema.url).await;
+    let (store, _servers) = cluster(&schema.url, None).await;
     let indexes: Vec<Arc<Mutex<PlacementIndex>>> = (0..SERVERS)
         .map(|_| Arc::new(Mutex::new(fleet_index(n))))
         .collect();

@@ -23,6 +23,12 @@ pub const CLAIM_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
+/// Buckets (upper bounds, seconds) for placing a sandbox: a decision over the placement
+/// index and its reservation, microseconds even at 10,000 nodes.
+pub const PLACEMENT_BUCKETS: &[f64] = &[
+    0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025,
+];
+
 /// A latency histogram over fixed upper bounds.
 pub struct LatencyHistogram {
     /// Upper bounds in seconds, ascending.
@@ -118,7 +124,7 @@ mod tests {
 
     #[test]
     fn bucket_bounds_ascend() {
-        for bounds in [LLM_BUCKETS, EXEC_BUCKETS, CLAIM_BUCKETS] {
+        for bounds in [LLM_BUCKETS, EXEC_BUCKETS, CLAIM_BUCKETS, PLACEMENT_BUCKETS] {
             assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{bounds:?}");
         }
     }

@@ -9,9 +9,9 @@
 //! The archive API (see [`files`](super::files)) runs as root and is kept for the sandbox REST
 //! API, whose callers own the sandbox.
 
-use super::{docker, Scheduler};
+use super::engine::{Chunk, ExecSpec};
+use super::Scheduler;
 use crate::error::{Error, Result};
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
@@ -259,9 +259,8 @@ impl Scheduler {
         limit: usize,
     ) -> Result<UserRun> {
         let sandbox = self.ready_sandbox(sandbox_id).await?;
-        let d = self.docker(&sandbox.node_id).await?;
+        let engine = self.engine(&sandbox.node_id).await?;
         let node_id = sandbox.node_id.clone();
-        let endpoint = self.endpoint_of(&node_id);
         let target = sandbox
             .docker_container_id
             .clone()
@@ -270,35 +269,29 @@ impl Scheduler {
             return Err(Error::Internal("no script to run".into()));
         };
         let script = format!("{PRELUDE}{script}");
-        let mut argv = vec!["/bin/sh", "-c", script.as_str(), "agentvm-files"];
-        argv.extend_from_slice(args);
-        let created = d
-            .create_exec(
+        let mut argv = vec![
+            "/bin/sh".to_string(),
+            "-c".into(),
+            script,
+            "agentvm-files".into(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let started = engine
+            .exec(
                 &target,
-                CreateExecOptions::<&str> {
-                    attach_stdin: Some(stdin.is_some()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(false),
-                    cmd: Some(argv),
-                    user: Some(sandbox.user.as_str()),
-                    working_dir: Some(sandbox.workdir.as_str()),
-                    ..Default::default()
+                ExecSpec {
+                    argv,
+                    env: Vec::new(),
+                    user: sandbox.user.clone(),
+                    workdir: Some(sandbox.workdir.clone()),
+                    stdin: stdin.is_some(),
+                    tty: false,
+                    what: "a file exec",
                 },
             )
             .await
-            .map_err(|e| {
-                let e = docker::map_err(&node_id, &endpoint, "creating a file exec", e);
-                self.node_failed(&node_id, &e);
-                e
-            })?;
-        let started = d
-            .start_exec(&created.id, None::<StartExecOptions>)
-            .await
-            .map_err(|e| docker::map_err(&node_id, &endpoint, "starting a file exec", e))?;
-        let StartExecResults::Attached { mut output, input } = started else {
-            return Err(Error::Internal("Docker detached an attached exec".into()));
-        };
+            .map_err(|e| self.engine_error(&node_id, e))?;
+        let (mut output, input) = (started.output, started.input);
         let feed = async move {
             let mut input = input;
             if let Some(data) = stdin {
@@ -316,10 +309,8 @@ impl Scheduler {
                 truncated: false,
             };
             while let Some(chunk) = output.next().await {
-                match chunk
-                    .map_err(|e| docker::map_err(&node_id, &endpoint, "reading a file exec", e))?
-                {
-                    bollard::container::LogOutput::StdOut { message } => {
+                match chunk? {
+                    Chunk::Stdout(message) => {
                         let room = limit.saturating_sub(run.stdout.len());
                         if message.len() > room {
                             run.truncated = true;
@@ -327,9 +318,7 @@ impl Scheduler {
                         run.stdout
                             .extend_from_slice(&message[..message.len().min(room)]);
                     }
-                    bollard::container::LogOutput::StdErr { message }
-                        if run.stderr.len() < 16 * 1024 =>
-                    {
+                    Chunk::Stderr(message) if run.stderr.len() < 16 * 1024 => {
                         run.stderr.push_str(&String::from_utf8_lossy(&message));
                     }
                     _ => {}
@@ -358,11 +347,11 @@ impl Scheduler {
             ))
         })?;
         let mut run = run?;
-        let inspected = d
-            .inspect_exec(&created.id)
-            .await
-            .map_err(|e| docker::map_err(&node_id, &endpoint, "inspecting a file exec", e))?;
-        run.code = inspected.exit_code.unwrap_or(-1);
+        run.code = engine
+            .exec_state(&started.id)
+            .await?
+            .exit_code
+            .unwrap_or(-1);
         Ok(run)
     }
 }

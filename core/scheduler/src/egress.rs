@@ -17,13 +17,13 @@ mod proxy;
 pub(crate) mod secrets;
 pub(crate) mod tls;
 
+use super::engine::{EngineRef, NetworkSpec};
 use super::hardening::labels;
 use super::ports::is_local_endpoint;
 use super::template::{NetworkPolicy, Template};
-use super::{docker, lock, Scheduler};
-use crate::error::{Error, Result};
+use super::{lock, Scheduler};
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::scheduler::egress::{Allowlist, HostPattern};
-use bollard::models::NetworkCreateRequest;
 use proxy::{Injection, Policy, ProxyState};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -302,7 +302,7 @@ impl Scheduler {
     /// the sandbox's HTTP clients through the proxy.
     pub(crate) async fn prepare_egress(
         &self,
-        d: &bollard::Docker,
+        d: &EngineRef,
         node_id: &str,
         template: &Template,
     ) -> Result<Vec<(String, String)>> {
@@ -379,34 +379,19 @@ impl Scheduler {
 
     /// Installs the node's egress CA in a created (not yet started) sandbox container: alone
     /// in [`CA_FILE`], and appended to the image's bundle (when it has one) in [`CA_BUNDLE`].
-    pub(crate) async fn install_egress_ca(
-        &self,
-        d: &bollard::Docker,
-        node_id: &str,
-        container: &str,
-    ) -> Result<()> {
+    pub(crate) async fn install_egress_ca(&self, d: &EngineRef, container: &str) -> Result<()> {
         use futures::StreamExt;
-        let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::new()
-            .path(SYSTEM_BUNDLE)
-            .build();
-        let mut stream = d.download_from_container(container, Some(opts));
+        let mut stream = d.download(container, SYSTEM_BUNDLE);
         let mut tarball = Vec::new();
         let mut found = true;
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(c) => tarball.extend_from_slice(&c),
-                Err(e) if docker::status_of(&e) == Some(404) => {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
                     found = false;
                     break;
                 }
-                Err(e) => {
-                    return Err(docker::map_err(
-                        node_id,
-                        &self.endpoint_of(node_id),
-                        "reading the image's CA bundle",
-                        e,
-                    ))
-                }
+                Err(e) => return Err(e),
             }
             if tarball.len() > 16 * 1024 * 1024 {
                 found = false;
@@ -460,25 +445,9 @@ impl Scheduler {
         let tarball = builder
             .into_inner()
             .map_err(|e| Error::Internal(format!("building the CA archive: {e}")))?;
-        let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new()
-            .path("/")
-            .build();
-        d.upload_to_container(container, Some(opts), bollard::body_full(tarball.into()))
-            .await
-            .map_err(|e| {
-                docker::map_err(
-                    node_id,
-                    &self.endpoint_of(node_id),
-                    "installing the egress CA",
-                    e,
-                )
-            })
+        d.upload(container, "/", tarball).await
     }
 
-    /// Starts the proxy of an adopted sandbox of an allowlist template again, where its
-    /// environment says it is (the configured port on its network's gateway). A proxy that
-    /// cannot be started leaves the sandbox without a way out (never an unchecked one), with
-    /// a warning.
     pub(crate) async fn resume_egress(&self, sandbox: &crate::Sandbox) {
         let Ok(Some(template)) = self.get_template(&sandbox.template_id).await else {
             return;
@@ -488,7 +457,7 @@ impl Scheduler {
         {
             return;
         }
-        let restarted = match self.docker(&sandbox.node_id).await {
+        let restarted = match self.engine(&sandbox.node_id).await {
             Ok(d) => self.prepare_egress(&d, &sandbox.node_id, &template).await,
             Err(e) => Err(e),
         };
@@ -524,60 +493,37 @@ impl Scheduler {
     }
 
     /// Ensures the internal network `name` on the node and returns its gateway address.
-    async fn egress_network(
-        &self,
-        d: &bollard::Docker,
-        node_id: &str,
-        name: &str,
-    ) -> Result<IpAddr> {
-        let derr = |doing: &str, e| docker::map_err(node_id, &self.endpoint_of(node_id), doing, e);
-        let inspect = || {
-            d.inspect_network(
-                name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-        };
-        let info = match inspect().await {
-            Ok(i) => i,
-            Err(e) if docker::status_of(&e) == Some(404) => {
+    async fn egress_network(&self, d: &EngineRef, node_id: &str, name: &str) -> Result<IpAddr> {
+        let info = match d.network(name).await? {
+            Some(i) => i,
+            None => {
                 let mut l = HashMap::new();
                 l.insert(labels::INSTANCE.to_string(), self.inner.instance.clone());
                 l.insert(EGRESS_LABEL.to_string(), "true".to_string());
-                let req = NetworkCreateRequest {
-                    name: name.to_string(),
-                    driver: Some("bridge".into()),
-                    internal: Some(true),
-                    labels: Some(l),
-                    ..Default::default()
-                };
-                match d.create_network(req).await {
-                    Ok(_) => {}
-                    Err(e) if docker::status_of(&e) == Some(409) => {}
-                    Err(e) => return Err(derr("creating the egress network", e)),
-                }
-                inspect()
-                    .await
-                    .map_err(|e| derr("inspecting the egress network", e))?
+                d.create_network(&NetworkSpec {
+                    name,
+                    internal: true,
+                    labels: l,
+                })
+                .await?;
+                d.network(name).await?.ok_or_else(|| {
+                    Error::unavailable(format!(
+                        "network {name} on node {node_id} was made but cannot be found"
+                    ))
+                })?
             }
-            Err(e) => return Err(derr("inspecting the egress network", e)),
         };
-        if info.internal != Some(true) {
+        if !info.internal {
             return Err(Error::Conflict(format!(
                 "network {name} on node {node_id} exists but is not internal, so sandboxes on it \
                  could bypass the egress proxy: remove it (docker network rm {name}) and retry"
             )));
         }
-        info.ipam
-            .and_then(|i| i.config)
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.gateway)
-            .find_map(|g| g.parse::<IpAddr>().ok())
-            .ok_or_else(|| {
-                Error::unavailable(format!(
-                    "network {name} on node {node_id} has no gateway address for the egress proxy"
-                ))
-            })
+        info.gateway.ok_or_else(|| {
+            Error::unavailable(format!(
+                "network {name} on node {node_id} has no gateway address for the egress proxy"
+            ))
+        })
     }
 }
 

@@ -7,12 +7,11 @@
 //! itself, which also catches children that left the group. The same killer ends an exec
 //! that [`Scheduler::cancel_exec`] cancels.
 
-use super::{blocking, docker, lock, Scheduler};
+use super::engine::{Chunk, ChunkStream, EngineRef, ExecSpec};
+use super::{blocking, lock, Scheduler};
 use crate::error::{Error, Result};
 use crate::model::{new_id, now_ms, validate_id};
 pub use agentvm_model::scheduler::exec::*;
-use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use futures::{Stream, StreamExt};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -238,9 +237,8 @@ impl Scheduler {
             .docker_container_id
             .clone()
             .unwrap_or_else(|| sandbox.docker_container_name.clone());
-        let d = self.docker(&sandbox.node_id).await?;
+        let engine = self.engine(&sandbox.node_id).await?;
         let node_id = sandbox.node_id.clone();
-        let endpoint = self.endpoint_of(&node_id);
         let id = match &request.execution_id {
             Some(id) => self.unused_execution_id(id).await?,
             None => new_id("exec"),
@@ -252,37 +250,25 @@ impl Scheduler {
             .collect();
         env.push(format!("AGENTVM_EXEC_ID={id}"));
         let span = exec_span(&sandbox.id, &node_id, &id);
-        let created = d
-            .create_exec(
+        let started = engine
+            .exec(
                 &container,
-                CreateExecOptions::<String> {
-                    attach_stdin: Some(false),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(false),
-                    env: Some(env),
-                    cmd: Some(argv.clone()),
-                    user: Some(sandbox.user.clone()),
-                    working_dir: Some(request.workdir.clone().unwrap_or(sandbox.workdir.clone())),
-                    ..Default::default()
+                ExecSpec {
+                    argv: argv.clone(),
+                    env,
+                    user: sandbox.user.clone(),
+                    workdir: Some(request.workdir.clone().unwrap_or(sandbox.workdir.clone())),
+                    stdin: false,
+                    tty: false,
+                    what: "the exec",
                 },
             )
             .await
-            .map_err(|e| {
-                let e = docker::map_err(&node_id, &endpoint, "creating the exec", e);
-                self.node_failed(&node_id, &e);
-                e
-            })?;
+            .map_err(|e| self.engine_error(&node_id, e))?;
         let created_at = now_ms();
-        let started = d
-            .start_exec(&created.id, None::<StartExecOptions>)
-            .await
-            .map_err(|e| docker::map_err(&node_id, &endpoint, "starting the exec", e))?;
-        let StartExecResults::Attached { output, input } = started else {
-            return Err(Error::Internal("Docker detached an attached exec".into()));
-        };
         // Nothing is ever written: the command's stdin is closed.
-        drop(input);
+        let output = started.output;
+        drop(started.input);
         let (tx, rx) = mpsc::unbounded_channel();
         let record = Execution {
             id: id.clone(),
@@ -309,15 +295,15 @@ impl Scheduler {
         });
         lock(&self.inner.running).insert(id.clone(), control.clone());
         let this = self.clone();
-        let docker_exec_id = created.id;
+        let engine_exec_id = started.id;
         let traced = span.clone();
         let drive = async move {
             let run = Run {
                 scheduler: this,
-                docker: d,
+                engine,
                 container,
                 user: sandbox.user,
-                docker_exec_id,
+                engine_exec_id,
                 timeout,
                 cap,
             };
@@ -406,7 +392,7 @@ impl Scheduler {
     /// a call leaves nothing running in the sandbox.
     pub async fn reap_exec(&self, sandbox_id: &str, exec_id: &str) -> Result<usize> {
         let sandbox = self.ready_sandbox(sandbox_id).await?;
-        let d = self.docker(&sandbox.node_id).await?;
+        let engine = self.engine(&sandbox.node_id).await?;
         let target = sandbox
             .docker_container_id
             .clone()
@@ -416,7 +402,7 @@ impl Scheduler {
         for _ in 0..3 {
             let argv = vec!["/bin/sh", "-c", KILLER, "agentvm-kill", exec_id];
             let (code, out) = self
-                .run_quiet(&d, &sandbox.node_id, &target, &sandbox.user, argv)
+                .run_quiet(&engine, &target, &sandbox.user, argv)
                 .await?;
             if code != 0 {
                 return Err(Error::Conflict(format!(
@@ -438,45 +424,33 @@ impl Scheduler {
     /// For the readiness check and the killer; no record, no stream.
     pub(crate) async fn run_quiet(
         &self,
-        d: &bollard::Docker,
-        node_id: &str,
+        engine: &EngineRef,
         container: &str,
         user: &str,
         argv: Vec<&str>,
     ) -> Result<(i64, String)> {
-        let endpoint = self.endpoint_of(node_id);
-        let created = d
-            .create_exec(
+        let started = engine
+            .exec(
                 container,
-                CreateExecOptions::<&str> {
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    cmd: Some(argv),
-                    user: Some(user),
+                ExecSpec {
+                    argv: argv.into_iter().map(str::to_string).collect(),
+                    user: user.to_string(),
+                    what: "an exec",
                     ..Default::default()
                 },
             )
-            .await
-            .map_err(|e| docker::map_err(node_id, &endpoint, "creating an exec", e))?;
+            .await?;
+        drop(started.input);
+        let mut output = started.output;
         let mut out = String::new();
-        if let StartExecResults::Attached { mut output, .. } = d
-            .start_exec(&created.id, None::<StartExecOptions>)
-            .await
-            .map_err(|e| docker::map_err(node_id, &endpoint, "starting an exec", e))?
-        {
-            while let Some(chunk) = output.next().await {
-                let chunk =
-                    chunk.map_err(|e| docker::map_err(node_id, &endpoint, "reading an exec", e))?;
-                if out.len() < 64 * 1024 {
-                    out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-                }
+        while let Some(chunk) = output.next().await {
+            let (Chunk::Stdout(bytes) | Chunk::Stderr(bytes)) = chunk?;
+            if out.len() < 64 * 1024 {
+                out.push_str(&String::from_utf8_lossy(&bytes));
             }
         }
-        let inspected = d
-            .inspect_exec(&created.id)
-            .await
-            .map_err(|e| docker::map_err(node_id, &endpoint, "inspecting an exec", e))?;
-        Ok((inspected.exit_code.unwrap_or(-1), out))
+        let state = engine.exec_state(&started.id).await?;
+        Ok((state.exit_code.unwrap_or(-1), out))
     }
 }
 
@@ -484,28 +458,25 @@ impl Scheduler {
 struct Run {
     /// For the killer, the record and the counters.
     scheduler: Scheduler,
-    /// The sandbox's node's client.
-    docker: bollard::Docker,
+    /// The sandbox's node's engine.
+    engine: EngineRef,
     /// The sandbox's container.
     container: String,
     /// The sandbox's user (the killer runs as it).
     user: String,
-    /// Docker's id of the exec, for its exit code.
-    docker_exec_id: String,
+    /// The engine's id of the exec, for its exit code.
+    engine_exec_id: String,
     /// When to kill it.
     timeout: Duration,
     /// Bytes kept per stream.
     cap: usize,
 }
 
-type Output =
-    Pin<Box<dyn Stream<Item = std::result::Result<LogOutput, bollard::errors::Error>> + Send>>;
-
 impl Run {
     async fn drive(
         self,
         mut record: Execution,
-        mut output: Output,
+        mut output: ChunkStream,
         tx: mpsc::UnboundedSender<ExecEvent>,
         control: Arc<ExecControl>,
     ) {
@@ -530,17 +501,16 @@ impl Run {
         loop {
             tokio::select! {
                 chunk = output.next() => match chunk {
-                    Some(Ok(LogOutput::StdOut { message })) => {
+                    Some(Ok(Chunk::Stdout(message))) => {
                         if let Some(data) = stdout.take(out_utf8.push(&message)) {
                             let _ = tx.send(ExecEvent::Output { stream: OutputStream::Stdout, data });
                         }
                     }
-                    Some(Ok(LogOutput::StdErr { message })) => {
+                    Some(Ok(Chunk::Stderr(message))) => {
                         if let Some(data) = stderr.take(err_utf8.push(&message)) {
                             let _ = tx.send(ExecEvent::Output { stream: OutputStream::Stderr, data });
                         }
                     }
-                    Some(Ok(_)) => {}
                     Some(Err(e)) => { broken = Some(e.to_string()); break; }
                     None => break,
                 },
@@ -561,8 +531,8 @@ impl Run {
                 }
             }
         }
-        let exit_code = match self.docker.inspect_exec(&self.docker_exec_id).await {
-            Ok(i) if i.running != Some(true) => i.exit_code,
+        let exit_code = match self.engine.exec_state(&self.engine_exec_id).await {
+            Ok(i) if !i.running => i.exit_code,
             _ => None,
         };
         record.stdout = stdout.text;
@@ -619,18 +589,11 @@ impl Run {
 
     /// Kills every process of the exec, twice over to catch forks racing the first pass.
     async fn kill(&self, exec_id: &str) {
-        let node_id = {
-            let live = lock(&self.scheduler.inner.live);
-            live.values()
-                .find(|l| l.record.docker_container_id.as_deref() == Some(self.container.as_str()))
-                .map(|l| l.record.node_id.clone())
-                .unwrap_or_default()
-        };
         for _ in 0..3 {
             let argv = vec!["/bin/sh", "-c", KILLER, "agentvm-kill", exec_id];
             match self
                 .scheduler
-                .run_quiet(&self.docker, &node_id, &self.container, &self.user, argv)
+                .run_quiet(&self.engine, &self.container, &self.user, argv)
                 .await
             {
                 Ok((0, out)) if out.trim() == "0" => return,

@@ -5,13 +5,10 @@
 //! workdir (a volume) and nothing else can be written: Docker's archive API does not reach
 //! tmpfs mounts.
 
-use super::{docker, Scheduler};
+use super::Scheduler;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::now_ms;
 pub use agentvm_model::scheduler::file::*;
-use bollard::query_parameters::{
-    DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder,
-};
 use futures::StreamExt;
 use std::io::Read;
 
@@ -99,15 +96,15 @@ impl Scheduler {
         let tarball = builder
             .into_inner()
             .map_err(|e| Error::Internal(format!("building a tar: {e}")))?;
-        let d = self.docker(&sandbox.node_id).await?;
-        let opts = UploadToContainerOptionsBuilder::new().path(&dir).build();
+        let engine = self.engine(&sandbox.node_id).await?;
         let target = sandbox
             .docker_container_id
             .clone()
             .unwrap_or(sandbox.docker_container_name.clone());
-        d.upload_to_container(&target, Some(opts), bollard::body_full(tarball.into()))
+        engine
+            .upload(&target, &dir, tarball)
             .await
-            .map_err(|e| self.file_error(&sandbox.node_id, sandbox_id, &dir, "uploading", e))
+            .map_err(|e| self.file_error(&sandbox.node_id, sandbox_id, &dir, e))
     }
 
     /// Reads the regular file at `path`.
@@ -207,7 +204,7 @@ impl Scheduler {
         if path == "/" {
             return Err(Error::invalid("refusing to delete /"));
         }
-        let d = self.docker(&sandbox.node_id).await?;
+        let engine = self.engine(&sandbox.node_id).await?;
         let target = sandbox
             .docker_container_id
             .clone()
@@ -215,7 +212,7 @@ impl Scheduler {
         let flag = if recursive { "1" } else { "0" };
         let argv = vec!["/bin/sh", "-c", DELETE, "agentvm-rm", path.as_str(), flag];
         let (code, out) = self
-            .run_quiet(&d, &sandbox.node_id, &target, &sandbox.user, argv)
+            .run_quiet(&engine, &target, &sandbox.user, argv)
             .await?;
         match code {
             0 => Ok(()),
@@ -235,21 +232,17 @@ impl Scheduler {
 
     /// The archive of `path`, refused beyond the file size limit (plus tar overhead).
     async fn download(&self, sandbox: &super::Sandbox, path: &str) -> Result<Vec<u8>> {
-        let d = self.docker(&sandbox.node_id).await?;
-        let opts = DownloadFromContainerOptionsBuilder::new()
-            .path(path)
-            .build();
+        let engine = self.engine(&sandbox.node_id).await?;
         let target = sandbox
             .docker_container_id
             .clone()
             .unwrap_or(sandbox.docker_container_name.clone());
-        let mut stream = d.download_from_container(&target, Some(opts));
+        let mut stream = engine.download(&target, path);
         let limit = self.inner.config.max_file_bytes + 1024 * 1024;
         let mut out = Vec::new();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                self.file_error(&sandbox.node_id, &sandbox.id, path, "downloading", e)
-            })?;
+            let chunk =
+                chunk.map_err(|e| self.file_error(&sandbox.node_id, &sandbox.id, path, e))?;
             out.extend_from_slice(&chunk);
             if out.len() > limit {
                 return Err(Error::invalid(format!(
@@ -261,15 +254,7 @@ impl Scheduler {
         Ok(out)
     }
 
-    fn file_error(
-        &self,
-        node_id: &str,
-        sandbox_id: &str,
-        path: &str,
-        doing: &str,
-        e: bollard::errors::Error,
-    ) -> Error {
-        let mapped = docker::map_err(node_id, &self.endpoint_of(node_id), doing, e);
+    fn file_error(&self, node_id: &str, sandbox_id: &str, path: &str, mapped: Error) -> Error {
         self.node_failed(node_id, &mapped);
         match mapped.kind() {
             ErrorKind::NotFound => Error::not_found("Path", format!("{path} in sandbox {sandbox_id}")),

@@ -23,8 +23,8 @@
 
 pub mod admission;
 pub mod confined;
-pub mod docker;
 pub mod egress;
+pub mod engine;
 pub mod exec;
 pub mod files;
 mod hardening;
@@ -187,6 +187,8 @@ pub(crate) struct Latencies {
     pub exec: LatencyHistogram,
     /// Claims served by a warm pool, until the claimed sandbox is recorded.
     pub pool_claim: LatencyHistogram,
+    /// Placements, decision and reservation (the registry's lock included).
+    pub placement: LatencyHistogram,
 }
 
 impl Default for Latencies {
@@ -194,6 +196,7 @@ impl Default for Latencies {
         Latencies {
             exec: LatencyHistogram::new(latency::EXEC_BUCKETS),
             pool_claim: LatencyHistogram::new(latency::CLAIM_BUCKETS),
+            placement: LatencyHistogram::new(latency::PLACEMENT_BUCKETS),
         }
     }
 }
@@ -205,6 +208,8 @@ pub struct SchedulerLatency {
     pub exec: HistogramSnapshot,
     /// Claims of a warm sandbox from a pool, until the claim is recorded.
     pub pool_claim: HistogramSnapshot,
+    /// Placements: the choice of a node and the reservation on it.
+    pub placement: HistogramSnapshot,
 }
 
 /// A live (creating or running) sandbox in memory.
@@ -259,6 +264,8 @@ pub(crate) struct Inner {
     pub egress: Mutex<HashMap<(String, String), Arc<egress::EgressProxy>>>,
     /// Counters.
     pub counters: Counters,
+    /// Connects nodes to their engines.
+    pub connector: Arc<dyn engine::Connector>,
     /// In a cluster, the sandboxes this process tends; `None`: all of them (one server).
     pub stewardship: Option<Arc<Stewardship>>,
     /// In a cluster, heartbeats received since they were last written to the shared store:
@@ -294,6 +301,8 @@ pub struct SchedulerBuilder {
     nodes: Vec<NodeRegistration>,
     /// Set in a cluster: see [`Stewardship`].
     stewardship: Option<Arc<Stewardship>>,
+    /// How nodes' engines are reached; Docker when unset.
+    connector: Option<Arc<dyn engine::Connector>>,
 }
 
 impl std::fmt::Debug for SchedulerBuilder {
@@ -384,6 +393,13 @@ impl SchedulerBuilder {
         self
     }
 
+    /// Reaches every node's engine through `connector` instead of Docker: another container
+    /// runtime, or a [`engine::simulated::SimulatedConnector`] for simulations and tests.
+    pub fn engine(mut self, connector: Arc<dyn engine::Connector>) -> Self {
+        self.connector = Some(connector);
+        self
+    }
+
     /// Keeps the key sealing template credentials in `<dir>/secrets.key` and the egress CA
     /// in `<dir>/egress-ca.*` (made on first use), unless the configuration names others.
     pub fn data_dir(mut self, dir: &std::path::Path) -> Self {
@@ -437,6 +453,9 @@ impl SchedulerBuilder {
                 upstream_tls,
                 egress: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
+                connector: self
+                    .connector
+                    .unwrap_or_else(|| Arc::new(engine::docker::DockerConnector)),
                 stewardship: self.stewardship,
                 heartbeats: Mutex::new(HashMap::new()),
             }),
@@ -500,12 +519,13 @@ impl Scheduler {
         &self.inner.config
     }
 
-    /// Execution and pool-claim latency histograms now.
+    /// Execution, pool-claim and placement latency histograms now.
     pub fn latency(&self) -> SchedulerLatency {
         let l = &self.inner.counters.latency;
         SchedulerLatency {
             exec: l.exec.snapshot(),
             pool_claim: l.pool_claim.snapshot(),
+            placement: l.placement.snapshot(),
         }
     }
 
@@ -569,38 +589,56 @@ impl Scheduler {
         blocking(move || store.put_sandbox(&s)).await
     }
 
-    /// The node's Docker client, connecting (and negotiating) on first use. A node whose daemon
-    /// does not answer turns offline and the error says so.
-    pub(crate) async fn docker(&self, node_id: &str) -> Result<bollard::Docker> {
+    /// The node's engine, connecting on first use. A node whose engine does not answer turns
+    /// offline and the error says so.
+    pub(crate) async fn engine(&self, node_id: &str) -> Result<engine::EngineRef> {
         let (endpoint, tls) = {
             let nodes = lock(&self.inner.nodes);
             let entry = nodes
                 .get(node_id)
                 .ok_or_else(|| Error::not_found("Node", node_id))?;
-            if let Some(d) = &entry.docker {
-                return Ok(d.clone());
+            if let Some(e) = &entry.engine {
+                return Ok(e.clone());
             }
             (entry.node.api_endpoint.clone(), entry.node.tls.clone())
         };
-        let connected = docker::connect(
-            node_id,
-            &endpoint,
-            tls.as_ref(),
-            self.inner.config.docker_timeout,
-        )
-        .await;
+        let connected = self.connect(node_id, &endpoint, tls.as_ref()).await;
         match connected {
-            Ok(d) => {
+            Ok(e) => {
                 if let Some(mut entry) = lock(&self.inner.nodes).get_mut(node_id) {
-                    entry.docker = Some(d.clone());
+                    entry.engine = Some(e.clone());
                 }
-                Ok(d)
+                Ok(e)
             }
             Err(e) => {
                 self.node_failed(node_id, &e);
                 Err(e)
             }
         }
+    }
+
+    /// Connects to the engine at a node's address.
+    pub(crate) async fn connect(
+        &self,
+        node_id: &str,
+        api_endpoint: &str,
+        tls: Option<&TlsFiles>,
+    ) -> Result<engine::EngineRef> {
+        self.inner
+            .connector
+            .connect(engine::Address {
+                node_id,
+                api_endpoint,
+                tls,
+                timeout: self.inner.config.docker_timeout,
+            })
+            .await
+    }
+
+    /// Turns the node offline when `e` says its engine is gone, and hands `e` back.
+    pub(crate) fn engine_error(&self, node_id: &str, e: Error) -> Error {
+        self.node_failed(node_id, &e);
+        e
     }
 
     /// The endpoint of a node, for error messages.
@@ -613,7 +651,7 @@ impl Scheduler {
 
     /// Turns the node offline when `e` says its daemon is gone.
     pub(crate) fn node_failed(&self, node_id: &str, e: &Error) {
-        if docker::node_is_down(e) {
+        if engine::node_is_down(e) {
             self.set_health(node_id, false, Some(e.to_string()));
         }
     }

@@ -6,17 +6,15 @@
 //!
 //! Pause, resume and the end of a sandbox hold its lifecycle lock, so they never interleave.
 
+use super::engine::{Commit, EngineRef};
 use super::hardening::labels;
 use super::sandbox::{Sandbox, SandboxStatus};
 use super::template::{validate_lifetime, Template, TemplateSpec};
-use super::{docker, lock, Scheduler};
-use crate::error::{Error, Result};
+use super::{lock, Scheduler};
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::scheduler::usage::cpu_percent;
 use crate::model::scheduler::{IdleAction, NodeUsage, SandboxUsage};
 use crate::model::{now_ms, EventPayload};
-use bollard::models::ContainerConfig;
-use bollard::query_parameters::{CommitContainerOptions, StatsOptionsBuilder};
-use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -112,10 +110,11 @@ impl Scheduler {
                 "sandbox {id} waits in its template's warm pool; only claimed sandboxes pause"
             )));
         }
-        let d = self.docker(&record.node_id).await?;
-        d.pause_container(&record.docker_container_name)
+        let engine = self.engine(&record.node_id).await?;
+        engine
+            .pause(&record.docker_container_name)
             .await
-            .map_err(|e| self.docker_error(&record.node_id, "pausing the container", e))?;
+            .map_err(|e| self.engine_error(&record.node_id, e))?;
         let now = now_ms();
         record.transition(SandboxStatus::Paused)?;
         record.paused_at = Some(now);
@@ -141,12 +140,12 @@ impl Scheduler {
             SandboxStatus::Running | SandboxStatus::Creating => return Ok(record),
             _ => return Err(super::provision::ended(&record)),
         }
-        let d = self.docker(&record.node_id).await?;
-        match d.unpause_container(&record.docker_container_name).await {
+        let engine = self.engine(&record.node_id).await?;
+        match engine.unpause(&record.docker_container_name).await {
             Ok(()) => {}
-            // 409 "is not paused": it runs already (a pause lost across a crash).
-            Err(e) if docker::status_of(&e) == Some(409) => {}
-            Err(e) => return Err(self.docker_error(&record.node_id, "resuming the container", e)),
+            // "is not paused": it runs already (a pause lost across a crash).
+            Err(e) if e.kind() == ErrorKind::Conflict => {}
+            Err(e) => return Err(self.engine_error(&record.node_id, e)),
         }
         let now = now_ms();
         let paused_ms = record
@@ -240,24 +239,19 @@ impl Scheduler {
         let mut image_labels = HashMap::new();
         image_labels.insert(SNAPSHOT_OF.to_string(), id.to_string());
         image_labels.insert(labels::TEMPLATE.to_string(), new_id.clone());
-        let d = self.docker(&record.node_id).await?;
-        d.commit_container(
-            CommitContainerOptions {
-                container: Some(record.docker_container_name.clone()),
-                repo: Some(repo),
-                tag: Some(tag),
-                comment: Some(format!("snapshot of sandbox {id}")),
+        let engine = self.engine(&record.node_id).await?;
+        engine
+            .commit(&Commit {
+                container: &record.docker_container_name,
+                repo: &repo,
+                tag: &tag,
+                comment: format!("snapshot of sandbox {id}"),
                 // A paused sandbox is frozen already; a running one is frozen while committed.
                 pause: record.status == SandboxStatus::Running,
-                ..Default::default()
-            },
-            ContainerConfig {
-                labels: Some(image_labels),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| self.docker_error(&record.node_id, "committing the snapshot", e))?;
+                labels: image_labels,
+            })
+            .await
+            .map_err(|e| self.engine_error(&record.node_id, e))?;
         spec.name = name.map(str::to_string).unwrap_or_else(|| new_id.clone());
         spec.docker_image = image.clone();
         spec.warm_pool_size = 0;
@@ -301,8 +295,8 @@ impl Scheduler {
                 "sandbox {id} is still being created; ask again once it runs"
             )));
         }
-        let d = self.docker(&record.node_id).await?;
-        let usage = sample(self, &d, &record).await?;
+        let engine = self.engine(&record.node_id).await?;
+        let usage = sample(self, &engine, &record).await?;
         Ok(usage)
     }
 
@@ -316,8 +310,8 @@ impl Scheduler {
             .map(|l| l.record.clone())
             .collect();
         let samples = futures::future::join_all(records.iter().map(|r| async move {
-            let d = self.docker(&r.node_id).await.ok()?;
-            tokio::time::timeout(SAMPLE_TIMEOUT, sample(self, &d, r))
+            let engine = self.engine(&r.node_id).await.ok()?;
+            tokio::time::timeout(SAMPLE_TIMEOUT, sample(self, &engine, r))
                 .await
                 .ok()?
                 .ok()
@@ -359,75 +353,21 @@ impl Scheduler {
         }
         by_node.into_values().collect()
     }
-
-    /// Maps a bollard error on `node_id`, turning the node offline when its daemon is gone.
-    pub(crate) fn docker_error(
-        &self,
-        node_id: &str,
-        doing: &str,
-        e: bollard::errors::Error,
-    ) -> Error {
-        let e = docker::map_err(node_id, &self.endpoint_of(node_id), doing, e);
-        self.node_failed(node_id, &e);
-        e
-    }
 }
 
 /// Takes one stats sample of `record`'s container and turns it into a [`SandboxUsage`],
 /// remembering it for the next sample's cpu percent.
 pub(crate) async fn sample(
     scheduler: &Scheduler,
-    d: &bollard::Docker,
+    engine: &EngineRef,
     record: &Sandbox,
 ) -> Result<SandboxUsage> {
-    let opts = StatsOptionsBuilder::new()
-        .stream(false)
-        .one_shot(true)
-        .build();
-    let mut stream = d.stats(&record.docker_container_name, Some(opts));
-    let stats = match stream.next().await {
-        Some(Ok(s)) => s,
-        Some(Err(e)) => {
-            return Err(scheduler.docker_error(&record.node_id, "reading the container's stats", e))
-        }
-        None => {
-            return Err(Error::unavailable(format!(
-                "Docker on node {} sent no stats for sandbox {}",
-                record.node_id, record.id
-            )))
-        }
-    };
+    let stats = engine
+        .stats(&record.docker_container_name)
+        .await
+        .map_err(|e| scheduler.engine_error(&record.node_id, e))?;
     let at = now_ms();
-    let cpu_total_ns = stats
-        .cpu_stats
-        .as_ref()
-        .and_then(|c| c.cpu_usage.as_ref())
-        .and_then(|u| u.total_usage)
-        .unwrap_or(0);
-    let memory = stats.memory_stats.as_ref();
-    let usage_bytes = memory.and_then(|m| m.usage).unwrap_or(0);
-    // What `docker stats` shows: usage less the inactive file cache (cgroup v2 names it
-    // inactive_file, v1 total_inactive_file).
-    let cache = memory
-        .and_then(|m| m.stats.as_ref())
-        .and_then(|s| {
-            s.get("inactive_file")
-                .or_else(|| s.get("total_inactive_file"))
-        })
-        .copied()
-        .unwrap_or(0);
-    let (rx, tx) = stats
-        .networks
-        .as_ref()
-        .map(|n| {
-            n.values().fold((0u64, 0u64), |(rx, tx), i| {
-                (
-                    rx.saturating_add(i.rx_bytes.unwrap_or(0)),
-                    tx.saturating_add(i.tx_bytes.unwrap_or(0)),
-                )
-            })
-        })
-        .unwrap_or((0, 0));
+    let cpu_total_ns = stats.cpu_total_ns;
     let previous = lock(&scheduler.inner.samples).insert(record.id.clone(), (cpu_total_ns, at));
     Ok(SandboxUsage {
         sandbox_id: record.id.clone(),
@@ -435,11 +375,11 @@ pub(crate) async fn sample(
         status: record.status,
         cpu_total_ns,
         cpu_percent: previous.and_then(|(cpu0, t0)| cpu_percent(cpu0, t0, cpu_total_ns, at)),
-        memory_bytes: usage_bytes.saturating_sub(cache),
-        memory_limit_bytes: memory.and_then(|m| m.limit).unwrap_or(0),
-        pids: stats.pids_stats.and_then(|p| p.current).unwrap_or(0),
-        net_rx_bytes: rx,
-        net_tx_bytes: tx,
+        memory_bytes: stats.memory_bytes,
+        memory_limit_bytes: stats.memory_limit_bytes,
+        pids: stats.pids,
+        net_rx_bytes: stats.net_rx_bytes,
+        net_tx_bytes: stats.net_tx_bytes,
         at,
     })
 }

@@ -1,5 +1,5 @@
 //! Runtime nodes: the record, registration and heartbeat messages, and the in-memory registry
-//! that keeps each node's load, its Docker connection and its admission gate.
+//! that keeps each node's load, its engine and its admission gate.
 
 use super::admission::Admission;
 use super::placement::{cores_to_millis, Demand, NoPlacement, NodeLoad};
@@ -8,13 +8,13 @@ pub use agentvm_model::scheduler::node::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// One node in memory: its record, its load in exact units, its Docker client and its gate.
+/// One node in memory: its record, its load in exact units, its engine and its gate.
 pub(crate) struct NodeEntry {
     /// The record (allocation fields are refreshed from the exact counters on read).
     pub node: RuntimeNode,
-    /// A connected, version-negotiated client; `None` until first use or after a failure.
-    pub docker: Option<bollard::Docker>,
-    /// Bounds Docker starts in flight on this node.
+    /// The connected engine; `None` until first use or after a failure.
+    pub engine: Option<super::engine::EngineRef>,
+    /// Bounds container starts in flight on this node.
     pub admission: Arc<Admission>,
     /// Cpu held by created sandboxes, millicores.
     pub allocated_cpu_millis: u64,
@@ -48,7 +48,7 @@ impl NodeEntry {
     pub(crate) fn new(node: RuntimeNode, admission: Arc<Admission>) -> Self {
         NodeEntry {
             node,
-            docker: None,
+            engine: None,
             admission,
             allocated_cpu_millis: 0,
             allocated_memory_mb: 0,
@@ -107,7 +107,7 @@ impl NodeEntry {
         };
         self.node.status_message = if healthy { None } else { message };
         if !healthy {
-            self.docker = None;
+            self.engine = None;
         }
         (before != self.node.status).then_some((before, self.node.status))
     }

@@ -6,7 +6,7 @@
 //! per sandbox for as long as it lives (a container keeps its address while it runs), so a
 //! lookup after the first costs no Docker request.
 
-use super::{docker, lock, Scheduler};
+use super::{lock, Scheduler};
 use crate::error::{Error, Result};
 use std::net::{IpAddr, SocketAddr};
 
@@ -68,42 +68,32 @@ impl Scheduler {
                 sandbox.node_id
             )));
         }
-        let d = self.docker(&sandbox.node_id).await?;
+        let engine = self.engine(&sandbox.node_id).await?;
         let container = sandbox
             .docker_container_id
             .clone()
             .unwrap_or_else(|| sandbox.docker_container_name.clone());
-        let info = d
-            .inspect_container(
-                &container,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
+        let info = engine
+            .inspect(&container)
             .await
-            .map_err(|e| {
-                let e = docker::map_err(&sandbox.node_id, &endpoint, "inspecting the container", e);
-                self.node_failed(&sandbox.node_id, &e);
-                e
-            })?;
-        let networks = info
-            .network_settings
-            .and_then(|n| n.networks)
-            .unwrap_or_default();
-        // Its own network first; any other it was connected to after that.
-        let ip = networks
-            .get(&sandbox.network)
-            .into_iter()
-            .chain(networks.values())
-            .find_map(|n| {
-                n.ip_address
-                    .as_deref()
-                    .filter(|a| !a.is_empty())
-                    .or(n.global_ipv6_address.as_deref().filter(|a| !a.is_empty()))
-                    .and_then(|a| a.parse::<IpAddr>().ok())
-            })
+            .map_err(|e| self.engine_error(&sandbox.node_id, e))?
             .ok_or_else(|| {
                 Error::Conflict(format!(
-                    "sandbox {sandbox_id} has no address on its network {:?}: Docker reports \
-                     none for its container",
+                    "sandbox {sandbox_id} has no container on node {}",
+                    sandbox.node_id
+                ))
+            })?;
+        // Its own network first; any other it was connected to after that.
+        let ip = info
+            .addresses
+            .iter()
+            .find(|(name, _)| *name == sandbox.network)
+            .or(info.addresses.first())
+            .map(|(_, ip)| *ip)
+            .ok_or_else(|| {
+                Error::Conflict(format!(
+                    "sandbox {sandbox_id} has no address on its network {:?}: its engine \
+                     reports none for its container",
                     sandbox.network
                 ))
             })?;

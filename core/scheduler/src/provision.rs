@@ -1,16 +1,15 @@
 //! Creating and ending sandboxes: placement, admission, the container (see `hardening`), start,
 //! the readiness exec, accounting, records and events.
 
-use super::hardening::{container_body, labels, resolve_user};
+use super::engine::{ContainerSpec, EngineRef, NetworkSpec};
+use super::hardening::{labels, resolve_user};
 use super::node;
 use super::placement::{self, cores_to_millis, Demand, NoPlacement};
 use super::sandbox::{Sandbox, SandboxStatus, TerminationReason};
 use super::template::{resolve, NetworkPolicy, SandboxPlan, SandboxRequest, Template};
-use super::{docker, lock, Live, Scheduler};
+use super::{lock, Live, Scheduler};
 use crate::error::{Error, Result};
 use crate::model::{new_id, now_ms, validate_id, EventPayload};
-use bollard::models::NetworkCreateRequest;
-use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -218,14 +217,8 @@ impl Scheduler {
                     .create_failures
                     .fetch_add(1, Ordering::Relaxed);
                 self.node_failed(&record.node_id, &e);
-                if let Ok(d) = self.docker(&record.node_id).await {
-                    let opts = RemoveContainerOptionsBuilder::new()
-                        .force(true)
-                        .v(true)
-                        .build();
-                    let _ = d
-                        .remove_container(&record.docker_container_name, Some(opts))
-                        .await;
+                if let Ok(engine) = self.engine(&record.node_id).await {
+                    let _ = engine.remove(&record.docker_container_name).await;
                 }
                 self.settle(&record, false);
                 let msg = format!(
@@ -254,6 +247,7 @@ impl Scheduler {
         record: &mut Sandbox,
         only_node: Option<&str>,
     ) -> Result<Arc<super::admission::Admission>> {
+        let started = Instant::now();
         let mut nodes = lock(&self.inner.nodes);
         let demand = demand_of(record);
         let chosen = match only_node {
@@ -273,7 +267,15 @@ impl Scheduler {
             .ok_or_else(|| Error::Internal("a placed node vanished".into()))?;
         node::reserve(&mut entry, &demand_of(record));
         record.node_id = chosen;
-        Ok(entry.admission.clone())
+        let admission = entry.admission.clone();
+        drop(entry);
+        drop(nodes);
+        self.inner
+            .counters
+            .latency
+            .placement
+            .observe(started.elapsed());
+        Ok(admission)
     }
 
     fn no_placement(&self, why: NoPlacement, r: &Sandbox, nodes: &node::Registry) -> Error {
@@ -328,43 +330,37 @@ impl Scheduler {
         }
     }
 
-    /// Docker: image check, network, create (with limits verified), start, readiness exec.
+    /// The engine: image check, network, create (with limits verified), start, readiness exec.
     async fn start_container(&self, record: &mut Sandbox, template: &Template) -> Result<()> {
         let node_id = record.node_id.clone();
-        let endpoint = self.endpoint_of(&node_id);
-        let d = self.docker(&node_id).await?;
-        let derr = |doing: &str, e| docker::map_err(&node_id, &endpoint, doing, e);
-        let image = match d.inspect_image(&record.docker_image).await {
-            Ok(i) => i,
-            Err(e) if docker::status_of(&e) == Some(404) => {
-                return Err(Error::invalid(format!(
-                    "image {} of template {} is not on node {node_id}; agentvm never pulls images: load it on the node (docker load / docker import) first",
-                    record.docker_image, template.id
-                )))
-            }
-            Err(e) => return Err(derr("inspecting the image", e)),
+        let engine = self.engine(&node_id).await?;
+        let Some(image) = engine.image(&record.docker_image).await? else {
+            return Err(Error::invalid(format!(
+                "image {} of template {} is not on node {node_id}; agentvm never pulls images: load it on the node (docker load / docker import) first",
+                record.docker_image, template.id
+            )));
         };
-        let config = image.config.as_ref();
         record.user = resolve_user(
             &template.spec.security,
-            config.and_then(|c| c.labels.as_ref()),
-            config.and_then(|c| c.user.as_deref()),
+            Some(&image.labels),
+            image.user.as_deref(),
         );
         match &template.spec.network {
             NetworkPolicy::Bridge { name, internal } => {
-                self.ensure_network(&d, &node_id, name, *internal).await?;
+                self.ensure_network(&engine, name, *internal).await?;
             }
             NetworkPolicy::Allowlist { .. } => {
-                let env = self.prepare_egress(&d, &node_id, template).await?;
+                let env = self.prepare_egress(&engine, &node_id, template).await?;
                 record.env.extend(env);
             }
             NetworkPolicy::None => {}
         }
-        let body = container_body(record, template, &self.inner.instance);
-        let opts = CreateContainerOptionsBuilder::new()
-            .name(&record.docker_container_name)
-            .build();
-        let created = d.create_container(Some(opts), body).await.map_err(|e| {
+        let spec = ContainerSpec {
+            sandbox: record,
+            template,
+            instance: &self.inner.instance,
+        };
+        let created = engine.create(&spec).await.map_err(|e| {
             let msg = e.to_string();
             if msg.contains("storage-opt") || msg.contains("storage opt") {
                 Error::invalid(format!(
@@ -372,14 +368,14 @@ impl Scheduler {
                     record.resources.disk_mb.unwrap_or(0)
                 ))
             } else {
-                derr("creating the container", e)
+                e
             }
         })?;
         record.docker_container_id = Some(created.id.clone());
         if matches!(template.spec.network, NetworkPolicy::Allowlist { .. })
             && !template.spec.security.read_only_root
         {
-            self.install_egress_ca(&d, &node_id, &created.id).await?;
+            self.install_egress_ca(&engine, &created.id).await?;
         }
         let warnings: Vec<String> = created
             .warnings
@@ -392,16 +388,10 @@ impl Scheduler {
                 warnings.join("; ")
             )));
         }
-        d.start_container(
-            &created.id,
-            None::<bollard::query_parameters::StartContainerOptions>,
-        )
-        .await
-        .map_err(|e| derr("starting the container", e))?;
+        engine.start(&created.id).await?;
         let ready = self
             .run_quiet(
-                &d,
-                &node_id,
+                &engine,
                 &created.id,
                 &record.user,
                 vec!["sh", "-c", "id -u; id -g"],
@@ -426,51 +416,19 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn ensure_network(
-        &self,
-        d: &bollard::Docker,
-        node_id: &str,
-        name: &str,
-        internal: bool,
-    ) -> Result<()> {
-        match d
-            .inspect_network(
-                name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if docker::status_of(&e) == Some(404) => {}
-            Err(e) => {
-                return Err(docker::map_err(
-                    node_id,
-                    &self.endpoint_of(node_id),
-                    "inspecting the network",
-                    e,
-                ))
-            }
+    async fn ensure_network(&self, engine: &EngineRef, name: &str, internal: bool) -> Result<()> {
+        if engine.network(name).await?.is_some() {
+            return Ok(());
         }
         let mut labels = HashMap::new();
         labels.insert(labels::INSTANCE.to_string(), self.inner.instance.clone());
-        let req = NetworkCreateRequest {
-            name: name.to_string(),
-            driver: Some("bridge".into()),
-            internal: Some(internal),
-            labels: Some(labels),
-            ..Default::default()
-        };
-        match d.create_network(req).await {
-            Ok(_) => Ok(()),
-            // Someone else created it meanwhile.
-            Err(e) if docker::status_of(&e) == Some(409) => Ok(()),
-            Err(e) => Err(docker::map_err(
-                node_id,
-                &self.endpoint_of(node_id),
-                "creating the network",
-                e,
-            )),
-        }
+        engine
+            .create_network(&NetworkSpec {
+                name,
+                internal,
+                labels,
+            })
+            .await
     }
 
     /// A sandbox record, live or stored.
@@ -551,33 +509,20 @@ impl Scheduler {
                 .ok_or_else(|| Error::not_found("Sandbox", id));
         };
         let mut message = message;
-        match self.docker(&record.node_id).await {
-            Ok(d) => {
-                let opts = RemoveContainerOptionsBuilder::new()
-                    .force(true)
-                    .v(true)
-                    .build();
-                match d
-                    .remove_container(&record.docker_container_name, Some(opts))
-                    .await
-                {
-                    Ok(()) => {}
-                    Err(e) if docker::status_of(&e) == Some(404) => {}
-                    Err(e) => {
-                        let e = docker::map_err(
-                            &record.node_id,
-                            &self.endpoint_of(&record.node_id),
-                            "removing the container",
-                            e,
-                        );
-                        self.node_failed(&record.node_id, &e);
-                        message = Some(note(message, &format!("container not removed yet ({e}); the sweep removes it when the node answers")));
-                    }
-                }
-            }
-            Err(e) => {
-                message = Some(note(message, &format!("container not removed yet ({e}); the sweep removes it when the node answers")));
-            }
+        let removed = match self.engine(&record.node_id).await {
+            Ok(engine) => engine
+                .remove(&record.docker_container_name)
+                .await
+                .map_err(|e| self.engine_error(&record.node_id, e)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            message = Some(note(
+                message,
+                &format!(
+                    "container not removed yet ({e}); the sweep removes it when the node answers"
+                ),
+            ));
         }
         let was_created = matches!(
             record.status,

@@ -12,16 +12,15 @@
 //! an event; nothing is reaped silently. The executors' callbacks (`containers/ready`,
 //! `containers/exited`) are handled here too.
 
+use super::engine::{EngineRef, RunState};
 use super::hardening::labels;
 use super::lifecycle::Cause;
 use super::node::NodeStatus;
 use super::sandbox::{IdleAction, Sandbox, SandboxStatus, TerminationReason};
-use super::{blocking, docker, lock, Inner, Live, OrphanPolicy, Scheduler};
+use super::{blocking, lock, Inner, Live, OrphanPolicy, Scheduler};
 use crate::error::{Error, Result};
 use crate::model::{now_ms, EventPayload};
 pub use agentvm_model::scheduler::executor::*;
-use bollard::models::ContainerSummaryStateEnum;
-use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -108,38 +107,23 @@ impl Scheduler {
         records: &[Sandbox],
         report: &mut ReconcileReport,
     ) -> Result<()> {
-        let d = self.docker(node_id).await?;
-        let mut filters = HashMap::new();
-        filters.insert(
-            "label".to_string(),
-            vec![format!("{}={}", labels::INSTANCE, self.inner.instance)],
-        );
-        let opts = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let listed = d.list_containers(Some(opts)).await.map_err(|e| {
-            let e = docker::map_err(node_id, &self.endpoint_of(node_id), "listing containers", e);
-            self.node_failed(node_id, &e);
-            e
-        })?;
+        let d = self.engine(node_id).await?;
+        let listed = d
+            .list(&self.inner.instance)
+            .await
+            .map_err(|e| self.engine_error(node_id, e))?;
         let mut found: HashMap<String, Found> = HashMap::new();
         for c in listed {
-            let sid = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(labels::SANDBOX))
-                .cloned();
-            let (Some(sid), Some(docker_id)) = (sid, c.id) else {
+            let Some(sid) = c.labels.get(labels::SANDBOX).cloned() else {
                 continue;
             };
             found.insert(
                 sid,
                 Found {
-                    docker_id,
-                    running: c.state == Some(ContainerSummaryStateEnum::RUNNING),
-                    paused: c.state == Some(ContainerSummaryStateEnum::PAUSED),
-                    status: c.status.unwrap_or_default(),
+                    docker_id: c.id,
+                    running: c.state == RunState::Running,
+                    paused: c.state == RunState::Paused,
+                    status: c.status,
                 },
             );
         }
@@ -228,7 +212,7 @@ impl Scheduler {
     /// A container from before a restart whose record is still live: adopt or remove it.
     async fn reconcile_orphan(
         &self,
-        d: &bollard::Docker,
+        d: &EngineRef,
         mut r: Sandbox,
         c: &Found,
         report: &mut ReconcileReport,
@@ -253,7 +237,7 @@ impl Scheduler {
             return self.adopt(r, c, SandboxStatus::Paused, report).await;
         }
         let ready = if c.running {
-            self.run_quiet(d, &r.node_id, &c.docker_id, &r.user, vec!["true"])
+            self.run_quiet(d, &c.docker_id, &r.user, vec!["true"])
                 .await
                 .map(|(code, _)| code == 0)
                 .unwrap_or(false)
@@ -437,16 +421,11 @@ impl Scheduler {
 
     /// Whether Docker says the container runs now (unknown counts as running: never end a
     /// sandbox on a guess).
-    async fn still_running(&self, d: &bollard::Docker, docker_id: &str) -> bool {
-        match d
-            .inspect_container(
-                docker_id,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-        {
-            Ok(c) => c.state.and_then(|s| s.running).unwrap_or(true),
-            Err(e) => docker::status_of(&e) != Some(404),
+    async fn still_running(&self, d: &EngineRef, docker_id: &str) -> bool {
+        match d.inspect(docker_id).await {
+            Ok(Some(c)) => c.running,
+            Ok(None) => false,
+            Err(_) => true,
         }
     }
 
@@ -509,15 +488,9 @@ fn exit_code_of(status: &str) -> Option<i64> {
     status[start..end].parse().ok()
 }
 
-async fn remove(d: &bollard::Docker, docker_id: &str) {
-    let opts = RemoveContainerOptionsBuilder::new()
-        .force(true)
-        .v(true)
-        .build();
-    if let Err(e) = d.remove_container(docker_id, Some(opts)).await {
-        if docker::status_of(&e) != Some(404) {
-            tracing::warn!(container = docker_id, error = %e, "removing a container");
-        }
+async fn remove(d: &EngineRef, docker_id: &str) {
+    if let Err(e) = d.remove(docker_id).await {
+        tracing::warn!(container = docker_id, error = %e, "removing a container");
     }
 }
 

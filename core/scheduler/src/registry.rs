@@ -58,29 +58,23 @@ impl Scheduler {
 
     async fn register(&self, reg: NodeRegistration, offline_if_down: bool) -> Result<RuntimeNode> {
         reg.validate()?;
-        let probe = super::docker::connect(
-            &reg.node_id,
-            &reg.api_endpoint,
-            reg.tls.as_ref(),
-            self.inner.config.docker_timeout,
-        )
-        .await;
-        let (docker, info, images, down) = match probe {
-            Ok(d) => {
-                let info = d.info().await.ok();
-                let images = list_images(&d).await.ok();
-                (Some(d), info, images, None)
+        let probe = self
+            .connect(&reg.node_id, &reg.api_endpoint, reg.tls.as_ref())
+            .await;
+        let (engine, machine, images, down) = match probe {
+            Ok(e) => {
+                let machine = e.machine().await.ok();
+                let images = e.images().await.ok();
+                (Some(e), machine, images, None)
             }
             Err(e) => (None, None, None, Some(e)),
         };
         let cpu = reg
             .total_cpu_cores
-            .or_else(|| info.as_ref().and_then(|i| i.ncpu).map(|n| n as f64));
-        let memory = reg.total_memory_mb.or_else(|| {
-            info.as_ref()
-                .and_then(|i| i.mem_total)
-                .map(|b| (b.max(0) as u64) / (1024 * 1024))
-        });
+            .or_else(|| machine.as_ref().and_then(|m| m.cpu_cores));
+        let memory = reg
+            .total_memory_mb
+            .or_else(|| machine.as_ref().and_then(|m| m.memory_mb));
         let (cpu, memory) = match (cpu, memory, &down) {
             // Capacity unknown until Docker answers: none to place on meanwhile.
             (None, _, Some(_)) | (_, None, Some(_)) if offline_if_down => (Some(0.0), Some(0)),
@@ -130,7 +124,7 @@ impl Scheduler {
             let entry: &mut NodeEntry = &mut guard;
             let n = &mut entry.node;
             if n.api_endpoint != reg.api_endpoint || n.tls != reg.tls {
-                entry.docker = None;
+                entry.engine = None;
             }
             n.hostname = reg.hostname.clone().unwrap_or_else(|| reg.node_id.clone());
             n.ip_address = reg.ip_address.clone();
@@ -144,8 +138,8 @@ impl Scheduler {
             if let Some(images) = reg.cached_images.clone().or(images) {
                 n.cached_images = images;
             }
-            if let Some(d) = docker {
-                entry.docker = Some(d);
+            if let Some(e) = engine {
+                entry.engine = Some(e);
             }
             entry.snapshot()
         };
@@ -301,13 +295,10 @@ impl Scheduler {
             );
         }
         let pings = probed.into_iter().map(|id| async move {
-            let result =
-                match self.docker(&id).await {
-                    Ok(d) => d.ping().await.map(|_| ()).map_err(|e| {
-                        super::docker::map_err(&id, &self.endpoint_of(&id), "pinging", e)
-                    }),
-                    Err(e) => Err(e),
-                };
+            let result = match self.engine(&id).await {
+                Ok(e) => e.ping().await,
+                Err(e) => Err(e),
+            };
             match result {
                 Ok(()) => {
                     if let Some(reg) = self.capacity_unknown(&id) {
@@ -422,17 +413,4 @@ impl Scheduler {
         self.drain_pool(id, "template deleted").await;
         Ok(())
     }
-}
-
-/// The `repo:tag` names of a daemon's images.
-pub(crate) async fn list_images(docker: &bollard::Docker) -> Result<Vec<String>> {
-    let images = docker
-        .list_images(None::<bollard::query_parameters::ListImagesOptions>)
-        .await
-        .map_err(|e| Error::unavailable(format!("listing images: {e}")))?;
-    Ok(images
-        .into_iter()
-        .flat_map(|i| i.repo_tags.into_iter())
-        .filter(|t| t != "<none>:<none>")
-        .collect())
 }

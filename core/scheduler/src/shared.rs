@@ -110,7 +110,7 @@ impl Scheduler {
                     }
                 }
                 if e.node.api_endpoint != n.api_endpoint || e.node.tls != n.tls {
-                    e.docker = None;
+                    e.engine = None;
                     e.node.api_endpoint = n.api_endpoint;
                     e.node.tls = n.tls;
                 }

@@ -6,11 +6,10 @@
 //! background). It runs as the sandbox's user and carries `AGENTVM_EXEC_ID` like every exec,
 //! so the killer finds it and every process it started.
 
-use super::{docker, Scheduler};
+use super::engine::{Chunk, ExecSpec};
+use super::Scheduler;
 use crate::error::{Error, Result};
 use crate::model::new_id;
-use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -113,9 +112,8 @@ impl Scheduler {
             .docker_container_id
             .clone()
             .unwrap_or_else(|| sandbox.docker_container_name.clone());
-        let d = self.docker(&sandbox.node_id).await?;
+        let engine = self.engine(&sandbox.node_id).await?;
         let node_id = sandbox.node_id.clone();
-        let endpoint = self.endpoint_of(&node_id);
         let id = new_id("exec");
         let mut env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.push(format!("AGENTVM_EXEC_ID={id}"));
@@ -128,48 +126,35 @@ impl Scheduler {
             workdir.to_string(),
         ];
         cmd.extend(argv);
-        let created = d
-            .create_exec(
+        let started = engine
+            .exec(
                 &container,
-                CreateExecOptions::<String> {
-                    attach_stdin: Some(true),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(false),
-                    env: Some(env),
-                    cmd: Some(cmd),
-                    user: Some(sandbox.user.clone()),
-                    working_dir: Some(sandbox.workdir.clone()),
-                    ..Default::default()
+                ExecSpec {
+                    argv: cmd,
+                    env,
+                    user: sandbox.user.clone(),
+                    workdir: Some(sandbox.workdir.clone()),
+                    stdin: true,
+                    tty: false,
+                    what: "a stdio exec",
                 },
             )
             .await
-            .map_err(|e| {
-                let e = docker::map_err(&node_id, &endpoint, "creating a stdio exec", e);
-                self.node_failed(&node_id, &e);
-                e
-            })?;
-        let started = d
-            .start_exec(&created.id, None::<StartExecOptions>)
-            .await
-            .map_err(|e| docker::map_err(&node_id, &endpoint, "starting a stdio exec", e))?;
-        let StartExecResults::Attached { mut output, input } = started else {
-            return Err(Error::Internal("Docker detached an attached exec".into()));
-        };
+            .map_err(|e| self.engine_error(&node_id, e))?;
+        let (mut output, input) = (started.output, started.input);
         let (mut to_reader, reader) = tokio::io::duplex(64 * 1024);
         let stderr = Arc::new(Mutex::new(String::new()));
         let tail = stderr.clone();
         tokio::spawn(async move {
             while let Some(chunk) = output.next().await {
                 match chunk {
-                    Ok(LogOutput::StdOut { message }) => {
+                    Ok(Chunk::Stdout(message)) => {
                         if to_reader.write_all(&message).await.is_err() {
                             // The reader is gone; keep draining so the exec is not blocked.
                             continue;
                         }
                     }
-                    Ok(LogOutput::StdErr { message }) => keep_tail(&tail, &message),
-                    Ok(_) => {}
+                    Ok(Chunk::Stderr(message)) => keep_tail(&tail, &message),
                     Err(_) => break,
                 }
             }

@@ -15,13 +15,12 @@
 //! output count as the sandbox's activity (its idle timeout), and input or a resize resumes
 //! a paused sandbox first.
 
+use super::engine::{Chunk, ChunkStream, EngineRef, ExecSpec};
 use super::exec::Utf8Carry;
-use super::{docker, lock, Scheduler};
+use super::{lock, Scheduler};
 use crate::error::{Error, Result};
 use crate::model::{new_id, now_ms, validate_id};
 pub use agentvm_model::scheduler::terminal::*;
-use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, ResizeExecOptions, StartExecOptions, StartExecResults};
 use futures::{FutureExt, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -68,12 +67,10 @@ pub(crate) struct TerminalEntry {
 pub(crate) struct TerminalControl {
     /// The record; its size changes on resize.
     record: std::sync::Mutex<Terminal>,
-    /// The sandbox's node's client.
-    docker: bollard::Docker,
-    /// The sandbox's node, for error messages.
-    node_id: String,
-    /// Docker's id of the exec, for resize.
-    docker_exec_id: String,
+    /// The sandbox's node's engine.
+    engine: EngineRef,
+    /// The engine's id of the exec, for resize.
+    engine_exec_id: String,
     /// The terminal's input; one writer at a time so inputs are not interleaved.
     stdin: tokio::sync::Mutex<Pin<Box<dyn AsyncWrite + Send>>>,
     /// `Some(exit code)` once its command has ended.
@@ -160,9 +157,8 @@ impl Scheduler {
             .docker_container_id
             .clone()
             .unwrap_or_else(|| sandbox.docker_container_name.clone());
-        let d = self.docker(&sandbox.node_id).await?;
+        let engine = self.engine(&sandbox.node_id).await?;
         let node_id = sandbox.node_id.clone();
-        let endpoint = self.endpoint_of(&node_id);
         let argv = request.argv();
         let mut env: Vec<String> = request
             .env
@@ -173,41 +169,22 @@ impl Scheduler {
             env.push("TERM=xterm".into());
         }
         env.push(format!("AGENTVM_EXEC_ID={id}"));
-        let created = d
-            .create_exec(
+        let started = engine
+            .exec(
                 &container,
-                CreateExecOptions::<String> {
-                    attach_stdin: Some(true),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(true),
-                    env: Some(env),
-                    cmd: Some(argv.clone()),
-                    user: Some(sandbox.user.clone()),
-                    working_dir: Some(sandbox.workdir.clone()),
-                    ..Default::default()
+                ExecSpec {
+                    argv: argv.clone(),
+                    env,
+                    user: sandbox.user.clone(),
+                    workdir: Some(sandbox.workdir.clone()),
+                    stdin: true,
+                    tty: true,
+                    what: "a terminal",
                 },
             )
             .await
-            .map_err(|e| {
-                let e = docker::map_err(&node_id, &endpoint, "creating a terminal", e);
-                self.node_failed(&node_id, &e);
-                e
-            })?;
-        let started = d
-            .start_exec(
-                &created.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: true,
-                    output_capacity: None,
-                }),
-            )
-            .await
-            .map_err(|e| docker::map_err(&node_id, &endpoint, "starting a terminal", e))?;
-        let StartExecResults::Attached { output, input } = started else {
-            return Err(Error::Internal("Docker detached an attached exec".into()));
-        };
+            .map_err(|e| self.engine_error(&node_id, e))?;
+        let (output, input) = (started.output, started.input);
         let record = Terminal {
             id: id.clone(),
             sandbox_id: sandbox.id.clone(),
@@ -218,14 +195,13 @@ impl Scheduler {
         };
         let control = Arc::new(TerminalControl {
             record: std::sync::Mutex::new(record.clone()),
-            docker: d.clone(),
-            node_id: node_id.clone(),
-            docker_exec_id: created.id.clone(),
+            engine,
+            engine_exec_id: started.id.clone(),
             stdin: tokio::sync::Mutex::new(input),
             ended: watch::channel(None).0,
         });
         // The size is set once the exec runs (the daemon's API has no size at create).
-        if let Err(e) = control.resize(request.cols, request.rows, &endpoint).await {
+        if let Err(e) = control.resize(request.cols, request.rows).await {
             tracing::warn!(terminal = %id, error = %e, "setting a new terminal's size");
         }
         if let Some(entry) = lock(&self.inner.terminals).get_mut(&id) {
@@ -246,12 +222,7 @@ impl Scheduler {
         self,
         id: String,
         sandbox_id: String,
-        mut output: Pin<
-            Box<
-                dyn futures::Stream<Item = std::result::Result<LogOutput, bollard::errors::Error>>
-                    + Send,
-            >,
-        >,
+        mut output: ChunkStream,
         tx: mpsc::Sender<TerminalEvent>,
         control: Arc<TerminalControl>,
     ) {
@@ -270,12 +241,9 @@ impl Scheduler {
                 };
                 match next {
                     None => break,
-                    Some(Some(Ok(
-                        LogOutput::Console { message }
-                        | LogOutput::StdOut { message }
-                        | LogOutput::StdErr { message },
-                    ))) => bytes.extend_from_slice(&message),
-                    Some(Some(Ok(LogOutput::StdIn { .. }))) => {}
+                    Some(Some(Ok(Chunk::Stdout(message) | Chunk::Stderr(message)))) => {
+                        bytes.extend_from_slice(&message)
+                    }
                     Some(Some(Err(e))) => {
                         tracing::debug!(terminal = %id, error = %e, "a terminal's output broke");
                         open = false;
@@ -370,8 +338,7 @@ impl Scheduler {
         let control = self.control_of(id)?;
         let sandbox_id = lock(&control.record).sandbox_id.clone();
         self.ready_sandbox(&sandbox_id).await?;
-        let endpoint = self.endpoint_of(&control.node_id);
-        control.resize(cols, rows, &endpoint).await?;
+        control.resize(cols, rows).await?;
         let mut record = lock(&control.record);
         record.cols = cols;
         record.rows = rows;
@@ -405,24 +372,15 @@ impl Scheduler {
 }
 
 impl TerminalControl {
-    async fn resize(&self, cols: u16, rows: u16, endpoint: &str) -> Result<()> {
-        self.docker
-            .resize_exec(
-                &self.docker_exec_id,
-                ResizeExecOptions {
-                    height: rows,
-                    width: cols,
-                },
-            )
-            .await
-            .map_err(|e| docker::map_err(&self.node_id, endpoint, "resizing a terminal", e))
+    async fn resize(&self, cols: u16, rows: u16) -> Result<()> {
+        self.engine.resize(&self.engine_exec_id, cols, rows).await
     }
 
-    /// The exit code once Docker sees the exec stopped (it may lag the end of the output).
+    /// The exit code once the engine sees the exec stopped (it may lag the end of the output).
     async fn exit_code(&self) -> Option<i64> {
         for _ in 0..40 {
-            match self.docker.inspect_exec(&self.docker_exec_id).await {
-                Ok(i) if i.running != Some(true) => return i.exit_code,
+            match self.engine.exec_state(&self.engine_exec_id).await {
+                Ok(i) if !i.running => return i.exit_code,
                 Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 Err(_) => return None,
             }

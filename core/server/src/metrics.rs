@@ -380,6 +380,11 @@ fn register_scheduler(r: &mut Registry, m: &SchedulerMetrics, l: &SchedulerLaten
         "Claims of a warm sandbox from a pool, until the claim is recorded.",
         SnapshotHistogram(l.pool_claim.clone()),
     );
+    r.register(
+        "agentvm_placement_duration_seconds",
+        "Sandbox placements: the choice of a node and the reservation on it.",
+        SnapshotHistogram(l.placement.clone()),
+    );
 }
 
 /// A count as a gauge's value (saturating: a gauge is an `i64`).

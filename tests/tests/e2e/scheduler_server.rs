@@ -140,6 +140,11 @@ async fn scheduler_routes_are_operator_only_and_counted_in_metrics() {
         metrics.contains("agentvm_pool_claim_duration_seconds_count 0\n"),
         "{metrics}"
     );
+    // The one cold start was placed once.
+    assert!(
+        metrics.contains("agentvm_placement_duration_seconds_count 1\n"),
+        "{metrics}"
+    );
     assert!(metrics.contains("agentvm_nodes_online 1"), "{metrics}");
     // What the live sandbox uses, per node (no per-sandbox series).
     assert!(

@@ -1,0 +1,199 @@
+//! The scheduler driven through its engine trait, with the simulated engine behind it: the
+//! same placement, records, lifecycle and reconciliation as on Docker, without Docker. (The
+//! Docker engine is tested end to end by the e2e `scheduler_*` suites.)
+
+use agentvm_model::error::ErrorKind;
+use agentvm_scheduler::engine::simulated::{Latencies, SimulatedConnector};
+use agentvm_scheduler::{
+    ExecRequest, NodeRegistration, NodeStatus, RedbSchedulerStore, SandboxRequest, SandboxStatus,
+    Scheduler, SchedulerConfig, TemplateSpec,
+};
+use std::sync::Arc;
+
+const IMAGE: &str = "sim/busybox:1";
+
+fn connector() -> Arc<SimulatedConnector> {
+    Arc::new(SimulatedConnector::new(
+        Latencies::none(),
+        8.0,
+        16_384,
+        vec![IMAGE.to_string()],
+    ))
+}
+
+fn store(dir: &tempfile::TempDir) -> Arc<RedbSchedulerStore> {
+    let db = redb::Database::create(dir.path().join("scheduler.redb")).expect("redb");
+    Arc::new(RedbSchedulerStore::open(Arc::new(db)).expect("store"))
+}
+
+async fn open(connector: &Arc<SimulatedConnector>, store: Arc<RedbSchedulerStore>) -> Scheduler {
+    Scheduler::builder()
+        .config(SchedulerConfig {
+            background: false,
+            ..Default::default()
+        })
+        .store(store)
+        .engine(connector.clone())
+        .open()
+        .await
+        .expect("scheduler")
+}
+
+async fn with_node_and_template(s: &Scheduler) {
+    // No capacity given: the engine's machine report fills it in.
+    let node = s
+        .register_node(NodeRegistration::new("sim-1", "tcp://10.0.0.1:2375"))
+        .await
+        .expect("register");
+    assert_eq!(node.total_cpu_cores, 8.0);
+    assert_eq!(node.total_memory_mb, 16_384);
+    assert!(node.cached_images.contains(&IMAGE.to_string()));
+    let mut spec = TemplateSpec::new("b", IMAGE);
+    spec.default_cpu_cores = 1.0;
+    spec.default_memory_mb = 512;
+    s.create_template("b", spec).await.expect("template");
+}
+
+#[tokio::test]
+async fn a_sandbox_lives_its_whole_life_through_the_engine_trait() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = connector();
+    let s = open(&sim, store(&dir)).await;
+    with_node_and_template(&s).await;
+
+    let sb = s
+        .create_sandbox(SandboxRequest::new("b"))
+        .await
+        .expect("create");
+    assert_eq!(sb.status, SandboxStatus::Running);
+    // The readiness exec's answer came back through the trait.
+    assert_eq!(sb.uid_gid, Some((65534, 65534)), "{sb:?}");
+    let engine = sim.engine("sim-1").expect("connected");
+    assert_eq!(engine.containers(), 1);
+    let node = s.get_node("sim-1").expect("node").expect("node");
+    assert_eq!(node.allocated_memory_mb, 512);
+
+    let run = s
+        .exec_collect(&sb.id, ExecRequest::shell("echo hi"))
+        .await
+        .expect("exec");
+    assert_eq!((run.stdout.as_str(), run.exit_code), ("hi\n", Some(0)));
+
+    // Pause, then an exec resumes it.
+    let paused = s.pause_sandbox(&sb.id).await.expect("pause");
+    assert_eq!(paused.status, SandboxStatus::Paused);
+    let again = s.pause_sandbox(&sb.id).await.expect_err("paused twice");
+    assert_eq!(again.kind(), ErrorKind::Conflict);
+    let run = s
+        .exec_collect(&sb.id, ExecRequest::shell("echo back"))
+        .await
+        .expect("exec resumes");
+    assert_eq!(run.stdout, "back\n");
+    let now = s.get_sandbox(&sb.id).await.expect("get").expect("sandbox");
+    assert_eq!(now.status, SandboxStatus::Running);
+    assert!(now.resumed_at.is_some());
+
+    // A snapshot is an image on the node and a template to create from.
+    let (template, image) = s
+        .snapshot_sandbox(&sb.id, None, None)
+        .await
+        .expect("snapshot");
+    assert_eq!(template.spec.docker_image, image);
+    let from = s
+        .create_sandbox(SandboxRequest::new(&template.id))
+        .await
+        .expect("create from the snapshot");
+    assert_eq!(engine.containers(), 2);
+
+    let usage = s.sandbox_usage(&sb.id).await.expect("usage");
+    assert_eq!(usage.sandbox_id, sb.id);
+
+    for id in [&sb.id, &from.id] {
+        let ended = s.terminate_sandbox(id).await.expect("terminate");
+        assert!(ended.status.is_terminal());
+    }
+    assert_eq!(engine.containers(), 0, "every container was removed");
+    let node = s.get_node("sim-1").expect("node").expect("node");
+    assert_eq!(node.allocated_memory_mb, 0);
+    assert_eq!(node.running_containers, 0);
+}
+
+#[tokio::test]
+async fn a_restarted_scheduler_adopts_what_the_engine_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = connector();
+    let store = store(&dir);
+    let (kept, paused) = {
+        let s = open(&sim, store.clone()).await;
+        with_node_and_template(&s).await;
+        let a = s.create_sandbox(SandboxRequest::new("b")).await.expect("a");
+        let b = s.create_sandbox(SandboxRequest::new("b")).await.expect("b");
+        s.pause_sandbox(&b.id).await.expect("pause");
+        (a.id, b.id)
+    };
+    // A new process on the same store and the same engines.
+    let s = open(&sim, store).await;
+    let a = s.get_sandbox(&kept).await.expect("get").expect("a");
+    assert_eq!(a.status, SandboxStatus::Running);
+    let b = s.get_sandbox(&paused).await.expect("get").expect("b");
+    assert_eq!(b.status, SandboxStatus::Paused);
+    let node = s.get_node("sim-1").expect("node").expect("node");
+    assert_eq!(
+        node.allocated_memory_mb, 1024,
+        "both count against the node again"
+    );
+    // The adopted sandboxes work.
+    let run = s
+        .exec_collect(&paused, ExecRequest::shell("echo adopted"))
+        .await
+        .expect("exec resumes the adopted paused sandbox");
+    assert_eq!(run.stdout, "adopted\n");
+    // A container whose record is gone is removed by the next reconciliation.
+    let engine = sim.engine("sim-1").expect("engine");
+    assert_eq!(engine.containers(), 2);
+    s.delete_sandbox(&kept).await.expect("delete");
+    assert_eq!(engine.containers(), 1);
+    let report = s.reconcile().await.expect("reconcile");
+    assert!(
+        report.lost.is_empty() && report.orphans_removed.is_empty(),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_engine_that_stops_answering_turns_its_node_offline_and_creates_say_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = connector();
+    let s = open(&sim, store(&dir)).await;
+    with_node_and_template(&s).await;
+    let sb = s
+        .create_sandbox(SandboxRequest::new("b"))
+        .await
+        .expect("create");
+
+    sim.set_down("sim-1", true);
+    let e = s
+        .exec_collect(&sb.id, ExecRequest::shell("echo hi"))
+        .await
+        .expect_err("the engine is down");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.to_string().contains("sim-1"), "{e}");
+    let node = s.get_node("sim-1").expect("node").expect("node");
+    assert_eq!(node.status, NodeStatus::Offline);
+    let e = s
+        .create_sandbox(SandboxRequest::new("b"))
+        .await
+        .expect_err("no node to place on");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+
+    // Back up: the probe brings the node online, and the sandbox answers again.
+    sim.set_down("sim-1", false);
+    s.check_nodes().await;
+    let node = s.get_node("sim-1").expect("node").expect("node");
+    assert_eq!(node.status, NodeStatus::Online);
+    let run = s
+        .exec_collect(&sb.id, ExecRequest::shell("echo up"))
+        .await
+        .expect("exec");
+    assert_eq!(run.stdout, "up\n");
+}
