@@ -19,8 +19,8 @@
 //!    at most 5 s of drift, which this short run does not reach).
 //! 3. Creates through the three real schedulers (`fleet/creates.rs`), round-robin, each for
 //!    the tenant whose lease it holds, with one simulated engine per node shared by all three
-//!    (as real members reach the same Docker engines). Server 1 and 2 learn the nodes from the
-//!    store once before the run.
+//!    (as real members reach the same Docker engines). Servers 1 and 2 learn the nodes from the
+//!    store and probe them once before the run, as their background loops do.
 
 use super::{cpu_time, fake_engine, fleet_index, images, place_and_reserve, record};
 use agentvm::scheduler::engine::simulated::SimulatedConnector;
@@ -119,7 +119,12 @@ async fn cluster(
     for i in 0..SERVERS {
         let config = SchedulerConfig {
             background: false,
-            docker_timeout: Duration::from_millis(200),
+            // The heartbeat and placement runs' nodes have no engine: fail fast on them.
+            docker_timeout: if engine.is_some() {
+                SchedulerConfig::default().docker_timeout
+            } else {
+                Duration::from_millis(200)
+            },
             ..SchedulerConfig::default()
         };
         let stewardship = Arc::new(Stewardship::new());
@@ -147,8 +152,11 @@ pub(super) async fn creates(server: &str, n: usize, rate: u64, seconds: u64) {
     let schema = Schema::fresh(server);
     let (_store, servers) = cluster(&schema.url, Some(super::creates::connector())).await;
     super::creates::register(&servers[0], n).await;
+    // As their background loops would: follow the node table, then a health round reaches
+    // the (probed) nodes learned from it.
     for s in &servers[1..] {
         s.sync_nodes().await.expect("sync");
+        s.check_nodes().await;
     }
     let owners: Vec<Option<String>> = (0..SERVERS).map(|i| Some(owner(i))).collect();
     super::creates::drive(

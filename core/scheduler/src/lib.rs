@@ -271,6 +271,9 @@ pub(crate) struct Inner {
     /// In a cluster, heartbeats received since they were last written to the shared store:
     /// node id -> when (ms). Written in one batch per tick (`share_heartbeats`).
     pub heartbeats: Mutex<HashMap<String, i64>>,
+    /// When a request last made this scheduler follow the store at once (a placement that
+    /// found no room): such syncs are coalesced, one per `shared::FORCED_SYNC_EVERY`.
+    pub forced_sync: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// The scheduler handle. Cheap to clone; the background loop stops when the last clone drops.
@@ -458,6 +461,7 @@ impl SchedulerBuilder {
                     .unwrap_or_else(|| Arc::new(engine::docker::DockerConnector)),
                 stewardship: self.stewardship,
                 heartbeats: Mutex::new(HashMap::new()),
+                forced_sync: tokio::sync::Mutex::new(None),
             }),
         };
         scheduler.load_nodes()?;

@@ -130,8 +130,7 @@ impl Scheduler {
             // In a cluster the registry follows the store every heartbeat interval; a node
             // registered (or freed) through another server a moment ago is looked up now.
             Err(_) if self.inner.stewardship.is_some() => {
-                self.sync_nodes().await?;
-                self.check_nodes().await;
+                self.sync_nodes_now().await?;
                 self.place(&mut record, only_node)?
             }
             placed => placed?,

@@ -155,7 +155,7 @@ impl Scheduler {
     pub async fn heartbeat(&self, hb: Heartbeat) -> Result<RuntimeNode> {
         // In a cluster the node may have registered through another server a moment ago.
         if self.inner.stewardship.is_some() && !lock(&self.inner.nodes).contains_key(&hb.node_id) {
-            self.sync_nodes().await?;
+            self.follow_node(&hb.node_id).await?;
         }
         let images_changed = {
             let mut nodes = lock(&self.inner.nodes);

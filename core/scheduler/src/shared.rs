@@ -11,6 +11,13 @@ use super::{blocking, lock, Scheduler};
 use crate::error::Result;
 use crate::model::now_ms;
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Syncs a request forces (a placement that found no room) happen at most this often; the
+/// requests meanwhile wait for the one in progress and use what it read. Without it, a storm
+/// of creates on a full cluster would each read every node and sandbox record and ping every
+/// node.
+pub(crate) const FORCED_SYNC_EVERY: Duration = Duration::from_secs(1);
 
 impl Scheduler {
     /// Whether this process tends a sandbox owned by `owner` (`None`: an operator's or a warm
@@ -61,6 +68,55 @@ impl Scheduler {
         }
     }
 
+    /// A sync (and a health round, so nodes learned from the store can be placed on) for a
+    /// placement that found no room, coalesced: see [`FORCED_SYNC_EVERY`].
+    pub(crate) async fn sync_nodes_now(&self) -> Result<()> {
+        let mut last = self.inner.forced_sync.lock().await;
+        if last.is_some_and(|t| t.elapsed() < FORCED_SYNC_EVERY) {
+            return Ok(());
+        }
+        self.sync_nodes().await?;
+        self.check_nodes().await;
+        *last = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Takes one node over from the shared store, if another server registered it (a
+    /// heartbeat for a node this server has not met yet): one record read, not a sync. Its
+    /// charge for other servers' sandboxes comes with the next sync.
+    pub(crate) async fn follow_node(&self, node_id: &str) -> Result<()> {
+        let store = self.inner.store.clone();
+        let id = node_id.to_string();
+        let Some(n) = blocking(move || store.get_node(&id)).await? else {
+            return Ok(());
+        };
+        let mut nodes = lock(&self.inner.nodes);
+        if !nodes.contains_key(node_id) {
+            nodes.insert(node_id.to_string(), self.learned(n, OthersLoad::default()));
+            tracing::info!(node = %node_id, "a node registered through another server");
+        }
+        Ok(())
+    }
+
+    /// A node learned from the store, as at start-up: a heartbeating node keeps its word; a
+    /// probed one is offline until this server's health round reaches it.
+    fn learned(&self, mut n: node::RuntimeNode, others: OthersLoad) -> NodeEntry {
+        let offline_ms = self.inner.config.offline_after.as_millis() as i64;
+        let healthy = n.liveness == Liveness::Heartbeat
+            && n.last_heartbeat_at
+                .is_some_and(|t| now_ms() - t < offline_ms);
+        n.status = if healthy {
+            n.admin_status
+        } else {
+            NodeStatus::Offline
+        };
+        n.status_message = (!healthy).then(|| "not checked by this server yet".into());
+        let id = n.node_id.clone();
+        let mut entry = NodeEntry::new(n, self.new_gate(&id));
+        entry.others = others;
+        entry
+    }
+
     /// Follows the shared store: nodes registered through other servers are added, nodes
     /// removed there are dropped, an operator's drain or maintenance and a heartbeat another
     /// server received are taken over, and each node is charged what other servers' live
@@ -90,7 +146,7 @@ impl Scheduler {
         let mut back = Vec::new();
         let mut nodes = lock(&self.inner.nodes);
         let in_store: HashSet<String> = stored.iter().map(|n| n.node_id.clone()).collect();
-        for mut n in stored {
+        for n in stored {
             let load = others.remove(&n.node_id).unwrap_or_default();
             if let Some(mut e) = nodes.get_mut(&n.node_id) {
                 e.others = load;
@@ -120,18 +176,8 @@ impl Scheduler {
                 e.node.labels = n.labels;
                 continue;
             }
-            // As at start-up: a heartbeating node keeps its word; a probed one is
-            // checked by the health round that follows this sync.
-            let healthy = n.liveness == Liveness::Heartbeat && fresh(n.last_heartbeat_at);
-            n.status = if healthy {
-                n.admin_status
-            } else {
-                NodeStatus::Offline
-            };
-            n.status_message = (!healthy).then(|| "not checked by this server yet".into());
             let id = n.node_id.clone();
-            let mut entry = NodeEntry::new(n, self.new_gate(&id));
-            entry.others = load;
+            let entry = self.learned(n, load);
             tracing::info!(node = %id, "a node registered through another server");
             nodes.insert(id, entry);
         }

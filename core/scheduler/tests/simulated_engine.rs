@@ -5,8 +5,8 @@
 use agentvm_model::error::ErrorKind;
 use agentvm_scheduler::engine::simulated::{Latencies, SimulatedConnector};
 use agentvm_scheduler::{
-    ExecRequest, NodeRegistration, NodeStatus, RedbSchedulerStore, SandboxRequest, SandboxStatus,
-    Scheduler, SchedulerConfig, TemplateSpec,
+    ExecRequest, Heartbeat, Liveness, NodeRegistration, NodeStatus, RedbSchedulerStore,
+    SandboxRequest, SandboxStatus, Scheduler, SchedulerConfig, Stewardship, TemplateSpec,
 };
 use std::sync::Arc;
 
@@ -196,4 +196,92 @@ async fn an_engine_that_stops_answering_turns_its_node_offline_and_creates_say_w
         .await
         .expect("exec");
     assert_eq!(run.stdout, "up\n");
+}
+
+#[tokio::test]
+async fn a_cluster_member_learns_nodes_from_the_store_and_coalesces_the_syncs_a_storm_forces() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = connector();
+    let store = store(&dir);
+    let member = |tenant: &'static str| {
+        let (sim, store) = (sim.clone(), store.clone());
+        async move {
+            let stewardship = Arc::new(Stewardship::new());
+            stewardship.hold(
+                tenant,
+                std::time::Instant::now() + std::time::Duration::from_secs(600),
+            );
+            Scheduler::builder()
+                .config(SchedulerConfig {
+                    background: false,
+                    ..Default::default()
+                })
+                .store(store)
+                .engine(sim)
+                .stewardship(stewardship)
+                .open()
+                .await
+                .expect("member")
+        }
+    };
+    let a = member("t-a").await;
+    let b = member("t-b").await;
+    with_node_and_template(&a).await;
+    let engine = sim.engine("sim-1").expect("engine");
+
+    // B has not met the node: its first placement fails, syncs, probes it and places.
+    let mut request = SandboxRequest::new("b");
+    request.owner = Some("t-b".into());
+    let sb = b
+        .create_sandbox(request)
+        .await
+        .expect("B places on A's node");
+    assert_eq!(sb.node_id, "sim-1");
+    assert_eq!(engine.pings(), 1, "one health round");
+
+    // Twenty creates that cannot be placed anywhere, at once: one sync and one health round
+    // between them, not twenty.
+    let storm = (0..20).map(|_| {
+        let mut r = SandboxRequest::new("b");
+        r.owner = Some("t-b".into());
+        r.cpu_cores = Some(64.0);
+        b.create_sandbox(r)
+    });
+    for r in futures::future::join_all(storm).await {
+        let e = r.expect_err("too large for any node");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    }
+    assert_eq!(
+        engine.pings(),
+        1,
+        "the storm's syncs were coalesced (within 1 s of the last)"
+    );
+
+    // A heartbeat for a node registered through A a moment ago: B reads that one record.
+    let mut reg = NodeRegistration::new("sim-2", "tcp://10.0.0.2:2375");
+    reg.liveness = Liveness::Heartbeat;
+    a.register_node(reg).await.expect("register through A");
+    assert!(b.get_node("sim-2").expect("get").is_none());
+    let node = b
+        .heartbeat(Heartbeat {
+            node_id: "sim-2".into(),
+            container_id: None,
+            timestamp: None,
+            cached_images: None,
+        })
+        .await
+        .expect("B takes the heartbeat");
+    assert_eq!(node.node_id, "sim-2");
+    assert_eq!(node.status, NodeStatus::Online);
+    // An unknown node is still told to register.
+    let e = b
+        .heartbeat(Heartbeat {
+            node_id: "nowhere".into(),
+            container_id: None,
+            timestamp: None,
+            cached_images: None,
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }

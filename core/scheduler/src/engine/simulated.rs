@@ -128,6 +128,7 @@ impl Connector for SimulatedConnector {
                     execs: Mutex::new(HashMap::new()),
                     next: AtomicU64::new(1),
                     down: AtomicU64::new(0),
+                    pings: AtomicU64::new(0),
                 })
             })
             .clone();
@@ -147,6 +148,7 @@ pub struct SimulatedEngine {
     execs: Mutex<HashMap<String, i64>>,
     next: AtomicU64,
     down: AtomicU64,
+    pings: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +162,11 @@ impl SimulatedEngine {
     /// Containers on this node, in every state.
     pub fn containers(&self) -> usize {
         lock(&self.containers).len()
+    }
+
+    /// Pings received (health rounds that reached this node).
+    pub fn pings(&self) -> u64 {
+        self.pings.load(Ordering::Relaxed)
     }
 
     async fn wait(&self, d: Duration, doing: &str) -> Result<()> {
@@ -228,6 +235,7 @@ impl Engine for SimulatedEngine {
     }
 
     async fn ping(&self) -> Result<()> {
+        self.pings.fetch_add(1, Ordering::Relaxed);
         self.wait(self.latencies.request, "pinging").await
     }
 
