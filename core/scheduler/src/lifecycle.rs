@@ -82,11 +82,16 @@ impl Scheduler {
 
     /// Replaces the live record and its status, then persists it.
     async fn store_live(&self, record: &Sandbox) -> Result<()> {
+        self.set_live(record);
+        self.persist(record).await
+    }
+
+    /// Makes `record` the live one in memory (and its status the one waiters see).
+    fn set_live(&self, record: &Sandbox) {
         if let Some(l) = lock(&self.inner.live).get_mut(&record.id) {
             l.record = record.clone();
             l.status.send_replace(record.status);
         }
-        self.persist(record).await
     }
 
     pub(crate) async fn pause(&self, id: &str, cause: Cause) -> Result<Sandbox> {
@@ -133,7 +138,7 @@ impl Scheduler {
 
     pub(crate) async fn resume(&self, id: &str, cause: Cause) -> Result<Sandbox> {
         let lifecycle = self.lifecycle_of(id).await?;
-        let _held = lifecycle.lock().await;
+        let held = lifecycle.lock_owned().await;
         let mut record = self.live_record(id)?;
         match record.status {
             SandboxStatus::Paused => {}
@@ -156,7 +161,23 @@ impl Scheduler {
         record.paused_at = None;
         record.resumed_at = Some(now);
         record.last_activity_at = now;
-        self.store_live(&record).await?;
+        if cause == Cause::Activity {
+            // The exec or file operation that woke it waits for its own work, not for this
+            // record. It is written with the lifecycle lock still held, so a pause or an end
+            // that follows is written after it; a crash before it lands leaves a paused record
+            // whose container runs, which reconciliation takes as running.
+            self.set_live(&record);
+            let (this, written) = (self.clone(), record.clone());
+            tokio::spawn(async move {
+                let _held = held;
+                if let Err(e) = this.persist(&written).await {
+                    tracing::warn!(sandbox = %written.id, error = %e.chain(), "recording a resume");
+                }
+            });
+        } else {
+            self.store_live(&record).await?;
+            drop(held);
+        }
         self.inner.counters.resumes.fetch_add(1, Ordering::Relaxed);
         tracing::info!(sandbox = %id, cause = cause.as_str(), paused_ms, "sandbox resumed");
         self.publish(
