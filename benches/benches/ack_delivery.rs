@@ -50,6 +50,10 @@
 //! wake-ups per frame (its event, the client's ack), every event published alone wakes the
 //! replay log's persisting task, which hands the append to the blocking pool and is woken
 //! again when it is done: that is why the blocking pool shows in the context switches.
+//! Measured that way (2-core VM under other builds' load): one delta at a time 129 µs of server
+//! CPU and 5.2 voluntary context switches per frame; bursts of 20 13–15 µs and 0.26 switches
+//! per frame, with about 20 frames per write and 7 acks per read (`perf stat` on the
+//! `sendto`/`recvfrom` syscalls). Neither meets the 5 µs target.
 
 use agentvm_benches::wire::{connect, long_stream_image, subscribe, BenchServer, Ws};
 use agentvm_benches::{text_delta, tokio_runtime, CONTAINER_ID};
