@@ -373,17 +373,25 @@ fn revoked_error() -> Error {
 impl Connection {
     async fn run(&mut self, socket: &mut WebSocket) {
         let mut shutdown = self.state.shutdown.clone();
+        let mut revoked = self.revoked.clone();
+        // Made once and kept across turns of the loop: made in the loop, each would join and
+        // leave its channel's list of waiters at every frame sent and every ack read.
+        let shutting_down = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        let revoked = async move { wait_revoked(&mut revoked).await };
+        tokio::pin!(shutting_down, revoked);
         let mut ping = tokio::time::interval(self.state.config.ping_interval);
         ping.tick().await;
         let mut awaiting_pong = false;
         loop {
             tokio::select! {
                 biased;
-                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                _ = &mut shutting_down => {
                     let _ = tokio::time::timeout(CLOSE_WAIT, socket.send(close(CLOSE_GOING_AWAY, "server shutting down"))).await;
                     return;
                 }
-                _ = wait_revoked(&mut self.revoked) => {
+                _ = &mut revoked => {
                     self.close_revoked(socket).await;
                     return;
                 }
