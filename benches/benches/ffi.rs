@@ -6,7 +6,8 @@
 //!   once), read the answer `char *`, `agentvm_string_free` it.
 //! - `ffi/embed_request/*`: the embed layer's JSON `Embed::request` alone (parse the JSON
 //!   command, run it, serialize the answer's `data`), awaited on the process runtime: the C
-//!   ABI's cost minus its per-call `block_on`, cancel/timeout wrapper and C strings.
+//!   ABI's cost minus its C strings and its entry (`Embed::call_blocking`: one poll on the
+//!   calling thread inside the runtime's context, a `block_on` only for calls that wait).
 //! - `ffi/rust_image_get/*`: the typed `Runtime::request(Command::ImageGet)` as
 //!   `benches/request.rs` measures it, on the same (process) runtime.
 

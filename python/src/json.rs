@@ -148,17 +148,13 @@ impl<'de, 'py> serde::de::Visitor<'de> for KeySeed<'_, 'de, 'py> {
     }
 }
 
-/// A command's response as Python objects: its `data` only (what the caller asked for).
+/// A command's response as Python objects: its `data` only (what the caller asked for),
+/// built straight from the response without its envelope.
 pub(crate) fn response_data<'py>(
     py: Python<'py>,
     response: &agentvm_embed::agentvm::Response,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let whole = serialize(py, response)?;
-    let data = match whole.cast::<PyDict>() {
-        Ok(d) => d.get_item(pyo3::intern!(py, "data"))?,
-        Err(_) => None,
-    };
-    Ok(data.unwrap_or_else(|| py.None().into_bound(py)))
+    agentvm_embed::serialize_response_data(response, PySer { py }).map_err(|e| e.0)
 }
 
 /// Checks that a value converts to JSON and back unchanged (used by tests of the boundary).

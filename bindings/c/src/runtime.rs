@@ -130,10 +130,7 @@ pub unsafe extern "C" fn agentvm_request(
         let json = unsafe { read(request_json, "request_json") }?;
         let cancel = (cancel_id != 0).then_some(cancel_id);
         let embed = &rt.embed;
-        let data = wait_on(
-            rt,
-            embed.call(cancel, timeout_of(timeout_ms), embed.request(json)),
-        )?;
+        let data = embed.call_blocking(cancel, timeout_of(timeout_ms), embed.request(json))?;
         // SAFETY: checked non-NULL above.
         unsafe { put(out_json, "out_json", give(data)) }?;
         Ok(AgentvmResult::Ok)

@@ -33,10 +33,37 @@ const BUFFER: usize = 4096;
 /// its event loop (the C ABI writes to its file descriptor).
 pub type ReadyHook = Box<dyn Fn() + Send + Sync>;
 
+/// One item waiting in a stream's buffer.
+enum Item {
+    /// An event of the bus, shared with its other subscribers: its JSON (serialized once,
+    /// by the pump, for all of them) is copied straight into the batch a reader takes.
+    Event(Arc<Published>),
+    /// A `subscription_gap` event's JSON.
+    Gap(String),
+}
+
+impl Item {
+    /// Appends the item's JSON to `out`: the wire event, plus `cursor` for topic events.
+    fn write_to(&self, out: &mut String) {
+        match self {
+            Item::Event(p) => write_event(p, out),
+            Item::Gap(json) => out.push_str(json),
+        }
+    }
+
+    /// About how many bytes `write_to` appends.
+    fn len_hint(&self) -> usize {
+        match self {
+            Item::Event(p) => p.json().len() + 32,
+            Item::Gap(json) => json.len(),
+        }
+    }
+}
+
 /// What the pump and the readers share.
 struct Buffer {
-    /// JSON texts of the items waiting.
-    items: VecDeque<String>,
+    /// The items waiting.
+    items: VecDeque<Item>,
     /// The pump finished (the subscription ended or the stream was closed).
     ended: bool,
 }
@@ -64,7 +91,7 @@ impl Shared {
     }
 
     /// Adds items; returns whether there is room for more.
-    fn push(&self, items: Vec<String>) -> bool {
+    fn push(&self, items: Vec<Item>) -> bool {
         let (was_empty, room) = {
             let mut b = self.lock();
             let was_empty = b.items.is_empty();
@@ -109,12 +136,39 @@ impl std::fmt::Debug for EventStream {
 
 /// An event as bindings see it: the wire event, plus `cursor` for topic events.
 pub fn event_json(p: &Published) -> String {
+    let mut out = String::with_capacity(p.json().len() + 32);
+    write_event(p, &mut out);
+    out
+}
+
+/// Appends [`event_json`] to `out`, without a text of its own.
+fn write_event(p: &Published, out: &mut String) {
     let json = p.json();
     match p.cursor {
         Some(cursor) if json.len() > 2 && json.starts_with('{') => {
-            format!("{{\"cursor\":{cursor},{}", &json[1..])
+            out.push_str("{\"cursor\":");
+            push_u64(out, cursor);
+            out.push(',');
+            out.push_str(&json[1..]);
         }
-        _ => json.to_string(),
+        _ => out.push_str(json),
+    }
+}
+
+/// Appends `n` in decimal (what `format!` would write, without its machinery).
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
     }
 }
 
@@ -134,7 +188,7 @@ async fn pump(mut sub: Subscription, wide: (bool, bool), shared: Arc<Shared>) {
     let trimmed = sub.trimmed();
     if !trimmed.is_empty() {
         let cursors: HashMap<String, u64> = sub.last_cursors().clone();
-        shared.push(vec![gap_json(&trimmed, &cursors)]);
+        shared.push(vec![Item::Gap(gap_json(&trimmed, &cursors))]);
     }
     loop {
         if shared.closed.load(std::sync::atomic::Ordering::Acquire) {
@@ -148,7 +202,12 @@ async fn pump(mut sub: Subscription, wide: (bool, bool), shared: Arc<Shared>) {
         let mut next = first;
         loop {
             match next {
-                Some(BusItem::Event(p)) => batch.push(event_json(&p)),
+                Some(BusItem::Event(p)) => {
+                    // Serialized here, on the runtime, once for every subscriber: the reader
+                    // (a host language's thread) only copies it.
+                    p.json();
+                    batch.push(Item::Event(p));
+                }
                 Some(BusItem::Overflowed { last_cursors }) => {
                     let mut gaps = sub.unreplayable();
                     if global {
@@ -161,14 +220,14 @@ async fn pump(mut sub: Subscription, wide: (bool, bool), shared: Arc<Shared>) {
                         Ok(resumed) => sub = resumed,
                         Err(e) => {
                             tracing::warn!(error = %e.chain(), "resuming a subscription after an overflow");
-                            batch.push(gap_json(&["*".to_string()], &last_cursors));
+                            batch.push(Item::Gap(gap_json(&["*".to_string()], &last_cursors)));
                             shared.push(batch);
                             shared.end();
                             return;
                         }
                     }
                     if !gaps.is_empty() {
-                        batch.push(gap_json(&gaps, &last_cursors));
+                        batch.push(Item::Gap(gap_json(&gaps, &last_cursors)));
                     }
                 }
                 None => {
@@ -239,13 +298,14 @@ impl EventStream {
             }
             let n = max.max(1).min(b.items.len());
             let freed = b.items.len() >= BUFFER;
-            let mut out = String::with_capacity(2 + n * 128);
+            let size: usize = b.items.iter().take(n).map(|i| i.len_hint() + 1).sum();
+            let mut out = String::with_capacity(size + 2);
             out.push('[');
             for (i, item) in b.items.drain(..n).enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&item);
+                item.write_to(&mut out);
             }
             out.push(']');
             (out, freed)
@@ -331,6 +391,21 @@ mod tests {
                 ..Default::default()
             }),
         )
+    }
+
+    #[test]
+    fn cursors_are_written_as_format_writes_them() {
+        for n in [0, 7, 10, 99, 100, 123_456_789, u64::MAX] {
+            let mut out = String::from("x");
+            push_u64(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+        }
+        let p = Published::new(delta("hi"), Some(42));
+        let json = event_json(&p);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["cursor"], 42);
+        assert_eq!(v["data"]["text"], "hi");
+        assert_eq!(event_json(&Published::new(delta("hi"), None)), p.json());
     }
 
     #[test]

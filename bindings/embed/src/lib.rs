@@ -31,6 +31,7 @@ mod calls;
 pub mod events;
 pub mod options;
 pub mod process;
+mod response_data;
 mod wire;
 
 pub use calls::cancel_opening;
@@ -39,6 +40,7 @@ pub use calls::cancel_opening;
 pub use agentvm;
 pub use events::EventStream;
 pub use options::{ConnectOptions, EmbedOptions, ServeOptions, SubscribeOptions};
+pub use response_data::serialize_response_data;
 
 use agentvm::{
     AgentVm, Command, CommandKind, Error, EventFilter, RemoteRuntime, Response, Result, Runtime,
@@ -240,6 +242,41 @@ impl Embed {
             fut,
         )
         .await
+    }
+
+    /// [`call`](Self::call) for a caller without an event loop (the C ABI), blocking this
+    /// thread until it ends. Without a cancel id the call is first polled once right here,
+    /// inside the runtime's context: a command the core answers at once (most reads) then
+    /// costs no `block_on`, no timer and no cancel entry; only one that has to wait goes on to
+    /// [`block_on`](Self::block_on), bounded by `timeout` and by `close()` as `call` bounds
+    /// it. With a cancel id it is registered first, so `cancel(id)` always finds it. A thread
+    /// of the runtime itself gets `Internal`, as with `block_on`.
+    pub fn call_blocking<T, F>(
+        &self,
+        cancel_id: Option<u64>,
+        timeout: Option<Duration>,
+        fut: F,
+    ) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        if cancel_id.is_some() {
+            return self.block_on(self.call(cancel_id, timeout, fut))?;
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // `block_on` refuses it with its error, without running `fut`.
+            return self.block_on(fut)?;
+        }
+        let mut fut = std::pin::pin!(fut);
+        let first = {
+            let _context = self.inner.runtime.enter();
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            fut.as_mut().poll(&mut cx)
+        };
+        match first {
+            std::task::Poll::Ready(out) => out,
+            std::task::Poll::Pending => self.block_on(self.call(None, timeout, fut))?,
+        }
     }
 
     /// Cancels the call running with `id`; `false` when none is (it finished, or never

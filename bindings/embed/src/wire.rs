@@ -49,25 +49,28 @@ fn parse_checked(json: &str) -> Result<Command> {
     crate::parse_command_parts(&envelope.type_name, envelope.data)
 }
 
-/// The response's `data` as JSON text.
+/// The response's `data` as JSON text, written straight into one buffer: no envelope to cut
+/// away, no `Value` tree, and a buffer sized from this thread's last answer, so a typical
+/// answer (an image record with its system prompt is a few KB) is written without growing it.
 pub(crate) fn response_data(response: &Response) -> Result<String> {
-    let failed = |e: serde_json::Error| Error::Internal(format!("serializing a response: {e}"));
-    // serde_json writes the adjacently tagged response as `{"type":"<type>","data":<data>}`:
-    // cut `<data>` out of that text in place instead of building a `Value` tree and writing
-    // it again.
-    let mut text = serde_json::to_string(response).map_err(failed)?;
-    let head = format!(r#"{{"type":"{}","data":"#, response.type_name());
-    if text.len() > head.len() && text.starts_with(&head) && text.ends_with('}') {
-        text.truncate(text.len() - 1);
-        text.drain(..head.len());
-        return Ok(text);
-    }
-    let mut value = serde_json::to_value(response).map_err(failed)?;
-    let data = value
-        .get_mut("data")
-        .map(serde_json::Value::take)
-        .unwrap_or(serde_json::Value::Null);
-    serde_json::to_string(&data).map_err(failed)
+    let mut text = Vec::with_capacity(ANSWER_SIZE.get());
+    crate::serialize_response_data(response, &mut serde_json::Serializer::new(&mut text))
+        .map_err(|e| Error::Internal(format!("serializing a response: {e}")))?;
+    // Room for the NUL a C caller's copy appends, so handing it out does not grow it again.
+    ANSWER_SIZE.set((text.len() + 1).clamp(MIN_ANSWER, MAX_ANSWER_HINT));
+    // serde_json writes UTF-8 only.
+    String::from_utf8(text).map_err(|e| Error::Internal(format!("serializing a response: {e}")))
+}
+
+/// The smallest buffer an answer starts with.
+const MIN_ANSWER: usize = 128;
+/// The largest size remembered: one huge answer (a long history) does not make every later
+/// small one allocate as much.
+const MAX_ANSWER_HINT: usize = 64 * 1024;
+
+thread_local! {
+    /// The size of this thread's last answer: calls on one thread tend to repeat.
+    static ANSWER_SIZE: std::cell::Cell<usize> = const { std::cell::Cell::new(MIN_ANSWER) };
 }
 
 #[cfg(test)]

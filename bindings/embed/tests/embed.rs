@@ -142,6 +142,85 @@ fn calls_end_on_timeout_or_cancel_by_id() {
 }
 
 #[test]
+fn blocking_calls_answer_at_once_or_wait_bounded_like_any_call() {
+    let vm = open();
+    // Ready at once: answered on this thread.
+    let image = vm
+        .call_blocking(
+            None,
+            Some(Duration::from_secs(30)),
+            vm.request(r#"{"type":"image_create_request","data":{"containerId":"c1"}}"#),
+        )
+        .unwrap();
+    let image: Value = serde_json::from_str(&image).unwrap();
+    let id = image["record"]["imageId"].as_str().unwrap();
+    let get = format!(r#"{{"type":"image_get_request","data":{{"imageId":"{id}"}}}}"#);
+    let got: Value =
+        serde_json::from_str(&vm.call_blocking(None, None, vm.request(&get)).unwrap()).unwrap();
+    assert_eq!(got["record"]["imageId"], id);
+    // Errors of a call that ends at once are its own.
+    let e = vm
+        .call_blocking(None, None, vm.request(r#"{"type":"nope_request"}"#))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+
+    // A call that has to wait: first pending here, then finished on the runtime.
+    let slept = vm
+        .call_blocking(None, Some(Duration::from_secs(30)), async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(5)
+        })
+        .unwrap();
+    assert_eq!(slept, 5);
+    // ... bounded by its timeout,
+    let e = vm
+        .call_blocking(
+            None,
+            Some(Duration::from_millis(20)),
+            std::future::pending::<agentvm::Result<()>>(),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("timed out after 20 ms"), "{e}");
+    // ... by a cancel id from another thread,
+    let canceller = vm.clone();
+    let t = std::thread::spawn(move || {
+        while !canceller.cancel(9) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let e = vm
+        .call_blocking(Some(9), None, std::future::pending::<agentvm::Result<()>>())
+        .unwrap_err();
+    t.join().unwrap();
+    assert!(
+        e.to_string().contains("cancelled by the caller (id 9)"),
+        "{e}"
+    );
+    // ... and by close from another thread.
+    let closer = vm.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        block_on(closer.close()).unwrap();
+    });
+    let e = vm
+        .call_blocking(None, None, std::future::pending::<agentvm::Result<()>>())
+        .unwrap_err();
+    t.join().unwrap();
+    assert_eq!(e.kind(), ErrorKind::Cancelled);
+    assert!(e.to_string().contains("closed"), "{e}");
+
+    // Not from a thread of the runtime: that would block one of its workers.
+    let inner = vm.clone();
+    let e = block_on(async move {
+        inner
+            .call_blocking(None, None, async { Ok(()) })
+            .unwrap_err()
+    })
+    .unwrap();
+    assert_eq!(e.kind(), ErrorKind::Internal);
+}
+
+#[test]
 fn a_connect_to_a_server_that_never_answers_ends_by_timeout_or_cancel() {
     // Accepts TCP (the kernel's backlog) but never answers the WebSocket handshake.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
