@@ -400,12 +400,14 @@ mod tests {
             push_u64(&mut out, n);
             assert_eq!(out, format!("x{n}"));
         }
-        let p = Published::new(delta("hi"), Some(42));
+        // One event (its timestamp is the clock's when made), with and without a cursor.
+        let event = delta("hi");
+        let p = Published::new(event.clone(), Some(42));
         let json = event_json(&p);
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["cursor"], 42);
         assert_eq!(v["data"]["text"], "hi");
-        assert_eq!(event_json(&Published::new(delta("hi"), None)), p.json());
+        assert_eq!(event_json(&Published::new(event, None)), p.json());
     }
 
     #[test]
