@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 
-step() { printf '\n==> dist: %s\n' "$*"; }
+step() { printf '\n==> [%s] dist: %s\n' "$(date +%T)" "$*"; }
 die() { printf 'dist: error: %s\n' "$*" >&2; exit 1; }
 started=$(date +%s)
 

@@ -19,7 +19,7 @@ started=$(date +%s)
 
 MAX_GLIBC="2.17"
 passed=0
-step() { printf '\n==> test-dist: %s\n' "$*"; }
+step() { printf '\n==> [%s] test-dist: %s\n' "$(date +%T)" "$*"; }
 ok() { passed=$((passed + 1)); printf 'ok: %s\n' "$*"; }
 fail() { printf 'test-dist: FAILED: %s\n' "$*" >&2; exit 1; }
 

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> [%s] %s\n' "$(date +%T)" "$*"; }
 
 need=()
 command -v ruby >/dev/null || need+=(ruby)
@@ -24,8 +24,9 @@ if [ "${#need[@]}" -gt 0 ]; then
     fi
 fi
 
-step "build libagentvm_uniffi and uniffi-bindgen (bindings/uniffi, --features bindgen)"
-cargo build --locked -p agentvm-uniffi --features bindgen
+step "build libagentvm_uniffi (bindings/uniffi) and uniffi-bindgen (bindings/uniffi/bindgen)"
+# Together, as `cargo test --workspace` builds them: nothing but the two is compiled again.
+cargo build --locked -p agentvm-uniffi -p agentvm-uniffi-bindgen
 target="${CARGO_TARGET_DIR:-target}"
 lib_dir="$(cd "$target/debug" && pwd)"
 lib="$lib_dir/libagentvm_uniffi.so"

@@ -10,7 +10,7 @@
 //! Commands, responses and events are the JSON the WebSocket speaks. Every async method runs
 //! on embed's one process runtime ([`agentvm_embed::process`]); the foreign executor only
 //! waits for it (see `task.rs`). The foreign code is generated from the built cdylib by the
-//! `uniffi-bindgen` binary of this crate (`--features bindgen`), see `scripts/test-uniffi.sh`.
+//! pinned `uniffi-bindgen` of `bindings/uniffi/bindgen`, see `scripts/test-uniffi.sh`.
 
 mod error;
 mod events;
