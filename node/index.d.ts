@@ -48,6 +48,8 @@ export interface SchedulerOptions {
   sweepIntervalMs?: number
   /** A sandbox still creating after this long is failed by the sweep (120000). */
   stuckCreatingAfterMs?: number
+  /** How long an ended sandbox's record and executions are kept after it ended (604800000, 7 days). */
+  endedRetentionMs?: number
   /** Bound on one Docker request (120000). */
   dockerTimeoutMs?: number
   /** Exec timeout when a request gives none (60000). */

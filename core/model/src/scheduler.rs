@@ -112,6 +112,14 @@ pub struct SchedulerOptions {
         skip_serializing_if = "Option::is_none"
     )]
     pub stuck_creating_after_ms: Option<u64>,
+    /// How long an ended sandbox's record and executions are kept after it ended, for
+    /// `sandbox_get`, lists and usage history; the sweep then deletes them (604800000, 7 days).
+    #[serde(
+        default,
+        alias = "ended_retention_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ended_retention_ms: Option<u64>,
     /// Bound on one Docker request (120000).
     #[serde(
         default,

@@ -97,6 +97,10 @@ pub struct SchedulerConfig {
     pub sweep_interval: Duration,
     /// A sandbox `creating` for longer is failed by the sweep.
     pub stuck_creating_after: Duration,
+    /// An ended sandbox's record and executions are deleted by the sweep this long after it
+    /// ended, so the store holds the live sandboxes and a bounded history, not every sandbox
+    /// ever made.
+    pub ended_retention: Duration,
     /// Bound on one Docker request.
     pub docker_timeout: Duration,
     /// Docker starts in flight per node.
@@ -129,6 +133,7 @@ impl Default for SchedulerConfig {
             offline_after: Duration::from_secs(15),
             sweep_interval: Duration::from_secs(10),
             stuck_creating_after: Duration::from_secs(120),
+            ended_retention: Duration::from_secs(7 * 24 * 3600),
             docker_timeout: Duration::from_secs(120),
             max_starts_in_flight: 4,
             max_start_queue: 32,
@@ -345,6 +350,7 @@ impl SchedulerBuilder {
         c.offline_after = ms(options.offline_after_ms, c.offline_after);
         c.sweep_interval = ms(options.sweep_interval_ms, c.sweep_interval);
         c.stuck_creating_after = ms(options.stuck_creating_after_ms, c.stuck_creating_after);
+        c.ended_retention = ms(options.ended_retention_ms, c.ended_retention);
         c.docker_timeout = ms(options.docker_timeout_ms, c.docker_timeout);
         c.default_exec_timeout = ms(options.default_exec_timeout_ms, c.default_exec_timeout);
         c.owner_idle_timeout = ms(options.owner_idle_timeout_ms, c.owner_idle_timeout);

@@ -28,6 +28,10 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 use tokio::sync::watch;
 
+/// Ended sandboxes deleted by one sweep at most (the rest go in the next ones), so a backlog
+/// of history never makes a sweep long.
+const MAX_REMOVED_PER_SWEEP: usize = 1_000;
+
 /// What a reconciliation did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -56,6 +60,8 @@ pub struct SweepReport {
     pub paused: Vec<String>,
     /// Failed because they stayed `creating` too long.
     pub stuck: Vec<String>,
+    /// Ended longer ago than the retention: their records and executions were deleted.
+    pub removed: Vec<String>,
     /// The comparison with Docker.
     pub reconcile: ReconcileReport,
 }
@@ -399,6 +405,19 @@ impl Scheduler {
         // Records left creating by an earlier process on a node that never answered.
         let store = self.inner.store.clone();
         let records = blocking(move || store.list_sandboxes()).await?;
+        let retention_ms =
+            i64::try_from(self.inner.config.ended_retention.as_millis()).unwrap_or(i64::MAX);
+        let past_retention: Vec<(String, Option<String>)> = records
+            .iter()
+            .filter(|r| {
+                r.status.is_terminal()
+                    && self.tends(r.owner.as_deref())
+                    && now.saturating_sub(r.termination.as_ref().map_or(r.created_at, |t| t.at))
+                        >= retention_ms
+            })
+            .take(MAX_REMOVED_PER_SWEEP)
+            .map(|r| (r.id.clone(), r.owner.clone()))
+            .collect();
         for mut r in records {
             let stale = r.status == SandboxStatus::Creating
                 && now - r.created_at >= stuck_ms
@@ -413,6 +432,31 @@ impl Scheduler {
                 )
                 .await;
                 report.stuck.push(r.id);
+            }
+        }
+        for (id, owner) in past_retention {
+            // Not live here: a record is terminal for good once written so.
+            if lock(&self.inner.live).contains_key(&id) {
+                continue;
+            }
+            let store = self.inner.store.clone();
+            let key = id.clone();
+            match blocking(move || store.delete_sandbox(&key)).await {
+                Ok(true) => {
+                    self.publish(
+                        EventPayload::SandboxRemoved {
+                            sandbox_id: id.clone(),
+                        },
+                        owner.as_deref(),
+                    );
+                    report.removed.push(id);
+                }
+                // Another server's sweep deleted it first.
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e, "deleting an ended sandbox past its retention");
+                    break;
+                }
             }
         }
         report.reconcile = self.reconcile().await?;

@@ -285,3 +285,97 @@ async fn a_cluster_member_learns_nodes_from_the_store_and_coalesces_the_syncs_a_
         .expect_err("unknown");
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }
+
+/// Collects what the scheduler publishes.
+#[derive(Default)]
+struct Events(std::sync::Mutex<Vec<agentvm_model::event::Event>>);
+
+impl agentvm_scheduler::EventSink for Events {
+    fn publish(&self, event: agentvm_model::event::Event) {
+        self.0.lock().expect("events").push(event);
+    }
+}
+
+impl Events {
+    fn removed(&self) -> Vec<(String, Option<String>)> {
+        self.0
+            .lock()
+            .expect("events")
+            .iter()
+            .filter_map(|e| match &e.payload {
+                agentvm_model::event::EventPayload::SandboxRemoved { sandbox_id } => {
+                    Some((sandbox_id.clone(), e.container_id().map(str::to_string)))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn the_sweep_deletes_ended_sandboxes_past_their_retention_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = connector();
+    let events = Arc::new(Events::default());
+    let s = Scheduler::builder()
+        .config(SchedulerConfig {
+            background: false,
+            ended_retention: std::time::Duration::from_millis(1_500),
+            ..Default::default()
+        })
+        .store(store(&dir))
+        .events(events.clone())
+        .engine(sim.clone())
+        .open()
+        .await
+        .expect("scheduler");
+    with_node_and_template(&s).await;
+
+    let mut old = SandboxRequest::new("b");
+    old.owner = Some("tenant-a".into());
+    let old = s.create_sandbox(old).await.expect("create");
+    let run = s
+        .exec_collect(&old.id, ExecRequest::shell("echo hi"))
+        .await
+        .expect("exec");
+    s.terminate_sandbox(&old.id).await.expect("terminate");
+    let live = s
+        .create_sandbox(SandboxRequest::new("b"))
+        .await
+        .expect("create");
+
+    // Within the retention, the ended sandbox and its execution are still there.
+    let report = s.sweep().await.expect("sweep");
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert!(s.get_sandbox(&old.id).await.expect("get").is_some());
+    assert!(s.get_execution(&run.id).await.expect("get").is_some());
+
+    tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
+    let recent = s
+        .create_sandbox(SandboxRequest::new("b"))
+        .await
+        .expect("create");
+    s.terminate_sandbox(&recent.id).await.expect("terminate");
+    let report = s.sweep().await.expect("sweep");
+    assert_eq!(report.removed, vec![old.id.clone()], "{report:?}");
+    assert!(s.get_sandbox(&old.id).await.expect("get").is_none());
+    assert!(s.get_execution(&run.id).await.expect("get").is_none());
+    assert!(s.list_executions(&old.id).await.expect("list").is_empty());
+    // One ended within the retention, and a live one, stay.
+    let left: Vec<String> = s
+        .list_sandboxes()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(left, vec![live.id.clone(), recent.id.clone()]);
+    assert_eq!(
+        events.removed(),
+        vec![(old.id.clone(), Some("tenant-a".to_string()))],
+        "sandbox_removed, scoped to its owner"
+    );
+    // Nothing is removed twice.
+    let report = s.sweep().await.expect("sweep");
+    assert!(report.removed.is_empty(), "{report:?}");
+}

@@ -265,6 +265,9 @@ struct FileConfig {
     local_tools_user: Option<String>,
     otlp_endpoint: Option<String>,
     secrets_dir: Option<PathBuf>,
+    /// The scheduler's options, as every binding's `open()` takes them (`SchedulerOptions`:
+    /// `sweep_interval_ms`, `ended_retention_ms`, ...; snake_case or camelCase).
+    scheduler: Option<agentvm::scheduler::SchedulerOptions>,
     #[serde(default)]
     llm: LlmFileConfig,
     cluster: Option<ClusterFileConfig>,
@@ -596,6 +599,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     // The Docker scheduler: static nodes from --docker / the config file; others register.
     let mut scheduler = agentvm::scheduler::Scheduler::builder();
+    if let Some(options) = &file.scheduler {
+        scheduler = scheduler
+            .options(options)
+            .map_err(|e| format!("the config file's [scheduler]: {}", e.chain()))?;
+    }
     let engines: Vec<String> = if args.docker.is_empty() {
         file.docker.clone()
     } else {

@@ -452,3 +452,31 @@ async fn secrets_dir_holds_the_credentials_key() {
         "the key is not in the data dir"
     );
 }
+
+#[test]
+fn the_config_files_scheduler_table_takes_the_bindings_options_and_refuses_unknown_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agentvm.toml");
+    std::fs::write(
+        &config,
+        "[scheduler]\nended_retention_ms = 3600000\nsweepIntervalMs = 5000\n",
+    )
+    .unwrap();
+    let server = start(dir.path(), &["--config", config.to_str().unwrap()]);
+    drop(server);
+
+    std::fs::write(&config, "[scheduler]\nended_retention = 5\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--config", config.to_str().unwrap()])
+        .env("LLM_PROVIDER", "mock")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown field `ended_retention`") && err.contains("endedRetentionMs"),
+        "the error names the key and what is allowed: {err}"
+    );
+}
