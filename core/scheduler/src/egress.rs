@@ -492,6 +492,59 @@ impl Scheduler {
         }
     }
 
+    /// Stops the egress proxies of a deleted template and removes its networks, on every
+    /// node where no live sandbox of it runs any more (sandboxes outlive their template: the
+    /// sweep retires the rest once they ended). Returns the nodes it retired.
+    pub(crate) async fn retire_egress(&self, template_id: &str) -> Vec<String> {
+        let network = network_name(&self.inner.instance, template_id);
+        let in_use: std::collections::HashSet<String> = lock(&self.inner.live)
+            .values()
+            .filter(|l| l.record.template_id == template_id && !l.record.status.is_terminal())
+            .map(|l| l.record.node_id.clone())
+            .collect();
+        let nodes: Vec<String> = {
+            let mut proxies = lock(&self.inner.egress);
+            let keys: Vec<(String, String)> = proxies
+                .keys()
+                .filter(|(node, n)| *n == network && !in_use.contains(node))
+                .cloned()
+                .collect();
+            // Dropping a proxy aborts its accept loop and the connections it owns.
+            for k in &keys {
+                proxies.remove(k);
+            }
+            keys.into_iter().map(|(node, _)| node).collect()
+        };
+        for node in &nodes {
+            let removed = match self.engine(node).await {
+                Ok(d) => d.remove_network(&network).await,
+                Err(e) => Err(e),
+            };
+            match removed {
+                Ok(()) => {
+                    tracing::info!(node = %node, network = %network, "egress proxy stopped and network removed: its template is gone")
+                }
+                Err(e) => {
+                    tracing::warn!(node = %node, network = %network, error = %e, "the network of a deleted template could not be removed")
+                }
+            }
+        }
+        nodes
+    }
+
+    /// The templates whose egress proxies still run here: what the sweep checks for ones
+    /// deleted (by this or another server) while sandboxes of them were live.
+    pub(crate) fn egress_templates(&self) -> Vec<String> {
+        let prefix = network_name(&self.inner.instance, "");
+        let mut ids: Vec<String> = lock(&self.inner.egress)
+            .keys()
+            .filter_map(|(_, n)| n.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// Ensures the internal network `name` on the node and returns its gateway address.
     async fn egress_network(&self, d: &EngineRef, node_id: &str, name: &str) -> Result<IpAddr> {
         let info = match d.network(name).await? {

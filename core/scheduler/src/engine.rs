@@ -263,6 +263,8 @@ pub trait Engine: Send + Sync {
     async fn network(&self, name: &str) -> Result<Option<NetworkInfo>>;
     /// Makes a network; one that exists already (made meanwhile by someone else) is fine.
     async fn create_network(&self, spec: &NetworkSpec<'_>) -> Result<()>;
+    /// Removes a network; none of that name is fine. `Conflict` while containers are on it.
+    async fn remove_network(&self, name: &str) -> Result<()>;
     /// Creates a sandbox's container, not started.
     async fn create(&self, spec: &ContainerSpec<'_>) -> Result<Created>;
     /// Starts a created container.

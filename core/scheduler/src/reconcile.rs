@@ -62,6 +62,9 @@ pub struct SweepReport {
     pub stuck: Vec<String>,
     /// Ended longer ago than the retention: their records and executions were deleted.
     pub removed: Vec<String>,
+    /// Egress proxies stopped and networks removed, as `<template>@<node>`: their template
+    /// was deleted and its last sandbox on the node ended.
+    pub egress_retired: Vec<String>,
     /// The comparison with Docker.
     pub reconcile: ReconcileReport,
 }
@@ -457,6 +460,19 @@ impl Scheduler {
                     tracing::warn!(sandbox = %id, error = %e, "deleting an ended sandbox past its retention");
                     break;
                 }
+            }
+        }
+        // Egress proxies of templates deleted while their sandboxes ran.
+        for template_id in self.egress_templates() {
+            let store = self.inner.store.clone();
+            let key = template_id.clone();
+            if blocking(move || store.get_template(&key)).await?.is_none() {
+                report.egress_retired.extend(
+                    self.retire_egress(&template_id)
+                        .await
+                        .into_iter()
+                        .map(|node| format!("{template_id}@{node}")),
+                );
             }
         }
         report.reconcile = self.reconcile().await?;

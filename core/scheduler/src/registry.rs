@@ -403,7 +403,8 @@ impl Scheduler {
         Ok(template.redacted())
     }
 
-    /// Deletes a template and drains its warm pool. Sandboxes made from it keep running.
+    /// Deletes a template and drains its warm pool. Sandboxes made from it keep running; its
+    /// egress proxies and networks go once none runs on their node.
     pub async fn delete_template(&self, id: &str) -> Result<()> {
         let store = self.inner.store.clone();
         let key = id.to_string();
@@ -411,6 +412,7 @@ impl Scheduler {
             return Err(Error::not_found("Template", id));
         }
         self.drain_pool(id, "template deleted").await;
+        self.retire_egress(id).await;
         Ok(())
     }
 }

@@ -379,3 +379,73 @@ async fn the_sweep_deletes_ended_sandboxes_past_their_retention_and_keeps_the_re
     let report = s.sweep().await.expect("sweep");
     assert!(report.removed.is_empty(), "{report:?}");
 }
+
+#[tokio::test]
+async fn a_deleted_templates_egress_proxy_and_network_go_once_its_last_sandbox_ended() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = connector();
+    let mut config = SchedulerConfig {
+        background: false,
+        ..Default::default()
+    };
+    // Any free port: the proxy listens on the network's gateway (loopback here).
+    config.egress.port = 0;
+    let s = Scheduler::builder()
+        .config(config)
+        .store(store(&dir))
+        .engine(sim.clone())
+        .open()
+        .await
+        .expect("scheduler");
+    // An allowlist needs an engine on this host.
+    s.register_node(NodeRegistration::new("sim-1", "unix:///run/simulated.sock"))
+        .await
+        .expect("register");
+    for id in ["kept", "gone"] {
+        let mut spec = TemplateSpec::new(id, IMAGE);
+        spec.default_cpu_cores = 0.5;
+        spec.default_memory_mb = 128;
+        spec.network = agentvm_scheduler::NetworkPolicy::Allowlist {
+            hosts: vec!["api.example.com".into()],
+        };
+        s.create_template(id, spec).await.expect("template");
+    }
+    let kept = s
+        .create_sandbox(SandboxRequest::new("kept"))
+        .await
+        .expect("create");
+    let gone = s
+        .create_sandbox(SandboxRequest::new("gone"))
+        .await
+        .expect("create");
+    let engine = sim.engine("sim-1").expect("connected");
+    let networks = engine.networks();
+    assert_eq!(networks.len(), 2, "{networks:?}");
+    let gone_network = networks
+        .iter()
+        .find(|n| n.ends_with("-gone"))
+        .expect("the network of `gone`")
+        .clone();
+
+    // Deleted while its sandbox runs: the sandbox keeps its way out.
+    s.delete_template("gone").await.expect("delete");
+    assert!(engine.networks().contains(&gone_network));
+    let report = s.sweep().await.expect("sweep");
+    assert!(report.egress_retired.is_empty(), "{report:?}");
+
+    // Its last sandbox ended: the next sweep stops the proxy and removes the network; the
+    // other template's stay.
+    s.terminate_sandbox(&gone.id).await.expect("terminate");
+    let report = s.sweep().await.expect("sweep");
+    assert_eq!(report.egress_retired, vec!["gone@sim-1".to_string()]);
+    let left = engine.networks();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].ends_with("-kept"), "{left:?}");
+    let report = s.sweep().await.expect("sweep");
+    assert!(report.egress_retired.is_empty(), "retired once: {report:?}");
+
+    // With no sandbox left, deleting the template retires its proxy at once.
+    s.terminate_sandbox(&kept.id).await.expect("terminate");
+    s.delete_template("kept").await.expect("delete");
+    assert!(engine.networks().is_empty(), "{:?}", engine.networks());
+}

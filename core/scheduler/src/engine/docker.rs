@@ -145,6 +145,14 @@ impl Engine for DockerEngine {
         }
     }
 
+    async fn remove_network(&self, name: &str) -> Result<()> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            Err(e) => Err(self.err("removing the network", e)),
+        }
+    }
+
     async fn create(&self, spec: &ContainerSpec<'_>) -> Result<Created> {
         let body = crate::hardening::container_body(spec.sandbox, spec.template, spec.instance);
         let opts = CreateContainerOptionsBuilder::new()

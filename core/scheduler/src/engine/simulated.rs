@@ -164,6 +164,13 @@ impl SimulatedEngine {
         lock(&self.containers).len()
     }
 
+    /// The names of the networks on this node.
+    pub fn networks(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.networks).keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// Pings received (health rounds that reached this node).
     pub fn pings(&self) -> u64 {
         self.pings.load(Ordering::Relaxed)
@@ -264,12 +271,20 @@ impl Engine for SimulatedEngine {
             .await?;
         let mut networks = lock(&self.networks);
         let n = networks.len() as u8;
+        // On the loopback range, so an egress proxy can listen on the gateway here.
         networks
             .entry(spec.name.to_string())
             .or_insert_with(|| NetworkInfo {
                 internal: spec.internal,
-                gateway: Some(IpAddr::V4(Ipv4Addr::new(10, 200, n, 1))),
+                gateway: Some(IpAddr::V4(Ipv4Addr::new(127, 200, n, 1))),
             });
+        Ok(())
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<()> {
+        self.wait(self.latencies.request, "removing the network")
+            .await?;
+        lock(&self.networks).remove(name);
         Ok(())
     }
 
