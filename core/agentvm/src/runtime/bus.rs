@@ -954,8 +954,12 @@ impl Drop for Subscription {
     }
 }
 
+/// How often the persister looks for quiet topics to forget.
+const FORGET_EVERY: Duration = Duration::from_secs(1);
+
 async fn persist_loop(inner: std::sync::Weak<BusInner>, mut rx: mpsc::Receiver<Arc<Published>>) {
     let mut last_trim = Instant::now();
+    let mut last_forget = Instant::now();
     let mut batch: Vec<Arc<Published>> = Vec::with_capacity(1024);
     loop {
         // The batch is emptied at the end of every pass, so `flush` markers are released
@@ -1014,7 +1018,13 @@ async fn persist_loop(inner: std::sync::Weak<BusInner>, mut rx: mpsc::Receiver<A
             Ok(Err(e)) => tracing::warn!(error = %e.chain(), "persisting the replay log"),
             Err(e) => tracing::warn!(error = %e, "the replay persister panicked"),
         }
-        // Forget topics nobody listens to that have been quiet a while and are persisted.
+        // Forget topics nobody listens to that have been quiet a while and are persisted. A
+        // pass visits every topic, so it runs at most once a second, not once per batch.
+        if last_forget.elapsed() < FORGET_EVERY {
+            batch.clear();
+            continue;
+        }
+        last_forget = Instant::now();
         let mut topics = lock(&bus.topics);
         topics.retain(|_, state| {
             // Someone between `topic()` and publishing or joining holds a clone: keep it.
