@@ -169,6 +169,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Entries are not tied to a session record, but deleting a session deletes its topic.
     fn append_replay(&self, entries: &[ReplayEntry]) -> Result<()>;
 
+    /// Whether this store's calls return without I/O (an in-memory store), so a caller on an
+    /// async task may make them there instead of handing them to the blocking pool (a thread
+    /// wake-up each way). False unless a backend says otherwise.
+    fn is_in_memory(&self) -> bool {
+        false
+    }
+
     /// Entries of `topic` with a cursor greater than `after`, in cursor order, at most `limit`.
     fn read_replay(&self, topic: &str, after: u64, limit: usize) -> Result<Vec<ReplayEntry>>;
 

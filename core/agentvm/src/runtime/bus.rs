@@ -986,14 +986,20 @@ async fn persist_loop(inner: std::sync::Weak<BusInner>, mut rx: mpsc::Receiver<A
         let trim = last_trim.elapsed() > Duration::from_secs(60);
         let keep = bus.config.replay_max_events;
         let min_ts = crate::model::now_ms() - bus.config.replay_max_age.as_millis() as i64;
-        let written = tokio::task::spawn_blocking(move || {
+        let write = move || {
             store.append_replay(&entries)?;
             if trim {
                 store.trim_replay(keep, min_ts)?;
             }
             Ok::<_, crate::Error>(())
-        })
-        .await;
+        };
+        // An in-memory log is written here: the blocking pool would cost a wake-up of one of
+        // its threads and of this task for every lone event.
+        let written = if bus.store.as_ref().is_some_and(|s| s.is_in_memory()) {
+            Ok(write())
+        } else {
+            tokio::task::spawn_blocking(write).await
+        };
         if trim {
             last_trim = Instant::now();
         }

@@ -347,6 +347,10 @@ impl Store for MemoryStore {
 
     // ----- replay log -----
 
+    fn is_in_memory(&self) -> bool {
+        true
+    }
+
     fn append_replay(&self, entries: &[ReplayEntry]) -> Result<()> {
         let mut t = self.tables();
         for e in entries {
