@@ -72,6 +72,11 @@ def run_rust(code: str, deps: str, work: Path) -> None:
     shutil.copy(ROOT / "Cargo.lock", crate / "Cargo.lock")
     (crate / "src" / "main.rs").write_text(code)
     env = dict(os.environ, CARGO_TARGET_DIR=os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target")))
+    # The workspace's [profile.dev] debug settings (the scratch crate is a workspace of its own,
+    # with cargo's defaults): with them, most of what the tests compiled in that target dir is
+    # reused instead of built again with full debug info.
+    env.setdefault("CARGO_PROFILE_DEV_DEBUG", "line-tables-only")
+    env.setdefault("CARGO_PROFILE_DEV_BUILD_OVERRIDE_DEBUG", "line-tables-only")
     run(["cargo", "run", "--quiet"], crate, 1800, env)
 
 
