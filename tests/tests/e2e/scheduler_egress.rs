@@ -335,6 +335,19 @@ async fn allowlisted_names_that_resolve_to_the_node_are_refused() {
     );
     assert!(s.metrics().egress_refusals["local_address"] >= 1);
     s.delete_sandbox(&sbx.id).await.unwrap();
+    // No sandbox of it is left: deleting the template stops its proxy and removes its network.
+    s.delete_template("egress-local").await.unwrap();
+    let gone = local()
+        .await
+        .inspect_network(
+            &sbx.network,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await;
+    assert!(
+        gone.as_ref().is_err_and(|e| e.to_string().contains("404")),
+        "the network went with its template: {gone:?}"
+    );
     remove_networks(&s).await;
 }
 
