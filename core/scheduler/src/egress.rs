@@ -532,6 +532,59 @@ impl Scheduler {
         nodes
     }
 
+    /// Removes the egress networks on a node whose template is gone and which no proxy of
+    /// this process and no live sandbox here uses: those of templates deleted while this
+    /// process did not run their proxy (before a restart, or through another server).
+    /// Docker refuses a network containers are still on (`Conflict`): it is left for later.
+    /// Returns the networks removed.
+    pub(crate) async fn remove_stale_egress_networks(
+        &self,
+        node_id: &str,
+        d: &EngineRef,
+    ) -> Result<Vec<String>> {
+        let instance = self.inner.instance.clone();
+        let names = d
+            .list_networks(&[(labels::INSTANCE, &instance), (EGRESS_LABEL, "true")])
+            .await?;
+        let prefix = network_name(&instance, "");
+        let mut removed = Vec::new();
+        for name in names {
+            let Some(template_id) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            if lock(&self.inner.egress).contains_key(&(node_id.to_string(), name.clone())) {
+                continue;
+            }
+            let in_use = lock(&self.inner.live).values().any(|l| {
+                l.record.template_id == template_id
+                    && l.record.node_id == node_id
+                    && !l.record.status.is_terminal()
+            });
+            if in_use {
+                continue;
+            }
+            let store = self.inner.store.clone();
+            let key = template_id.to_string();
+            if super::blocking(move || store.get_template(&key))
+                .await?
+                .is_some()
+            {
+                continue;
+            }
+            match d.remove_network(&name).await {
+                Ok(()) => {
+                    tracing::info!(node = node_id, network = %name, "removed the network of a deleted template");
+                    removed.push(name);
+                }
+                Err(e) if e.kind() == ErrorKind::Conflict => {}
+                Err(e) => {
+                    tracing::warn!(node = node_id, network = %name, error = %e, "the network of a deleted template could not be removed")
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// The templates whose egress proxies still run here: what the sweep checks for ones
     /// deleted (by this or another server) while sandboxes of them were live.
     pub(crate) fn egress_templates(&self) -> Vec<String> {

@@ -265,6 +265,8 @@ pub trait Engine: Send + Sync {
     async fn create_network(&self, spec: &NetworkSpec<'_>) -> Result<()>;
     /// Removes a network; none of that name is fine. `Conflict` while containers are on it.
     async fn remove_network(&self, name: &str) -> Result<()>;
+    /// The names of the networks carrying every one of `labels` (`key`, `value`).
+    async fn list_networks(&self, labels: &[(&str, &str)]) -> Result<Vec<String>>;
     /// Creates a sandbox's container, not started.
     async fn create(&self, spec: &ContainerSpec<'_>) -> Result<Created>;
     /// Starts a created container.

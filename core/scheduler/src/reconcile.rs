@@ -46,6 +46,8 @@ pub struct ReconcileReport {
     pub orphans_removed: Vec<String>,
     /// Nodes that could not be asked.
     pub unreachable_nodes: Vec<String>,
+    /// Egress networks of deleted templates removed (see `remove_stale_egress_networks`).
+    pub networks_removed: Vec<String>,
 }
 
 /// What a sweep did.
@@ -100,6 +102,17 @@ impl Scheduler {
             if let Err(e) = self.reconcile_node(&node_id, &records, &mut report).await {
                 tracing::warn!(node_id, error = %e, "reconciling a node");
                 report.unreachable_nodes.push(node_id);
+                continue;
+            }
+            let stale = match self.engine(&node_id).await {
+                Ok(d) => self.remove_stale_egress_networks(&node_id, &d).await,
+                Err(e) => Err(e),
+            };
+            match stale {
+                Ok(removed) => report.networks_removed.extend(removed),
+                Err(e) => {
+                    tracing::warn!(node_id, error = %e, "looking for networks of deleted templates")
+                }
             }
         }
         let c = &self.inner.counters;

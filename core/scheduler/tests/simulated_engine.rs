@@ -449,3 +449,64 @@ async fn a_deleted_templates_egress_proxy_and_network_go_once_its_last_sandbox_e
     s.delete_template("kept").await.expect("delete");
     assert!(engine.networks().is_empty(), "{:?}", engine.networks());
 }
+
+#[tokio::test]
+async fn after_a_restart_the_networks_of_deleted_templates_are_found_and_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = connector();
+    let db = Arc::new(redb::Database::create(dir.path().join("scheduler.redb")).expect("redb"));
+    let open_on = |db: Arc<redb::Database>| {
+        let sim = sim.clone();
+        async move {
+            let mut config = SchedulerConfig {
+                background: false,
+                ..Default::default()
+            };
+            config.egress.port = 0;
+            Scheduler::builder()
+                .config(config)
+                .store(Arc::new(RedbSchedulerStore::open(db).expect("store")))
+                .engine(sim)
+                .open()
+                .await
+                .expect("scheduler")
+        }
+    };
+    let s = open_on(db.clone()).await;
+    s.register_node(NodeRegistration::new("sim-1", "unix:///run/simulated.sock"))
+        .await
+        .expect("register");
+    for id in ["kept", "gone"] {
+        let mut spec = TemplateSpec::new(id, IMAGE);
+        spec.default_cpu_cores = 0.5;
+        spec.default_memory_mb = 128;
+        spec.network = agentvm_scheduler::NetworkPolicy::Allowlist {
+            hosts: vec!["api.example.com".into()],
+        };
+        s.create_template(id, spec).await.expect("template");
+        let sb = s
+            .create_sandbox(SandboxRequest::new(id))
+            .await
+            .expect("create");
+        s.terminate_sandbox(&sb.id).await.expect("terminate");
+    }
+    let engine = sim.engine("sim-1").expect("connected");
+    assert_eq!(engine.networks().len(), 2);
+    drop(s);
+
+    // Another process on the same store: it never ran their proxies.
+    let s = open_on(db).await;
+    s.delete_template("gone").await.expect("delete");
+    assert_eq!(engine.networks().len(), 2, "no proxy of it here to retire");
+    let report = s.reconcile().await.expect("reconcile");
+    assert_eq!(report.networks_removed.len(), 1, "{report:?}");
+    assert!(report.networks_removed[0].ends_with("-gone"), "{report:?}");
+    let left = engine.networks();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].ends_with("-kept"),
+        "the live template's network stays: {left:?}"
+    );
+    let report = s.reconcile().await.expect("reconcile");
+    assert!(report.networks_removed.is_empty(), "{report:?}");
+}

@@ -855,6 +855,28 @@ async fn adopted_sandboxes_get_their_proxy_back_after_a_restart() {
     assert_eq!(heads.len(), 2, "{heads:?}");
     assert!(heads[1].contains("X-Api-Key: restart-key\r\n"), "{heads:?}");
     s.delete_sandbox(&sbx.id).await.unwrap();
+    drop(s);
+    vm.close().await;
+    drop(vm);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // A process that never ran the template's proxy: deleting the template has no proxy to
+    // stop, and reconciliation (here, or a sweep first) finds its network on Docker and removes it.
+    let vm = open().await;
+    let s = vm.scheduler().unwrap().clone();
+    s.delete_template("egress-restart").await.unwrap();
+    s.reconcile().await.unwrap();
+    let gone = local()
+        .await
+        .inspect_network(
+            &sbx.network,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await;
+    assert!(
+        gone.as_ref().is_err_and(|e| e.to_string().contains("404")),
+        "the deleted template's network was removed: {gone:?}"
+    );
     remove_networks(&s).await;
     vm.close().await;
 }

@@ -153,6 +153,23 @@ impl Engine for DockerEngine {
         }
     }
 
+    async fn list_networks(&self, labels: &[(&str, &str)]) -> Result<Vec<String>> {
+        let mut filters = HashMap::new();
+        filters.insert(
+            "label".to_string(),
+            labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        );
+        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::new()
+            .filters(&filters)
+            .build();
+        let listed = self
+            .docker
+            .list_networks(Some(opts))
+            .await
+            .map_err(|e| self.err("listing networks", e))?;
+        Ok(listed.into_iter().filter_map(|n| n.name).collect())
+    }
+
     async fn create(&self, spec: &ContainerSpec<'_>) -> Result<Created> {
         let body = crate::hardening::container_body(spec.sandbox, spec.template, spec.instance);
         let opts = CreateContainerOptionsBuilder::new()

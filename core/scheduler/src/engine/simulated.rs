@@ -125,6 +125,7 @@ impl Connector for SimulatedConnector {
                     images: Mutex::new(self.images.clone()),
                     containers: Mutex::new(HashMap::new()),
                     networks: Mutex::new(HashMap::new()),
+                    network_labels: Mutex::new(HashMap::new()),
                     execs: Mutex::new(HashMap::new()),
                     next: AtomicU64::new(1),
                     down: AtomicU64::new(0),
@@ -145,6 +146,8 @@ pub struct SimulatedEngine {
     images: Mutex<Vec<String>>,
     containers: Mutex<HashMap<String, Container>>,
     networks: Mutex<HashMap<String, NetworkInfo>>,
+    /// The labels each network was made with.
+    network_labels: Mutex<HashMap<String, HashMap<String, String>>>,
     execs: Mutex<HashMap<String, i64>>,
     next: AtomicU64,
     down: AtomicU64,
@@ -278,13 +281,33 @@ impl Engine for SimulatedEngine {
                 internal: spec.internal,
                 gateway: Some(IpAddr::V4(Ipv4Addr::new(127, 200, n, 1))),
             });
+        lock(&self.network_labels)
+            .entry(spec.name.to_string())
+            .or_insert_with(|| spec.labels.clone());
         Ok(())
+    }
+
+    async fn list_networks(&self, labels: &[(&str, &str)]) -> Result<Vec<String>> {
+        self.wait(self.latencies.request, "listing networks")
+            .await?;
+        let mut names: Vec<String> = lock(&self.network_labels)
+            .iter()
+            .filter(|(_, l)| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     async fn remove_network(&self, name: &str) -> Result<()> {
         self.wait(self.latencies.request, "removing the network")
             .await?;
         lock(&self.networks).remove(name);
+        lock(&self.network_labels).remove(name);
         Ok(())
     }
 
