@@ -19,6 +19,7 @@
 use crate::channel::codec::{self, ClientFrame, Decoded};
 use crate::error::{Error, Result};
 use crate::model::{Command, CommandKind, Event, Response};
+use crate::paced_reads::ReadPacing;
 use crate::runtime::{
     AgentVm, BusItem, Caller, EventFilter, RequestHook, Scope, ScopedRuntime, Subscription,
 };
@@ -126,6 +127,8 @@ struct Connection {
     /// A client that only relays commands (another server of the cluster, forwarding to this
     /// one: [`agentvm::FORWARDING_HEADER`]): no topic is joined for its commands.
     forwarding: bool,
+    /// How its socket reads (see `paced_reads`), when it came through the server's listener.
+    pacing: Option<Arc<ReadPacing>>,
 }
 
 /// A request that ended, with what its response needs.
@@ -211,6 +214,7 @@ pub(crate) async fn serve(
     admission: Admission,
     remote_addr: Option<SocketAddr>,
     forwarding: bool,
+    pacing: Option<Arc<ReadPacing>>,
 ) {
     let conn_id = state.next_connection_id();
     let (scope, token_id, token_hash) = match admission {
@@ -283,6 +287,7 @@ pub(crate) async fn serve(
         revoked,
         token_hash,
         forwarding,
+        pacing,
     };
     conn.run(&mut socket).await;
     state.metrics.connection_closed();
@@ -515,7 +520,12 @@ impl Connection {
             }
         }
         self.state.metrics.events_sent(batch);
-        socket.flush().await
+        socket.flush().await?;
+        // The client's acks for these are read with the next batch.
+        if let Some(p) = &self.pacing {
+            p.events_written();
+        }
+        Ok(())
     }
 
     /// Writes one message within the send budget.
@@ -622,6 +632,10 @@ impl Connection {
     }
 
     async fn send_text(&mut self, socket: &mut WebSocket, payload_json: &str) -> Flow {
+        // A response (or an error) may be followed at once by the client's next request.
+        if let Some(p) = &self.pacing {
+            p.read_now();
+        }
         let frame = codec::wrap(&self.msg_id(), payload_json, None);
         self.write(socket, Message::Text(frame.into())).await
     }

@@ -281,6 +281,7 @@ async fn ws(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<TokenQuery>,
+    pacing: Option<axum::Extension<Arc<crate::paced_reads::ReadPacing>>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     if *state.shutdown.borrow() {
@@ -318,5 +319,8 @@ async fn ws(
         .max_frame_size(max)
         .read_buffer_size(8 * 1024)
         .write_buffer_size(32 * 1024)
-        .on_upgrade(move |socket| serve(socket, state, admission, addr, forwarding))
+        .on_upgrade(move |socket| {
+            let pacing = pacing.map(|axum::Extension(p)| p);
+            serve(socket, state, admission, addr, forwarding, pacing)
+        })
 }

@@ -18,6 +18,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod node_agent;
 mod openapi;
+mod paced_reads;
 mod port_proxy;
 mod rest;
 pub mod telemetry;
@@ -83,6 +84,13 @@ pub struct ServerConfig {
     /// Longest a write to a WebSocket client may wait: a client that reads nothing for this
     /// long is over its send budget and is closed with [`CLOSE_OVER_BUDGET`].
     pub send_timeout: Duration,
+    /// While a WebSocket connection streams events, the client's frames (its acks, and any
+    /// request) are read with the next batch of events, or at the latest this long after the
+    /// last one, instead of as each arrives: an acking client then costs one wake-up per batch
+    /// rather than two per event. A request sent during a stream may wait up to this long;
+    /// one sent after a response, or when no event went out for this long, is read at once.
+    /// Zero reads every frame as it arrives.
+    pub ack_read_delay: Duration,
     /// Session and sandbox topics one WebSocket connection may have joined at once.
     pub max_subscriptions: usize,
     /// Requests one WebSocket connection may have running beside its loop at once
@@ -112,6 +120,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             send_queue: 4096,
             send_timeout: Duration::from_secs(30),
+            ack_read_delay: Duration::from_millis(5),
             max_subscriptions: 256,
             max_requests_in_flight: 64,
             header_timeout: Duration::from_secs(10),

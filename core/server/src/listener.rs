@@ -3,6 +3,7 @@
 //! each request head within `header_timeout` — counted from the accept, and from the previous
 //! response on a kept-alive connection — so idle or trickling sockets cannot pin descriptors.
 
+use crate::paced_reads::{PacedStream, ReadPacing};
 use crate::ServerState;
 use axum::extract::ConnectInfo;
 use axum::Router;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 /// What a socket accepted over the limit is told before it is closed.
@@ -32,7 +33,7 @@ fn over_limit_response(limit: usize) -> Vec<u8> {
 /// A socket and the permit it holds until it is dropped (after an upgrade too: the
 /// WebSocket owns it then).
 struct PermittedStream {
-    tcp: TcpStream,
+    tcp: PacedStream,
     /// Returned to the limit when the socket closes.
     _permit: OwnedSemaphorePermit,
 }
@@ -111,6 +112,14 @@ pub(crate) async fn run(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY");
         }
+        let pacing = Arc::new(ReadPacing::new(state.config.ack_read_delay));
+        let tcp = match PacedStream::new(tcp, pacing.clone()) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!(%remote, error = %e, "registering an accepted socket");
+                continue;
+            }
+        };
         let io = TokioIo::new(PermittedStream {
             tcp,
             _permit: permit,
@@ -119,6 +128,8 @@ pub(crate) async fn run(
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(remote));
+                // A WebSocket on this socket paces its reads (see `paced_reads`).
+                req.extensions_mut().insert(pacing.clone());
                 let mut app = app.clone();
                 async move { tower_service::Service::call(&mut app, req).await }
             });

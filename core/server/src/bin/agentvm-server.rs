@@ -71,7 +71,7 @@ Config file (--config agentvm.toml; flags and environment win; see agentvm.examp
   host, port, data_dir, store, require_auth, docker = [..], local_tools_containers = [..],
   local_tools_user, max_content_bytes, max_frame_bytes,
   max_connections, request_timeout_ms, shutdown_grace_ms, send_timeout_ms, header_timeout_ms,
-  max_subscriptions, max_requests_in_flight, otlp_endpoint, secrets_dir,
+  ack_read_delay_ms, max_subscriptions, max_requests_in_flight, otlp_endpoint, secrets_dir,
   [llm] provider/key/url/model,
   [cluster] advertise_url/server_id/lease_ttl_ms/token/forward";
 
@@ -258,6 +258,7 @@ struct FileConfig {
     shutdown_grace_ms: Option<u64>,
     send_timeout_ms: Option<u64>,
     header_timeout_ms: Option<u64>,
+    ack_read_delay_ms: Option<u64>,
     max_subscriptions: Option<usize>,
     max_requests_in_flight: Option<usize>,
     #[serde(default)]
@@ -647,6 +648,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(v) = file.header_timeout_ms {
         config.header_timeout = Duration::from_millis(v);
     }
+    if let Some(v) = file.ack_read_delay_ms {
+        config.ack_read_delay = Duration::from_millis(v);
+    }
     if let Some(v) = file.max_subscriptions {
         config.max_subscriptions = v;
     }
@@ -968,6 +972,10 @@ mod tests {
         assert_eq!(
             file.header_timeout_ms,
             Some(defaults.header_timeout.as_millis() as u64)
+        );
+        assert_eq!(
+            file.ack_read_delay_ms,
+            Some(defaults.ack_read_delay.as_millis() as u64)
         );
         assert_eq!(file.max_subscriptions, Some(defaults.max_subscriptions));
         assert_eq!(
