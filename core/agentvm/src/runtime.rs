@@ -32,6 +32,7 @@ pub trait Runtime: Send + Sync {
     async fn request(&self, command: Command) -> crate::Result<Response>;
 
     /// Subscribes to events. Session topics listed in the filter with a cursor are replayed
-    /// first.
+    /// first. A scoped view (a tenant's connection, a remote runtime) refuses a session it may
+    /// not see, or that does not exist, with a `not_found` error.
     async fn subscribe(&self, filter: EventFilter) -> crate::Result<Subscription>;
 }

@@ -696,8 +696,11 @@ impl Connection {
                     self.send_text(socket, &reply.to_string()).await
                 }
                 Err(e) => {
-                    self.send_event(socket, &codec::system_error(&for_client(&e), None))
-                        .await
+                    self.send_event(
+                        socket,
+                        &codec::subscribe_refused(&for_client(&e), &session_id),
+                    )
+                    .await
                 }
             },
             Ok(ClientFrame::Unsubscribe { session_id }) => {

@@ -144,6 +144,9 @@ async fn subscribing_to_a_session_that_is_gone_is_accepted_silently() {
         f.payload["data"]["message"],
         format!("Session not found: {session}")
     );
+    // Which subscribe it answers (a client may have several in flight).
+    assert_eq!(f.payload["data"]["details"]["sessionId"], json!(session));
+    assert_eq!(f.payload["data"]["details"]["kind"], "not_found");
 }
 
 #[tokio::test]
@@ -184,6 +187,8 @@ async fn with_auth_on_unknown_and_forbidden_sessions_look_the_same() {
         let mut data = f.payload["data"].clone();
         let message = data["message"].as_str().unwrap().replace(sid, "<id>");
         data["message"] = json!(message);
+        assert_eq!(data["details"]["sessionId"], json!(sid));
+        data["details"]["sessionId"] = json!("<id>");
         answers.push(data);
     }
     assert_eq!(answers[0], answers[1]);

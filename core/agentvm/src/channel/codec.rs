@@ -484,6 +484,41 @@ pub fn system_error(error: &Error, request_id: Option<&str>) -> Event {
     )
 }
 
+/// The `system_error` answering a subscribe that asked for an answer (`__subscribeResponse`)
+/// and could not join `session_id`: `details.sessionId` says which subscribe it answers.
+pub fn subscribe_refused(error: &Error, session_id: &str) -> Event {
+    Event::new(
+        EventPayload::SystemError {
+            message: error.to_string(),
+            request_id: None,
+            severity: "error".into(),
+            details: Some(json!({ "kind": error.kind().as_str(), "sessionId": session_id })),
+        },
+        None,
+    )
+}
+
+/// The session a [`subscribe_refused`] event answers for, and the error it carries.
+pub fn refused_subscribe(payload: &Value) -> Option<(&str, Error)> {
+    if payload.get("type").and_then(Value::as_str) != Some("system_error") {
+        return None;
+    }
+    let data = payload.get("data")?;
+    let details = data.get("details")?;
+    let session_id = details.get("sessionId").and_then(Value::as_str)?;
+    let kind = details
+        .get("kind")
+        .and_then(Value::as_str)
+        .map(ErrorKind::parse)
+        .unwrap_or(ErrorKind::Internal);
+    let message = data
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("the server refused the subscription")
+        .to_string();
+    Some((session_id, Error::Remote { kind, message }))
+}
+
 /// Wraps a payload (already JSON) for reliable delivery.
 pub fn wrap(msg_id: &str, payload_json: &str, cursor: Option<u64>) -> String {
     wrap_escaped(msg_id, &escape(payload_json), cursor)

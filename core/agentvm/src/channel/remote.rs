@@ -106,6 +106,7 @@ pub async fn connect(url: &str, options: ConnectOptions) -> Result<RemoteRuntime
         next_id: AtomicU64::new(1),
         last_error: Mutex::new(None),
         refused: Mutex::new(None),
+        subscribing: Mutex::new(HashMap::new()),
     });
     let (first_tx, first_rx) = oneshot::channel();
     let task = tokio::spawn(connection_loop(shared.clone(), close_rx, first_tx));
@@ -174,6 +175,9 @@ struct Shared {
     last_error: Mutex<Option<String>>,
     /// Set when the server closed with a policy violation (authentication): final, no retry.
     refused: Mutex<Option<String>>,
+    /// Subscribes waiting for the server's answer (joined, or refused with an error), by
+    /// session.
+    subscribing: Mutex<HashMap<String, oneshot::Sender<Result<()>>>>,
 }
 
 impl Shared {
@@ -367,12 +371,43 @@ impl Runtime for RemoteRuntime {
             ..filter
         };
         let sub = self.shared.bus.subscribe(local)?;
+        let mut answers = Vec::new();
         for (session_id, after) in sessions {
-            if self.track_session(&session_id, after) {
-                self.send_frame(subscribe_frame(&session_id, after));
+            if !self.track_session(&session_id, after) {
+                continue; // joined already
+            }
+            let (tx, rx) = oneshot::channel();
+            lock(&self.shared.subscribing).insert(session_id.clone(), tx);
+            if self.send_frame(subscribe_frame(&session_id, after)) {
+                answers.push((session_id, rx));
+            } else {
+                // Not connected: joined when the connection is back.
+                lock(&self.shared.subscribing).remove(&session_id);
             }
         }
-        Ok(sub)
+        // As in process: a session that cannot be joined (unknown, or another tenant's) is an
+        // error, not a subscription that never yields.
+        let deadline = tokio::time::Instant::now() + self.shared.options.request_timeout;
+        let mut refused = None;
+        for (session_id, rx) in &mut answers {
+            if refused.is_some() {
+                break;
+            }
+            if let Ok(Ok(Err(e))) = tokio::time::timeout_at(deadline, rx).await {
+                lock(&self.shared.sessions).remove(session_id.as_str());
+                refused = Some(e);
+            }
+            // No answer in time, or the connection went down: joined when it is back.
+        }
+        let mut subscribing = lock(&self.shared.subscribing);
+        for (session_id, _) in &answers {
+            subscribing.remove(session_id.as_str());
+        }
+        drop(subscribing);
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(sub),
+        }
     }
 }
 
@@ -654,8 +689,17 @@ fn on_frame(shared: &Shared, tx: &mpsc::UnboundedSender<Message>, text: &str) {
                     *entry = Some(c);
                 }
             }
+            if let Some(waiter) = lock(&shared.subscribing).remove(sid) {
+                let _ = waiter.send(Ok(()));
+            }
         }
         return;
+    }
+    if let Some((sid, error)) = codec::refused_subscribe(&frame.payload) {
+        if let Some(waiter) = lock(&shared.subscribing).remove(sid) {
+            let _ = waiter.send(Err(error));
+            return;
+        }
     }
     if type_name.ends_with("_response") {
         let request_id = frame.payload["data"]["requestId"]

@@ -184,6 +184,22 @@ async fn token_cli_scopes_and_revokes() {
         .await
         .unwrap();
     z.containers().create("z").await.unwrap();
+    // Subscribing to another tenant's session, or to one that does not exist, fails as it does
+    // in process (and the same way for both); one's own session subscribes.
+    let a = rt
+        .images()
+        .create("a", ImageConfig::default())
+        .await
+        .unwrap()
+        .record;
+    for session in [a.session_id.as_str(), "sess_never_made"] {
+        let e = z.sessions().events(session).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        assert!(e.to_string().contains("Session not found"), "{e}");
+    }
+    rt.sessions().events(&a.session_id).await.unwrap();
+    // z's connection is intact after its refused subscribes.
+    z.containers().list().await.unwrap();
     let out = Command::new(BIN)
         .args(["token", "list", "--data-dir"])
         .arg(dir.path())
