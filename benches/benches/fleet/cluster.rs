@@ -27,7 +27,7 @@ use agentvm::scheduler::engine::simulated::SimulatedConnector;
 use agentvm::scheduler::placement::Demand;
 use agentvm::scheduler::placement_index::PlacementIndex;
 use agentvm::scheduler::{
-    Heartbeat, Liveness, NodeRegistration, Scheduler, SchedulerConfig, SchedulerStore, Stewardship,
+    Heartbeat, Liveness, NodeRegistration, Scheduler, SchedulerConfig, Stewardship,
 };
 use agentvm::{PostgresStore, Store};
 use std::sync::{Arc, Mutex};
@@ -110,7 +110,7 @@ impl Drop for Schema {
 async fn cluster(
     url: &str,
     engine: Option<Arc<SimulatedConnector>>,
-) -> (Arc<dyn SchedulerStore>, Vec<Scheduler>) {
+) -> (PostgresStore, Vec<Scheduler>) {
     let store = PostgresStore::open(url)
         .await
         .expect("the PostgreSQL store");
@@ -138,7 +138,7 @@ async fn cluster(
         }
         servers.push(builder.open().await.expect("scheduler"));
     }
-    (shared, servers)
+    (store, servers)
 }
 
 /// The tenant whose lease server `i` holds.
@@ -150,7 +150,7 @@ fn owner(i: usize) -> String {
 /// the simulated engine behind them (`fleet/creates.rs`).
 pub(super) async fn creates(server: &str, n: usize, rate: u64, seconds: u64) {
     let schema = Schema::fresh(server);
-    let (_store, servers) = cluster(&schema.url, Some(super::creates::connector())).await;
+    let (store, servers) = cluster(&schema.url, Some(super::creates::connector())).await;
     super::creates::register(&servers[0], n).await;
     // As their background loops would: follow the node table, then a health round reaches
     // the (probed) nodes learned from it.
@@ -167,6 +167,14 @@ pub(super) async fn creates(server: &str, n: usize, rate: u64, seconds: u64) {
         seconds,
     )
     .await;
+    let stats = store.scheduler_commit_stats();
+    println!(
+        "fleet/{n}, 3 servers on PostgreSQL: {} sandbox and execution writes in {} transactions \
+         ({:.1} per transaction, group commit)",
+        stats.writes,
+        stats.commits,
+        stats.writes as f64 / stats.commits.max(1) as f64
+    );
 }
 
 pub(super) async fn heartbeats(server: &str, n: usize, seconds: u64) {
@@ -299,7 +307,8 @@ pub(super) async fn heartbeats(server: &str, n: usize, seconds: u64) {
 
 pub(super) async fn placements(server: &str, n: usize, rate: u64, seconds: u64) {
     let schema = Schema::fresh(server);
-    let (store, _servers) = cluster(&schema.url, None).await;
+    let (pg, _servers) = cluster(&schema.url, None).await;
+    let store = pg.scheduler_store().expect("its scheduler tables");
     let indexes: Vec<Arc<Mutex<PlacementIndex>>> = (0..SERVERS)
         .map(|_| Arc::new(Mutex::new(fleet_index(n))))
         .collect();

@@ -60,7 +60,9 @@ pub use reconcile::{ReconcileReport, SweepReport};
 pub use sink::EventSink;
 pub use stdio::StdioExec;
 pub use stewardship::Stewardship;
-pub use store::{CommitStats, MemorySchedulerStore, RedbSchedulerStore, SchedulerStore};
+pub use store::{
+    CommitQueue, CommitStats, MemorySchedulerStore, RedbSchedulerStore, SchedulerStore,
+};
 pub use terminal::TerminalSession;
 
 // The model's modules under the names the scheduler's files use.

@@ -10,10 +10,12 @@
 //! (`agentvm`'s `store/conformance.rs`) runs the same checks on both, through
 //! `Store::scheduler_store()`.
 
+mod commit_queue;
 mod memory;
 mod redb;
 
-pub use self::redb::{CommitStats, RedbSchedulerStore};
+pub use self::commit_queue::{CommitQueue, CommitStats};
+pub use self::redb::RedbSchedulerStore;
 pub use memory::MemorySchedulerStore;
 
 use agentvm_model::scheduler::{Execution, RuntimeNode, Sandbox, Template, Webhook};

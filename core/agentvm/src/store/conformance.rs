@@ -87,6 +87,7 @@ macro_rules! store_conformance_tests {
                 scheduler_webhooks_put_list_delete,
                 scheduler_delete_sandbox_removes_its_executions,
                 scheduler_executions_list_oldest_first_per_sandbox,
+                scheduler_writes_from_many_threads_all_land_in_order,
                 a_lone_member_holds_its_leases_and_writes_under_them
             );
 
@@ -1021,7 +1022,7 @@ fn template(id: &str) -> Template {
     }
 }
 
-fn sandbox(id: &str) -> Sandbox {
+pub(crate) fn sandbox(id: &str) -> Sandbox {
     Sandbox {
         id: id.into(),
         template_id: "py".into(),
@@ -1217,6 +1218,52 @@ pub(super) fn scheduler_delete_sandbox_removes_its_executions(store: &dyn Store)
     );
     assert!(!sched.delete_sandbox("sbx_1").unwrap());
     assert_eq!(sched.list_sandboxes().unwrap(), [sandbox("sbx_2")]);
+}
+
+/// Sandbox and execution writes from many threads at once (which a store may commit together)
+/// all land, each thread's in the order it made them.
+pub(super) fn scheduler_writes_from_many_threads_all_land_in_order(store: &dyn Store) {
+    const THREADS: i64 = 8;
+    const EACH: i64 = 25;
+    let sched = store.scheduler_store().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let sched = sched.clone();
+            s.spawn(move || {
+                for i in 0..EACH {
+                    let id = format!("sbx_{t}_{i}");
+                    let mut record = sandbox(&id);
+                    sched.put_sandbox(&record).unwrap();
+                    sched
+                        .put_execution(&execution(&format!("exec_{t}_{i}"), &id, i))
+                        .unwrap();
+                    record.status = SandboxStatus::Terminated;
+                    sched.put_sandbox(&record).unwrap();
+                    if i % 5 == 0 {
+                        assert!(sched.delete_sandbox(&id).unwrap(), "{id} was there");
+                    }
+                }
+            });
+        }
+    });
+    let all = sched.list_sandboxes().unwrap();
+    assert_eq!(all.len() as i64, THREADS * (EACH - EACH / 5));
+    assert!(
+        all.iter().all(|s| s.status == SandboxStatus::Terminated),
+        "the later write of a record is the one kept"
+    );
+    for t in 0..THREADS {
+        for i in 0..EACH {
+            let id = format!("sbx_{t}_{i}");
+            let executions = sched.list_executions(&id).unwrap();
+            if i % 5 == 0 {
+                assert!(sched.get_sandbox(&id).unwrap().is_none(), "{id} deleted");
+                assert!(executions.is_empty(), "{id}'s executions deleted with it");
+            } else {
+                assert_eq!(executions, [execution(&format!("exec_{t}_{i}"), &id, i)]);
+            }
+        }
+    }
 }
 
 pub(super) fn scheduler_executions_list_oldest_first_per_sandbox(store: &dyn Store) {

@@ -75,6 +75,14 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
+    /// How many transactions the scheduler's sandbox and execution writes took, for how many
+    /// writes, since the store was opened: writes per transaction is what group commit saved.
+    pub fn scheduler_commit_stats(&self) -> agentvm_scheduler::CommitStats {
+        self.scheduler.commit_stats()
+    }
+}
+
+impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user[:password]@host[:port]/dbname`,
     /// libpq's URL; `?options=-c%20search_path%3Dname` puts the tables in schema `name`), applies
     /// missing migrations and checks the schema version. Must run inside tokio's multi-thread

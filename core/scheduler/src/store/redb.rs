@@ -3,16 +3,14 @@
 //! They live in the same database file as the runtime's records (the runtime hands its
 //! `redb::Database` over). Every write is durable (an `Immediate` commit) before it returns, so
 //! a sandbox the caller saw created is found again by the reconciliation after a crash. Writes
-//! made at the same time share commits (group commit, see `redb/commit_queue.rs`): the writes
+//! made at the same time share commits (group commit, see `store/commit_queue.rs`): the writes
 //! queued while one commit is in progress go into the next as one write transaction, so the
 //! rate of durable writes is no longer capped by the disk's commit rate.
 
-mod commit_queue;
 #[cfg(test)]
 mod tests;
 
-use self::commit_queue::CommitQueue;
-pub use self::commit_queue::CommitStats;
+use super::commit_queue::{CommitQueue, CommitStats};
 use super::SchedulerStore;
 use agentvm_model::scheduler::{Execution, RuntimeNode, Sandbox, Template, Webhook};
 use agentvm_model::{Error, Result};

@@ -1,22 +1,144 @@
 //! The scheduler's tables in the PostgreSQL store (`sched_*`, created by the migrations).
+//!
+//! Sandbox and execution records, written at every step of every sandbox, are group-committed
+//! as the redb store's are ([`CommitQueue`]): a write queues and waits, and the waiter that
+//! finds no commit in progress sends everything queued in one transaction (the statements
+//! pipelined on one connection, in the order they were queued) and answers every waiter once it
+//! commits. One WAL flush and about one round trip then serve a whole batch instead of each
+//! record paying its own. A failed transaction fails every write of its batch, with its error.
 
 use super::{json, AtServer, Db};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::scheduler::{Execution, RuntimeNode, Sandbox, Template, Webhook};
-use agentvm_scheduler::SchedulerStore;
+use agentvm_scheduler::{CommitQueue, CommitStats, SchedulerStore};
 use std::sync::Arc;
+
+/// Most writes waiting for a commit; more writers wait for room.
+const QUEUE_CAPACITY: usize = 1024;
+
+const PUT_SANDBOX: &str = "INSERT INTO sched_sandboxes (id, record) VALUES ($1, $2) \
+     ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record";
+/// One statement: the sandbox and its executions go together.
+const DELETE_SANDBOX: &str =
+    "WITH executions AS (DELETE FROM sched_executions WHERE sandbox_id = $1) \
+     DELETE FROM sched_sandboxes WHERE id = $1";
+const PUT_EXECUTION: &str = "INSERT INTO sched_executions (id, sandbox_id, created_at, record) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE \
+     SET sandbox_id = EXCLUDED.sandbox_id, created_at = EXCLUDED.created_at, \
+         record = EXCLUDED.record";
+
+/// A write of a sandbox or execution record, queued for the next shared commit.
+enum Write {
+    Sandbox(Box<Sandbox>),
+    DeleteSandbox(String),
+    Execution(Box<Execution>),
+}
 
 /// [`SchedulerStore`] on the store's pool.
 pub(super) struct PostgresSchedulerStore {
     /// The store's pool: the scheduler's tables are in the same database.
     db: Arc<Db>,
+    /// Sandbox and execution writes waiting for the next shared commit.
+    queue: CommitQueue<Write, bool>,
 }
 
 impl PostgresSchedulerStore {
     /// The scheduler's tables on `db` (created by the store's migrations).
     pub(super) fn new(db: Arc<Db>) -> Self {
-        PostgresSchedulerStore { db }
+        PostgresSchedulerStore {
+            db,
+            queue: CommitQueue::new(QUEUE_CAPACITY),
+        }
     }
+
+    /// How many transactions the queued writes took, for how many writes.
+    pub(crate) fn commit_stats(&self) -> CommitStats {
+        self.queue.stats()
+    }
+
+    /// Queues `write` for the next shared commit and waits until it is committed (or failed):
+    /// whether it changed a row.
+    fn write(&self, write: Write) -> Result<bool> {
+        self.queue
+            .submit(write, |batch| commit_batch(&self.db, batch))
+    }
+}
+
+/// Commits `batch` in one transaction: one outcome per write, or the transaction's error for
+/// each.
+fn commit_batch(db: &Db, batch: Vec<Write>) -> Vec<Result<bool>> {
+    let n = batch.len();
+    match db.run(commit(db, &batch)) {
+        Ok(changed) => changed.into_iter().map(Ok).collect(),
+        Err(e) => {
+            let (kind, message) = (e.kind(), e.chain());
+            (0..n)
+                .map(|_| {
+                    Err(Error::Remote {
+                        kind,
+                        message: message.clone(),
+                    })
+                })
+                .collect()
+        }
+    }
+}
+
+async fn commit(db: &Db, batch: &[Write]) -> Result<Vec<bool>> {
+    let mut client = db.client().await?;
+    if let [write] = batch {
+        // A lone write is one statement, its own transaction: no BEGIN and COMMIT round trips.
+        let changed = match write {
+            Write::Sandbox(s) => {
+                let statement = client.prepare_cached(PUT_SANDBOX).await.at(db)?;
+                client.execute(&statement, &[&s.id, &json(&**s)]).await
+            }
+            Write::Execution(x) => {
+                let statement = client.prepare_cached(PUT_EXECUTION).await.at(db)?;
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                    [&x.id, &x.sandbox_id, &x.created_at, &json(&**x)];
+                client.execute(&statement, &params).await
+            }
+            Write::DeleteSandbox(id) => {
+                let statement = client.prepare_cached(DELETE_SANDBOX).await.at(db)?;
+                client.execute(&statement, &[id]).await
+            }
+        };
+        return Ok(vec![changed.at(db)? > 0]);
+    }
+    let tx = client.transaction().await.at(db)?;
+    let put_sandbox = tx.prepare_cached(PUT_SANDBOX).await.at(db)?;
+    let delete_sandbox = tx.prepare_cached(DELETE_SANDBOX).await.at(db)?;
+    let put_execution = tx.prepare_cached(PUT_EXECUTION).await.at(db)?;
+    let records: Vec<_> = batch
+        .iter()
+        .map(|w| match w {
+            Write::Sandbox(s) => Some(serde_json::to_value(&**s)),
+            Write::Execution(x) => Some(serde_json::to_value(&**x)),
+            Write::DeleteSandbox(_) => None,
+        })
+        .map(|r| r.transpose())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::Internal(format!("encoding a scheduler record: {e}")))?;
+    // Each statement is sent when first polled, so joined they are pipelined: sent back to
+    // back on the connection and run in this order, their answers read after.
+    let statements = batch.iter().zip(&records).map(|(w, record)| {
+        let (statement, params): (_, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>) =
+            match (w, record) {
+                (Write::Sandbox(s), Some(r)) => (&put_sandbox, vec![&s.id, r]),
+                (Write::Execution(x), Some(r)) => {
+                    (&put_execution, vec![&x.id, &x.sandbox_id, &x.created_at, r])
+                }
+                (Write::DeleteSandbox(id), _) => (&delete_sandbox, vec![id]),
+                // Every put has its record (made above).
+                (_, None) => (&delete_sandbox, vec![]),
+            };
+        let tx = &tx;
+        async move { tx.execute(statement, &params).await }
+    });
+    let changed = futures::future::try_join_all(statements).await.at(db)?;
+    tx.commit().await.at(db)?;
+    Ok(changed.into_iter().map(|n| n > 0).collect())
 }
 
 impl SchedulerStore for PostgresSchedulerStore {
@@ -141,13 +263,8 @@ impl SchedulerStore for PostgresSchedulerStore {
     }
 
     fn put_sandbox(&self, sandbox: &Sandbox) -> Result<()> {
-        let db = &*self.db;
-        db.run(db.execute(
-            "INSERT INTO sched_sandboxes (id, record) VALUES ($1, $2) \
-             ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
-            &[&sandbox.id, &json(sandbox)],
-        ))
-        .map(drop)
+        self.write(Write::Sandbox(Box::new(sandbox.clone())))
+            .map(drop)
     }
 
     fn get_sandbox(&self, id: &str) -> Result<Option<Sandbox>> {
@@ -161,36 +278,12 @@ impl SchedulerStore for PostgresSchedulerStore {
     }
 
     fn delete_sandbox(&self, id: &str) -> Result<bool> {
-        let db = &*self.db;
-        // One statement, so one transaction: the sandbox and its executions go together.
-        db.run(async {
-            let client = db.client().await?;
-            let statement = client
-                .prepare_cached(
-                    "WITH executions AS (DELETE FROM sched_executions WHERE sandbox_id = $1) \
-                     DELETE FROM sched_sandboxes WHERE id = $1",
-                )
-                .await
-                .at(db)?;
-            Ok(client.execute(&statement, &[&id]).await.at(db)? > 0)
-        })
+        self.write(Write::DeleteSandbox(id.to_string()))
     }
 
     fn put_execution(&self, execution: &Execution) -> Result<()> {
-        let db = &*self.db;
-        db.run(db.execute(
-            "INSERT INTO sched_executions (id, sandbox_id, created_at, record) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE \
-             SET sandbox_id = EXCLUDED.sandbox_id, created_at = EXCLUDED.created_at, \
-                 record = EXCLUDED.record",
-            &[
-                &execution.id,
-                &execution.sandbox_id,
-                &execution.created_at,
-                &json(execution),
-            ],
-        ))
-        .map(drop)
+        self.write(Write::Execution(Box::new(execution.clone())))
+            .map(drop)
     }
 
     fn get_execution(&self, id: &str) -> Result<Option<Execution>> {

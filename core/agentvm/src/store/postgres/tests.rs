@@ -280,3 +280,51 @@ fn first_opens_racing_to_migrate_agree() {
     });
     assert_eq!(applied, super::migrate::MIGRATIONS.len() as i64);
 }
+
+#[test]
+fn a_scheduler_write_whose_transaction_fails_reports_the_database_error_and_later_writes_land() {
+    let Some((_dir, url, store)) = fresh() else {
+        return;
+    };
+    let sched = store.scheduler_store().unwrap();
+    sql(
+        &url,
+        "ALTER TABLE sched_sandboxes ADD CONSTRAINT no_bad_sandbox CHECK (id <> 'sbx_bad')",
+    );
+    let bad = crate::store::conformance::sandbox("sbx_bad");
+    let e = sched.put_sandbox(&bad).unwrap_err();
+    assert!(e.to_string().contains("no_bad_sandbox"), "{e}");
+    assert!(sched.get_sandbox("sbx_bad").unwrap().is_none());
+    // Writes from several threads at once, one of them refused: the refused one fails (with
+    // any write that shared its transaction), and every write that reported success is there.
+    let outcomes: Vec<(String, bool)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let sched = sched.clone();
+                s.spawn(move || {
+                    let id = if i == 3 {
+                        "sbx_bad".to_string()
+                    } else {
+                        format!("sbx_{i}")
+                    };
+                    let ok = sched
+                        .put_sandbox(&crate::store::conformance::sandbox(&id))
+                        .is_ok();
+                    (id, ok)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (id, ok) in &outcomes {
+        assert_eq!(sched.get_sandbox(id).unwrap().is_some(), *ok, "{id}");
+    }
+    assert!(outcomes.iter().any(|(id, ok)| id == "sbx_bad" && !ok));
+    // The queue and the pool go on after a failed transaction.
+    let good = crate::store::conformance::sandbox("sbx_good");
+    sched.put_sandbox(&good).unwrap();
+    assert_eq!(sched.get_sandbox("sbx_good").unwrap(), Some(good));
+    let stats = store.scheduler_commit_stats();
+    assert!(stats.writes >= 10 && stats.commits >= 3, "{stats:?}");
+    assert!(stats.commits <= stats.writes, "{stats:?}");
+}

@@ -15,7 +15,8 @@
 //! The queue holds at most `capacity` writes not yet taken by a committer; more writers wait
 //! for room before queuing (backpressure). Writes are taken in the order they were queued and
 //! batches are committed one after the other, so two writes of the same record land in the
-//! order they were queued. No I/O here: the commit function is the caller's.
+//! order they were queued. No I/O here: the commit function is the caller's (the redb store's
+//! here, the PostgreSQL store's in the runtime crate).
 
 use agentvm_model::{Error, Result};
 use std::collections::{HashMap, VecDeque};
@@ -32,7 +33,9 @@ pub struct CommitStats {
 }
 
 /// Writes of type `W` waiting for a shared commit, each answered with an `O` or an error.
-pub(super) struct CommitQueue<W, O> {
+/// A store makes one per database and routes its durable writes through
+/// [`submit`](CommitQueue::submit) from blocking threads.
+pub struct CommitQueue<W, O> {
     state: Mutex<State<W, O>>,
     /// Signalled when writes were taken from the queue, for writers waiting for room.
     room: Condvar,
@@ -61,7 +64,7 @@ struct State<W, O> {
 
 impl<W, O> CommitQueue<W, O> {
     /// An empty queue holding at most `capacity` (at least 1) writes not yet taken.
-    pub(super) fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize) -> Self {
         CommitQueue {
             state: Mutex::new(State {
                 queued: VecDeque::new(),
@@ -85,11 +88,7 @@ impl<W, O> CommitQueue<W, O> {
     /// Queues `write` and returns its outcome once the batch holding it was committed (or
     /// failed). `commit` is called with a whole batch, oldest write first, when this caller
     /// becomes the committer; it returns one outcome per write, in the same order. Blocks.
-    pub(super) fn submit(
-        &self,
-        write: W,
-        commit: impl FnOnce(Vec<W>) -> Vec<Result<O>>,
-    ) -> Result<O> {
+    pub fn submit(&self, write: W, commit: impl FnOnce(Vec<W>) -> Vec<Result<O>>) -> Result<O> {
         let mut state = self.lock();
         if state.queued.len() >= self.capacity {
             state.waiting_for_room += 1;
@@ -133,7 +132,7 @@ impl<W, O> CommitQueue<W, O> {
     }
 
     /// Commits and writes so far.
-    pub(super) fn stats(&self) -> CommitStats {
+    pub fn stats(&self) -> CommitStats {
         CommitStats {
             commits: self.commits.load(Ordering::Relaxed),
             writes: self.writes.load(Ordering::Relaxed),
@@ -142,13 +141,13 @@ impl<W, O> CommitQueue<W, O> {
 
     /// Writes queued and not taken by a committer.
     #[cfg(test)]
-    pub(super) fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.lock().queued.len()
     }
 
     /// Writers waiting for room before they can queue.
     #[cfg(test)]
-    pub(super) fn waiting_for_room(&self) -> usize {
+    pub(crate) fn waiting_for_room(&self) -> usize {
         self.lock().waiting_for_room
     }
 }
