@@ -402,13 +402,9 @@ async fn a_deleted_templates_egress_proxy_and_network_go_once_its_last_sandbox_e
         .await
         .expect("register");
     for id in ["kept", "gone"] {
-        let mut spec = TemplateSpec::new(id, IMAGE);
-        spec.default_cpu_cores = 0.5;
-        spec.default_memory_mb = 128;
-        spec.network = agentvm_scheduler::NetworkPolicy::Allowlist {
-            hosts: vec!["api.example.com".into()],
-        };
-        s.create_template(id, spec).await.expect("template");
+        s.create_template(id, allowlisted(id))
+            .await
+            .expect("template");
     }
     let kept = s
         .create_sandbox(SandboxRequest::new("kept"))
@@ -477,13 +473,9 @@ async fn after_a_restart_the_networks_of_deleted_templates_are_found_and_removed
         .await
         .expect("register");
     for id in ["kept", "gone"] {
-        let mut spec = TemplateSpec::new(id, IMAGE);
-        spec.default_cpu_cores = 0.5;
-        spec.default_memory_mb = 128;
-        spec.network = agentvm_scheduler::NetworkPolicy::Allowlist {
-            hosts: vec!["api.example.com".into()],
-        };
-        s.create_template(id, spec).await.expect("template");
+        s.create_template(id, allowlisted(id))
+            .await
+            .expect("template");
         let sb = s
             .create_sandbox(SandboxRequest::new(id))
             .await
@@ -509,4 +501,15 @@ async fn after_a_restart_the_networks_of_deleted_templates_are_found_and_removed
     );
     let report = s.reconcile().await.expect("reconcile");
     assert!(report.networks_removed.is_empty(), "{report:?}");
+}
+
+/// A small template whose sandboxes may reach `api.example.com` only (through an egress proxy).
+fn allowlisted(id: &str) -> TemplateSpec {
+    let mut spec = TemplateSpec::new(id, IMAGE);
+    spec.default_cpu_cores = 0.5;
+    spec.default_memory_mb = 128;
+    spec.network = agentvm_scheduler::NetworkPolicy::Allowlist {
+        hosts: vec!["api.example.com".into()],
+    };
+    spec
 }

@@ -337,17 +337,7 @@ async fn allowlisted_names_that_resolve_to_the_node_are_refused() {
     s.delete_sandbox(&sbx.id).await.unwrap();
     // No sandbox of it is left: deleting the template stops its proxy and removes its network.
     s.delete_template("egress-local").await.unwrap();
-    let gone = local()
-        .await
-        .inspect_network(
-            &sbx.network,
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
-        .await;
-    assert!(
-        gone.as_ref().is_err_and(|e| e.to_string().contains("404")),
-        "the network went with its template: {gone:?}"
-    );
+    assert_network_gone(&sbx.network, "the network went with its template").await;
     remove_networks(&s).await;
 }
 
@@ -866,17 +856,22 @@ async fn adopted_sandboxes_get_their_proxy_back_after_a_restart() {
     let s = vm.scheduler().unwrap().clone();
     s.delete_template("egress-restart").await.unwrap();
     s.reconcile().await.unwrap();
+    assert_network_gone(&sbx.network, "the deleted template's network was removed").await;
+    remove_networks(&s).await;
+    vm.close().await;
+}
+
+/// Asserts that Docker no longer has `network` (a 404), saying `why` otherwise.
+async fn assert_network_gone(network: &str, why: &str) {
     let gone = local()
         .await
         .inspect_network(
-            &sbx.network,
+            network,
             None::<bollard::query_parameters::InspectNetworkOptions>,
         )
         .await;
     assert!(
         gone.as_ref().is_err_and(|e| e.to_string().contains("404")),
-        "the deleted template's network was removed: {gone:?}"
+        "{why}: {gone:?}"
     );
-    remove_networks(&s).await;
-    vm.close().await;
 }
