@@ -287,7 +287,8 @@ pub(crate) async fn serve(
         revoked,
         token_hash,
         forwarding,
-        pacing,
+        // A member relaying commands waits on each answer: its frames are always read at once.
+        pacing: if forwarding { None } else { pacing },
     };
     conn.run(&mut socket).await;
     state.metrics.connection_closed();

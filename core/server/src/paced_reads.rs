@@ -15,7 +15,7 @@
 //! gone out for the delay, and any request after a response, is read at once. The
 //! connection says which is which through its [`ReadPacing`]: [`ReadPacing::events_written`]
 //! after a batch of events, [`ReadPacing::read_now`] when it writes anything a client waits on.
-//! Plain HTTP never turns pacing on.
+//! Plain HTTP, terminals, port proxies and cluster members relaying commands never pace.
 
 use std::future::Future;
 use std::io::{IoSlice, Read, Write};

@@ -127,11 +127,24 @@ async fn a_paused_owner_loses_its_container_and_cannot_write_and_sigterm_hands_i
     // A wakes up: whatever it still believes, nothing it does for the tenant is written.
     signal(&a.child, "CONT");
     let rt_a = client(&a.url).await;
-    let err = rt_a
-        .agents()
-        .send_to_image(&image.image_id, "stale A")
-        .await
-        .unwrap_err();
+    // A may be stepping down as the send arrives (its renewal failed): its agent for the
+    // tenant is stopping, and the send is refused as such. Once it has stepped down, the gate
+    // refuses it naming the new owner.
+    let mut err = None;
+    for _ in 0..20 {
+        let e = rt_a
+            .agents()
+            .send_to_image(&image.image_id, "stale A")
+            .await
+            .unwrap_err();
+        let stopping = e.to_string().contains("has stopped");
+        err = Some(e);
+        if !stopping {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let err = err.expect("an answer");
     assert!(
         matches!(err.kind(), ErrorKind::Unavailable | ErrorKind::Conflict),
         "{err}"
