@@ -105,6 +105,19 @@ macro_rules! commands {
                     $( CommandKind::$variant => strict::<$req>($req_name, data).map(Command::$variant), )*
                 }
             }
+
+            /// Deserializes this command's request `data` from `deserializer` (any serde
+            /// format): for front ends that read the `type` first and then the data straight
+            /// from the text, without the envelope's buffering. Unknown fields are ignored, as
+            /// the request types do; wrap `deserializer` (e.g. with `serde_ignored`) to see them.
+            pub fn deserialize_data<'de, D: serde::Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> std::result::Result<Command, D::Error> {
+                match self {
+                    $( CommandKind::$variant => <$req as Deserialize>::deserialize(deserializer).map(Command::$variant), )*
+                }
+            }
         }
 
         #[cfg(feature = "schema")]
