@@ -516,7 +516,7 @@ impl Run {
                 },
                 Ok(()) = async { cancel.wait_for(|c| *c).await.map(|_| ()) }, if !cancelled && !timed_out => {
                     cancelled = true;
-                    self.kill(&record.id).await;
+                    self.kill(&record.id);
                     deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(5));
                 }
                 _ = &mut deadline => {
@@ -525,7 +525,7 @@ impl Run {
                         break;
                     }
                     timed_out = true;
-                    self.kill(&record.id).await;
+                    self.kill(&record.id);
                     // The stream ends once the killed processes close their output.
                     deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(5));
                 }
@@ -587,15 +587,29 @@ impl Run {
         let _ = tx.send(ExecEvent::Finished(Box::new(record)));
     }
 
-    /// Kills every process of the exec, twice over to catch forks racing the first pass.
-    async fn kill(&self, exec_id: &str) {
+    /// Kills every process of the exec, twice over to catch forks racing the first pass. It
+    /// runs beside the drive, which goes on reading the output meanwhile: the killer's own
+    /// output may come through the same channel as the exec's (the sandbox's exec agent), so
+    /// the drive must never wait for it.
+    fn kill(&self, exec_id: &str) {
+        let (scheduler, engine) = (self.scheduler.clone(), self.engine.clone());
+        let (container, user) = (self.container.clone(), self.user.clone());
+        let exec_id = exec_id.to_string();
+        tokio::spawn(async move {
+            Self::killer(&scheduler, &engine, &container, &user, &exec_id).await
+        });
+    }
+
+    async fn killer(
+        scheduler: &Scheduler,
+        engine: &EngineRef,
+        container: &str,
+        user: &str,
+        exec_id: &str,
+    ) {
         for _ in 0..3 {
             let argv = vec!["/bin/sh", "-c", KILLER, "agentvm-kill", exec_id];
-            match self
-                .scheduler
-                .run_quiet(&self.engine, &self.container, &self.user, argv)
-                .await
-            {
+            match scheduler.run_quiet(engine, container, user, argv).await {
                 Ok((0, out)) if out.trim() == "0" => return,
                 Ok((0, _)) => tokio::time::sleep(Duration::from_millis(20)).await,
                 Ok((code, out)) => {

@@ -32,6 +32,7 @@ mod sandbox_commands;
 mod scheduler_agent_tools;
 mod scheduler_bad_input;
 mod scheduler_egress;
+mod scheduler_exec_agent;
 mod scheduler_http;
 mod scheduler_lifecycle;
 mod scheduler_nodes;

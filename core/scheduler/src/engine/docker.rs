@@ -29,6 +29,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+mod agent;
+use agent::{Agents, Claim, Started};
+
 /// Connects every node to its Docker daemon: the scheduler's default [`Connector`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DockerConnector;
@@ -41,6 +44,7 @@ impl Connector for DockerConnector {
             docker,
             node_id: a.node_id.to_string(),
             endpoint: a.api_endpoint.to_string(),
+            agents: Arc::default(),
         }))
     }
 }
@@ -51,11 +55,94 @@ pub struct DockerEngine {
     docker: Docker,
     node_id: String,
     endpoint: String,
+    /// The sandboxes' exec agents (see `docker/agent.rs`).
+    agents: Arc<Agents>,
 }
 
 impl DockerEngine {
     fn err(&self, doing: &str, e: DockerError) -> Error {
         map_err(&self.node_id, &self.endpoint, doing, e)
+    }
+
+    /// Copies the exec agent into `container` and starts it as `user`; the agent once it
+    /// said hello, `None` when it could not be started (execs then use Docker exec).
+    async fn start_agent(&self, container: &str, user: &str) -> Option<Arc<agent::Session>> {
+        let started = async {
+            self.upload(container, "/", Agents::archive()?).await?;
+            let io = self
+                .docker_exec(
+                    container,
+                    ExecSpec {
+                        argv: vec![agent::PATH.to_string()],
+                        user: user.to_string(),
+                        stdin: true,
+                        what: "the exec agent",
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            Ok(Started {
+                output: io.output,
+                input: io.input,
+            })
+        }
+        .await;
+        self.agents.attach(container, user, started).await.ok()
+    }
+
+    /// A command through Docker's own exec: create, start attached.
+    async fn docker_exec(&self, container: &str, spec: ExecSpec) -> Result<ExecIo> {
+        let what = spec.what;
+        let created = self
+            .docker
+            .create_exec(
+                container,
+                CreateExecOptions::<String> {
+                    attach_stdin: Some(spec.stdin),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(spec.tty),
+                    env: (!spec.env.is_empty()).then_some(spec.env),
+                    cmd: Some(spec.argv),
+                    user: Some(spec.user),
+                    working_dir: spec.workdir,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| self.err(&format!("creating {what}"), e))?;
+        let started = self
+            .docker
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: spec.tty,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(|e| self.err(&format!("starting {what}"), e))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(Error::Internal("Docker detached an attached exec".into()));
+        };
+        let this = self.clone();
+        let output: ChunkStream = Box::pin(output.filter_map(move |chunk| {
+            let chunk = match chunk {
+                Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                    Some(Ok(Chunk::Stdout(message)))
+                }
+                Ok(LogOutput::StdErr { message }) => Some(Ok(Chunk::Stderr(message))),
+                Ok(LogOutput::StdIn { .. }) => None,
+                Err(e) => Some(Err(this.err(&format!("reading {what}"), e))),
+            };
+            std::future::ready(chunk)
+        }));
+        Ok(ExecIo {
+            id: created.id,
+            output,
+            input,
+        })
     }
 }
 
@@ -386,60 +473,27 @@ impl Engine for DockerEngine {
     }
 
     async fn exec(&self, container: &str, spec: ExecSpec) -> Result<ExecIo> {
-        let what = spec.what;
-        let created = self
-            .docker
-            .create_exec(
-                container,
-                CreateExecOptions::<String> {
-                    attach_stdin: Some(spec.stdin),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(spec.tty),
-                    env: (!spec.env.is_empty()).then_some(spec.env),
-                    cmd: Some(spec.argv),
-                    user: Some(spec.user),
-                    working_dir: spec.workdir,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| self.err(&format!("creating {what}"), e))?;
-        let started = self
-            .docker
-            .start_exec(
-                &created.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: spec.tty,
-                    output_capacity: None,
-                }),
-            )
-            .await
-            .map_err(|e| self.err(&format!("starting {what}"), e))?;
-        let StartExecResults::Attached { output, input } = started else {
-            return Err(Error::Internal("Docker detached an attached exec".into()));
-        };
-        let this = self.clone();
-        let output: ChunkStream = Box::pin(output.filter_map(move |chunk| {
-            let chunk = match chunk {
-                Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                    Some(Ok(Chunk::Stdout(message)))
-                }
-                Ok(LogOutput::StdErr { message }) => Some(Ok(Chunk::Stderr(message))),
-                Ok(LogOutput::StdIn { .. }) => None,
-                Err(e) => Some(Err(this.err(&format!("reading {what}"), e))),
+        // Non-interactive commands go through the sandbox's exec agent; the first one
+        // starts it.
+        if !spec.tty && !spec.stdin && Agents::enabled() {
+            let session = match self.agents.claim(container, &spec.user) {
+                Claim::Use(session) => Some(session),
+                Claim::Start => self.start_agent(container, &spec.user).await,
+                Claim::Docker => None,
             };
-            std::future::ready(chunk)
-        }));
-        Ok(ExecIo {
-            id: created.id,
-            output,
-            input,
-        })
+            if let Some(session) = session {
+                if let Ok(io) = self.agents.exec(&session, &spec).await {
+                    return Ok(io);
+                }
+            }
+        }
+        self.docker_exec(container, spec).await
     }
 
     async fn exec_state(&self, exec_id: &str) -> Result<ExecState> {
+        if let Some(state) = self.agents.state(exec_id) {
+            return Ok(state);
+        }
         let i = self
             .docker
             .inspect_exec(exec_id)
