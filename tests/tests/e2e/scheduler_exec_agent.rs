@@ -3,7 +3,9 @@
 //! directory, separate streams, exit codes, closed stdin), the timeout kills a process group
 //! through it, and an agent killed from inside the sandbox is started anew by the next exec.
 
-use agentvm::scheduler::{ExecRequest, ExecStatus, Sandbox, SandboxRequest, Scheduler};
+use agentvm::scheduler::{
+    ExecRequest, ExecStatus, NodeRegistration, Sandbox, SandboxRequest, Scheduler,
+};
 use agentvm_e2e::docker::*;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
@@ -66,6 +68,18 @@ async fn the_agent_serves_execs_as_docker_exec_does() {
         .create_sandbox(SandboxRequest::new("busybox"))
         .await
         .unwrap();
+    // On this machine's daemon the agent is bind-mounted, read-only.
+    let x = s
+        .exec_collect(
+            &sandbox.id,
+            ExecRequest::shell("grep exec-agent /proc/mounts"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        x.stdout.contains("/.agentvm/exec-agent") && x.stdout.contains(" ro,"),
+        "{x:?}"
+    );
     let probe = format!("id; pwd; {ENV}");
     assert!(
         served_by_agent(&s, &sandbox.id).await,
@@ -216,5 +230,64 @@ async fn the_agent_serves_execs_as_docker_exec_does() {
         ("after\n", ExecStatus::Completed)
     );
     assert!(served_by_agent(&s, &sandbox.id).await);
+    s.terminate_sandbox(&sandbox.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_read_only_root_gets_the_agent_too() {
+    if !require_docker().await {
+        return;
+    }
+    let s = local_scheduler(fast_config()).await;
+    let mut spec = busybox_spec();
+    spec.security.read_only_root = true;
+    s.create_template("ro", spec).await.unwrap();
+    let sandbox = s.create_sandbox(SandboxRequest::new("ro")).await.unwrap();
+    assert!(served_by_agent(&s, &sandbox.id).await);
+    let x = s
+        .exec_collect(
+            &sandbox.id,
+            ExecRequest::shell("touch /x || echo read-only"),
+        )
+        .await
+        .unwrap();
+    assert!(x.stdout.contains("read-only"), "{x:?}");
+    s.terminate_sandbox(&sandbox.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn on_a_daemon_over_tcp_the_agent_is_copied_in() {
+    if !require_docker().await {
+        return;
+    }
+    let second = SecondDaemon::start().await;
+    let s = Scheduler::builder()
+        .config(fast_config())
+        .open()
+        .await
+        .unwrap();
+    let mut reg = NodeRegistration::new("tcp", second.tcp_endpoint.clone());
+    reg.tls = Some(second.tls.clone());
+    reg.total_cpu_cores = Some(4.0);
+    reg.total_memory_mb = Some(8192);
+    s.register_node(reg).await.unwrap();
+    s.create_template("busybox", busybox_spec()).await.unwrap();
+    let sandbox = s
+        .create_sandbox(SandboxRequest::new("busybox"))
+        .await
+        .unwrap();
+    assert!(served_by_agent(&s, &sandbox.id).await);
+    // Copied, not mounted: a root-owned file the sandbox's user can run but not change.
+    let x = s
+        .exec_collect(
+            &sandbox.id,
+            ExecRequest::shell(
+                "grep -c exec-agent /proc/mounts; stat -c '%U %a' /.agentvm/exec-agent; \
+                 echo x >> /.agentvm/exec-agent || echo refused",
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(x.stdout, "0\nroot 755\nrefused\n", "{x:?}");
     s.terminate_sandbox(&sandbox.id).await.unwrap();
 }

@@ -68,7 +68,13 @@ impl DockerEngine {
     /// said hello, `None` when it could not be started (execs then use Docker exec).
     async fn start_agent(&self, container: &str, user: &str) -> Option<Arc<agent::Session>> {
         let started = async {
-            self.upload(container, "/", Agents::archive()?).await?;
+            if !self.agents.take_bound(container) {
+                // Where a bind put it (a container created before a restart), the copy fails
+                // and the agent is there anyway: only the exec below decides.
+                if let Err(e) = self.upload(container, "/", Agents::archive()?).await {
+                    tracing::debug!(container, error = %e, "copying the exec agent in");
+                }
+            }
             let io = self
                 .docker_exec(
                     container,
@@ -262,11 +268,39 @@ impl Engine for DockerEngine {
         let opts = CreateContainerOptionsBuilder::new()
             .name(&spec.sandbox.docker_container_name)
             .build();
-        let created = self
-            .docker
-            .create_container(Some(opts), body)
-            .await
-            .map_err(|e| self.err("creating the container", e))?;
+        // A daemon on this machine gets the exec agent bind-mounted.
+        let bind = match self.endpoint.starts_with("unix://") {
+            true => self.agents.bind(),
+            false => None,
+        };
+        let created = match bind {
+            Some(bind) => {
+                let mut bound = body.clone();
+                if let Some(h) = bound.host_config.as_mut() {
+                    h.binds.get_or_insert_with(Vec::new).push(bind);
+                }
+                match self.docker.create_container(Some(opts.clone()), bound).await {
+                    Ok(c) => {
+                        self.agents.created_with_bind(Some(&c.id));
+                        Ok(c)
+                    }
+                    // The name is taken, or no such image: the same answer without the bind.
+                    Err(e) if matches!(status_of(&e), Some(404 | 409)) => Err(e),
+                    // Perhaps the bind (a daemon that cannot see this machine's files): the
+                    // bind is given up for good only if the same create works without it.
+                    Err(e) => {
+                        let plain = self.docker.create_container(Some(opts), body).await;
+                        if plain.is_ok() {
+                            tracing::warn!(node = %self.node_id, error = %e, "the daemon refused the exec agent's bind mount; it is copied into sandboxes instead");
+                            self.agents.created_with_bind(None);
+                        }
+                        plain
+                    }
+                }
+            }
+            None => self.docker.create_container(Some(opts), body).await,
+        }
+        .map_err(|e| self.err("creating the container", e))?;
         Ok(Created {
             id: created.id,
             warnings: created.warnings,

@@ -5,9 +5,12 @@
 //! millisecond, as the sandbox's user, in its own process group, with the same environment,
 //! working directory, output streams and exit code a Docker exec gives it.
 //!
-//! The first exec of a sandbox (the scheduler's readiness check, while the sandbox is still
-//! being created) copies the agent into the container (`/.agentvm/exec-agent`, root-owned,
-//! read-only to the sandbox), starts it and runs through it. It is started in the foreground,
+//! On a node reached through a unix socket (a daemon on this machine) the agent is written
+//! once to a file here and bind-mounted read-only into every container at
+//! `/.agentvm/exec-agent` when it is created, which costs nothing; on other nodes it is
+//! copied in through Docker's archive API (≈ 50 ms, a round trip that mounts the container's
+//! filesystem) by the first exec. The first exec of a sandbox (the scheduler's readiness
+//! check, while the sandbox is still being created) starts the agent and runs through it. It is started in the foreground,
 //! never beside other work on the container: a Docker exec being set up while the container is
 //! frozen by a pause can hang the pause. Execs while an agent starts go through Docker exec,
 //! as does every exec with stdin or a terminal and every exec of a sandbox the agent cannot
@@ -72,6 +75,11 @@ enum Slot {
 #[derive(Default)]
 pub(super) struct Agents {
     slots: Mutex<HashMap<String, Slot>>,
+    /// Containers created with the agent bind-mounted, until their agent's first start.
+    bound: Mutex<std::collections::HashSet<String>>,
+    /// Set once a create with the bind mount failed: this daemon cannot see this machine's
+    /// files (a daemon in a VM), so later creates go without it.
+    no_binds: AtomicBool,
     /// Engine exec id → its exit code, `None` while it runs.
     exits: Mutex<HashMap<String, Option<i64>>>,
     next_exec: AtomicU64,
@@ -83,6 +91,41 @@ impl std::fmt::Debug for Agents {
             .field("slots", &lock(&self.slots).len())
             .finish_non_exhaustive()
     }
+}
+
+/// The agent written to a file on this machine, for bind mounts: once per process, named by
+/// its content so processes of different builds never share one. `None` when it cannot be
+/// written (or was not built).
+fn host_copy() -> Option<&'static std::path::Path> {
+    static COPY: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    COPY.get_or_init(|| {
+        if PROGRAM.is_empty() {
+            return None;
+        }
+        // FNV-1a: a name, not a defence (the file is checked by its content below).
+        let hash = PROGRAM.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let path = std::env::temp_dir().join(format!("agentvm-exec-agent-{hash:016x}"));
+        let write = || -> std::io::Result<()> {
+            use std::os::unix::fs::PermissionsExt;
+            if std::fs::read(&path).is_ok_and(|b| b == PROGRAM) {
+                return Ok(());
+            }
+            let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+            std::fs::write(&tmp, PROGRAM)?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+            std::fs::rename(&tmp, &path)
+        };
+        match write() {
+            Ok(()) => Some(path),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the exec agent for bind mounts; it is copied into each sandbox instead");
+                None
+            }
+        }
+    })
+    .as_deref()
 }
 
 /// How one exec runs.
@@ -107,6 +150,38 @@ impl Agents {
     /// Whether execs can go through agents at all (the agent was built).
     pub(super) fn enabled() -> bool {
         !PROGRAM.is_empty()
+    }
+
+    /// The bind mount (`source:target:ro`) that puts the agent into a container this daemon
+    /// creates, when the agent can be bind-mounted.
+    pub(super) fn bind(&self) -> Option<String> {
+        if self.no_binds.load(Ordering::Relaxed) {
+            return None;
+        }
+        host_copy().map(|p| format!("{}:{PATH}:ro", p.display()))
+    }
+
+    /// Records the outcome of a create that carried [`bind`](Self::bind): `Some(id)` of the
+    /// container made, `None` when the daemon refused it (later creates go without).
+    pub(super) fn created_with_bind(&self, container: Option<&str>) {
+        match container {
+            Some(id) => {
+                let mut bound = lock(&self.bound);
+                // A bound container whose first exec never came (its create failed later)
+                // is only a name: keep the set from growing without end.
+                if bound.len() >= MAX_EXITS {
+                    bound.clear();
+                }
+                bound.insert(id.to_string());
+            }
+            None => self.no_binds.store(true, Ordering::Relaxed),
+        }
+    }
+
+    /// Whether `container`'s agent is bind-mounted (forgotten once asked: a later start
+    /// copies it in, and tolerates that failing where the bind is).
+    pub(super) fn take_bound(&self, container: &str) -> bool {
+        lock(&self.bound).remove(container)
     }
 
     /// How an exec of `container` as `user` should run. `Start` marks the agent as being
