@@ -28,7 +28,10 @@
 //!   shows what the server does without that.
 //!
 //! - `ws/wrap/*`: the server's per-connection cost of framing one `text_delta`
-//!   (`codec::wrap`), against building the same frame from a payload escaped once.
+//!   (`codec::wrap`), against building the same frame from a payload escaped once; and the
+//!   per-event cost paid once for all connections: the event's JSON (`event_json`), that JSON
+//!   escaped as a string literal (`event_escaped_json`, both), and the escaping alone
+//!   (`escape`).
 //!
 //! The raw clients find a frame's type with a substring search instead of parsing JSON, so the
 //! client side costs little; everything shares the machine's cores with the server.
@@ -366,6 +369,25 @@ fn wrap(c: &mut Criterion) {
     );
     group.bench_function("escaped_once", |b| {
         b.iter(|| frame_from_escaped("conn_17_4242", &escaped, Some(4242)))
+    });
+    // What each event costs once, whatever the number of connections: its JSON and that JSON
+    // escaped for `__payload` (`Published::json`, `Published::escaped_json`).
+    group.bench_function("event_json", |b| {
+        b.iter(|| {
+            agentvm::Published::new(event.clone(), Some(4242))
+                .json()
+                .len()
+        })
+    });
+    group.bench_function("event_escaped_json", |b| {
+        b.iter(|| {
+            agentvm::Published::new(event.clone(), Some(4242))
+                .escaped_json()
+                .len()
+        })
+    });
+    group.bench_function("escape", |b| {
+        b.iter(|| agentvm::channel::codec::escape(&payload))
     });
     group.finish();
 }

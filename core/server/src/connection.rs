@@ -129,6 +129,12 @@ struct Connection {
     forwarding: bool,
     /// How its socket reads (see `paced_reads`), when it came through the server's listener.
     pacing: Option<Arc<ReadPacing>>,
+    /// When the last batch of events was written: an event arriving within
+    /// `ServerConfig::event_coalesce` of it waits out the rest of that window, so a stream's
+    /// events go out several to a write.
+    last_events_write: Option<tokio::time::Instant>,
+    /// The event waiting for the end of that window (the events behind it wait in the queue).
+    held: Option<Arc<crate::runtime::Published>>,
 }
 
 /// A request that ended, with what its response needs.
@@ -289,6 +295,8 @@ pub(crate) async fn serve(
         forwarding,
         // A member relaying commands waits on each answer: its frames are always read at once.
         pacing: if forwarding { None } else { pacing },
+        last_events_write: None,
+        held: None,
     };
     conn.run(&mut socket).await;
     state.metrics.connection_closed();
@@ -387,6 +395,9 @@ impl Connection {
         };
         let revoked = async move { wait_revoked(&mut revoked).await };
         tokio::pin!(shutting_down, revoked);
+        // Armed while an event is held back to share a write (`hold_until`); one timer, reset.
+        let hold = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(hold);
         let mut ping = tokio::time::interval(self.state.config.ping_interval);
         ping.tick().await;
         let mut awaiting_pong = false;
@@ -433,13 +444,24 @@ impl Connection {
                         return;
                     }
                 }
-                item = self.sub.recv() => {
+                _ = &mut hold, if self.held.is_some() => {
+                    if matches!(self.flush_held(socket).await, Flow::Close) {
+                        return;
+                    }
+                }
+                item = self.sub.recv(), if self.held.is_none() => {
                     match item {
-                        Some(BusItem::Event(p)) => {
-                            if matches!(self.forward(socket, p).await, Flow::Close) {
-                                return;
+                        Some(BusItem::Event(p)) => match self.hold_until() {
+                            Some(until) => {
+                                self.held = Some(p);
+                                hold.as_mut().reset(until);
                             }
-                        }
+                            None => {
+                                if matches!(self.forward(socket, p).await, Flow::Close) {
+                                    return;
+                                }
+                            }
+                        },
                         Some(BusItem::Overflowed { .. }) => self.resume_after_overflow(),
                         None => return,
                     }
@@ -468,6 +490,26 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+
+    /// When an event that arrives now should go out, if not at once: while the stream is hot
+    /// (the last batch went out less than `event_coalesce` ago) it waits out the rest of that
+    /// window, and what is published meanwhile goes out in the same write. Nothing wakes the
+    /// connection while an event is held (the queue is not polled, so it keeps no waker): one
+    /// timer wake-up replaces a wake-up, a write and a read of the client's acks per event. The
+    /// first event after a quiet spell goes out at once, so a lone event is never delayed.
+    fn hold_until(&self) -> Option<tokio::time::Instant> {
+        let window = self.state.config.event_coalesce;
+        let until = self.last_events_write? + window;
+        (!window.is_zero() && tokio::time::Instant::now() < until).then_some(until)
+    }
+
+    /// Writes the held event, if any, and everything queued behind it.
+    async fn flush_held(&mut self, socket: &mut WebSocket) -> Flow {
+        match self.held.take() {
+            Some(p) => self.forward(socket, p).await,
+            None => Flow::Continue,
         }
     }
 
@@ -522,6 +564,8 @@ impl Connection {
         }
         self.state.metrics.events_sent(batch);
         socket.flush().await?;
+        // A batch cut at `MAX_BATCH` left a backlog: the next one goes out at once.
+        self.last_events_write = (batch < MAX_BATCH).then(tokio::time::Instant::now);
         // The client's acks for these are read with the next batch.
         if let Some(p) = &self.pacing {
             p.events_written();
@@ -603,6 +647,9 @@ impl Connection {
     /// Sends the events queued right now (at most about a queue's worth), so a response that
     /// follows comes after the events its request published.
     async fn drain_events(&mut self, socket: &mut WebSocket) -> Flow {
+        if matches!(self.flush_held(socket).await, Flow::Close) {
+            return Flow::Close;
+        }
         for _ in 0..=self.state.config.send_queue {
             match self.sub.try_recv() {
                 Some(BusItem::Event(p)) => {
@@ -826,6 +873,10 @@ impl Connection {
 
     /// Sends a request's response (or its error, after a `system_error`).
     async fn respond(&mut self, socket: &mut WebSocket, outcome: Outcome) -> Flow {
+        // Events held back to share a write go before the response, as they came first.
+        if matches!(self.flush_held(socket).await, Flow::Close) {
+            return Flow::Close;
+        }
         let Outcome {
             request_id,
             fallback,

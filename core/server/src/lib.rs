@@ -91,6 +91,13 @@ pub struct ServerConfig {
     /// one sent after a response, or when no event went out for this long, is read at once.
     /// Zero reads every frame as it arrives.
     pub ack_read_delay: Duration,
+    /// While a WebSocket connection streams events, an event that arrives less than this long
+    /// after the previous write waits out the rest of it, and everything published meanwhile
+    /// goes out in one write: a fast stream costs one write (and one read of its acks) per
+    /// window instead of per event. The first event after a quiet spell of this long is
+    /// written at once, so only events of a busy stream wait, each at most this long. Zero
+    /// writes each event (or each burst already queued) as soon as it arrives.
+    pub event_coalesce: Duration,
     /// Session and sandbox topics one WebSocket connection may have joined at once.
     pub max_subscriptions: usize,
     /// Requests one WebSocket connection may have running beside its loop at once
@@ -121,6 +128,7 @@ impl Default for ServerConfig {
             send_queue: 4096,
             send_timeout: Duration::from_secs(30),
             ack_read_delay: Duration::from_millis(5),
+            event_coalesce: Duration::from_millis(2),
             max_subscriptions: 256,
             max_requests_in_flight: 64,
             header_timeout: Duration::from_secs(10),

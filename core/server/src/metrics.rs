@@ -142,6 +142,7 @@ pub struct Metrics {
     connections_open: Gauge,
     connections_total: Counter,
     events_sent: Counter,
+    event_writes: Counter,
     frames_refused: Counter,
     overflows: Counter,
     over_budget: Counter,
@@ -426,8 +427,12 @@ impl Metrics {
     }
 
     /// Counts `n` events sent at once (a batch written with one flush).
+    /// `n` events went out to one client in one write.
     pub(crate) fn events_sent(&self, n: u64) {
-        self.events_sent.inc_by(n);
+        if n > 0 {
+            self.events_sent.inc_by(n);
+            self.event_writes.inc();
+        }
     }
 
     pub(crate) fn frame_refused(&self) {
@@ -473,7 +478,7 @@ impl Metrics {
         // The accepted-connections counter is `agentvm_connections_accepted_total`: as
         // `agentvm_connections_total` its family would be `agentvm_connections`, the gauge's,
         // and a scrape with one family twice is refused by OpenMetrics parsers.
-        let counters: [(&str, &str, &Counter); 6] = [
+        let counters: [(&str, &str, &Counter); 7] = [
             (
                 "agentvm_connections_accepted",
                 "WebSocket connections accepted.",
@@ -483,6 +488,11 @@ impl Metrics {
                 "agentvm_events_sent",
                 "Events sent to clients.",
                 &self.events_sent,
+            ),
+            (
+                "agentvm_event_writes",
+                "Writes that carried events to a client (events sent / writes = events per write).",
+                &self.event_writes,
             ),
             (
                 "agentvm_frames_refused",
@@ -620,6 +630,7 @@ mod tests {
             "agentvm_connections 1\n",
             "agentvm_connections_accepted_total 1\n",
             "agentvm_events_sent_total 3\n",
+            "agentvm_event_writes_total 1\n",
             "agentvm_request_duration_seconds_bucket{le=\"+Inf\"} 0\n",
             "agentvm_request_duration_seconds_count 0\n",
         ] {

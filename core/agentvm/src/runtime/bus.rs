@@ -39,6 +39,11 @@ pub struct BusConfig {
     pub replay_max_age: Duration,
     /// Events waiting to be persisted before new ones are only kept in memory.
     pub persist_queue: usize,
+    /// After it writes a batch, the persister waits this long before it takes the next one:
+    /// what is published meanwhile is written together, and a stream of events wakes it once
+    /// per interval instead of once per event. The first event after a quiet spell is
+    /// written at once. Until written, events are replayed from the in-memory ring.
+    pub persist_delay: Duration,
 }
 
 impl Default for BusConfig {
@@ -49,6 +54,7 @@ impl Default for BusConfig {
             replay_max_events: 10_000,
             replay_max_age: Duration::from_secs(7 * 24 * 3600),
             persist_queue: 65_536,
+            persist_delay: Duration::from_millis(2),
         }
     }
 }
@@ -158,18 +164,23 @@ impl Published {
 
     /// The event's JSON as a JSON string literal (quotes included), computed once.
     pub fn escaped_json(&self) -> &str {
-        self.escaped.get_or_init(|| {
-            serde_json::to_string(self.json()).unwrap_or_else(|_| String::from("\"{}\""))
-        })
+        self.escaped
+            .get_or_init(|| crate::channel::codec::escape(self.json()))
     }
 
     /// The event as JSON, serialized once and shared by every subscriber.
     pub fn json(&self) -> &str {
         self.json.get_or_init(|| {
-            serde_json::to_string(&self.event).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "serializing an event");
-                String::from("{}")
-            })
+            // Sized for a typical event (a delta with its context is ~300 bytes), not
+            // `to_string`'s 128 bytes grown twice.
+            let mut buf = Vec::with_capacity(512);
+            match serde_json::to_writer(&mut buf, &self.event) {
+                Ok(()) => String::from_utf8(buf).unwrap_or_else(|_| String::from("{}")),
+                Err(e) => {
+                    tracing::error!(error = %e, "serializing an event");
+                    String::from("{}")
+                }
+            }
         })
     }
 }
@@ -1028,29 +1039,42 @@ async fn persist_loop(inner: std::sync::Weak<BusInner>, mut rx: mpsc::Receiver<A
         // pass visits every topic, so it runs at most once a second, not once per batch.
         if last_forget.elapsed() < FORGET_EVERY {
             batch.clear();
+            pause(bus).await;
             continue;
         }
         last_forget = Instant::now();
-        let mut topics = lock(&bus.topics);
-        topics.retain(|_, state| {
-            // Someone between `topic()` and publishing or joining holds a clone: keep it.
-            if Arc::strong_count(state) > 1 {
-                return true;
-            }
-            let st = lock(state);
-            let quiet = st
-                .last_publish
-                .map(|t| t.elapsed() > Duration::from_secs(300))
-                .unwrap_or(true);
-            let persisted = st
-                .ring
-                .back()
-                .map(|p| p.persisted.load(Ordering::Acquire))
-                .unwrap_or(true);
-            !(st.subscribers.is_empty() && quiet && persisted)
-        });
-        drop(topics);
+        {
+            let mut topics = lock(&bus.topics);
+            topics.retain(|_, state| {
+                // Someone between `topic()` and publishing or joining holds a clone: keep it.
+                if Arc::strong_count(state) > 1 {
+                    return true;
+                }
+                let st = lock(state);
+                let quiet = st
+                    .last_publish
+                    .map(|t| t.elapsed() > Duration::from_secs(300))
+                    .unwrap_or(true);
+                let persisted = st
+                    .ring
+                    .back()
+                    .map(|p| p.persisted.load(Ordering::Acquire))
+                    .unwrap_or(true);
+                !(st.subscribers.is_empty() && quiet && persisted)
+            });
+        }
         batch.clear();
+        pause(bus).await;
+    }
+}
+
+/// The persister's wait between batches ([`BusConfig::persist_delay`]), without keeping the
+/// bus alive meanwhile.
+async fn pause(bus: Arc<BusInner>) {
+    let delay = bus.config.persist_delay;
+    drop(bus);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
 }
 

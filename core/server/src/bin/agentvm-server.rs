@@ -71,7 +71,7 @@ Config file (--config agentvm.toml; flags and environment win; see agentvm.examp
   host, port, data_dir, store, require_auth, docker = [..], local_tools_containers = [..],
   local_tools_user, max_content_bytes, max_frame_bytes,
   max_connections, request_timeout_ms, shutdown_grace_ms, send_timeout_ms, header_timeout_ms,
-  ack_read_delay_ms, max_subscriptions, max_requests_in_flight, otlp_endpoint, secrets_dir,
+  ack_read_delay_ms, event_coalesce_ms, max_subscriptions, max_requests_in_flight, otlp_endpoint, secrets_dir,
   [llm] provider/key/url/model,
   [cluster] advertise_url/server_id/lease_ttl_ms/token/forward";
 
@@ -259,6 +259,7 @@ struct FileConfig {
     send_timeout_ms: Option<u64>,
     header_timeout_ms: Option<u64>,
     ack_read_delay_ms: Option<u64>,
+    event_coalesce_ms: Option<u64>,
     max_subscriptions: Option<usize>,
     max_requests_in_flight: Option<usize>,
     #[serde(default)]
@@ -651,6 +652,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(v) = file.ack_read_delay_ms {
         config.ack_read_delay = Duration::from_millis(v);
     }
+    if let Some(v) = file.event_coalesce_ms {
+        config.event_coalesce = Duration::from_millis(v);
+    }
     if let Some(v) = file.max_subscriptions {
         config.max_subscriptions = v;
     }
@@ -976,6 +980,10 @@ mod tests {
         assert_eq!(
             file.ack_read_delay_ms,
             Some(defaults.ack_read_delay.as_millis() as u64)
+        );
+        assert_eq!(
+            file.event_coalesce_ms,
+            Some(defaults.event_coalesce.as_millis() as u64)
         );
         assert_eq!(file.max_subscriptions, Some(defaults.max_subscriptions));
         assert_eq!(
