@@ -62,6 +62,14 @@ bash scripts/check-feature-pins.sh
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# The sandbox exec agent is not a crate (core/scheduler/build.rs compiles it with rustc
+# alone), so `cargo clippy` never sees it: lint it with the same driver and flags.
+step "clippy -D warnings on the sandbox exec agent"
+agent_lint="$(mktemp -d)"
+clippy-driver --edition 2021 --crate-type bin --crate-name agentvm_exec_agent -D warnings \
+  --emit=metadata -o "$agent_lint/agent.rmeta" core/scheduler/agent/main.rs
+rm -rf "$agent_lint"
+
 step "python venv for the llama.cpp and MCP tests (scripts/setup-python.sh)"
 # With AGENTVM_SKIP_LLAMACPP=1 it installs only the MCP SDK.
 AGENTVM_TEST_PYTHON="$(bash scripts/setup-python.sh)"
