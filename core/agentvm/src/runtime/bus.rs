@@ -1043,6 +1043,7 @@ async fn persist_loop(inner: std::sync::Weak<BusInner>, mut rx: mpsc::Receiver<A
             continue;
         }
         last_forget = Instant::now();
+        // Scoped: the guard must be gone before the pause below awaits.
         {
             let mut topics = lock(&bus.topics);
             topics.retain(|_, state| {

@@ -71,7 +71,8 @@ Config file (--config agentvm.toml; flags and environment win; see agentvm.examp
   host, port, data_dir, store, require_auth, docker = [..], local_tools_containers = [..],
   local_tools_user, max_content_bytes, max_frame_bytes,
   max_connections, request_timeout_ms, shutdown_grace_ms, send_timeout_ms, header_timeout_ms,
-  ack_read_delay_ms, event_coalesce_ms, max_subscriptions, max_requests_in_flight, otlp_endpoint, secrets_dir,
+  ack_read_delay_ms, event_coalesce_ms, max_subscriptions, max_requests_in_flight,
+  otlp_endpoint, secrets_dir,
   [llm] provider/key/url/model,
   [cluster] advertise_url/server_id/lease_ttl_ms/token/forward";
 
