@@ -63,8 +63,11 @@ fn bench_append(c: &mut Criterion, name: &str, store: &dyn Store) {
 
 fn bench_replay(c: &mut Criterion, name: &str, store: &dyn Store) {
     let session_id = new_session(store);
-    let json = serde_json::to_vec(&text_delta(&session_id, "a few words of a reply "))
-        .expect("serializing a text_delta");
+    // Shared, as the bus hands it over (an in-memory log keeps the bus's copy).
+    let json: std::sync::Arc<[u8]> =
+        serde_json::to_vec(&text_delta(&session_id, "a few words of a reply "))
+            .expect("serializing a text_delta")
+            .into();
     let mut cursor = 0u64;
     let mut group = c.benchmark_group("store");
     for batch in [1, REPLAY_BATCH] {

@@ -31,7 +31,9 @@
 //!   (`codec::wrap`), against building the same frame from a payload escaped once; and the
 //!   per-event cost paid once for all connections: the event's JSON (`event_json`), that JSON
 //!   escaped as a string literal (`event_escaped_json`, both), and the escaping alone
-//!   (`escape`).
+//!   (`escape`); and the two texts alone, without the event's clone and drop, written by
+//!   serde_json then the escaper (`serde_json_then_escape`) or in one pass
+//!   (`json_and_literal`, what `Published` does).
 //!
 //! The raw clients find a frame's type with a substring search instead of parsing JSON, so the
 //! client side costs little; everything shares the machine's cores with the server.
@@ -388,6 +390,22 @@ fn wrap(c: &mut Criterion) {
     });
     group.bench_function("escape", |b| {
         b.iter(|| agentvm::channel::codec::escape(&payload))
+    });
+    // The two texts alone, without the event's clone and drop: serde_json then the escaper
+    // (how `Published` wrote them before), against one pass writing both.
+    group.bench_function("serde_json_then_escape", |b| {
+        b.iter(|| {
+            let json =
+                serde_json::to_string(std::hint::black_box(&event)).expect("an event serializes");
+            let literal = agentvm::channel::codec::escape(&json);
+            (json, literal)
+        })
+    });
+    group.bench_function("json_and_literal", |b| {
+        b.iter(|| {
+            agentvm::channel::json_literal::to_json_and_literal(std::hint::black_box(&event), 512)
+                .expect("an event serializes")
+        })
     });
     group.finish();
 }

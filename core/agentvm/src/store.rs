@@ -386,8 +386,9 @@ pub struct ReplayEntry {
     pub cursor: u64,
     /// When it was published, ms (for trimming by age).
     pub timestamp: i64,
-    /// The event, JSON.
-    pub json: Vec<u8>,
+    /// The event, JSON: shared with the bus's copy of the event, so appending it to an
+    /// in-memory log neither copies it nor keeps a second copy.
+    pub json: std::sync::Arc<[u8]>,
 }
 
 /// What deleting a container or image removed, so the caller can stop agents and free disk.

@@ -142,10 +142,8 @@ pub struct Published {
     pub cursor: Option<u64>,
     /// The event.
     pub event: Event,
-    json: OnceLock<String>,
-    /// `json` as a JSON string literal, for the Channel's `__payload` (escaped once, not once
-    /// per connection).
-    escaped: OnceLock<String>,
+    /// Its JSON and that JSON as a string literal, written together on first use.
+    text: OnceLock<EventText>,
     /// Set once the event is in the persisted replay log; until then the ring keeps it.
     persisted: AtomicBool,
 }
@@ -156,33 +154,55 @@ impl Published {
         Published {
             cursor,
             event,
-            json: OnceLock::new(),
-            escaped: OnceLock::new(),
+            text: OnceLock::new(),
             persisted: AtomicBool::new(false),
         }
     }
 
     /// The event's JSON as a JSON string literal (quotes included), computed once.
     pub fn escaped_json(&self) -> &str {
-        self.escaped
-            .get_or_init(|| crate::channel::codec::escape(self.json()))
+        &self.text().literal
     }
 
     /// The event as JSON, serialized once and shared by every subscriber.
     pub fn json(&self) -> &str {
-        self.json.get_or_init(|| {
-            // Sized for a typical event (a delta with its context is ~300 bytes), not
-            // `to_string`'s 128 bytes grown twice.
-            let mut buf = Vec::with_capacity(512);
-            match serde_json::to_writer(&mut buf, &self.event) {
-                Ok(()) => String::from_utf8(buf).unwrap_or_else(|_| String::from("{}")),
+        &self.text().json
+    }
+
+    /// [`json`](Self::json), shared rather than copied (the replay log keeps it).
+    pub fn shared_json(&self) -> Arc<str> {
+        self.text().json.clone()
+    }
+
+    /// Both texts, written in one serialization the first time either is wanted: a
+    /// connection frames the literal and the replay log keeps the JSON, so a delivered event
+    /// needs both, and writing them together costs less than escaping the JSON afterwards.
+    fn text(&self) -> &EventText {
+        self.text.get_or_init(|| {
+            // Sized for a typical event (a delta with its context is ~300 bytes).
+            match crate::channel::json_literal::to_json_and_literal(&self.event, 512) {
+                // The literal is kept as written, not shrunk (a copy); the JSON is shared.
+                Ok((json, literal)) => EventText {
+                    json: json.into(),
+                    literal,
+                },
                 Err(e) => {
                     tracing::error!(error = %e, "serializing an event");
-                    String::from("{}")
+                    EventText {
+                        json: "{}".into(),
+                        literal: "\"{}\"".into(),
+                    }
                 }
             }
         })
     }
+}
+
+/// An event's texts: its JSON and that JSON as a JSON string literal.
+#[derive(Debug)]
+struct EventText {
+    json: Arc<str>,
+    literal: String,
 }
 
 /// One thing a subscription yields.
@@ -990,7 +1010,7 @@ async fn persist_loop(inner: std::sync::Weak<BusInner>, mut rx: mpsc::Receiver<A
                     topic: topic.to_string(),
                     cursor: p.cursor?,
                     timestamp: p.event.timestamp,
-                    json: p.json().as_bytes().to_vec(),
+                    json: p.shared_json().into(),
                 })
             })
             .collect();

@@ -185,7 +185,7 @@ fn replay(topic: &str, cursor: u64, timestamp: i64) -> ReplayEntry {
         topic: topic.into(),
         cursor,
         timestamp,
-        json: format!("{{\"cursor\":{cursor}}}").into_bytes(),
+        json: format!("{{\"cursor\":{cursor}}}").into_bytes().into(),
     }
 }
 
@@ -865,7 +865,7 @@ pub(super) fn append_replay_replaces_an_entry_with_the_same_cursor(store: &dyn S
         .append_replay(&[replay("t", 1, 1), replay("t", 2, 2)])
         .unwrap();
     let mut again = replay("t", 2, 5);
-    again.json = b"{\"again\":true}".to_vec();
+    again.json = b"{\"again\":true}".as_slice().into();
     store.append_replay(&[again.clone()]).unwrap();
     assert_eq!(store.read_replay("t", 1, 10).unwrap(), [again]);
 }

@@ -23,6 +23,9 @@ pub struct MemoryStore {
     scheduler: Arc<MemorySchedulerStore>,
 }
 
+/// One replay-log entry as kept: its timestamp and its event's JSON (shared with the bus).
+type Logged = (i64, Arc<[u8]>);
+
 #[derive(Default)]
 struct Tables {
     containers: BTreeMap<String, ContainerRecord>,
@@ -31,8 +34,8 @@ struct Tables {
     sessions: BTreeMap<String, SessionRecord>,
     /// By session id; a message's sequence number is its index.
     messages: HashMap<String, Vec<Message>>,
-    /// By topic, then cursor: (timestamp, event JSON).
-    replay: BTreeMap<String, BTreeMap<u64, (i64, Vec<u8>)>>,
+    /// By topic, then cursor.
+    replay: BTreeMap<String, BTreeMap<u64, Logged>>,
     /// By topic: the highest cursor trimming removed.
     replay_floors: HashMap<String, u64>,
     /// By hash.
@@ -354,10 +357,12 @@ impl Store for MemoryStore {
     fn append_replay(&self, entries: &[ReplayEntry]) -> Result<()> {
         let mut t = self.tables();
         for e in entries {
-            t.replay
-                .entry(e.topic.clone())
-                .or_default()
-                .insert(e.cursor, (e.timestamp, e.json.clone()));
+            // The topic's log usually exists: look it up before cloning its name.
+            let log = match t.replay.get_mut(&e.topic) {
+                Some(log) => log,
+                None => t.replay.entry(e.topic.clone()).or_default(),
+            };
+            log.insert(e.cursor, (e.timestamp, e.json.clone()));
         }
         Ok(())
     }

@@ -807,7 +807,7 @@ impl Store for PostgresStore {
                         topic: topic.to_string(),
                         cursor: seq(row.try_get(0).at(db)?),
                         timestamp: row.try_get(1).at(db)?,
-                        json: row.try_get(2).at(db)?,
+                        json: row.try_get::<_, Vec<u8>>(2).at(db)?.into(),
                     })
                 })
                 .collect()

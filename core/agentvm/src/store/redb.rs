@@ -806,7 +806,7 @@ fn split_replay(topic: &str, cursor: u64, raw: &[u8]) -> Result<ReplayEntry> {
         topic: topic.to_string(),
         cursor,
         timestamp: i64::from_be_bytes(ts),
-        json: raw[8..].to_vec(),
+        json: raw[8..].into(),
     })
 }
 
