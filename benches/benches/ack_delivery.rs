@@ -103,6 +103,31 @@
 //! also runs the client's receive) and reading and parsing one ack per frame. The 5 µs target
 //! is still missed by about 4 µs. `runtime/1` gains nothing: its publisher wakes on a 1 ms
 //! timer for every delta and that wake-up is counted as the server's.
+//!
+//! Next, `perf record --call-graph dwarf` on `thread/20` put 36% of the runtime threads'
+//! samples in the event's texts (serde_json's JSON, then the escaper over it) and 20% in the
+//! replay persister (copying each event's JSON into its entry, the memory store copying it
+//! again and cloning its topic). Both texts are now written in one serialization
+//! (`channel::json_literal`, strings checked eight bytes at a time; `ws/wrap/json_and_literal`
+//! 0.57–0.74 µs against `ws/wrap/serde_json_then_escape` 1.04–1.41 µs in the same runs), and
+//! the replay log shares the event's JSON instead of copying it. Two alternating runs each
+//! (load ≈ 2): `thread/20` 8.67, 9.56 → 7.31, 7.60 µs of server CPU per frame (publisher
+//! 2.4, 2.8 → 2.1, 2.2 µs; process 19.7, 21.2 → 17.7, 17.8 µs).
+//!
+//! This VM runs in two speeds, hours apart (the client thread's CPU per frame, which no
+//! change here touches, is 5.6 µs in one and 8–9 µs in the other). The runs above are the
+//! slow one. In the fast one, two alternating runs each: `thread/20` 4.65, 4.70 → 4.02,
+//! 4.09 µs (process 11.24, 11.30 → 10.56, 10.81 µs): under the 5 µs target, which the code
+//! before this change also was at that speed.
+//!
+//! Serializing each event eagerly, in `publish`, was tried and dropped: `thread/20` fell to
+//! 4.1–4.6 µs because the work moved to the publisher's thread, which this bench does not
+//! count (publisher 2.0 → 4.1–4.3 µs, process CPU unchanged), and `thread/1` and `runtime/1`,
+//! which count it, did not improve. Moving work out of the measured threads is not a saving.
+//! The rest is spread thin (`perf`, runtime threads): the persister's entry per event (a
+//! topic string, the memory store's B-tree, freeing the ring's old events) ~20%, the kernel's
+//! receive of the acks ~20%, the event's texts and framing ~30%, the subscription's
+//! per-topic cursor map (SipHash of the session id per event) ~5%.
 
 use agentvm_benches::wire::{connect, long_stream_image, subscribe, BenchServer, Ws};
 use agentvm_benches::{text_delta, tokio_runtime, CONTAINER_ID};

@@ -589,6 +589,24 @@ static ESCAPE: [u8; 256] = {
     t
 };
 
+/// Whether any byte of `bytes` needs escaping in a JSON string: eight at a time, the tail
+/// padded with spaces (which need none).
+#[inline]
+pub(crate) fn any_needs_escape(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        if let Ok(word) = <[u8; 8]>::try_from(word) {
+            if needs_escape(u64::from_le_bytes(word)) {
+                return true;
+            }
+        }
+    }
+    let tail = words.remainder();
+    let mut padded = [b' '; 8];
+    padded[..tail.len()].copy_from_slice(tail);
+    needs_escape(u64::from_le_bytes(padded))
+}
+
 /// Whether any of the eight bytes of `w` is a quote, a backslash or a control character.
 fn needs_escape(w: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -711,6 +729,26 @@ mod tests {
             assert_eq!(escape(s), expected, "{s:?}");
             let back: String = serde_json::from_str(&escape(s)).expect("a JSON string");
             assert_eq!(back, s);
+        }
+    }
+
+    #[test]
+    fn any_needs_escape_finds_every_escape_at_every_offset() {
+        let needs = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+        for len in 0..20 {
+            let plain = vec![b'a'; len];
+            assert!(!any_needs_escape(&plain), "{len} plain bytes");
+            for at in 0..len {
+                for b in [b'"', b'\\', 0, 0x1f, b'\n', b' ', 0x7f, 0xc3] {
+                    let mut bytes = plain.clone();
+                    bytes[at] = b;
+                    assert_eq!(
+                        any_needs_escape(&bytes),
+                        needs(b),
+                        "{b:#x} at {at} of {len}"
+                    );
+                }
+            }
         }
     }
 

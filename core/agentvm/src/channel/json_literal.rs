@@ -13,7 +13,7 @@
 //! keys other than strings and integers, serde_json's raw values — is an error, and
 //! [`to_json_and_literal`] then falls back to serde_json and the escaper.
 
-use super::codec::{escape, escape_into};
+use super::codec::{any_needs_escape, escape, escape_into};
 use serde::ser::{self, Serialize};
 use serde_json::ser::{CompactFormatter, Formatter};
 use serde_json::Error;
@@ -71,15 +71,23 @@ impl Out {
     /// `s` as a JSON string in the JSON, and that string escaped again in the literal.
     #[inline]
     fn string(&mut self, s: &str) {
+        let bytes = s.as_bytes();
+        if !any_needs_escape(bytes) {
+            // The usual case (names, ids, most text): copied as is into both.
+            self.json.reserve(bytes.len() + 2);
+            self.json.push(b'"');
+            self.json.extend_from_slice(bytes);
+            self.json.push(b'"');
+            self.literal.reserve(bytes.len() + 4);
+            self.literal.extend_from_slice(b"\\\"");
+            self.literal.extend_from_slice(bytes);
+            self.literal.extend_from_slice(b"\\\"");
+            return;
+        }
         self.quote();
         let start = self.json.len();
-        escape_into(&mut self.json, s.as_bytes());
-        if self.json.len() - start == s.len() {
-            // Nothing needed escaping, so nothing does in the literal either.
-            self.literal.extend_from_slice(s.as_bytes());
-        } else {
-            escape_into(&mut self.literal, &self.json[start..]);
-        }
+        escape_into(&mut self.json, bytes);
+        escape_into(&mut self.literal, &self.json[start..]);
         self.quote();
     }
 

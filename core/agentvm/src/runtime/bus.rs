@@ -178,23 +178,7 @@ impl Published {
     /// connection frames the literal and the replay log keeps the JSON, so a delivered event
     /// needs both, and writing them together costs less than escaping the JSON afterwards.
     fn text(&self) -> &EventText {
-        self.text.get_or_init(|| {
-            // Sized for a typical event (a delta with its context is ~300 bytes).
-            match crate::channel::json_literal::to_json_and_literal(&self.event, 512) {
-                // The literal is kept as written, not shrunk (a copy); the JSON is shared.
-                Ok((json, literal)) => EventText {
-                    json: json.into(),
-                    literal,
-                },
-                Err(e) => {
-                    tracing::error!(error = %e, "serializing an event");
-                    EventText {
-                        json: "{}".into(),
-                        literal: "\"{}\"".into(),
-                    }
-                }
-            }
-        })
+        self.text.get_or_init(|| EventText::of(&self.event))
     }
 }
 
@@ -203,6 +187,26 @@ impl Published {
 struct EventText {
     json: Arc<str>,
     literal: String,
+}
+
+impl EventText {
+    fn of(event: &Event) -> Self {
+        // Sized for a typical event (a delta with its context is ~300 bytes).
+        match crate::channel::json_literal::to_json_and_literal(event, 512) {
+            // The literal is kept as written, not shrunk (a copy); the JSON is shared.
+            Ok((json, literal)) => EventText {
+                json: json.into(),
+                literal,
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "serializing an event");
+                EventText {
+                    json: "{}".into(),
+                    literal: "\"{}\"".into(),
+                }
+            }
+        }
+    }
 }
 
 /// One thing a subscription yields.
