@@ -258,7 +258,8 @@ impl Scheduler {
         stdin: Option<Vec<u8>>,
         limit: usize,
     ) -> Result<UserRun> {
-        let sandbox = self.ready_sandbox(sandbox_id).await?;
+        // Held until this returns: no pause or end interleaves with it.
+        let (sandbox, _held) = self.ready_held(sandbox_id).await?;
         let engine = self.engine(&sandbox.node_id).await?;
         let node_id = sandbox.node_id.clone();
         let target = sandbox

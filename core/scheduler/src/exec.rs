@@ -232,7 +232,8 @@ impl Scheduler {
             .max_output_bytes
             .unwrap_or(usize::MAX)
             .min(self.inner.config.max_output_bytes);
-        let sandbox = self.ready_sandbox(sandbox_id).await?;
+        // Held until this returns: no pause or end interleaves with it.
+        let (sandbox, _held) = self.ready_held(sandbox_id).await?;
         let container = sandbox
             .docker_container_id
             .clone()
@@ -391,7 +392,8 @@ impl Scheduler {
     /// and its process group. Returns how many were found. Agents' tool calls end with it, so
     /// a call leaves nothing running in the sandbox.
     pub async fn reap_exec(&self, sandbox_id: &str, exec_id: &str) -> Result<usize> {
-        let sandbox = self.ready_sandbox(sandbox_id).await?;
+        // Held until this returns: no pause or end interleaves with it.
+        let (sandbox, _held) = self.ready_held(sandbox_id).await?;
         let engine = self.engine(&sandbox.node_id).await?;
         let target = sandbox
             .docker_container_id

@@ -78,7 +78,8 @@ impl Scheduler {
                 self.inner.config.max_file_bytes
             )));
         }
-        let sandbox = self.ready_sandbox(sandbox_id).await?;
+        // Held until this returns: no pause or end interleaves with it.
+        let (sandbox, _held) = self.ready_held(sandbox_id).await?;
         let path = absolute(&sandbox.workdir, path)?;
         let (dir, name) = split(&path)?;
         let mut header = tar::Header::new_gnu();
@@ -109,7 +110,8 @@ impl Scheduler {
 
     /// Reads the regular file at `path`.
     pub async fn read_file(&self, sandbox_id: &str, path: &str) -> Result<Vec<u8>> {
-        let sandbox = self.ready_sandbox(sandbox_id).await?;
+        // Held until this returns: no pause or end interleaves with it.
+        let (sandbox, _held) = self.ready_held(sandbox_id).await?;
         let path = absolute(&sandbox.workdir, path)?;
         let tarball = self.download(&sandbox, &path).await?;
         let mut archive = tar::Archive::new(std::io::Cursor::new(tarball));
@@ -149,7 +151,8 @@ impl Scheduler {
 
     /// Lists one level of the directory at `path`, by name.
     pub async fn list_files(&self, sandbox_id: &str, path: &str) -> Result<Vec<FileEntry>> {
-        let sandbox = self.ready_sandbox(sandbox_id).await?;
+        // Held until this returns: no pause or end interleaves with it.
+        let (sandbox, _held) = self.ready_held(sandbox_id).await?;
         let path = absolute(&sandbox.workdir, path)?;
         let tarball = self.download(&sandbox, &path).await?;
         let mut archive = tar::Archive::new(std::io::Cursor::new(tarball));
@@ -199,7 +202,8 @@ impl Scheduler {
     /// then with everything in it. Runs `rm` inside the sandbox as its user, so it can delete
     /// exactly what its commands could.
     pub async fn delete_file(&self, sandbox_id: &str, path: &str, recursive: bool) -> Result<()> {
-        let sandbox = self.ready_sandbox(sandbox_id).await?;
+        // Held until this returns: no pause or end interleaves with it.
+        let (sandbox, _held) = self.ready_held(sandbox_id).await?;
         let path = absolute(&sandbox.workdir, path)?;
         if path == "/" {
             return Err(Error::invalid("refusing to delete /"));

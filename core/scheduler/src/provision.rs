@@ -575,6 +575,37 @@ impl Scheduler {
         );
     }
 
+    /// [`ready_sandbox`](Self::ready_sandbox), returned with the sandbox's lifecycle lock
+    /// held: no pause, resume or end starts until the guard drops. For what a pause in the
+    /// middle would break — an exec being created and started (Docker refuses to start one in
+    /// a paused container, and one just started would be frozen with it), a file transfer.
+    /// A sandbox paused while this waited for the lock is resumed again.
+    pub(crate) async fn ready_held(
+        &self,
+        id: &str,
+    ) -> Result<(Sandbox, tokio::sync::OwnedMutexGuard<()>)> {
+        for _ in 0..3 {
+            self.ready_sandbox(id).await?;
+            let lifecycle = lock(&self.inner.live).get(id).map(|l| l.lifecycle.clone());
+            let Some(lifecycle) = lifecycle else {
+                return Err(Error::Conflict(format!("sandbox {id} has ended")));
+            };
+            let held = lifecycle.lock_owned().await;
+            let live = lock(&self.inner.live).get(id).map(|l| l.record.clone());
+            match live {
+                Some(record) if record.status == SandboxStatus::Running => {
+                    return Ok((record, held))
+                }
+                // Paused (or ending) while this waited for the lock: round again.
+                Some(_) => continue,
+                None => return Err(Error::Conflict(format!("sandbox {id} has ended"))),
+            }
+        }
+        Err(Error::Conflict(format!(
+            "sandbox {id} was paused again each time it was resumed; try again"
+        )))
+    }
+
     /// Waits until a sandbox is running (or fails clearly), resuming it when it is paused,
     /// and marks it active.
     pub(crate) async fn ready_sandbox(&self, id: &str) -> Result<Sandbox> {

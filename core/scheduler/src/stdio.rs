@@ -107,7 +107,8 @@ impl Scheduler {
                 )));
             }
         }
-        let sandbox = self.ready_sandbox(sandbox_id).await?;
+        // Held until this returns: no pause or end interleaves with it.
+        let (sandbox, _held) = self.ready_held(sandbox_id).await?;
         let container = sandbox
             .docker_container_id
             .clone()

@@ -121,7 +121,8 @@ impl Scheduler {
             }
             None => new_id("term"),
         };
-        let sandbox = self.ready_sandbox(sandbox_id).await?;
+        // Held until this returns: no pause or end interleaves with it.
+        let (sandbox, _held) = self.ready_held(sandbox_id).await?;
         let mut reservation = Reservation {
             scheduler: self,
             id: None,

@@ -513,3 +513,43 @@ fn allowlisted(id: &str) -> TemplateSpec {
     };
     spec
 }
+
+#[tokio::test]
+async fn an_exec_arriving_while_its_sandbox_is_being_paused_waits_and_resumes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Pausing takes the engine 50 ms, and so does the gap between creating an exec and
+    // starting it (Docker refuses to start one in a container paused in between).
+    let sim = Arc::new(SimulatedConnector::new(
+        Latencies {
+            request: std::time::Duration::from_millis(50),
+            ..Latencies::none()
+        },
+        8.0,
+        16_384,
+        vec![IMAGE.to_string()],
+    ));
+    let s = open(&sim, store(&dir)).await;
+    with_node_and_template(&s).await;
+    let sb = s
+        .create_sandbox(SandboxRequest::new("b"))
+        .await
+        .expect("create");
+    for round in 0..3 {
+        let pausing = {
+            let (s, id) = (s.clone(), sb.id.clone());
+            tokio::spawn(async move { s.pause_sandbox(&id).await })
+        };
+        // 10 ms into the pause the sandbox still reads as running; without waiting for the
+        // pause, the exec would be created before the container froze and refused at start.
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let run = s
+            .exec_collect(&sb.id, ExecRequest::shell(format!("echo {round}")))
+            .await
+            .expect("the exec waits out the pause, then resumes the sandbox");
+        assert_eq!((run.stdout, run.exit_code), (format!("{round}\n"), Some(0)));
+        let paused = pausing.await.expect("the pause task").expect("the pause");
+        assert_eq!(paused.status, SandboxStatus::Paused);
+        let now = s.get_sandbox(&sb.id).await.expect("get").expect("sandbox");
+        assert_eq!(now.status, SandboxStatus::Running, "round {round}");
+    }
+}

@@ -27,7 +27,8 @@ use std::time::Duration;
 /// How long each kind of request takes. The defaults are a Docker engine on a quiet host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Latencies {
-    /// Pings, inspections, lists, network requests, pause and unpause.
+    /// Pings, inspections, lists, network requests, pause and unpause, and the gap between
+    /// creating an exec and starting it.
     pub request: Duration,
     /// Creating a container.
     pub create: Duration,
@@ -212,6 +213,24 @@ impl SimulatedEngine {
                 self.node_id
             ),
         }
+    }
+
+    /// A conflict unless `container` is running, as Docker refuses an exec in a paused one.
+    fn refuse_unless_running(&self, container: &str, doing: &str) -> Result<()> {
+        let all = lock(&self.containers);
+        let key = self
+            .find(&all, container)
+            .ok_or_else(|| self.missing(container, doing))?;
+        if all.get(&key).map(|c| c.state) != Some(RunState::Running) {
+            return Err(Error::Remote {
+                kind: crate::error::ErrorKind::Conflict,
+                message: format!(
+                    "simulated node {} refused {doing}: container {container} is not running",
+                    self.node_id
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn set_state(&self, container: &str, from: RunState, to: RunState, doing: &str) -> Result<()> {
@@ -461,21 +480,11 @@ impl Engine for SimulatedEngine {
 
     async fn exec(&self, container: &str, spec: ExecSpec) -> Result<ExecIo> {
         let doing = format!("creating {}", spec.what);
-        {
-            let all = lock(&self.containers);
-            let key = self
-                .find(&all, container)
-                .ok_or_else(|| self.missing(container, &doing))?;
-            if all.get(&key).map(|c| c.state) != Some(RunState::Running) {
-                return Err(Error::Remote {
-                    kind: crate::error::ErrorKind::Conflict,
-                    message: format!(
-                        "simulated node {} refused {doing}: container {container} is not running",
-                        self.node_id
-                    ),
-                });
-            }
-        }
+        self.refuse_unless_running(container, &doing)?;
+        // Docker creates an exec, then starts it in a second request, and refuses to start
+        // one in a container paused in between.
+        self.wait(self.latencies.request, &doing).await?;
+        self.refuse_unless_running(container, &format!("starting {}", spec.what))?;
         self.wait(self.latencies.exec, &doing).await?;
         let script = spec.argv.last().map(String::as_str).unwrap_or("");
         let out = if script.trim() == "id -u; id -g" {
