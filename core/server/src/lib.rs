@@ -67,6 +67,10 @@ pub enum AuthMode {
     Disabled,
 }
 
+/// The longest [`ServerConfig::event_coalesce`]: each event of a busy stream may wait this
+/// long before it is written, so a longer window would make a stream visibly stutter.
+pub const MAX_EVENT_COALESCE: Duration = Duration::from_secs(1);
+
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -96,7 +100,8 @@ pub struct ServerConfig {
     /// goes out in one write: a fast stream costs one write (and one read of its acks) per
     /// window instead of per event. The first event after a quiet spell of this long is
     /// written at once, so only events of a busy stream wait, each at most this long. Zero
-    /// writes each event (or each burst already queued) as soon as it arrives.
+    /// writes each event (or each burst already queued) as soon as it arrives. At most
+    /// [`MAX_EVENT_COALESCE`]; a longer one is cut to it.
     pub event_coalesce: Duration,
     /// Session and sandbox topics one WebSocket connection may have joined at once.
     pub max_subscriptions: usize,
@@ -321,7 +326,16 @@ impl std::fmt::Debug for ServerManager {
 
 impl ServerManager {
     /// A server for `vm`. Nothing listens until [`ServerManager::listen`].
-    pub fn new(vm: AgentVm, config: ServerConfig) -> Self {
+    pub fn new(vm: AgentVm, mut config: ServerConfig) -> Self {
+        if config.event_coalesce > MAX_EVENT_COALESCE {
+            tracing::warn!(
+                asked_ms = config.event_coalesce.as_millis() as u64,
+                max_ms = MAX_EVENT_COALESCE.as_millis() as u64,
+                "event_coalesce is cut to its maximum: a longer window would hold every event \
+                 of a busy stream that long"
+            );
+            config.event_coalesce = MAX_EVENT_COALESCE;
+        }
         let (shutdown_tx, shutdown) = watch::channel(false);
         let config_max_sockets = config
             .max_connections
@@ -483,5 +497,33 @@ impl ServerManager {
         if let Some(task) = self.task.lock().await.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_event_coalesce_window_past_its_maximum_is_cut_to_it() {
+        let vm = AgentVm::builder()
+            .open()
+            .await
+            .expect("an in-memory runtime");
+        let long = ServerConfig {
+            event_coalesce: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let server = ServerManager::new(vm.clone(), long);
+        assert_eq!(server.state.config.event_coalesce, MAX_EVENT_COALESCE);
+        let short = ServerConfig {
+            event_coalesce: Duration::from_millis(200),
+            ..Default::default()
+        };
+        let server = ServerManager::new(vm, short);
+        assert_eq!(
+            server.state.config.event_coalesce,
+            Duration::from_millis(200)
+        );
     }
 }

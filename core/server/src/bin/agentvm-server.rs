@@ -523,6 +523,19 @@ fn channel_url(url: &str) -> String {
     }
 }
 
+/// `event_coalesce_ms` from the config file, refused above its maximum.
+fn event_coalesce(ms: u64) -> Result<Duration, String> {
+    let max = agentvm_server::MAX_EVENT_COALESCE;
+    if ms > max.as_millis() as u64 {
+        return Err(format!(
+            "event_coalesce_ms = {ms}: at most {} (each event of a busy stream may wait that \
+             long; 2 is the default, 0 turns it off)",
+            max.as_millis()
+        ));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let file: FileConfig = match &args.config {
         Some(path) => {
@@ -654,7 +667,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         config.ack_read_delay = Duration::from_millis(v);
     }
     if let Some(v) = file.event_coalesce_ms {
-        config.event_coalesce = Duration::from_millis(v);
+        config.event_coalesce = event_coalesce(v)?;
     }
     if let Some(v) = file.max_subscriptions {
         config.max_subscriptions = v;
@@ -1004,6 +1017,17 @@ mod tests {
             Some(agentvm::llm::config::DEFAULT_MODEL)
         );
         assert!(file.cluster.is_none(), "the example leaves the cluster off");
+    }
+
+    #[test]
+    fn an_event_coalesce_window_past_its_maximum_is_refused_saying_why() {
+        assert_eq!(event_coalesce(0), Ok(Duration::ZERO));
+        assert_eq!(event_coalesce(1000), Ok(Duration::from_secs(1)));
+        let e = event_coalesce(60_000).expect_err("a minute is refused");
+        assert!(
+            e.starts_with("event_coalesce_ms = 60000: at most 1000"),
+            "{e}"
+        );
     }
 
     #[test]
