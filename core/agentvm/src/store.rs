@@ -169,6 +169,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Entries are not tied to a session record, but deleting a session deletes its topic.
     fn append_replay(&self, entries: &[ReplayEntry]) -> Result<()>;
 
+    /// [`append_replay`](Self::append_replay), after which a store that can do it cheaply
+    /// drops each written topic's entries beyond its newest `keep` at once, raising the
+    /// topic's [`replay_floor`](Self::replay_floor) as [`trim_replay`](Self::trim_replay)
+    /// does. The in-memory store does, so its log (which lives in RAM) never holds more than
+    /// `keep` entries per topic; the others keep everything until the next `trim_replay`.
+    fn append_replay_capped(&self, entries: &[ReplayEntry], keep: usize) -> Result<()> {
+        let _ = keep;
+        self.append_replay(entries)
+    }
+
     /// Whether this store's calls return without I/O (an in-memory store), so a caller on an
     /// async task may make them there instead of handing them to the blocking pool (a thread
     /// wake-up each way). False unless a backend says otherwise.

@@ -1022,7 +1022,7 @@ async fn persist_loop(inner: std::sync::Weak<BusInner>, mut rx: mpsc::Receiver<A
         let keep = bus.config.replay_max_events;
         let min_ts = crate::model::now_ms() - bus.config.replay_max_age.as_millis() as i64;
         let write = move || {
-            store.append_replay(&entries)?;
+            store.append_replay_capped(&entries, keep)?;
             if trim {
                 store.trim_replay(keep, min_ts)?;
             }
@@ -1224,6 +1224,41 @@ mod tests {
             .unwrap();
         assert_eq!(after_trimmed.unreplayable(), Vec::<String>::new());
         assert_eq!(after_trimmed.trimmed(), Vec::<String>::new());
+    }
+
+    /// An in-memory log lives in RAM: it is held to `replay_max_events` per topic as it is
+    /// written, not once a minute, and what it dropped is reported like a trim.
+    #[tokio::test]
+    async fn an_in_memory_log_never_holds_more_than_its_cap() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
+        let bus = Bus::new(
+            BusConfig {
+                ring_capacity: 1,
+                replay_max_events: 3,
+                ..Default::default()
+            },
+            Some(store.clone()),
+        )
+        .unwrap();
+        let cursors: Vec<u64> = (0..10)
+            .filter_map(|i| bus.publish(delta("s1", &i.to_string())).cursor)
+            .collect();
+        bus.flush().await;
+        let kept: Vec<u64> = store
+            .read_replay("s1", 0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.cursor)
+            .collect();
+        assert_eq!(kept, cursors[7..]);
+        assert_eq!(store.replay_floor("s1").unwrap(), cursors[6]);
+        let from_start = bus
+            .subscribe(EventFilter {
+                sessions: vec![("s1".into(), Some(0))],
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(from_start.trimmed(), vec!["s1".to_string()]);
     }
 
     fn text(item: BusItem) -> String {

@@ -79,6 +79,7 @@ macro_rules! store_conformance_tests {
                 trim_replay_by_count_keeps_the_newest_per_topic,
                 trim_replay_by_age_drops_older_entries,
                 trimming_raises_each_topics_replay_floor,
+                a_capped_append_keeps_the_newest_and_raises_the_floor,
                 tokens_put_find_list_and_revoke,
                 scheduler_instance_is_stable_and_shared,
                 scheduler_nodes_put_get_list_delete,
@@ -938,6 +939,35 @@ pub(super) fn trimming_raises_each_topics_replay_floor(store: &dyn Store) {
         "a no-op trim keeps the floor"
     );
     assert_eq!(store.replay_floor("nope").unwrap(), 0);
+}
+
+/// A capped append keeps at least the newest `keep` of each topic; whatever a store drops at
+/// once is older than what it keeps and is behind the topic's floor, and `trim_replay` then
+/// leaves every store in the same state.
+pub(super) fn a_capped_append_keeps_the_newest_and_raises_the_floor(store: &dyn Store) {
+    let t: Vec<ReplayEntry> = (1..=6).map(|c| replay("t", c, 100)).collect();
+    store.append_replay_capped(&t, 4).unwrap();
+    store
+        .append_replay_capped(&[replay("t", 7, 100), replay("u", 30, 100)], 4)
+        .unwrap();
+    for (topic, newest) in [("t", vec![4, 5, 6, 7]), ("u", vec![30])] {
+        let kept = cursors(store, topic);
+        assert!(kept.ends_with(&newest), "{topic}: {kept:?}");
+        let floor = store.replay_floor(topic).unwrap();
+        let first = kept.first().copied().unwrap_or(u64::MAX);
+        assert!(floor < first, "{topic}: floor {floor} hides {first}");
+        if topic == "t" && kept.len() < 7 {
+            assert_eq!(floor, first - 1, "what was dropped is behind the floor");
+        }
+    }
+    if store.is_in_memory() {
+        assert_eq!(cursors(store, "t"), [4, 5, 6, 7], "held to its cap");
+        assert_eq!(store.replay_floor("t").unwrap(), 3);
+    }
+    store.trim_replay(4, 0).unwrap();
+    assert_eq!(cursors(store, "t"), [4, 5, 6, 7]);
+    assert_eq!(store.replay_floor("t").unwrap(), 3);
+    assert_eq!(store.replay_floor("u").unwrap(), 0, "u kept everything");
 }
 
 // ----- tokens -----

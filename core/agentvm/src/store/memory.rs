@@ -355,7 +355,12 @@ impl Store for MemoryStore {
     }
 
     fn append_replay(&self, entries: &[ReplayEntry]) -> Result<()> {
+        self.append_replay_capped(entries, usize::MAX)
+    }
+
+    fn append_replay_capped(&self, entries: &[ReplayEntry], keep: usize) -> Result<()> {
         let mut t = self.tables();
+        let t = &mut *t;
         for e in entries {
             // The topic's log usually exists: look it up before cloning its name.
             let log = match t.replay.get_mut(&e.topic) {
@@ -363,6 +368,19 @@ impl Store for MemoryStore {
                 None => t.replay.entry(e.topic.clone()).or_default(),
             };
             log.insert(e.cursor, (e.timestamp, e.json.clone()));
+            // Held to `keep` as it is written: dropping the oldest now reuses their memory
+            // for the next events instead of growing the heap until the next trim.
+            let mut dropped = None;
+            while log.len() > keep {
+                dropped = log.pop_first().map(|(cursor, _)| cursor).or(dropped);
+            }
+            if let Some(highest) = dropped {
+                let floor = match t.replay_floors.get_mut(&e.topic) {
+                    Some(floor) => floor,
+                    None => t.replay_floors.entry(e.topic.clone()).or_default(),
+                };
+                *floor = (*floor).max(highest);
+            }
         }
         Ok(())
     }
