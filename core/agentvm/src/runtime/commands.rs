@@ -13,6 +13,8 @@ use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::model::*;
 use crate::store::Store;
+use futures::future::BoxFuture;
+use std::future::Future;
 use std::sync::Arc;
 
 mod agent;
@@ -185,162 +187,188 @@ impl AgentVm {
     }
 
     /// Runs one command within `scope`.
-    pub(crate) async fn handle(&self, command: Command, scope: &Scope) -> Result<Response> {
-        Ok(match command {
+    ///
+    /// Each command's handler future is boxed on its own, at its own size. Awaited in place,
+    /// the handlers would make this future as large as the largest of them (several KB, the
+    /// long-running ones): allocated and copied whole for every request, an `image_get` as
+    /// much as a `message_send`.
+    pub(crate) fn handle<'a>(
+        &'a self,
+        command: Command,
+        scope: &'a Scope,
+    ) -> BoxFuture<'a, Result<Response>> {
+        match command {
             Command::ContainerCreate(r) => {
-                Response::ContainerCreate(self.container_create(r, scope).await?)
+                run(self.container_create(r, scope), Response::ContainerCreate)
             }
-            Command::ContainerGet(r) => Response::ContainerGet(self.container_get(r, scope).await?),
+            Command::ContainerGet(r) => run(self.container_get(r, scope), Response::ContainerGet),
             Command::ContainerList(r) => {
-                Response::ContainerList(self.container_list(r, scope).await?)
+                run(self.container_list(r, scope), Response::ContainerList)
             }
             Command::ContainerDelete(r) => {
-                Response::ContainerDelete(self.container_delete(r, scope).await?)
+                run(self.container_delete(r, scope), Response::ContainerDelete)
             }
-            Command::ImageCreate(r) => Response::ImageCreate(self.image_create(r, scope).await?),
-            Command::ImageBuild(r) => Response::ImageBuild(self.image_build(r, scope).await?),
-            Command::ImageGet(r) => Response::ImageGet(self.image_get(r, scope).await?),
-            Command::ImageList(r) => Response::ImageList(self.image_list(r, scope).await?),
-            Command::ImageUpdate(r) => Response::ImageUpdate(self.image_update(r, scope).await?),
-            Command::ImageDelete(r) => Response::ImageDelete(self.image_delete(r, scope).await?),
-            Command::ImageRun(r) => Response::ImageRun(self.image_run(r, scope).await?),
-            Command::ImageStop(r) => Response::ImageStop(self.image_stop(r, scope).await?),
+            Command::ImageCreate(r) => run(self.image_create(r, scope), Response::ImageCreate),
+            Command::ImageBuild(r) => run(self.image_build(r, scope), Response::ImageBuild),
+            Command::ImageGet(r) => run(self.image_get(r, scope), Response::ImageGet),
+            Command::ImageList(r) => run(self.image_list(r, scope), Response::ImageList),
+            Command::ImageUpdate(r) => run(self.image_update(r, scope), Response::ImageUpdate),
+            Command::ImageDelete(r) => run(self.image_delete(r, scope), Response::ImageDelete),
+            Command::ImageRun(r) => run(self.image_run(r, scope), Response::ImageRun),
+            Command::ImageStop(r) => run(self.image_stop(r, scope), Response::ImageStop),
             Command::ImageMessages(r) => {
-                Response::ImageMessages(self.image_messages(r, scope).await?)
+                run(self.image_messages(r, scope), Response::ImageMessages)
             }
-            Command::MessageSend(r) => Response::MessageSend(self.message_send(r, scope).await?),
+            Command::MessageSend(r) => run(self.message_send(r, scope), Response::MessageSend),
             Command::AgentInterrupt(r) => {
-                Response::AgentInterrupt(self.agent_interrupt(r, scope).await?)
+                run(self.agent_interrupt(r, scope), Response::AgentInterrupt)
             }
-            Command::AgentGet(r) => Response::AgentGet(self.agent_get(r, scope).await?),
-            Command::AgentList(r) => Response::AgentList(self.agent_list(r, scope).await?),
-            Command::AgentDestroy(r) => Response::AgentDestroy(self.agent_destroy(r, scope).await?),
+            Command::AgentGet(r) => run(self.agent_get(r, scope), Response::AgentGet),
+            Command::AgentList(r) => run(self.agent_list(r, scope), Response::AgentList),
+            Command::AgentDestroy(r) => run(self.agent_destroy(r, scope), Response::AgentDestroy),
             Command::AgentDestroyAll(r) => {
-                Response::AgentDestroyAll(self.agent_destroy_all(r, scope).await?)
+                run(self.agent_destroy_all(r, scope), Response::AgentDestroyAll)
             }
             Command::DefinitionList(r) => {
-                Response::DefinitionList(self.definition_list(r, scope).await?)
+                run(self.definition_list(r, scope), Response::DefinitionList)
             }
             Command::DefinitionGet(r) => {
-                Response::DefinitionGet(self.definition_get(r, scope).await?)
+                run(self.definition_get(r, scope), Response::DefinitionGet)
             }
-            Command::DefinitionRegister(r) => {
-                Response::DefinitionRegister(self.definition_register(r, scope).await?)
-            }
+            Command::DefinitionRegister(r) => run(
+                self.definition_register(r, scope),
+                Response::DefinitionRegister,
+            ),
             Command::SessionCreate(r) => {
-                Response::SessionCreate(self.session_create(r, scope).await?)
+                run(self.session_create(r, scope), Response::SessionCreate)
             }
-            Command::SessionList(r) => Response::SessionList(self.session_list(r, scope).await?),
-            Command::SessionGet(r) => Response::SessionGet(self.session_get(r, scope).await?),
+            Command::SessionList(r) => run(self.session_list(r, scope), Response::SessionList),
+            Command::SessionGet(r) => run(self.session_get(r, scope), Response::SessionGet),
             Command::SessionUpdate(r) => {
-                Response::SessionUpdate(self.session_update(r, scope).await?)
+                run(self.session_update(r, scope), Response::SessionUpdate)
             }
             Command::SessionDelete(r) => {
-                Response::SessionDelete(self.session_delete(r, scope).await?)
+                run(self.session_delete(r, scope), Response::SessionDelete)
             }
             Command::SessionResume(r) => {
-                Response::SessionResume(self.session_resume(r, scope).await?)
+                run(self.session_resume(r, scope), Response::SessionResume)
             }
             Command::SessionMessages(r) => {
-                Response::SessionMessages(self.session_messages(r, scope).await?)
+                run(self.session_messages(r, scope), Response::SessionMessages)
             }
             // The scheduler and token families: commands/{node,template,sandbox,token}.rs.
-            Command::NodeRegister(r) => Response::NodeRegister(self.node_register(scope, r).await?),
+            Command::NodeRegister(r) => run(self.node_register(scope, r), Response::NodeRegister),
             Command::NodeHeartbeat(r) => {
-                Response::NodeHeartbeat(self.node_heartbeat(scope, r).await?)
+                run(self.node_heartbeat(scope, r), Response::NodeHeartbeat)
             }
-            Command::NodeList(r) => Response::NodeList(self.node_list(scope, r).await?),
-            Command::NodeGet(r) => Response::NodeGet(self.node_get(scope, r).await?),
-            Command::NodeUpdate(r) => Response::NodeUpdate(self.node_update(scope, r).await?),
-            Command::NodeDelete(r) => Response::NodeDelete(self.node_delete(scope, r).await?),
+            Command::NodeList(r) => run(self.node_list(scope, r), Response::NodeList),
+            Command::NodeGet(r) => run(self.node_get(scope, r), Response::NodeGet),
+            Command::NodeUpdate(r) => run(self.node_update(scope, r), Response::NodeUpdate),
+            Command::NodeDelete(r) => run(self.node_delete(scope, r), Response::NodeDelete),
             Command::TemplateCreate(r) => {
-                Response::TemplateCreate(self.template_create(scope, r).await?)
+                run(self.template_create(scope, r), Response::TemplateCreate)
             }
-            Command::TemplateGet(r) => Response::TemplateGet(self.template_get(scope, r).await?),
-            Command::TemplateList(r) => Response::TemplateList(self.template_list(scope, r).await?),
+            Command::TemplateGet(r) => run(self.template_get(scope, r), Response::TemplateGet),
+            Command::TemplateList(r) => run(self.template_list(scope, r), Response::TemplateList),
             Command::TemplateUpdate(r) => {
-                Response::TemplateUpdate(self.template_update(scope, r).await?)
+                run(self.template_update(scope, r), Response::TemplateUpdate)
             }
             Command::TemplateDelete(r) => {
-                Response::TemplateDelete(self.template_delete(scope, r).await?)
+                run(self.template_delete(scope, r), Response::TemplateDelete)
             }
             Command::SandboxCreate(r) => {
-                Response::SandboxCreate(self.sandbox_create(scope, r).await?)
+                run(self.sandbox_create(scope, r), Response::SandboxCreate)
             }
-            Command::SandboxGet(r) => Response::SandboxGet(self.sandbox_get(scope, r).await?),
-            Command::SandboxList(r) => Response::SandboxList(self.sandbox_list(scope, r).await?),
-            Command::SandboxPause(r) => Response::SandboxPause(self.sandbox_pause(scope, r).await?),
+            Command::SandboxGet(r) => run(self.sandbox_get(scope, r), Response::SandboxGet),
+            Command::SandboxList(r) => run(self.sandbox_list(scope, r), Response::SandboxList),
+            Command::SandboxPause(r) => run(self.sandbox_pause(scope, r), Response::SandboxPause),
             Command::SandboxResume(r) => {
-                Response::SandboxResume(self.sandbox_resume(scope, r).await?)
+                run(self.sandbox_resume(scope, r), Response::SandboxResume)
             }
             Command::SandboxExtend(r) => {
-                Response::SandboxExtend(self.sandbox_extend(scope, r).await?)
+                run(self.sandbox_extend(scope, r), Response::SandboxExtend)
             }
             Command::SandboxSnapshot(r) => {
-                Response::SandboxSnapshot(self.sandbox_snapshot(scope, r).await?)
+                run(self.sandbox_snapshot(scope, r), Response::SandboxSnapshot)
             }
-            Command::SandboxUsage(r) => Response::SandboxUsage(self.sandbox_usage(scope, r).await?),
-            Command::SandboxPort(r) => Response::SandboxPort(self.sandbox_port(scope, r).await?),
+            Command::SandboxUsage(r) => run(self.sandbox_usage(scope, r), Response::SandboxUsage),
+            Command::SandboxPort(r) => run(self.sandbox_port(scope, r), Response::SandboxPort),
             Command::WebhookCreate(r) => {
-                Response::WebhookCreate(self.webhook_create(scope, r).await?)
+                run(self.webhook_create(scope, r), Response::WebhookCreate)
             }
-            Command::WebhookList(r) => Response::WebhookList(self.webhook_list(scope, r).await?),
+            Command::WebhookList(r) => run(self.webhook_list(scope, r), Response::WebhookList),
             Command::WebhookDelete(r) => {
-                Response::WebhookDelete(self.webhook_delete(scope, r).await?)
+                run(self.webhook_delete(scope, r), Response::WebhookDelete)
             }
-            Command::WebhookDeliveries(r) => {
-                Response::WebhookDeliveries(self.webhook_deliveries(scope, r).await?)
-            }
+            Command::WebhookDeliveries(r) => run(
+                self.webhook_deliveries(scope, r),
+                Response::WebhookDeliveries,
+            ),
             Command::SandboxTerminate(r) => {
-                Response::SandboxTerminate(self.sandbox_terminate(scope, r).await?)
+                run(self.sandbox_terminate(scope, r), Response::SandboxTerminate)
             }
             Command::SandboxDelete(r) => {
-                Response::SandboxDelete(self.sandbox_delete(scope, r).await?)
+                run(self.sandbox_delete(scope, r), Response::SandboxDelete)
             }
-            Command::SandboxExec(r) => Response::SandboxExec(self.sandbox_exec(scope, r).await?),
-            Command::SandboxExecCancel(r) => {
-                Response::SandboxExecCancel(self.sandbox_exec_cancel(scope, r).await?)
-            }
-            Command::SandboxTerminalOpen(r) => {
-                Response::SandboxTerminalOpen(self.sandbox_terminal_open(scope, r).await?)
-            }
-            Command::SandboxTerminalInput(r) => {
-                Response::SandboxTerminalInput(self.sandbox_terminal_input(scope, r).await?)
-            }
-            Command::SandboxTerminalResize(r) => {
-                Response::SandboxTerminalResize(self.sandbox_terminal_resize(scope, r).await?)
-            }
-            Command::SandboxTerminalClose(r) => {
-                Response::SandboxTerminalClose(self.sandbox_terminal_close(scope, r).await?)
-            }
-            Command::ExecutionGet(r) => Response::ExecutionGet(self.execution_get(scope, r).await?),
+            Command::SandboxExec(r) => run(self.sandbox_exec(scope, r), Response::SandboxExec),
+            Command::SandboxExecCancel(r) => run(
+                self.sandbox_exec_cancel(scope, r),
+                Response::SandboxExecCancel,
+            ),
+            Command::SandboxTerminalOpen(r) => run(
+                self.sandbox_terminal_open(scope, r),
+                Response::SandboxTerminalOpen,
+            ),
+            Command::SandboxTerminalInput(r) => run(
+                self.sandbox_terminal_input(scope, r),
+                Response::SandboxTerminalInput,
+            ),
+            Command::SandboxTerminalResize(r) => run(
+                self.sandbox_terminal_resize(scope, r),
+                Response::SandboxTerminalResize,
+            ),
+            Command::SandboxTerminalClose(r) => run(
+                self.sandbox_terminal_close(scope, r),
+                Response::SandboxTerminalClose,
+            ),
+            Command::ExecutionGet(r) => run(self.execution_get(scope, r), Response::ExecutionGet),
             Command::ExecutionList(r) => {
-                Response::ExecutionList(self.execution_list(scope, r).await?)
+                run(self.execution_list(scope, r), Response::ExecutionList)
             }
             Command::SandboxFileRead(r) => {
-                Response::SandboxFileRead(self.sandbox_file_read(scope, r).await?)
+                run(self.sandbox_file_read(scope, r), Response::SandboxFileRead)
             }
-            Command::SandboxFileWrite(r) => {
-                Response::SandboxFileWrite(self.sandbox_file_write(scope, r).await?)
-            }
+            Command::SandboxFileWrite(r) => run(
+                self.sandbox_file_write(scope, r),
+                Response::SandboxFileWrite,
+            ),
             Command::SandboxFileList(r) => {
-                Response::SandboxFileList(self.sandbox_file_list(scope, r).await?)
+                run(self.sandbox_file_list(scope, r), Response::SandboxFileList)
             }
-            Command::SandboxFileDelete(r) => {
-                Response::SandboxFileDelete(self.sandbox_file_delete(scope, r).await?)
-            }
+            Command::SandboxFileDelete(r) => run(
+                self.sandbox_file_delete(scope, r),
+                Response::SandboxFileDelete,
+            ),
             Command::SchedulerMetrics(r) => {
-                Response::SchedulerMetrics(self.scheduler_metrics(scope, r).await?)
+                run(self.scheduler_metrics(scope, r), Response::SchedulerMetrics)
             }
             Command::ExecutorReady(r) => {
-                Response::ExecutorReady(self.executor_ready(scope, r).await?)
+                run(self.executor_ready(scope, r), Response::ExecutorReady)
             }
             Command::ExecutorExited(r) => {
-                Response::ExecutorExited(self.executor_exited(scope, r).await?)
+                run(self.executor_exited(scope, r), Response::ExecutorExited)
             }
-            Command::TokenCreate(r) => Response::TokenCreate(self.token_create(scope, r).await?),
-            Command::TokenList(r) => Response::TokenList(self.token_list(scope, r).await?),
-            Command::TokenRevoke(r) => Response::TokenRevoke(self.token_revoke(scope, r).await?),
-        })
+            Command::TokenCreate(r) => run(self.token_create(scope, r), Response::TokenCreate),
+            Command::TokenList(r) => run(self.token_list(scope, r), Response::TokenList),
+            Command::TokenRevoke(r) => run(self.token_revoke(scope, r), Response::TokenRevoke),
+        }
     }
+}
+
+/// A handler's future, boxed, its answer wrapped in its response variant.
+fn run<'a, T: 'a>(
+    handler: impl Future<Output = Result<T>> + Send + 'a,
+    into: fn(T) -> Response,
+) -> BoxFuture<'a, Result<Response>> {
+    Box::pin(async move { handler.await.map(into) })
 }

@@ -15,6 +15,7 @@ use crate::store::{MemoryStore, RedbStore, Store};
 use crate::toolhost::sandboxed::SandboxToolHost;
 use crate::toolhost::{BuiltinTools, LocalToolHost, ToolHost, ToolLimits};
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use futures::StreamExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -372,10 +373,18 @@ impl AgentVm {
     }
 }
 
+/// Who an in-process [`Runtime::request`] runs as: everything in scope, no hook, no deadline.
+static IN_PROCESS: std::sync::LazyLock<Caller> = std::sync::LazyLock::new(Caller::default);
+
 #[async_trait]
 impl Runtime for AgentVm {
-    async fn request(&self, command: Command) -> Result<Response> {
-        self.dispatch(command, &Caller::default()).await
+    // Boxed by hand: the box then holds only the dispatch's small future, not the command
+    // (and a caller) beside it as the generated one would.
+    fn request<'a, 'b>(&'a self, command: Command) -> BoxFuture<'b, Result<Response>>
+    where
+        'a: 'b,
+    {
+        Box::pin(self.dispatch(command, &IN_PROCESS))
     }
 
     async fn subscribe(&self, filter: EventFilter) -> Result<Subscription> {
@@ -405,8 +414,11 @@ impl ScopedRuntime {
 
 #[async_trait]
 impl Runtime for ScopedRuntime {
-    async fn request(&self, command: Command) -> Result<Response> {
-        self.vm.dispatch(command, &self.caller).await
+    fn request<'a, 'b>(&'a self, command: Command) -> BoxFuture<'b, Result<Response>>
+    where
+        'a: 'b,
+    {
+        Box::pin(self.vm.dispatch(command, &self.caller))
     }
 
     async fn subscribe(&self, mut filter: EventFilter) -> Result<Subscription> {
