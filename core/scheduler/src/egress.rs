@@ -3,14 +3,14 @@
 //! Such a sandbox joins an internal Docker network made for its template
 //! (`agentvm-egress-<instance>-<template>`, no route outside its subnet). The runtime listens on that
 //! network's gateway address (the node's side of the bridge) with an HTTP proxy
-//! ([`proxy`]) that lets through requests to allowlisted hosts only, and the sandbox's
+//! (`egress::proxy`) that lets through requests to allowlisted hosts only, and the sandbox's
 //! `HTTP_PROXY`/`HTTPS_PROXY` point there. So the proxy must run on the machine of the Docker
 //! engine: nodes reached over TCP from another host are refused for these templates.
 //!
 //! One proxy per (node, network), started with the first sandbox and kept while the runtime
 //! runs; its policy is the template's and follows template updates. Template credentials are
-//! sealed at rest ([`secrets`]) and added by the proxy to requests for their hosts; for HTTPS
-//! the proxy intercepts those hosts' tunnels with a leaf from the node's CA ([`tls`]), which
+//! sealed at rest (`egress::secrets`) and added by the proxy to requests for their hosts; for HTTPS
+//! the proxy intercepts those hosts' tunnels with a leaf from the node's CA (`egress::tls`), which
 //! every allowlist sandbox trusts.
 
 mod proxy;

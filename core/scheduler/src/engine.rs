@@ -11,7 +11,7 @@
 //!   a control plane can be tested without Docker.
 //!
 //! Another runtime (Kubernetes pods, a microVM manager) is one more [`Connector`] and
-//! [`Engine`]. Errors come back already mapped: [`Error::Unavailable`] when the runtime does
+//! [`Engine`]. Errors come back already mapped: [`Error::Unavailable`](crate::Error::Unavailable) when the runtime does
 //! not answer (the node turns offline), `NotFound` and `Conflict` when it answers so, each
 //! naming the node and what was being done.
 

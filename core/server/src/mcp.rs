@@ -1,4 +1,4 @@
-//! agentvm as an MCP server (Model Context Protocol): the tools of [`tools`] over streamable
+//! agentvm as an MCP server (Model Context Protocol): the tools of `mcp::tools` over streamable
 //! HTTP at `/mcp` on the server's port, and over stdio for desktop clients
 //! (`agentvm-server mcp --stdio`, [`serve_stdio`]).
 //!

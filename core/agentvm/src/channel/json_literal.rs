@@ -6,9 +6,9 @@
 //! writes as is (punctuation, numbers, strings that need no escape) goes to both unchanged;
 //! only what differs is written differently: a string's quotes (`"` in the JSON, `\"` in the
 //! literal) and its escapes (`\n`, then `\\n`). Strings are checked eight bytes at a time
-//! ([`escape_into`]), where serde_json looks at every byte.
+//! (`codec::any_needs_escape`), where serde_json looks at every byte.
 //!
-//! The output is byte for byte serde_json's compact JSON and [`escape`](super::codec::escape)
+//! The output is byte for byte serde_json's compact JSON and [`escape`]
 //! of it (tests compare them on any value). What this serializer does not write itself — map
 //! keys other than strings and integers, serde_json's raw values — is an error, and
 //! [`to_json_and_literal`] then falls back to serde_json and the escaper.

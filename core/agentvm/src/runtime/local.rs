@@ -84,7 +84,8 @@ impl AgentVmBuilder {
     }
 
     /// A custom tool runner, replacing the built-in tools. Without one (and without
-    /// [`sandbox`](Self::sandbox) or [`local_tools`](Self::local_tools)), tool calls are
+    /// [`tool_host`](Self::tool_host), [`scheduler`](Self::scheduler) or
+    /// [`local_tools`](Self::local_tools)), tool calls are
     /// refused.
     pub fn tools(mut self, tools: Arc<dyn ToolRunner>) -> Self {
         self.tools = Some(tools);
