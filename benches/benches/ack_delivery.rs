@@ -136,6 +136,23 @@
 //! bench beyond its spread (same minute, client CPU as the speed gauge: server/client
 //! 6.36/7.54 and 4.77/5.99 µs before, 6.07/7.17 and 5.77/7.06 µs after): freeing the dropped
 //! entries costs about what growing the heap did.
+//!
+//! Then the allocator: a quarter of the runtime threads' user-space samples were glibc's
+//! `malloc` and `free` (`_int_malloc`, `_int_free`, `unlink_chunk`, `malloc_consolidate`: its
+//! slower, consolidating paths) under the event texts, the replay entries and the frames. The
+//! `agentvm-server` binary now runs on mimalloc (`agentvm_server::ServerAllocator`, with
+//! transparent huge pages off), and so does this bench. Alternating runs of the binary before
+//! and after, same minutes, server CPU per frame (client CPU, the speed gauge): 7.80, 7.69 →
+//! 6.36, 6.33 µs (8.15, 8.41 → 8.08, 8.01) with huge pages on; 9.77, 10.20 → 8.24, 8.81 µs
+//! (9.57, 9.67 → 9.74, 10.09) with them off, as shipped: −15 to −18%. Huge pages were turned off
+//! because they cost memory: idle connections in `connections.rs` took 41.0 KB each with them
+//! against 24.8 KB on glibc; without them 29.5 KB (target <= 50 KB). The target is still
+//! missed on this machine's slow speed (client CPU 8–10 µs per frame); at its fast speed
+//! (client CPU 5.6 µs) the server was already under 5 µs before this change.
+
+/// The allocator the `agentvm-server` binary runs on, so this bench measures what runs.
+#[global_allocator]
+static ALLOCATOR: agentvm_server::ServerAllocator = agentvm_server::ServerAllocator;
 
 use agentvm_benches::wire::{connect, long_stream_image, subscribe, BenchServer, Ws};
 use agentvm_benches::{text_delta, tokio_runtime, CONTAINER_ID};

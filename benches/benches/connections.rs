@@ -22,6 +22,10 @@
 //! when it is too low for the sockets (a client and a server socket per connection in one
 //! process).
 
+/// The allocator the `agentvm-server` binary runs on, so this bench measures what runs.
+#[global_allocator]
+static ALLOCATOR: agentvm_server::ServerAllocator = agentvm_server::ServerAllocator;
+
 use agentvm::{BusItem, EventPayload, RuntimeExt};
 use agentvm_benches::wire::{
     connect, count_until_end, long_stream_image, send_text, subscribe, BenchServer, Received, Ws,

@@ -11,6 +11,10 @@
 //! Target: proxied p50 - direct p50 <= 1 ms. After criterion's groups, an interleaved run
 //! (`ROUNDS`, default 2000, of each) prints both p50s and the overhead.
 
+/// The allocator the `agentvm-server` binary runs on, so this bench measures what runs.
+#[global_allocator]
+static ALLOCATOR: agentvm_server::ServerAllocator = agentvm_server::ServerAllocator;
+
 use agentvm::scheduler::{
     ExecRequest, NetworkPolicy, NodeRegistration, SandboxRequest, Scheduler, SchedulerConfig,
     TemplateSpec,

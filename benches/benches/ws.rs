@@ -38,6 +38,10 @@
 //! The raw clients find a frame's type with a substring search instead of parsing JSON, so the
 //! client side costs little; everything shares the machine's cores with the server.
 
+/// The allocator the `agentvm-server` binary runs on, so this bench measures what runs.
+#[global_allocator]
+static ALLOCATOR: agentvm_server::ServerAllocator = agentvm_server::ServerAllocator;
+
 use agentvm::{Command, ConnectOptions, ImageGetRequest, Response, Runtime, RuntimeExt};
 use agentvm_benches::wire::{
     connect, count_until_end, long_stream_image, quantile, read_response, request_frame, send_text,

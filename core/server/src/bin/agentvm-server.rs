@@ -11,6 +11,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// See [`agentvm_server::ServerAllocator`]: why the server does not use the system allocator.
+#[global_allocator]
+static ALLOCATOR: agentvm_server::ServerAllocator = agentvm_server::ServerAllocator;
+
 #[derive(Parser)]
 #[command(
     name = "agentvm-server",
