@@ -606,6 +606,16 @@ impl Scheduler {
         )))
     }
 
+    /// Marks a sandbox active now: its idle timeout starts again. The scheduler marks its own
+    /// execs, file operations and terminal traffic; a front end calls this for activity only
+    /// it sees, such as bytes through the port proxy. A sandbox this scheduler does not hold
+    /// live (unknown, ended, or tended by another server of a cluster) is left alone.
+    pub fn mark_active(&self, sandbox_id: &str) {
+        if let Some(l) = lock(&self.inner.live).get_mut(sandbox_id) {
+            l.record.last_activity_at = now_ms();
+        }
+    }
+
     /// Waits until a sandbox is running (or fails clearly), resuming it when it is paused,
     /// and marks it active.
     pub(crate) async fn ready_sandbox(&self, id: &str) -> Result<Sandbox> {

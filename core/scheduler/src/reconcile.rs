@@ -358,7 +358,8 @@ impl Scheduler {
         let now = now_ms();
         let stuck_ms = self.inner.config.stuck_creating_after.as_millis() as i64;
         let mut report = SweepReport::default();
-        // A sandbox running an exec is busy, whatever its last activity says.
+        // A sandbox running an exec is busy, whatever its last activity says: it is neither
+        // paused nor ended for being idle (its lifetime still ends it).
         let busy: HashSet<String> = lock(&self.inner.running)
             .values()
             .map(|c| c.started.sandbox_id.clone())
@@ -392,7 +393,10 @@ impl Scheduler {
                     None
                 } else if r.is_expired(now) {
                     Some((r.id.clone(), TerminationReason::Expired))
-                } else if r.is_idle(now) && r.idle_action == IdleAction::Terminate {
+                } else if r.is_idle(now)
+                    && r.idle_action == IdleAction::Terminate
+                    && !busy.contains(&r.id)
+                {
                     Some((r.id.clone(), TerminationReason::Idle))
                 } else if r.status == SandboxStatus::Creating
                     && now - r.created_at >= stuck_ms

@@ -255,7 +255,7 @@ impl Scheduler {
             if bytes.is_empty() {
                 continue;
             }
-            self.touch(&sandbox_id);
+            self.mark_active(&sandbox_id);
             let text = carry.push(&bytes);
             // With the reader gone the output is still drained, so the command never blocks
             // on a terminal nobody reads; it ends when closed, or with its sandbox.
@@ -270,13 +270,6 @@ impl Scheduler {
         lock(&self.inner.terminals).remove(&id);
         control.ended.send_replace(Some(exit_code));
         let _ = tx.send(TerminalEvent::Exited(exit_code)).await;
-    }
-
-    /// Marks the sandbox active now (its idle timeout starts again).
-    fn touch(&self, sandbox_id: &str) {
-        if let Some(l) = lock(&self.inner.live).get_mut(sandbox_id) {
-            l.record.last_activity_at = now_ms();
-        }
     }
 
     /// An open terminal, as it is now (its current size); `None` when unknown or ended.

@@ -21,6 +21,7 @@ mod openapi;
 mod paced_reads;
 mod port_proxy;
 mod rest;
+mod sandbox_activity;
 pub mod telemetry;
 mod terminal;
 

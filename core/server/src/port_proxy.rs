@@ -8,6 +8,8 @@
 //! token — with `X-Forwarded-*` added; bodies stream both ways (the request's is limited to
 //! `max_frame_bytes`). An `Upgrade` request (a WebSocket) that the sandbox answers with
 //! `101` is upgraded on both sides and bytes are copied both ways until either closes.
+//! Bytes moving either way are activity of the sandbox (`sandbox_activity`): a long
+//! download or an open WebSocket in use keeps it from being paused or ended as idle.
 //! Nothing is published on the Docker host.
 //!
 //! Errors before the sandbox answers are JSON like every `/v1` error: 401 (no or bad token),
@@ -19,6 +21,7 @@
 use crate::error::{Error, ErrorKind};
 use crate::http::{presented_token, ApiError, TokenQuery};
 use crate::model::{Command, Response as CommandResponse, SandboxPortRequest};
+use crate::sandbox_activity::{ActiveIo, Activity};
 use crate::ServerState;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -26,6 +29,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
+use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -196,11 +200,19 @@ async fn forward(
         headers.remove(header::AUTHORIZATION);
     }
     forwarded_headers(&mut headers, remote, address, t.prefix);
+    // Bytes moving either way keep the sandbox from being paused or ended as idle.
+    let activity = Activity::new(state.vm.scheduler(), &found.sandbox_id);
+    let upload = activity.clone();
     let mut upstream = hyper::Request::builder()
         .method(parts.method)
         .uri(upstream_uri)
         .version(axum::http::Version::HTTP_11)
-        .body(http_body_util::Limited::new(body, limit))
+        .body(
+            http_body_util::Limited::new(body, limit).map_frame(move |frame| {
+                upload.note();
+                frame
+            }),
+        )
         .map_err(|e| Error::Internal(format!("building the proxied request: {e}")))?;
     *upstream.headers_mut() = headers;
 
@@ -270,7 +282,10 @@ async fn forward(
                     return;
                 }
             };
-            let (mut client, mut sandbox) = (TokioIo::new(client), TokioIo::new(sandbox));
+            let (mut client, mut sandbox) = (
+                ActiveIo::new(TokioIo::new(client), activity),
+                TokioIo::new(sandbox),
+            );
             if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut sandbox).await {
                 tracing::debug!(%address, error = %e, "a proxied upgraded connection ended");
             }
@@ -283,6 +298,10 @@ async fn forward(
     strip_hop_by_hop(&mut parts.headers, false);
     parts.extensions = Default::default();
     parts.extensions.insert(Proxied);
+    let body = body.map_frame(move |frame| {
+        activity.note();
+        frame
+    });
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 

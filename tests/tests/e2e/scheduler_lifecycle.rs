@@ -159,6 +159,41 @@ async fn an_idle_sandbox_pauses_itself_and_an_exec_brings_it_back() {
 }
 
 #[tokio::test]
+async fn a_sandbox_running_a_long_exec_is_not_ended_as_idle() {
+    if !require_docker().await {
+        return;
+    }
+    // Sweeps every 500 ms; the exec outlasts three idle timeouts.
+    let s = local_scheduler(fast_config()).await;
+    let mut spec = busybox_spec();
+    spec.idle_timeout_s = Some(1);
+    spec.idle_action = IdleAction::Terminate;
+    s.create_template("brief", spec).await.unwrap();
+    let sb = s
+        .create_sandbox(SandboxRequest::new("brief"))
+        .await
+        .unwrap();
+    let run = s
+        .exec_collect(&sb.id, ExecRequest::shell("sleep 3; echo done"))
+        .await
+        .unwrap();
+    assert_eq!(run.exit_code, Some(0), "{run:?}");
+    assert_eq!(run.stdout, "done\n");
+    // Idle once the exec is over: the sweep ends it then, and says why.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let ended = loop {
+        let now = s.get_sandbox(&sb.id).await.unwrap().unwrap();
+        if now.status.is_terminal() {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "still {:?}", now.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let termination = ended.termination.expect("why it ended");
+    assert_eq!(termination.reason, TerminationReason::Idle);
+}
+
+#[tokio::test]
 async fn the_deadline_removes_the_sandbox_and_extend_moves_it() {
     if !require_docker().await {
         return;

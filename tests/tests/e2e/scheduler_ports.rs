@@ -4,7 +4,8 @@
 //! upgrade with bytes both ways after the `101`, a paused sandbox resumed by a request, the
 //! errors (404, 400, 409, 502), and no Docker port published on the host.
 
-use agentvm::scheduler::{ExecRequest, NetworkPolicy, SandboxRequest, Scheduler};
+use agentvm::model::scheduler::IdleAction;
+use agentvm::scheduler::{ExecRequest, NetworkPolicy, SandboxRequest, SandboxStatus, Scheduler};
 use agentvm_e2e::docker::*;
 use agentvm_server::{AuthMode, ServerConfig, ServerManager};
 use serde_json::Value;
@@ -293,38 +294,8 @@ async fn a_websocket_upgrade_passes_and_bytes_flow_both_ways() {
     let f = serve("ws").await;
     let s = &f.scheduler;
     let id = sandbox_of(s, "web", "tenant-a").await;
-    s.write_file(&id, "ws.sh", WS_SCRIPT.as_bytes().to_vec())
-        .await
-        .unwrap();
-    sh(
-        s,
-        &id,
-        "chmod +x /workspace/ws.sh && setsid nc -ll -p 9000 -e /workspace/ws.sh </dev/null >/dev/null 2>&1 &",
-    )
-    .await;
-    let head = format!(
-        "GET /v1/sandboxes/{id}/ports/9000/echo?room=1 HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-         Sec-WebSocket-Version: 13\r\n\r\n",
-        f.addr, f.tenant_a
-    );
-    // nc may not listen yet: retry the upgrade until it answers 101.
-    let mut upgraded = None;
-    for _ in 0..50 {
-        let mut tcp = tokio::net::TcpStream::connect(f.addr).await.unwrap();
-        tcp.write_all(head.as_bytes()).await.unwrap();
-        let response = read_head(&mut tcp).await;
-        if response.starts_with("HTTP/1.1 101") {
-            upgraded = Some((tcp, response));
-            break;
-        }
-        assert!(
-            response.starts_with("HTTP/1.1 502"),
-            "only a closed port is retried: {response}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (mut tcp, response) = upgraded.expect("the upgrade is answered with 101");
+    let head = upgrade_head(&f, &id);
+    let (mut tcp, response) = echo_over_upgrade(&f, &id, &head).await;
     let lower = response.to_ascii_lowercase();
     assert!(lower.contains("upgrade: websocket"), "{response}");
     assert!(
@@ -333,24 +304,11 @@ async fn a_websocket_upgrade_passes_and_bytes_flow_both_ways() {
     );
     // After the 101 the connection is the sandbox's: what goes in comes back, several times.
     for round in 0..3 {
-        let msg = format!("frame {round} \u{1F600}\n");
-        tcp.write_all(msg.as_bytes()).await.unwrap();
-        let mut back = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut back))
-            .await
-            .expect("the echo comes back")
-            .unwrap();
-        assert_eq!(back, msg.as_bytes());
+        echo(&mut tcp, format!("frame {round} \u{1F600}\n").as_bytes()).await;
     }
     // Binary bytes too, in one larger piece.
     let blob: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 256) as u8).collect();
-    tcp.write_all(&blob).await.unwrap();
-    let mut back = vec![0u8; blob.len()];
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut back))
-        .await
-        .expect("the echo comes back")
-        .unwrap();
-    assert_eq!(back, blob);
+    echo(&mut tcp, &blob).await;
     drop(tcp);
 
     // The upgrade is authorised like any request.
@@ -360,6 +318,98 @@ async fn a_websocket_upgrade_passes_and_bytes_flow_both_ways() {
         .unwrap();
     let response = read_head(&mut tcp).await;
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+    s.terminate_sandbox(&id).await.unwrap();
+}
+
+/// The upgrade request for port 9000 of `id`, as tenant A.
+fn upgrade_head(f: &Fixture, id: &str) -> String {
+    format!(
+        "GET /v1/sandboxes/{id}/ports/9000/echo?room=1 HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        f.addr, f.tenant_a
+    )
+}
+
+/// Starts the echo script on port 9000 of `id` and upgrades a connection to it through the
+/// proxy (`head`): the connection and the `101`'s head.
+async fn echo_over_upgrade(f: &Fixture, id: &str, head: &str) -> (tokio::net::TcpStream, String) {
+    let s = &f.scheduler;
+    s.write_file(id, "ws.sh", WS_SCRIPT.as_bytes().to_vec())
+        .await
+        .unwrap();
+    sh(
+        s,
+        id,
+        "chmod +x /workspace/ws.sh && setsid nc -ll -p 9000 -e /workspace/ws.sh </dev/null >/dev/null 2>&1 &",
+    )
+    .await;
+    // nc may not listen yet: retry the upgrade until it answers 101.
+    for _ in 0..50 {
+        let mut tcp = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let response = read_head(&mut tcp).await;
+        if response.starts_with("HTTP/1.1 101") {
+            return (tcp, response);
+        }
+        assert!(
+            response.starts_with("HTTP/1.1 502"),
+            "only a closed port is retried: {response}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the upgrade is never answered with 101");
+}
+
+/// Sends `msg` and reads it back.
+async fn echo(tcp: &mut tokio::net::TcpStream, msg: &[u8]) {
+    tcp.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut back))
+        .await
+        .expect("the echo comes back")
+        .unwrap();
+    assert_eq!(back, msg);
+}
+
+#[tokio::test]
+async fn bytes_through_the_proxy_keep_an_idle_pausing_sandbox_awake() {
+    if !require_docker().await {
+        return;
+    }
+    let f = serve("awake").await;
+    let s = &f.scheduler;
+    let mut napper = busybox_spec();
+    napper.network = NetworkPolicy::Bridge {
+        name: format!("{NETWORK}-awake"),
+        internal: true,
+    };
+    napper.idle_timeout_s = Some(1);
+    napper.idle_action = IdleAction::Pause;
+    s.create_template("napper", napper).await.unwrap();
+    let id = sandbox_of(s, "napper", "tenant-a").await;
+    let (mut tcp, _) = echo_over_upgrade(&f, &id, &upgrade_head(&f, &id)).await;
+    // Three idle timeouts (the sweep runs every 500 ms) with bytes moving every 200 ms and no
+    // other request: the sandbox stays running and every echo comes back.
+    let start = std::time::Instant::now();
+    let mut round = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        echo(&mut tcp, format!("tick {round}\n").as_bytes()).await;
+        let status = s.get_sandbox(&id).await.unwrap().unwrap().status;
+        assert_eq!(status, SandboxStatus::Running, "after {round} rounds");
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Open but silent, the connection does not keep it awake.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while s.get_sandbox(&id).await.unwrap().unwrap().status != SandboxStatus::Paused {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never paused once idle"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(tcp);
     s.terminate_sandbox(&id).await.unwrap();
 }
 
